@@ -1,0 +1,1 @@
+"""Market data: timeframes, candles, the Parquet store, sources and resampling."""

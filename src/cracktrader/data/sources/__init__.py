@@ -1,0 +1,1 @@
+"""Candle sources: ccxt exchanges, CSV files and the offline `synthetic` exchange."""

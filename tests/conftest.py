@@ -1,0 +1,77 @@
+"""Suite-wide fixtures: a loopback-only network guard and an isolated data folder."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+
+
+class NetworkAccessError(RuntimeError):
+    """A test tried to reach a host other than loopback."""
+
+
+def _is_loopback(host: Any) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _check(address: Any) -> None:
+    if isinstance(address, tuple) and not _is_loopback(address[0]):
+        raise NetworkAccessError(f"Tests may only connect to 127.0.0.1; blocked connect to {address!r}")
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> None:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _check(address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _check(address)
+    return _real_connect_ex(self, address)
+
+
+def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    if not _is_loopback(host):
+        raise NetworkAccessError(f"Tests may only resolve loopback; blocked lookup of {host!r}")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+# Installed at import time so that even module-level code in tests cannot reach the internet.
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+socket.getaddrinfo = _guarded_getaddrinfo
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point the data and strategy folders at a temp dir and reset cached settings."""
+    from cracktrader.settings import get_settings
+
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("CRACKTRADER_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("CRACKTRADER_STRATEGY_DIR", raising=False)
+    monkeypatch.delenv("CRACKTRADER_EXCHANGE_OPTIONS", raising=False)
+    get_settings.cache_clear()
+    yield data_dir
+    get_settings.cache_clear()
