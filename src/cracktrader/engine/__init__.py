@@ -1,0 +1,1 @@
+"""Pure computation: strategy API, indicators, simulator kernels, metrics. No I/O."""
