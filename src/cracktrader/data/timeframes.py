@@ -10,9 +10,25 @@ import numpy as np
 from cracktrader.errors import InvalidTimeframeError
 
 SUPPORTED_TIMEFRAMES: tuple[str, ...] = (
-    "1s", "10s", "30s", "1m", "3m", "5m", "15m", "30m",
-    "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M",
-)  # fmt: skip
+    "1s",
+    "10s",
+    "30s",
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "6h",
+    "8h",
+    "12h",
+    "1d",
+    "3d",
+    "1w",
+    "1M",
+)
 
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _MONTH_MS = 30 * 86_400_000
@@ -100,4 +116,3 @@ def parse_timeframe(value: str | Timeframe) -> Timeframe:
             details={"timeframe": value, "supported_timeframes": list(SUPPORTED_TIMEFRAMES)},
         )
     return Timeframe(value)
-

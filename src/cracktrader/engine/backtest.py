@@ -1,0 +1,282 @@
+"""Run a strategy over market data with either simulator and collect the results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cracktrader.engine import kernels
+from cracktrader.engine.broker import BarContext, EventSimulator, SimSettings
+from cracktrader.engine.market import MarketData
+from cracktrader.engine.metrics import compute_metrics
+from cracktrader.engine.records import N_COLS, O_FEE, O_PNL, O_RETURN, O_STATUS, STATUS_FILLED
+from cracktrader.engine.strategy import Signals, Strategy
+from cracktrader.errors import UserInputError
+
+# Called with (bars done, bars total, cash, value) between chunks of a run.
+Progress = Callable[[int, int, float, float], None]
+ShouldStop = Callable[[], bool]
+
+VECTOR_CHUNK = 1 << 18
+EVENT_CHUNK = 1 << 12
+
+
+@dataclass(slots=True)
+class Position:
+    """An open position at the end of a run."""
+
+    symbol: str
+    size: float
+    entry_price: float
+    market_price: float
+    value: float
+    unrealized_pnl: float
+
+
+@dataclass(slots=True)
+class BacktestResult:
+    """Everything a backtest produced, as arrays; `runs.document` turns it into the results document."""
+
+    symbols: tuple[str, ...]
+    timestamp: np.ndarray
+    equity: np.ndarray
+    cash: np.ndarray
+    in_market: np.ndarray
+    orders: np.ndarray  # (k, N_COLS) rows; see engine.records
+    positions: list[Position]
+    metrics: dict[str, Any]
+    settings: SimSettings
+    bars_processed: int
+    completed: bool
+    style: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_value(self) -> float:
+        return float(self.equity[-1]) if self.bars_processed else self.settings.initial_cash
+
+
+def run_backtest(
+    strategy: Strategy,
+    data: MarketData,
+    settings: SimSettings,
+    *,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> BacktestResult:
+    """Simulate `strategy` on `data`: decisions at a bar's close fill at the open `latency` bars later."""
+    if data.n_bars == 0:
+        raise UserInputError("No bars to backtest")
+    if settings.latency < 1:
+        raise UserInputError(
+            "latency must be at least 1 bar: a decision at a close cannot fill at that close"
+        )
+    if settings.initial_cash <= 0:
+        raise UserInputError("initial_cash must be positive")
+    if strategy.style() == "vectorized":
+        return _run_vectorized(strategy, data, settings, progress, should_stop)
+    return _run_event(strategy, data, settings, progress, should_stop)
+
+
+def _stack(data: MarketData, values: list[Any], dtype: type, default: Any) -> np.ndarray:
+    """Stack per-symbol signal columns into (n, m), broadcasting scalars as (1, 1)."""
+    n, m = data.n_bars, len(data.symbols)
+    if all(v is None or np.ndim(v) == 0 for v in values) and len({_scalar(v, default) for v in values}) == 1:
+        return np.full((1, 1), _scalar(values[0], default), dtype=dtype)
+    out: np.ndarray = np.empty((n, m), dtype=dtype)
+    for j, v in enumerate(values):
+        col: np.ndarray = np.asarray(default if v is None else v, dtype=dtype)
+        if col.ndim and col.shape[0] != n:
+            raise UserInputError(f"Signal array for {data.symbols[j]} has {col.shape[0]} bars, expected {n}")
+        out[:, j] = col
+    if dtype is np.float64 and default == 1.0:
+        np.nan_to_num(out, copy=False, nan=1.0)
+    return out
+
+
+def _scalar(v: Any, default: Any) -> Any:
+    return default if v is None or (isinstance(v, float) and v != v and default == 1.0) else v
+
+
+def _bool_matrix(data: MarketData, cols: list[np.ndarray | None]) -> np.ndarray:
+    if all(c is None for c in cols):
+        return np.zeros((1, 1), dtype=np.bool_)
+    n = data.n_bars
+    if len(cols) == 1 and cols[0] is not None:
+        arr = np.asarray(cols[0], dtype=np.bool_)
+        if arr.shape[0] != n:
+            raise UserInputError(f"Signal array has {arr.shape[0]} bars, expected {n}")
+        return arr.reshape(n, 1)
+    return _stack(data, list(cols), np.bool_, False)
+
+
+def _run_vectorized(
+    strategy: Strategy,
+    data: MarketData,
+    settings: SimSettings,
+    progress: Progress | None,
+    should_stop: ShouldStop | None,
+) -> BacktestResult:
+    sigs: list[Signals] = [strategy.signals(data.bars(j)) for j in range(len(data.symbols))]
+    entries = _bool_matrix(data, [s.entries for s in sigs])
+    exits = _bool_matrix(data, [s.exits for s in sigs])
+    short_entries = _bool_matrix(data, [s.short_entries for s in sigs])
+    short_exits = _bool_matrix(data, [s.short_exits for s in sigs])
+    stop_loss = _stack(data, [s.stop_loss for s in sigs], np.float64, np.nan)
+    take_profit = _stack(data, [s.take_profit for s in sigs], np.float64, np.nan)
+    size = _stack(data, [s.size for s in sigs], np.float64, 1.0)
+    n = data.n_bars
+    cash, fstate, istate = kernels.new_state(len(data.symbols), settings.initial_cash)
+    equity, cash_curve, in_market = np.empty(n), np.empty(n), np.zeros(n, dtype=np.bool_)
+    orders = np.empty((1024, N_COLS))
+    n_orders = 0
+    done = 0
+    while done < n:
+        end = min(n, done + VECTOR_CHUNK)
+        orders, n_orders = kernels.simulate_signals(
+            done,
+            end,
+            data.open,
+            data.high,
+            data.low,
+            data.close,
+            data.tradable,
+            entries,
+            exits,
+            short_entries,
+            short_exits,
+            stop_loss,
+            take_profit,
+            size,
+            settings.maker_fee,
+            settings.taker_fee,
+            settings.slippage,
+            settings.latency,
+            settings.allow_short,
+            cash,
+            fstate,
+            istate,
+            orders,
+            n_orders,
+            equity,
+            cash_curve,
+            in_market,
+        )
+        done = end
+        if progress is not None:
+            progress(done, n, float(cash_curve[done - 1]), float(equity[done - 1]))
+        if should_stop is not None and done < n and should_stop():
+            break
+    positions = [
+        (j, float(fstate[j, kernels.S_POS]), float(fstate[j, kernels.S_ENTRY_PRICE]))
+        for j in range(len(data.symbols))
+    ]
+    return _result(
+        data, settings, equity, cash_curve, in_market, orders[:n_orders].copy(), positions, done, "vectorized"
+    )
+
+
+def _run_event(
+    strategy: Strategy,
+    data: MarketData,
+    settings: SimSettings,
+    progress: Progress | None,
+    should_stop: ShouldStop | None,
+) -> BacktestResult:
+    sim = EventSimulator(data, settings)
+    ctx = BarContext(sim)
+    strategy.init(data)
+    n = data.n_bars
+    done = 0
+    on_bar = strategy.on_bar
+    process, mark = sim.process_bar, sim.mark
+    while done < n:
+        end = min(n, done + EVENT_CHUNK)
+        for t in range(done, end):
+            if sim.open_orders:
+                process(t)
+            ctx.i = t
+            on_bar(ctx)
+            mark(t)
+        done = end
+        if progress is not None:
+            progress(done, n, sim.cash, float(sim.equity[done - 1]))
+        if should_stop is not None and done < n and should_stop():
+            break
+    positions = [(j, sim.pos[j], sim.entry_price[j]) for j in range(len(data.symbols))]
+    return _result(
+        data,
+        settings,
+        sim.equity,
+        sim.cash_curve,
+        sim.in_market,
+        sim.order_records(done - 1),
+        positions,
+        done,
+        "event",
+    )
+
+
+def _result(
+    data: MarketData,
+    settings: SimSettings,
+    equity: np.ndarray,
+    cash_curve: np.ndarray,
+    in_market: np.ndarray,
+    orders: np.ndarray,
+    positions: list[tuple[int, float, float]],
+    done: int,
+    style: str,
+) -> BacktestResult:
+    equity, cash_curve, in_market = equity[:done], cash_curve[:done], in_market[:done]
+    timestamp = data.timestamp[:done]
+    last = done - 1
+    open_positions = []
+    for j, size, entry in positions:
+        if size != 0.0:
+            price = float(data.close[last, j])
+            open_positions.append(
+                Position(data.symbols[j], size, entry, price, size * price, size * (price - entry))
+            )
+    filled = orders[orders[:, O_STATUS] == STATUS_FILLED]
+    closing = filled[~np.isnan(filled[:, O_PNL])]
+    metrics = compute_metrics(
+        equity=equity,
+        initial_cash=settings.initial_cash,
+        timestamps_ms=timestamp,
+        periods_per_year=data.periods_per_year,
+        trade_pnls=closing[:, O_PNL],
+        trade_returns=closing[:, O_RETURN],
+        fees_paid=float(filled[:, O_FEE].sum()),
+        in_market=in_market,
+        buy_and_hold_return=buy_and_hold_return(data, done),
+    )
+    return BacktestResult(
+        data.symbols,
+        timestamp,
+        equity,
+        cash_curve,
+        in_market,
+        orders,
+        open_positions,
+        metrics,
+        settings,
+        done,
+        done == data.n_bars,
+        style,
+    )
+
+
+def buy_and_hold_return(data: MarketData, done: int) -> float:
+    """Equal-weight return of buying every symbol at its first open and holding to the last close."""
+    if done == 0:
+        return 0.0
+    rets = []
+    for j in range(len(data.symbols)):
+        present = np.flatnonzero(data.tradable[:done, j])
+        if present.size:
+            rets.append(data.close[done - 1, j] / data.open[present[0], j] - 1.0)
+    return float(np.mean(rets)) if rets else 0.0

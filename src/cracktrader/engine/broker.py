@@ -1,0 +1,538 @@
+"""Event-driven simulator: a bar loop calling `on_bar`, with market, limit, stop and stop-limit orders."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cracktrader.engine.fills import (
+    BUY,
+    SELL,
+    all_in_quantity,
+    limit_fill_price,
+    limit_is_taker,
+    market_fill_price,
+    stop_fill_price,
+)
+from cracktrader.engine.market import Bars, MarketData
+from cracktrader.engine.records import (
+    N_COLS,
+    REASON_CANCELED_BY_STRATEGY,
+    REASON_INSUFFICIENT_CASH,
+    REASON_INSUFFICIENT_POSITION,
+    REASON_NO_POSITION,
+    REASON_OCO,
+    REASON_SHORTING_DISABLED,
+    REASON_SIGNAL,
+    REASON_STOP_LOSS,
+    REASON_TAKE_PROFIT,
+    REASON_ZERO_SIZE,
+    STATUS_CANCELED,
+    STATUS_FILLED,
+    STATUS_OPEN,
+    STATUS_REJECTED,
+    TYPE_LIMIT,
+    TYPE_MARKET,
+    TYPE_STOP,
+    TYPE_STOP_LIMIT,
+)
+from cracktrader.errors import UserInputError
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class SimSettings:
+    """Costs and rules of a simulation."""
+
+    initial_cash: float = 10_000.0
+    maker_fee: float = 0.001
+    taker_fee: float = 0.001
+    slippage: float = 0.0  # fraction, e.g. 5 bps = 0.0005
+    latency: int = 1  # bars between a decision at a close and its fill at an open
+    allow_short: bool = False
+
+    def __post_init__(self) -> None:
+        # Integers from JSON or the CLI would otherwise make the compiled kernel do integer cash arithmetic.
+        for name in ("initial_cash", "maker_fee", "taker_fee", "slippage"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if min(self.maker_fee, self.taker_fee, self.slippage) < 0:
+            raise UserInputError("fees and slippage must not be negative")
+
+
+@dataclass(slots=True, eq=False)
+class Order:
+    """A working order of the event-driven simulator."""
+
+    id: int
+    symbol: int
+    side: int
+    size: float | None  # None: all-in for an opening buy, the whole position for a sell
+    type: int
+    limit: float
+    stop: float
+    created: int
+    active_from: int
+    stop_loss: float = math.nan
+    take_profit: float = math.nan
+    reason: int = REASON_SIGNAL
+    oco: int = 0
+    triggered: bool = False
+    fraction: float = 1.0  # share of cash an all-in (size=None) opening order uses
+    children: list[int] = field(default_factory=list)
+
+
+class EventSimulator:
+    """Runs an event-driven strategy bar by bar over aligned market data."""
+
+    def __init__(self, data: MarketData, settings: SimSettings) -> None:
+        self.data = data
+        self.s = settings
+        m = len(data.symbols)
+        self.cash = settings.initial_cash
+        self.pos = [0.0] * m
+        self.entry_price = [0.0] * m
+        self.entry_cost = [0.0] * m
+        self.open_orders: list[Order] = []
+        self.rows: list[list[float]] = []
+        self.recent_fills: list[list[float]] = []
+        self._next_id = 1
+        self._cols = {
+            k: [np.ascontiguousarray(getattr(data, k)[:, j]) for j in range(m)]
+            for k in ("open", "high", "low", "close")
+        }
+        self._tradable = [data.tradable[:, j] for j in range(m)]
+        n = data.n_bars
+        self.equity = np.empty(n)
+        self.cash_curve = np.empty(n)
+        self.in_market = np.zeros(n, dtype=np.bool_)
+
+    # Order entry ---------------------------------------------------------------------------------
+    def submit(
+        self,
+        t: int,
+        symbol: int,
+        side: int,
+        size: float | None,
+        *,
+        limit: float | None = None,
+        stop: float | None = None,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+        fraction: float = 1.0,
+    ) -> int:
+        """Queue an order decided at bar t; it can fill from bar t + latency."""
+        if size is not None and (not math.isfinite(size) or size < 0):
+            raise UserInputError(f"Order size must be a positive number or None (all in), got {size!r}")
+        if not 0.0 < fraction <= 1.0:
+            raise UserInputError(f"Order fraction must be in (0, 1], got {fraction!r}")
+        otype = TYPE_MARKET
+        if limit is not None and stop is not None:
+            otype = TYPE_STOP_LIMIT
+        elif limit is not None:
+            otype = TYPE_LIMIT
+        elif stop is not None:
+            otype = TYPE_STOP
+        order = Order(
+            self._next_id,
+            symbol,
+            side,
+            size,
+            otype,
+            math.nan if limit is None else float(limit),
+            math.nan if stop is None else float(stop),
+            t,
+            t + self.s.latency,
+            math.nan if stop_loss is None else float(stop_loss),
+            math.nan if take_profit is None else float(take_profit),
+            fraction=fraction,
+        )
+        self._next_id += 1
+        self.open_orders.append(order)
+        return order.id
+
+    def cancel(self, t: int, order_id: int, reason: int = REASON_CANCELED_BY_STRATEGY) -> bool:
+        """Cancel a working order; False when it is no longer open."""
+        for k, o in enumerate(self.open_orders):
+            if o.id == order_id:
+                del self.open_orders[k]
+                self._record(o, t, STATUS_CANCELED, 0.0, math.nan, 0.0, math.nan, math.nan, reason)
+                return True
+        return False
+
+    # Bar processing ------------------------------------------------------------------------------
+    def process_bar(self, t: int) -> None:
+        """Fill what the bar allows: at the open (reducing orders first), then inside the bar."""
+        due = [o for o in self.open_orders if o.active_from <= t and self._tradable[o.symbol][t]]
+        if not due:
+            return
+        due.sort(key=lambda o: (0 if self._reduces(o) else 1, o.id))
+        intrabar: list[Order] = []
+        for o in due:
+            if self._is_open(o) and not self._try_fill(o, t, at_open=True):
+                intrabar.append(o)
+        # Children created at the open (brackets of entries) can trigger later in the same bar.
+        seen = {id(o) for o in intrabar}
+        intrabar += [
+            o
+            for o in self.open_orders
+            if o.active_from == t and o.reason != REASON_SIGNAL and id(o) not in seen
+        ]
+        # Stops before limits: the pessimistic order when a bar touches both.
+        intrabar.sort(key=lambda o: (0 if o.type == TYPE_STOP else 1, o.id))
+        for o in intrabar:
+            if self._is_open(o):
+                self._try_fill(o, t, at_open=False)
+
+    def _is_open(self, order: Order) -> bool:
+        return any(o is order for o in self.open_orders)
+
+    def _reduces(self, o: Order) -> bool:
+        p = self.pos[o.symbol]
+        return (p > 0 and o.side == SELL) or (p < 0 and o.side == BUY)
+
+    def _try_fill(self, o: Order, t: int, *, at_open: bool) -> bool:
+        """Fill `o` in bar t if the price allows; returns True when the order left the book."""
+        j = o.symbol
+        op = self._cols["open"][j][t]
+        hi = self._cols["high"][j][t]
+        lo = self._cols["low"][j][t]
+        slip = self.s.slippage
+        rate = self.s.taker_fee
+        if o.type == TYPE_MARKET:
+            price = market_fill_price(o.side, op, slip)
+        elif o.type == TYPE_LIMIT:
+            if at_open and not limit_is_taker(o.side, op, o.limit):
+                return False
+            price = limit_fill_price(o.side, op, hi, lo, o.limit)
+            rate = self.s.taker_fee if at_open else self.s.maker_fee
+        elif o.type == TYPE_STOP:
+            crossed = op >= o.stop if o.side == BUY else op <= o.stop
+            if at_open and not crossed:
+                return False
+            price = stop_fill_price(o.side, op, hi, lo, o.stop, slip)
+        else:
+            price = self._stop_limit_price(o, op, hi, lo, at_open=at_open)
+            rate = self.s.taker_fee if at_open else self.s.maker_fee
+        if price != price:  # NaN: not reached in this bar
+            return False
+        self._execute(o, t, price, rate)
+        return True
+
+    def _stop_limit_price(self, o: Order, op: float, hi: float, lo: float, *, at_open: bool) -> float:
+        """A stop-limit becomes a limit once the stop trades; it fills only at the limit or better."""
+        if not o.triggered:
+            if at_open:
+                o.triggered = op >= o.stop if o.side == BUY else op <= o.stop
+                return op if o.triggered and limit_is_taker(o.side, op, o.limit) else math.nan
+            if (o.side == BUY and hi >= o.stop) or (o.side == SELL and lo <= o.stop):
+                o.triggered = True
+                # The stop price itself traded; it fills there if that is within the limit.
+                within = o.stop <= o.limit if o.side == BUY else o.stop >= o.limit
+                return o.stop if within else math.nan
+            return math.nan
+        if at_open:
+            return op if limit_is_taker(o.side, op, o.limit) else math.nan
+        return limit_fill_price(o.side, op, hi, lo, o.limit)
+
+    def _execute(self, o: Order, t: int, price: float, rate: float) -> None:
+        """Apply a fill to cash and position, or reject it with a reason."""
+        self.open_orders.remove(o)
+        j = o.symbol
+        p = self.pos[j]
+        if o.size is None:
+            qty = (
+                abs(p)
+                if (p != 0 and ((p > 0) == (o.side == SELL)))
+                else (
+                    all_in_quantity(self.cash * o.fraction, price, rate)
+                    if o.side == BUY or self.s.allow_short
+                    else 0.0
+                )
+            )
+        else:
+            qty = o.size
+        reject = self._rejection(o, p, qty, price, rate)
+        if reject is not None:
+            self._record(o, t, STATUS_REJECTED, qty, price, 0.0, math.nan, math.nan, reject)
+            return
+        notional = qty * price
+        fee = notional * rate
+        closing = min(qty, abs(p)) if p != 0 and (p > 0) == (o.side == SELL) else 0.0
+        pnl = ret = math.nan
+        if closing > 0:
+            share = closing / abs(p)
+            basis = self.entry_cost[j] * share
+            fee_part = fee * closing / qty
+            if p > 0:
+                pnl = closing * price - fee_part - basis
+                ret = pnl / basis
+            else:
+                pnl = basis - closing * price - fee_part
+                ret = pnl / (closing * self.entry_price[j])
+            self.entry_cost[j] -= basis
+        opening = qty - closing
+        if opening > 0:
+            fee_part = fee * opening / qty
+            prev = abs(p) - closing
+            self.entry_price[j] = (self.entry_price[j] * prev + price * opening) / (prev + opening)
+            self.entry_cost[j] += opening * price + fee_part if o.side == BUY else opening * price - fee_part
+        if o.side == BUY:
+            self.cash -= notional + fee
+            if -_EPS * self.s.initial_cash < self.cash < 0.0:
+                self.cash = 0.0  # float residue of an exact all-in buy
+        else:
+            self.cash += notional - fee
+        new_pos = p + o.side * qty
+        self.pos[j] = 0.0 if abs(new_pos) <= _EPS * max(qty, 1.0) else new_pos
+        if self.pos[j] == 0.0:
+            self.entry_price[j] = self.entry_cost[j] = 0.0
+        self._record(o, t, STATUS_FILLED, qty, price, fee, pnl, ret, o.reason)
+        self._after_fill(o, t, price, opening)
+
+    def _rejection(self, o: Order, p: float, qty: float, price: float, rate: float) -> int | None:
+        """Why a fill must be refused (spot cash and position never go negative), or None."""
+        if qty <= 0:
+            return (
+                REASON_NO_POSITION
+                if o.side == SELL
+                else (REASON_ZERO_SIZE if o.size == 0 else REASON_INSUFFICIENT_CASH)
+            )
+        if o.side == SELL and not self.s.allow_short and qty > p * (1 + _EPS):
+            return REASON_NO_POSITION if p <= 0 else REASON_INSUFFICIENT_POSITION
+        if o.side == BUY and p >= 0 and qty * price * (1 + rate) > self.cash * (1 + _EPS):
+            return REASON_INSUFFICIENT_CASH
+        if o.side == SELL and p <= 0 and not self.s.allow_short:
+            return REASON_SHORTING_DISABLED
+        return None
+
+    def _after_fill(self, o: Order, t: int, price: float, opened: float) -> None:
+        """Cancel the other leg of a filled bracket, or attach brackets to a filled entry."""
+        j = o.symbol
+        if o.oco:
+            self.cancel(t, o.oco, REASON_OCO)
+        if self.pos[j] == 0.0:
+            for other in [x for x in self.open_orders if x.symbol == j and x.reason != REASON_SIGNAL]:
+                self.cancel(t, other.id, REASON_OCO)
+            return
+        if opened <= 0 or (o.stop_loss != o.stop_loss and o.take_profit != o.take_profit):
+            return
+        side = -o.side
+        sl_id = tp_id = 0
+        if o.stop_loss == o.stop_loss:
+            sl_id = self._child(
+                j, side, TYPE_STOP, math.nan, price * (1 - o.side * o.stop_loss), t, REASON_STOP_LOSS
+            )
+        if o.take_profit == o.take_profit:
+            tp_id = self._child(
+                j, side, TYPE_LIMIT, price * (1 + o.side * o.take_profit), math.nan, t, REASON_TAKE_PROFIT
+            )
+        if sl_id and tp_id:
+            self._order(sl_id).oco = tp_id
+            self._order(tp_id).oco = sl_id
+
+    def _child(self, j: int, side: int, otype: int, limit: float, stop: float, t: int, reason: int) -> int:
+        child = Order(self._next_id, j, side, None, otype, limit, stop, t, t, reason=reason)
+        self._next_id += 1
+        self.open_orders.append(child)
+        return child.id
+
+    def _order(self, order_id: int) -> Order:
+        return next(o for o in self.open_orders if o.id == order_id)
+
+    def _record(
+        self,
+        o: Order,
+        t: int,
+        status: int,
+        qty: float,
+        price: float,
+        fee: float,
+        pnl: float,
+        ret: float,
+        reason: int,
+    ) -> None:
+        trigger = o.limit if o.type in (TYPE_LIMIT, TYPE_STOP_LIMIT) else o.stop
+        row = [
+            float(o.id),
+            float(o.created),
+            float(t),
+            float(o.symbol),
+            float(o.side),
+            float(o.type),
+            float(status),
+            qty,
+            price,
+            fee,
+            pnl,
+            ret,
+            float(reason),
+            trigger,
+        ]
+        self.rows.append(row)
+
+    # Results ---------------------------------------------------------------------------------------
+    def mark(self, t: int) -> None:
+        """Value the portfolio at bar t's close."""
+        value = self.cash
+        exposed = False
+        for j, p in enumerate(self.pos):
+            if p != 0.0:
+                value += p * self._cols["close"][j][t]
+                exposed = True
+        self.equity[t] = value
+        self.cash_curve[t] = self.cash
+        self.in_market[t] = exposed
+
+    def order_records(self, last_bar: int) -> np.ndarray:
+        """All order rows, with still-working orders appended as open; sorted by order id."""
+        rows = list(self.rows)
+        for o in self.open_orders:
+            trigger = o.limit if o.type in (TYPE_LIMIT, TYPE_STOP_LIMIT) else o.stop
+            rows.append(
+                [
+                    float(o.id),
+                    float(o.created),
+                    -1.0,
+                    float(o.symbol),
+                    float(o.side),
+                    float(o.type),
+                    float(STATUS_OPEN),
+                    o.size if o.size is not None else math.nan,
+                    math.nan,
+                    0.0,
+                    math.nan,
+                    math.nan,
+                    float(o.reason),
+                    trigger,
+                ]
+            )
+        out = np.asarray(rows, dtype=np.float64).reshape(-1, N_COLS)
+        return out[np.argsort(out[:, 0], kind="stable")]
+
+
+class BarContext:
+    """What `on_bar` sees: history up to the current bar, the portfolio, and order entry."""
+
+    __slots__ = ("_index", "_sim", "i", "symbols")
+
+    def __init__(self, sim: EventSimulator) -> None:
+        self._sim = sim
+        self.symbols: tuple[str, ...] = sim.data.symbols
+        self._index = {s: k for k, s in enumerate(self.symbols)}
+        self.i = 0
+
+    def _j(self, symbol: str | None) -> int:
+        if symbol is None:
+            return 0
+        try:
+            return self._index[symbol]
+        except KeyError:
+            raise UserInputError(f"Unknown symbol {symbol!r}; this run trades {list(self.symbols)}") from None
+
+    @property
+    def timestamp(self) -> int:
+        """Open time (ms) of the current bar."""
+        return int(self._sim.data.timestamp[self.i])
+
+    @property
+    def cash(self) -> float:
+        return self._sim.cash
+
+    @property
+    def value(self) -> float:
+        """Cash plus positions at the current close."""
+        sim = self._sim
+        return sim.cash + sum(p * sim._cols["close"][j][self.i] for j, p in enumerate(sim.pos) if p)
+
+    def bars(self, symbol: str | None = None) -> Bars:
+        """History of one symbol up to and including the current bar (views, no copies)."""
+        full = self._sim.data.bars(self._j(symbol))
+        n = self.i + 1
+        return Bars(
+            full.symbol,
+            full.timestamp[:n],
+            full.open[:n],
+            full.high[:n],
+            full.low[:n],
+            full.close[:n],
+            full.volume[:n],
+        )
+
+    def price(self, symbol: str | None = None) -> float:
+        """The current bar's close."""
+        return float(self._sim._cols["close"][self._j(symbol)][self.i])
+
+    def position(self, symbol: str | None = None) -> float:
+        """Signed position size (negative when short)."""
+        return self._sim.pos[self._j(symbol)]
+
+    def buy(
+        self,
+        symbol: str | None = None,
+        size: float | None = None,
+        *,
+        limit: float | None = None,
+        stop: float | None = None,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+        fraction: float = 1.0,
+    ) -> int:
+        """Buy `size` units (None: all available cash, fee included); returns the order id."""
+        return self._sim.submit(
+            self.i,
+            self._j(symbol),
+            BUY,
+            size,
+            limit=limit,
+            stop=stop,
+            stop_loss=stop_loss,
+            take_profit=take_profit,
+            fraction=fraction,
+        )
+
+    def sell(
+        self,
+        symbol: str | None = None,
+        size: float | None = None,
+        *,
+        limit: float | None = None,
+        stop: float | None = None,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+        fraction: float = 1.0,
+    ) -> int:
+        """Sell `size` units (None: the whole position, or all in short when shorting is on)."""
+        return self._sim.submit(
+            self.i,
+            self._j(symbol),
+            SELL,
+            size,
+            limit=limit,
+            stop=stop,
+            stop_loss=stop_loss,
+            take_profit=take_profit,
+            fraction=fraction,
+        )
+
+    def close_position(self, symbol: str | None = None) -> int | None:
+        """Market order that flattens the symbol's position; None when flat."""
+        j = self._j(symbol)
+        p = self._sim.pos[j]
+        if p == 0.0:
+            return None
+        return self._sim.submit(self.i, j, SELL if p > 0 else BUY, abs(p))
+
+    def cancel(self, order_id: int) -> bool:
+        """Cancel a working order."""
+        return self._sim.cancel(self.i, order_id)
+
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        """Working orders, optionally of one symbol."""
+        sim = self._sim
+        if symbol is None:
+            return list(sim.open_orders)
+        j = self._j(symbol)
+        return [o for o in sim.open_orders if o.symbol == j]

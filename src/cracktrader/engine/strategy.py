@@ -1,0 +1,158 @@
+"""The strategy API: typed parameters plus a vectorized style and an event-driven style.
+
+Vectorized strategies return `Signals` computed over whole arrays; the compiled kernel simulates them.
+Event-driven strategies implement `on_bar(ctx)` and place orders through the context.
+Both run unchanged on a rolling window of live candles: `signals` is evaluated on the window and its
+last bar acted on; `init` is called with the window and `on_bar` with the newest bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cracktrader.engine.market import Bars, MarketData
+from cracktrader.errors import InvalidStrategyParamsError
+
+if TYPE_CHECKING:
+    from cracktrader.engine.broker import BarContext
+
+Style = Literal["vectorized", "event"]
+
+
+class StrategyParams(BaseModel):
+    """Base class of strategy parameters: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(slots=True)
+class Signals:
+    """Per-bar decisions for one symbol, taken at the bar's close.
+
+    `stop_loss` and `take_profit` are fractions of the entry price (0.02 = 2%); `size` is the
+    fraction of available cash an entry uses (default 1.0: all in).
+    """
+
+    entries: np.ndarray
+    exits: np.ndarray | None = None
+    short_entries: np.ndarray | None = None
+    short_exits: np.ndarray | None = None
+    stop_loss: float | np.ndarray | None = None
+    take_profit: float | np.ndarray | None = None
+    size: float | np.ndarray | None = None
+
+
+class Strategy:
+    """Base class of every strategy; subclass and override `signals` or `on_bar`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[StrategyParams]] = StrategyParams
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
+        if "description" not in cls.__dict__:
+            cls.description = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    def __init__(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        self.params = self.validate_params({**(params or {}), **kwargs})
+
+    @classmethod
+    def validate_params(cls, raw: Mapping[str, Any]) -> StrategyParams:
+        """Validate raw parameters; the error lists what was wrong and what is accepted."""
+        try:
+            return cls.Params.model_validate(dict(raw))
+        except ValidationError as exc:
+            problems = [_describe_error(e) for e in exc.errors()]
+            accepted = cls.accepted_params()
+            raise InvalidStrategyParamsError(
+                f"Invalid parameters for strategy {cls.name}: {'; '.join(problems)}. "
+                f"Accepted parameters: {', '.join(accepted) or 'none'}",
+                details={
+                    "strategy": cls.name,
+                    "errors": problems,
+                    "accepted": accepted,
+                    "schema": cls.param_schema(),
+                },
+            ) from None
+
+    @classmethod
+    def param_schema(cls) -> dict[str, Any]:
+        """JSON Schema of the parameters (for the API and the dashboard's forms)."""
+        return cls.Params.model_json_schema()
+
+    @classmethod
+    def accepted_params(cls) -> dict[str, str]:
+        """Human-readable summary of each parameter: type, default and bounds."""
+        out: dict[str, str] = {}
+        props = cls.param_schema().get("properties", {})
+        for key, spec in props.items():
+            parts = [str(spec.get("type", _any_of_types(spec)))]
+            if "default" in spec:
+                parts.append(f"default {spec['default']}")
+            for bound, sym in (
+                ("minimum", ">="),
+                ("exclusiveMinimum", ">"),
+                ("maximum", "<="),
+                ("exclusiveMaximum", "<"),
+            ):
+                if bound in spec:
+                    parts.append(f"{sym}{spec[bound]}")
+            out[key] = ", ".join(parts)
+        return out
+
+    @classmethod
+    def style(cls) -> Style:
+        """'vectorized' when the class overrides `signals`, else 'event'."""
+        return "vectorized" if cls.signals is not Strategy.signals else "event"
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Name, description, style and parameter schema, as the API lists strategies."""
+        defaults = {k: v for k, v in cls.Params().model_dump().items()} if _has_defaults(cls.Params) else {}
+        return {
+            "name": cls.name,
+            "description": cls.description,
+            "style": cls.style(),
+            "parameters": cls.param_schema(),
+            "defaults": defaults,
+        }
+
+    def warmup(self) -> int:
+        """Bars of history the strategy needs before its first decision (sizes live windows)."""
+        return 0
+
+    # Vectorized style -------------------------------------------------------------------------
+    def signals(self, bars: Bars) -> Signals:
+        """Entry and exit decisions for every bar of one symbol."""
+        raise NotImplementedError
+
+    # Event-driven style -----------------------------------------------------------------------
+    def init(self, data: MarketData) -> None:
+        """Precompute causal indicators over the data before the first bar (optional)."""
+
+    def on_bar(self, ctx: BarContext) -> None:
+        """React to the close of bar `ctx.i`; orders placed here fill from the next bar on."""
+        raise NotImplementedError
+
+
+def _describe_error(err: Any) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ())) or "params"
+    if err.get("type") == "extra_forbidden":
+        return f"unknown parameter '{loc}'"
+    return f"{loc}: {err.get('msg', 'invalid')}"
+
+
+def _any_of_types(spec: dict[str, Any]) -> str:
+    return "|".join(str(s.get("type", "?")) for s in spec.get("anyOf", [])) or "any"
+
+
+def _has_defaults(model: type[BaseModel]) -> bool:
+    return all(not f.is_required() for f in model.model_fields.values())

@@ -1,0 +1,1 @@
+"""Built-in strategies and the loader for user strategies."""
