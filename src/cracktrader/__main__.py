@@ -1,0 +1,5 @@
+"""`python -m cracktrader`."""
+
+from cracktrader.cli import main
+
+main()

@@ -1,0 +1,369 @@
+"""The `cracktrader` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from cracktrader.errors import CracktraderError
+
+app = typer.Typer(
+    name="cracktrader",
+    help="Fast, look-ahead-free crypto backtesting, paper and live trading.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Manage the local candle store.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print a one-line error on stderr and exit non-zero."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn library errors into one-line messages instead of tracebacks."""
+    try:
+        yield
+    except CracktraderError as exc:
+        fail(exc.message, 2 if exc.status_code < 500 else 1)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except (OSError, ValueError) as exc:
+        fail(str(exc), 1)
+
+
+def parse_param(raw: str) -> tuple[str, Any]:
+    """Parse `key=value`; values are JSON when they parse (numbers, booleans, null), else strings."""
+    key, sep, value = raw.partition("=")
+    if not sep or not key.strip():
+        fail(f"--param expects key=value, got {raw!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+@app.command()
+def backtest(
+    strategy: Annotated[
+        str, typer.Option("--strategy", "-s", help="Strategy name (see `cracktrader strategies`)")
+    ],
+    symbol: Annotated[
+        list[str], typer.Option("--symbol", help="Symbol such as BTC/USDT; repeat for several")
+    ],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Candle timeframe, e.g. 1h")] = "1h",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Strategy parameter key=value")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="Start (ISO 8601), inclusive")] = None,
+    end: Annotated[str | None, typer.Option(help="End (ISO 8601), exclusive")] = None,
+    cash: Annotated[float, typer.Option(help="Initial cash")] = 10_000.0,
+    exchange: Annotated[
+        str | None, typer.Option(help="Exchange id (ccxt id, or `synthetic` offline)")
+    ] = None,
+    commission: Annotated[
+        float | None, typer.Option(help="Fee rate, e.g. 0.001; default: exchange's")
+    ] = None,
+    slippage_bps: Annotated[float, typer.Option("--slippage-bps", help="Slippage in basis points")] = 0.0,
+    latency: Annotated[int, typer.Option(help="Bars between a decision and its fill")] = 1,
+    allow_short: Annotated[bool, typer.Option("--allow-short", help="Allow short positions")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results document as JSON")] = False,
+) -> None:
+    """Run a backtest and print a summary, or the full results document with --json."""
+    from pydantic import ValidationError
+
+    from cracktrader.runs.config import BacktestConfig
+    from cracktrader.settings import get_settings
+
+    with user_errors():
+        try:
+            config = BacktestConfig(
+                strategy_name=strategy,
+                strategy_params=dict(parse_param(p) for p in (param or [])),
+                symbols=symbol,
+                timeframe=timeframe,
+                start_date=start,
+                end_date=end,
+                initial_cash=cash,
+                exchange=exchange or get_settings().default_exchange,
+                commission=commission,
+                slippage_bps=slippage_bps,
+                latency_bars=latency,
+                allow_short=allow_short,
+            )
+        except ValidationError as exc:
+            fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        doc = _run_with_progress(config, quiet=as_json)
+    if as_json:
+        sys.stdout.write(json.dumps(doc, allow_nan=False) + "\n")
+    else:
+        _print_summary(doc)
+
+
+def _run_with_progress(config: Any, *, quiet: bool) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    from cracktrader.runs.backtest import execute_backtest
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=quiet or not console.is_terminal,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def on_data(symbol: str, done: int, total: int) -> None:
+            if symbol not in tasks:
+                tasks[symbol] = bar.add_task(f"download {symbol}", total=total)
+            bar.update(tasks[symbol], completed=done, total=total)
+
+        sim_task = bar.add_task("simulate", total=None)
+
+        def on_sim(done: int, total: int, cash: float, value: float) -> None:
+            bar.update(sim_task, completed=done, total=total)
+
+        return execute_backtest(config, data_progress=on_data, progress=on_sim)
+
+
+def _fmt(value: Any, pct: bool = False) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2%}" if pct else f"{value:,.4f}"
+    return str(value)
+
+
+_PCT = {
+    "total_return",
+    "cagr",
+    "max_drawdown",
+    "volatility",
+    "win_rate",
+    "avg_trade_return",
+    "exposure",
+    "buy_and_hold_return",
+}
+
+
+def _print_summary(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cfg = doc["config"]
+    m = doc["performance_metrics"]
+    table = Table(
+        title=f"{cfg['strategy_name']} on {', '.join(cfg['symbols'])} {cfg['timeframe']} ({cfg['exchange']})",
+        show_header=False,
+    )
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    curve = doc["equity_curve"]
+    if curve:
+        table.add_row("period", f"{curve[0]['timestamp']} → {curve[-1]['timestamp']} ({len(curve)} bars)")
+    table.add_row("initial cash", f"{cfg['initial_cash']:,.2f}")
+    table.add_row("final value", f"{doc['final_value']:,.2f}")
+    for key in (
+        "total_return",
+        "buy_and_hold_return",
+        "cagr",
+        "sharpe_ratio",
+        "sortino_ratio",
+        "calmar_ratio",
+        "max_drawdown",
+        "max_drawdown_duration",
+        "volatility",
+        "total_trades",
+        "win_rate",
+        "profit_factor",
+        "expectancy",
+        "avg_trade_return",
+        "exposure",
+        "fees_paid",
+    ):
+        table.add_row(key, _fmt(m.get(key), key in _PCT))
+    Console().print(table)
+
+
+@app.command()
+def strategies(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON")] = False,
+) -> None:
+    """List the available strategies and their parameters."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cracktrader.strategies.registry import load_registry
+
+    with user_errors():
+        reg = load_registry()
+    if as_json:
+        out = {
+            "strategies": [cls.describe() | {"origin": reg.origins[n]} for n, cls in reg.strategies.items()],
+            "load_errors": [e.__dict__ for e in reg.load_errors],
+        }
+        sys.stdout.write(json.dumps(out) + "\n")
+        return
+    table = Table(title="Strategies")
+    for col in ("name", "style", "parameters", "description"):
+        table.add_column(col)
+    for name, cls in reg.strategies.items():
+        params = "\n".join(f"{k}: {v}" for k, v in cls.accepted_params().items())
+        table.add_row(name, cls.style(), params, cls.description)
+    console = Console()
+    console.print(table)
+    for err in reg.load_errors:
+        console.print(f"[yellow]could not load {err.source}: {err.error}[/yellow]")
+
+
+def _progress_bar(description: str) -> tuple[Any, Callable[[int, int], None]]:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, update
+
+
+@data_app.command("download")
+def data_download(
+    symbol: Annotated[list[str], typer.Option("--symbol", help="Symbol; repeat for several")],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t")] = "1h",
+    start: Annotated[str | None, typer.Option(help="Start (ISO 8601)")] = None,
+    end: Annotated[str | None, typer.Option(help="End (ISO 8601), exclusive; default now")] = None,
+    exchange: Annotated[str | None, typer.Option(help="Exchange id")] = None,
+) -> None:
+    """Download candles into the store (only the missing ranges)."""
+    import time
+
+    from cracktrader.data import service
+    from cracktrader.data.candles import to_ms
+    from cracktrader.data.timeframes import parse_timeframe
+    from cracktrader.settings import get_settings
+
+    settings = get_settings()
+    with user_errors():
+        tf = parse_timeframe(timeframe)
+        end_ms = to_ms(end) or tf.floor(int(time.time() * 1000))
+        start_ms = to_ms(start) or end_ms - settings.default_lookback_bars * tf.ms
+        ex = exchange or settings.default_exchange
+        for sym in symbol:
+            bar, update = _progress_bar(f"download {ex} {sym} {timeframe}")
+            with bar:
+                info = service.download(ex, sym, tf, start_ms, end_ms, progress=update, settings=settings)
+            typer.echo(_info_line(info))
+
+
+def _info_line(info: Any) -> str:
+    from cracktrader.data.candles import ms_to_iso
+
+    if not info.count:
+        return f"{info.exchange} {info.symbol} {info.timeframe}: empty"
+    return (
+        f"{info.exchange} {info.symbol} {info.timeframe}: {info.count} candles "
+        f"{ms_to_iso(info.first)} → {ms_to_iso(info.last)}, {len(info.gaps)} gaps"
+    )
+
+
+@data_app.command("import")
+def data_import(
+    path: Annotated[Path, typer.Argument(help="CSV with timestamp,open,high,low,close,volume")],
+    symbol: Annotated[str, typer.Option("--symbol")],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t")],
+    exchange: Annotated[str, typer.Option(help="Exchange name to file the data under")] = "csv",
+) -> None:
+    """Import candles from a CSV file into the store."""
+    from cracktrader.data import service
+    from cracktrader.data.timeframes import parse_timeframe
+
+    with user_errors():
+        info = service.import_csv(path, exchange, symbol, parse_timeframe(timeframe))
+    typer.echo(_info_line(info))
+
+
+@data_app.command("export")
+def data_export(
+    path: Annotated[Path, typer.Argument(help="Destination CSV")],
+    symbol: Annotated[str, typer.Option("--symbol")],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t")],
+    exchange: Annotated[str | None, typer.Option(help="Exchange id")] = None,
+    start: Annotated[str | None, typer.Option(help="Start (ISO 8601)")] = None,
+    end: Annotated[str | None, typer.Option(help="End (ISO 8601), exclusive")] = None,
+    iso: Annotated[bool, typer.Option("--iso", help="Write ISO 8601 timestamps instead of ms")] = False,
+) -> None:
+    """Export stored candles to CSV."""
+    from cracktrader.data import service
+    from cracktrader.data.candles import to_ms
+    from cracktrader.data.timeframes import parse_timeframe
+    from cracktrader.settings import get_settings
+
+    with user_errors():
+        ex = exchange or get_settings().default_exchange
+        n = service.export_csv(
+            path, ex, symbol, parse_timeframe(timeframe), to_ms(start), to_ms(end), iso=iso
+        )
+    typer.echo(f"wrote {n} candles to {path}")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List stored datasets with their range, count and gaps."""
+    from cracktrader.data import service
+
+    with user_errors():
+        infos = service.open_store().list()
+    if not infos:
+        typer.echo("no stored candles")
+    for info in infos:
+        typer.echo(_info_line(info))
+
+
+@data_app.command("clear")
+def data_clear(
+    exchange: Annotated[str | None, typer.Option(help="Only this exchange")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Only this symbol")] = None,
+    timeframe: Annotated[str | None, typer.Option(help="Only this timeframe")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+) -> None:
+    """Delete stored candles."""
+    from cracktrader.data import service
+
+    if not yes and not typer.confirm("Delete the selected stored candles?"):
+        fail("aborted", 1)
+    with user_errors():
+        n = service.open_store().clear(exchange=exchange, symbol=symbol, timeframe=timeframe)
+    typer.echo(f"removed {n} datasets")
+
+
+def main() -> None:
+    """Entry point for `python -m cracktrader`."""
+    app()

@@ -1,0 +1,141 @@
+"""Execute a backtest configuration: load data through the store, run the engine, build the document."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cracktrader.data import service
+from cracktrader.data.candles import Candles, to_ms
+from cracktrader.data.sources.base import CandleSource
+from cracktrader.data.timeframes import Timeframe, parse_timeframe
+from cracktrader.engine.backtest import BacktestResult, Progress, ShouldStop, run_backtest
+from cracktrader.engine.broker import SimSettings
+from cracktrader.engine.market import MarketData, align
+from cracktrader.engine.strategy import Strategy
+from cracktrader.errors import InvalidDateRangeError
+from cracktrader.runs.config import BacktestConfig, redact
+from cracktrader.runs.document import build_document, now_iso
+from cracktrader.settings import Settings, get_settings
+from cracktrader.strategies.registry import load_registry
+
+# Called with (symbol, bars fetched, bars expected) while candles download.
+DataProgress = Callable[[str, int, int], None]
+
+
+@dataclass(slots=True)
+class PreparedBacktest:
+    """A validated configuration with its strategy, data and costs, ready to run."""
+
+    config: BacktestConfig
+    strategy: Strategy
+    data: MarketData
+    sim: SimSettings
+    timeframe: Timeframe
+
+
+def resolve_range(config: BacktestConfig, tf: Timeframe, settings: Settings) -> tuple[int, int]:
+    """[start, end) in ms: bars opening before end_date; defaults to the last `default_lookback_bars` bars."""
+    end = to_ms(config.end_date)
+    start = to_ms(config.start_date)
+    if end is None:
+        end = tf.floor(int(time.time() * 1000))
+    if start is None:
+        start = end - settings.default_lookback_bars * tf.ms
+    if start >= end:
+        raise InvalidDateRangeError(
+            f"start_date ({config.start_date}) must be before end_date ({config.end_date})",
+            details={"start_date": config.start_date, "end_date": config.end_date},
+        )
+    return start, end
+
+
+def prepare_backtest(
+    config: BacktestConfig,
+    *,
+    settings: Settings | None = None,
+    source: CandleSource | None = None,
+    data_progress: DataProgress | None = None,
+) -> PreparedBacktest:
+    """Validate the strategy first (cheap), then the market, then load candles."""
+    settings = settings or get_settings()
+    strategy_cls = load_registry(settings).get(config.strategy_name)
+    strategy = strategy_cls(config.strategy_params)
+    tf = parse_timeframe(config.timeframe)
+    start, end = resolve_range(config, tf, settings)
+    src = source or service.get_source(config.exchange, settings)
+    candles: dict[str, Candles] = {}
+    try:
+        for symbol in config.symbols:
+            src.validate_symbol(symbol)
+        for symbol in config.symbols:
+            cb = (lambda done, total, s=symbol: data_progress(s, done, total)) if data_progress else None
+            candles[symbol] = service.load_candles(
+                config.exchange, symbol, tf, start, end, source=src, progress=cb, settings=settings
+            )
+        fees = src.fee_rates(config.symbols[0])
+    finally:
+        if source is None:
+            src.close()
+    maker, taker = _fees(config, fees, settings)
+    sim = SimSettings(
+        initial_cash=config.initial_cash,
+        maker_fee=maker,
+        taker_fee=taker,
+        slippage=config.slippage_bps / 10_000.0,
+        latency=config.latency_bars,
+        allow_short=config.allow_short,
+    )
+    return PreparedBacktest(config, strategy, align(candles, tf.periods_per_year), sim, tf)
+
+
+def _fees(
+    config: BacktestConfig, exchange_fees: tuple[float, float] | None, s: Settings
+) -> tuple[float, float]:
+    if config.commission is not None:
+        return config.commission, config.commission
+    if exchange_fees is not None:
+        return exchange_fees
+    return s.default_fee_rate, s.default_fee_rate
+
+
+def run_prepared(
+    prepared: PreparedBacktest, *, progress: Progress | None = None, should_stop: ShouldStop | None = None
+) -> BacktestResult:
+    """Run the engine on prepared data."""
+    return run_backtest(
+        prepared.strategy, prepared.data, prepared.sim, progress=progress, should_stop=should_stop
+    )
+
+
+def document_config(prepared: PreparedBacktest) -> dict[str, Any]:
+    """The config recorded in results: the request (secrets redacted) plus the costs actually used."""
+    cfg = redact(prepared.config.model_dump())
+    cfg["maker_fee"] = prepared.sim.maker_fee
+    cfg["taker_fee"] = prepared.sim.taker_fee
+    return cfg
+
+
+def execute_backtest(
+    config: BacktestConfig,
+    *,
+    run_id: str | None = None,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+    data_progress: DataProgress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> dict[str, Any]:
+    """Validate, load, simulate and return the results document."""
+    start_time = now_iso()
+    prepared = prepare_backtest(config, settings=settings, data_progress=data_progress)
+    result = run_prepared(prepared, progress=progress, should_stop=should_stop)
+    return build_document(
+        result,
+        run_id=run_id or uuid.uuid4().hex,
+        config=document_config(prepared),
+        start_time=start_time,
+        end_time=now_iso(),
+    )
