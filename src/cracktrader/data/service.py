@@ -1,0 +1,272 @@
+"""The single entry point the engine, CLI and API use to get candles: store first, exchange for the rest."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cracktrader.data.candles import Candles, ms_to_iso
+from cracktrader.data.csv_io import read_csv, write_csv
+from cracktrader.data.resample import bucket_starts
+from cracktrader.data.sources.base import CandleSource, ProgressCallback
+from cracktrader.data.sources.synthetic import SyntheticSource
+from cracktrader.data.store import CandleStore, DatasetInfo
+from cracktrader.data.timeframes import Timeframe, parse_timeframe
+from cracktrader.errors import DataUnavailableError, InvalidDataError, InvalidDateRangeError, UserInputError
+from cracktrader.settings import Settings, get_settings
+
+SYNTHETIC = "synthetic"
+# Write to the store every this many bars, so an interrupted long download keeps what it fetched.
+FETCH_CHUNK_BARS = 100_000
+# Exchanges publish a closed bar with some delay: a recent empty stretch is not recorded as fetched.
+SETTLE_MS = 10 * 60_000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _norm_exchange(exchange_id: str) -> str:
+    return exchange_id.strip().lower()
+
+
+def open_store(settings: Settings | None = None) -> CandleStore:
+    """The candle store under `<data_dir>/candles`."""
+    return CandleStore((settings or get_settings()).data_dir / "candles")
+
+
+def get_source(exchange_id: str, settings: Settings | None = None) -> CandleSource:
+    """The synthetic exchange, or a ccxt-backed source for any other exchange id."""
+    exchange = _norm_exchange(exchange_id)
+    if exchange == SYNTHETIC:
+        return SyntheticSource()
+    # Imported lazily: ccxt is slow to import and only needed for real exchanges.
+    from cracktrader.data.sources.ccxt_source import CcxtSource
+
+    return CcxtSource(exchange, settings or get_settings())
+
+
+def _check_range(start_ms: int, end_ms: int) -> None:
+    if int(start_ms) >= int(end_ms):
+        raise InvalidDateRangeError(
+            f"Start ({ms_to_iso(int(start_ms))}) must be before end ({ms_to_iso(int(end_ms))})",
+            details={"start_ms": int(start_ms), "end_ms": int(end_ms)},
+        )
+
+
+def _unavailable(
+    exchange: str, symbol: str, tf: Timeframe, start_ms: int, end_ms: int
+) -> DataUnavailableError:
+    hint = ""
+    if start_ms >= tf.floor(_now_ms()):
+        hint = " (the range is in the future: only closed bars exist)"
+    elif exchange == SYNTHETIC:
+        hint = " (synthetic data starts on 2015-01-01)"
+    return DataUnavailableError(
+        f"No {tf} candles for {symbol} on {exchange} between {ms_to_iso(start_ms)} and {ms_to_iso(end_ms)}"
+        + hint,
+        details={
+            "exchange": exchange,
+            "symbol": symbol,
+            "timeframe": tf.name,
+            "start": ms_to_iso(start_ms),
+            "end": ms_to_iso(end_ms),
+        },
+    )
+
+
+def _chunks(tf: Timeframe, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+    """Split [start_ms, end_ms) on the bar grid into pieces of at most FETCH_CHUNK_BARS bars."""
+    if tf.is_monthly:
+        return [(start_ms, end_ms)]
+    step = FETCH_CHUNK_BARS * tf.ms
+    return [(a, min(a + step, end_ms)) for a in range(start_ms, end_ms, step)]
+
+
+def _fetchable_ranges(
+    store: CandleStore, exchange: str, symbol: str, tf: Timeframe, start_ms: int, end_ms: int
+) -> list[tuple[int, int]]:
+    """Missing ranges, cut at the bar that is still forming (it cannot be stored yet)."""
+    limit = tf.floor(_now_ms())
+    ranges = store.missing_ranges(exchange, symbol, tf, start_ms, end_ms)
+    return [(a, min(b, limit)) for a, b in ranges if a < limit]
+
+
+def _covered_end(tf: Timeframe, chunk: tuple[int, int], candles: Candles) -> int:
+    """How far a fetched chunk counts as fetched: recent empty bars may just not be published yet."""
+    settled = tf.floor(_now_ms() - SETTLE_MS)
+    last_end = tf.next(int(candles.timestamp[-1])) if len(candles) else chunk[0]
+    return min(chunk[1], max(settled, last_end, chunk[0]))
+
+
+def _fetch_into_store(
+    store: CandleStore,
+    source: CandleSource,
+    exchange: str,
+    symbol: str,
+    tf: Timeframe,
+    ranges: list[tuple[int, int]],
+    progress: ProgressCallback | None,
+) -> None:
+    """Fetch each range chunk by chunk, writing every chunk (with its coverage) as it arrives."""
+    total = sum(tf.count(a, b) for a, b in ranges)
+    done = 0
+    for a, b in ranges:
+        for chunk in _chunks(tf, a, b):
+            base = done
+
+            def chunk_progress(n: int, _expected: int, base: int = base) -> None:
+                if progress is not None:
+                    progress(min(base + n, total), total)
+
+            candles = source.fetch(symbol, tf, chunk[0], chunk[1], chunk_progress).slice_time(*chunk)
+            store.write(exchange, symbol, tf, candles, covered=(chunk[0], _covered_end(tf, chunk, candles)))
+            done += tf.count(*chunk)
+            if progress is not None:
+                progress(done, total)
+
+
+def _sync(
+    exchange: str,
+    symbol: str,
+    tf: Timeframe,
+    start_ms: int,
+    end_ms: int,
+    store: CandleStore,
+    source: CandleSource | None,
+    progress: ProgressCallback | None,
+    settings: Settings | None,
+) -> None:
+    """Bring the store up to date for the range; the source is only opened when something is missing."""
+    ranges = _fetchable_ranges(store, exchange, symbol, tf, start_ms, end_ms)
+    if not ranges:
+        return
+    own = source is None
+    src = source if source is not None else get_source(exchange, settings)
+    try:
+        src.validate_symbol(symbol)
+        _fetch_into_store(store, src, exchange, symbol, tf, ranges, progress)
+    finally:
+        if own:
+            src.close()
+
+
+def load_candles(
+    exchange_id: str,
+    symbol: str,
+    timeframe: str | Timeframe,
+    start_ms: int,
+    end_ms: int,
+    *,
+    store: CandleStore | None = None,
+    source: CandleSource | None = None,
+    progress: ProgressCallback | None = None,
+    settings: Settings | None = None,
+) -> Candles:
+    """Candles opening in [start_ms, end_ms): generated for `synthetic`, else store plus exchange.
+
+    Only ranges the store has not fetched before are downloaded. Raises DataUnavailableError when
+    the result would be empty.
+    """
+    exchange = _norm_exchange(exchange_id)
+    tf = parse_timeframe(timeframe)
+    start_ms, end_ms = int(start_ms), int(end_ms)
+    _check_range(start_ms, end_ms)
+    if exchange == SYNTHETIC:
+        src = source or SyntheticSource()
+        src.validate_symbol(symbol)
+        candles = src.fetch(symbol, tf, start_ms, end_ms, progress)
+    else:
+        store = store or open_store(settings)
+        _sync(exchange, symbol, tf, start_ms, end_ms, store, source, progress, settings)
+        candles = store.read(exchange, symbol, tf, start_ms, end_ms)
+    if len(candles) == 0:
+        raise _unavailable(exchange, symbol, tf, start_ms, end_ms)
+    return candles
+
+
+def download(
+    exchange_id: str,
+    symbol: str,
+    timeframe: str | Timeframe,
+    start_ms: int,
+    end_ms: int,
+    *,
+    store: CandleStore | None = None,
+    source: CandleSource | None = None,
+    progress: ProgressCallback | None = None,
+    settings: Settings | None = None,
+) -> DatasetInfo:
+    """Fetch what the store lacks for the range (synthetic candles too) and describe the stored dataset."""
+    exchange = _norm_exchange(exchange_id)
+    tf = parse_timeframe(timeframe)
+    start_ms, end_ms = int(start_ms), int(end_ms)
+    _check_range(start_ms, end_ms)
+    store = store or open_store(settings)
+    _sync(exchange, symbol, tf, start_ms, end_ms, store, source, progress, settings)
+    if len(store.read(exchange, symbol, tf, start_ms, end_ms)) == 0:
+        raise _unavailable(exchange, symbol, tf, start_ms, end_ms)
+    return store.info(exchange, symbol, tf)
+
+
+def import_csv(
+    path: str | Path,
+    exchange: str,
+    symbol: str,
+    timeframe: str | Timeframe,
+    store: CandleStore | None = None,
+    *,
+    settings: Settings | None = None,
+) -> DatasetInfo:
+    """Load a CSV into the store as exchange/symbol/timeframe; its span counts as fetched."""
+    exchange = _norm_exchange(exchange)
+    tf = parse_timeframe(timeframe)
+    if exchange == SYNTHETIC:
+        raise UserInputError(
+            "The synthetic exchange generates its own candles; import under another exchange name",
+            details={"exchange": exchange},
+        )
+    candles = read_csv(path)
+    if len(candles) == 0:
+        raise InvalidDataError(f"{path}: the file has a header but no candles", details={"path": str(path)})
+    misaligned = np.flatnonzero(bucket_starts(candles.timestamp, tf) != candles.timestamp)
+    if misaligned.size:
+        ts = int(candles.timestamp[misaligned[0]])
+        raise InvalidDataError(
+            f"{path}: timestamp {ms_to_iso(ts)} is not the open time of a {tf} bar; "
+            f"check the timeframe (bars must open on the {tf} grid)",
+            details={"path": str(path), "timeframe": tf.name, "timestamp": ts},
+        )
+    store = store or open_store(settings)
+    store.write(exchange, symbol, tf, candles)
+    return store.info(exchange, symbol, tf)
+
+
+def export_csv(
+    path: str | Path,
+    exchange: str,
+    symbol: str,
+    timeframe: str | Timeframe,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    *,
+    store: CandleStore | None = None,
+    iso: bool = False,
+    settings: Settings | None = None,
+) -> int:
+    """Write stored candles (or, for `synthetic` with both bounds, generated ones) to CSV; returns rows."""
+    exchange = _norm_exchange(exchange)
+    tf = parse_timeframe(timeframe)
+    if exchange == SYNTHETIC and start_ms is not None and end_ms is not None:
+        candles = load_candles(exchange, symbol, tf, start_ms, end_ms, settings=settings)
+    else:
+        candles = (store or open_store(settings)).read(exchange, symbol, tf, start_ms, end_ms)
+    if len(candles) == 0:
+        raise DataUnavailableError(
+            f"No stored {tf} candles for {symbol} on {exchange} to export; download them first",
+            details={"exchange": exchange, "symbol": symbol, "timeframe": tf.name},
+        )
+    write_csv(candles, path, iso=iso)
+    return len(candles)
