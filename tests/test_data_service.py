@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -291,19 +289,15 @@ def test_get_source_gives_the_synthetic_exchange() -> None:
     assert isinstance(service.get_source("synthetic"), SyntheticSource)
 
 
-def test_get_source_builds_a_ccxt_source_for_other_exchanges(monkeypatch: pytest.MonkeyPatch) -> None:
-    made: list[tuple[str, object]] = []
+def test_get_source_builds_a_ccxt_source_with_retry_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cracktrader.data.sources.ccxt_source import CcxtSource
 
-    class FakeCcxtSource:
-        def __init__(self, exchange_id: str, settings: object) -> None:
-            made.append((exchange_id, settings))
-
-    fake = types.ModuleType("cracktrader.data.sources.ccxt_source")
-    fake.CcxtSource = FakeCcxtSource  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cracktrader.data.sources.ccxt_source", fake)
-    source = service.get_source("Binance")
-    assert isinstance(source, FakeCcxtSource)
-    assert made == [("binance", get_settings())]
+    monkeypatch.setenv("CRACKTRADER_CCXT_MAX_RETRIES", "2")
+    get_settings.cache_clear()
+    source = service.get_source("binance")
+    assert isinstance(source, CcxtSource)
+    assert source.exchange_id == "binance" and source.max_retries == 2
+    source.close()
 
 
 def test_open_store_lives_under_the_data_dir(isolated_env: Path) -> None:

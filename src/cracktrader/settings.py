@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     exchange_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     default_fee_rate: float = 0.001
     default_lookback_bars: int = 1000
+    # Retries (with exponential backoff from `ccxt_backoff_base` seconds) on network errors and rate limits.
+    ccxt_max_retries: int = Field(5, ge=0, le=20)
+    ccxt_backoff_base: float = Field(0.5, ge=0.0, le=60.0)
 
     @field_validator("exchange_options", mode="before")
     @classmethod

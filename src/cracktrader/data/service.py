@@ -14,7 +14,13 @@ from cracktrader.data.sources.base import CandleSource, ProgressCallback
 from cracktrader.data.sources.synthetic import SyntheticSource
 from cracktrader.data.store import CandleStore, DatasetInfo
 from cracktrader.data.timeframes import Timeframe, parse_timeframe
-from cracktrader.errors import DataUnavailableError, InvalidDataError, InvalidDateRangeError, UserInputError
+from cracktrader.errors import (
+    DataUnavailableError,
+    InvalidDataError,
+    InvalidDateRangeError,
+    UnknownExchangeError,
+    UserInputError,
+)
 from cracktrader.settings import Settings, get_settings
 
 SYNTHETIC = "synthetic"
@@ -45,7 +51,27 @@ def get_source(exchange_id: str, settings: Settings | None = None) -> CandleSour
     # Imported lazily: ccxt is slow to import and only needed for real exchanges.
     from cracktrader.data.sources.ccxt_source import CcxtSource
 
-    return CcxtSource(exchange, settings or get_settings())
+    settings = settings or get_settings()
+    return CcxtSource(
+        exchange, settings, max_retries=settings.ccxt_max_retries, backoff_base=settings.ccxt_backoff_base
+    )
+
+
+def exchange_fee_rates(
+    exchange_id: str, symbol: str, settings: Settings | None = None
+) -> tuple[float, float] | None:
+    """(maker, taker) the exchange publishes, without any network call; None when unknown."""
+    exchange = _norm_exchange(exchange_id)
+    if exchange == SYNTHETIC:
+        return None
+    try:
+        source = get_source(exchange, settings)
+    except UnknownExchangeError:
+        return None  # e.g. data imported from CSV under a name of the user's choosing
+    try:
+        return source.fee_rates(symbol)
+    finally:
+        source.close()
 
 
 def _check_range(start_ms: int, end_ms: int) -> None:

@@ -102,14 +102,15 @@ def align(candles: Mapping[str, OHLCV], periods_per_year: float) -> MarketData:
         # One symbol needs no copy: (n, 1) views keep memory at the input's size.
         c = candles[symbols[0]]
         n = c.timestamp.shape[0]
+        o, h, lo, cl, v = (np.asarray(getattr(c, k), dtype=np.float64).reshape(n, 1) for k in _PRICE_COLUMNS)
         return MarketData(
             symbols,
             c.timestamp,
-            *(
-                np.asarray(getattr(c, k), dtype=np.float64).reshape(n, 1)
-                for k in ("open", "high", "low", "close")
-            ),
-            np.asarray(c.volume, dtype=np.float64).reshape(n, 1),
+            o,
+            h,
+            lo,
+            cl,
+            v,
             np.ones((n, 1), dtype=np.bool_),
             periods_per_year,
         )

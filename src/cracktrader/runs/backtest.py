@@ -66,20 +66,18 @@ def prepare_backtest(
     strategy = strategy_cls(config.strategy_params)
     tf = parse_timeframe(config.timeframe)
     start, end = resolve_range(config, tf, settings)
-    src = source or service.get_source(config.exchange, settings)
     candles: dict[str, Candles] = {}
-    try:
-        for symbol in config.symbols:
-            src.validate_symbol(symbol)
-        for symbol in config.symbols:
-            cb = (lambda done, total, s=symbol: data_progress(s, done, total)) if data_progress else None
-            candles[symbol] = service.load_candles(
-                config.exchange, symbol, tf, start, end, source=src, progress=cb, settings=settings
-            )
-        fees = src.fee_rates(config.symbols[0])
-    finally:
-        if source is None:
-            src.close()
+    for symbol in config.symbols:
+        cb = (lambda done, total, s=symbol: data_progress(s, done, total)) if data_progress else None
+        # Without an explicit source the store is read first and the exchange is only contacted for gaps.
+        candles[symbol] = service.load_candles(
+            config.exchange, symbol, tf, start, end, source=source, progress=cb, settings=settings
+        )
+    fees = (
+        source.fee_rates(config.symbols[0])
+        if source is not None
+        else service.exchange_fee_rates(config.exchange, config.symbols[0], settings)
+    )
     maker, taker = _fees(config, fees, settings)
     sim = SimSettings(
         initial_cash=config.initial_cash,

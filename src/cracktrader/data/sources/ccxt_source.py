@@ -365,16 +365,16 @@ class CcxtSource:
         return page
 
     def fee_rates(self, symbol: str) -> tuple[float, float] | None:
-        """(maker, taker) from the exchange's market description, else None."""
-        try:
-            # One attempt only: fees are a nicety and the caller falls back to the default fee rate.
-            markets = self._load_markets(retries=0)
-        except (ExchangeUnreachableError, DataUnavailableError):
-            return None
-        market = markets.get(symbol) or {}
-        maker, taker = market.get("maker"), market.get("taker")
-        if isinstance(maker, int | float) and isinstance(taker, int | float):
-            return float(maker), float(taker)
+        """(maker, taker) from the loaded market, else ccxt's built-in fee table; never touches the network.
+
+        A backtest on cached data must not wait on an unreachable exchange just to learn its fees.
+        """
+        markets = self.exchange.markets or {}
+        candidates = [markets.get(symbol) or {}, (self.exchange.fees or {}).get("trading") or {}]
+        for fees in candidates:
+            maker, taker = fees.get("maker"), fees.get("taker")
+            if isinstance(maker, int | float) and isinstance(taker, int | float):
+                return float(maker), float(taker)
         return None
 
     def close(self) -> None:
