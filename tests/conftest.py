@@ -75,3 +75,16 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     get_settings.cache_clear()
     yield data_dir
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def fake_binance(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fake Binance on 127.0.0.1 with `binance` pointed at it through CRACKTRADER_EXCHANGE_OPTIONS."""
+    from cracktrader.settings import get_settings
+    from fakes.binance import FakeBinance
+
+    with FakeBinance() as server:
+        monkeypatch.setenv("CRACKTRADER_EXCHANGE_OPTIONS", server.exchange_options_json())
+        monkeypatch.setenv("CRACKTRADER_CCXT_BACKOFF_BASE", "0")
+        get_settings.cache_clear()
+        yield server

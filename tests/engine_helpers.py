@@ -26,9 +26,7 @@ class Ohlcv:
     volume: np.ndarray
 
 
-def candles(
-    rows: Sequence[tuple[float, float, float, float]], start_ms: int = 0, step: int = HOUR_MS
-) -> Ohlcv:
+def candles(rows: Sequence[tuple[float, float, float, float]], start_ms: int = 0, step: int = HOUR_MS) -> Ohlcv:
     """Candles from (open, high, low, close) rows, one hour apart."""
     arr = np.asarray(rows, dtype=np.float64)
     n = arr.shape[0]

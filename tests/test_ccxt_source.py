@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
@@ -26,6 +25,7 @@ from cracktrader.errors import (
 )
 from cracktrader.settings import Settings, get_settings
 from fakes.binance import DEFAULT_NOW_MS, FakeBinance, FakeMarket, candle, exchange_options_for
+from support import free_loopback_port
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -84,12 +84,6 @@ def as_tuples(candles: Candles) -> list[tuple[Any, ...]]:
     ]
 
 
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # ---------------------------------------------------------------- downloading
 
 
@@ -111,9 +105,7 @@ def test_fetch_spanning_three_pages_makes_three_kline_calls(fake: FakeBinance, s
 
 def test_fetch_reports_progress_per_page(source: CcxtSource) -> None:
     calls: list[tuple[int, int]] = []
-    source.fetch(
-        "ETH/USDT", Timeframe("1m"), MAY_1, MAY_1 + 2500 * MINUTE, progress=lambda d, t: calls.append((d, t))
-    )
+    source.fetch("ETH/USDT", Timeframe("1m"), MAY_1, MAY_1 + 2500 * MINUTE, progress=lambda d, t: calls.append((d, t)))
     assert calls == [(0, 2500), (1000, 2500), (2000, 2500), (2500, 2500)]
 
 
@@ -128,9 +120,7 @@ def test_fetch_returns_pinned_values(source: CcxtSource) -> None:
 
 
 @pytest.mark.parametrize("interval", BINANCE_TIMEFRAMES)
-def test_fetch_matches_fake_for_every_binance_timeframe(
-    fake: FakeBinance, source: CcxtSource, interval: str
-) -> None:
+def test_fetch_matches_fake_for_every_binance_timeframe(fake: FakeBinance, source: CcxtSource, interval: str) -> None:
     tf = Timeframe(interval)
     start = tf.floor(JUNE_1 - 1)  # a few closed bars before the fake's "now" for every timeframe
     for _ in range(4):
@@ -168,9 +158,7 @@ def test_fetch_jumps_over_a_gap(fake: FakeBinance, source: CcxtSource) -> None:
     end = MAY_1 + 2500 * MINUTE
     calls: list[tuple[int, int]] = []
 
-    candles = source.fetch(
-        "BTC/USDT", Timeframe("1m"), MAY_1, end, progress=lambda d, t: calls.append((d, t))
-    )
+    candles = source.fetch("BTC/USDT", Timeframe("1m"), MAY_1, end, progress=lambda d, t: calls.append((d, t)))
 
     kept = [t for t in range(MAY_1, end, MINUTE) if not gap_start <= t < gap_end]
     assert len(candles) == 1500
@@ -225,9 +213,7 @@ def test_fetch_accepts_timeframe_strings(source: CcxtSource) -> None:
     assert [int(t) for t in candles.timestamp] == [MAY_1, MAY_1 + 5 * MINUTE, MAY_1 + 10 * MINUTE]
 
 
-def test_timeframe_the_exchange_lacks_is_rejected_before_any_download(
-    fake: FakeBinance, source: CcxtSource
-) -> None:
+def test_timeframe_the_exchange_lacks_is_rejected_before_any_download(fake: FakeBinance, source: CcxtSource) -> None:
     assert "10s" in SUPPORTED_TIMEFRAMES
     with pytest.raises(InvalidTimeframeError) as info:
         source.fetch("BTC/USDT", Timeframe("10s"), MAY_1, MAY_1 + MINUTE)
@@ -303,9 +289,7 @@ def test_market_list_unreachable_gives_offline_hint(sleeps: list[float]) -> None
 
 
 def test_zero_retries_fails_on_first_error(fake: FakeBinance, sleeps: list[float]) -> None:
-    src = CcxtSource(
-        "binance", Settings(exchange_options=fake.exchange_options()), max_retries=0, sleep=sleeps.append
-    )
+    src = CcxtSource("binance", Settings(exchange_options=fake.exchange_options()), max_retries=0, sleep=sleeps.append)
     fake.fail_next(1, status=502)
     with pytest.raises(ExchangeUnreachableError):
         src.symbols()

@@ -27,9 +27,7 @@ def same(a: Candles, b: Candles) -> bool:
 
 
 def test_reads_hand_written_candles(tmp_path: Path) -> None:
-    path = write(
-        tmp_path, HEADER + f"{T0},100.5,101,99.25,100,12.5\n{T0 + 60_000},100,100.75,99.5,100.25,0\n"
-    )
+    path = write(tmp_path, HEADER + f"{T0},100.5,101,99.25,100,12.5\n{T0 + 60_000},100,100.75,99.5,100.25,0\n")
     c = read_csv(path)
     assert c.timestamp.tolist() == [T0, T0 + 60_000]
     assert c.open.tolist() == [100.5, 100.0]
@@ -126,9 +124,7 @@ def test_row_with_wrong_number_of_fields_names_the_line(tmp_path: Path) -> None:
 
 def test_unparsable_timestamp_names_the_line(tmp_path: Path) -> None:
     text = HEADER + "2024-01-01T00:00:00Z,1,2,0.5,1.5,3\nyesterday,1,2,0.5,1.5,3\n"
-    with pytest.raises(
-        InvalidDataError, match=r"line 3: timestamp 'yesterday' is neither epoch milliseconds"
-    ):
+    with pytest.raises(InvalidDataError, match=r"line 3: timestamp 'yesterday' is neither epoch milliseconds"):
         read_csv(write(tmp_path, text))
 
 
@@ -151,9 +147,7 @@ def test_negative_volume_is_rejected(tmp_path: Path) -> None:
 def test_high_and_low_that_do_not_bracket_open_and_close_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(InvalidDataError) as info:
         read_csv(write(tmp_path, HEADER + f"{T0},10,9,8,9.5,1\n"))
-    assert "line 2: high/low do not bracket open/close (open=10.0, high=9.0, low=8.0, close=9.5)" in str(
-        info.value
-    )
+    assert "line 2: high/low do not bracket open/close (open=10.0, high=9.0, low=8.0, close=9.5)" in str(info.value)
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -189,9 +189,7 @@ def test_recent_bars_the_exchange_has_not_published_yet_are_fetched_again_later(
     now = T0 + 5 * HOUR + 1_000  # the 04:00 bar closed a second ago
     monkeypatch.setattr(service, "_now_ms", lambda: now)
     load(store, LaggingSource(published_until=T0 + 4 * HOUR), T0, T0 + 5 * HOUR)
-    assert store.missing_ranges("stubex", "BTC/USDT", "1h", T0, T0 + 5 * HOUR) == [
-        (T0 + 4 * HOUR, T0 + 5 * HOUR)
-    ]
+    assert store.missing_ranges("stubex", "BTC/USDT", "1h", T0, T0 + 5 * HOUR) == [(T0 + 4 * HOUR, T0 + 5 * HOUR)]
     source = CountingSource()
     c = load(store, source, T0, T0 + 5 * HOUR)
     assert source.calls == [(T0 + 4 * HOUR, T0 + 5 * HOUR)]
@@ -224,9 +222,7 @@ def test_long_download_is_written_chunk_by_chunk_with_progress(
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
-def test_interrupted_download_keeps_finished_chunks(
-    store: CandleStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_interrupted_download_keeps_finished_chunks(store: CandleStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(service, "FETCH_CHUNK_BARS", 10)
     with pytest.raises(ExchangeUnreachableError):
         load(store, CountingSource(fail_on_call=2), T0, T0 + DAY)
@@ -247,9 +243,7 @@ def test_fully_stored_range_needs_no_exchange(store: CandleStore, monkeypatch: p
     assert len(c) == 24
 
 
-def test_a_source_the_service_opened_itself_is_closed(
-    store: CandleStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_source_the_service_opened_itself_is_closed(store: CandleStore, monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[CountingSource] = []
 
     def fake_get_source(exchange_id: str, settings: object = None) -> CountingSource:
@@ -341,9 +335,7 @@ def test_importing_into_the_synthetic_exchange_is_rejected(store: CandleStore, t
 
 def test_export_writes_the_stored_range(store: CandleStore, tmp_path: Path) -> None:
     load(store, CountingSource(), T0, T0 + DAY)
-    rows = service.export_csv(
-        tmp_path / "out.csv", "stubex", "BTC/USDT", "1h", T0, T0 + 3 * HOUR, store=store
-    )
+    rows = service.export_csv(tmp_path / "out.csv", "stubex", "BTC/USDT", "1h", T0, T0 + 3 * HOUR, store=store)
     assert rows == 3
     assert read_csv(tmp_path / "out.csv").close.tolist() == [1000.0, 1001.0, 1002.0]
 

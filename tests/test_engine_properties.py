@@ -50,9 +50,7 @@ STRATEGIES: list[Strategy] = [
 def _perturb_after(c: Ohlcv, t: int, seed: int) -> Ohlcv:
     """A copy whose bars after t are replaced by a different random walk."""
     other = random_walk(len(c.close), seed=seed, vol=0.03)
-    out = Ohlcv(
-        *(np.array(getattr(c, k), copy=True) for k in ("timestamp", "open", "high", "low", "close", "volume"))
-    )
+    out = Ohlcv(*(np.array(getattr(c, k), copy=True) for k in ("timestamp", "open", "high", "low", "close", "volume")))
     scale = c.close[t] / other.open[t + 1]
     for k in ("open", "high", "low", "close"):
         getattr(out, k)[t + 1 :] = getattr(other, k)[t + 1 :] * scale

@@ -422,19 +422,13 @@ def test_scaling_equity_and_cash_leaves_ratios_unchanged(
 
 
 @given(
-    equity=st.lists(
-        st.floats(min_value=-1e6, max_value=1e12, allow_nan=False, allow_infinity=False), max_size=50
-    ),
+    equity=st.lists(st.floats(min_value=-1e6, max_value=1e12, allow_nan=False, allow_infinity=False), max_size=50),
     initial=st.floats(allow_nan=True, allow_infinity=True),
-    pnls=st.lists(
-        st.floats(allow_nan=False, allow_infinity=False, min_value=-1e9, max_value=1e9), max_size=20
-    ),
+    pnls=st.lists(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e9, max_value=1e9), max_size=20),
     ppy=st.sampled_from([0.0, 1.0, 365.0, 8760.0, 31_536_000.0]),
 )
 @settings(max_examples=300, deadline=None)
-def test_any_input_yields_json_safe_metrics(
-    equity: list[float], initial: float, pnls: list[float], ppy: float
-) -> None:
+def test_any_input_yields_json_safe_metrics(equity: list[float], initial: float, pnls: list[float], ppy: float) -> None:
     result = metrics(equity, initial_cash=initial, trade_pnls=pnls, periods_per_year=ppy)
     assert_json_safe(result)
     if result["win_rate"] is not None:

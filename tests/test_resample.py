@@ -49,9 +49,7 @@ def test_buckets_follow_the_hour_grid_not_the_first_bar() -> None:
 def test_missing_bars_inside_a_bucket_are_simply_absent() -> None:
     full = minute_bars(T0, 120)
     keep = np.r_[0:10, 50:120]
-    holes = Candles(
-        *(getattr(full, c)[keep] for c in ("timestamp", "open", "high", "low", "close", "volume"))
-    )
+    holes = Candles(*(getattr(full, c)[keep] for c in ("timestamp", "open", "high", "low", "close", "volume")))
     out = resample(holes, "1m", "1h")
     assert out.open.tolist() == [1.0, 61.0]
     assert out.volume.tolist() == [30.0 - 20.0, 30.0]
@@ -92,9 +90,7 @@ def test_drop_incomplete_removes_only_a_partial_last_bucket() -> None:
     assert resample(complete, "1m", "1h", drop_incomplete=True).timestamp.tolist() == [T0, T0 + HOUR]
 
 
-@pytest.mark.parametrize(
-    ("source", "target"), [("1h", "1m"), ("3d", "1w"), ("1w", "1M"), ("3d", "1M"), ("1M", "1d")]
-)
+@pytest.mark.parametrize(("source", "target"), [("1h", "1m"), ("3d", "1w"), ("1w", "1M"), ("3d", "1M"), ("1M", "1d")])
 def test_impossible_resampling_raises_and_explains(source: str, target: str) -> None:
     with pytest.raises(InvalidTimeframeError, match=f"Cannot resample {source} candles to {target}"):
         resample(minute_bars(T0, 3), source, target)

@@ -106,9 +106,7 @@ def test_crash_before_rename_keeps_old_data_and_leaves_no_temp_file(
     assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) == ["1m.parquet"]
 
 
-def test_crash_while_syncing_the_temp_file_keeps_old_data(
-    store: CandleStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_crash_while_syncing_the_temp_file_keeps_old_data(store: CandleStore, monkeypatch: pytest.MonkeyPatch) -> None:
     store.write("binance", "BTC/USDT", "1m", bars(T0, 3))
     real_fsync = os.fsync
 
@@ -138,15 +136,11 @@ def test_minute_and_month_timeframes_use_different_files(store: CandleStore) -> 
 
 
 def test_missing_ranges_of_an_empty_store_is_the_whole_range_on_the_bar_grid(store: CandleStore) -> None:
-    assert store.missing_ranges("binance", "BTC/USDT", "1h", T0 + 1, T0 + 3 * HOUR + 5) == [
-        (T0 + HOUR, T0 + 4 * HOUR)
-    ]
+    assert store.missing_ranges("binance", "BTC/USDT", "1h", T0 + 1, T0 + 3 * HOUR + 5) == [(T0 + HOUR, T0 + 4 * HOUR)]
 
 
 def test_missing_ranges_leaves_out_what_was_fetched(store: CandleStore) -> None:
-    store.write(
-        "binance", "BTC/USDT", "1h", bars(T0 + 2 * HOUR, 3, step=HOUR), covered=(T0 + 2 * HOUR, T0 + 5 * HOUR)
-    )
+    store.write("binance", "BTC/USDT", "1h", bars(T0 + 2 * HOUR, 3, step=HOUR), covered=(T0 + 2 * HOUR, T0 + 5 * HOUR))
     assert store.missing_ranges("binance", "BTC/USDT", "1h", T0, T0 + 8 * HOUR) == [
         (T0, T0 + 2 * HOUR),
         (T0 + 5 * HOUR, T0 + 8 * HOUR),

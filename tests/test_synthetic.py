@@ -52,15 +52,11 @@ def test_a_bar_is_the_same_whatever_range_is_requested(source: SyntheticSource, 
     assert same(shifted, wide.slice_time(int(wide.timestamp[mid]), int(wide.timestamp[mid]) + 1))
 
 
-def test_generating_in_chunks_gives_the_same_bars(
-    source: SyntheticSource, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_generating_in_chunks_gives_the_same_bars(source: SyntheticSource, monkeypatch: pytest.MonkeyPatch) -> None:
     whole = source.fetch("ETH/USDT", "1m", T2024, T2024 + 5000 * 60_000)
     monkeypatch.setattr(synthetic, "_CHUNK_BARS", 777)
     progress: list[tuple[int, int]] = []
-    chunked = source.fetch(
-        "ETH/USDT", "1m", T2024, T2024 + 5000 * 60_000, lambda n, total: progress.append((n, total))
-    )
+    chunked = source.fetch("ETH/USDT", "1m", T2024, T2024 + 5000 * 60_000, lambda n, total: progress.append((n, total)))
     assert same(whole, chunked)
     assert progress[-1] == (5000, 5000)
     assert len(progress) == 7
@@ -88,9 +84,7 @@ def test_candles_are_valid_ohlc_with_positive_volume(source: SyntheticSource, tf
     assert np.all(candles.volume > 0)
     assert np.all(candles.high >= np.maximum(candles.open, candles.close))
     assert np.all(candles.low <= np.minimum(candles.open, candles.close))
-    assert np.array_equal(
-        candles.timestamp, t.grid(int(candles.timestamp[0]), int(candles.timestamp[-1]) + 1)
-    )
+    assert np.array_equal(candles.timestamp, t.grid(int(candles.timestamp[0]), int(candles.timestamp[-1]) + 1))
 
 
 def test_absolute_returns_cluster(source: SyntheticSource) -> None:
@@ -138,9 +132,7 @@ def test_unknown_symbols_get_a_stable_price_from_their_name(source: SyntheticSou
 
 
 def test_symbol_case_does_not_change_the_market(source: SyntheticSource) -> None:
-    assert same(
-        source.fetch("btc/usdt", "1h", T2024, T2024 + DAY), source.fetch("BTC/USDT", "1h", T2024, T2024 + DAY)
-    )
+    assert same(source.fetch("btc/usdt", "1h", T2024, T2024 + DAY), source.fetch("BTC/USDT", "1h", T2024, T2024 + DAY))
 
 
 def test_daily_path_is_shared_by_daily_and_weekly_bars(source: SyntheticSource) -> None:

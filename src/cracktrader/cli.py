@@ -56,25 +56,15 @@ def parse_param(raw: str) -> tuple[str, Any]:
 
 @app.command()
 def backtest(
-    strategy: Annotated[
-        str, typer.Option("--strategy", "-s", help="Strategy name (see `cracktrader strategies`)")
-    ],
-    symbol: Annotated[
-        list[str], typer.Option("--symbol", help="Symbol such as BTC/USDT; repeat for several")
-    ],
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Strategy name (see `cracktrader strategies`)")],
+    symbol: Annotated[list[str], typer.Option("--symbol", help="Symbol such as BTC/USDT; repeat for several")],
     timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Candle timeframe, e.g. 1h")] = "1h",
-    param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="Strategy parameter key=value")
-    ] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Strategy parameter key=value")] = None,
     start: Annotated[str | None, typer.Option(help="Start (ISO 8601), inclusive")] = None,
     end: Annotated[str | None, typer.Option(help="End (ISO 8601), exclusive")] = None,
     cash: Annotated[float, typer.Option(help="Initial cash")] = 10_000.0,
-    exchange: Annotated[
-        str | None, typer.Option(help="Exchange id (ccxt id, or `synthetic` offline)")
-    ] = None,
-    commission: Annotated[
-        float | None, typer.Option(help="Fee rate, e.g. 0.001; default: exchange's")
-    ] = None,
+    exchange: Annotated[str | None, typer.Option(help="Exchange id (ccxt id, or `synthetic` offline)")] = None,
+    commission: Annotated[float | None, typer.Option(help="Fee rate, e.g. 0.001; default: exchange's")] = None,
     slippage_bps: Annotated[float, typer.Option("--slippage-bps", help="Slippage in basis points")] = 0.0,
     latency: Annotated[int, typer.Option(help="Bars between a decision and its fill")] = 1,
     allow_short: Annotated[bool, typer.Option("--allow-short", help="Allow short positions")] = False,
@@ -176,7 +166,8 @@ def _print_summary(doc: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     curve = doc["equity_curve"]
     if curve:
-        table.add_row("period", f"{curve[0]['timestamp']} → {curve[-1]['timestamp']} ({len(curve)} bars)")
+        table.add_row("period", f"{curve[0]['timestamp']} → {curve[-1]['timestamp']}")
+        table.add_row("bars", str(len(curve)))
     table.add_row("initial cash", f"{cfg['initial_cash']:,.2f}")
     table.add_row("final value", f"{doc['final_value']:,.2f}")
     for key in (
@@ -328,9 +319,7 @@ def data_export(
 
     with user_errors():
         ex = exchange or get_settings().default_exchange
-        n = service.export_csv(
-            path, ex, symbol, parse_timeframe(timeframe), to_ms(start), to_ms(end), iso=iso
-        )
+        n = service.export_csv(path, ex, symbol, parse_timeframe(timeframe), to_ms(start), to_ms(end), iso=iso)
     typer.echo(f"wrote {n} candles to {path}")
 
 

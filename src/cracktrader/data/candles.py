@@ -65,9 +65,7 @@ class Candles:
             return cls.empty()
         arr = np.asarray(rows, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] < 6:
-            raise InvalidDataError(
-                "Candle rows must have 6 fields: timestamp, open, high, low, close, volume"
-            )
+            raise InvalidDataError("Candle rows must have 6 fields: timestamp, open, high, low, close, volume")
         return cls.from_columns(arr[:, 0].astype(np.int64), *(arr[:, i] for i in range(1, 6)))
 
     def slice_time(self, start_ms: int | None, end_ms: int | None) -> Candles:

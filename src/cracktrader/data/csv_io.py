@@ -171,9 +171,7 @@ def _check_values(cols: dict[str, np.ndarray], lines: np.ndarray, path: Path) ->
         bad = np.flatnonzero(~np.isfinite(cols[name]) | (cols[name] <= 0))
         if bad.size:
             i = int(bad[0])
-            raise _fail(
-                f"{name} is {cols[name][i]}; prices must be positive numbers", path, line=int(lines[i])
-            )
+            raise _fail(f"{name} is {cols[name][i]}; prices must be positive numbers", path, line=int(lines[i]))
     vol = cols["volume"]
     bad = np.flatnonzero(~np.isfinite(vol) | (vol < 0))
     if bad.size:

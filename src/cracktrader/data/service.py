@@ -57,9 +57,7 @@ def get_source(exchange_id: str, settings: Settings | None = None) -> CandleSour
     )
 
 
-def exchange_fee_rates(
-    exchange_id: str, symbol: str, settings: Settings | None = None
-) -> tuple[float, float] | None:
+def exchange_fee_rates(exchange_id: str, symbol: str, settings: Settings | None = None) -> tuple[float, float] | None:
     """(maker, taker) the exchange publishes, without any network call; None when unknown."""
     exchange = _norm_exchange(exchange_id)
     if exchange == SYNTHETIC:
@@ -82,17 +80,14 @@ def _check_range(start_ms: int, end_ms: int) -> None:
         )
 
 
-def _unavailable(
-    exchange: str, symbol: str, tf: Timeframe, start_ms: int, end_ms: int
-) -> DataUnavailableError:
+def _unavailable(exchange: str, symbol: str, tf: Timeframe, start_ms: int, end_ms: int) -> DataUnavailableError:
     hint = ""
     if start_ms >= tf.floor(_now_ms()):
         hint = " (the range is in the future: only closed bars exist)"
     elif exchange == SYNTHETIC:
         hint = " (synthetic data starts on 2015-01-01)"
     return DataUnavailableError(
-        f"No {tf} candles for {symbol} on {exchange} between {ms_to_iso(start_ms)} and {ms_to_iso(end_ms)}"
-        + hint,
+        f"No {tf} candles for {symbol} on {exchange} between {ms_to_iso(start_ms)} and {ms_to_iso(end_ms)}" + hint,
         details={
             "exchange": exchange,
             "symbol": symbol,
@@ -170,7 +165,13 @@ def _sync(
     if not ranges:
         return
     own = source is None
-    src = source if source is not None else get_source(exchange, settings)
+    try:
+        src = source if source is not None else get_source(exchange, settings)
+    except UnknownExchangeError:
+        # A name that is no exchange (e.g. `csv` for imported files) is local-only: use what is stored.
+        if store.coverage(exchange, symbol, tf.name):
+            return
+        raise
     try:
         src.validate_symbol(symbol)
         _fetch_into_store(store, src, exchange, symbol, tf, ranges, progress)

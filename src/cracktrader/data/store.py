@@ -170,19 +170,14 @@ def _merge(old: Candles, new: Candles) -> Candles:
     lo = int(np.searchsorted(old.timestamp, new.timestamp[0], side="left"))
     hi = int(np.searchsorted(old.timestamp, new.timestamp[-1], side="right"))
     middle = Candles(*(getattr(old, c)[lo:hi] for c in COLUMNS)).concat(new) if hi > lo else new
-    return Candles(
-        *(np.concatenate([getattr(old, c)[:lo], getattr(middle, c), getattr(old, c)[hi:]]) for c in COLUMNS)
-    )
+    return Candles(*(np.concatenate([getattr(old, c)[:lo], getattr(middle, c), getattr(old, c)[hi:]]) for c in COLUMNS))
 
 
 def _find_gaps(ts: np.ndarray, tf: Timeframe) -> builtins.list[Interval]:
     """[start, end) runs of missing bars between consecutive stored timestamps."""
     if ts.size < 2:
         return []
-    if tf.is_monthly:
-        expected = np.array([tf.next(int(t)) for t in ts[:-1]], dtype=np.int64)
-    else:
-        expected = ts[:-1] + tf.ms
+    expected = np.array([tf.next(int(t)) for t in ts[:-1]], dtype=np.int64) if tf.is_monthly else ts[:-1] + tf.ms
     idx = np.flatnonzero(ts[1:] > expected)
     return [(int(expected[i]), int(ts[i + 1])) for i in idx]
 
@@ -291,9 +286,7 @@ class CandleStore:
             }
             self._write_atomic(path, merged, meta)
 
-    def clear(
-        self, exchange: str | None = None, symbol: str | None = None, timeframe: str | None = None
-    ) -> int:
+    def clear(self, exchange: str | None = None, symbol: str | None = None, timeframe: str | None = None) -> int:
         """Delete matching datasets (all when no filter is given); returns how many were removed."""
         tf_file = _TF_FILE_NAMES[parse_timeframe(timeframe).name] + _SUFFIX if timeframe else None
         removed = 0
@@ -343,9 +336,7 @@ class CandleStore:
             return pf.read_row_groups(groups, columns=list(columns))
 
     @staticmethod
-    def _row_groups_for(
-        pf: pq.ParquetFile, start_ms: int | None, end_ms: int | None
-    ) -> builtins.list[int] | None:
+    def _row_groups_for(pf: pq.ParquetFile, start_ms: int | None, end_ms: int | None) -> builtins.list[int] | None:
         """Row groups that may hold rows in [start_ms, end_ms); None means read them all."""
         meta = pf.metadata
         if (start_ms is None and end_ms is None) or meta.num_row_groups <= 1:
@@ -363,11 +354,7 @@ class CandleStore:
     def _read_meta(path: Path) -> tuple[dict[str, str], builtins.list[Interval]]:
         with _corrupt_file_errors(path):
             raw = pq.read_schema(path).metadata or {}
-            meta = {
-                k[len(_META_PREFIX) :].decode(): v.decode()
-                for k, v in raw.items()
-                if k.startswith(_META_PREFIX)
-            }
+            meta = {k[len(_META_PREFIX) :].decode(): v.decode() for k, v in raw.items() if k.startswith(_META_PREFIX)}
             coverage = [(int(a), int(b)) for a, b in json.loads(meta.get("coverage", "[]"))]
         return meta, coverage
 

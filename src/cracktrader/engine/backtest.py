@@ -71,9 +71,7 @@ def run_backtest(
     if data.n_bars == 0:
         raise UserInputError("No bars to backtest")
     if settings.latency < 1:
-        raise UserInputError(
-            "latency must be at least 1 bar: a decision at a close cannot fill at that close"
-        )
+        raise UserInputError("latency must be at least 1 bar: a decision at a close cannot fill at that close")
     if settings.initial_cash <= 0:
         raise UserInputError("initial_cash must be positive")
     if strategy.style() == "vectorized":
@@ -171,8 +169,7 @@ def _run_vectorized(
         if should_stop is not None and done < n and should_stop():
             break
     positions = [
-        (j, float(fstate[j, kernels.S_POS]), float(fstate[j, kernels.S_ENTRY_PRICE]))
-        for j in range(len(data.symbols))
+        (j, float(fstate[j, kernels.S_POS]), float(fstate[j, kernels.S_ENTRY_PRICE])) for j in range(len(data.symbols))
     ]
     return _result(
         data, settings, equity, cash_curve, in_market, orders[:n_orders].copy(), positions, done, "vectorized"
@@ -238,9 +235,7 @@ def _result(
     for j, size, entry in positions:
         if size != 0.0:
             price = float(data.close[last, j])
-            open_positions.append(
-                Position(data.symbols[j], size, entry, price, size * price, size * (price - entry))
-            )
+            open_positions.append(Position(data.symbols[j], size, entry, price, size * price, size * (price - entry)))
     filled = orders[orders[:, O_STATUS] == STATUS_FILLED]
     closing = filled[~np.isnan(filled[:, O_PNL])]
     metrics = compute_metrics(

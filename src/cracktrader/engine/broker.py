@@ -176,9 +176,7 @@ class EventSimulator:
         # Children created at the open (brackets of entries) can trigger later in the same bar.
         seen = {id(o) for o in intrabar}
         intrabar += [
-            o
-            for o in self.open_orders
-            if o.active_from == t and o.reason != REASON_SIGNAL and id(o) not in seen
+            o for o in self.open_orders if o.active_from == t and o.reason != REASON_SIGNAL and id(o) not in seen
         ]
         # Stops before limits: the pessimistic order when a bar touches both.
         intrabar.sort(key=lambda o: (0 if o.type == TYPE_STOP else 1, o.id))
@@ -247,9 +245,7 @@ class EventSimulator:
                 abs(p)
                 if (p != 0 and ((p > 0) == (o.side == SELL)))
                 else (
-                    all_in_quantity(self.cash * o.fraction, price, rate)
-                    if o.side == BUY or self.s.allow_short
-                    else 0.0
+                    all_in_quantity(self.cash * o.fraction, price, rate) if o.side == BUY or self.s.allow_short else 0.0
                 )
             )
         else:
@@ -322,9 +318,7 @@ class EventSimulator:
         side = -o.side
         sl_id = tp_id = 0
         if o.stop_loss == o.stop_loss:
-            sl_id = self._child(
-                j, side, TYPE_STOP, math.nan, price * (1 - o.side * o.stop_loss), t, REASON_STOP_LOSS
-            )
+            sl_id = self._child(j, side, TYPE_STOP, math.nan, price * (1 - o.side * o.stop_loss), t, REASON_STOP_LOSS)
         if o.take_profit == o.take_profit:
             tp_id = self._child(
                 j, side, TYPE_LIMIT, price * (1 + o.side * o.take_profit), math.nan, t, REASON_TAKE_PROFIT

@@ -120,8 +120,7 @@ def compute_metrics(
         )
     if pnls.shape[0] != rets.shape[0]:
         raise ValueError(
-            f"trade_pnls and trade_returns must have one entry per round trip; "
-            f"got {pnls.shape[0]} and {rets.shape[0]}"
+            f"trade_pnls and trade_returns must have one entry per round trip; got {pnls.shape[0]} and {rets.shape[0]}"
         )
 
     initial = float(initial_cash)
@@ -172,9 +171,7 @@ def _safe_pow(base: float, exponent: float) -> float:
         return math.inf
 
 
-def _return_metrics(
-    out: dict[str, float | int | None], eq: np.ndarray, initial: float, ppy: float | None
-) -> None:
+def _return_metrics(out: dict[str, float | int | None], eq: np.ndarray, initial: float, ppy: float | None) -> None:
     """Sharpe, Sortino and volatility from per-bar simple returns (equity before bar 0 = initial cash)."""
     prev = np.empty_like(eq)
     prev[0] = initial

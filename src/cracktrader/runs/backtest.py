@@ -90,9 +90,7 @@ def prepare_backtest(
     return PreparedBacktest(config, strategy, align(candles, tf.periods_per_year), sim, tf)
 
 
-def _fees(
-    config: BacktestConfig, exchange_fees: tuple[float, float] | None, s: Settings
-) -> tuple[float, float]:
+def _fees(config: BacktestConfig, exchange_fees: tuple[float, float] | None, s: Settings) -> tuple[float, float]:
     if config.commission is not None:
         return config.commission, config.commission
     if exchange_fees is not None:
@@ -104,9 +102,7 @@ def run_prepared(
     prepared: PreparedBacktest, *, progress: Progress | None = None, should_stop: ShouldStop | None = None
 ) -> BacktestResult:
     """Run the engine on prepared data."""
-    return run_backtest(
-        prepared.strategy, prepared.data, prepared.sim, progress=progress, should_stop=should_stop
-    )
+    return run_backtest(prepared.strategy, prepared.data, prepared.sim, progress=progress, should_stop=should_stop)
 
 
 def document_config(prepared: PreparedBacktest) -> dict[str, Any]:

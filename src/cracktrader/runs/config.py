@@ -18,9 +18,7 @@ class BacktestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy_name: str = Field(..., min_length=1, max_length=200, examples=["TestStrategy"])
-    strategy_params: dict[str, Any] = Field(
-        default_factory=dict, examples=[{"period": 20, "threshold": 0.02}]
-    )
+    strategy_params: dict[str, Any] = Field(default_factory=dict, examples=[{"period": 20, "threshold": 0.02}])
     symbols: list[str] = Field(..., min_length=1, max_length=50, examples=[["BTC/USDT"]])
     timeframe: str = Field("1h", examples=["1h"])
     start_date: str | None = Field(None, examples=["2024-01-01T00:00:00Z"])

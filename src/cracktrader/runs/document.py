@@ -181,9 +181,7 @@ def equity_curve(result: BacktestResult) -> list[dict[str, Any]]:
     initial = result.settings.initial_cash
     return [
         {"timestamp": t, "value": v, "cash": c, "pnl": v - initial}
-        for t, v, c in zip(
-            iso_times(result.timestamp), result.equity.tolist(), result.cash.tolist(), strict=True
-        )
+        for t, v, c in zip(iso_times(result.timestamp), result.equity.tolist(), result.cash.tolist(), strict=True)
     ]
 
 

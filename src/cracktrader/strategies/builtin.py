@@ -20,9 +20,7 @@ class RiskParams(StrategyParams):
 
 
 def _signals(p: RiskParams, entries: np.ndarray, exits: np.ndarray) -> Signals:
-    return Signals(
-        entries=entries, exits=exits, stop_loss=p.stop_loss, take_profit=p.take_profit, size=p.size
-    )
+    return Signals(entries=entries, exits=exits, stop_loss=p.stop_loss, take_profit=p.take_profit, size=p.size)
 
 
 class CrossParams(RiskParams):
@@ -219,9 +217,7 @@ class SmaCrossEvents(Strategy):
         close = data.bars(0).close
         fast, slow = ta.sma(close, p.fast), ta.sma(close, p.slow)
         # None during warm-up, so the first valid bar is not mistaken for a cross (as in crossed_above).
-        self.above = [
-            None if w else a for w, a in zip(np.isnan(slow).tolist(), (fast > slow).tolist(), strict=True)
-        ]
+        self.above = [None if w else a for w, a in zip(np.isnan(slow).tolist(), (fast > slow).tolist(), strict=True)]
 
     def on_bar(self, ctx: BarContext) -> None:
         i = ctx.i

@@ -264,8 +264,7 @@ class CcxtSource:
         if offered and tf.name not in offered:
             usable = [name for name in SUPPORTED_TIMEFRAMES if name in offered]
             raise InvalidTimeframeError(
-                f"Timeframe {tf.name!r} is not offered by {self.exchange_id}. "
-                f"Use one of: {', '.join(usable)}",
+                f"Timeframe {tf.name!r} is not offered by {self.exchange_id}. Use one of: {', '.join(usable)}",
                 details={"timeframe": tf.name, "exchange": self.exchange_id, "supported_timeframes": usable},
             )
 

@@ -31,9 +31,7 @@ EXAMPLE_SYMBOLS: tuple[str, ...] = (
     "BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "DOGE/USDT", "ETH/BTC", "BTC/EUR",
 )  # fmt: skip
 
-_SYMBOL_RE = re.compile(
-    r"^([A-Z0-9][A-Z0-9._-]{0,29})/([A-Z0-9][A-Z0-9._-]{0,29})(?::[A-Z0-9][A-Z0-9._-]{0,29})?$"
-)
+_SYMBOL_RE = re.compile(r"^([A-Z0-9][A-Z0-9._-]{0,29})/([A-Z0-9][A-Z0-9._-]{0,29})(?::[A-Z0-9][A-Z0-9._-]{0,29})?$")
 
 # Rough USD values and daily volatilities so that familiar assets look familiar; others come from the hash.
 _USD_VALUE = {
