@@ -1,0 +1,1 @@
+"""Database: SQLAlchemy models, async sessions, the run store and Alembic migrations."""
