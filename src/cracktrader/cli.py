@@ -353,6 +353,27 @@ def data_clear(
     typer.echo(f"removed {n} datasets")
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default CRACKTRADER_API_HOST or 127.0.0.1)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default CRACKTRADER_API_PORT or 8000)")] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help="critical|error|warning|info|debug")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (only 1 is supported)")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback bind without auth")] = False,
+) -> None:
+    """Run the web API, WebSocket streams and dashboard (needs the `web` extra)."""
+    try:
+        from cracktrader.web.server.main import ServerConfigError, run_server
+    except ImportError as exc:
+        fail(f"the web server needs the web extra: pip install 'cracktrader[web]' ({exc.name} is missing)", 1)
+    try:
+        run_server(host=host, port=port, log_level=log_level, workers=workers, insecure=insecure or None)
+    except ServerConfigError as exc:
+        fail(str(exc))
+
+
 def main() -> None:
     """Entry point for `python -m cracktrader`."""
     app()

@@ -57,6 +57,28 @@ def get_source(exchange_id: str, settings: Settings | None = None) -> CandleSour
     )
 
 
+def check_symbols(exchange_id: str, symbols: list[str], *, settings: Settings | None = None) -> None:
+    """Raise for an unknown exchange or symbol; an unreachable exchange is not an error here."""
+    exchange = _norm_exchange(exchange_id)
+    try:
+        source = get_source(exchange, settings)
+    except UnknownExchangeError:
+        stored = {(i.exchange, i.symbol) for i in open_store(settings).list()}
+        if all((exchange, s) in stored for s in symbols):
+            return  # a local-only dataset such as a CSV import
+        raise
+    try:
+        if hasattr(source, "max_retries"):
+            source.max_retries = 0  # a quick check: the run itself retries
+        for symbol in symbols:
+            try:
+                source.validate_symbol(symbol)
+            except DataUnavailableError:
+                return  # unreachable: let the run use stored candles or explain how to work offline
+    finally:
+        source.close()
+
+
 def exchange_fee_rates(exchange_id: str, symbol: str, settings: Settings | None = None) -> tuple[float, float] | None:
     """(maker, taker) the exchange publishes, without any network call; None when unknown."""
     exchange = _norm_exchange(exchange_id)

@@ -19,6 +19,8 @@ from cracktrader.errors import UserInputError
 # Called with (bars done, bars total, cash, value) between chunks of a run.
 Progress = Callable[[int, int, float, float], None]
 ShouldStop = Callable[[], bool]
+# Called with the order rows (see engine.records) recorded since the previous call.
+OnOrders = Callable[[np.ndarray], None]
 
 VECTOR_CHUNK = 1 << 18
 EVENT_CHUNK = 1 << 12
@@ -66,6 +68,7 @@ def run_backtest(
     *,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
+    on_orders: OnOrders | None = None,
 ) -> BacktestResult:
     """Simulate `strategy` on `data`: decisions at a bar's close fill at the open `latency` bars later."""
     if data.n_bars == 0:
@@ -75,8 +78,8 @@ def run_backtest(
     if settings.initial_cash <= 0:
         raise UserInputError("initial_cash must be positive")
     if strategy.style() == "vectorized":
-        return _run_vectorized(strategy, data, settings, progress, should_stop)
-    return _run_event(strategy, data, settings, progress, should_stop)
+        return _run_vectorized(strategy, data, settings, progress, should_stop, on_orders)
+    return _run_event(strategy, data, settings, progress, should_stop, on_orders)
 
 
 def _stack(data: MarketData, values: list[Any], dtype: type, default: Any) -> np.ndarray:
@@ -117,6 +120,7 @@ def _run_vectorized(
     settings: SimSettings,
     progress: Progress | None,
     should_stop: ShouldStop | None,
+    on_orders: OnOrders | None,
 ) -> BacktestResult:
     sigs: list[Signals] = [strategy.signals(data.bars(j)) for j in range(len(data.symbols))]
     entries = _bool_matrix(data, [s.entries for s in sigs])
@@ -130,7 +134,7 @@ def _run_vectorized(
     cash, fstate, istate = kernels.new_state(len(data.symbols), settings.initial_cash)
     equity, cash_curve, in_market = np.empty(n), np.empty(n), np.zeros(n, dtype=np.bool_)
     orders = np.empty((1024, N_COLS))
-    n_orders = 0
+    n_orders = reported = 0
     done = 0
     while done < n:
         end = min(n, done + VECTOR_CHUNK)
@@ -164,6 +168,9 @@ def _run_vectorized(
             in_market,
         )
         done = end
+        if on_orders is not None and n_orders > reported:
+            on_orders(orders[reported:n_orders].copy())
+            reported = n_orders
         if progress is not None:
             progress(done, n, float(cash_curve[done - 1]), float(equity[done - 1]))
         if should_stop is not None and done < n and should_stop():
@@ -182,12 +189,13 @@ def _run_event(
     settings: SimSettings,
     progress: Progress | None,
     should_stop: ShouldStop | None,
+    on_orders: OnOrders | None,
 ) -> BacktestResult:
     sim = EventSimulator(data, settings)
     ctx = BarContext(sim)
     strategy.init(data)
     n = data.n_bars
-    done = 0
+    done = reported = 0
     on_bar = strategy.on_bar
     process, mark = sim.process_bar, sim.mark
     while done < n:
@@ -199,6 +207,9 @@ def _run_event(
             on_bar(ctx)
             mark(t)
         done = end
+        if on_orders is not None and len(sim.rows) > reported:
+            on_orders(np.asarray(sim.rows[reported:], dtype=np.float64))
+            reported = len(sim.rows)
         if progress is not None:
             progress(done, n, sim.cash, float(sim.equity[done - 1]))
         if should_stop is not None and done < n and should_stop():

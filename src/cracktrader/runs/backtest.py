@@ -12,7 +12,7 @@ from cracktrader.data import service
 from cracktrader.data.candles import Candles, to_ms
 from cracktrader.data.sources.base import CandleSource
 from cracktrader.data.timeframes import Timeframe, parse_timeframe
-from cracktrader.engine.backtest import BacktestResult, Progress, ShouldStop, run_backtest
+from cracktrader.engine.backtest import BacktestResult, OnOrders, Progress, ShouldStop, run_backtest
 from cracktrader.engine.broker import SimSettings
 from cracktrader.engine.market import MarketData, align
 from cracktrader.engine.strategy import Strategy
@@ -99,10 +99,16 @@ def _fees(config: BacktestConfig, exchange_fees: tuple[float, float] | None, s: 
 
 
 def run_prepared(
-    prepared: PreparedBacktest, *, progress: Progress | None = None, should_stop: ShouldStop | None = None
+    prepared: PreparedBacktest,
+    *,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    on_orders: OnOrders | None = None,
 ) -> BacktestResult:
     """Run the engine on prepared data."""
-    return run_backtest(prepared.strategy, prepared.data, prepared.sim, progress=progress, should_stop=should_stop)
+    return run_backtest(
+        prepared.strategy, prepared.data, prepared.sim, progress=progress, should_stop=should_stop, on_orders=on_orders
+    )
 
 
 def document_config(prepared: PreparedBacktest) -> dict[str, Any]:
@@ -133,3 +139,16 @@ def execute_backtest(
         start_time=start_time,
         end_time=now_iso(),
     )
+
+
+def validate_backtest(config: BacktestConfig, *, settings: Settings | None = None) -> None:
+    """Fail fast on what a request can get wrong, before a run is accepted.
+
+    Checks the strategy and its parameters, the timeframe, the dates, the exchange id and the symbols. An
+    exchange that cannot be reached right now is not an error here: the run may still use stored candles.
+    """
+    settings = settings or get_settings()
+    load_registry(settings).get(config.strategy_name)(config.strategy_params)
+    tf = parse_timeframe(config.timeframe)
+    resolve_range(config, tf, settings)
+    service.check_symbols(config.exchange, config.symbols, settings=settings)

@@ -126,12 +126,18 @@ def _none_if_nan(x: float) -> float | None:
 
 def orders_and_trades(result: BacktestResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Order and fill rows of the document."""
-    rows = result.orders
-    ts = result.timestamp
-    symbols = result.symbols
-    created_iso = iso_times(ts[rows[:, O_CREATED].astype(np.int64)]) if rows.size else []
-    bar_idx = rows[:, O_BAR].astype(np.int64) if rows.size else np.empty(0, dtype=np.int64)
-    bar_iso = iso_times(ts[np.clip(bar_idx, 0, None)]) if rows.size else []
+    return order_rows_to_dicts(result.orders, result.symbols, result.timestamp)
+
+
+def order_rows_to_dicts(
+    rows: np.ndarray, symbols: tuple[str, ...], ts: np.ndarray, *, first_trade_id: int = 1
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Order records (see engine.records) as the document's order and trade dicts."""
+    if rows.size == 0:
+        return [], []
+    created_iso = iso_times(ts[rows[:, O_CREATED].astype(np.int64)])
+    bar_idx = rows[:, O_BAR].astype(np.int64)
+    bar_iso = iso_times(ts[np.clip(bar_idx, 0, None)])
     orders: list[dict[str, Any]] = []
     trades: list[dict[str, Any]] = []
     for k, row in enumerate(rows.tolist()):
@@ -159,7 +165,7 @@ def orders_and_trades(result: BacktestResult) -> tuple[list[dict[str, Any]], lis
         if filled:
             trades.append(
                 {
-                    "id": len(trades) + 1,
+                    "id": first_trade_id + len(trades),
                     "order_id": int(row[O_ID]),
                     "timestamp": bar_iso[k],
                     "symbol": symbol,
@@ -231,7 +237,7 @@ def empty_document(
     *,
     run_id: str | None,
     config: dict[str, Any] | None,
-    status: RunStatus,
+    status: str,
     start_time: str | None = None,
     end_time: str | None = None,
     error: str | None = None,

@@ -1,0 +1,110 @@
+"""In-process event bus: run events fan out to subscribers (WebSocket clients) without blocking the publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from cracktrader.runs.document import now_iso
+
+log = logging.getLogger(__name__)
+
+STATUS_UPDATE = "status_update"
+TRADE_EXECUTION = "trade_execution"
+ORDER_UPDATE = "order_update"
+EQUITY_UPDATE = "equity_update"
+ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """`{"type", "payload", "timestamp"}` as the WebSocket stream sends it."""
+
+    type: str
+    payload: dict[str, Any]
+    timestamp: str = field(default_factory=now_iso)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "payload": self.payload, "timestamp": self.timestamp}
+
+
+class Subscription:
+    """One subscriber's bounded queue; it is closed, not waited on, when it falls behind."""
+
+    def __init__(self, bus: EventBus, maxsize: int) -> None:
+        self._bus = bus
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=maxsize)
+        self.dropped = False
+
+    async def get(self) -> Event | None:
+        """The next event, or None once the subscription was dropped or closed."""
+        if self.dropped and self.queue.empty():
+            return None
+        return await self.queue.get()
+
+    def close(self) -> None:
+        """Stop receiving events."""
+        self._bus.unsubscribe(self)
+
+
+class EventBus:
+    """Fan-out of events to subscribers; `publish_threadsafe` may be called from worker threads."""
+
+    def __init__(self, *, queue_size: int = 256) -> None:
+        self.queue_size = queue_size
+        self._subs: set[Subscription] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Remember the loop that owns the subscribers' queues."""
+        self._loop = loop
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subs)
+
+    def subscribe(self) -> Subscription:
+        """A new subscription receiving every event published after this call."""
+        sub = Subscription(self, self.queue_size)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    def publish(self, event: Event) -> None:
+        """Deliver to every subscriber on the loop thread; a full queue drops that subscriber."""
+        for sub in list(self._subs):
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                # A slow client must not slow the others or grow memory without bound.
+                sub.dropped = True
+                self._subs.discard(sub)
+                log.warning("Dropped a slow event subscriber (queue of %d full)", self.queue_size)
+                _wake(sub)
+
+    def publish_threadsafe(self, event: Event) -> None:
+        """Publish from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.publish(event)
+        else:
+            loop.call_soon_threadsafe(self.publish, event)
+
+
+def _wake(sub: Subscription) -> None:
+    """Make a blocked `get` return None so the consumer notices it was dropped."""
+    try:
+        sub.queue.get_nowait()
+        sub.queue.put_nowait(None)
+    except (asyncio.QueueEmpty, asyncio.QueueFull):
+        pass

@@ -1,0 +1,362 @@
+"""The run manager: one active run at a time, executed off the event loop, persisted, and streamed as events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cracktrader.engine.records import O_STATUS, STATUS_FILLED
+from cracktrader.errors import CracktraderError, ExchangeUnreachableError
+from cracktrader.runs import events
+from cracktrader.runs.backtest import (
+    PreparedBacktest,
+    document_config,
+    prepare_backtest,
+    run_prepared,
+    validate_backtest,
+)
+from cracktrader.runs.config import BacktestConfig, LiveConfig, redact
+from cracktrader.runs.document import build_document, empty_document, iso_times, now_iso, order_rows_to_dicts
+from cracktrader.runs.errors import (
+    NoActiveRunError,
+    NotImplementedYetError,
+    RunAlreadyActiveError,
+    RunNotResettableError,
+    RunStoppedError,
+)
+from cracktrader.runs.state import FINISHED, RunState
+from cracktrader.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from cracktrader.db.run_store import RunStore
+
+log = logging.getLogger(__name__)
+
+# Trade events per progress chunk: a backtest can fill thousands of orders a second, more than any client reads.
+MAX_TRADE_EVENTS_PER_CHUNK = 20
+EQUITY_SAMPLES = 500
+
+
+class RunManager:
+    """Starts, stops and resets runs, and keeps the state `/status` and the streams report."""
+
+    def __init__(
+        self,
+        *,
+        bus: events.EventBus,
+        store: RunStore | None = None,
+        settings: Settings | None = None,
+        status_throttle_s: float = 0.25,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.settings = settings or get_settings()
+        self.throttle_s = status_throttle_s
+        self.state = RunState()
+        self.last_document: dict[str, Any] | None = None
+        self.outcomes: dict[str, int] = {"completed": 0, "failed": 0, "stopped": 0}
+        self._lock = asyncio.Lock()
+        self._stop = threading.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cracktrader-run")
+        self._last_status_publish = 0.0
+        self._on_finish: list[Any] = []
+        self.closed = False
+        # Last known reachability per exchange, learned from real runs (health checks never probe on demand).
+        self.exchange_status: dict[str, dict[str, Any]] = {}
+
+    # Lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> int:
+        """Bind to the running loop and mark runs a crash left unfinished as failed ("interrupted")."""
+        self.bus.bind(asyncio.get_running_loop())
+        if self.store is None:
+            return 0
+        return await self.store.mark_interrupted()
+
+    async def close(self) -> None:
+        """Stop the active run and release the worker thread."""
+        if self.state.active:
+            self._stop.set()
+            if self._task is not None:
+                await asyncio.wait({self._task}, timeout=5)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.closed = True
+
+    def status(self) -> dict[str, Any]:
+        """The `/status` document; never touches the database."""
+        return self.state.snapshot()
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # Commands ------------------------------------------------------------------------------------------
+    async def start_backtest(self, config: BacktestConfig, *, user_id: int | None = None) -> dict[str, Any]:
+        """Validate and accept a backtest; it runs in a worker thread."""
+        async with self._lock:
+            self._require_idle()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, lambda: validate_backtest(config, settings=self.settings))
+            run_id = uuid.uuid4().hex
+            cfg = redact(config.model_dump())
+            self.state = RunState(
+                run_id=run_id,
+                status="starting",
+                mode="backtest",
+                config=cfg,
+                start_time=now_iso(),
+                started_at=time.monotonic(),
+                initial_cash=config.initial_cash,
+                cash=config.initial_cash,
+                value=config.initial_cash,
+                phase="queued",
+            )
+            self._stop = threading.Event()
+            if self.store is not None:
+                await self.store.create(
+                    run_id=run_id,
+                    mode="backtest",
+                    status="starting",
+                    config=cfg,
+                    strategy_name=config.strategy_name,
+                    symbols=config.symbols,
+                    timeframe=config.timeframe,
+                    exchange=config.exchange,
+                    user_id=user_id,
+                )
+            self._publish_status(force=True)
+            self._task = asyncio.create_task(self._run_backtest(config, run_id), name=f"run-{run_id}")
+        return {"run_id": run_id, "status": "starting", "message": "Backtest accepted; poll /status or stream it"}
+
+    async def start_live(self, config: LiveConfig, *, user_id: int | None = None) -> dict[str, Any]:
+        """Validate and record a paper/live request; trading itself is not available yet, so it is refused."""
+        async with self._lock:
+            self._require_idle()
+            bt = BacktestConfig(
+                strategy_name=config.strategy_name,
+                strategy_params=config.strategy_params,
+                symbols=config.symbols,
+                timeframe=config.timeframe,
+                exchange=config.exchange,
+            )
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, lambda: validate_backtest(bt, settings=self.settings))
+            run_id = uuid.uuid4().hex
+            message = (
+                f"{config.mode.capitalize()} trading is not available in this release; the request was "
+                "validated and recorded, and nothing was traded"
+            )
+            if self.store is not None:
+                cfg = redact(config.model_dump())
+                await self.store.create(
+                    run_id=run_id,
+                    mode=config.mode,
+                    status="starting",
+                    config=cfg,
+                    strategy_name=config.strategy_name,
+                    symbols=config.symbols,
+                    timeframe=config.timeframe,
+                    exchange=config.exchange,
+                    user_id=user_id,
+                )
+                await self.store.update_status(
+                    run_id, status="failed", ended_at=datetime.now(UTC), error=f"NOT_IMPLEMENTED: {message}"
+                )
+        raise NotImplementedYetError(message, details={"run_id": run_id, "mode": config.mode})
+
+    async def stop(self) -> dict[str, Any]:
+        """Ask the active run to stop; waits up to a second for it to wind down."""
+        if not self.state.active:
+            raise NoActiveRunError(
+                f"No run is active (status: {self.state.status})", details={"status": self.state.status}
+            )
+        run_id = self.state.run_id
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=1.0)
+        status = self.state.status if self.state.run_id == run_id else "stopped"
+        message = "Run stopped" if status == "stopped" else f"Stop requested; run is {status}"
+        return {"run_id": run_id, "status": status, "message": message}
+
+    async def reset(self) -> dict[str, Any]:
+        """Return to idle from a finished run; refused while a run is active."""
+        async with self._lock:
+            if self.state.active:
+                raise RunNotResettableError(
+                    f"Cannot reset while a run is {self.state.status}; stop it first",
+                    details={"status": self.state.status, "run_id": self.state.run_id},
+                )
+            previous = self.state.run_id
+            self.state = RunState()
+            self._publish_status(force=True)
+        return {"run_id": previous, "status": "idle", "message": "Runner reset to idle"}
+
+    def _require_idle(self) -> None:
+        if self.state.status != "idle":
+            hint = " Reset it with DELETE /api/v1/run/reset." if self.state.status in FINISHED else ""
+            raise RunAlreadyActiveError(
+                f"Runner is not idle. Current status: {self.state.status}.{hint}",
+                details={"status": self.state.status, "run_id": self.state.run_id},
+            )
+
+    # Results -------------------------------------------------------------------------------------------
+    async def latest_document(self) -> dict[str, Any] | None:
+        """Results of the current or most recent run (from memory, else from the database)."""
+        if self.state.run_id is not None and self.state.active:
+            return empty_document(
+                run_id=self.state.run_id,
+                config=self.state.config,
+                status=self.state.status,
+                start_time=self.state.start_time,
+            )
+        if self.last_document is not None:
+            return self.last_document
+        if self.store is None:
+            return None
+        runs, _ = await self.store.list(limit=1, mode="backtest")
+        if not runs:
+            return None
+        return await self.store.get_results(runs[0].id)
+
+    # Execution -----------------------------------------------------------------------------------------
+    async def _run_backtest(self, config: BacktestConfig, run_id: str) -> None:
+        st = self.state
+        loop = asyncio.get_running_loop()
+        st.status = "running"
+        st.phase = "loading_data"
+        if self.store is not None:
+            await self.store.update_status(run_id, status="running", started_at=datetime.now(UTC))
+        self._publish_status(force=True)
+        document: dict[str, Any] | None = None
+        try:
+            document = await loop.run_in_executor(self._executor, self._execute, config, run_id, st)
+            st.status = document["status"]
+        except RunStoppedError:
+            st.status = "stopped"
+        except CracktraderError as exc:
+            st.status, st.error, st.error_code = "failed", exc.message, exc.code
+            if isinstance(exc, ExchangeUnreachableError):
+                self._record_exchange(config.exchange, False, exc.message)
+            self.bus.publish(events.Event(events.ERROR, {"run_id": run_id, **exc.to_dict()}))
+        except Exception as exc:
+            log.exception("Run %s failed", run_id)
+            st.status, st.error, st.error_code = "failed", f"Internal error: {type(exc).__name__}", "INTERNAL_ERROR"
+            self.bus.publish(
+                events.Event(
+                    events.ERROR, {"run_id": run_id, "code": "INTERNAL_ERROR", "message": st.error, "details": {}}
+                )
+            )
+        st.end_time = now_iso()
+        st.ended_at = time.monotonic()
+        st.phase = None
+        if document is None:
+            document = empty_document(
+                run_id=run_id,
+                config=st.config,
+                status=st.status,
+                start_time=st.start_time,
+                end_time=st.end_time,
+                error=st.error,
+            )
+        document["end_time"] = st.end_time
+        self.last_document = document
+        self.outcomes[st.status] = self.outcomes.get(st.status, 0) + 1
+        if self.store is not None:
+            try:
+                await self.store.save_results(
+                    run_id, document=document, status=st.status, ended_at=datetime.now(UTC), error=st.error
+                )
+            except Exception:
+                log.exception("Could not save results of run %s", run_id)
+        for callback in self._on_finish:
+            callback(st.status, "backtest")
+        self._publish_status(force=True)
+
+    def on_finish(self, callback: Any) -> None:
+        """Call `callback(outcome, mode)` after each run ends (used for metrics)."""
+        self._on_finish.append(callback)
+
+    def _execute(self, config: BacktestConfig, run_id: str, st: RunState) -> dict[str, Any]:
+        """Worker thread: load data, simulate, build the results document."""
+
+        def data_progress(symbol: str, done: int, total: int) -> None:
+            if self._stop.is_set():
+                raise RunStoppedError
+            st.phase = f"loading_data {symbol}"
+            self._publish_status()
+
+        prepared = prepare_backtest(config, settings=self.settings, data_progress=data_progress)
+        if config.exchange != "synthetic":
+            self._record_exchange(config.exchange, True, "")
+        if self._stop.is_set():
+            raise RunStoppedError
+        st.phase = "simulating"
+        st.bars_total = prepared.data.n_bars
+        st.config = document_config(prepared)
+        self._publish_status(force=True)
+        result = run_prepared(
+            prepared,
+            progress=self._progress_callback(st, prepared),
+            should_stop=self._stop.is_set,
+            on_orders=self._orders_callback(st, prepared),
+        )
+        st.phase = "saving"
+        return build_document(
+            result, run_id=run_id, config=st.config, start_time=st.start_time or now_iso(), end_time=now_iso()
+        )
+
+    def _record_exchange(self, exchange: str, ok: bool, detail: str) -> None:
+        self.exchange_status[exchange] = {"reachable": ok, "checked_at": now_iso(), "detail": detail[:200]}
+
+    def _progress_callback(self, st: RunState, prepared: PreparedBacktest) -> Any:
+        timestamps = prepared.data.timestamp
+        step = max(1, prepared.data.n_bars // EQUITY_SAMPLES)
+
+        def progress(done: int, total: int, cash: float, value: float) -> None:
+            st.bars_processed, st.bars_total, st.cash, st.value = done, total, cash, value
+            point = {
+                "bar": done,
+                "timestamp": iso_times(timestamps[done - 1 : done])[0],
+                "value": value,
+                "cash": cash,
+                "pnl": value - (st.initial_cash or 0.0),
+            }
+            if not st.equity_samples or done - st.equity_samples[-1]["bar"] >= step:
+                st.equity_samples.append(point)
+            if self._publish_status():
+                self.bus.publish_threadsafe(events.Event(events.EQUITY_UPDATE, {"run_id": st.run_id, **point}))
+
+        return progress
+
+    def _orders_callback(self, st: RunState, prepared: PreparedBacktest) -> Any:
+        symbols, timestamps = prepared.data.symbols, prepared.data.timestamp
+        run_id = st.run_id
+
+        def on_orders(rows: np.ndarray) -> None:
+            orders, trades = order_rows_to_dicts(rows, symbols, timestamps, first_trade_id=st.trade_count + 1)
+            st.trade_count += int(np.count_nonzero(rows[:, O_STATUS] == STATUS_FILLED))
+            st.recent_orders.extend(orders)
+            st.recent_trades.extend(trades)
+            for trade in trades[-MAX_TRADE_EVENTS_PER_CHUNK:]:
+                self.bus.publish_threadsafe(events.Event(events.TRADE_EXECUTION, {"run_id": run_id, **trade}))
+            for order in orders[-MAX_TRADE_EVENTS_PER_CHUNK:]:
+                self.bus.publish_threadsafe(events.Event(events.ORDER_UPDATE, {"run_id": run_id, **order}))
+
+        return on_orders
+
+    def _publish_status(self, *, force: bool = False) -> bool:
+        """Publish a status_update on lifecycle changes, and at most every `throttle_s` while progressing."""
+        now = time.monotonic()
+        if not force and now - self._last_status_publish < self.throttle_s:
+            return False
+        self._last_status_publish = now
+        self.bus.publish_threadsafe(events.Event(events.STATUS_UPDATE, self.state.snapshot()))
+        return True

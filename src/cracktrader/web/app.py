@@ -1,0 +1,164 @@
+"""The FastAPI application: `/api/v1` routers, WebSockets, offline docs, and the dashboard mounted last."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from cracktrader import __version__
+from cracktrader.runs.events import EventBus
+from cracktrader.runs.manager import RunManager
+from cracktrader.settings import Settings, get_settings
+from cracktrader.web.catalog.router import router as catalog_router
+from cracktrader.web.config import WebSettings, get_web_settings
+from cracktrader.web.errors import install_error_handlers
+from cracktrader.web.health.router import metrics_router
+from cracktrader.web.health.router import router as health_router
+from cracktrader.web.meta.router import router as meta_router
+from cracktrader.web.metrics import RequestMetrics
+from cracktrader.web.middleware import EdgeMiddleware
+from cracktrader.web.runs.router import router as runs_router
+from cracktrader.web.ui.router import router as ui_router
+from cracktrader.web.ws.router import router as ws_router
+
+log = logging.getLogger("cracktrader.web")
+API_PREFIX = "/api/v1"
+DOCS_DIR = Path(__file__).resolve().parent / "static" / "docs"
+FORM_PATHS = frozenset({f"{API_PREFIX}/auth/login"})
+
+DESCRIPTION = """Cracktrader's v1 API: backtests, paper and live runs, run history and live streams.
+
+Every response carries `X-Cracktrader-API-Version: v1`. Errors use one envelope:
+`{"error": {"code", "message", "details"}, "status_code", "path", "detail"}`.
+Deprecated routes carry `Deprecation`, `Sunset` and `Link` headers and are listed by `GET /api/v1/meta`.
+"""
+
+
+async def _open_database(app: FastAPI, settings: Settings) -> Any:
+    """Migrate the database to the latest schema and open the run store."""
+    from cracktrader.db.engine import make_engine
+    from cracktrader.db.migrate import upgrade
+    from cracktrader.db.run_store import RunStore
+
+    url = settings.database_url
+    await asyncio.to_thread(upgrade, url)
+    engine = make_engine(url, echo=settings.sqlalchemy_echo)
+    app.state.db_engine = engine
+    app.state.db_backend = engine.dialect.name
+    return RunStore(engine)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await _open_database(app, settings)
+    app.state.run_store = store
+    bus = EventBus(queue_size=app.state.web_settings.ws_queue_size)
+    manager = RunManager(
+        bus=bus, store=store, settings=settings, status_throttle_s=app.state.web_settings.status_throttle_ms / 1000
+    )
+    manager.on_finish(lambda outcome, mode: app.state.request_metrics.runs.labels(mode, outcome).inc())
+    app.state.manager = manager
+    interrupted = await manager.start()
+    if interrupted:
+        log.warning("Marked %d run(s) interrupted by a previous crash as failed", interrupted)
+    try:
+        yield
+    finally:
+        await manager.close()
+        await app.state.db_engine.dispose()
+
+
+def _allow_all_websockets(ws: WebSocket) -> Any:
+    async def allowed() -> bool:
+        return True
+
+    return allowed()
+
+
+def create_app(settings: Settings | None = None, web_settings: WebSettings | None = None) -> FastAPI:
+    """Build the application (uvicorn calls this as a factory)."""
+    settings = settings or get_settings()
+    web_settings = web_settings or get_web_settings()
+    app = FastAPI(
+        title="Cracktrader API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.web_settings = web_settings
+    app.state.request_metrics = RequestMetrics()
+    app.state.authorize_websocket = _allow_all_websockets
+    app.state.health_detail_allowed = lambda request: True
+    install_error_handlers(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+    for router in (health_router, runs_router, catalog_router, meta_router, ws_router, metrics_router):
+        api.include_router(router)
+    app.include_router(api)
+    app.include_router(health_router)
+    app.include_router(metrics_router)
+    _mount_docs(app)
+    # Mounted last, as freqtrade does, so it can never shadow an API route.
+    app.include_router(ui_router)
+
+    if web_settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=web_settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Cracktrader-API-Version", "X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(
+        EdgeMiddleware,
+        bound_host=web_settings.api_host,
+        allowed_hosts=web_settings.allowed_hosts,
+        cors_origins=web_settings.cors_origins,
+        max_body_bytes=web_settings.max_body_bytes,
+        metrics=app.state.request_metrics,
+        form_paths=FORM_PATHS,
+    )
+    return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI and ReDoc from vendored assets: no CDN, so they work offline."""
+    app.mount("/static/docs", StaticFiles(directory=DOCS_DIR), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Cracktrader API",
+            swagger_js_url="/static/docs/swagger-ui-bundle.js",
+            swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/docs/favicon-32x32.png",
+            oauth2_redirect_url="/static/docs/oauth2-redirect.html",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="Cracktrader API",
+            redoc_js_url="/static/docs/redoc.standalone.js",
+            redoc_favicon_url="/static/docs/favicon-32x32.png",
+            with_google_fonts=False,
+        )

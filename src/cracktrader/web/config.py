@@ -1,0 +1,63 @@
+"""Settings of the web server, from `CRACKTRADER_*` variables and the names the seeds use."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+class WebSettings(BaseSettings):
+    """Server settings; every one has a safe default (loopback, no CORS)."""
+
+    model_config = SettingsConfigDict(env_prefix="CRACKTRADER_", extra="ignore", populate_by_name=True)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=0, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+    workers: int = Field(1, ge=1, le=64)
+    insecure: bool = False
+    cors_origins: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("CORS_ORIGINS", "CRACKTRADER_CORS_ORIGINS")
+    )
+    # Extra Host header values to accept besides the bound host and localhost (e.g. behind a proxy).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    status_throttle_ms: int = Field(250, ge=10, le=10_000)
+    ws_heartbeat_s: float = Field(15.0, gt=0, le=3600)
+    ws_queue_size: int = Field(256, ge=8, le=100_000)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    results_default_points: int = Field(2000, ge=10, le=1_000_000)
+    results_default_limit: int = Field(1000, ge=1, le=100_000)
+
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        # Accept JSON (seed 004 shows ["*"]) or a comma-separated list.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [v.strip() for v in text.split(",") if v.strip()]
+        return value
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@lru_cache(maxsize=1)
+def get_web_settings() -> WebSettings:
+    """The cached web settings."""
+    return WebSettings()

@@ -1,0 +1,141 @@
+"""The standard error envelope and the exception handlers that produce it for every error."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cracktrader.errors import CracktraderError
+
+log = logging.getLogger("cracktrader.web")
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR",
+    501: "NOT_IMPLEMENTED",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+class ApiError(CracktraderError):
+    """An error raised by the web layer with an explicit code and status."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.code = code  # type: ignore[misc]
+        self.status_code = status_code  # type: ignore[misc]
+        self.headers = headers or {}
+
+
+def envelope(
+    status: int, code: str, message: str, path: str, *, details: dict[str, Any] | None = None, detail: Any = None
+) -> dict[str, Any]:
+    """`{"error": {code, message, details}, "status_code", "path", "detail"}`; detail keeps FastAPI's convention."""
+    return {
+        "error": {"code": code, "message": message, "details": details or {}},
+        "status_code": status,
+        "path": path,
+        "detail": message if detail is None else detail,
+    }
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: dict[str, Any] | None = None,
+    detail: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A JSON error response in the standard envelope."""
+    body = envelope(status, code, message, request.url.path, details=details, detail=detail)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _cracktrader_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CracktraderError)
+    headers = getattr(exc, "headers", None)
+    return error_response(request, exc.status_code, exc.code, exc.message, details=exc.details, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").capitalize()
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        message = f"No route matches {request.method} {request.url.path}"
+    if exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}"
+    return error_response(
+        request, exc.status_code, code, message, detail=exc.detail, headers=getattr(exc, "headers", None)
+    )
+
+
+def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
+    """FastAPI's validation list, minus the raw input of secrets and anything not JSON-safe."""
+    cleaned = []
+    for err in errors:
+        item = {k: v for k, v in dict(err).items() if k in ("type", "loc", "msg", "input")}
+        loc = [str(p) for p in item.get("loc", ())]
+        if any(p.lower() in ("password", "secret", "apikey", "api_key", "exchange_config") for p in loc):
+            item.pop("input", None)
+        if "input" in item and not isinstance(item["input"], str | int | float | bool | type(None) | list | dict):
+            item["input"] = str(item["input"])
+        if "ctx" in err:
+            item["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
+        cleaned.append(item)
+    return cleaned
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _clean_validation_errors(exc.errors())
+    summary = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors)
+    return error_response(
+        request, 422, "VALIDATION_ERROR", f"Invalid request: {summary}", details={"errors": errors}, detail=errors
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    request_id = request.scope.get("state", {}).get("request_id", "-")
+    log.exception("Unhandled error on %s %s (request id %s)", request.method, request.url.path, request_id)
+    return error_response(
+        request,
+        500,
+        "INTERNAL_ERROR",
+        f"Internal server error; quote request id {request_id} when reporting it",
+        details={"request_id": request_id},
+        headers={"X-Request-ID": request_id},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every kind of error through the standard envelope."""
+    app.add_exception_handler(CracktraderError, _cracktrader_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,222 @@
+"""Run control (`/run/*`), `/status`, `/results` and run history (`/runs`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from cracktrader.runs.config import BacktestConfig, LiveConfig
+from cracktrader.runs.errors import RunNotFoundError
+from cracktrader.web.deps import ManagerDep, RunStoreDep, WebSettingsDep
+from cracktrader.web.health.service import health_report
+from cracktrader.web.runs import service
+from cracktrader.web.runs.schemas import (
+    DetailedStatusResponse,
+    ResultsResponse,
+    RunListResponse,
+    RunResponse,
+    RunSummaryOut,
+    StatusResponse,
+)
+
+router = APIRouter()
+
+MaxPoints = Annotated[int | None, Query(ge=2, le=1_000_000, description="Thin the equity curve to this many points")]
+Limit = Annotated[int | None, Query(ge=1, le=100_000, description="Trades and orders per page")]
+Offset = Annotated[int, Query(ge=0, description="Trades and orders to skip")]
+
+
+@router.post("/run/backtest", response_model=RunResponse, tags=["runs"])
+async def start_backtest(config: BacktestConfig, manager: ManagerDep) -> dict[str, Any]:
+    """Start a backtest; 409 RUN_ALREADY_ACTIVE unless the runner is idle."""
+    return await manager.start_backtest(config)
+
+
+@router.post(
+    "/run/live",
+    response_model=RunResponse,
+    tags=["runs"],
+    responses={501: {"description": "Paper and live trading are not available yet"}},
+)
+async def start_live(config: LiveConfig, manager: ManagerDep) -> dict[str, Any]:
+    """Validate and record a paper or live request; answers 501 NOT_IMPLEMENTED until live trading lands."""
+    return await manager.start_live(config)
+
+
+@router.post("/run/stop", response_model=RunResponse, tags=["runs"])
+async def stop_run(manager: ManagerDep) -> dict[str, Any]:
+    """Stop the active run (takes effect within a second); 409 NO_ACTIVE_RUN when none is active."""
+    return await manager.stop()
+
+
+@router.delete("/run/reset", response_model=RunResponse, tags=["runs"])
+async def reset_run(manager: ManagerDep) -> dict[str, Any]:
+    """Return a finished runner to idle; 409 RUN_NOT_RESETTABLE while a run is active."""
+    return await manager.reset()
+
+
+@router.get("/status", response_model=StatusResponse, tags=["status"])
+async def get_status(manager: ManagerDep) -> Response:
+    """Lifecycle, progress, cash, value and pnl of the current run."""
+    # A prebuilt response skips response-model validation: this is the hottest read path.
+    return JSONResponse(manager.status())
+
+
+@router.get("/run/status", response_model=StatusResponse, tags=["status"], deprecated=True)
+async def get_status_deprecated(manager: ManagerDep) -> Response:
+    """Deprecated alias of `/status` (see `/meta` for the sunset date)."""
+    return JSONResponse(manager.status())
+
+
+@router.get("/status/detailed", response_model=DetailedStatusResponse, tags=["status"])
+async def get_detailed_status(request: Request, manager: ManagerDep) -> dict[str, Any]:
+    """`/status` plus recent orders and trades, positions, equity curve, metrics and health."""
+    st = manager.state
+    doc = manager.last_document if not st.active and st.run_id is not None else None
+    if doc is not None and doc.get("run_id") == st.run_id:
+        sliced = service.slice_document(doc, max_points=500, limit=50, offset=max(0, len(doc["trades"]) - 50))
+        extra = {
+            "recent_orders": doc["orders"][-50:],
+            "recent_trades": sliced["trades"],
+            "positions": doc["positions"],
+            "equity_curve": sliced["equity_curve"],
+            "performance_metrics": doc["performance_metrics"],
+        }
+    else:
+        extra = {
+            "recent_orders": list(st.recent_orders),
+            "recent_trades": list(st.recent_trades),
+            "positions": [],
+            "equity_curve": [{k: p[k] for k in ("timestamp", "value", "cash", "pnl")} for p in st.equity_samples],
+            "performance_metrics": {},
+        }
+    health = await health_report(request.app, detailed=True)
+    return {**manager.status(), **extra, "health": {"status": health["status"], "checks": health["checks"]}}
+
+
+async def _results(manager: Any, store: Any, run_id: str | None) -> dict[str, Any]:
+    if run_id is None:
+        doc = await manager.latest_document()
+        if doc is None:
+            raise RunNotFoundError("No results yet: start a backtest with POST /api/v1/run/backtest")
+        return doc
+    if manager.last_document is not None and manager.last_document.get("run_id") == run_id:
+        return manager.last_document
+    doc = await store.get_results(run_id) if store is not None else None
+    if doc is None:
+        summary = await store.get(run_id) if store is not None else None
+        if summary is None:
+            raise RunNotFoundError(f"No run with id {run_id!r}", details={"run_id": run_id})
+        raise RunNotFoundError(
+            f"Run {run_id} has no results (status: {summary.status})",
+            details={"run_id": run_id, "status": summary.status},
+        )
+    return doc
+
+
+@router.get("/results", response_model=ResultsResponse, tags=["results"])
+async def get_results(
+    manager: ManagerDep,
+    store: RunStoreDep,
+    settings: WebSettingsDep,
+    max_points: MaxPoints = None,
+    limit: Limit = None,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """Results of the current or last run; long lists are sliced (`max_points`, `limit`, `offset`)."""
+    doc = await _results(manager, store, None)
+    return service.slice_document(
+        doc,
+        max_points=max_points or settings.results_default_points,
+        limit=limit or settings.results_default_limit,
+        offset=offset,
+    )
+
+
+@router.get("/runs", response_model=RunListResponse, tags=["history"])
+async def list_runs(
+    store: RunStoreDep,
+    status: Annotated[Literal["starting", "running", "completed", "failed", "stopped"] | None, Query()] = None,
+    mode: Annotated[Literal["backtest", "paper", "live"] | None, Query()] = None,
+    strategy: Annotated[str | None, Query(max_length=200)] = None,
+    symbol: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Run history, newest first, filterable by status, mode, strategy and symbol."""
+    items, total = await store.list(
+        status=status,
+        mode=mode,
+        strategy=strategy,
+        symbol=symbol.upper() if symbol else None,
+        limit=limit,
+        offset=offset,
+    )
+    return {"items": [service.summary_to_dict(s) for s in items], "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/runs/{run_id}", response_model=RunSummaryOut, tags=["history"])
+async def get_run(run_id: str, store: RunStoreDep) -> dict[str, Any]:
+    """One run's record (config with secrets redacted, status, timings, error, summary metrics)."""
+    summary = await store.get(run_id)
+    if summary is None:
+        raise RunNotFoundError(f"No run with id {run_id!r}", details={"run_id": run_id})
+    return service.summary_to_dict(summary)
+
+
+@router.get("/runs/{run_id}/results", response_model=ResultsResponse, tags=["history"])
+async def get_run_results(
+    run_id: str,
+    manager: ManagerDep,
+    store: RunStoreDep,
+    settings: WebSettingsDep,
+    max_points: MaxPoints = None,
+    limit: Limit = None,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """A past run's results, sliced like `/results`."""
+    doc = await _results(manager, store, run_id)
+    return service.slice_document(
+        doc,
+        max_points=max_points or settings.results_default_points,
+        limit=limit or settings.results_default_limit,
+        offset=offset,
+    )
+
+
+@router.get("/runs/{run_id}/trades.csv", tags=["history"], response_class=StreamingResponse)
+async def download_trades(run_id: str, manager: ManagerDep, store: RunStoreDep) -> StreamingResponse:
+    """Every fill of a run as CSV."""
+    doc = await _results(manager, store, run_id)
+    return StreamingResponse(
+        service.csv_rows(doc["trades"], service.TRADE_COLUMNS),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}-trades.csv"'},
+    )
+
+
+@router.get("/runs/{run_id}/equity.csv", tags=["history"], response_class=StreamingResponse)
+async def download_equity(run_id: str, manager: ManagerDep, store: RunStoreDep) -> StreamingResponse:
+    """The full equity curve of a run as CSV."""
+    doc = await _results(manager, store, run_id)
+    return StreamingResponse(
+        service.csv_rows(doc["equity_curve"], service.EQUITY_COLUMNS),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}-equity.csv"'},
+    )
+
+
+@router.delete("/runs/{run_id}", status_code=204, tags=["history"])
+async def delete_run(run_id: str, manager: ManagerDep, store: RunStoreDep) -> Response:
+    """Delete a finished run and its results; the active run cannot be deleted."""
+    if manager.state.run_id == run_id and manager.state.active:
+        from cracktrader.runs.errors import RunNotResettableError
+
+        raise RunNotResettableError("Cannot delete the active run; stop it first", details={"run_id": run_id})
+    if not await store.delete(run_id):
+        raise RunNotFoundError(f"No run with id {run_id!r}", details={"run_id": run_id})
+    if manager.last_document is not None and manager.last_document.get("run_id") == run_id:
+        manager.last_document = None
+    return Response(status_code=204)

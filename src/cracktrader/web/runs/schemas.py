@@ -1,0 +1,101 @@
+"""Request and response models of run control, status and results (seed 003's shapes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from cracktrader.runs.document import EquityPoint, OrderOut, PositionOut, ResultsDocument, RunStatus, TradeOut
+
+
+class RunResponse(BaseModel):
+    """What every run-control endpoint answers."""
+
+    run_id: str | None
+    status: RunStatus
+    message: str
+
+
+class StatusResponse(BaseModel):
+    """Run lifecycle fields of the current run."""
+
+    run_id: str | None
+    status: RunStatus
+    mode: str | None
+    start_time: str | None
+    end_time: str | None
+    runtime_seconds: float | None
+    cash: float | None
+    value: float | None
+    pnl: float | None
+    trade_count: int
+    error: str | None
+    error_code: str | None = None
+    phase: str | None = None
+    progress: float = Field(0.0, description="Fraction of bars simulated, 0..1")
+    bars_processed: int = 0
+    bars_total: int = 0
+
+
+class DetailedStatusResponse(StatusResponse):
+    """`/status` plus recent activity, positions, equity and health."""
+
+    recent_orders: list[OrderOut]
+    recent_trades: list[TradeOut]
+    positions: list[PositionOut]
+    equity_curve: list[EquityPoint]
+    performance_metrics: dict[str, float | int | None]
+    health: dict[str, Any]
+
+
+class PageInfo(BaseModel):
+    """Which slice of a long list a response carries."""
+
+    offset: int
+    limit: int
+    total: int
+
+
+class ResultsPage(BaseModel):
+    """Slices of the results document: how much was left out."""
+
+    trades: PageInfo
+    orders: PageInfo
+    equity_points: int
+    equity_points_total: int
+
+
+class ResultsResponse(ResultsDocument):
+    """The results document, with long lists sliced (see `page`)."""
+
+    page: ResultsPage | None = None
+
+
+class RunSummaryOut(BaseModel):
+    """A run in the history."""
+
+    run_id: str
+    mode: str
+    status: str
+    strategy_name: str
+    symbols: list[str]
+    timeframe: str
+    exchange: str
+    config: dict[str, Any]
+    created_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    error: str | None
+    final_value: float | None
+    total_return: float | None
+    metrics: dict[str, Any] | None
+
+
+class RunListResponse(BaseModel):
+    """A page of run history."""
+
+    items: list[RunSummaryOut]
+    total: int
+    limit: int
+    offset: int

@@ -1,0 +1,105 @@
+"""Run the API server: `python -m cracktrader.web.server.main`, `cracktrader serve`, `scripts/run_web_server.py`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from cracktrader.web.config import WebSettings, is_loopback_host
+
+log = logging.getLogger("cracktrader.web")
+
+
+class ServerConfigError(Exception):
+    """The requested server configuration is refused."""
+
+
+def check_server_config(*, host: str, workers: int, insecure: bool, auth_enabled: bool = False) -> list[str]:
+    """Refuse unsafe or inconsistent set-ups; returns warnings for allowed-but-risky ones."""
+    if workers > 1:
+        raise ServerConfigError(
+            f"--workers {workers} is refused: run state and WebSocket events live in one process, so several "
+            "workers would give inconsistent answers. Use --workers 1."
+        )
+    if not is_loopback_host(host) and not auth_enabled:
+        if not insecure:
+            raise ServerConfigError(
+                f"Refusing to bind {host}: it is reachable from other machines and authentication is off. "
+                "Bind 127.0.0.1, turn authentication on, or pass --insecure if a trusted proxy guards it."
+            )
+        return [f"INSECURE: serving on {host} without authentication; anyone who can reach it can trade"]
+    return []
+
+
+def run_server(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    log_level: str | None = None,
+    workers: int | None = None,
+    insecure: bool | None = None,
+) -> None:
+    """Validate the configuration and run uvicorn with the app factory."""
+    import uvicorn
+
+    base = WebSettings()
+    host = host or base.api_host
+    port = base.api_port if port is None else port
+    log_level = (log_level or base.log_level).lower()
+    workers = workers or base.workers
+    insecure = base.insecure if insecure is None else insecure
+    for warning in check_server_config(host=host, workers=workers, insecure=insecure):
+        log.warning(warning)
+        print(f"WARNING: {warning}", file=sys.stderr)
+    # The factory reads its settings from the environment: pass the command line's choices on.
+    os.environ["CRACKTRADER_API_HOST"] = host
+    os.environ["CRACKTRADER_API_PORT"] = str(port)
+    os.environ["CRACKTRADER_LOG_LEVEL"] = log_level
+    from cracktrader.web.config import get_web_settings
+
+    get_web_settings.cache_clear()
+    uvicorn.run(
+        "cracktrader.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level=log_level,
+        workers=1,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Run the Cracktrader API server")
+    parser.add_argument("--host", help="Address to bind (default CRACKTRADER_API_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="Port (default CRACKTRADER_API_PORT or 8000)")
+    parser.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+        help="Log level (default CRACKTRADER_LOG_LEVEL or info)",
+    )
+    parser.add_argument("--workers", type=int, help="Worker processes (only 1 is supported)")
+    parser.add_argument(
+        "--insecure", action="store_true", default=None, help="Allow a non-loopback bind without authentication"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    args = build_parser().parse_args(argv)
+    try:
+        run_server(
+            host=args.host, port=args.port, log_level=args.log_level, workers=args.workers, insecure=args.insecure
+        )
+    except ServerConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,223 @@
+"""WebSocket streams: `/ws/status` (typed events) and `/ws` (channel subscriptions in seed 001's shape)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from cracktrader.data.candles import to_ms
+from cracktrader.runs import events
+from cracktrader.runs.document import now_iso
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+SEND_TIMEOUT_S = 5.0
+MAX_SUBSCRIPTIONS = 10
+MAX_MESSAGE_BYTES = 4096
+CHANNELS = {
+    events.STATUS_UPDATE: "status",
+    events.TRADE_EXECUTION: "trades",
+    events.ORDER_UPDATE: "orders",
+    events.EQUITY_UPDATE: "equity",
+}
+STATUS_STREAM_TYPES = frozenset({events.STATUS_UPDATE, events.TRADE_EXECUTION, events.ERROR})
+
+
+async def _send(ws: WebSocket, message: dict[str, Any]) -> bool:
+    """Send or give up: a client that does not read for SEND_TIMEOUT_S is disconnected."""
+    try:
+        await asyncio.wait_for(ws.send_text(json.dumps(message, allow_nan=False)), SEND_TIMEOUT_S)
+        return True
+    except (TimeoutError, WebSocketDisconnect, RuntimeError, ConnectionError):
+        return False
+
+
+async def _drain_incoming(ws: WebSocket, handler: Any = None) -> None:
+    """Read client messages until it disconnects (and hand them to `handler`)."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if handler is not None:
+            await handler(message.get("text") or (message.get("bytes") or b"").decode("utf-8", "replace"))
+
+
+async def _pump(ws: WebSocket, sub: events.Subscription, heartbeat_s: float, forward: Any) -> None:
+    """Forward bus events through `forward(event)`; heartbeat when idle; stop when dropped or the send fails."""
+    while True:
+        try:
+            event = await asyncio.wait_for(sub.get(), heartbeat_s)
+        except TimeoutError:
+            if not await forward(None):
+                return
+            continue
+        if event is None:  # dropped by the bus for being too slow
+            with contextlib.suppress(Exception):
+                await ws.close(code=1013, reason="client too slow; reconnect")
+            return
+        if not await forward(event):
+            return
+
+
+async def _serve(ws: WebSocket, stream: str, sub: events.Subscription, forward: Any, handler: Any = None) -> None:
+    app = ws.app
+    gauge = app.state.request_metrics.ws_clients.labels(stream)
+    gauge.inc()
+    reader = asyncio.create_task(_drain_incoming(ws, handler))
+    pump = asyncio.create_task(_pump(ws, sub, app.state.web_settings.ws_heartbeat_s, forward))
+    try:
+        await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (reader, pump):
+            task.cancel()
+        sub.close()
+        gauge.dec()
+        with contextlib.suppress(Exception):
+            await ws.close()
+
+
+@router.websocket("/ws/status")
+async def status_stream(ws: WebSocket) -> None:
+    """A snapshot on connect, then status_update, trade_execution and error events, plus heartbeats."""
+    if not await ws.app.state.authorize_websocket(ws):
+        return
+    await ws.accept()
+    manager = ws.app.state.manager
+    sub = manager.bus.subscribe()
+    if not await _send(ws, {"type": "snapshot", "payload": manager.status(), "timestamp": now_iso()}):
+        sub.close()
+        return
+
+    async def forward(event: events.Event | None) -> bool:
+        if event is None:
+            return await _send(ws, {"type": "heartbeat", "payload": {}, "timestamp": now_iso()})
+        if event.type not in STATUS_STREAM_TYPES:
+            return True
+        return await _send(ws, event.to_dict())
+
+    await _serve(ws, "status", sub, forward)
+
+
+def _channel_data(event: events.Event) -> dict[str, Any]:
+    """Event payload in the channel's shape; orders follow seed 001's example (order_id, amount, ms timestamp)."""
+    p = event.payload
+    if event.type == events.ORDER_UPDATE:
+        return {
+            "order_id": str(p["id"]),
+            "status": p["status"],
+            "symbol": p["symbol"],
+            "side": p["side"],
+            "amount": p["size"],
+            "price": p["price"],
+            "timestamp": to_ms(p["timestamp"] or p["created_at"]),
+            "type": p["type"],
+            "reason": p["reason"],
+            "run_id": p.get("run_id"),
+        }
+    if event.type == events.TRADE_EXECUTION:
+        return {**p, "timestamp": to_ms(p["timestamp"])}
+    return p
+
+
+class ChannelSession:
+    """One `/ws` connection's subscriptions: (channel, symbol or None) pairs, at most MAX_SUBSCRIPTIONS."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.subs: set[tuple[str, str | None]] = set()
+
+    async def error(self, code: str, message: str, **details: Any) -> None:
+        await _send(self.ws, {"channel": "error", "data": {"code": code, "message": message, "details": details}})
+
+    async def handle(self, text: str) -> None:
+        """Apply a subscribe/unsubscribe message; a bad one gets an error message, not a closed socket."""
+        if len(text) > MAX_MESSAGE_BYTES:
+            await self.error("MESSAGE_TOO_LARGE", f"Messages are limited to {MAX_MESSAGE_BYTES} bytes")
+            return
+        try:
+            msg = json.loads(text)
+        except json.JSONDecodeError:
+            await self.error("INVALID_MESSAGE", 'Send JSON such as {"action": "subscribe", "channel": "trades"}')
+            return
+        if not isinstance(msg, dict):
+            await self.error("INVALID_MESSAGE", "A message must be a JSON object")
+            return
+        action = msg.get("action") or msg.get("type") or msg.get("op")
+        if action == "ping":
+            await _send(self.ws, {"channel": "pong", "data": {"timestamp": now_iso()}})
+            return
+        if action not in ("subscribe", "unsubscribe"):
+            await self.error("INVALID_ACTION", f"Unknown action {action!r}; use subscribe, unsubscribe or ping")
+            return
+        channels = msg.get("channels") or ([msg["channel"]] if "channel" in msg else [])
+        symbol = msg.get("symbol")
+        if not channels or not all(isinstance(c, str) for c in channels):
+            await self.error(
+                "INVALID_CHANNEL",
+                "Name a channel: status, orders, trades or equity",
+                accepted=sorted(set(CHANNELS.values())),
+            )
+            return
+        unknown = [c for c in channels if c not in CHANNELS.values()]
+        if unknown:
+            await self.error(
+                "INVALID_CHANNEL",
+                f"Unknown channel(s) {unknown}; use status, orders, trades or equity",
+                accepted=sorted(set(CHANNELS.values())),
+            )
+            return
+        if symbol is not None and not isinstance(symbol, str):
+            await self.error("INVALID_MESSAGE", "symbol must be a string such as BTC/USDT")
+            return
+        keys = [(c, symbol.upper() if symbol else None) for c in channels]
+        if action == "unsubscribe":
+            self.subs.difference_update(keys)
+        else:
+            new = [k for k in keys if k not in self.subs]
+            if len(self.subs) + len(new) > MAX_SUBSCRIPTIONS:
+                await self.error(
+                    "SUBSCRIPTION_LIMIT",
+                    f"At most {MAX_SUBSCRIPTIONS} subscriptions per connection",
+                    limit=MAX_SUBSCRIPTIONS,
+                    current=len(self.subs),
+                )
+                return
+            self.subs.update(new)
+        await _send(
+            self.ws,
+            {
+                "channel": f"{action}d",
+                "data": {"subscriptions": [{"channel": c, "symbol": s} for c, s in sorted(self.subs, key=str)]},
+            },
+        )
+        if action == "subscribe" and any(c == "status" for c, _ in keys):
+            await _send(self.ws, {"channel": "status", "data": self.ws.app.state.manager.status()})
+
+    def wants(self, channel: str, symbol: str | None) -> bool:
+        return (channel, None) in self.subs or (symbol is not None and (channel, symbol) in self.subs)
+
+
+@router.websocket("/ws")
+async def channel_stream(ws: WebSocket) -> None:
+    """Subscribe to status, orders, trades and equity; messages are `{"channel", "data"}`."""
+    if not await ws.app.state.authorize_websocket(ws):
+        return
+    await ws.accept()
+    session = ChannelSession(ws)
+    sub = ws.app.state.manager.bus.subscribe()
+
+    async def forward(event: events.Event | None) -> bool:
+        if event is None:
+            return await _send(ws, {"channel": "heartbeat", "data": {"timestamp": now_iso()}})
+        channel = CHANNELS.get(event.type)
+        if channel is None or not session.wants(channel, event.payload.get("symbol")):
+            return True
+        return await _send(ws, {"channel": channel, "data": _channel_data(event)})
+
+    await _serve(ws, "channels", sub, forward, session.handle)
