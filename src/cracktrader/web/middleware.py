@@ -9,6 +9,7 @@ errors and 404s included. It also records request counts and latency.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -27,6 +28,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 API_VERSION = "v1"
+API_PREFIX = "/api/v1"
+log = logging.getLogger("cracktrader.web")
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-cracktrader-api-version", API_VERSION.encode()),
@@ -158,10 +161,12 @@ class EdgeMiddleware:
         if deprecation is not None:
             extra.extend(deprecation.headers())
         status_holder = [500]
+        started = [False]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
+                started[0] = True
                 message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
@@ -170,9 +175,25 @@ class EdgeMiddleware:
                 await self._reject(scope, send_with_headers, *problem)
                 return
             await self.app(scope, self._capped(receive), send_with_headers)
+        except Exception:
+            # The last line of defence (Starlette's ServerErrorMiddleware sits outside user middleware):
+            # log with the request id, answer with the envelope, and never leak the exception to the client.
+            log.exception("Unhandled error on %s %s (request id %s)", scope["method"], path, request_id)
+            if not started[0]:
+                await self._reject(
+                    scope,
+                    send_with_headers,
+                    500,
+                    "INTERNAL_ERROR",
+                    f"Internal server error; quote request id {request_id} when reporting it",
+                    {"request_id": request_id},
+                )
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
+            # Routes of an included router report their path without the router's prefix.
+            if template != "unmatched" and path.startswith(API_PREFIX) and not template.startswith(API_PREFIX):
+                template = API_PREFIX + template
             self.metrics.observe(scope["method"], template, status_holder[0], time.perf_counter() - start)
 
     def _capped(self, receive: Receive) -> Receive:
@@ -192,8 +213,10 @@ class EdgeMiddleware:
         return wrapped
 
     @staticmethod
-    async def _reject(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
-        body = json.dumps(envelope(status, code, message, scope["path"])).encode()
+    async def _reject(
+        scope: Scope, send: Send, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        body = json.dumps(envelope(status, code, message, scope["path"], details=details)).encode()
         await send(
             {
                 "type": "http.response.start",
