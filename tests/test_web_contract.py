@@ -7,6 +7,7 @@ import logging
 import time
 
 import pytest
+
 from web_support import SLOW_RUN, YEAR_1H, app_client, wait_for_status
 
 pytestmark = pytest.mark.anyio

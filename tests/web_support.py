@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import uvicorn
-from support import free_loopback_port
 
 from cracktrader.settings import Settings, get_settings
 from cracktrader.web.app import create_app
 from cracktrader.web.config import WebSettings
+from support import free_loopback_port
 
 YEAR_1H = {
     "strategy_name": "TestStrategy",
