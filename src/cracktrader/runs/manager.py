@@ -236,48 +236,50 @@ class RunManager:
             await self.store.update_status(run_id, status="running", started_at=datetime.now(UTC))
         self._publish_status(force=True)
         document: dict[str, Any] | None = None
+        error: str | None = None
+        error_code: str | None = None
         try:
             document = await loop.run_in_executor(self._executor, self._execute, config, run_id, st)
-            st.status = document["status"]
+            outcome = str(document["status"])
         except RunStoppedError:
-            st.status = "stopped"
+            outcome = "stopped"
         except CracktraderError as exc:
-            st.status, st.error, st.error_code = "failed", exc.message, exc.code
+            outcome, error, error_code = "failed", exc.message, exc.code
             if isinstance(exc, ExchangeUnreachableError):
                 self._record_exchange(config.exchange, False, exc.message)
-            self.bus.publish(events.Event(events.ERROR, {"run_id": run_id, **exc.to_dict()}))
         except Exception as exc:
             log.exception("Run %s failed", run_id)
-            st.status, st.error, st.error_code = "failed", f"Internal error: {type(exc).__name__}", "INTERNAL_ERROR"
-            self.bus.publish(
-                events.Event(
-                    events.ERROR, {"run_id": run_id, "code": "INTERNAL_ERROR", "message": st.error, "details": {}}
-                )
-            )
-        st.end_time = now_iso()
-        st.ended_at = time.monotonic()
-        st.phase = None
+            outcome, error, error_code = "failed", f"Internal error: {type(exc).__name__}", "INTERNAL_ERROR"
+        end_time = now_iso()
         if document is None:
             document = empty_document(
                 run_id=run_id,
                 config=st.config,
-                status=st.status,
+                status=outcome,
                 start_time=st.start_time,
-                end_time=st.end_time,
-                error=st.error,
+                end_time=end_time,
+                error=error,
             )
-        document["end_time"] = st.end_time
-        self.last_document = document
-        self.outcomes[st.status] = self.outcomes.get(st.status, 0) + 1
+        document["end_time"] = end_time
+        # Persist before announcing the outcome, so a client that sees "completed" can read the history.
         if self.store is not None:
             try:
                 await self.store.save_results(
-                    run_id, document=document, status=st.status, ended_at=datetime.now(UTC), error=st.error
+                    run_id, document=document, status=outcome, ended_at=datetime.now(UTC), error=error
                 )
             except Exception:
                 log.exception("Could not save results of run %s", run_id)
+        self.last_document = document
+        st.end_time, st.ended_at, st.phase = end_time, time.monotonic(), None
+        st.error, st.error_code = error, error_code
+        st.status = outcome
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if error is not None:
+            self.bus.publish(
+                events.Event(events.ERROR, {"run_id": run_id, "code": error_code, "message": error, "details": {}})
+            )
         for callback in self._on_finish:
-            callback(st.status, "backtest")
+            callback(outcome, "backtest")
         self._publish_status(force=True)
 
     def on_finish(self, callback: Any) -> None:
