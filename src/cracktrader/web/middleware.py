@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from cracktrader.web.config import LOOPBACK_NAMES
 from cracktrader.web.deprecation import DEPRECATED_PATHS
-from cracktrader.web.errors import ApiError, envelope
+from cracktrader.web.errors import envelope
 from cracktrader.web.metrics import RequestMetrics
 
 Scope = MutableMapping[str, Any]
@@ -174,7 +174,20 @@ class EdgeMiddleware:
             if problem is not None:
                 await self._reject(scope, send_with_headers, *problem)
                 return
-            await self.app(scope, self._capped(receive), send_with_headers)
+            if _header(scope, b"content-length") is None and _header(scope, b"transfer-encoding") is not None:
+                buffered = await self._read_capped(receive)
+                if buffered is None:
+                    await self._reject(
+                        scope,
+                        send_with_headers,
+                        413,
+                        "PAYLOAD_TOO_LARGE",
+                        f"Request body exceeds {self.max_body} bytes",
+                        {"limit": self.max_body},
+                    )
+                    return
+                receive = buffered
+            await self.app(scope, receive, send_with_headers)
         except Exception:
             # The last line of defence (Starlette's ServerErrorMiddleware sits outside user middleware):
             # log with the request id, answer with the envelope, and never leak the exception to the client.
@@ -196,21 +209,32 @@ class EdgeMiddleware:
                 template = API_PREFIX + template
             self.metrics.observe(scope["method"], template, status_holder[0], time.perf_counter() - start)
 
-    def _capped(self, receive: Receive) -> Receive:
-        """Count streamed body bytes so a chunked upload cannot bypass the size cap."""
-        seen = 0
-        limit = self.max_body
-
-        async def wrapped() -> Message:
-            nonlocal seen
+    async def _read_capped(self, receive: Receive) -> Receive | None:
+        """Read a streamed (chunked) body up to the cap; None when it is larger, else a replaying receive."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge(limit)
-            return message
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
 
-        return wrapped
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
 
     @staticmethod
     async def _reject(
@@ -225,10 +249,3 @@ class EdgeMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class BodyTooLarge(ApiError):
-    """A streamed request body went past the configured cap."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, "PAYLOAD_TOO_LARGE", f"Request body exceeds {limit} bytes", details={"limit": limit})
