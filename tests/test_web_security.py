@@ -23,7 +23,7 @@ def anyio_backend() -> str:
 
 
 def test_non_loopback_bind_without_auth_is_refused() -> None:
-    with pytest.raises(ServerConfigError, match="Refusing to bind 0.0.0.0"):
+    with pytest.raises(ServerConfigError, match=r"Refusing to bind 0\.0\.0\.0"):
         check_server_config(host="0.0.0.0", workers=1, insecure=False)
 
 
