@@ -81,6 +81,11 @@ class RunManager:
             return 0
         return await self.store.mark_interrupted()
 
+    async def warm_up(self) -> None:
+        """Load the compiled kernels in the worker thread now, so the first real run starts at full speed."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, _warm_kernels)
+
     async def close(self) -> None:
         """Stop the active run and release the worker thread."""
         if self.state.active:
@@ -362,3 +367,29 @@ class RunManager:
         self._last_status_publish = now
         self.bus.publish_threadsafe(events.Event(events.STATUS_UPDATE, self.state.snapshot()))
         return True
+
+
+def _warm_kernels() -> None:
+    """Run a tiny backtest on each simulator path (loads numba's on-disk cache, or compiles once)."""
+    from cracktrader.engine.backtest import run_backtest
+    from cracktrader.engine.broker import SimSettings
+    from cracktrader.engine.market import align
+    from cracktrader.strategies.builtin import SmaCross, SmaCrossEvents
+
+    n = 64
+    close = np.linspace(100.0, 120.0, n) + np.sin(np.arange(n))
+    bars = type(
+        "Bars",
+        (),
+        {
+            "timestamp": np.arange(n, dtype=np.int64) * 3_600_000,
+            "open": close,
+            "high": close + 1,
+            "low": close - 1,
+            "close": close,
+            "volume": np.ones(n),
+        },
+    )
+    data = align({"WARM/UP": bars}, 8760.0)
+    for strategy in (SmaCross(fast=2, slow=5), SmaCrossEvents(fast=2, slow=5)):
+        run_backtest(strategy, data, SimSettings())

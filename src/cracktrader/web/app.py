@@ -73,9 +73,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     interrupted = await manager.start()
     if interrupted:
         log.warning("Marked %d run(s) interrupted by a previous crash as failed", interrupted)
+    warm = asyncio.create_task(manager.warm_up(), name="warm-up")
     try:
         yield
     finally:
+        warm.cancel()
         await manager.close()
         await app.state.db_engine.dispose()
 
