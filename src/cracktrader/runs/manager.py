@@ -371,6 +371,7 @@ class RunManager:
 
 def _warm_kernels() -> None:
     """Run a tiny backtest on each simulator path (loads numba's on-disk cache, or compiles once)."""
+    from cracktrader.data.candles import Candles
     from cracktrader.engine.backtest import run_backtest
     from cracktrader.engine.broker import SimSettings
     from cracktrader.engine.market import align
@@ -378,17 +379,8 @@ def _warm_kernels() -> None:
 
     n = 64
     close = np.linspace(100.0, 120.0, n) + np.sin(np.arange(n))
-    bars = type(
-        "Bars",
-        (),
-        {
-            "timestamp": np.arange(n, dtype=np.int64) * 3_600_000,
-            "open": close,
-            "high": close + 1,
-            "low": close - 1,
-            "close": close,
-            "volume": np.ones(n),
-        },
+    bars = Candles.from_columns(
+        np.arange(n, dtype=np.int64) * 3_600_000, close, close + 1, close - 1, close, np.ones(n)
     )
     data = align({"WARM/UP": bars}, 8760.0)
     for strategy in (SmaCross(fast=2, slow=5), SmaCrossEvents(fast=2, slow=5)):
