@@ -114,6 +114,21 @@ def _bool_matrix(data: MarketData, cols: list[np.ndarray | None]) -> np.ndarray:
     return _stack(data, list(cols), np.bool_, False)
 
 
+def _eventful_bars(n: int, *signals_and_short: object) -> np.ndarray:
+    """Bars where any symbol has a signal; every other bar can only be marked to market (or hit a stop)."""
+    *signals, allow_short = signals_and_short
+    if not allow_short:
+        signals = signals[:2]
+    out = np.zeros(n, dtype=np.bool_)
+    for sig in signals:
+        assert isinstance(sig, np.ndarray)
+        if sig.shape[0] == n:
+            out |= sig.any(axis=1) if sig.shape[1] > 1 else sig[:, 0]
+        elif sig.any():
+            out[:] = True  # a broadcast (1, 1) True signal fires on every bar
+    return out
+
+
 def _run_vectorized(
     strategy: Strategy,
     data: MarketData,
@@ -131,6 +146,7 @@ def _run_vectorized(
     take_profit = _stack(data, [s.take_profit for s in sigs], np.float64, np.nan)
     size = _stack(data, [s.size for s in sigs], np.float64, 1.0)
     n = data.n_bars
+    eventful = _eventful_bars(n, entries, exits, short_entries, short_exits, settings.allow_short)
     cash, fstate, istate = kernels.new_state(len(data.symbols), settings.initial_cash)
     equity, cash_curve, in_market = np.empty(n), np.empty(n), np.zeros(n, dtype=np.bool_)
     orders = np.empty((1024, N_COLS))
@@ -138,7 +154,7 @@ def _run_vectorized(
     done = 0
     while done < n:
         end = min(n, done + VECTOR_CHUNK)
-        orders, n_orders = kernels.simulate_signals(
+        reached, n_orders = kernels.simulate_signals(
             done,
             end,
             data.open,
@@ -166,8 +182,14 @@ def _run_vectorized(
             equity,
             cash_curve,
             in_market,
+            eventful,
         )
-        done = end
+        if reached < end:
+            # The order buffer filled up: grow it and carry on from the bar the kernel stopped at.
+            grown = np.empty((orders.shape[0] * 2, N_COLS))
+            grown[:n_orders] = orders[:n_orders]
+            orders = grown
+        done = reached
         if on_orders is not None and n_orders > reported:
             on_orders(orders[reported:n_orders].copy())
             reported = n_orders

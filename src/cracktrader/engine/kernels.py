@@ -17,7 +17,6 @@ from cracktrader.engine.fills import (
     stop_fill_price,
 )
 from cracktrader.engine.records import (
-    N_COLS,
     REASON_INSUFFICIENT_CASH,
     REASON_SIGNAL,
     REASON_STOP_LOSS,
@@ -89,12 +88,8 @@ def _record(
     ret: float,
     reason: int,
     trigger: float,
-) -> np.ndarray:
-    """Append one order row, doubling the buffer when it is full."""
-    if n >= orders.shape[0]:
-        grown = np.empty((orders.shape[0] * 2, N_COLS), dtype=np.float64)
-        grown[:n] = orders[:n]
-        orders = grown
+) -> None:
+    """Write order row n (the caller guarantees room)."""
     row = orders[n]
     row[0] = n + 1
     row[1] = created
@@ -110,28 +105,23 @@ def _record(
     row[11] = ret
     row[12] = reason
     row[13] = trigger
-    return orders
 
 
 @njit(cache=True, nogil=True)
 def _close_position(
-    cash: np.ndarray,
-    fs: np.ndarray,
-    j: int,
-    price: float,
-    fee_rate: float,
-) -> tuple[float, float, float, float]:
-    """Close symbol j's whole position at `price`; returns (qty, fee, pnl, return)."""
+    cash: float, fs: np.ndarray, j: int, price: float, fee_rate: float
+) -> tuple[float, float, float, float, float]:
+    """Close symbol j's whole position at `price`; returns (cash, qty, fee, pnl, return)."""
     pos = fs[j, S_POS]
     qty = abs(pos)
     notional = qty * price
     fee = notional * fee_rate
     if pos > 0:
-        cash[0] += notional - fee
+        cash += notional - fee
         pnl = notional - fee - fs[j, S_ENTRY_COST]
         ret = pnl / fs[j, S_ENTRY_COST]
     else:
-        cash[0] -= notional + fee
+        cash -= notional + fee
         pnl = fs[j, S_ENTRY_COST] - notional - fee
         ret = pnl / (qty * fs[j, S_ENTRY_PRICE])
     fs[j, S_POS] = 0.0
@@ -139,28 +129,28 @@ def _close_position(
     fs[j, S_ENTRY_COST] = 0.0
     fs[j, S_SL_LEVEL] = math.nan
     fs[j, S_TP_LEVEL] = math.nan
-    return qty, fee, pnl, ret
+    return cash, qty, fee, pnl, ret
 
 
 @njit(cache=True, nogil=True)
 def _open_position(
-    cash: np.ndarray, fs: np.ndarray, j: int, side: int, price: float, fee_rate: float
-) -> tuple[float, float]:
-    """Open a long (side=BUY) or short with the pending size fraction of cash; returns (qty, fee)."""
-    qty = all_in_quantity(cash[0] * fs[j, S_PEND_SIZE], price, fee_rate)
+    cash: float, fs: np.ndarray, j: int, side: int, price: float, fee_rate: float
+) -> tuple[float, float, float]:
+    """Open a long (side=BUY) or short with the pending size fraction of cash; returns (cash, qty, fee)."""
+    qty = all_in_quantity(cash * fs[j, S_PEND_SIZE], price, fee_rate)
     if qty <= 0.0:
-        return 0.0, 0.0
+        return cash, 0.0, 0.0
     notional = qty * price
     fee = notional * fee_rate
     if side == BUY:
-        cash[0] -= notional + fee
+        cash -= notional + fee
         # Guard against a float residue below zero after an all-in buy.
-        if cash[0] < 0.0:
-            cash[0] = 0.0
+        if cash < 0.0:
+            cash = 0.0
         fs[j, S_POS] = qty
         fs[j, S_ENTRY_COST] = notional + fee
     else:
-        cash[0] += notional - fee
+        cash += notional - fee
         fs[j, S_POS] = -qty
         fs[j, S_ENTRY_COST] = notional - fee
     fs[j, S_ENTRY_PRICE] = price
@@ -168,7 +158,7 @@ def _open_position(
     tp = fs[j, S_PEND_TP]
     fs[j, S_SL_LEVEL] = price * (1.0 - side * sl) if sl == sl else math.nan
     fs[j, S_TP_LEVEL] = price * (1.0 + side * tp) if tp == tp else math.nan
-    return qty, fee
+    return cash, qty, fee
 
 
 @njit(cache=True, nogil=True)
@@ -200,132 +190,180 @@ def simulate_signals(
     equity_out: np.ndarray,
     cash_out: np.ndarray,
     in_market_out: np.ndarray,
-) -> tuple[np.ndarray, int]:
-    """Simulate bars [t0, t1): fills at the open `latency` bars after the signal bar's close."""
+    eventful: np.ndarray,
+) -> tuple[int, int]:
+    """Simulate bars [t0, t1): fills at the open `latency` bars after the signal bar's close.
+
+    Returns (first bar not simulated, number of order rows). It stops early when `orders` might not have
+    room for another bar's rows; the caller grows the buffer and resumes. Never reallocating inside the
+    loop keeps reference counting off the hot path, which measured 5x faster per bar.
+    """
     m = close.shape[1]
-    for t in range(t0, t1):
+    c = cash[0]
+    n_pending = 0
+    n_open = 0
+    n_stops = _count_stops(fs)
+    for j in range(m):
+        if ist[j, P_ACTION] != 0:
+            n_pending += 1
+        if fs[j, S_POS] != 0.0:
+            n_open += 1
+    capacity = orders.shape[0]
+    t = t0
+    while t < t1:
+        # Quiet bars (no order due, no stop or target to watch, no signal) only need marking to market.
+        # A separate small loop lets LLVM keep array pointers in registers; it runs most bars.
+        if n_pending == 0 and n_stops == 0:
+            if n_open == 0:
+                while t < t1 and not eventful[t]:
+                    equity_out[t] = c
+                    cash_out[t] = c
+                    in_market_out[t] = False
+                    t += 1
+            else:
+                while t < t1 and not eventful[t]:
+                    value = c
+                    for j in range(m):
+                        value += fs[j, S_POS] * close[t, j]
+                    equity_out[t] = value
+                    cash_out[t] = c
+                    in_market_out[t] = True
+                    t += 1
+            if t >= t1:
+                break
+        if n_orders + 2 * m > capacity:
+            cash[0] = c
+            return t, n_orders
         # 1) Due market orders at the open; exits first so their cash funds entries in the same bar.
-        for phase in range(2):
-            for j in range(m):
-                act = ist[j, P_ACTION]
-                if act == 0 or ist[j, P_DUE] > t or not tradable[t, j]:
-                    continue
-                is_exit = act in (ACT_CLOSE_LONG, ACT_CLOSE_SHORT)
-                if is_exit != (phase == 0):
-                    continue
-                created = ist[j, P_CREATED]
-                ist[j, P_ACTION] = 0
-                o = open_[t, j]
-                if is_exit:
-                    if fs[j, S_POS] == 0.0:
-                        continue  # already closed by a stop-loss or take-profit
-                    side = SELL if act == ACT_CLOSE_LONG else BUY
-                    price = market_fill_price(side, o, slippage)
-                    qty, fee, pnl, ret = _close_position(cash, fs, j, price, taker_fee)
-                    orders = _record(
-                        orders,
-                        n_orders,
-                        created,
-                        t,
-                        j,
-                        side,
-                        TYPE_MARKET,
-                        STATUS_FILLED,
-                        qty,
-                        price,
-                        fee,
-                        pnl,
-                        ret,
-                        REASON_SIGNAL,
-                        math.nan,
-                    )
-                    n_orders += 1
-                else:
-                    side = BUY if act == ACT_OPEN_LONG else SELL
-                    price = market_fill_price(side, o, slippage)
-                    qty, fee = _open_position(cash, fs, j, side, price, taker_fee)
-                    status = STATUS_FILLED if qty > 0.0 else STATUS_REJECTED
-                    reason = REASON_SIGNAL if qty > 0.0 else REASON_INSUFFICIENT_CASH
-                    orders = _record(
-                        orders,
-                        n_orders,
-                        created,
-                        t,
-                        j,
-                        side,
-                        TYPE_MARKET,
-                        status,
-                        qty,
-                        price,
-                        fee,
-                        math.nan,
-                        math.nan,
-                        reason,
-                        math.nan,
-                    )
-                    n_orders += 1
+        if n_pending:
+            for phase in range(2):
+                for j in range(m):
+                    act = ist[j, P_ACTION]
+                    if act == 0 or ist[j, P_DUE] > t or not tradable[t, j]:
+                        continue
+                    is_exit = act in (ACT_CLOSE_LONG, ACT_CLOSE_SHORT)
+                    if is_exit != (phase == 0):
+                        continue
+                    created = ist[j, P_CREATED]
+                    ist[j, P_ACTION] = 0
+                    n_pending -= 1
+                    o = open_[t, j]
+                    if is_exit:
+                        if fs[j, S_POS] == 0.0:
+                            continue  # already closed by a stop-loss or take-profit
+                        side = SELL if act == ACT_CLOSE_LONG else BUY
+                        price = market_fill_price(side, o, slippage)
+                        c, qty, fee, pnl, ret = _close_position(c, fs, j, price, taker_fee)
+                        n_open -= 1
+                        _record(
+                            orders,
+                            n_orders,
+                            created,
+                            t,
+                            j,
+                            side,
+                            TYPE_MARKET,
+                            STATUS_FILLED,
+                            qty,
+                            price,
+                            fee,
+                            pnl,
+                            ret,
+                            REASON_SIGNAL,
+                            math.nan,
+                        )
+                        n_orders += 1
+                    else:
+                        side = BUY if act == ACT_OPEN_LONG else SELL
+                        price = market_fill_price(side, o, slippage)
+                        c, qty, fee = _open_position(c, fs, j, side, price, taker_fee)
+                        status = STATUS_FILLED if qty > 0.0 else STATUS_REJECTED
+                        reason = REASON_SIGNAL if qty > 0.0 else REASON_INSUFFICIENT_CASH
+                        if qty > 0.0:
+                            n_open += 1
+                        _record(
+                            orders,
+                            n_orders,
+                            created,
+                            t,
+                            j,
+                            side,
+                            TYPE_MARKET,
+                            status,
+                            qty,
+                            price,
+                            fee,
+                            math.nan,
+                            math.nan,
+                            reason,
+                            math.nan,
+                        )
+                        n_orders += 1
         # 2) Stop-loss before take-profit inside the bar: the pessimistic order when both are touched.
-        for j in range(m):
-            pos = fs[j, S_POS]
-            if pos == 0.0 or not tradable[t, j]:
-                continue
-            side = SELL if pos > 0 else BUY
-            o, h, lo = open_[t, j], high[t, j], low[t, j]
-            sl_level = fs[j, S_SL_LEVEL]
-            if sl_level == sl_level:
-                price = stop_fill_price(side, o, h, lo, sl_level, slippage)
-                if price == price:
-                    qty, fee, pnl, ret = _close_position(cash, fs, j, price, taker_fee)
-                    orders = _record(
-                        orders,
-                        n_orders,
-                        t,
-                        t,
-                        j,
-                        side,
-                        TYPE_STOP,
-                        STATUS_FILLED,
-                        qty,
-                        price,
-                        fee,
-                        pnl,
-                        ret,
-                        REASON_STOP_LOSS,
-                        sl_level,
-                    )
-                    n_orders += 1
+        if n_open:
+            for j in range(m):
+                pos = fs[j, S_POS]
+                if pos == 0.0 or not tradable[t, j]:
                     continue
-            tp_level = fs[j, S_TP_LEVEL]
-            if tp_level == tp_level:
-                price = limit_fill_price(side, o, h, lo, tp_level)
-                if price == price:
-                    rate = taker_fee if limit_is_taker(side, o, tp_level) else maker_fee
-                    qty, fee, pnl, ret = _close_position(cash, fs, j, price, rate)
-                    orders = _record(
-                        orders,
-                        n_orders,
-                        t,
-                        t,
-                        j,
-                        side,
-                        TYPE_LIMIT,
-                        STATUS_FILLED,
-                        qty,
-                        price,
-                        fee,
-                        pnl,
-                        ret,
-                        REASON_TAKE_PROFIT,
-                        tp_level,
-                    )
-                    n_orders += 1
+                sl_level = fs[j, S_SL_LEVEL]
+                tp_level = fs[j, S_TP_LEVEL]
+                if sl_level != sl_level and tp_level != tp_level:
+                    continue
+                side = SELL if pos > 0 else BUY
+                o, h, lo = open_[t, j], high[t, j], low[t, j]
+                if sl_level == sl_level:
+                    price = stop_fill_price(side, o, h, lo, sl_level, slippage)
+                    if price == price:
+                        c, qty, fee, pnl, ret = _close_position(c, fs, j, price, taker_fee)
+                        n_open -= 1
+                        _record(
+                            orders,
+                            n_orders,
+                            t,
+                            t,
+                            j,
+                            side,
+                            TYPE_STOP,
+                            STATUS_FILLED,
+                            qty,
+                            price,
+                            fee,
+                            pnl,
+                            ret,
+                            REASON_STOP_LOSS,
+                            sl_level,
+                        )
+                        n_orders += 1
+                        continue
+                if tp_level == tp_level:
+                    price = limit_fill_price(side, o, h, lo, tp_level)
+                    if price == price:
+                        rate = taker_fee if limit_is_taker(side, o, tp_level) else maker_fee
+                        c, qty, fee, pnl, ret = _close_position(c, fs, j, price, rate)
+                        n_open -= 1
+                        _record(
+                            orders,
+                            n_orders,
+                            t,
+                            t,
+                            j,
+                            side,
+                            TYPE_LIMIT,
+                            STATUS_FILLED,
+                            qty,
+                            price,
+                            fee,
+                            pnl,
+                            ret,
+                            REASON_TAKE_PROFIT,
+                            tp_level,
+                        )
+                        n_orders += 1
         # 3) Decisions on this bar's close, executed `latency` bars later.
         for j in range(m):
             if ist[j, P_ACTION] != 0 or not tradable[t, j]:
                 continue
             pos = fs[j, S_POS]
-            go_long = _flag(entries, t, j) and not _flag(exits, t, j)
-            go_short = allow_short and _flag(short_entries, t, j) and not _flag(short_exits, t, j)
             act = 0
             if pos > 0.0:
                 if _flag(exits, t, j) and not _flag(entries, t, j):
@@ -333,27 +371,40 @@ def simulate_signals(
             elif pos < 0.0:
                 if _flag(short_exits, t, j) and not _flag(short_entries, t, j):
                     act = ACT_CLOSE_SHORT
-            elif go_long:
+            elif _flag(entries, t, j) and not _flag(exits, t, j):
                 act = ACT_OPEN_LONG
-            elif go_short:
+            elif allow_short and _flag(short_entries, t, j) and not _flag(short_exits, t, j):
                 act = ACT_OPEN_SHORT
             if act != 0:
                 ist[j, P_ACTION] = act
                 ist[j, P_DUE] = t + latency
                 ist[j, P_CREATED] = t
+                n_pending += 1
                 if act in (ACT_OPEN_LONG, ACT_OPEN_SHORT):
                     fs[j, S_PEND_SIZE] = _at(size, t, j)
                     fs[j, S_PEND_SL] = _at(stop_loss, t, j)
                     fs[j, S_PEND_TP] = _at(take_profit, t, j)
         # 4) Mark to market at the close.
-        value = cash[0]
-        exposed = False
-        for j in range(m):
-            pos = fs[j, S_POS]
-            if pos != 0.0:
-                value += pos * close[t, j]
-                exposed = True
+        value = c
+        if n_open:
+            for j in range(m):
+                pos = fs[j, S_POS]
+                if pos != 0.0:
+                    value += pos * close[t, j]
         equity_out[t] = value
-        cash_out[t] = cash[0]
-        in_market_out[t] = exposed
-    return orders, n_orders
+        cash_out[t] = c
+        in_market_out[t] = n_open > 0
+        n_stops = _count_stops(fs)
+        t += 1
+    cash[0] = c
+    return t1, n_orders
+
+
+@njit(cache=True, nogil=True)
+def _count_stops(fs: np.ndarray) -> int:
+    """Open positions with a stop-loss or take-profit to watch inside bars."""
+    k = 0
+    for j in range(fs.shape[0]):
+        if fs[j, S_POS] != 0.0 and (fs[j, S_SL_LEVEL] == fs[j, S_SL_LEVEL] or fs[j, S_TP_LEVEL] == fs[j, S_TP_LEVEL]):
+            k += 1
+    return k

@@ -57,35 +57,69 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return _clean(numerator / denominator)
 
 
-@njit(cache=True, nogil=True)
-def _drawdown_kernel(curve: np.ndarray, times: np.ndarray) -> tuple[float, int, float]:
-    """Max drawdown fraction, longest drawdown in points, longest drawdown in ms (one pass)."""
-    peak = curve[0]
+@njit(cache=True, nogil=True, error_model="numpy")
+def _drawdown_kernel(eq: np.ndarray, ts: np.ndarray, initial: float, t_before: float) -> tuple[float, int, float]:
+    """Max drawdown fraction, longest drawdown in points and in ms over [initial, eq...] (one pass, no copies).
+
+    Point 0 is the initial cash at `t_before`; point i + 1 is eq[i] at ts[i].
+    """
+    peak = initial
     peak_idx = 0
+    peak_t = t_before
     underwater = False
     max_dd = 0.0
     max_len = 0
     max_ms = 0.0
-    last = curve.shape[0] - 1
-    for i in range(1, curve.shape[0]):
-        value = curve[i]
+    n = eq.shape[0]
+    for k in range(n):
+        value = eq[k]
         if value >= peak:
             # Regaining the peak closes the episode; a plain new high without a dip is not one.
             if underwater:
-                max_len = max(max_len, i - peak_idx)
-                max_ms = max(max_ms, times[i] - times[peak_idx])
+                max_len = max(max_len, k + 1 - peak_idx)
+                max_ms = max(max_ms, float(ts[k]) - peak_t)
                 underwater = False
             peak = value
-            peak_idx = i
+            peak_idx = k + 1
+            peak_t = float(ts[k])
         else:
             underwater = True
             if peak > 0.0:
                 max_dd = max(max_dd, (peak - value) / peak)
     if underwater:
         # Never recovered: the episode runs to the last bar.
-        max_len = max(max_len, last - peak_idx)
-        max_ms = max(max_ms, times[last] - times[peak_idx])
+        max_len = max(max_len, n - peak_idx)
+        max_ms = max(max_ms, float(ts[n - 1]) - peak_t)
     return max_dd, max_len, max_ms
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _return_stats_kernel(eq: np.ndarray, initial: float) -> tuple[bool, float, float, float]:
+    """(all returns finite, mean, std with ddof=1 or NaN, downside deviation) of per-bar simple returns.
+
+    Two passes over the equity without temporaries: numpy's version built four 8 MB arrays per million bars.
+    """
+    n = eq.shape[0]
+    prev = initial
+    total = 0.0
+    for i in range(n):
+        r = eq[i] / prev - 1.0
+        if not math.isfinite(r):
+            return False, math.nan, math.nan, math.nan
+        total += r
+        prev = eq[i]
+    mean = total / n
+    prev = initial
+    sq = 0.0
+    down = 0.0
+    for i in range(n):
+        r = eq[i] / prev - 1.0
+        prev = eq[i]
+        sq += (r - mean) * (r - mean)
+        if r < 0.0:
+            down += r * r
+    std = math.sqrt(sq / (n - 1)) if n >= 2 else math.nan
+    return True, mean, std, math.sqrt(down / n)
 
 
 def _as_float_array(values: np.ndarray) -> np.ndarray:
@@ -107,7 +141,7 @@ def compute_metrics(
 ) -> dict[str, float | int | None]:
     """Summary statistics of one backtest; undefined values are None so the dict is JSON-safe."""
     eq = _as_float_array(equity)
-    ts = _as_float_array(timestamps_ms)
+    ts = np.ascontiguousarray(timestamps_ms).reshape(-1)  # int64 ms: no float copy
     pnls = _as_float_array(trade_pnls)
     rets = _as_float_array(trade_returns)
     market = np.ascontiguousarray(in_market, dtype=np.bool_).reshape(-1)
@@ -173,29 +207,18 @@ def _safe_pow(base: float, exponent: float) -> float:
 
 def _return_metrics(out: dict[str, float | int | None], eq: np.ndarray, initial: float, ppy: float | None) -> None:
     """Sharpe, Sortino and volatility from per-bar simple returns (equity before bar 0 = initial cash)."""
-    prev = np.empty_like(eq)
-    prev[0] = initial
-    prev[1:] = eq[:-1]
-    # Degenerate input (zero or absurd equity) may overflow; results are screened by _clean instead.
+    if ppy is None:
+        return
     with np.errstate(all="ignore"):
-        r = eq / prev - 1.0
-        # A return after a zero equity is undefined and would poison every statistic; report none.
-        if ppy is None or not np.isfinite(r).all():
-            return
-        _annualised_return_stats(out, r, ppy)
-
-
-def _annualised_return_stats(out: dict[str, float | int | None], r: np.ndarray, ppy: float) -> None:
-    """Volatility, Sharpe and Sortino of finite per-bar returns."""
+        finite, mean, std, downside_dev = _return_stats_kernel(eq, initial)
+    # A return after a zero equity is undefined and would poison every statistic; report none.
+    if not finite:
+        return
     sqrt_ppy = math.sqrt(ppy)
-    mean = float(r.mean())
-    if r.shape[0] >= 2:
-        std = float(r.std(ddof=1))
+    if eq.shape[0] >= 2:
         out["volatility"] = _clean(std * sqrt_ppy)
         if std > _MIN_DEVIATION:
             out["sharpe_ratio"] = _clean(mean / std * sqrt_ppy)
-    downside = np.minimum(r, 0.0)
-    downside_dev = math.sqrt(float(np.dot(downside, downside)) / r.shape[0])
     if downside_dev > _MIN_DEVIATION:
         out["sortino_ratio"] = _clean(mean / downside_dev * sqrt_ppy)
 
@@ -208,15 +231,10 @@ def _drawdown_metrics(
     ppy: float | None,
 ) -> None:
     """Max drawdown and its durations over the curve [initial cash, equity...]."""
-    curve = np.empty(eq.shape[0] + 1, dtype=np.float64)
-    curve[0] = initial
-    curve[1:] = eq
     # The initial cash is the state one nominal bar before the first close; without ppy that time is
     # unknown, so the kernel gets a placeholder and the calendar duration is withheld below.
-    times = np.empty_like(curve)
-    times[0] = ts[0] - (_MS_PER_YEAR / ppy if ppy is not None else 0.0)
-    times[1:] = ts
-    max_dd, max_len, max_ms = _drawdown_kernel(curve, times)
+    t_before = float(ts[0]) - (_MS_PER_YEAR / ppy if ppy is not None else 0.0)
+    max_dd, max_len, max_ms = _drawdown_kernel(eq, ts, initial, t_before)
     out["max_drawdown"] = _clean(max_dd)
     out["max_drawdown_duration"] = int(max_len)
     out["max_drawdown_duration_days"] = _clean(max_ms / _MS_PER_DAY) if ppy is not None else None
