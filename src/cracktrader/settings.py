@@ -8,12 +8,31 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("cracktrader", appauthor=False))
+
+
+def normalize_database_url(url: str) -> str:
+    """The URL with an async driver: `postgres(ql)://` -> `postgresql+asyncpg://`, `sqlite://` -> `sqlite+aiosqlite://`."""
+    url = url.strip()
+    # Hosting platforms hand out driverless URLs (Heroku still uses `postgres://`); the app only speaks async drivers.
+    for prefix, replacement in (
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(prefix):
+            return replacement + url[len(prefix) :]
+    return url
+
+
+def default_database_url(data_dir: Path) -> str:
+    """The SQLite database inside the data folder."""
+    return f"sqlite+aiosqlite:///{data_dir.expanduser().as_posix()}/cracktrader.db"
 
 
 class Settings(BaseSettings):
@@ -31,6 +50,14 @@ class Settings(BaseSettings):
     # Retries (with exponential backoff from `ccxt_backoff_base` seconds) on network errors and rate limits.
     ccxt_max_retries: int = Field(5, ge=0, le=20)
     ccxt_backoff_base: float = Field(0.5, ge=0.0, le=60.0)
+    # Run history and (later) users. Unprefixed DATABASE_URL is the conventional name hosting platforms set;
+    # CRACKTRADER_DATABASE_URL wins when both are set. Empty means SQLite in data_dir (filled in below).
+    database_url: str = Field(
+        "", validation_alias=AliasChoices("CRACKTRADER_DATABASE_URL", "DATABASE_URL", "database_url")
+    )
+    sqlalchemy_echo: bool = Field(
+        False, validation_alias=AliasChoices("CRACKTRADER_SQLALCHEMY_ECHO", "SQLALCHEMY_ECHO", "sqlalchemy_echo")
+    )
 
     @field_validator("exchange_options", mode="before")
     @classmethod
@@ -38,6 +65,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    @model_validator(mode="after")
+    def _database_url(self) -> Settings:
+        # Computed after validation because the default depends on data_dir.
+        self.database_url = (
+            normalize_database_url(self.database_url)
+            if self.database_url.strip()
+            else default_database_url(self.data_dir)
+        )
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,151 @@
+"""Database tables: runs, their symbols and their compressed results."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "RUN_MODES",
+    "RUN_STATUSES",
+    "Base",
+    "JSONType",
+    "RunRecord",
+    "RunResultRecord",
+    "RunSymbolRecord",
+    "UTCDateTime",
+]
+
+RUN_MODES: tuple[str, ...] = ("backtest", "paper", "live")
+RUN_STATUSES: tuple[str, ...] = ("starting", "running", "completed", "failed", "stopped")
+
+# Deterministic constraint names: Alembic needs names to drop or alter constraints, and SQLite's batch mode
+# (table rebuilds) can only recreate constraints that have one.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSONB on PostgreSQL (indexable, compact); plain JSON (text) elsewhere. none_as_null: Python None is SQL NULL,
+# not the JSON literal `null`, so "no metrics" reads back as None and `IS NULL` works.
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive text, so UTC is implied there)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Reject naive datetimes (their zone is a guess) and store UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware datetime")
+        value = value.astimezone(UTC)
+        # SQLite's DATETIME formatting drops the offset anyway; stripping it keeps the stored text sortable.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Aware UTC datetimes whatever the backend returned."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base shared by every table (later: users, API keys, refresh tokens, strategies)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+class RunRecord(Base):
+    """One backtest, paper or live run: what was asked, how it went and its headline numbers."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(f"mode IN ({_in(RUN_MODES)})", name="mode"),
+        CheckConstraint(f"status IN ({_in(RUN_STATUSES)})", name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Runs will belong to users once the users table exists; the foreign key comes with that migration.
+    user_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    strategy_name: Mapped[str] = mapped_column(String(200), index=True)
+    timeframe: Mapped[str] = mapped_column(String(16))
+    exchange: Mapped[str] = mapped_column(String(64))
+    # The request as submitted, secrets already redacted by the caller.
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    final_value: Mapped[float | None] = mapped_column(Double)
+    total_return: Mapped[float | None] = mapped_column(Double)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    symbol_rows: Mapped[list[RunSymbolRecord]] = relationship(
+        order_by="RunSymbolRecord.position",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="selectin",
+    )
+
+    @property
+    def symbols(self) -> list[str]:
+        """The run's symbols in request order."""
+        return [row.symbol for row in self.symbol_rows]
+
+
+class RunSymbolRecord(Base):
+    """One symbol of a run: a row per symbol so "runs trading X" is an exact, indexed match on any backend."""
+
+    # Why a table rather than a column: a delimited string needs a LIKE on "|BTC/USDT|" with escaped wildcards
+    # and no index can serve it; a JSON array needs a different containment query per backend (JSONB `@>` vs
+    # SQLite `json_each`). `symbol = :s` here is exact, portable and indexed.
+
+    __tablename__ = "run_symbols"
+
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    # Keeps the request's order; symbols are not unique per run at this level (LiveConfig does not forbid repeats).
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(100), index=True)
+
+
+class RunResultRecord(Base):
+    """The full results document of a run, zlib-compressed JSON, kept apart so listing runs never reads it."""
+
+    __tablename__ = "run_results"
+
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+    # Size of the uncompressed JSON, so callers can judge a download before fetching it.
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
