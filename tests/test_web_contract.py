@@ -297,3 +297,13 @@ async def test_prometheus_metrics_count_requests() -> None:
         await c.get("/api/v1/status")
         text = (await c.get("/metrics")).text
         assert 'cracktrader_http_requests_total{method="GET",route="/api/v1/status",status="200"} 1.0' in text
+
+
+async def test_status_fast_path_answers_exactly_like_the_routed_endpoint() -> None:
+    async with app_client() as c:
+        fast = await c.get("/api/v1/status")
+        routed = await c.get("/api/v1/status?via=router")  # a query string takes the full FastAPI stack
+        assert fast.json() == routed.json() and fast.json()["status"] == "idle"
+        for name in ("x-cracktrader-api-version", "content-security-policy", "x-content-type-options"):
+            assert fast.headers[name] == routed.headers[name]
+        assert fast.headers["x-request-id"] != routed.headers["x-request-id"]

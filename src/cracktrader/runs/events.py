@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from cracktrader.runs.document import now_iso
@@ -18,7 +20,7 @@ EQUITY_UPDATE = "equity_update"
 ERROR = "error"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Event:
     """`{"type", "payload", "timestamp"}` as the WebSocket stream sends it."""
 
@@ -29,12 +31,18 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "payload": self.payload, "timestamp": self.timestamp}
 
+    @cached_property
+    def text(self) -> str:
+        """The JSON text, encoded once however many clients receive it."""
+        return json.dumps(self.to_dict(), allow_nan=False)
+
 
 class Subscription:
     """One subscriber's bounded queue; it is closed, not waited on, when it falls behind."""
 
-    def __init__(self, bus: EventBus, maxsize: int) -> None:
+    def __init__(self, bus: EventBus, maxsize: int, types: frozenset[str] | None = None) -> None:
         self._bus = bus
+        self.types = types
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=maxsize)
         self.dropped = False
 
@@ -65,9 +73,9 @@ class EventBus:
     def subscriber_count(self) -> int:
         return len(self._subs)
 
-    def subscribe(self) -> Subscription:
-        """A new subscription receiving every event published after this call."""
-        sub = Subscription(self, self.queue_size)
+    def subscribe(self, types: frozenset[str] | None = None) -> Subscription:
+        """A new subscription receiving events published after this call (only `types`, when given)."""
+        sub = Subscription(self, self.queue_size, types)
         self._subs.add(sub)
         return sub
 
@@ -77,6 +85,8 @@ class EventBus:
     def publish(self, event: Event) -> None:
         """Deliver to every subscriber on the loop thread; a full queue drops that subscriber."""
         for sub in list(self._subs):
+            if sub.types is not None and event.type not in sub.types:
+                continue
             try:
                 sub.queue.put_nowait(event)
             except asyncio.QueueFull:

@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Trade events per progress chunk: a backtest can fill thousands of orders a second, more than any client reads.
-MAX_TRADE_EVENTS_PER_CHUNK = 20
 EQUITY_SAMPLES = 500
 
 
@@ -347,15 +345,29 @@ class RunManager:
         symbols, timestamps = prepared.data.symbols, prepared.data.timestamp
         run_id = st.run_id
 
+        last_sent = [0.0]
+        unsent = [0, 0]  # fills and orders since the last event
+
         def on_orders(rows: np.ndarray) -> None:
             orders, trades = order_rows_to_dicts(rows, symbols, timestamps, first_trade_id=st.trade_count + 1)
             st.trade_count += int(np.count_nonzero(rows[:, O_STATUS] == STATUS_FILLED))
             st.recent_orders.extend(orders)
             st.recent_trades.extend(trades)
-            for trade in trades[-MAX_TRADE_EVENTS_PER_CHUNK:]:
-                self.bus.publish_threadsafe(events.Event(events.TRADE_EXECUTION, {"run_id": run_id, **trade}))
-            for order in orders[-MAX_TRADE_EVENTS_PER_CHUNK:]:
-                self.bus.publish_threadsafe(events.Event(events.ORDER_UPDATE, {"run_id": run_id, **order}))
+            unsent[0] += len(trades)
+            unsent[1] += len(orders)
+            # A backtest fills thousands of orders a second: streams get the latest fill and order at the status
+            # rate, with how many happened since the last event; the results hold every one.
+            now = time.monotonic()
+            if now - last_sent[0] < self.throttle_s:
+                return
+            last_sent[0] = now
+            if trades:
+                payload = {"run_id": run_id, **trades[-1], "fills_since_last_event": unsent[0]}
+                self.bus.publish_threadsafe(events.Event(events.TRADE_EXECUTION, payload))
+            if orders:
+                payload = {"run_id": run_id, **orders[-1], "orders_since_last_event": unsent[1]}
+                self.bus.publish_threadsafe(events.Event(events.ORDER_UPDATE, payload))
+            unsent[0] = unsent[1] = 0
 
         return on_orders
 

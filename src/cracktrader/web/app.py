@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -58,9 +60,15 @@ async def _open_database(app: FastAPI, settings: Settings) -> Any:
     return RunStore(engine)
 
 
+# A run's thread holds the GIL for Python strategies; each socket write hands it over and the event loop then
+# waits a whole switch interval (5 ms by default) to get it back. 200 WebSocket clients made that seconds.
+SWITCH_INTERVAL_S = 0.0005
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await _open_database(app, settings)
     app.state.run_store = store
@@ -70,6 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     manager.on_finish(lambda outcome, mode: app.state.request_metrics.runs.labels(mode, outcome).inc())
     app.state.manager = manager
+    app.state.fast_get[f"{API_PREFIX}/status"] = lambda: json.dumps(manager.status()).encode()
     interrupted = await manager.start()
     if interrupted:
         log.warning("Marked %d run(s) interrupted by a previous crash as failed", interrupted)
@@ -105,6 +114,7 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
     app.state.settings = settings
     app.state.web_settings = web_settings
     app.state.request_metrics = RequestMetrics()
+    app.state.fast_get = {}
     app.state.authorize_websocket = _allow_all_websockets
     app.state.health_detail_allowed = lambda request: True
     install_error_handlers(app)
@@ -136,6 +146,7 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
         max_body_bytes=web_settings.max_body_bytes,
         metrics=app.state.request_metrics,
         form_paths=FORM_PATHS,
+        fast_get=app.state.fast_get,
     )
     return app
 

@@ -25,6 +25,7 @@ class RequestMetrics:
     latency: Histogram = field(init=False)
     runs: Counter = field(init=False)
     ws_clients: Gauge = field(init=False)
+    _children: dict[tuple[str, str, int], tuple[Any, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.requests = Counter(
@@ -50,8 +51,14 @@ class RequestMetrics:
         if status >= 500:
             self.errors += 1
         self.recent.append(seconds)
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            # labels() hashes and locks on every call; route templates keep this map small.
+            children = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def summary(self, runs_by_outcome: dict[str, int]) -> dict[str, Any]:
         """Uptime, runs by outcome, and request counts and latency (over the last 2048 requests)."""

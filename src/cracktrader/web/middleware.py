@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -79,6 +79,7 @@ class EdgeMiddleware:
         max_body_bytes: int,
         metrics: RequestMetrics,
         form_paths: frozenset[str] = frozenset(),
+        fast_get: dict[str, Callable[[], bytes]] | None = None,
     ) -> None:
         self.app = app
         hosts = {_hostname(h) for h in (*LOOPBACK_NAMES, bound_host, *allowed_hosts)}
@@ -91,24 +92,68 @@ class EdgeMiddleware:
         self.max_body = max_body_bytes
         self.metrics = metrics
         self.form_paths = form_paths
+        # Hot GET paths answered here without routing; the app fills it once its state exists.
+        self.fast_get = fast_get if fast_get is not None else {}
+        self._host_cache: dict[bytes, bool] = {}
+        self._api_headers = [*SECURITY_HEADERS, (b"content-security-policy", API_CSP)]
+        self._ui_headers = [*SECURITY_HEADERS, (b"content-security-policy", UI_CSP)]
+        self._docs_headers = [*SECURITY_HEADERS, (b"content-security-policy", DOCS_CSP)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request_id = _header(scope, b"x-request-id") or ""
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        raw_id = headers.get(b"x-request-id")
+        request_id = raw_id.decode("latin-1") if raw_id else ""
         if not (0 < len(request_id) <= 64 and request_id.replace("-", "").isalnum()):
-            request_id = uuid.uuid4().hex[:16]
+            request_id = os.urandom(8).hex()
         scope.setdefault("state", {})["request_id"] = request_id
-        problem = self._check(scope)
+        problem = self._check(scope, headers)
         if kind == "websocket":
             if problem is not None:
                 await send({"type": "websocket.close", "code": 1008, "reason": problem[2][:120]})
                 return
             await self.app(scope, receive, send)
             return
+        if problem is None and scope["method"] == "GET":
+            fast = self.fast_get.get(scope["path"])
+            # Cross-origin requests take the full stack so CORS headers are applied.
+            if fast is not None and not scope.get("query_string") and b"origin" not in headers:
+                await self._fast(scope, send, request_id, fast)
+                return
         await self._http(scope, receive, send, request_id, problem)
+
+    async def _fast(self, scope: Scope, send: Send, request_id: str, handler: Callable[[], bytes]) -> None:
+        """Serve a hot read path (e.g. GET /api/v1/status) without routing: same body and headers as the route."""
+        start = time.perf_counter()
+        extra = [*self._static_headers(scope["path"]), (b"x-request-id", request_id.encode())]
+        try:
+            body = handler()
+        except Exception:
+            log.exception("Unhandled error on GET %s (request id %s)", scope["path"], request_id)
+            message = f"Internal server error; quote request id {request_id} when reporting it"
+
+            async def send_with_headers(msg: Message) -> None:
+                if msg["type"] == "http.response.start":
+                    msg["headers"] = [*msg["headers"], *extra]
+                await send(msg)
+
+            await self._reject(scope, send_with_headers, 500, "INTERNAL_ERROR", message, {"request_id": request_id})
+            self.metrics.observe("GET", scope["path"], 500, time.perf_counter() - start)
+            return
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.observe("GET", scope["path"], 200, time.perf_counter() - start)
+
+    def _static_headers(self, path: str) -> list[tuple[bytes, bytes]]:
+        if path == "/ui" or path.startswith("/ui/"):
+            return self._ui_headers
+        if path in DOCS_PATHS:
+            return self._docs_headers
+        return self._api_headers
 
     def _origin_allowed(self, origin: str, host: str | None) -> bool:
         if origin.rstrip("/") in self.cors_origins or "*" in self.cors_origins:
@@ -118,22 +163,33 @@ class EdgeMiddleware:
         # Same origin as the page that made the request (the dashboard), or any loopback origin.
         return name in LOOPBACK_NAMES or (host is not None and parts.netloc.lower() == host.lower())
 
-    def _check(self, scope: Scope) -> tuple[int, str, str] | None:
-        host = _header(scope, b"host")
-        if host is not None and not self.allow_any_host and _hostname(host) not in self.allowed_hosts:
+    def _host_ok(self, host: bytes) -> bool:
+        ok = self._host_cache.get(host)
+        if ok is None:
+            ok = self.allow_any_host or _hostname(host.decode("latin-1")) in self.allowed_hosts
+            if len(self._host_cache) < 1024:  # bounded: Host values are client-controlled
+                self._host_cache[host] = ok
+        return ok
+
+    def _check(self, scope: Scope, headers: dict[bytes, bytes]) -> tuple[int, str, str] | None:
+        raw_host = headers.get(b"host")
+        host = raw_host.decode("latin-1") if raw_host is not None else None
+        if raw_host is not None and not self._host_ok(raw_host):
             return 400, "INVALID_HOST", f"Host header {host!r} is not served here; use localhost or the bound address"
-        origin = _header(scope, b"origin")
-        needs_origin_check = scope["type"] == "websocket" or scope.get("method") in STATE_CHANGING
-        if origin is not None and needs_origin_check and not self._origin_allowed(origin, host):
-            return 403, "FORBIDDEN_ORIGIN", f"Origin {origin!r} may not call this server; add it to CORS_ORIGINS"
-        if scope["type"] == "http" and scope["method"] in STATE_CHANGING:
-            length = _header(scope, b"content-length")
-            has_body = (length is not None and length.strip() not in ("", "0")) or (
-                _header(scope, b"transfer-encoding") is not None
-            )
+        method = scope.get("method")
+        needs_origin_check = scope["type"] == "websocket" or method in STATE_CHANGING
+        if needs_origin_check:
+            raw_origin = headers.get(b"origin")
+            origin = raw_origin.decode("latin-1") if raw_origin is not None else None
+            if origin is not None and not self._origin_allowed(origin, host):
+                return 403, "FORBIDDEN_ORIGIN", f"Origin {origin!r} may not call this server; add it to CORS_ORIGINS"
+        if scope["type"] == "http" and method in STATE_CHANGING:
+            raw_length = headers.get(b"content-length")
+            length = raw_length.decode("latin-1").strip() if raw_length is not None else None
+            has_body = (length is not None and length not in ("", "0")) or b"transfer-encoding" in headers
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 return 413, "PAYLOAD_TOO_LARGE", f"Request body exceeds {self.max_body} bytes"
-            ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+            ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
             if has_body and ctype != "application/json":
                 if scope["path"] in self.form_paths and ctype == "application/x-www-form-urlencoded":
                     return None
@@ -149,14 +205,7 @@ class EdgeMiddleware:
     ) -> None:
         start = time.perf_counter()
         path = scope["path"]
-        extra = list(SECURITY_HEADERS)
-        extra.append((b"x-request-id", request_id.encode()))
-        if path == "/ui" or path.startswith("/ui/"):
-            extra.append((b"content-security-policy", UI_CSP))
-        elif path in DOCS_PATHS:
-            extra.append((b"content-security-policy", DOCS_CSP))
-        else:
-            extra.append((b"content-security-policy", API_CSP))
+        extra = [*self._static_headers(path), (b"x-request-id", request_id.encode())]
         deprecation = DEPRECATED_PATHS.get((scope["method"], path))
         if deprecation is not None:
             extra.extend(deprecation.headers())

@@ -17,7 +17,6 @@ from cracktrader.runs.document import now_iso
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-SEND_TIMEOUT_S = 5.0
 MAX_SUBSCRIPTIONS = 10
 MAX_MESSAGE_BYTES = 4096
 CHANNELS = {
@@ -29,12 +28,16 @@ CHANNELS = {
 STATUS_STREAM_TYPES = frozenset({events.STATUS_UPDATE, events.TRADE_EXECUTION, events.ERROR})
 
 
-async def _send(ws: WebSocket, message: dict[str, Any]) -> bool:
-    """Send or give up: a client that does not read for SEND_TIMEOUT_S is disconnected."""
+async def _send(ws: WebSocket, message: dict[str, Any] | str) -> bool:
+    """Send a message (or pre-encoded JSON text); False once the client is gone.
+
+    A client that stops reading is caught by its bounded event queue overflowing, not by a per-send timer:
+    a timer per send cost a task per message per client.
+    """
     try:
-        await asyncio.wait_for(ws.send_text(json.dumps(message, allow_nan=False)), SEND_TIMEOUT_S)
+        await ws.send_text(message if isinstance(message, str) else json.dumps(message, allow_nan=False))
         return True
-    except (TimeoutError, WebSocketDisconnect, RuntimeError, ConnectionError):
+    except (WebSocketDisconnect, RuntimeError, ConnectionError):
         return False
 
 
@@ -89,7 +92,7 @@ async def status_stream(ws: WebSocket) -> None:
         return
     await ws.accept()
     manager = ws.app.state.manager
-    sub = manager.bus.subscribe()
+    sub = manager.bus.subscribe(STATUS_STREAM_TYPES)
     if not await _send(ws, {"type": "snapshot", "payload": manager.status(), "timestamp": now_iso()}):
         sub.close()
         return
@@ -99,7 +102,7 @@ async def status_stream(ws: WebSocket) -> None:
             return await _send(ws, {"type": "heartbeat", "payload": {}, "timestamp": now_iso()})
         if event.type not in STATUS_STREAM_TYPES:
             return True
-        return await _send(ws, event.to_dict())
+        return await _send(ws, event.text)
 
     await _serve(ws, "status", sub, forward)
 
@@ -210,7 +213,7 @@ async def channel_stream(ws: WebSocket) -> None:
         return
     await ws.accept()
     session = ChannelSession(ws)
-    sub = ws.app.state.manager.bus.subscribe()
+    sub = ws.app.state.manager.bus.subscribe(frozenset(CHANNELS))
 
     async def forward(event: events.Event | None) -> bool:
         if event is None:
