@@ -72,6 +72,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("CRACKTRADER_DATA_DIR", str(data_dir))
     monkeypatch.delenv("CRACKTRADER_STRATEGY_DIR", raising=False)
     monkeypatch.delenv("CRACKTRADER_EXCHANGE_OPTIONS", raising=False)
+    # Tests pick their database themselves; an ambient one must never be written to.
+    for name in ("DATABASE_URL", "CRACKTRADER_DATABASE_URL", "CORS_ORIGINS", "CRACKTRADER_API_HOST"):
+        monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     yield data_dir
     get_settings.cache_clear()
