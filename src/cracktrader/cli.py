@@ -99,7 +99,7 @@ def backtest(
     if as_json:
         sys.stdout.write(json.dumps(doc, allow_nan=False) + "\n")
     else:
-        _print_summary(doc)
+        print_summary(doc)
 
 
 def _run_with_progress(config: Any, *, quiet: bool) -> dict[str, Any]:
@@ -153,7 +153,8 @@ _PCT = {
 }
 
 
-def _print_summary(doc: dict[str, Any]) -> None:
+def print_summary(doc: dict[str, Any]) -> None:
+    """Print a results document as the summary table."""
     from rich.console import Console
     from rich.table import Table
 
@@ -168,7 +169,7 @@ def _print_summary(doc: dict[str, Any]) -> None:
     curve = doc["equity_curve"]
     if curve:
         table.add_row("period", f"{curve[0]['timestamp']} → {curve[-1]['timestamp']}")
-        table.add_row("bars", str(len(curve)))
+        table.add_row("bars", str((doc.get("page") or {}).get("equity_points_total", len(curve))))
     table.add_row("initial cash", f"{cfg['initial_cash']:,.2f}")
     table.add_row("final value", f"{doc['final_value']:,.2f}")
     for key in (
