@@ -149,11 +149,10 @@ def breakdown(market: Market, repeats: int) -> list[str]:
 def _breakdown(market: Market, repeats: int) -> list[str]:
     try:
         from cracktrader.engine import backtest as bt
-        from cracktrader.engine import kernels
         from cracktrader.engine.broker import SimSettings
         from cracktrader.engine.market import align
         from cracktrader.engine.metrics import compute_metrics
-        from cracktrader.engine.records import N_COLS, O_FEE, O_PNL, O_RETURN, O_STATUS, STATUS_FILLED
+        from cracktrader.engine.records import O_FEE, O_PNL, O_RETURN, O_STATUS, STATUS_FILLED
         from cracktrader.strategies.builtin import SmaCross
     except ImportError as exc:
         return [f"breakdown unavailable: {exc}"]
@@ -161,25 +160,13 @@ def _breakdown(market: Market, repeats: int) -> list[str]:
     data = align({SYMBOL: market}, PERIODS_PER_YEAR)
     strategy = SmaCross(fast=FAST, slow=SLOW)
     n = data.n_bars
-    sig = strategy.signals(data.bars(0))
-    entries, exits = sig.entries.reshape(n, 1), np.asarray(sig.exits).reshape(n, 1)
-    no, nan, one = np.zeros((1, 1), np.bool_), np.full((1, 1), np.nan), np.ones((1, 1))
     state: dict[str, Any] = {}
 
+    arrays = bt.signal_arrays(strategy, data)
+
     def kernel() -> None:
-        cash, fstate, istate = kernels.new_state(1, settings.initial_cash)
-        equity, cash_curve, in_market = np.empty(n), np.empty(n), np.zeros(n, dtype=np.bool_)
-        orders, n_orders, done = np.empty((1024, N_COLS)), 0, 0
-        while done < n:
-            end = min(n, done + bt.VECTOR_CHUNK)
-            orders, n_orders = kernels.simulate_signals(
-                done, end, data.open, data.high, data.low, data.close, data.tradable,
-                entries, exits, no, no, nan, nan, one,
-                settings.maker_fee, settings.taker_fee, settings.slippage, settings.latency,
-                settings.allow_short, cash, fstate, istate, orders, n_orders, equity, cash_curve, in_market,
-            )  # fmt: skip
-            done = end
-        state.update(equity=equity, cash=cash_curve, in_market=in_market, orders=orders[:n_orders].copy())
+        sim = bt.simulate_arrays(data, arrays, settings)
+        state.update(equity=sim.equity, cash=sim.cash, in_market=sim.in_market, orders=sim.orders)
 
     kernel()
     filled = state["orders"][state["orders"][:, O_STATUS] == STATUS_FILLED]

@@ -2,7 +2,7 @@
 
 .bench-venv/bin/python benchmarks/run_all.py            # everything (~3 min)
 .bench-venv/bin/python benchmarks/run_all.py --quick    # fewer repeats
-.bench-venv/bin/python benchmarks/run_all.py --prototypes --json results.json
+.bench-venv/bin/python benchmarks/run_all.py --json results.json
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ def _guard(name: str, fn: Callable[[], Section]) -> Section:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (noisier)")
-    parser.add_argument("--prototypes", action="store_true", help="also measure engine speed-up prototypes")
     parser.add_argument("--json", type=Path, help="write the raw numbers here")
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
@@ -58,10 +57,6 @@ def main() -> int:
     sections["memory"] = _guard("memory", lambda: bench_memory.run(market))
     sections["startup"] = _guard("start-up", lambda: bench_startup.run(3 if args.quick else 5))
     sections["cli"] = _guard("CLI", lambda: bench_cli.run(2 if args.quick else 3))
-    if args.prototypes:
-        import prototypes
-
-        sections["prototypes"] = _guard("prototypes", lambda: prototypes.run(market, repeats))
     breakdown = bench_vectorized.breakdown(market, repeats)
 
     rows = [row for s in sections.values() for row in s.rows]

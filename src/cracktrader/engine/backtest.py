@@ -129,24 +129,62 @@ def _eventful_bars(n: int, *signals_and_short: object) -> np.ndarray:
     return out
 
 
-def _run_vectorized(
-    strategy: Strategy,
-    data: MarketData,
-    settings: SimSettings,
-    progress: Progress | None,
-    should_stop: ShouldStop | None,
-    on_orders: OnOrders | None,
-) -> BacktestResult:
+@dataclass(slots=True)
+class SignalArrays:
+    """A strategy's signals as the kernel takes them: (bars, symbols) arrays, or (1, 1) broadcasts."""
+
+    entries: np.ndarray
+    exits: np.ndarray
+    short_entries: np.ndarray
+    short_exits: np.ndarray
+    stop_loss: np.ndarray
+    take_profit: np.ndarray
+    size: np.ndarray
+    eventful: np.ndarray
+
+
+def signal_arrays(strategy: Strategy, data: MarketData, *, allow_short: bool = False) -> SignalArrays:
+    """Evaluate a vectorized strategy on every symbol and stack its signals for the kernel."""
     sigs: list[Signals] = [strategy.signals(data.bars(j)) for j in range(len(data.symbols))]
     entries = _bool_matrix(data, [s.entries for s in sigs])
     exits = _bool_matrix(data, [s.exits for s in sigs])
     short_entries = _bool_matrix(data, [s.short_entries for s in sigs])
     short_exits = _bool_matrix(data, [s.short_exits for s in sigs])
-    stop_loss = _stack(data, [s.stop_loss for s in sigs], np.float64, np.nan)
-    take_profit = _stack(data, [s.take_profit for s in sigs], np.float64, np.nan)
-    size = _stack(data, [s.size for s in sigs], np.float64, 1.0)
+    return SignalArrays(
+        entries,
+        exits,
+        short_entries,
+        short_exits,
+        _stack(data, [s.stop_loss for s in sigs], np.float64, np.nan),
+        _stack(data, [s.take_profit for s in sigs], np.float64, np.nan),
+        _stack(data, [s.size for s in sigs], np.float64, 1.0),
+        _eventful_bars(data.n_bars, entries, exits, short_entries, short_exits, allow_short),
+    )
+
+
+@dataclass(slots=True)
+class Simulation:
+    """Raw output of the compiled simulator."""
+
+    equity: np.ndarray
+    cash: np.ndarray
+    in_market: np.ndarray
+    orders: np.ndarray
+    positions: list[tuple[int, float, float]]
+    done: int
+
+
+def simulate_arrays(
+    data: MarketData,
+    sig: SignalArrays,
+    settings: SimSettings,
+    *,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    on_orders: OnOrders | None = None,
+) -> Simulation:
+    """Run the compiled kernel over all bars in chunks (progress, stop and streaming happen between chunks)."""
     n = data.n_bars
-    eventful = _eventful_bars(n, entries, exits, short_entries, short_exits, settings.allow_short)
     cash, fstate, istate = kernels.new_state(len(data.symbols), settings.initial_cash)
     equity, cash_curve, in_market = np.empty(n), np.empty(n), np.zeros(n, dtype=np.bool_)
     orders = np.empty((1024, N_COLS))
@@ -162,13 +200,13 @@ def _run_vectorized(
             data.low,
             data.close,
             data.tradable,
-            entries,
-            exits,
-            short_entries,
-            short_exits,
-            stop_loss,
-            take_profit,
-            size,
+            sig.entries,
+            sig.exits,
+            sig.short_entries,
+            sig.short_exits,
+            sig.stop_loss,
+            sig.take_profit,
+            sig.size,
             settings.maker_fee,
             settings.taker_fee,
             settings.slippage,
@@ -182,7 +220,7 @@ def _run_vectorized(
             equity,
             cash_curve,
             in_market,
-            eventful,
+            sig.eventful,
         )
         if reached < end:
             # The order buffer filled up: grow it and carry on from the bar the kernel stopped at.
@@ -200,8 +238,21 @@ def _run_vectorized(
     positions = [
         (j, float(fstate[j, kernels.S_POS]), float(fstate[j, kernels.S_ENTRY_PRICE])) for j in range(len(data.symbols))
     ]
+    return Simulation(equity, cash_curve, in_market, orders[:n_orders].copy(), positions, done)
+
+
+def _run_vectorized(
+    strategy: Strategy,
+    data: MarketData,
+    settings: SimSettings,
+    progress: Progress | None,
+    should_stop: ShouldStop | None,
+    on_orders: OnOrders | None,
+) -> BacktestResult:
+    sig = signal_arrays(strategy, data, allow_short=settings.allow_short)
+    sim = simulate_arrays(data, sig, settings, progress=progress, should_stop=should_stop, on_orders=on_orders)
     return _result(
-        data, settings, equity, cash_curve, in_market, orders[:n_orders].copy(), positions, done, "vectorized"
+        data, settings, sim.equity, sim.cash, sim.in_market, sim.orders, sim.positions, sim.done, "vectorized"
     )
 
 
