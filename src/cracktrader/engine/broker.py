@@ -475,17 +475,7 @@ class BarContext:
         fraction: float = 1.0,
     ) -> int:
         """Buy `size` units (None: all available cash, fee included); returns the order id."""
-        return self._sim.submit(
-            self.i,
-            self._j(symbol),
-            BUY,
-            size,
-            limit=limit,
-            stop=stop,
-            stop_loss=stop_loss,
-            take_profit=take_profit,
-            fraction=fraction,
-        )
+        return self._place(BUY, symbol, size, limit, stop, stop_loss, take_profit, fraction)
 
     def sell(
         self,
@@ -499,10 +489,23 @@ class BarContext:
         fraction: float = 1.0,
     ) -> int:
         """Sell `size` units (None: the whole position, or all in short when shorting is on)."""
+        return self._place(SELL, symbol, size, limit, stop, stop_loss, take_profit, fraction)
+
+    def _place(
+        self,
+        side: int,
+        symbol: str | None,
+        size: float | None,
+        limit: float | None,
+        stop: float | None,
+        stop_loss: float | None,
+        take_profit: float | None,
+        fraction: float,
+    ) -> int:
         return self._sim.submit(
             self.i,
             self._j(symbol),
-            SELL,
+            side,
             size,
             limit=limit,
             stop=stop,

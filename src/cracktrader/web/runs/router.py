@@ -116,6 +116,18 @@ async def _results(manager: Any, store: Any, run_id: str | None) -> dict[str, An
     return doc
 
 
+def _sliced(
+    doc: dict[str, Any], settings: Any, max_points: int | None, limit: int | None, offset: int
+) -> dict[str, Any]:
+    """The document sliced with the request's paging, or the server's defaults (which keep it under 2 MB)."""
+    return service.slice_document(
+        doc,
+        max_points=max_points or settings.results_default_points,
+        limit=limit or settings.results_default_limit,
+        offset=offset,
+    )
+
+
 @router.get("/results", response_model=ResultsResponse, tags=["results"])
 async def get_results(
     manager: ManagerDep,
@@ -127,12 +139,7 @@ async def get_results(
 ) -> dict[str, Any]:
     """Results of the current or last run; long lists are sliced (`max_points`, `limit`, `offset`)."""
     doc = await _results(manager, store, None)
-    return service.slice_document(
-        doc,
-        max_points=max_points or settings.results_default_points,
-        limit=limit or settings.results_default_limit,
-        offset=offset,
-    )
+    return _sliced(doc, settings, max_points, limit, offset)
 
 
 @router.get("/runs", response_model=RunListResponse, tags=["history"])
@@ -178,12 +185,7 @@ async def get_run_results(
 ) -> dict[str, Any]:
     """A past run's results, sliced like `/results`."""
     doc = await _results(manager, store, run_id)
-    return service.slice_document(
-        doc,
-        max_points=max_points or settings.results_default_points,
-        limit=limit or settings.results_default_limit,
-        offset=offset,
-    )
+    return _sliced(doc, settings, max_points, limit, offset)
 
 
 @router.get("/runs/{run_id}/trades.csv", tags=["history"], response_class=StreamingResponse)
