@@ -1,4 +1,4 @@
-"""Database tables: runs, their symbols and their compressed results."""
+"""Database tables: runs, their symbols and their compressed results; users, API keys and refresh tokens."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Double,
@@ -24,18 +25,23 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "ROLES",
     "RUN_MODES",
     "RUN_STATUSES",
+    "ApiKeyRecord",
     "Base",
     "JSONType",
+    "RefreshTokenRecord",
     "RunRecord",
     "RunResultRecord",
     "RunSymbolRecord",
     "UTCDateTime",
+    "UserRecord",
 ]
 
 RUN_MODES: tuple[str, ...] = ("backtest", "paper", "live")
 RUN_STATUSES: tuple[str, ...] = ("starting", "running", "completed", "failed", "stopped")
+ROLES: tuple[str, ...] = ("admin", "trader", "viewer")
 
 # Deterministic constraint names: Alembic needs names to drop or alter constraints, and SQLite's batch mode
 # (table rebuilds) can only recreate constraints that have one.
@@ -95,7 +101,8 @@ class RunRecord(Base):
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    # Runs will belong to users once the users table exists; the foreign key comes with that migration.
+    # The owner (users.id). Deliberately no foreign key: users are disabled, never deleted, so ids are not reused;
+    # run history must survive whatever happens to the users table, and tools record runs for ids from elsewhere.
     user_id: Mapped[int | None] = mapped_column(Integer, index=True)
     mode: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), index=True)
@@ -149,3 +156,53 @@ class RunResultRecord(Base):
     document: Mapped[bytes] = mapped_column(LargeBinary)
     # Size of the uncompressed JSON, so callers can judge a download before fetching it.
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class UserRecord(Base):
+    """A person (or service account) that logs in: Argon2 password hash, role, and whether it may log in."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(f"role IN ({_in(ROLES)})", name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Stored lower-cased so "Alice" and "alice" are one account.
+    username: Mapped[str] = mapped_column(String(150), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    is_active: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiKeyRecord(Base):
+    """A program's key `<prefix>.<secret>`: found by its unique prefix, checked against the secret's SHA-256."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    # SHA-256 is enough: the secret is 256 random bits, so there is nothing to brute-force (Argon2 is for passwords).
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    # Space-separated subset of "read trade live".
+    scopes: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RefreshTokenRecord(Base):
+    """One opaque refresh token (its SHA-256); a family is one login's chain of rotations."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family_id: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set when rotated; presenting a used token again means it was stolen, so the whole family is revoked.
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
