@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[all]'
+npm ci --prefix tests/js --no-audit --no-fund --silent
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
