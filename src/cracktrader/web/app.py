@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
@@ -21,6 +21,14 @@ from cracktrader import __version__
 from cracktrader.runs.events import EventBus
 from cracktrader.runs.manager import RunManager
 from cracktrader.settings import Settings, get_settings
+from cracktrader.web.auth.deps import (
+    AuthState,
+    authorize_request,
+    authorize_websocket,
+    health_detail_allowed,
+    optional_principal,
+)
+from cracktrader.web.auth.router import account_router, public_router
 from cracktrader.web.catalog.router import router as catalog_router
 from cracktrader.web.config import WebSettings, get_web_settings
 from cracktrader.web.errors import install_error_handlers
@@ -57,6 +65,9 @@ async def _open_database(app: FastAPI, settings: Settings) -> Any:
     engine = make_engine(url, echo=settings.sqlalchemy_echo)
     app.state.db_engine = engine
     app.state.db_backend = engine.dialect.name
+    from cracktrader.auth.store import AuthStore
+
+    app.state.auth.attach(AuthStore(engine))
     return RunStore(engine)
 
 
@@ -78,7 +89,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     manager.on_finish(lambda outcome, mode: app.state.request_metrics.runs.labels(mode, outcome).inc())
     app.state.manager = manager
-    app.state.fast_get[f"{API_PREFIX}/status"] = lambda: json.dumps(manager.status()).encode()
+    if not app.state.auth.enabled:
+        # The edge serves this without routing, hence without auth: only for the local, auth-off model.
+        app.state.fast_get[f"{API_PREFIX}/status"] = lambda: json.dumps(manager.status()).encode()
     interrupted = await manager.start()
     if interrupted:
         log.warning("Marked %d run(s) interrupted by a previous crash as failed", interrupted)
@@ -91,11 +104,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.db_engine.dispose()
 
 
-def _allow_all_websockets(ws: WebSocket) -> Any:
-    async def allowed() -> bool:
-        return True
+def _auth_state(web_settings: WebSettings) -> AuthState:
+    """Auth configuration; with auth on, a missing or weak JWT secret stops the app from starting."""
+    from cracktrader.auth.tokens import TokenSettings
 
-    return allowed()
+    secret = web_settings.jwt_secret_key.get_secret_value() if web_settings.jwt_secret_key else ""
+    if web_settings.auth_enabled and not secret:
+        raise RuntimeError("CRACKTRADER_AUTH_MODE=on needs JWT_SECRET_KEY (at least 32 random characters)")
+    tokens = (
+        TokenSettings(
+            secret=secret,
+            algorithm=web_settings.jwt_algorithm,
+            access_minutes=web_settings.jwt_expiration_minutes,
+            refresh_days=web_settings.refresh_token_days,
+        )
+        if secret
+        else None
+    )
+    return AuthState(enabled=web_settings.auth_enabled, tokens=tokens, cache_ttl_s=web_settings.auth_cache_ttl_s)
 
 
 def create_app(settings: Settings | None = None, web_settings: WebSettings | None = None) -> FastAPI:
@@ -115,16 +141,29 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
     app.state.web_settings = web_settings
     app.state.request_metrics = RequestMetrics()
     app.state.fast_get = {}
-    app.state.authorize_websocket = _allow_all_websockets
-    app.state.health_detail_allowed = lambda request: True
+    app.state.auth = _auth_state(web_settings)
+    app.state.authorize_websocket = authorize_websocket
+    app.state.health_detail_allowed = health_detail_allowed
     install_error_handlers(app)
 
-    api = APIRouter(prefix=API_PREFIX)
-    for router in (health_router, runs_router, catalog_router, meta_router, ws_router, metrics_router):
-        api.include_router(router)
-    app.include_router(api)
-    app.include_router(health_router)
-    app.include_router(metrics_router)
+    # Auth is applied here, once per router group, not route by route. Public: health (details only for
+    # authenticated callers), login and refresh. Account: any valid principal. Everything else: the principal
+    # plus the scope rule (reads need `read`, changes need `trade`). WebSockets check in `authorize_websocket`.
+    public = APIRouter(prefix=API_PREFIX)
+    public.include_router(health_router, dependencies=[Depends(optional_principal)])
+    public.include_router(public_router)
+    # Its routes take `CurrentUser`: a viewer may log out and hold read-only keys without the `trade` scope.
+    account = APIRouter(prefix=API_PREFIX)
+    account.include_router(account_router)
+    protected = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_request)])
+    for router in (runs_router, catalog_router, meta_router, metrics_router):
+        protected.include_router(router)
+    streams = APIRouter(prefix=API_PREFIX)
+    streams.include_router(ws_router)
+    for group in (public, account, protected, streams):
+        app.include_router(group)
+    app.include_router(health_router, dependencies=[Depends(optional_principal)])
+    app.include_router(metrics_router, dependencies=[Depends(authorize_request)])
     _mount_docs(app)
     # Mounted last, as freqtrade does, so it can never shadow an API route.
     app.include_router(ui_router)

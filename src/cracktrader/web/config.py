@@ -7,7 +7,7 @@ import json
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -34,6 +34,30 @@ class WebSettings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     results_default_points: int = Field(2000, ge=10, le=1_000_000)
     results_default_limit: int = Field(1000, ge=1, le=100_000)
+    # Authentication: "off" keeps the local single-operator model (loopback only); "on" needs JWT_SECRET_KEY.
+    auth_mode: Literal["off", "on"] = "off"
+    jwt_secret_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("JWT_SECRET_KEY", "CRACKTRADER_JWT_SECRET_KEY", "jwt_secret_key")
+    )
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = Field(
+        "HS256", validation_alias=AliasChoices("JWT_ALGORITHM", "CRACKTRADER_JWT_ALGORITHM", "jwt_algorithm")
+    )
+    jwt_expiration_minutes: int = Field(
+        30,
+        ge=1,
+        le=24 * 60,
+        validation_alias=AliasChoices(
+            "JWT_EXPIRATION_MINUTES", "CRACKTRADER_JWT_EXPIRATION_MINUTES", "jwt_expiration_minutes"
+        ),
+    )
+    refresh_token_days: int = Field(14, ge=1, le=365)
+    # How long a revocation made outside this process (the CLI) may take to reach it.
+    auth_cache_ttl_s: float = Field(10.0, ge=0, le=3600)
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether requests must carry credentials."""
+        return self.auth_mode == "on"
 
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod

@@ -1,20 +1,168 @@
-"""`Annotated` dependency aliases for the routers."""
+"""`Annotated` dependency aliases for the routers; with auth on they hand out views scoped to the caller."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+import dataclasses
+from collections import deque
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from fastapi import Depends, Request
 
+from cracktrader.auth.errors import ForbiddenError, NotAuthenticatedError
+from cracktrader.auth.principal import Principal
+from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.manager import RunManager
+from cracktrader.runs.state import RunState
 from cracktrader.web.config import WebSettings
 
 if TYPE_CHECKING:
     from cracktrader.db.run_store import RunStore
+    from cracktrader.web.auth.deps import AuthState
 
 
-def get_manager(request: Request) -> RunManager:
-    return request.app.state.manager
+def _principal(request: Request) -> Principal | None:
+    """The caller the API router's auth dependency resolved; None when auth is off."""
+    auth: AuthState = request.app.state.auth
+    if not auth.enabled:
+        return None
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        # Every route using these dependencies sits behind the auth dependency; fail closed if one does not.
+        raise NotAuthenticatedError("Authentication required")
+    return cast(Principal, principal)
+
+
+async def _owner(auth: AuthState, store: Any, run_id: str) -> int | None:
+    if run_id not in auth.run_owners and store is not None:
+        summary = await store.get(run_id)
+        auth.remember_owner(run_id, summary.user_id if summary is not None else None)
+    return auth.run_owners.get(run_id)
+
+
+class ScopedManager:
+    """The run manager as one non-admin user sees it: their own current run in full, anyone else's as lifecycle."""
+
+    def __init__(self, manager: RunManager, principal: Principal, auth: AuthState, owned: set[str]) -> None:
+        self._manager = manager
+        self._principal = principal
+        self._auth = auth
+        self._owned = owned
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._manager, name)
+
+    def _owns(self, run_id: str | None) -> bool:
+        return run_id is not None and run_id in self._owned
+
+    @property
+    def state(self) -> RunState:
+        """The real state for the owner; for others only lifecycle and progress (no money, orders or trades)."""
+        st = self._manager.state
+        if st.run_id is None or self._owns(st.run_id):
+            return st
+        return dataclasses.replace(
+            st,
+            run_id=None,
+            config=None,
+            initial_cash=None,
+            cash=None,
+            value=None,
+            trade_count=0,
+            error=None,
+            recent_orders=deque(maxlen=1),
+            recent_trades=deque(maxlen=1),
+            equity_samples=[],
+        )
+
+    def status(self) -> dict[str, Any]:
+        """`/status` of the (possibly redacted) state."""
+        return self.state.snapshot()
+
+    @property
+    def last_document(self) -> dict[str, Any] | None:
+        """The last results document, only if it is the caller's."""
+        doc = self._manager.last_document
+        return doc if doc is not None and self._owns(doc.get("run_id")) else None
+
+    @last_document.setter
+    def last_document(self, value: dict[str, Any] | None) -> None:
+        self._manager.last_document = value
+
+    async def latest_document(self) -> dict[str, Any] | None:
+        """Results of the caller's current or most recent backtest."""
+        st = self._manager.state
+        if st.run_id is not None and st.active:
+            return await self._manager.latest_document() if self._owns(st.run_id) else None
+        if self.last_document is not None:
+            return self.last_document
+        store = self._manager.store
+        if store is None:
+            return None
+        runs, _ = await store.list(limit=1, mode="backtest", user_id=self._principal.user_id)
+        return await store.get_results(runs[0].id, user_id=self._principal.user_id) if runs else None
+
+    async def start_backtest(self, config: BacktestConfig, *, user_id: int | None = None) -> dict[str, Any]:
+        """Start a backtest owned by the caller."""
+        result = await self._manager.start_backtest(config, user_id=self._principal.user_id)
+        self._auth.remember_owner(result["run_id"], self._principal.user_id)
+        return result
+
+    async def start_live(self, config: LiveConfig, *, user_id: int | None = None) -> dict[str, Any]:
+        """Paper needs `trade` (checked by the router); real money also needs `live`."""
+        if config.mode == "live" and "live" not in self._principal.scopes:
+            raise ForbiddenError("Live trading needs the 'live' scope", details={"required_scope": "live"})
+        return await self._manager.start_live(config, user_id=self._principal.user_id)
+
+    async def stop(self) -> dict[str, Any]:
+        """Only the owner (or an admin) may stop a run."""
+        st = self._manager.state
+        if st.active and not self._owns(st.run_id) and not self._principal.is_admin:
+            raise ForbiddenError("The active run belongs to another user")
+        return await self._manager.stop()
+
+
+class ScopedRunStore:
+    """The run store limited to one user's runs."""
+
+    def __init__(self, store: Any, user_id: int | None) -> None:
+        self._store = store
+        self._user_id = user_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def get(self, run_id: str, *, user_id: int | None = None) -> Any:
+        """The run if it is the user's."""
+        return await self._store.get(run_id, user_id=self._user_id)
+
+    async def get_results(self, run_id: str, *, user_id: int | None = None) -> Any:
+        """The run's results if it is the user's."""
+        return await self._store.get_results(run_id, user_id=self._user_id)
+
+    async def list(self, **filters: Any) -> Any:
+        """The user's runs."""
+        return await self._store.list(**{**filters, "user_id": self._user_id})
+
+    async def delete(self, run_id: str, *, user_id: int | None = None) -> bool:
+        """Delete the run if it is the user's."""
+        return bool(await self._store.delete(run_id, user_id=self._user_id))
+
+
+async def get_manager(request: Request) -> RunManager:
+    manager: RunManager = request.app.state.manager
+    principal = _principal(request)
+    if principal is None:
+        return manager
+    auth: AuthState = request.app.state.auth
+    owned: set[str] = set()
+    doc = manager.last_document
+    for run_id in {manager.state.run_id, doc.get("run_id") if doc is not None else None}:
+        if run_id is None:
+            continue
+        if principal.is_admin or await _owner(auth, manager.store, run_id) == principal.user_id:
+            owned.add(run_id)
+    # Duck-typed stand-in: the routers only use RunManager's public surface, which ScopedManager forwards.
+    return cast(RunManager, ScopedManager(manager, principal, auth, owned))
 
 
 def get_web_settings(request: Request) -> WebSettings:
@@ -22,7 +170,11 @@ def get_web_settings(request: Request) -> WebSettings:
 
 
 def get_run_store(request: Request) -> Any:
-    return request.app.state.run_store
+    store = request.app.state.run_store
+    principal = _principal(request)
+    if principal is None or principal.owner_filter is None or store is None:
+        return store
+    return ScopedRunStore(store, principal.owner_filter)
 
 
 ManagerDep = Annotated[RunManager, Depends(get_manager)]

@@ -16,8 +16,20 @@ class ServerConfigError(Exception):
     """The requested server configuration is refused."""
 
 
-def check_server_config(*, host: str, workers: int, insecure: bool, auth_enabled: bool = False) -> list[str]:
+def check_server_config(
+    *, host: str, workers: int, insecure: bool, auth_enabled: bool = False, jwt_secret: str | None = None
+) -> list[str]:
     """Refuse unsafe or inconsistent set-ups; returns warnings for allowed-but-risky ones."""
+    if auth_enabled:
+        from cracktrader.auth.tokens import MIN_SECRET_LENGTH
+
+        if not jwt_secret:
+            raise ServerConfigError(
+                "CRACKTRADER_AUTH_MODE=on needs JWT_SECRET_KEY: set it to a random string of at least "
+                f"{MIN_SECRET_LENGTH} characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)."
+            )
+        if len(jwt_secret) < MIN_SECRET_LENGTH:
+            raise ServerConfigError(f"JWT_SECRET_KEY is too short: use at least {MIN_SECRET_LENGTH} random characters.")
     if workers > 1:
         raise ServerConfigError(
             f"--workers {workers} is refused: run state and WebSocket events live in one process, so several "
@@ -27,7 +39,8 @@ def check_server_config(*, host: str, workers: int, insecure: bool, auth_enabled
         if not insecure:
             raise ServerConfigError(
                 f"Refusing to bind {host}: it is reachable from other machines and authentication is off. "
-                "Bind 127.0.0.1, turn authentication on, or pass --insecure if a trusted proxy guards it."
+                "Bind 127.0.0.1, turn authentication on (CRACKTRADER_AUTH_MODE=on and JWT_SECRET_KEY), or pass "
+                "--insecure if a trusted proxy guards it."
             )
         return [f"INSECURE: serving on {host} without authentication; anyone who can reach it can trade"]
     return []
@@ -50,7 +63,11 @@ def run_server(
     log_level = (log_level or base.log_level).lower()
     workers = workers or base.workers
     insecure = base.insecure if insecure is None else insecure
-    for warning in check_server_config(host=host, workers=workers, insecure=insecure):
+    secret = base.jwt_secret_key.get_secret_value() if base.jwt_secret_key else None
+    checks = check_server_config(
+        host=host, workers=workers, insecure=insecure, auth_enabled=base.auth_enabled, jwt_secret=secret
+    )
+    for warning in checks:
         log.warning(warning)
         print(f"WARNING: {warning}", file=sys.stderr)
     # The factory reads its settings from the environment: pass the command line's choices on.

@@ -1,0 +1,1 @@
+"""Web authentication: login, refresh, logout, me, API keys, and the dependencies that enforce auth."""
