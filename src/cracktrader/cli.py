@@ -23,6 +23,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Manage the local candle store.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+users_app = typer.Typer(help="Manage API users (needs the web extra).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+apikeys_app = typer.Typer(help="Manage API keys for programs (needs the web extra).", no_args_is_help=True)
+app.add_typer(apikeys_app, name="apikeys")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -353,6 +357,138 @@ def data_clear(
     with user_errors():
         n = service.open_store().clear(exchange=exchange, symbol=symbol, timeframe=timeframe)
     typer.echo(f"removed {n} datasets")
+
+
+def _read_password(*, confirm: bool = True) -> str:
+    """The password from a hidden prompt, or the first line of stdin when it is not a terminal (never argv)."""
+    if not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+    if not password:
+        fail("empty password")
+    return password
+
+
+def _auth_call(work: Callable[[Any], Any]) -> Any:
+    """Migrate the configured database, then run `work(store)` with an AuthStore on it."""
+    import asyncio
+
+    try:
+        from cracktrader.auth.store import AuthStore
+        from cracktrader.db.engine import make_engine
+        from cracktrader.db.migrate import upgrade
+    except ImportError as exc:
+        fail(f"user management needs the web extra: pip install 'cracktrader[web]' ({exc.name} is missing)", 1)
+    from cracktrader.settings import get_settings
+
+    url = get_settings().database_url
+    upgrade(url)
+
+    async def main() -> Any:
+        engine = make_engine(url)
+        try:
+            return await work(AuthStore(engine))
+        finally:
+            await engine.dispose()
+
+    with user_errors():
+        return asyncio.run(main())
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Argument(help="User name (case-insensitive)")],
+    role: Annotated[str, typer.Option(help="admin, trader or viewer")] = "trader",
+) -> None:
+    """Create a user; the password comes from a prompt or stdin."""
+    from cracktrader.auth import service
+
+    password = _read_password()
+    user = _auth_call(lambda store: service.create_user(store=store, username=username, password=password, role=role))
+    typer.echo(f"created user {user.username} (id {user.id}, role {user.role})")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users with their role and status."""
+    users = _auth_call(lambda store: store.list_users())
+    if not users:
+        typer.echo("no users")
+    for user in users:
+        state = "active" if user.is_active else "disabled"
+        typer.echo(f"{user.id}\t{user.username}\t{user.role}\t{state}")
+
+
+@users_app.command("disable")
+def users_disable(
+    username: Annotated[str, typer.Argument()],
+    enable: Annotated[bool, typer.Option("--enable", help="Re-enable instead")] = False,
+) -> None:
+    """Disable a user (ends their logins; their API keys stop working) or re-enable one."""
+    from cracktrader.auth import service
+
+    user = _auth_call(lambda store: service.set_user_active(store=store, username=username, active=enable))
+    typer.echo(f"{'enabled' if enable else 'disabled'} user {user.username}")
+
+
+@users_app.command("reset-password")
+def users_reset_password(username: Annotated[str, typer.Argument()]) -> None:
+    """Set a new password (prompt or stdin) and end the user's logins."""
+    from cracktrader.auth import service
+
+    password = _read_password()
+    user = _auth_call(lambda store: service.reset_password(store=store, username=username, password=password))
+    typer.echo(f"password reset for {user.username}")
+
+
+@apikeys_app.command("create")
+def apikeys_create(
+    user: Annotated[str, typer.Option("--user", "-u", help="Owner's user name")],
+    name: Annotated[str, typer.Option("--name", "-n", help="A label for the key")],
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", help="read, trade or live; repeat (default read)")
+    ] = None,
+) -> None:
+    """Create an API key; it is printed once and cannot be shown again."""
+    from cracktrader.auth import service
+
+    key, row = _auth_call(
+        lambda store: service.create_api_key_for(store=store, username=user, name=name, scopes=scope or ["read"])
+    )
+    scopes = " ".join(sorted(row.scopes))
+    typer.echo(f"created API key {row.id} ({row.prefix}, scopes: {scopes}); store it now:", err=True)
+    typer.echo(key)
+
+
+@apikeys_app.command("list")
+def apikeys_list(user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's")] = None) -> None:
+    """List API keys (prefixes and scopes; secrets are never stored)."""
+
+    async def work(store: Any) -> Any:
+        user_id = None
+        if user is not None:
+            row = await store.get_user_by_username(user)
+            if row is None:
+                fail(f"no user named {user!r}")
+            user_id = row.id
+        return await store.list_api_keys(user_id=user_id)
+
+    rows = _auth_call(work)
+    if not rows:
+        typer.echo("no API keys")
+    for row in rows:
+        state = "revoked" if row.revoked_at else "active"
+        typer.echo(f"{row.id}\t{row.prefix}\t{row.owner_username}\t{row.name}\t{' '.join(sorted(row.scopes))}\t{state}")
+
+
+@apikeys_app.command("revoke")
+def apikeys_revoke(key_id: Annotated[int, typer.Argument(help="Key id (see `cracktrader apikeys list`)")]) -> None:
+    """Revoke an API key (a running server notices within its cache TTL, 10 s by default)."""
+    from cracktrader.auth import service
+
+    row = _auth_call(lambda store: service.revoke_api_key(store=store, key_id=key_id))
+    typer.echo(f"revoked API key {row.id} ({row.prefix})")
 
 
 @app.command()
