@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -9,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import psycopg
+import asyncpg
 import pytest
 
 from cracktrader.db.engine import make_engine
@@ -18,7 +19,7 @@ from cracktrader.settings import Settings, get_settings
 from web_support import SLOW_RUN, YEAR_1H, app_client, wait_for_status
 
 pytestmark = pytest.mark.anyio
-PG_ADMIN = "host=127.0.0.1 port=5432 user=root dbname=test"
+PG_ADMIN = "postgresql://root@127.0.0.1:5432/test"
 
 
 @pytest.fixture
@@ -34,17 +35,24 @@ def db_settings(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         return
     name = f"ct_test_{uuid.uuid4().hex[:12]}"
     try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True)
-    except psycopg.OperationalError as exc:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required (CI starts it): {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
     monkeypatch.setenv("DATABASE_URL", f"postgresql://root@127.0.0.1:5432/{name}")
     get_settings.cache_clear()
     try:
         yield get_settings()
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(sql: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE need that) on the `test` database."""
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 async def _run(c: object, body: dict) -> str:
