@@ -92,6 +92,9 @@ async def test_stop_takes_effect_within_one_second_and_keeps_partial_results() -
         assert elapsed < 1.0
         status = (await c.get("/api/v1/status")).json()
         assert status["status"] == "stopped" and 0 < status["bars_processed"] < status["bars_total"]
+        while status["phase"] == "saving":  # the partial results are built and stored after the stop
+            await asyncio.sleep(0.05)
+            status = (await c.get("/api/v1/status")).json()
         results = (await c.get("/api/v1/results")).json()
         assert results["status"] == "stopped" and results["page"]["equity_points_total"] == status["bars_processed"]
 

@@ -51,36 +51,14 @@ BODY_CHECKS = [response_schema_conformance, content_type_conformance, response_h
 MAX_EXAMPLES = 40
 RUN_ID_OPERATIONS = {path for _, path in OPERATIONS if "{run_id}" in path}
 
-# Bugs found (see the reasons): each strict xfail turns into a failure once the bug is fixed, to be removed then.
-LIVE_500 = (
-    "BUG: POST /api/v1/run/live answers 500 INTERNAL_ERROR for symbols that LiveConfig accepts but BacktestConfig "
-    "rejects (blank, or repeated after upper-casing, e.g. ['BTC/USDT', 'btc/usdt']): RunManager.start_live "
-    "(src/cracktrader/runs/manager.py:148) builds a BacktestConfig and its pydantic ValidationError escapes"
-)
-AUTH_501 = (
-    "BUG: POST /api/v1/auth/login and /auth/refresh answer 501 AUTH_DISABLED whenever JWT_SECRET_KEY is unset (the "
-    "default; _state in src/cracktrader/web/auth/router.py), but their OpenAPI responses list only 200/401/422 "
-    "(/login also 429); add 501 to `responses=` on both routes"
-)
-UNDOCUMENTED_ERRORS = (
-    "BUG: the OpenAPI document lists only 200/422 (plus 501 on /run/live and 503 on /health), but the routes answer "
-    "400, 404 and 409 with the error envelope by design; declare them with `responses=` and an envelope model"
-)
-DETAIL_STRING_422 = (
-    "BUG: 422 INVALID_STRATEGY_PARAMS carries the message string in `detail`, but OpenAPI documents every 422 as "
-    "HTTPValidationError (`detail`: array of ValidationError); document the envelope for 422 or keep `detail` a list"
-)
+# Bugs found go here as strict xfails (reason = the bug); each turns into a failure once fixed, to be removed then.
 
 
 def _xfail(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=reason, raises=AssertionError)
 
 
-FUZZ_BUGS = {
-    ("POST", "/api/v1/run/live"): LIVE_500,
-    ("POST", "/api/v1/auth/login"): AUTH_501,
-    ("POST", "/api/v1/auth/refresh"): AUTH_501,
-}
+FUZZ_BUGS: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture
@@ -312,19 +290,19 @@ async def _delete_unknown_run(c: httpx.AsyncClient) -> tuple[str, str, httpx.Res
 @pytest.mark.parametrize(
     "scenario",
     [
-        pytest.param(_unknown_strategy_backtest, marks=_xfail(UNDOCUMENTED_ERRORS)),
-        pytest.param(_backtest_while_busy, marks=_xfail(UNDOCUMENTED_ERRORS)),
-        pytest.param(_invalid_strategy_params, marks=_xfail(DETAIL_STRING_422)),
+        _unknown_strategy_backtest,
+        _backtest_while_busy,
+        _invalid_strategy_params,
         _invalid_body,
         _paper_run,
-        pytest.param(_unknown_strategy_live, marks=_xfail(UNDOCUMENTED_ERRORS)),
-        pytest.param(_repeated_symbols_live, marks=_xfail(LIVE_500)),
-        pytest.param(_stop_when_idle, marks=_xfail(UNDOCUMENTED_ERRORS)),
-        pytest.param(_reset_while_active, marks=_xfail(UNDOCUMENTED_ERRORS)),
-        pytest.param(_results_before_any_run, marks=_xfail(UNDOCUMENTED_ERRORS)),
+        _unknown_strategy_live,
+        _repeated_symbols_live,
+        _stop_when_idle,
+        _reset_while_active,
+        _results_before_any_run,
         _results_bad_query,
-        pytest.param(_unknown_run, marks=_xfail(UNDOCUMENTED_ERRORS)),
-        pytest.param(_delete_unknown_run, marks=_xfail(UNDOCUMENTED_ERRORS)),
+        _unknown_run,
+        _delete_unknown_run,
     ],
     ids=lambda f: f.__name__.strip("_"),
 )

@@ -192,17 +192,6 @@ async def test_status_stream_throttles_progress_to_one_update_per_250ms_with_gro
     assert len(progress) <= (arrivals[-1] - t0) / 0.25 + 1, arrival_gaps
 
 
-STOP_LAGS = (
-    "BUG: a stop deep into a run does not take effect within the documented second: the worker notices the stop "
-    "within one 4096-bar chunk, but RunManager._run_backtest (src/cracktrader/runs/manager.py) keeps status "
-    "'running' until _execute has built the results document for every processed bar (build_document -> "
-    "equity_curve and orders_and_trades, ~1 s per 700k bars) and publishes 'stopped' only after store.save_results; "
-    "POST /run/stop gives up waiting after 1 s and answers 'running'. Seen: 1.5 s at 300k bars, 3.5-4.5 s at 800k+. "
-    "Fix: flip to 'stopped' (phase 'saving') and publish it as soon as run_prepared returns on a stop"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=STOP_LAGS, raises=AssertionError)
 async def test_stop_deep_into_a_run_answers_stopped_within_one_second_and_the_stream_ends_stopped() -> None:
     with live_server(ws_queue_size=ROOMY_QUEUE) as srv:
         async with (
@@ -458,16 +447,6 @@ async def test_slow_websocket_client_is_dropped_while_a_fast_one_keeps_receiving
             slow.close()
 
 
-STUCK_CLIENT = (
-    "BUG: a client dropped for being slow is never disconnected while it keeps not reading: since 48fa1ab removed "
-    "the 5 s send timeout, its pump (_pump in src/cracktrader/web/ws/router.py) stays blocked in ws.send_text "
-    "waiting for a writable transport, never reaches the dropped marker, and the socket, two tasks and its buffers "
-    "stay (the websocket_clients gauge stays up). Fix: `async with asyncio.timeout(...)` around the send (no task "
-    "per send), or abort the transport when the bus drops the subscription"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=STUCK_CLIENT, raises=AssertionError)
 async def test_a_dropped_client_that_never_reads_is_disconnected_within_seconds() -> None:
     gauge = 'cracktrader_websocket_clients{stream="status"}'
     with live_server(ws_queue_size=8) as srv:

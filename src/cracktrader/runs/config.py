@@ -12,6 +12,16 @@ SECRET_KEYS = frozenset(
 REDACTED = "***"
 
 
+def clean_symbols(value: list[str]) -> list[str]:
+    """Upper-cased symbols; blank or repeated ones are a validation error (both request models share this)."""
+    cleaned = [s.strip().upper() for s in value]
+    if any(not s for s in cleaned):
+        raise ValueError("symbols must not be empty strings")
+    if len(set(cleaned)) != len(cleaned):
+        raise ValueError("symbols must not repeat")
+    return cleaned
+
+
 class BacktestConfig(BaseModel):
     """A backtest request (seed 003's `POST /run/backtest` body plus cost settings)."""
 
@@ -32,15 +42,7 @@ class BacktestConfig(BaseModel):
     latency_bars: int = Field(1, ge=1, le=1000, description="Bars between a decision and its fill")
     allow_short: bool = Field(False, description="Allow short positions (spot is long-only by default)")
 
-    @field_validator("symbols")
-    @classmethod
-    def _unique_symbols(cls, value: list[str]) -> list[str]:
-        cleaned = [s.strip().upper() for s in value]
-        if any(not s for s in cleaned):
-            raise ValueError("symbols must not be empty strings")
-        if len(set(cleaned)) != len(cleaned):
-            raise ValueError("symbols must not repeat")
-        return cleaned
+    _symbols = field_validator("symbols")(lambda cls, value: clean_symbols(value))
 
 
 class LiveConfig(BaseModel):
@@ -55,6 +57,8 @@ class LiveConfig(BaseModel):
     exchange: str = Field("binance", min_length=1, max_length=64)
     exchange_config: dict[str, Any] = Field(default_factory=dict)
     mode: Literal["paper", "live"] = "paper"
+
+    _symbols = field_validator("symbols")(lambda cls, value: clean_symbols(value))
 
 
 def redact(value: Any) -> Any:

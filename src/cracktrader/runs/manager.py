@@ -183,8 +183,12 @@ class RunManager:
             )
         run_id = self.state.run_id
         self._stop.set()
-        if self._task is not None:
-            await asyncio.wait({self._task}, timeout=1.0)
+        # The worker checks the flag between chunks (a few ms); wait up to a second for the state to leave "running".
+        deadline = time.monotonic() + 1.0
+        while self.state.active and self.state.run_id == run_id and time.monotonic() < deadline:
+            if self._task is not None and self._task.done():
+                break
+            await asyncio.sleep(0.01)
         status = self.state.status if self.state.run_id == run_id else "stopped"
         message = "Run stopped" if status == "stopped" else f"Stop requested; run is {status}"
         return {"run_id": run_id, "status": status, "message": message}
@@ -213,7 +217,8 @@ class RunManager:
     # Results -------------------------------------------------------------------------------------------
     async def latest_document(self) -> dict[str, Any] | None:
         """Results of the current or most recent run (from memory, else from the database)."""
-        if self.state.run_id is not None and self.state.active:
+        saving = self.state.phase == "saving" and (self.last_document or {}).get("run_id") != self.state.run_id
+        if self.state.run_id is not None and (self.state.active or saving):
             return empty_document(
                 run_id=self.state.run_id,
                 config=self.state.config,
@@ -283,6 +288,11 @@ class RunManager:
             )
         for callback in self._on_finish:
             callback(outcome, "backtest")
+        curve = document.get("equity_curve") or []
+        if curve:
+            # Progress events are throttled, so a short run may not have sent any equity point: send the last one.
+            final = {"run_id": run_id, "bar": len(curve), **curve[-1]}
+            self.bus.publish(events.Event(events.EQUITY_UPDATE, final))
         self._publish_status(force=True)
 
     def on_finish(self, callback: Any) -> None:
@@ -313,6 +323,11 @@ class RunManager:
             should_stop=self._stop.is_set,
             on_orders=self._orders_callback(st, prepared),
         )
+        if not result.completed and self._stop.is_set():
+            # Announce the stop now: building and saving a long run's document can take seconds.
+            st.status, st.end_time, st.ended_at = "stopped", now_iso(), time.monotonic()
+            st.phase = "saving"
+            self._publish_status(force=True)
         st.phase = "saving"
         return build_document(
             result, run_id=run_id, config=st.config, start_time=st.start_time or now_iso(), end_time=now_iso()

@@ -31,7 +31,7 @@ from cracktrader.web.auth.deps import (
 from cracktrader.web.auth.router import account_router, public_router
 from cracktrader.web.catalog.router import router as catalog_router
 from cracktrader.web.config import WebSettings, get_web_settings
-from cracktrader.web.errors import install_error_handlers
+from cracktrader.web.errors import ERROR_RESPONSES, install_error_handlers
 from cracktrader.web.health.router import metrics_router
 from cracktrader.web.health.router import router as health_router
 from cracktrader.web.meta.router import router as meta_router
@@ -149,16 +149,16 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
     # Auth is applied here, once per router group, not route by route. Public: health (details only for
     # authenticated callers), login and refresh. Account: any valid principal. Everything else: the principal
     # plus the scope rule (reads need `read`, changes need `trade`). WebSockets check in `authorize_websocket`.
-    public = APIRouter(prefix=API_PREFIX)
+    public = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     public.include_router(health_router, dependencies=[Depends(optional_principal)])
     public.include_router(public_router)
     # Its routes take `CurrentUser`: a viewer may log out and hold read-only keys without the `trade` scope.
-    account = APIRouter(prefix=API_PREFIX)
+    account = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     account.include_router(account_router)
-    protected = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authorize_request)])
+    protected = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES, dependencies=[Depends(authorize_request)])
     for router in (runs_router, catalog_router, meta_router, metrics_router):
         protected.include_router(router)
-    streams = APIRouter(prefix=API_PREFIX)
+    streams = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     streams.include_router(ws_router)
     for group in (public, account, protected, streams):
         app.include_router(group)

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cracktrader.errors import CracktraderError
@@ -28,6 +29,44 @@ _HTTP_CODES = {
     500: "INTERNAL_ERROR",
     501: "NOT_IMPLEMENTED",
     503: "SERVICE_UNAVAILABLE",
+}
+
+
+class ErrorBody(BaseModel):
+    """The `error` object: a stable code, a message for people, machine-readable details."""
+
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error response; `detail` keeps FastAPI's convention (a message, or the validation list of a 422)."""
+
+    error: ErrorBody
+    status_code: int
+    path: str
+    detail: Any
+
+
+def _described(description: str) -> dict[str, Any]:
+    return {"model": ErrorEnvelope, "description": description}
+
+
+# Documented on every /api/v1 operation so clients (and schemathesis) know the envelope is the error shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _described("Bad input: INVALID_SYMBOL, INVALID_TIMEFRAME, UNKNOWN_STRATEGY, UNKNOWN_EXCHANGE, ..."),
+    401: _described("Missing or invalid credentials (when authentication is on)"),
+    403: _described("Not allowed: FORBIDDEN, FORBIDDEN_ORIGIN"),
+    404: _described("NOT_FOUND"),
+    409: _described("Conflict: RUN_ALREADY_ACTIVE, NO_ACTIVE_RUN, RUN_NOT_RESETTABLE"),
+    413: _described("PAYLOAD_TOO_LARGE"),
+    415: _described("UNSUPPORTED_MEDIA_TYPE: send application/json"),
+    422: _described("VALIDATION_ERROR (detail: FastAPI's list) or INVALID_STRATEGY_PARAMS (detail: message)"),
+    429: _described("RATE_LIMITED; see Retry-After"),
+    500: _described("INTERNAL_ERROR; details.request_id is in the server log"),
+    501: _described("NOT_IMPLEMENTED / AUTH_DISABLED"),
+    503: _described("SERVICE_UNAVAILABLE or DATA_UNAVAILABLE (exchange unreachable)"),
 }
 
 

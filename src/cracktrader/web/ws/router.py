@@ -17,6 +17,7 @@ from cracktrader.runs.document import now_iso
 log = logging.getLogger(__name__)
 router = APIRouter()
 
+SEND_TIMEOUT_S = 5.0
 MAX_SUBSCRIPTIONS = 10
 MAX_MESSAGE_BYTES = 4096
 CHANNELS = {
@@ -31,13 +32,15 @@ STATUS_STREAM_TYPES = frozenset({events.STATUS_UPDATE, events.TRADE_EXECUTION, e
 async def _send(ws: WebSocket, message: dict[str, Any] | str) -> bool:
     """Send a message (or pre-encoded JSON text); False once the client is gone.
 
-    A client that stops reading is caught by its bounded event queue overflowing, not by a per-send timer:
-    a timer per send cost a task per message per client.
+    A client that stops reading is dropped by the bus when its bounded queue overflows, and a send blocked on
+    its full socket gives up after SEND_TIMEOUT_S.
     """
     try:
-        await ws.send_text(message if isinstance(message, str) else json.dumps(message, allow_nan=False))
+        # asyncio.timeout adds no task per send (wait_for did); a client that never reads cannot park us here.
+        async with asyncio.timeout(SEND_TIMEOUT_S):
+            await ws.send_text(message if isinstance(message, str) else json.dumps(message, allow_nan=False))
         return True
-    except (WebSocketDisconnect, RuntimeError, ConnectionError):
+    except (TimeoutError, WebSocketDisconnect, RuntimeError, ConnectionError):
         return False
 
 
