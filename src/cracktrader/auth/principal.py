@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -9,7 +10,7 @@ from typing import Literal
 from cracktrader.auth.api_keys import SCOPES, TTLCache, is_expired, parse_api_key, secret_matches
 from cracktrader.auth.errors import InvalidTokenError
 from cracktrader.auth.store import ApiKeyRow, AuthStore, UserRow
-from cracktrader.auth.tokens import TokenSettings, decode_access_token
+from cracktrader.auth.tokens import AccessClaims, TokenSettings, decode_access_token
 
 __all__ = ["LOCAL_ADMIN", "ROLE_SCOPES", "Authenticator", "Principal"]
 
@@ -57,6 +58,10 @@ class Authenticator:
         # A change made through this server invalidates its entry at once; one made elsewhere (the CLI) within TTL.
         self.users: TTLCache[int, UserRow | None] = TTLCache(ttl_s=cache_ttl_s)
         self.keys: TTLCache[str, ApiKeyRow | None] = TTLCache(ttl_s=cache_ttl_s)
+        # PyJWT's decode costs ~100-160 us (it validates base64 per character); a client sends the same token for
+        # its whole lifetime, so remember tokens already verified, keyed by their exact text, until they expire.
+        self._verified: dict[str, AccessClaims] = {}
+        self.max_verified = 10_000
 
     async def user(self, user_id: int) -> UserRow | None:
         """A user, from the cache when fresh."""
@@ -68,7 +73,12 @@ class Authenticator:
 
     async def from_bearer(self, token: str) -> Principal:
         """The principal of a valid access token whose user is still active."""
-        claims = decode_access_token(token, settings=self.tokens)
+        claims = self._verified.get(token)
+        if claims is None or claims.expires_at <= time.time():
+            claims = decode_access_token(token, settings=self.tokens)
+            if len(self._verified) >= self.max_verified:
+                self._verified.clear()
+            self._verified[token] = claims
         user = await self.user(claims.user_id)
         if user is None or not user.is_active:
             raise InvalidTokenError("This account is disabled or no longer exists")

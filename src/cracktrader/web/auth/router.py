@@ -81,7 +81,7 @@ async def _login_body(request: Request) -> LoginRequest:
         raise ApiError(422, "VALIDATION_ERROR", "Send username and password as a form or a JSON object") from None
 
 
-@public_router.post("/login", response_model=TokenResponse, openapi_extra=_LOGIN_BODY, responses={401: {}, 429: {}})
+@public_router.post("/login", response_model=TokenResponse, openapi_extra=_LOGIN_BODY)
 async def login(request: Request) -> dict[str, Any]:
     """Exchange a username and password for an access token and a refresh token."""
     auth, store, tokens = _state(request)
@@ -93,7 +93,7 @@ async def login(request: Request) -> dict[str, Any]:
     return await service.issue_tokens(store=store, user=user, settings=tokens)
 
 
-@public_router.post("/refresh", response_model=TokenResponse, responses={401: {}})
+@public_router.post("/refresh", response_model=TokenResponse)
 async def refresh(body: RefreshRequest, request: Request) -> dict[str, Any]:
     """Rotate a refresh token: the old one stops working; reusing it ends the whole login."""
     _, store, tokens = _state(request)
