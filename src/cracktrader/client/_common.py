@@ -1,0 +1,354 @@
+"""What the sync and async clients share: endpoint descriptions, headers, URLs and response decoding.
+
+Each endpoint is described once as a `Call` (method, path, query, body, parser); the two clients only differ in
+how they send it, so the behaviour cannot drift between them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+import httpx
+import pydantic
+from pydantic_core import to_jsonable_python
+
+from cracktrader import __version__
+from cracktrader.client.errors import (
+    ConflictError,
+    ConnectionError,
+    CrackTraderError,
+    InvalidResponseError,
+    NoActiveRunError,
+    RunAlreadyActiveError,
+    RunFailedError,
+    TimeoutError,
+    error_from_response,
+)
+from cracktrader.client.models import (
+    FINISHED_STATUSES,
+    BacktestRequest,
+    Balance,
+    DetailedStatus,
+    ExchangeList,
+    Health,
+    LiveRequest,
+    Meta,
+    Results,
+    RunList,
+    RunResponse,
+    RunSummary,
+    Status,
+    StrategyList,
+)
+
+T = TypeVar("T")
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+BASE_URL_ENV = "CRACKTRADER_BASE_URL"
+API_PREFIX = "/api/v1"
+USER_AGENT = f"cracktrader-python/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One request and how to read its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: dict[str, Any] | None = None
+    json: Any = None
+    # Statuses beyond 2xx whose body is the answer rather than an error (an unhealthy /health is a 503).
+    accept: frozenset[int] = field(default_factory=frozenset)
+    headers: dict[str, str] | None = None
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    """The given URL, else `$CRACKTRADER_BASE_URL`, else the local default server."""
+    return base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Connection settings of a client."""
+
+    base_url: str
+    api_key: str | None
+    token: str | None
+    timeout: float | None
+
+    @classmethod
+    def make(cls, base_url: str, api_key: str | None, token: str | None, timeout: float | None) -> ClientConfig:
+        """Validated settings: an http(s) base URL without a trailing slash."""
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
+        return cls(base_url.rstrip("/"), api_key, token, timeout)
+
+    def headers(self) -> dict[str, str]:
+        """Default headers: JSON, the SDK's user agent and the credentials that were given."""
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if self.api_key:
+            headers["X-API-Key"] = self.api_key
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def ws_url(self, path: str) -> str:
+        """The WebSocket URL of an API path; the token travels as `?token=` since browsers cannot set headers."""
+        parts = urlsplit(self.base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        query = urlencode({"token": self.token}) if self.token else ""
+        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + API_PREFIX + path, query, ""))
+
+    def ws_headers(self) -> dict[str, str]:
+        """Headers of a WebSocket handshake: the API key (the token is in the URL)."""
+        return {"X-API-Key": self.api_key} if self.api_key else {}
+
+
+# Responses -----------------------------------------------------------------------------------------------
+
+
+def handle(call: Call[T], response: httpx.Response) -> T:
+    """The parsed answer of a response, or its typed error."""
+    if response.is_success:
+        return call.parse(response)
+    if response.status_code in call.accept:
+        try:
+            return call.parse(response)
+        except InvalidResponseError:
+            pass  # not the endpoint's body (say, a proxy's 503 page): an ordinary error
+    request = response.request
+    raise error_from_response(
+        response.status_code, response.headers, response.content, method=request.method, url=str(request.url)
+    )
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        ctype = response.headers.get("content-type", "no content type")
+        raise InvalidResponseError(
+            f"Expected JSON from {response.request.method} {response.request.url}, got {ctype}",
+            status_code=response.status_code,
+            body=response.text[:500],
+        ) from exc
+
+
+def model(cls: type[M]) -> Callable[[httpx.Response], M]:
+    """A parser validating the JSON body as `cls`."""
+
+    def parse(response: httpx.Response) -> M:
+        data = _json(response)
+        try:
+            return cls.model_validate(data)
+        except pydantic.ValidationError as exc:
+            raise InvalidResponseError(
+                f"{response.request.method} {response.request.url} answered a body that is not a {cls.__name__}: "
+                f"{exc.error_count()} problem(s), first: {exc.errors()[0]['msg']}",
+                status_code=response.status_code,
+                body=data,
+            ) from exc
+
+    return parse
+
+
+def _nothing(response: httpx.Response) -> None:
+    return None
+
+
+def _content(response: httpx.Response) -> bytes:
+    return response.content
+
+
+def transport_error(exc: httpx.TransportError, method: str, url: str) -> CrackTraderError:
+    """The SDK error of a request that got no response."""
+    if isinstance(exc, httpx.TimeoutException):
+        return TimeoutError(f"{method} {url} timed out ({type(exc).__name__})", details={"url": url})
+    return ConnectionError(
+        f"Cannot reach the Cracktrader server at {url}: {exc or type(exc).__name__}", details={"url": url}
+    )
+
+
+# Endpoints -----------------------------------------------------------------------------------------------
+
+
+def _path(template: str, *ids: str) -> str:
+    return API_PREFIX + template.format(*(quote(str(i), safe="") for i in ids))
+
+
+def _paging(max_points: int | None, limit: int | None, offset: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"max_points": max_points, "limit": limit}
+    if offset:
+        params["offset"] = offset
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def request_body(
+    config: BacktestRequest | LiveRequest | Mapping[str, Any] | None,
+    fields: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A start request's JSON: a model, a mapping or keyword fields (merged, keywords win); None drops out.
+
+    Mappings and keywords are not validated here so that the server, which knows its strategies and exchanges,
+    answers with its own typed errors; a model was validated when it was built.
+    """
+    if isinstance(config, pydantic.BaseModel):
+        base: dict[str, Any] = config.model_dump(mode="json", exclude_none=True)
+    else:
+        base = dict(config or {})
+    body = {k: v for k, v in {**base, **fields}.items() if v is not None}
+    if isinstance(body.get("symbols"), str):
+        body["symbols"] = [body["symbols"]]
+    # Datetimes and other rich values given as keywords become their JSON form (ISO 8601 for datetimes).
+    result: dict[str, Any] = to_jsonable_python(body)
+    return result
+
+
+def health() -> Call[Health]:
+    """`GET /health` (an unhealthy server answers 503 with the same report)."""
+    return Call("GET", _path("/health"), model(Health), accept=frozenset({503}))
+
+
+def status() -> Call[Status]:
+    """`GET /status`."""
+    return Call("GET", _path("/status"), model(Status))
+
+
+def detailed_status() -> Call[DetailedStatus]:
+    """`GET /status/detailed`."""
+    return Call("GET", _path("/status/detailed"), model(DetailedStatus))
+
+
+def results(max_points: int | None, limit: int | None, offset: int) -> Call[Results]:
+    """`GET /results`."""
+    return Call("GET", _path("/results"), model(Results), params=_paging(max_points, limit, offset))
+
+
+def start_backtest(body: dict[str, Any]) -> Call[RunResponse]:
+    """`POST /run/backtest`."""
+    return Call("POST", _path("/run/backtest"), model(RunResponse), json=body)
+
+
+def start_live(body: dict[str, Any]) -> Call[RunResponse]:
+    """`POST /run/live`."""
+    return Call("POST", _path("/run/live"), model(RunResponse), json=body)
+
+
+def stop() -> Call[RunResponse]:
+    """`POST /run/stop`."""
+    return Call("POST", _path("/run/stop"), model(RunResponse))
+
+
+def reset() -> Call[RunResponse]:
+    """`DELETE /run/reset`."""
+    return Call("DELETE", _path("/run/reset"), model(RunResponse))
+
+
+def strategies() -> Call[StrategyList]:
+    """`GET /strategies`."""
+    return Call("GET", _path("/strategies"), model(StrategyList))
+
+
+def exchanges() -> Call[ExchangeList]:
+    """`GET /exchanges`."""
+    return Call("GET", _path("/exchanges"), model(ExchangeList))
+
+
+def meta() -> Call[Meta]:
+    """`GET /meta`."""
+    return Call("GET", _path("/meta"), model(Meta))
+
+
+def list_runs(
+    status: str | None, mode: str | None, strategy: str | None, symbol: str | None, limit: int, offset: int
+) -> Call[RunList]:
+    """`GET /runs` with filters."""
+    params = {"status": status, "mode": mode, "strategy": strategy, "symbol": symbol, "limit": limit, "offset": offset}
+    return Call("GET", _path("/runs"), model(RunList), params={k: v for k, v in params.items() if v is not None})
+
+
+def get_run(run_id: str) -> Call[RunSummary]:
+    """`GET /runs/{id}`."""
+    return Call("GET", _path("/runs/{}", run_id), model(RunSummary))
+
+
+def run_results(run_id: str, max_points: int | None, limit: int | None, offset: int) -> Call[Results]:
+    """`GET /runs/{id}/results`."""
+    return Call("GET", _path("/runs/{}/results", run_id), model(Results), params=_paging(max_points, limit, offset))
+
+
+def delete_run(run_id: str) -> Call[None]:
+    """`DELETE /runs/{id}` (204)."""
+    return Call("DELETE", _path("/runs/{}", run_id), _nothing)
+
+
+def csv_file(run_id: str, name: str) -> Call[bytes]:
+    """`GET /runs/{id}/trades.csv` or `/equity.csv`."""
+    return Call("GET", _path("/runs/{}/" + name, run_id), _content, headers={"Accept": "text/csv"})
+
+
+# Client-side logic shared by both clients ----------------------------------------------------------------
+
+
+def balance_from(status: Status) -> Balance:
+    """The current run's portfolio as a `Balance` (live trading will report exchange balances instead)."""
+    return Balance(
+        run_id=status.run_id,
+        mode=status.mode,
+        status=status.status,
+        cash=status.cash,
+        value=status.value,
+        pnl=status.pnl,
+        simulated=status.mode != "live",
+    )
+
+
+def check_waiting(status: Status, run_id: str | None) -> bool:
+    """True when the awaited run is finished; raises when there is nothing (left) to wait for."""
+    if run_id is not None and status.run_id != run_id:
+        raise ConflictError(
+            f"The runner no longer holds run {run_id} (now: {status.run_id or 'none'}, {status.status}); "
+            "fetch it with get_run()",
+            code="RUN_REPLACED",
+            details={"run_id": run_id, "current_run_id": status.run_id, "status": status.status},
+        )
+    if status.status == "idle":
+        raise NoActiveRunError("No run to wait for: the runner is idle", details={"status": "idle"})
+    return status.status in FINISHED_STATUSES
+
+
+def wait_timeout(status: Status, timeout: float) -> TimeoutError:
+    """The error of a run that did not finish in time."""
+    return TimeoutError(
+        f"Run {status.run_id} still {status.status} after {timeout}s ({status.progress:.0%} of bars)",
+        details={"run_id": status.run_id, "status": status.status, "progress": status.progress},
+    )
+
+
+def resettable(exc: RunAlreadyActiveError) -> bool:
+    """True when a refused start was refused only because a finished run still occupies the runner."""
+    return exc.details.get("status") in FINISHED_STATUSES
+
+
+def started_run_id(response: RunResponse) -> str:
+    """The id of a run the server accepted."""
+    if not response.run_id:
+        raise InvalidResponseError(f"The server accepted the run without an id: {response.message!r}", body=response)
+    return response.run_id
+
+
+def check_run_succeeded(status: Status) -> None:
+    """Raise `RunFailedError` for a failed run."""
+    if status.status == "failed":
+        raise RunFailedError(
+            status.error or "The run failed",
+            code=status.error_code or "RUN_FAILED",
+            details={"run_id": status.run_id, "status": status.status},
+        )

@@ -1,0 +1,251 @@
+"""`AsyncCrackTraderAPI`: the asyncio client of the v1 API (same methods as `CrackTraderAPI`, awaited)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, TypeVar, overload
+
+import httpx
+
+from cracktrader.client import _common as api
+from cracktrader.client._common import Call, ClientConfig
+from cracktrader.client.errors import RunAlreadyActiveError
+from cracktrader.client.models import (
+    BacktestRequest,
+    Balance,
+    DetailedStatus,
+    ExchangeList,
+    Health,
+    LiveRequest,
+    Meta,
+    Results,
+    RunList,
+    RunResponse,
+    RunSummary,
+    Status,
+    StrategyList,
+)
+from cracktrader.client.ws import AsyncChannelStream, AsyncEventStream
+
+__all__ = ["AsyncCrackTraderAPI"]
+
+T = TypeVar("T")
+
+
+class AsyncCrackTraderAPI:
+    """Asyncio client of a Cracktrader server: run control, status, results, history and streams.
+
+    `base_url` defaults to `$CRACKTRADER_BASE_URL`, else `http://127.0.0.1:8000`.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._config = ClientConfig.make(api.resolve_base_url(base_url), api_key, token, timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self._config.base_url, headers=self._config.headers(), timeout=timeout, transport=transport
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The server's root URL."""
+        return self._config.base_url
+
+    def __repr__(self) -> str:
+        return f"AsyncCrackTraderAPI({self.base_url!r})"
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def close(self) -> None:
+        """Close the connection pool (alias of `aclose`)."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncCrackTraderAPI:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _call(self, call: Call[T]) -> T:
+        try:
+            response = await self._http.request(
+                call.method, call.path, params=call.params, json=call.json, headers=call.headers
+            )
+        except httpx.TransportError as exc:
+            raise api.transport_error(exc, call.method, f"{self.base_url}{call.path}") from exc
+        return api.handle(call, response)
+
+    # Health and status -------------------------------------------------------------------------------
+
+    async def get_health(self) -> Health:
+        """Server health with checks and metrics (an unhealthy server's report is returned, not raised)."""
+        return await self._call(api.health())
+
+    async def get_status(self) -> Status:
+        """Lifecycle, progress, cash, value and pnl of the current run."""
+        return await self._call(api.status())
+
+    async def get_detailed_status(self) -> DetailedStatus:
+        """Status plus recent orders and trades, positions, equity curve, metrics and health."""
+        return await self._call(api.detailed_status())
+
+    async def get_balance(self) -> Balance:
+        """Cash, value and pnl of the current run's portfolio, from `/status` (simulated for backtests)."""
+        return api.balance_from(await self.get_status())
+
+    async def get_meta(self) -> Meta:
+        """API and app versions and announced deprecations."""
+        return await self._call(api.meta())
+
+    # Catalog -----------------------------------------------------------------------------------------
+
+    async def get_strategies(self) -> StrategyList:
+        """Strategies with their parameter schemas."""
+        return await self._call(api.strategies())
+
+    async def get_exchanges(self) -> ExchangeList:
+        """Exchanges a run can use, with sandbox support and timeframes."""
+        return await self._call(api.exchanges())
+
+    # Run control -------------------------------------------------------------------------------------
+
+    async def start_backtest(
+        self, config: BacktestRequest | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> RunResponse:
+        """Start a backtest from a `BacktestRequest`, a mapping or keyword fields; the run continues on the server."""
+        return await self._call(api.start_backtest(api.request_body(config, fields)))
+
+    async def start_live(self, config: LiveRequest | Mapping[str, Any] | None = None, /, **fields: Any) -> RunResponse:
+        """Start paper or live trading (the server answers 501 until live trading ships)."""
+        return await self._call(api.start_live(api.request_body(config, fields)))
+
+    async def stop(self) -> RunResponse:
+        """Stop the active run (effective within a second)."""
+        return await self._call(api.stop())
+
+    async def reset(self) -> RunResponse:
+        """Return a finished runner to idle so another run can start."""
+        return await self._call(api.reset())
+
+    async def wait_for_completion(
+        self, run_id: str | None = None, *, timeout: float | None = 300.0, poll_interval: float = 0.25
+    ) -> Status:
+        """Poll `/status` until the run (the current one, or `run_id`) completed, failed or stopped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = await self.get_status()
+            if api.check_waiting(status, run_id):
+                return status
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise api.wait_timeout(status, timeout or 0.0)
+            await asyncio.sleep(poll_interval if left is None else min(poll_interval, left))
+
+    async def backtest(
+        self,
+        config: BacktestRequest | Mapping[str, Any] | None = None,
+        /,
+        *,
+        reset: bool = True,
+        timeout: float | None = 600.0,
+        poll_interval: float = 0.25,
+        max_points: int | None = None,
+        limit: int | None = None,
+        **fields: Any,
+    ) -> Results:
+        """Start a backtest, wait for it and return its results; RunFailedError if it failed.
+
+        With `reset` (the default) a runner still holding a finished run is reset first; an active run is never
+        touched (RunAlreadyActiveError).
+        """
+        body = api.request_body(config, fields)
+        try:
+            started = await self._call(api.start_backtest(body))
+        except RunAlreadyActiveError as exc:
+            if not (reset and api.resettable(exc)):
+                raise
+            await self.reset()
+            started = await self._call(api.start_backtest(body))
+        run_id = api.started_run_id(started)
+        status = await self.wait_for_completion(run_id, timeout=timeout, poll_interval=poll_interval)
+        api.check_run_succeeded(status)
+        return await self.get_run_results(run_id, max_points=max_points, limit=limit)
+
+    # Results and history -----------------------------------------------------------------------------
+
+    async def get_results(self, *, max_points: int | None = None, limit: int | None = None, offset: int = 0) -> Results:
+        """Results of the current or last run: equity thinned to `max_points`, trades and orders paged."""
+        return await self._call(api.results(max_points, limit, offset))
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        mode: str | None = None,
+        strategy: str | None = None,
+        symbol: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> RunList:
+        """Run history, newest first, filtered by status, mode, strategy and symbol."""
+        return await self._call(api.list_runs(status, mode, strategy, symbol, limit, offset))
+
+    async def get_run(self, run_id: str) -> RunSummary:
+        """One run's record."""
+        return await self._call(api.get_run(run_id))
+
+    async def get_run_results(
+        self, run_id: str, *, max_points: int | None = None, limit: int | None = None, offset: int = 0
+    ) -> Results:
+        """A run's results, sliced like `get_results`."""
+        return await self._call(api.run_results(run_id, max_points, limit, offset))
+
+    async def delete_run(self, run_id: str) -> None:
+        """Delete a finished run and its results."""
+        await self._call(api.delete_run(run_id))
+
+    @overload
+    async def trades_csv(self, run_id: str, *, as_text: Literal[False] = False) -> bytes: ...
+    @overload
+    async def trades_csv(self, run_id: str, *, as_text: Literal[True]) -> str: ...
+    async def trades_csv(self, run_id: str, *, as_text: bool = False) -> bytes | str:
+        """Every fill of a run as CSV (bytes, or text with `as_text=True`)."""
+        data = await self._call(api.csv_file(run_id, "trades.csv"))
+        return data.decode("utf-8") if as_text else data
+
+    @overload
+    async def equity_csv(self, run_id: str, *, as_text: Literal[False] = False) -> bytes: ...
+    @overload
+    async def equity_csv(self, run_id: str, *, as_text: Literal[True]) -> str: ...
+    async def equity_csv(self, run_id: str, *, as_text: bool = False) -> bytes | str:
+        """The full equity curve of a run as CSV (bytes, or text with `as_text=True`)."""
+        data = await self._call(api.csv_file(run_id, "equity.csv"))
+        return data.decode("utf-8") if as_text else data
+
+    # Streams -----------------------------------------------------------------------------------------
+
+    def stream_status(self, *, heartbeats: bool = False) -> AsyncEventStream:
+        """`async for` over `/ws/status` events (`snapshot` first); use `async with` to close the socket."""
+        return AsyncEventStream(self._config, heartbeats=heartbeats, open_timeout=self._config.timeout)
+
+    def subscribe(
+        self,
+        channels: Iterable[str] = ("status",),
+        symbol: str | None = None,
+        *,
+        heartbeats: bool = False,
+    ) -> AsyncChannelStream:
+        """`async for` over `(channel, data)` messages of `/ws` channels (status, orders, trades, equity)."""
+        return AsyncChannelStream(
+            self._config, channels, symbol, heartbeats=heartbeats, open_timeout=self._config.timeout
+        )

@@ -1,0 +1,375 @@
+"""Typed responses and requests of the v1 API, defined here so the SDK never imports the server.
+
+Every model allows extra fields: a newer server may add some, and an older client keeps working (they are
+reachable through `model_extra` / attribute access).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FINISHED_STATUSES",
+    "BacktestRequest",
+    "Balance",
+    "ChannelMessage",
+    "DetailedStatus",
+    "EquityPoint",
+    "Event",
+    "ExchangeInfo",
+    "ExchangeList",
+    "Health",
+    "LiveRequest",
+    "Meta",
+    "Order",
+    "PageInfo",
+    "Position",
+    "Results",
+    "ResultsPage",
+    "RunList",
+    "RunResponse",
+    "RunSummary",
+    "Status",
+    "StrategyInfo",
+    "StrategyList",
+    "Trade",
+]
+
+ACTIVE_STATUSES = frozenset({"starting", "running"})
+FINISHED_STATUSES = frozenset({"completed", "failed", "stopped"})
+
+
+class _Model(BaseModel):
+    """Lenient base: unknown fields are kept, not rejected."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+# Requests ------------------------------------------------------------------------------------------------
+
+
+class BacktestRequest(_Model):
+    """Body of `POST /run/backtest`; fields left None are omitted so the server's defaults apply."""
+
+    strategy_name: str
+    symbols: list[str]
+    strategy_params: dict[str, Any] | None = None
+    timeframe: str | None = None
+    start_date: str | datetime | None = None
+    end_date: str | datetime | None = None
+    initial_cash: float | None = None
+    exchange: str | None = None
+    commission: float | None = None
+    slippage_bps: float | None = None
+    latency_bars: int | None = None
+    allow_short: bool | None = None
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _one_symbol(cls, value: Any) -> Any:
+        # `symbols="BTC/USDT"` is the common single-symbol case.
+        return [value] if isinstance(value, str) else value
+
+
+class LiveRequest(_Model):
+    """Body of `POST /run/live`."""
+
+    strategy_name: str
+    symbols: list[str]
+    strategy_params: dict[str, Any] | None = None
+    timeframe: str | None = None
+    exchange: str | None = None
+    exchange_config: dict[str, Any] | None = None
+    mode: Literal["paper", "live"] = "paper"
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _one_symbol(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+# Run control and status ----------------------------------------------------------------------------------
+
+
+class RunResponse(_Model):
+    """What start, stop and reset answer."""
+
+    run_id: str | None = None
+    status: str
+    message: str = ""
+
+
+class Status(_Model):
+    """`GET /status`: lifecycle, progress, cash, value and pnl of the current run."""
+
+    run_id: str | None = None
+    status: str
+    mode: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    runtime_seconds: float | None = None
+    cash: float | None = None
+    value: float | None = None
+    pnl: float | None = None
+    trade_count: int = 0
+    error: str | None = None
+    error_code: str | None = None
+    phase: str | None = None
+    progress: float = 0.0
+    bars_processed: int = 0
+    bars_total: int = 0
+
+    @property
+    def is_active(self) -> bool:
+        """True while the run is starting or running."""
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def is_finished(self) -> bool:
+        """True once the run completed, failed or was stopped."""
+        return self.status in FINISHED_STATUSES
+
+
+class Trade(_Model):
+    """One fill."""
+
+    id: int
+    order_id: int
+    timestamp: datetime
+    symbol: str
+    side: str
+    size: float
+    price: float
+    value: float
+    commission: float
+    pnl: float | None = None
+    return_pct: float | None = None
+    reason: str = ""
+
+
+class Order(_Model):
+    """One order and what became of it."""
+
+    id: int
+    created_at: datetime
+    timestamp: datetime | None = None
+    symbol: str
+    side: str
+    type: str
+    status: str
+    size: float | None = None
+    price: float | None = None
+    trigger_price: float | None = None
+    commission: float = 0.0
+    reason: str = ""
+
+
+class Position(_Model):
+    """A position open at the end of the run."""
+
+    symbol: str
+    size: float
+    entry_price: float
+    market_price: float
+    value: float
+    unrealized_pnl: float
+
+
+class EquityPoint(_Model):
+    """Portfolio state at a bar's close."""
+
+    timestamp: datetime
+    value: float
+    cash: float
+    pnl: float
+
+
+class DetailedStatus(Status):
+    """`GET /status/detailed`: status plus recent activity, positions, equity, metrics and health."""
+
+    recent_orders: list[Order] = Field(default_factory=list)
+    recent_trades: list[Trade] = Field(default_factory=list)
+    positions: list[Position] = Field(default_factory=list)
+    equity_curve: list[EquityPoint] = Field(default_factory=list)
+    performance_metrics: dict[str, Any] = Field(default_factory=dict)
+    health: dict[str, Any] = Field(default_factory=dict)
+
+
+class Balance(_Model):
+    """Cash and value of the current run's portfolio (simulated unless `mode == "live"`); None when idle."""
+
+    run_id: str | None = None
+    mode: str | None = None
+    status: str
+    cash: float | None = None
+    value: float | None = None
+    pnl: float | None = None
+    simulated: bool = True
+
+
+# Results -------------------------------------------------------------------------------------------------
+
+
+class PageInfo(_Model):
+    """Which slice of a long list a response carries."""
+
+    offset: int
+    limit: int
+    total: int
+
+
+class ResultsPage(_Model):
+    """How the results were sliced: trade and order pages, equity points kept out of the total."""
+
+    trades: PageInfo
+    orders: PageInfo
+    equity_points: int
+    equity_points_total: int
+
+
+class Results(_Model):
+    """The results document of a run (`GET /results`, `GET /runs/{id}/results`)."""
+
+    run_id: str | None = None
+    config: dict[str, Any] | None = None
+    status: str
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    orders: list[Order] = Field(default_factory=list)
+    trades: list[Trade] = Field(default_factory=list)
+    positions: list[Position] = Field(default_factory=list)
+    equity_curve: list[EquityPoint] = Field(default_factory=list)
+    performance_metrics: dict[str, Any] = Field(default_factory=dict)
+    final_value: float | None = None
+    error: str | None = None
+    page: ResultsPage | None = None
+
+
+# History -------------------------------------------------------------------------------------------------
+
+
+class RunSummary(_Model):
+    """A run in the history (`GET /runs/{id}`); the config has secrets redacted."""
+
+    run_id: str
+    mode: str
+    status: str
+    strategy_name: str
+    symbols: list[str]
+    timeframe: str
+    exchange: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None
+    final_value: float | None = None
+    total_return: float | None = None
+    metrics: dict[str, Any] | None = None
+
+
+class RunList(_Model):
+    """A page of run history, newest first."""
+
+    items: list[RunSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+# Catalog, health, meta -----------------------------------------------------------------------------------
+
+
+class StrategyInfo(_Model):
+    """A strategy with its parameter JSON Schema and defaults."""
+
+    name: str
+    description: str = ""
+    style: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    origin: str | None = None
+    read_only: bool = True
+
+
+class StrategyList(_Model):
+    """`GET /strategies`: strategies, plus the user modules that failed to load."""
+
+    items: list[StrategyInfo]
+    total: int
+    skip: int = 0
+    limit: int = 0
+    load_errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ExchangeInfo(_Model):
+    """An exchange a run can use."""
+
+    id: str
+    name: str
+    sandbox: bool = False
+    ohlcv: bool = False
+    timeframes: list[str] = Field(default_factory=list)
+    notes: str = ""
+
+
+class ExchangeList(_Model):
+    """`GET /exchanges`: exchanges and the server's default."""
+
+    items: list[ExchangeInfo]
+    total: int
+    default: str | None = None
+
+
+class Health(_Model):
+    """`GET /health`: overall status, versions, checks and request metrics."""
+
+    status: str
+    version: str | None = None
+    api_version: str | None = None
+    checks: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime | None = None
+
+    @property
+    def is_healthy(self) -> bool:
+        """True when healthy or degraded (only optional checks failed)."""
+        return self.status in ("healthy", "degraded")
+
+
+class Meta(_Model):
+    """`GET /meta`: API and app versions and announced deprecations."""
+
+    api_version: str
+    app_version: str
+    deprecation_policy: dict[str, Any] = Field(default_factory=dict)
+    deprecations: list[dict[str, Any]] = Field(default_factory=list)
+    changelog: str | None = None
+
+
+# Streams -------------------------------------------------------------------------------------------------
+
+
+class Event(_Model):
+    """A `/ws/status` message: `snapshot`, `status_update`, `trade_execution`, `error` or `heartbeat`."""
+
+    type: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime | None = None
+
+    def status(self) -> Status | None:
+        """The payload as a `Status` for `snapshot` and `status_update` events, else None."""
+        if self.type in ("snapshot", "status_update"):
+            return Status.model_validate(self.payload)
+        return None
+
+
+class ChannelMessage(NamedTuple):
+    """A `/ws` message: the channel (`status`, `orders`, `trades`, `equity`) and its data."""
+
+    channel: str
+    data: dict[str, Any]
