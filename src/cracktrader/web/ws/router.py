@@ -206,6 +206,8 @@ class ChannelSession:
             await _send(self.ws, {"channel": "status", "data": self.ws.app.state.manager.status()})
 
     def wants(self, channel: str, symbol: str | None) -> bool:
+        if channel == "status":  # status is run-wide: a symbol on the subscription does not narrow it
+            return any(c == "status" for c, _ in self.subs)
         return (channel, None) in self.subs or (symbol is not None and (channel, symbol) in self.subs)
 
 
