@@ -114,14 +114,10 @@ def _bool_matrix(data: MarketData, cols: list[np.ndarray | None]) -> np.ndarray:
     return _stack(data, list(cols), np.bool_, False)
 
 
-def _eventful_bars(n: int, *signals_and_short: object) -> np.ndarray:
+def _eventful_bars(n: int, signals: list[np.ndarray]) -> np.ndarray:
     """Bars where any symbol has a signal; every other bar can only be marked to market (or hit a stop)."""
-    *signals, allow_short = signals_and_short
-    if not allow_short:
-        signals = signals[:2]
     out = np.zeros(n, dtype=np.bool_)
     for sig in signals:
-        assert isinstance(sig, np.ndarray)
         if sig.shape[0] == n:
             out |= sig.any(axis=1) if sig.shape[1] > 1 else sig[:, 0]
         elif sig.any():
@@ -158,7 +154,7 @@ def signal_arrays(strategy: Strategy, data: MarketData, *, allow_short: bool = F
         _stack(data, [s.stop_loss for s in sigs], np.float64, np.nan),
         _stack(data, [s.take_profit for s in sigs], np.float64, np.nan),
         _stack(data, [s.size for s in sigs], np.float64, 1.0),
-        _eventful_bars(data.n_bars, entries, exits, short_entries, short_exits, allow_short),
+        _eventful_bars(data.n_bars, [entries, exits, *((short_entries, short_exits) if allow_short else ())]),
     )
 
 

@@ -325,8 +325,7 @@ class RunManager:
         )
         if not result.completed and self._stop.is_set():
             # Announce the stop now: building and saving a long run's document can take seconds.
-            st.status, st.end_time, st.ended_at = "stopped", now_iso(), time.monotonic()
-            st.phase = "saving"
+            st.status, st.end_time, st.ended_at, st.phase = "stopped", now_iso(), time.monotonic(), "saving"
             self._publish_status(force=True)
         st.phase = "saving"
         return build_document(

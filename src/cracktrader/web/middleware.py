@@ -51,13 +51,6 @@ DOCS_CSP = (
 DOCS_PATHS = ("/docs", "/redoc")
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 def _hostname(value: str) -> str:
     """Host without port; IPv6 literals keep their brackets stripped."""
     value = value.strip().lower()
@@ -123,7 +116,7 @@ class EdgeMiddleware:
             if fast is not None and not scope.get("query_string") and b"origin" not in headers:
                 await self._fast(scope, send, request_id, fast)
                 return
-        await self._http(scope, receive, send, request_id, problem)
+        await self._http(scope, receive, send, request_id, problem, headers)
 
     async def _fast(self, scope: Scope, send: Send, request_id: str, handler: Callable[[], bytes]) -> None:
         """Serve a hot read path (e.g. GET /api/v1/status) without routing: same body and headers as the route."""
@@ -201,7 +194,13 @@ class EdgeMiddleware:
         return None
 
     async def _http(
-        self, scope: Scope, receive: Receive, send: Send, request_id: str, problem: tuple[int, str, str] | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        problem: tuple[int, str, str] | None,
+        headers: dict[bytes, bytes],
     ) -> None:
         start = time.perf_counter()
         path = scope["path"]
@@ -223,7 +222,7 @@ class EdgeMiddleware:
             if problem is not None:
                 await self._reject(scope, send_with_headers, *problem)
                 return
-            if _header(scope, b"content-length") is None and _header(scope, b"transfer-encoding") is not None:
+            if b"content-length" not in headers and b"transfer-encoding" in headers:
                 buffered = await self._read_capped(receive)
                 if buffered is None:
                     await self._reject(

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cracktrader.runs.config import BacktestConfig, LiveConfig
-from cracktrader.runs.errors import RunNotFoundError
+from cracktrader.runs.errors import RunNotFoundError, RunNotResettableError
 from cracktrader.web.deps import ManagerDep, RunStoreDep, WebSettingsDep
 from cracktrader.web.health.service import health_report
 from cracktrader.web.runs import service
@@ -214,8 +214,6 @@ async def download_equity(run_id: str, manager: ManagerDep, store: RunStoreDep) 
 async def delete_run(run_id: str, manager: ManagerDep, store: RunStoreDep) -> Response:
     """Delete a finished run and its results; the active run cannot be deleted."""
     if manager.state.run_id == run_id and manager.state.active:
-        from cracktrader.runs.errors import RunNotResettableError
-
         raise RunNotResettableError("Cannot delete the active run; stop it first", details={"run_id": run_id})
     if not await store.delete(run_id):
         raise RunNotFoundError(f"No run with id {run_id!r}", details={"run_id": run_id})
