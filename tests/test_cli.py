@@ -149,7 +149,8 @@ def test_strategies_lists_builtins_with_parameters() -> None:
     result = runner.invoke(app, ["strategies", "--json"])
     assert result.exit_code == 0
     listed = {s["name"]: s for s in json.loads(result.stdout)["strategies"]}
-    assert listed["SmaCross"]["parameters"]["properties"]["fast"]["default"] == 10
+    assert listed["SmaCross"]["parameters_schema"]["properties"]["fast"]["default"] == 10
+    assert listed["SmaCross"]["parameters"]["fast"] == 10 and listed["SmaCross"]["kind"] == "class"
     assert listed["SmaCrossEvents"]["style"] == "event"
     table = runner.invoke(app, ["strategies"])
     assert "RsiMeanReversion" in table.stdout and "oversold" in table.stdout

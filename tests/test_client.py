@@ -34,6 +34,7 @@ from cracktrader.client import (
     ConnectionError,
     CrackTraderAPI,
     CrackTraderError,
+    DuplicateNameError,
     Event,
     InvalidResponseError,
     InvalidStrategyParamsError,
@@ -220,14 +221,36 @@ def test_catalog_meta_and_health_are_typed() -> None:
         assert {"database", "data_store", "executor", "exchanges"} == set(health.checks)
         strategies = api.get_strategies()
         by_name = {s.name: s for s in strategies.items}
-        assert strategies.total == len(strategies.items) and by_name["SmaCross"].defaults["slow"] == 30
-        assert by_name["SmaCross"].parameters["properties"]["fast"]["default"] == 10
+        assert strategies.total == len(strategies.items) and by_name["SmaCross"].parameters["slow"] == 30
+        assert by_name["SmaCross"].parameters_schema is not None
+        assert by_name["SmaCross"].parameters_schema["properties"]["fast"]["default"] == 10
         exchanges = api.get_exchanges()
         by_id = {e.id: e for e in exchanges.items}
         assert exchanges.default == "binance" and by_id["synthetic"].ohlcv and by_id["binance"].sandbox
         assert "1h" in by_id["synthetic"].timeframes
         meta = api.get_meta()
         assert meta.api_version == "v1" and meta.app_version and meta.deprecations[0]["path"] == "/api/v1/run/status"
+
+
+def test_stored_strategies_crud_and_a_preset_run_through_the_sdk() -> None:
+    with live_server() as srv, CrackTraderAPI(srv.base_url) as api:
+        preset = api.create_strategy("Quick SMA", base_strategy="SmaCross", parameters={"fast": 5, "slow": 20})
+        assert preset.id is not None and preset.kind == "preset" and preset.read_only is False
+        assert api.get_strategy(preset.id) == preset and api.get_strategy("SmaCross").kind == "class"
+        with pytest.raises(DuplicateNameError) as dup:
+            api.create_strategy("quick sma", base_strategy="SmaCross")
+        assert dup.value.status_code == 409 and dup.value.code == "DUPLICATE_NAME"
+        with pytest.raises(InvalidStrategyParamsError):
+            api.update_strategy(preset.id, parameters={"fast": -1})
+        renamed = api.update_strategy(preset.id, description="five over twenty", is_active=True)
+        assert renamed.description == "five over twenty" and renamed.parameters == {"fast": 5, "slow": 20}
+        presets = api.get_strategies(kind="preset", active_only=True)
+        assert [s.name for s in presets.items] == ["Quick SMA"] and presets.total == 1
+        results = api.backtest({**YEAR_1H, "strategy_name": "Quick SMA"}, poll_interval=FAST_POLL)
+        assert results.config["strategy_class"] == "SmaCross" and results.config["strategy_params"]["fast"] == 5
+        api.delete_strategy(preset.id)
+        with pytest.raises(NotFoundError):
+            api.get_strategy(preset.id)
 
 
 def test_backtest_convenience_resets_a_finished_runner_and_accepts_a_model() -> None:
@@ -546,6 +569,12 @@ async def test_async_client_round_trips_a_backtest_and_maps_errors() -> None:
             assert len((await api.get_detailed_status()).recent_trades) > 0
             assert (await api.get_meta()).api_version == "v1"
             assert len((await api.get_strategies()).items) > 0 and (await api.get_exchanges()).total > 1
+            made = await api.create_strategy("Async preset", base_strategy="EmaCross")
+            assert (await api.update_strategy(made.id or 0, name="Renamed")).name == "Renamed"
+            assert (await api.get_strategy(made.id or 0)).base_strategy == "EmaCross"
+            await api.delete_strategy(made.id or 0)
+            with pytest.raises(NotFoundError):
+                await api.delete_strategy(made.id or 0)
             with pytest.raises(RunAlreadyActiveError) as caught:
                 await api.start_backtest(YEAR_1H)
             assert caught.value.details["status"] == "completed"

@@ -287,7 +287,7 @@ async def test_strategies_and_exchanges_list_capabilities_for_forms() -> None:
     async with app_client() as c:
         strategies = (await c.get("/api/v1/strategies")).json()
         names = {s["name"]: s for s in strategies["items"]}
-        assert names["SmaCross"]["parameters"]["properties"]["slow"]["default"] == 30
+        assert names["SmaCross"]["parameters_schema"]["properties"]["slow"]["default"] == 30
         assert strategies["total"] == len(strategies["items"])
         exchanges = (await c.get("/api/v1/exchanges")).json()
         ids = {e["id"]: e for e in exchanges["items"]}

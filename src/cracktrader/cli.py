@@ -212,7 +212,7 @@ def strategies(
         reg = load_registry()
     if as_json:
         out = {
-            "strategies": [cls.describe() | {"origin": reg.origins[n]} for n, cls in reg.strategies.items()],
+            "strategies": reg.class_entries(),
             "load_errors": [e.__dict__ for e in reg.load_errors],
         }
         sys.stdout.write(json.dumps(out) + "\n")

@@ -42,6 +42,7 @@ from cracktrader.client.models import (
     RunResponse,
     RunSummary,
     Status,
+    StrategyInfo,
     StrategyList,
 )
 
@@ -251,9 +252,42 @@ def reset() -> Call[RunResponse]:
     return Call("DELETE", _path("/run/reset"), model(RunResponse))
 
 
-def strategies() -> Call[StrategyList]:
-    """`GET /strategies`."""
-    return Call("GET", _path("/strategies"), model(StrategyList))
+def strategies(skip: int, limit: int, active_only: bool, kind: str | None) -> Call[StrategyList]:
+    """`GET /strategies` (one page)."""
+    params: dict[str, Any] = {"skip": skip, "limit": limit, "active_only": str(active_only).lower()}
+    if kind is not None:
+        params["kind"] = kind
+    return Call("GET", _path("/strategies"), model(StrategyList), params=params)
+
+
+def get_strategy(ref: int | str) -> Call[StrategyInfo]:
+    """`GET /strategies/{id or class name}`."""
+    return Call("GET", _path("/strategies/{}", str(ref)), model(StrategyInfo))
+
+
+def create_strategy(
+    name: str, description: str, base_strategy: str | None, parameters: Mapping[str, Any] | None, is_active: bool
+) -> Call[StrategyInfo]:
+    """`POST /strategies` (201)."""
+    body = {
+        "name": name,
+        "description": description,
+        "base_strategy": base_strategy,
+        "parameters": dict(parameters or {}),
+        "is_active": is_active,
+    }
+    return Call("POST", _path("/strategies"), model(StrategyInfo), json=body)
+
+
+def update_strategy(strategy_id: int, changes: Mapping[str, Any]) -> Call[StrategyInfo]:
+    """`PUT /strategies/{id}` with only the fields given (None means "keep")."""
+    body = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in changes.items() if v is not None}
+    return Call("PUT", _path("/strategies/{}", str(strategy_id)), model(StrategyInfo), json=body)
+
+
+def delete_strategy(strategy_id: int) -> Call[None]:
+    """`DELETE /strategies/{id}` (204)."""
+    return Call("DELETE", _path("/strategies/{}", str(strategy_id)), _nothing)
 
 
 def exchanges() -> Call[ExchangeList]:

@@ -164,6 +164,12 @@ class RunNotResettableError(ConflictError):
     default_code = "RUN_NOT_RESETTABLE"
 
 
+class DuplicateNameError(ConflictError):
+    """You already have a stored strategy with that name (or it is a strategy class's name)."""
+
+    default_code = "DUPLICATE_NAME"
+
+
 class RateLimitError(CrackTraderError):
     """429: too many requests; `retry_after` is the server's `Retry-After` in seconds, when given."""
 
@@ -235,6 +241,7 @@ _BY_CODE: dict[str, type[CrackTraderError]] = {
         RunAlreadyActiveError,
         NoActiveRunError,
         RunNotResettableError,
+        DuplicateNameError,
         NotImplementedByServerError,
         RateLimitError,
     )

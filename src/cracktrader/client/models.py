@@ -285,19 +285,25 @@ class RunList(_Model):
 
 
 class StrategyInfo(_Model):
-    """A strategy with its parameter JSON Schema and defaults."""
+    """A strategy class (`kind="class"`, `id` None, read-only) or a stored preset (`kind="preset"`)."""
 
+    id: int | None = None
+    kind: str = "class"
     name: str
     description: str = ""
-    style: str | None = None
+    base_strategy: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
-    defaults: dict[str, Any] = Field(default_factory=dict)
+    parameters_schema: dict[str, Any] | None = None
+    style: str | None = None
     origin: str | None = None
+    is_active: bool = True
     read_only: bool = True
+    created_at: str | None = None
+    updated_at: str | None = None
 
 
 class StrategyList(_Model):
-    """`GET /strategies`: strategies, plus the user modules that failed to load."""
+    """`GET /strategies`: classes then your presets (`skip`/`limit` page), plus modules that failed to load."""
 
     items: list[StrategyInfo]
     total: int

@@ -24,6 +24,7 @@ from cracktrader.client.models import (
     RunResponse,
     RunSummary,
     Status,
+    StrategyInfo,
     StrategyList,
 )
 from cracktrader.client.ws import ChannelStream, EventStream
@@ -104,9 +105,51 @@ class CrackTraderAPI:
 
     # Catalog -----------------------------------------------------------------------------------------
 
-    def get_strategies(self) -> StrategyList:
-        """Strategies with their parameter schemas."""
-        return self._call(api.strategies())
+    def get_strategies(
+        self, *, skip: int = 0, limit: int = 100, active_only: bool = False, kind: str | None = None
+    ) -> StrategyList:
+        """Strategy classes (with parameter schemas) then your stored strategies, one page."""
+        return self._call(api.strategies(skip, limit, active_only, kind))
+
+    def get_strategy(self, ref: int | str) -> StrategyInfo:
+        """A stored strategy by id, or a strategy class by name."""
+        return self._call(api.get_strategy(ref))
+
+    def create_strategy(
+        self,
+        name: str,
+        *,
+        base_strategy: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        description: str = "",
+        is_active: bool = True,
+    ) -> StrategyInfo:
+        """Store a named preset of `base_strategy` with `parameters`; run it with `strategy_name=name`."""
+        return self._call(api.create_strategy(name, description, base_strategy, parameters, is_active))
+
+    def update_strategy(
+        self,
+        strategy_id: int,
+        *,
+        name: str | None = None,
+        base_strategy: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        description: str | None = None,
+        is_active: bool | None = None,
+    ) -> StrategyInfo:
+        """Change a stored strategy; arguments left as None keep their value."""
+        changes = {
+            "name": name,
+            "base_strategy": base_strategy,
+            "parameters": parameters,
+            "description": description,
+            "is_active": is_active,
+        }
+        return self._call(api.update_strategy(strategy_id, changes))
+
+    def delete_strategy(self, strategy_id: int) -> None:
+        """Delete a stored strategy."""
+        self._call(api.delete_strategy(strategy_id))
 
     def get_exchanges(self) -> ExchangeList:
         """Exchanges a run can use, with sandbox support and timeframes."""

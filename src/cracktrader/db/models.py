@@ -1,4 +1,4 @@
-"""Database tables: runs, their symbols and their compressed results; users, API keys and refresh tokens."""
+"""Database tables: runs, their symbols and compressed results; users, API keys, refresh tokens; stored strategies."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -35,6 +36,7 @@ __all__ = [
     "RunRecord",
     "RunResultRecord",
     "RunSymbolRecord",
+    "StrategyRecord",
     "UTCDateTime",
     "UserRecord",
 ]
@@ -82,7 +84,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    """Declarative base shared by every table (later: users, API keys, refresh tokens, strategies)."""
+    """Declarative base shared by every table."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -206,3 +208,25 @@ class RefreshTokenRecord(Base):
     # Set when rotated; presenting a used token again means it was stolen, so the whole family is revoked.
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StrategyRecord(Base):
+    """A user's named preset: a base strategy class and its parameters (seed 004's stored strategy)."""
+
+    __tablename__ = "strategies"
+    __table_args__ = (UniqueConstraint("owner_id", "name_key", name="uq_strategies_owner_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # users.id, or 0 for the local operator of an auth-off server. Not NULL: unique constraints treat NULLs as
+    # distinct, which would let the local operator store two presets with one name. No foreign key, as for runs.
+    owner_id: Mapped[int] = mapped_column(Integer, index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # Case-folded name: "My RSI" and "my rsi" would be one name to `strategy_name` in a run request.
+    name_key: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    # The strategy class the preset runs; None for a preset stored without one (seed 004 shows none).
+    base_strategy: Mapped[str | None] = mapped_column(String(200))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    is_active: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -115,14 +115,14 @@ class Strategy:
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
-        """Name, description, style and parameter schema, as the API lists strategies."""
+        """Name, description, style, default parameter values and their JSON Schema, as the API lists classes."""
         defaults = {k: v for k, v in cls.Params().model_dump().items()} if _has_defaults(cls.Params) else {}
         return {
             "name": cls.name,
             "description": cls.description,
             "style": cls.style(),
-            "parameters": cls.param_schema(),
-            "defaults": defaults,
+            "parameters": defaults,
+            "parameters_schema": cls.param_schema(),
         }
 
     def warmup(self) -> int:

@@ -62,7 +62,7 @@ def prepare_backtest(
 ) -> PreparedBacktest:
     """Validate the strategy first (cheap), then the market, then load candles."""
     settings = settings or get_settings()
-    strategy_cls = load_registry(settings).get(config.strategy_name)
+    strategy_cls = load_registry(settings).get(config.strategy_class or config.strategy_name)
     strategy = strategy_cls(config.strategy_params)
     tf = parse_timeframe(config.timeframe)
     start, end = resolve_range(config, tf, settings)
@@ -148,7 +148,7 @@ def validate_backtest(config: BacktestConfig, *, settings: Settings | None = Non
     exchange that cannot be reached right now is not an error here: the run may still use stored candles.
     """
     settings = settings or get_settings()
-    load_registry(settings).get(config.strategy_name)(config.strategy_params)
+    load_registry(settings).get(config.strategy_class or config.strategy_name)(config.strategy_params)
     tf = parse_timeframe(config.timeframe)
     resolve_range(config, tf, settings)
     service.check_symbols(config.exchange, config.symbols, settings=settings)

@@ -29,6 +29,12 @@ class BacktestConfig(BaseModel):
 
     strategy_name: str = Field(..., min_length=1, max_length=200, examples=["TestStrategy"])
     strategy_params: dict[str, Any] = Field(default_factory=dict, examples=[{"period": 20, "threshold": 0.02}])
+    strategy_class: str | None = Field(
+        None,
+        max_length=200,
+        description="Set by the server: the class run when strategy_name names a stored strategy (ignored if sent)",
+        json_schema_extra={"readOnly": True},
+    )
     symbols: list[str] = Field(..., min_length=1, max_length=50, examples=[["BTC/USDT"]])
     timeframe: str = Field("1h", examples=["1h"])
     start_date: str | None = Field(None, examples=["2024-01-01T00:00:00Z"])
@@ -52,6 +58,12 @@ class LiveConfig(BaseModel):
 
     strategy_name: str = Field(..., min_length=1, max_length=200)
     strategy_params: dict[str, Any] = Field(default_factory=dict)
+    strategy_class: str | None = Field(
+        None,
+        max_length=200,
+        description="Set by the server: the class run when strategy_name names a stored strategy (ignored if sent)",
+        json_schema_extra={"readOnly": True},
+    )
     symbols: list[str] = Field(..., min_length=1, max_length=50)
     timeframe: str = "1h"
     exchange: str = Field("binance", min_length=1, max_length=64)

@@ -146,6 +146,7 @@ class RunManager:
             bt = BacktestConfig(
                 strategy_name=config.strategy_name,
                 strategy_params=config.strategy_params,
+                strategy_class=config.strategy_class,
                 symbols=config.symbols,
                 timeframe=config.timeframe,
                 exchange=config.exchange,

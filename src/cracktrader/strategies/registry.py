@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from cracktrader.engine.strategy import Strategy
 from cracktrader.errors import UnknownStrategyError
@@ -50,6 +51,23 @@ class StrategyRegistry:
             return
         self.strategies[cls.name] = cls
         self.origins[cls.name] = origin
+
+    def class_entries(self) -> list[dict[str, Any]]:
+        """Every class as a read-only entry of the strategy list (the API and `cracktrader strategies --json`)."""
+        return [
+            {
+                "id": None,
+                "kind": "class",
+                **cls.describe(),
+                "base_strategy": None,
+                "origin": self.origins[name],
+                "is_active": True,
+                "read_only": True,
+                "created_at": None,
+                "updated_at": None,
+            }
+            for name, cls in self.strategies.items()
+        ]
 
     def get(self, name: str) -> type[Strategy]:
         """The class named `name`; the error lists the available names."""

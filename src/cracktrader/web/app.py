@@ -38,6 +38,7 @@ from cracktrader.web.meta.router import router as meta_router
 from cracktrader.web.metrics import RequestMetrics
 from cracktrader.web.middleware import EdgeMiddleware
 from cracktrader.web.runs.router import router as runs_router
+from cracktrader.web.strategies.router import router as strategies_router
 from cracktrader.web.ui.router import router as ui_router
 from cracktrader.web.ws.router import router as ws_router
 
@@ -66,8 +67,10 @@ async def _open_database(app: FastAPI, settings: Settings) -> Any:
     app.state.db_engine = engine
     app.state.db_backend = engine.dialect.name
     from cracktrader.auth.store import AuthStore
+    from cracktrader.db.strategy_store import StrategyStore
 
     app.state.auth.attach(AuthStore(engine))
+    app.state.strategy_store = StrategyStore(engine)
     return RunStore(engine)
 
 
@@ -156,7 +159,7 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
     account = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     account.include_router(account_router)
     protected = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES, dependencies=[Depends(authorize_request)])
-    for router in (runs_router, catalog_router, meta_router, metrics_router):
+    for router in (runs_router, strategies_router, catalog_router, meta_router, metrics_router):
         protected.include_router(router)
     streams = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     streams.include_router(ws_router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections import deque
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -10,9 +11,11 @@ from fastapi import Depends, Request
 
 from cracktrader.auth.errors import ForbiddenError, NotAuthenticatedError
 from cracktrader.auth.principal import Principal
+from cracktrader.db.strategy_store import LOCAL_OWNER, StrategyStore
 from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.manager import RunManager
 from cracktrader.runs.state import RunState
+from cracktrader.strategies.registry import StrategyRegistry, load_registry
 from cracktrader.web.config import WebSettings
 
 if TYPE_CHECKING:
@@ -165,6 +168,24 @@ async def get_manager(request: Request) -> RunManager:
     return cast(RunManager, ScopedManager(manager, principal, auth, owned))
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class StrategyContext:
+    """What the stored-strategy services need: the store, whose presets, and the strategy classes."""
+
+    store: StrategyStore
+    owner_id: int
+    registry: StrategyRegistry
+
+
+async def get_strategy_context(request: Request) -> StrategyContext:
+    """The caller's presets (every user, admins included, sees only their own) and the current classes."""
+    principal = _principal(request)
+    owner_id = principal.user_id if principal is not None and principal.user_id is not None else LOCAL_OWNER
+    # Re-read each time: files in the strategy folder may have been added since the last request.
+    registry = await asyncio.to_thread(load_registry, request.app.state.settings)
+    return StrategyContext(store=request.app.state.strategy_store, owner_id=owner_id, registry=registry)
+
+
 def get_web_settings(request: Request) -> WebSettings:
     return request.app.state.web_settings
 
@@ -180,3 +201,4 @@ def get_run_store(request: Request) -> Any:
 ManagerDep = Annotated[RunManager, Depends(get_manager)]
 WebSettingsDep = Annotated[WebSettings, Depends(get_web_settings)]
 RunStoreDep = Annotated["RunStore", Depends(get_run_store)]
+StrategiesDep = Annotated[StrategyContext, Depends(get_strategy_context)]

@@ -1,4 +1,4 @@
-"""Capabilities for UI forms: `GET /strategies` and `GET /exchanges`."""
+"""Capabilities for UI forms: `GET /exchanges` (strategies live in `web.strategies`)."""
 
 from __future__ import annotations
 
@@ -10,31 +10,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from cracktrader.data.timeframes import SUPPORTED_TIMEFRAMES
-from cracktrader.strategies.registry import load_registry
 
 router = APIRouter()
-
-
-class StrategyInfo(BaseModel):
-    """A strategy class with its parameter JSON Schema."""
-
-    name: str
-    description: str
-    style: str
-    parameters: dict[str, Any]
-    defaults: dict[str, Any]
-    origin: str
-    read_only: bool = True
-
-
-class StrategyList(BaseModel):
-    """Strategies available to runs (built-in and user classes); later also stored presets."""
-
-    items: list[StrategyInfo]
-    total: int
-    skip: int
-    limit: int
-    load_errors: list[dict[str, str]]
 
 
 class ExchangeInfo(BaseModel):
@@ -52,20 +29,6 @@ class ExchangeList(BaseModel):
     items: list[ExchangeInfo]
     total: int
     default: str
-
-
-@router.get("/strategies", response_model=StrategyList, tags=["catalog"])
-async def list_strategies() -> dict[str, Any]:
-    """Built-in, folder and plugin strategies with their parameters; load failures are listed, not fatal."""
-    reg = await asyncio.to_thread(load_registry)
-    items = [{**cls.describe(), "origin": reg.origins[name], "read_only": True} for name, cls in reg.strategies.items()]
-    return {
-        "items": items,
-        "total": len(items),
-        "skip": 0,
-        "limit": len(items),
-        "load_errors": [{"source": e.source, "error": e.error} for e in reg.load_errors],
-    }
 
 
 @lru_cache(maxsize=1)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.errors import RunNotFoundError, RunNotResettableError
-from cracktrader.web.deps import ManagerDep, RunStoreDep, WebSettingsDep
+from cracktrader.web.deps import ManagerDep, RunStoreDep, StrategiesDep, StrategyContext, WebSettingsDep
 from cracktrader.web.health.service import health_report
 from cracktrader.web.runs import service
 from cracktrader.web.runs.schemas import (
@@ -20,18 +20,32 @@ from cracktrader.web.runs.schemas import (
     RunSummaryOut,
     StatusResponse,
 )
+from cracktrader.web.strategies.service import resolve_run_strategy
 
 router = APIRouter()
+ConfigT = TypeVar("ConfigT", BacktestConfig, LiveConfig)
 
 MaxPoints = Annotated[int | None, Query(ge=2, le=1_000_000, description="Thin the equity curve to this many points")]
 Limit = Annotated[int | None, Query(ge=1, le=100_000, description="Trades and orders per page")]
 Offset = Annotated[int, Query(ge=0, description="Trades and orders to skip")]
 
 
+async def _with_resolved_strategy(config: ConfigT, ctx: StrategyContext) -> ConfigT:
+    """The config with `strategy_class` and the parameters of the stored strategy it names (if it names one)."""
+    strategy_class, params = await resolve_run_strategy(
+        store=ctx.store,
+        owner_id=ctx.owner_id,
+        registry=ctx.registry,
+        name=config.strategy_name,
+        params=config.strategy_params,
+    )
+    return config.model_copy(update={"strategy_class": strategy_class, "strategy_params": params})
+
+
 @router.post("/run/backtest", response_model=RunResponse, tags=["runs"])
-async def start_backtest(config: BacktestConfig, manager: ManagerDep) -> dict[str, Any]:
-    """Start a backtest; 409 RUN_ALREADY_ACTIVE unless the runner is idle."""
-    return await manager.start_backtest(config)
+async def start_backtest(config: BacktestConfig, manager: ManagerDep, strategies: StrategiesDep) -> dict[str, Any]:
+    """Start a backtest of a class or stored strategy; 409 RUN_ALREADY_ACTIVE unless the runner is idle."""
+    return await manager.start_backtest(await _with_resolved_strategy(config, strategies))
 
 
 @router.post(
@@ -40,9 +54,9 @@ async def start_backtest(config: BacktestConfig, manager: ManagerDep) -> dict[st
     tags=["runs"],
     responses={501: {"description": "Paper and live trading are not available yet"}},
 )
-async def start_live(config: LiveConfig, manager: ManagerDep) -> dict[str, Any]:
+async def start_live(config: LiveConfig, manager: ManagerDep, strategies: StrategiesDep) -> dict[str, Any]:
     """Validate and record a paper or live request; answers 501 NOT_IMPLEMENTED until live trading lands."""
-    return await manager.start_live(config)
+    return await manager.start_live(await _with_resolved_strategy(config, strategies))
 
 
 @router.post("/run/stop", response_model=RunResponse, tags=["runs"])

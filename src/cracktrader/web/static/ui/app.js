@@ -58,9 +58,17 @@ function connect() {
 
 async function init() {
   const [health, strategies, exchanges] = await Promise.all([
-    call("GET", "/health"), call("GET", "/strategies"), call("GET", "/exchanges")]);
+    call("GET", "/health"), call("GET", "/strategies?limit=1000&active_only=true"), call("GET", "/exchanges")]);
   $("health").textContent = `health: ${health.status}`;
-  for (const s of strategies.items) { $("strategy").add(new Option(s.name, s.name)); }
+  const byName = new Map();
+  for (const s of strategies.items) {
+    byName.set(s.name, s);
+    $("strategy").add(new Option(s.kind === "preset" ? `${s.name} (preset of ${s.base_strategy ?? "?"})` : s.name, s.name));
+  }
+  // The box holds overrides; its placeholder shows what the class or preset uses when left empty.
+  const showDefaults = () => { $("params").placeholder = JSON.stringify(byName.get($("strategy").value)?.parameters ?? {}); };
+  $("strategy").addEventListener("change", showDefaults);
+  showDefaults();
   for (const x of exchanges.items) { $("exchange").add(new Option(x.name, x.id, x.id === "synthetic", x.id === "synthetic")); }
   for (const tf of exchanges.items[0].timeframes) { $("timeframe").add(new Option(tf, tf, tf === "1h", tf === "1h")); }
   renderStatus(await call("GET", "/status"));

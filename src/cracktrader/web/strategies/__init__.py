@@ -1,0 +1,1 @@
+"""Web API: strategies (built-in classes and stored presets)."""
