@@ -20,7 +20,8 @@ PASSWORD = "correct horse battery"
 
 @contextlib.asynccontextmanager
 async def auth_client(settings: Settings | None = None, **web: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """An in-process client for an app with CRACKTRADER_AUTH_MODE=on."""
+    """An in-process client for an app with CRACKTRADER_AUTH_MODE=on (rate limit raised unless a test sets it)."""
+    web.setdefault("rate_limit_per_minute", 100_000)
     async with app_client(settings, auth_mode="on", jwt_secret_key=SECRET, **web) as client:
         yield client
 

@@ -10,7 +10,7 @@ import time
 import jwt
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from auth_support import PASSWORD, SECRET, add_user, auth_client, bearer, login, wait_done
 from cracktrader.auth import service
@@ -245,11 +245,26 @@ async def test_websockets_need_a_token_when_auth_is_on() -> None:
         finally:
             await store._engine.dispose()
         token = create_access_token(user_id=user.id, role=user.role, settings=TokenSettings(secret=SECRET))
-        for path in ("/api/v1/ws/status", "/api/v1/ws", "/api/v1/ws/status?token=bogus"):
+        for path in ("/api/v1/ws/status?token=bogus", "/api/v1/ws?token=ct_nope.nope"):
             with pytest.raises(InvalidStatus) as info:
                 async with connect(server.ws_url + path):
                     pass
             assert info.value.response.status_code == 403, path
+        # Without handshake credentials the first message must carry them; anything else closes with 1008.
+        for path in ("/api/v1/ws/status", "/api/v1/ws"):
+            for first in ('{"action": "subscribe", "channel": "status"}', '{"action": "auth", "token": "bogus"}', "hi"):
+                async with connect(server.ws_url + path) as ws:
+                    await ws.send(first)
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await ws.recv()
+                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008, (path, first)
+        async with connect(f"{server.ws_url}/api/v1/ws/status") as ws:
+            await ws.send(json.dumps({"action": "auth", "token": token}))
+            assert json.loads(await ws.recv())["type"] == "snapshot"
+        async with connect(f"{server.ws_url}/api/v1/ws") as ws:
+            await ws.send(json.dumps({"type": "auth", "token": token}))
+            await ws.send(json.dumps({"action": "subscribe", "channel": "status"}))
+            assert json.loads(await ws.recv())["channel"] == "subscribed"
         async with connect(f"{server.ws_url}/api/v1/ws/status?token={token}") as ws:
             assert json.loads(await ws.recv())["type"] == "snapshot"
         async with connect(f"{server.ws_url}/api/v1/ws", additional_headers={"Authorization": f"Bearer {token}"}) as ws:

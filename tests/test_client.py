@@ -531,7 +531,7 @@ def test_an_unhealthy_report_is_returned_but_a_proxy_503_page_raises() -> None:
     assert caught.value.code == "SERVICE_UNAVAILABLE"
 
 
-def test_credentials_are_sent_as_headers_and_the_stream_token_as_a_query_parameter() -> None:
+def test_credentials_are_sent_as_headers_on_requests_and_on_stream_handshakes() -> None:
     refused = json.dumps({"error": {"code": "UNAUTHORIZED", "message": "Bad token", "details": {}}}).encode()
     routes = {
         "/api/v1/meta": (200, {}, b'{"api_version": "v1", "app_version": "9.9.9", "extra_field": 1}'),
@@ -545,7 +545,8 @@ def test_credentials_are_sent_as_headers_and_the_stream_token_as_a_query_paramet
     (http_path, http_headers), (ws_path, ws_headers) = StubHandler.seen
     assert http_path == "/api/v1/meta" and http_headers["x-api-key"] == "key-1"
     assert http_headers["authorization"] == "Bearer tok/2" and http_headers["user-agent"].startswith("cracktrader-")
-    assert ws_path == "/api/v1/ws/status?token=tok%2F2" and ws_headers["x-api-key"] == "key-1"
+    assert ws_path == "/api/v1/ws/status" and ws_headers["x-api-key"] == "key-1"
+    assert ws_headers["authorization"] == "Bearer tok/2"
     assert ws_headers["user-agent"] == http_headers["user-agent"]
     assert caught.value.message == "Bad token" and "tok" not in str(caught.value.details)
 

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import pydantic
@@ -101,15 +101,17 @@ class ClientConfig:
         return headers
 
     def ws_url(self, path: str) -> str:
-        """The WebSocket URL of an API path; the token travels as `?token=` since browsers cannot set headers."""
+        """The WebSocket URL of an API path (credentials go in headers, never in the URL, which servers log)."""
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
-        query = urlencode({"token": self.token}) if self.token else ""
-        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + API_PREFIX + path, query, ""))
+        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + API_PREFIX + path, "", ""))
 
     def ws_headers(self) -> dict[str, str]:
-        """Headers of a WebSocket handshake: the API key (the token is in the URL)."""
-        return {"X-API-Key": self.api_key} if self.api_key else {}
+        """Headers of a WebSocket handshake: the credentials that were given."""
+        headers = {"X-API-Key": self.api_key} if self.api_key else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
 
 
 # Responses -----------------------------------------------------------------------------------------------

@@ -11,6 +11,23 @@ ACTIVE = frozenset({"starting", "running"})
 FINISHED = frozenset({"completed", "failed", "stopped"})
 
 
+# What another user's run shows when auth is on: its lifecycle and progress, none of its money or errors.
+PRIVATE_STATUS_BLANKS: dict[str, Any] = {
+    "run_id": None,
+    "cash": None,
+    "value": None,
+    "pnl": None,
+    "trade_count": 0,
+    "error": None,
+    "error_code": None,
+}
+
+
+def lifecycle_only(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A `/status` document with the run's private fields blanked."""
+    return {**snapshot, **PRIVATE_STATUS_BLANKS}
+
+
 @dataclass(slots=True)
 class RunState:
     """Mutable state of the current run; the worker thread writes it, the event loop reads snapshots."""

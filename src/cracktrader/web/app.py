@@ -34,6 +34,7 @@ from cracktrader.web.config import WebSettings, get_web_settings
 from cracktrader.web.errors import ERROR_RESPONSES, install_error_handlers
 from cracktrader.web.health.router import metrics_router
 from cracktrader.web.health.router import router as health_router
+from cracktrader.web.log_redaction import install_log_redaction
 from cracktrader.web.meta.router import router as meta_router
 from cracktrader.web.metrics import RequestMetrics
 from cracktrader.web.middleware import EdgeMiddleware
@@ -124,13 +125,21 @@ def _auth_state(web_settings: WebSettings) -> AuthState:
         if secret
         else None
     )
-    return AuthState(enabled=web_settings.auth_enabled, tokens=tokens, cache_ttl_s=web_settings.auth_cache_ttl_s)
+    from cracktrader.auth.rate_limit import RateLimiter
+
+    return AuthState(
+        enabled=web_settings.auth_enabled,
+        tokens=tokens,
+        cache_ttl_s=web_settings.auth_cache_ttl_s,
+        rate_limiter=RateLimiter(web_settings.rate_limit_per_minute),
+    )
 
 
 def create_app(settings: Settings | None = None, web_settings: WebSettings | None = None) -> FastAPI:
     """Build the application (uvicorn calls this as a factory)."""
     settings = settings or get_settings()
     web_settings = web_settings or get_web_settings()
+    install_log_redaction()
     app = FastAPI(
         title="Cracktrader API",
         version=__version__,

@@ -51,6 +51,9 @@ class WebSettings(BaseSettings):
         ),
     )
     refresh_token_days: int = Field(14, ge=1, le=365)
+    # Requests a minute per API key or user when auth is on (seed 001: 100); 0 turns the limit off. The auth-off
+    # local operator is never limited: it is one person on loopback.
+    rate_limit_per_minute: int = Field(100, ge=0, le=1_000_000)
     # How long a revocation made outside this process (the CLI) may take to reach it.
     auth_cache_ttl_s: float = Field(10.0, ge=0, le=3600)
 

@@ -14,7 +14,7 @@ from cracktrader.auth.principal import Principal
 from cracktrader.db.strategy_store import LOCAL_OWNER, StrategyStore
 from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.manager import RunManager
-from cracktrader.runs.state import RunState
+from cracktrader.runs.state import PRIVATE_STATUS_BLANKS, RunState, lifecycle_only
 from cracktrader.strategies.registry import StrategyRegistry, load_registry
 from cracktrader.web.config import WebSettings
 
@@ -42,6 +42,16 @@ async def _owner(auth: AuthState, store: Any, run_id: str) -> int | None:
     return auth.run_owners.get(run_id)
 
 
+_STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(RunState))
+
+
+async def sees_run(app: Any, principal: Principal | None, run_id: str | None) -> bool:
+    """Whether the caller may see a run's numbers and events: auth off, admins, and the run's owner."""
+    if principal is None or principal.is_admin or run_id is None:
+        return True
+    return await _owner(app.state.auth, app.state.run_store, run_id) == principal.user_id
+
+
 class ScopedManager:
     """The run manager as one non-admin user sees it: their own current run in full, anyone else's as lifecycle."""
 
@@ -65,21 +75,18 @@ class ScopedManager:
             return st
         return dataclasses.replace(
             st,
-            run_id=None,
+            **{k: v for k, v in PRIVATE_STATUS_BLANKS.items() if k in _STATE_FIELDS},
             config=None,
             initial_cash=None,
-            cash=None,
-            value=None,
-            trade_count=0,
-            error=None,
             recent_orders=deque(maxlen=1),
             recent_trades=deque(maxlen=1),
             equity_samples=[],
         )
 
     def status(self) -> dict[str, Any]:
-        """`/status` of the (possibly redacted) state."""
-        return self.state.snapshot()
+        """`/status`, with another user's run reduced to its lifecycle."""
+        snapshot = self._manager.status()
+        return snapshot if snapshot["run_id"] is None or self._owns(snapshot["run_id"]) else lifecycle_only(snapshot)
 
     @property
     def last_document(self) -> dict[str, Any] | None:

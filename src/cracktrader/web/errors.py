@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cracktrader.errors import CracktraderError
+from cracktrader.runs.config import SECRET_KEYS, redact
 
 log = logging.getLogger("cracktrader.web")
 
@@ -135,13 +136,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
-    """FastAPI's validation list, minus the raw input of secrets and anything not JSON-safe."""
+    """FastAPI's validation list with secrets redacted from the echoed input, and nothing that is not JSON-safe."""
     cleaned = []
     for err in errors:
         item = {k: v for k, v in dict(err).items() if k in ("type", "loc", "msg", "input")}
-        loc = [str(p) for p in item.get("loc", ())]
-        if any(p.lower() in ("password", "secret", "apikey", "api_key", "exchange_config") for p in loc):
+        loc = [str(p).lower() for p in item.get("loc", ())]
+        if any(p in SECRET_KEYS or p == "exchange_config" for p in loc):
             item.pop("input", None)
+        elif "input" in item:
+            # A missing field echoes the whole body, which may hold exchange keys or a password.
+            item["input"] = redact(item["input"])
         if "input" in item and not isinstance(item["input"], str | int | float | bool | type(None) | list | dict):
             item["input"] = str(item["input"])
         if "ctx" in err:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.params import Depends as DependsParam
 from starlette.requests import HTTPConnection
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cracktrader.auth.api_keys import SCOPES
-from cracktrader.auth.errors import AuthError, ForbiddenError, NotAuthenticatedError
+from cracktrader.auth.errors import AuthError, ForbiddenError, NotAuthenticatedError, RateLimitedError
 from cracktrader.auth.login_limiter import LoginLimiter
 from cracktrader.auth.principal import LOCAL_ADMIN, Authenticator, Principal
+from cracktrader.auth.rate_limit import RateLimiter
 from cracktrader.auth.store import AuthStore
 from cracktrader.auth.tokens import TokenSettings
 
@@ -32,6 +35,11 @@ __all__ = [
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # WebSocket close code "policy violation".
 WS_POLICY_VIOLATION = 1008
+# How long a WebSocket without handshake credentials may take to send them as its first message.
+WS_AUTH_TIMEOUT_S = 10.0
+WS_AUTH_HINT = (
+    'Authentication required: ?token=<access token or API key>, or first send {"action": "auth", "token": ...}'
+)
 
 
 @dataclass
@@ -42,6 +50,7 @@ class AuthState:
     tokens: TokenSettings | None
     cache_ttl_s: float = 10.0
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     store: AuthStore | None = None
     authenticator: Authenticator | None = None
     # run id -> owner user id, so /status and /results can tell whose the current run is without a query.
@@ -92,9 +101,9 @@ async def resolve_connection(conn: HTTPConnection, *, allow_query: bool = False)
     found = _credentials(conn, allow_query=allow_query)
     if found is None:
         return None
+    kind, value = found
     if auth.authenticator is None:
         raise NotAuthenticatedError("Authentication is not ready")
-    kind, value = found
     if kind == "bearer":
         return await auth.authenticator.from_bearer(value)
     return await auth.authenticator.from_api_key(value)
@@ -108,8 +117,31 @@ async def authenticate_request(request: Request) -> Principal:
     principal = await resolve_connection(request)
     if principal is None:
         raise NotAuthenticatedError("Authentication required: send a bearer token or an X-API-Key header")
+    check_rate_limit(_auth(request), principal)
     request.state.principal = principal
     return principal
+
+
+def _rate_key(principal: Principal) -> str | None:
+    """Keys and users have separate allowances; the auth-off local operator has none to spend."""
+    if principal.api_key_id is not None:
+        return f"key:{principal.api_key_id}"
+    return f"user:{principal.user_id}" if principal.user_id is not None else None
+
+
+def check_rate_limit(auth: AuthState, principal: Principal) -> None:
+    """Spend one request of the caller's allowance; 429 RATE_LIMITED with Retry-After when it is used up."""
+    key = _rate_key(principal)
+    if key is None:
+        return
+    wait = auth.rate_limiter.hit(key)
+    if wait:
+        per_minute = auth.rate_limiter.per_minute
+        raise RateLimitedError(
+            f"Rate limit of {per_minute} requests a minute exceeded; retry in {wait} s",
+            details={"limit_per_minute": per_minute, "retry_after_s": wait},
+            headers={"Retry-After": str(wait)},
+        )
 
 
 CurrentUser = Annotated[Principal, Depends(authenticate_request)]
@@ -157,15 +189,66 @@ def health_detail_allowed(request: Request) -> bool:
     return getattr(request.state, "principal", None) is not None
 
 
+async def _principal_from_token(auth: AuthState, token: str) -> Principal:
+    """A principal from a bare credential: API keys start with `ct_`, anything else is an access token."""
+    if auth.authenticator is None:
+        raise NotAuthenticatedError("Authentication is not ready")
+    if token.startswith("ct_"):
+        return await auth.authenticator.from_api_key(token)
+    return await auth.authenticator.from_bearer(token)
+
+
+async def _first_message_principal(ws: WebSocket) -> Principal:
+    """Credentials from the first message, `{"action": "auth", "token": "..."}`, sent within WS_AUTH_TIMEOUT_S."""
+    try:
+        async with asyncio.timeout(WS_AUTH_TIMEOUT_S):
+            message = await ws.receive()
+    except TimeoutError:
+        raise NotAuthenticatedError(f"No credentials within {WS_AUTH_TIMEOUT_S:g} s") from None
+    text = message.get("text") or ""
+    try:
+        body = json.loads(text) if len(text) <= 8192 else None
+    except json.JSONDecodeError:
+        body = None
+    token = body.get("token") or body.get("api_key") if isinstance(body, dict) else None
+    action = (body.get("action") or body.get("type")) if isinstance(body, dict) else None
+    if action != "auth" or not isinstance(token, str) or not token:
+        raise NotAuthenticatedError(WS_AUTH_HINT)
+    return await _principal_from_token(_auth(ws), token)
+
+
 async def authorize_websocket(ws: WebSocket) -> bool:
-    """The hook the WebSocket routes call before accepting: a token or API key with `read`, else close 1008."""
+    """Accept a WebSocket once its caller is known, else close it with 1008.
+
+    Credentials come in the handshake (Authorization, X-API-Key, `?token=`) or, when none came, in the first
+    message. Bad handshake credentials are refused before the upgrade (HTTP 403). The caller needs `read`, and
+    the connection counts against its rate limit.
+    """
+    auth = _auth(ws)
     try:
         principal = await resolve_connection(ws, allow_query=True)
+        if principal is not None:
+            check_rate_limit(auth, principal)
     except AuthError as exc:
         await ws.close(code=WS_POLICY_VIOLATION, reason=exc.message[:120])
         return False
-    if principal is None or "read" not in principal.scopes:
-        await ws.close(code=WS_POLICY_VIOLATION, reason="Authentication required: ?token=<access token or API key>")
+    if principal is None:
+        await ws.accept()
+        try:
+            principal = await _first_message_principal(ws)
+            check_rate_limit(auth, principal)
+        except AuthError as exc:
+            await ws.close(code=WS_POLICY_VIOLATION, reason=exc.message[:120])
+            return False
+        except WebSocketDisconnect:
+            return False
+        accepted_late = True
+    else:
+        accepted_late = False
+    if "read" not in principal.scopes:
+        await ws.close(code=WS_POLICY_VIOLATION, reason="This stream needs the 'read' scope")
         return False
+    if not accepted_late:
+        await ws.accept()
     ws.state.principal = principal
     return True

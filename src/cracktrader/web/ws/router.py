@@ -13,6 +13,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from cracktrader.data.candles import to_ms
 from cracktrader.runs import events
 from cracktrader.runs.document import now_iso
+from cracktrader.runs.state import lifecycle_only
+from cracktrader.web.deps import sees_run
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -93,10 +95,11 @@ async def status_stream(ws: WebSocket) -> None:
     """A snapshot on connect, then status_update, trade_execution and error events, plus heartbeats."""
     if not await ws.app.state.authorize_websocket(ws):
         return
-    await ws.accept()
     manager = ws.app.state.manager
+    view = RunView(ws)
     sub = manager.bus.subscribe(STATUS_STREAM_TYPES)
-    if not await _send(ws, {"type": "snapshot", "payload": manager.status(), "timestamp": now_iso()}):
+    snapshot = await view.status(manager.status())
+    if not await _send(ws, {"type": "snapshot", "payload": snapshot, "timestamp": now_iso()}):
         sub.close()
         return
 
@@ -105,6 +108,11 @@ async def status_stream(ws: WebSocket) -> None:
             return await _send(ws, {"type": "heartbeat", "payload": {}, "timestamp": now_iso()})
         if event.type not in STATUS_STREAM_TYPES:
             return True
+        if not await view.sees(event.payload.get("run_id")):
+            if event.type != events.STATUS_UPDATE:
+                return True
+            redacted = {**event.to_dict(), "payload": lifecycle_only(event.payload)}
+            return await _send(ws, redacted)
         return await _send(ws, event.text)
 
     await _serve(ws, "status", sub, forward)
@@ -131,11 +139,28 @@ def _channel_data(event: events.Event) -> dict[str, Any]:
     return p
 
 
+class RunView:
+    """What one connection may see of the runs: with auth on, other users' runs show only their lifecycle."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.app = ws.app
+        self.principal = getattr(ws.state, "principal", None) if ws.app.state.auth.enabled else None
+
+    async def sees(self, run_id: str | None) -> bool:
+        """Whether events of this run may be sent in full."""
+        return await sees_run(self.app, self.principal, run_id)
+
+    async def status(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+        """The status document as this connection may see it."""
+        return snapshot if await self.sees(snapshot.get("run_id")) else lifecycle_only(snapshot)
+
+
 class ChannelSession:
     """One `/ws` connection's subscriptions: (channel, symbol or None) pairs, at most MAX_SUBSCRIPTIONS."""
 
-    def __init__(self, ws: WebSocket) -> None:
+    def __init__(self, ws: WebSocket, view: RunView) -> None:
         self.ws = ws
+        self.view = view
         self.subs: set[tuple[str, str | None]] = set()
 
     async def error(self, code: str, message: str, **details: Any) -> None:
@@ -203,7 +228,8 @@ class ChannelSession:
             },
         )
         if action == "subscribe" and any(c == "status" for c, _ in keys):
-            await _send(self.ws, {"channel": "status", "data": self.ws.app.state.manager.status()})
+            status = await self.view.status(self.ws.app.state.manager.status())
+            await _send(self.ws, {"channel": "status", "data": status})
 
     def wants(self, channel: str, symbol: str | None) -> bool:
         if channel == "status":  # status is run-wide: a symbol on the subscription does not narrow it
@@ -216,8 +242,8 @@ async def channel_stream(ws: WebSocket) -> None:
     """Subscribe to status, orders, trades and equity; messages are `{"channel", "data"}`."""
     if not await ws.app.state.authorize_websocket(ws):
         return
-    await ws.accept()
-    session = ChannelSession(ws)
+    view = RunView(ws)
+    session = ChannelSession(ws, view)
     sub = ws.app.state.manager.bus.subscribe(frozenset(CHANNELS))
 
     async def forward(event: events.Event | None) -> bool:
@@ -226,6 +252,10 @@ async def channel_stream(ws: WebSocket) -> None:
         channel = CHANNELS.get(event.type)
         if channel is None or not session.wants(channel, event.payload.get("symbol")):
             return True
+        if not await view.sees(event.payload.get("run_id")):
+            if channel != "status":
+                return True
+            return await _send(ws, {"channel": channel, "data": lifecycle_only(event.payload)})
         return await _send(ws, {"channel": channel, "data": _channel_data(event)})
 
     await _serve(ws, "channels", sub, forward, session.handle)

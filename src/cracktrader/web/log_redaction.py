@@ -1,0 +1,38 @@
+"""Keep credentials out of server logs: uvicorn logs request paths with their query strings."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+__all__ = ["QuerySecretFilter", "install_log_redaction"]
+
+# WebSocket clients may send `?token=` (browsers cannot set headers on the handshake); never log its value.
+_QUERY_SECRET = re.compile(r"(?i)\b(token|api_key|apikey|access_token|refresh_token|password|secret)=([^&\s\"']+)")
+REDACTED = "***"
+LOGGERS = ("uvicorn.access", "uvicorn.error")
+
+
+def redact_query(text: str) -> str:
+    """The text with the values of credential query parameters replaced by `***`."""
+    return _QUERY_SECRET.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+
+
+class QuerySecretFilter(logging.Filter):
+    """Rewrites a record's message arguments so credential query parameters never reach a handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact in place; never drops a record."""
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_query(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact_query(record.msg)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Add the filter to uvicorn's loggers once (idempotent, as apps may be created many times)."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QuerySecretFilter) for f in logger.filters):
+            logger.addFilter(QuerySecretFilter())
