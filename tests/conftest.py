@@ -91,3 +91,12 @@ def fake_binance(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         monkeypatch.setenv("CRACKTRADER_CCXT_BACKOFF_BASE", "0")
         get_settings.cache_clear()
         yield server
+
+
+@pytest.fixture(params=("sqlite", "postgresql"))
+def db_settings(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Settings on a fresh SQLite file, or on a throwaway PostgreSQL database created for the test."""
+    from db_support import app_database
+
+    with app_database(request.param, monkeypatch) as settings:
+        yield settings

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from cracktrader.db.engine import make_engine
 from cracktrader.db.models import Base
 from cracktrader.db.run_store import RunStore
+from cracktrader.settings import Settings, get_settings
 
 # CI starts PostgreSQL with trust auth; override for other setups.
 POSTGRES_URL = os.environ.get("CRACKTRADER_TEST_POSTGRES_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test")
@@ -102,3 +103,33 @@ async def row_count(target: DatabaseTarget, table: str) -> int:
             return int((await conn.execute(text(f"SELECT COUNT(*) FROM {table}"))).scalar_one())
     finally:
         await engine.dispose()
+
+
+async def _pg_admin(sql: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE need that) on the test database."""
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_URL.replace("+asyncpg", ""))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def app_database(backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings whose DATABASE_URL is the isolated SQLite file, or a throwaway PostgreSQL database."""
+    if backend == "sqlite":
+        yield get_settings()
+        return
+    name = f"ct_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required (CI starts it): {exc}", pytrace=False)
+    monkeypatch.setenv("DATABASE_URL", POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}")
+    get_settings.cache_clear()
+    try:
+        yield get_settings()
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -2,57 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import asyncpg
 import pytest
 
 from cracktrader.db.engine import make_engine
 from cracktrader.db.run_store import RunStore
-from cracktrader.settings import Settings, get_settings
+from cracktrader.settings import Settings
 from web_support import SLOW_RUN, YEAR_1H, app_client, wait_for_status
 
 pytestmark = pytest.mark.anyio
-PG_ADMIN = "postgresql://root@127.0.0.1:5432/test"
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_settings(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Settings on a fresh SQLite file, or on a throwaway PostgreSQL database created for the test."""
-    if request.param == "sqlite":
-        yield get_settings()
-        return
-    name = f"ct_test_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required (CI starts it): {exc}")
-    monkeypatch.setenv("DATABASE_URL", f"postgresql://root@127.0.0.1:5432/{name}")
-    get_settings.cache_clear()
-    try:
-        yield get_settings()
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-async def _admin(sql: str) -> None:
-    """Run one statement outside a transaction (CREATE/DROP DATABASE need that) on the `test` database."""
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def _run(c: object, body: dict) -> str:
