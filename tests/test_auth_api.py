@@ -7,6 +7,7 @@ import base64
 import json
 import time
 
+import httpx
 import jwt
 import pytest
 from websockets.asyncio.client import connect
@@ -282,3 +283,25 @@ def test_non_loopback_bind_is_allowed_with_auth_and_refused_without_a_secret() -
         check_server_config(host="0.0.0.0", workers=1, insecure=False, auth_enabled=False)
     with pytest.raises(RuntimeError, match="JWT_SECRET_KEY"):
         create_app(get_settings(), web_settings(auth_mode="on"))
+
+
+async def test_seed_004_environment_variables_configure_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cracktrader.web.config import WebSettings
+
+    monkeypatch.setenv("CRACKTRADER_AUTH_MODE", "on")
+    monkeypatch.setenv("JWT_SECRET_KEY", SECRET)
+    monkeypatch.setenv("JWT_ALGORITHM", "HS512")
+    monkeypatch.setenv("JWT_EXPIRATION_MINUTES", "5")
+    monkeypatch.setenv("CORS_ORIGINS", '["http://dash.test"]')
+    app = create_app(get_settings(), WebSettings())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as c:
+            await service.create_user(store=app.state.auth.store, username="env", password=PASSWORD)
+            tokens = (await c.post("/api/v1/auth/login", data={"username": "env", "password": PASSWORD})).json()
+            assert tokens["token_type"] == "bearer" and tokens["expires_in"] == 300
+            assert jwt.get_unverified_header(tokens["access_token"])["alg"] == "HS512"
+            claims = jwt.decode(tokens["access_token"], SECRET, algorithms=["HS512"], options={"verify_aud": False})
+            assert claims["exp"] - claims["iat"] == 300
+            r = await c.get("/api/v1/health", headers={"Origin": "http://dash.test"})
+            assert r.headers["Access-Control-Allow-Origin"] == "http://dash.test"
