@@ -2,11 +2,21 @@
 const api = "/api/v1";
 const $ = (id) => document.getElementById(id);
 
+// With CRACKTRADER_AUTH_MODE=on the API answers 401 until someone signs in; the access token lives for this tab.
+let token = sessionStorage.getItem("cracktrader.token");
+
 async function call(method, path, body) {
   const opts = { method, headers: {} };
+  if (token) { opts.headers.Authorization = `Bearer ${token}`; }
   if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
   const res = await fetch(api + path, opts);
   const data = res.status === 204 ? null : await res.json();
+  if (res.status === 401 && path !== "/auth/login") {
+    token = null;
+    sessionStorage.removeItem("cracktrader.token");
+    $("login").hidden = false;
+    throw new Error("Sign in to continue");
+  }
   if (!res.ok) { throw new Error((data && data.error && data.error.message) || res.statusText); }
   return data;
 }
@@ -46,7 +56,11 @@ function logEvent(e) {
 
 function connect() {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${api}/ws/status`);
-  ws.onopen = () => { $("conn").textContent = "stream: live"; };
+  ws.onopen = () => {
+    // Sent as the first message rather than in the URL, which servers log.
+    if (token) { ws.send(JSON.stringify({ action: "auth", token })); }
+    $("conn").textContent = "stream: live";
+  };
   ws.onclose = () => { $("conn").textContent = "stream: reconnecting"; setTimeout(connect, 2000); };
   ws.onmessage = (msg) => {
     const e = JSON.parse(msg.data);
@@ -89,4 +103,16 @@ $("run-form").addEventListener("submit", async (ev) => {
 });
 $("stop").addEventListener("click", async () => { try { say((await call("POST", "/run/stop")).message); } catch (e) { say(e.message, true); } });
 $("reset").addEventListener("click", async () => { try { say((await call("DELETE", "/run/reset")).message); } catch (e) { say(e.message, true); } });
+$("login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const tokens = await call("POST", "/auth/login", { username: $("username").value, password: $("password").value });
+    token = tokens.access_token;
+    sessionStorage.setItem("cracktrader.token", token);
+    $("password").value = "";
+    $("login").hidden = true;
+    say("Signed in");
+    await init();
+  } catch (e) { say(e.message, true); }
+});
 init().catch((e) => say(e.message, true));
