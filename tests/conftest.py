@@ -100,3 +100,14 @@ def db_settings(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 
     with app_database(request.param, monkeypatch) as settings:
         yield settings
+
+
+@pytest.fixture(params=("sqlite", "postgresql"))
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """An empty database of each backend, migrated to head (a test module may define its own, unmigrated)."""
+    from cracktrader.db.migrate import upgrade
+    from db_support import database_target
+
+    with database_target(request.param, tmp_path) as target:
+        upgrade(target.url, connect_args=target.connect_args)
+        yield target

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -21,8 +20,7 @@ from cracktrader.auth.login_limiter import LoginLimiter
 from cracktrader.auth.principal import Authenticator
 from cracktrader.auth.store import AuthStore
 from cracktrader.auth.tokens import TokenSettings, create_access_token
-from cracktrader.db.migrate import upgrade
-from db_support import BACKENDS, DatabaseTarget, database_target
+from db_support import DatabaseTarget
 
 pytestmark = pytest.mark.anyio
 TOKENS = TokenSettings(secret="s" * 64)
@@ -32,13 +30,6 @@ PASSWORD = "a long enough password"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(params=BACKENDS)
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseTarget]:
-    with database_target(request.param, tmp_path) as target:
-        upgrade(target.url, connect_args=target.connect_args)
-        yield target
 
 
 @pytest.fixture

@@ -8,19 +8,17 @@ import math
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from cracktrader.db.migrate import upgrade
 from cracktrader.db.run_store import RunExistsError, RunNotFoundError, RunStore, decode_document, encode_document
 from cracktrader.runs.config import BacktestConfig, redact
 from cracktrader.runs.document import empty_document, iso_times
-from db_support import BACKENDS, DatabaseTarget, database_target, row_count
+from db_support import DatabaseTarget, row_count
 
 pytestmark = pytest.mark.anyio
 
@@ -31,14 +29,6 @@ T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 def anyio_backend() -> str:
     """Run async tests on asyncio (the only loop the app uses)."""
     return "asyncio"
-
-
-@pytest.fixture(params=BACKENDS)
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseTarget]:
-    """An empty database of each backend, migrated to head."""
-    with database_target(request.param, tmp_path) as target:
-        upgrade(target.url, connect_args=target.connect_args)
-        yield target
 
 
 @pytest.fixture

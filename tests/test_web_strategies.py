@@ -3,17 +3,15 @@ their store on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from auth_support import bearer, wait_done
-from cracktrader.db.migrate import upgrade
 from cracktrader.db.strategy_store import DuplicateNameError, StrategyStore
-from db_support import BACKENDS, DatabaseTarget, database_target
+from db_support import DatabaseTarget
 from web_support import YEAR_1H, app_client, wait_for_status
 
 pytestmark = pytest.mark.anyio
@@ -244,13 +242,6 @@ async def test_presets_belong_to_their_user() -> None:
 
 
 # Store on both databases ------------------------------------------------------------------------------------
-@pytest.fixture(params=BACKENDS)
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseTarget]:
-    with database_target(request.param, tmp_path) as target:
-        upgrade(target.url, connect_args=target.connect_args)
-        yield target
-
-
 @pytest.fixture
 async def store(target: DatabaseTarget) -> AsyncIterator[StrategyStore]:
     engine = target.engine()
