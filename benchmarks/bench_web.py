@@ -289,6 +289,10 @@ def main() -> None:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    import bench_auth  # here, not at the top: bench_auth imports this module
+    from benchlib import print_section
+
+    print_section("auth (bench_auth.py)", bench_auth.run())
 
 
 if __name__ == "__main__":
