@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 from pwdlib import PasswordHash
@@ -16,6 +17,10 @@ MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 
 _HASHER = PasswordHash((Argon2Hasher(),))
+# Argon2 is CPU-bound by design. On asyncio's default pool (many threads) 1,000 logins starved the event loop:
+# /status p99 went from 3 ms to 1.2 s (benchmarks/bench_auth.py). One dedicated thread keeps a core free for the
+# loop (p99 10 ms) at the same login throughput on a 2-core machine; logins queue instead of the whole server.
+_ARGON2_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
 
 
 @lru_cache(maxsize=1)
@@ -47,10 +52,10 @@ def verify_password(password: str, password_hash: str) -> tuple[bool, str | None
 
 
 async def hash_password_async(password: str) -> str:
-    """`hash_password` in a worker thread, so the event loop keeps serving."""
-    return await asyncio.to_thread(hash_password, password)
+    """`hash_password` on the Argon2 thread, so the event loop keeps serving."""
+    return await asyncio.get_running_loop().run_in_executor(_ARGON2_POOL, hash_password, password)
 
 
 async def verify_password_async(password: str, password_hash: str) -> tuple[bool, str | None]:
-    """`verify_password` in a worker thread, so the event loop keeps serving."""
-    return await asyncio.to_thread(verify_password, password, password_hash)
+    """`verify_password` on the Argon2 thread, so the event loop keeps serving."""
+    return await asyncio.get_running_loop().run_in_executor(_ARGON2_POOL, verify_password, password, password_hash)
