@@ -52,22 +52,23 @@ class StrategyRegistry:
         self.strategies[cls.name] = cls
         self.origins[cls.name] = origin
 
+    def class_entry(self, name: str) -> dict[str, Any]:
+        """One class as a read-only entry of the strategy list (the API and `cracktrader strategies --json`)."""
+        return {
+            "id": None,
+            "kind": "class",
+            **self.strategies[name].describe(),
+            "base_strategy": None,
+            "origin": self.origins[name],
+            "is_active": True,
+            "read_only": True,
+            "created_at": None,
+            "updated_at": None,
+        }
+
     def class_entries(self) -> list[dict[str, Any]]:
-        """Every class as a read-only entry of the strategy list (the API and `cracktrader strategies --json`)."""
-        return [
-            {
-                "id": None,
-                "kind": "class",
-                **cls.describe(),
-                "base_strategy": None,
-                "origin": self.origins[name],
-                "is_active": True,
-                "read_only": True,
-                "created_at": None,
-                "updated_at": None,
-            }
-            for name, cls in self.strategies.items()
-        ]
+        """Every class as a read-only list entry."""
+        return [self.class_entry(name) for name in self.strategies]
 
     def get(self, name: str) -> type[Strategy]:
         """The class named `name`; the error lists the available names."""

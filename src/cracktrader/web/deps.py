@@ -169,7 +169,7 @@ async def get_manager(request: Request) -> RunManager:
     for run_id in {manager.state.run_id, doc.get("run_id") if doc is not None else None}:
         if run_id is None:
             continue
-        if principal.is_admin or await _owner(auth, manager.store, run_id) == principal.user_id:
+        if await sees_run(request.app, principal, run_id):
             owned.add(run_id)
     # Duck-typed stand-in: the routers only use RunManager's public surface, which ScopedManager forwards.
     return cast(RunManager, ScopedManager(manager, principal, auth, owned))

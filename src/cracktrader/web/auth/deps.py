@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.params import Depends as DependsParam
 from starlette.requests import HTTPConnection
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from cracktrader.auth.api_keys import SCOPES
 from cracktrader.auth.errors import AuthError, ForbiddenError, NotAuthenticatedError, RateLimitedError
@@ -89,8 +89,22 @@ def _credentials(conn: HTTPConnection, *, allow_query: bool) -> tuple[str, str] 
         # Browsers cannot set headers on a WebSocket handshake; the token travels in the URL instead.
         token = conn.query_params.get("token") or conn.query_params.get("api_key")
         if token:
-            return ("api_key" if token.startswith("ct_") else "bearer"), token
+            return _kind_of(token), token
     return None
+
+
+def _kind_of(token: str) -> str:
+    """A bare credential's kind: API keys start with `ct_`, anything else is an access token."""
+    return "api_key" if token.startswith("ct_") else "bearer"
+
+
+async def _authenticate(auth: AuthState, kind: str, value: str) -> Principal:
+    """The principal a bearer token or API key stands for; AuthError when it is bad."""
+    if auth.authenticator is None:
+        raise NotAuthenticatedError("Authentication is not ready")
+    if kind == "bearer":
+        return await auth.authenticator.from_bearer(value)
+    return await auth.authenticator.from_api_key(value)
 
 
 async def resolve_connection(conn: HTTPConnection, *, allow_query: bool = False) -> Principal | None:
@@ -101,12 +115,7 @@ async def resolve_connection(conn: HTTPConnection, *, allow_query: bool = False)
     found = _credentials(conn, allow_query=allow_query)
     if found is None:
         return None
-    kind, value = found
-    if auth.authenticator is None:
-        raise NotAuthenticatedError("Authentication is not ready")
-    if kind == "bearer":
-        return await auth.authenticator.from_bearer(value)
-    return await auth.authenticator.from_api_key(value)
+    return await _authenticate(auth, *found)
 
 
 async def authenticate_request(request: Request) -> Principal:
@@ -189,15 +198,6 @@ def health_detail_allowed(request: Request) -> bool:
     return getattr(request.state, "principal", None) is not None
 
 
-async def _principal_from_token(auth: AuthState, token: str) -> Principal:
-    """A principal from a bare credential: API keys start with `ct_`, anything else is an access token."""
-    if auth.authenticator is None:
-        raise NotAuthenticatedError("Authentication is not ready")
-    if token.startswith("ct_"):
-        return await auth.authenticator.from_api_key(token)
-    return await auth.authenticator.from_bearer(token)
-
-
 async def _first_message_principal(ws: WebSocket) -> Principal:
     """Credentials from the first message, `{"action": "auth", "token": "..."}`, sent within WS_AUTH_TIMEOUT_S."""
     try:
@@ -214,7 +214,7 @@ async def _first_message_principal(ws: WebSocket) -> Principal:
     action = (body.get("action") or body.get("type")) if isinstance(body, dict) else None
     if action != "auth" or not isinstance(token, str) or not token:
         raise NotAuthenticatedError(WS_AUTH_HINT)
-    return await _principal_from_token(_auth(ws), token)
+    return await _authenticate(_auth(ws), _kind_of(token), token)
 
 
 async def authorize_websocket(ws: WebSocket) -> bool:
@@ -242,13 +242,10 @@ async def authorize_websocket(ws: WebSocket) -> bool:
             return False
         except WebSocketDisconnect:
             return False
-        accepted_late = True
-    else:
-        accepted_late = False
     if "read" not in principal.scopes:
         await ws.close(code=WS_POLICY_VIOLATION, reason="This stream needs the 'read' scope")
         return False
-    if not accepted_late:
+    if ws.client_state == WebSocketState.CONNECTING:  # handshake credentials: not accepted yet
         await ws.accept()
     ws.state.principal = principal
     return True

@@ -72,7 +72,7 @@ async def get_strategy(*, store: StrategyStore, owner_id: int, registry: Strateg
         if preset is not None:
             return preset_entry(preset, registry)
     elif ref in registry.strategies:
-        return next(e for e in registry.class_entries() if e["name"] == ref)
+        return registry.class_entry(ref)
     raise StrategyNotFoundError(f"No strategy with id or class name {ref!r}", details={"strategy_id": ref})
 
 
