@@ -25,7 +25,17 @@ from cracktrader.settings import Settings, get_settings, normalize_database_url
 from db_support import BACKENDS, DatabaseTarget, database_target, postgres_schema, table_names
 
 REPO = Path(__file__).resolve().parent.parent
-OUR_TABLES = {"runs", "run_symbols", "run_results", "users", "api_keys", "refresh_tokens", "strategies"}
+OUR_TABLES = {
+    "runs",
+    "run_symbols",
+    "run_results",
+    "run_series",
+    "servers",
+    "users",
+    "api_keys",
+    "refresh_tokens",
+    "strategies",
+}
 
 
 @pytest.fixture(params=BACKENDS)

@@ -14,10 +14,21 @@ from typing import Any
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
+from cracktrader.db import run_store
 from cracktrader.db.run_store import RunExistsError, RunNotFoundError, RunStore, decode_document, encode_document
+from cracktrader.engine.records import STATUS_FILLED, STATUS_REJECTED
 from cracktrader.runs.config import BacktestConfig, redact
-from cracktrader.runs.document import empty_document, iso_times
+from cracktrader.runs.results import (
+    EQUITY_DTYPE,
+    ORDER_DTYPE,
+    RunResults,
+    empty_results,
+    full_document,
+    make_head,
+    page_of,
+)
 from db_support import DatabaseTarget, row_count
 
 pytestmark = pytest.mark.anyio
@@ -74,26 +85,41 @@ async def add_run(
     return run_id
 
 
-def sample_document(run_id: str, points: int = 3) -> dict[str, Any]:
-    """A results document shaped like runs.document.build_document's."""
-    doc = empty_document(
+def sample_results(run_id: str, points: int = 3, orders: int = 2) -> RunResults:
+    """Columnar results like a backtest's: an hourly curve and alternating buy/sell fills."""
+    head = make_head(
         run_id=run_id,
         config={"strategy_name": "sma_cross"},
         status="completed",
         start_time="2024-03-01T12:00:00Z",
         end_time="2024-03-01T12:05:00Z",
+        symbols=["BTC/USDT"],
+        initial_cash=10_000.0,
+        performance_metrics={"total_return": 0.0123, "sharpe_ratio": 1.5, "total_trades": 1, "win_rate": None},
+        final_value=10_123.0,
     )
-    timestamps = iso_times(np.arange(points, dtype=np.int64) * 3_600_000 + 1_704_067_200_000)
-    doc["equity_curve"] = [
-        {"timestamp": t, "value": 10_000.0 + i * 0.1, "cash": 5_000.25, "pnl": i * 0.1}
-        for i, t in enumerate(timestamps)
-    ]
-    doc["trades"] = [
-        {"id": 1, "order_id": 7, "symbol": "BTC/USDT", "side": "buy", "size": 0.123456789, "price": 42_000.5}
-    ]
-    doc["performance_metrics"] = {"total_return": 0.0123, "sharpe_ratio": 1.5, "total_trades": 1, "win_rate": None}
-    doc["final_value"] = 10_123.0
-    return doc
+    equity = np.zeros(points, EQUITY_DTYPE)
+    equity["ts"] = np.arange(points, dtype=np.int64) * 3_600_000 + 1_704_067_200_000
+    equity["value"] = 10_000.0 + np.arange(points) * 0.1
+    equity["cash"] = 5_000.25
+    rows = np.zeros(orders, ORDER_DTYPE)
+    rows["id"] = np.arange(1, orders + 1)
+    rows["created"] = 1_704_067_200_000 + np.arange(orders) * 3_600_000
+    rows["ts"] = rows["created"] + 3_600_000
+    rows["side"] = np.where(np.arange(orders) % 2 == 0, 1, -1)
+    rows["status"] = np.where(np.arange(orders) % 3 == 2, STATUS_REJECTED, STATUS_FILLED)
+    rows["size"] = 0.123456789
+    rows["price"] = 42_000.5
+    rows["trigger"] = np.nan
+    rows["fee"] = 0.5
+    rows["pnl"] = np.where(rows["side"] < 0, 12.5, np.nan)
+    rows["ret"] = np.where(rows["side"] < 0, 0.01, np.nan)
+    return RunResults(head, equity, rows)
+
+
+def sample_document(run_id: str, points: int = 3) -> dict[str, Any]:
+    """The whole results document of `sample_results`."""
+    return full_document(sample_results(run_id, points))
 
 
 async def test_created_run_reads_back_with_exact_values(store: RunStore) -> None:
@@ -128,7 +154,7 @@ async def test_created_run_reads_back_with_exact_values(store: RunStore) -> None
     )
     assert run.symbols == ("ETH/USDT", "BTC/USDT")  # request order, not sorted
     assert run.config == redact(secret_config)
-    assert run.config["exchange_config"] == {"apiKey": "***", "secret": "***"}
+    assert run.config["exchange_config"] == {} and run.config["exchange_config_dropped_keys"] == 2
     assert run.created_at == datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
     assert run.created_at.tzinfo is UTC
     assert (run.started_at, run.ended_at, run.error) == (None, None, None)
@@ -197,10 +223,11 @@ async def test_update_status_of_an_unknown_run_raises_not_found(store: RunStore)
 
 async def test_saved_results_round_trip_exactly_and_fill_the_summary(store: RunStore) -> None:
     run_id = await add_run(store)
-    document = sample_document(run_id, points=50)
+    results = sample_results(run_id, points=50)
+    document = full_document(results)
     ended = T0 + timedelta(minutes=5)
 
-    await store.save_results(run_id, document=document, status="completed", ended_at=ended)
+    await store.save_results(run_id, results=results, status="completed", ended_at=ended)
 
     assert await store.get_results(run_id) == document
     run = await store.get(run_id)
@@ -213,12 +240,12 @@ async def test_saved_results_round_trip_exactly_and_fill_the_summary(store: RunS
 
 async def test_saving_results_again_replaces_the_document(store: RunStore, target: DatabaseTarget) -> None:
     run_id = await add_run(store)
-    await store.save_results(run_id, document=sample_document(run_id), status="stopped", ended_at=T0)
-    second = empty_document(run_id=run_id, config=None, status="failed", error="exchange down")
+    await store.save_results(run_id, results=sample_results(run_id), status="stopped", ended_at=T0)
+    second = empty_results(run_id=run_id, config=None, status="failed", error="exchange down")
 
-    await store.save_results(run_id, document=second, status="failed", ended_at=T0, error="exchange down")
+    await store.save_results(run_id, results=second, status="failed", ended_at=T0, error="exchange down")
 
-    assert await store.get_results(run_id) == second
+    assert await store.get_results(run_id) == full_document(second)
     run = await store.get(run_id)
     assert run is not None
     assert (run.status, run.error, run.final_value, run.total_return, run.metrics) == (
@@ -229,6 +256,7 @@ async def test_saving_results_again_replaces_the_document(store: RunStore, targe
         {},
     )
     assert await row_count(target, "run_results") == 1
+    assert await row_count(target, "run_series") == 0
 
 
 async def test_results_of_a_run_without_results_or_of_no_run_are_none(store: RunStore) -> None:
@@ -236,30 +264,90 @@ async def test_results_of_a_run_without_results_or_of_no_run_are_none(store: Run
     assert await store.get_results(run_id) is None
     assert await store.get_results(new_id()) is None
     with pytest.raises(RunNotFoundError):
-        await store.save_results(new_id(), document=sample_document("x"), status="completed", ended_at=T0)
+        await store.save_results(new_id(), results=sample_results("x"), status="completed", ended_at=T0)
 
 
 async def test_nan_and_infinity_are_stored_as_null(store: RunStore) -> None:
     run_id = await add_run(store)
-    document = sample_document(run_id, points=45_000)  # long enough to be encoded in chunks
-    document["equity_curve"][30_001]["value"] = math.nan
-    document["equity_curve"][44_999]["pnl"] = -math.inf
-    document["performance_metrics"] = {"total_return": math.nan, "sharpe_ratio": math.inf, "np": np.float64("nan")}
-    document["final_value"] = math.inf
+    results = sample_results(run_id, points=70_000)  # two stored chunks
+    results.equity["value"][30_001] = math.nan
+    results.equity["cash"][69_999] = -math.inf
+    results.head["performance_metrics"] = {"total_return": math.nan, "sharpe_ratio": math.inf, "np": np.float64("nan")}
+    results.head["final_value"] = math.inf
 
-    await store.save_results(run_id, document=document, status="completed", ended_at=T0)
+    await store.save_results(run_id, results=results, status="completed", ended_at=T0)
 
     loaded = await store.get_results(run_id)
     assert loaded is not None
     assert loaded["equity_curve"][30_001]["value"] is None
-    assert loaded["equity_curve"][44_999]["pnl"] is None
-    assert loaded["equity_curve"][30_000] == document["equity_curve"][30_000]
+    assert loaded["equity_curve"][69_999]["cash"] is None
+    assert loaded["equity_curve"][30_000] == full_document(results)["equity_curve"][30_000]
     assert loaded["performance_metrics"] == {"total_return": None, "sharpe_ratio": None, "np": None}
     assert loaded["final_value"] is None
     run = await store.get(run_id)
     assert run is not None
     assert (run.final_value, run.total_return) == (None, None)
     assert run.metrics == {"total_return": None, "sharpe_ratio": None, "np": None}
+
+
+async def test_a_page_reads_only_the_chunks_it_shows(store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id = await add_run(store)
+    results = sample_results(run_id, points=200_000, orders=50_000)
+    await store.save_results(run_id, results=results, status="completed", ended_at=T0)
+    decoded: list[int] = []
+    real = run_store.decode_chunk
+
+    def counting(blob: bytes, dtype: np.dtype[Any]) -> np.ndarray:
+        rows = real(blob, dtype)
+        if dtype == ORDER_DTYPE:
+            decoded.append(rows.shape[0])
+        return rows
+
+    monkeypatch.setattr(run_store, "decode_chunk", counting)
+
+    page = await store.read_page(run_id, max_points=1_000, limit=100, offset=20_000)
+
+    assert page is not None
+    expected = page_of(results, max_points=1_000, limit=100, offset=20_000)
+    assert page.document() == expected.document()
+    assert (page.orders_total, page.trades_total, page.equity_total) == (50_000, results.n_fills, 200_000)
+    assert page.document()["orders"][0]["id"] == 20_001
+    # Orders 20,000-20,099 lie in the second 16,384-row chunk; fill 20,000 lies in the second or third.
+    assert len(decoded) <= 3 and all(n == run_store.ORDER_CHUNK for n in decoded)
+
+
+async def test_appended_series_read_back_as_one(store: RunStore) -> None:
+    run_id = await add_run(store)
+    results = sample_results(run_id, points=10, orders=9)
+    head_only = RunResults(results.head, results.equity[:0], results.orders[:0])
+    await store.save_results(run_id, results=head_only, status="running", ended_at=T0)
+
+    for k in range(0, 10, 4):
+        await store.append_series(run_id, equity=results.equity[k : k + 4], orders=results.orders[k : k + 4])
+
+    assert await store.get_results(run_id) == {**full_document(results), "status": "running"}
+    page = await store.read_page(run_id, max_points=None, limit=2, offset=3)
+    assert page is not None
+    assert [t["id"] for t in page.document()["trades"]] == [4, 5]
+    assert [o["id"] for o in page.document()["orders"]] == [4, 5]
+
+
+async def test_results_stored_as_one_document_are_still_served(store: RunStore, target: DatabaseTarget) -> None:
+    # Runs saved before the columnar store kept the whole document in run_results; they must stay readable.
+    run_id = await add_run(store)
+    document = sample_document(run_id, points=30)
+    blob, size = encode_document(document)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            sa.text("INSERT INTO run_results (run_id, document, size_bytes) VALUES (:r, :d, :s)"),
+            {"r": run_id, "d": blob, "s": size},
+        )
+
+    assert await store.get_results(run_id) == document
+    page = await store.read_page(run_id, max_points=10, limit=1, offset=1)
+    assert page is not None and page.document()["trades"] == document["trades"][1:2]
+    chunks = [rows async for rows in store.iter_series(run_id, "equity")]
+    assert sum(c.shape[0] for c in chunks) == 30
 
 
 async def test_list_filters_by_status_mode_and_strategy(store: RunStore) -> None:
@@ -332,7 +420,7 @@ async def test_delete_removes_the_run_its_symbols_and_its_results(store: RunStor
     keep = await add_run(store, symbols=["BTC/USDT"])
     gone = await add_run(store, symbols=["BTC/USDT", "ETH/USDT"])
     for run_id in (keep, gone):
-        await store.save_results(run_id, document=sample_document(run_id), status="completed", ended_at=T0)
+        await store.save_results(run_id, results=sample_results(run_id), status="completed", ended_at=T0)
 
     assert await store.delete(gone) is True
 
@@ -348,7 +436,7 @@ async def test_a_user_cannot_read_or_delete_another_users_run(store: RunStore) -
     mine = await add_run(store, user_id=1)
     theirs = await add_run(store, user_id=2)
     unowned = await add_run(store, user_id=None)
-    await store.save_results(theirs, document=sample_document(theirs), status="completed", ended_at=T0)
+    await store.save_results(theirs, results=sample_results(theirs), status="completed", ended_at=T0)
 
     assert await store.get(theirs, user_id=1) is None
     assert await store.get_results(theirs, user_id=1) is None
@@ -389,7 +477,7 @@ async def test_concurrent_writers_all_succeed(store: RunStore) -> None:
     async def lifecycle(i: int) -> str:
         run_id = await add_run(store, created_at=T0 + timedelta(seconds=i))
         await store.update_status(run_id, status="running", started_at=T0)
-        await store.save_results(run_id, document=sample_document(run_id, 2_000), status="completed", ended_at=T0)
+        await store.save_results(run_id, results=sample_results(run_id, 2_000), status="completed", ended_at=T0)
         return run_id
 
     ids = await asyncio.gather(*(lifecycle(i) for i in range(20)))
@@ -409,28 +497,23 @@ async def test_million_point_equity_curve_saves_and_loads(store: RunStore, targe
     points = 1_000_000
     run_id = await add_run(store)
     rng = np.random.default_rng(7)
-    values = (10_000 + np.cumsum(rng.normal(0, 5, points))).tolist()
-    cash = (rng.random(points) * 1_000).tolist()
-    timestamps = iso_times(np.arange(points, dtype=np.int64) * 60_000 + 1_704_067_200_000)
-    document = sample_document(run_id, points=0)
-    document["equity_curve"] = [
-        {"timestamp": t, "value": v, "cash": c, "pnl": v - 10_000.0}
-        for t, v, c in zip(timestamps, values, cash, strict=True)
-    ]
+    results = sample_results(run_id, points=points, orders=0)
+    results.equity["value"] = 10_000 + np.cumsum(rng.normal(0, 5, points))
+    results.equity["cash"] = rng.random(points) * 1_000
 
     started = time.perf_counter()
-    await store.save_results(run_id, document=document, status="completed", ended_at=T0)
+    await store.save_results(run_id, results=results, status="completed", ended_at=T0)
     saved = time.perf_counter()
-    loaded = await store.get_results(run_id)
+    page = await store.read_page(run_id, max_points=2_000, limit=10, offset=0)
     done = time.perf_counter()
 
-    assert loaded is not None
-    assert len(loaded["equity_curve"]) == points
-    assert loaded["equity_curve"][0] == document["equity_curve"][0]
-    assert loaded["equity_curve"][-1] == document["equity_curve"][-1]
-    assert loaded == document
+    assert page is not None
+    assert page.equity_total == points and page.equity.shape[0] <= 2_000
+    assert page.document() == page_of(results, max_points=2_000, limit=10, offset=0).document()
+    chunks = [rows async for rows in store.iter_series(run_id, "equity")]
+    assert np.array_equal(np.concatenate(chunks), results.equity)
     # Shown with `pytest -s`; the numbers go in the report, the bound only catches pathological regressions.
-    print(f"\n[{target.backend}] 1M-point equity curve: save {saved - started:.2f}s, load {done - saved:.2f}s")
+    print(f"\n[{target.backend}] 1M-point equity curve: save {saved - started:.2f}s, thinned read {done - saved:.2f}s")
     assert done - started < 120
 
 

@@ -107,7 +107,7 @@ async def test_the_active_run_cannot_be_deleted() -> None:
 async def test_csv_downloads_hold_every_trade_and_bar() -> None:
     async with app_client() as c:
         run_id = await _run(c, YEAR_1H)
-        results = (await c.get(f"/api/v1/runs/{run_id}/results?limit=100000")).json()
+        results = (await c.get(f"/api/v1/runs/{run_id}/results?limit=50000")).json()
         trades = await c.get(f"/api/v1/runs/{run_id}/trades.csv")
         assert trades.headers["content-type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(trades.text)))

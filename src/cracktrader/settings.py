@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     # Retries (with exponential backoff from `ccxt_backoff_base` seconds) on network errors and rate limits.
     ccxt_max_retries: int = Field(5, ge=0, le=20)
     ccxt_backoff_base: float = Field(0.5, ge=0.0, le=60.0)
+    # Admission limits of one run, checked before it starts: bars x symbols, and the memory that needs.
+    max_run_bars: int = Field(20_000_000, ge=1)
+    max_run_memory_mb: int = Field(4096, ge=1)
+    # Run history retention: 0 keeps everything. Live-trading records are never deleted.
+    run_retention_days: int = Field(0, ge=0)
+    run_retention_count: int = Field(0, ge=0)
+    # Server leases: a run whose server has not renewed its lease for `server_lease_ttl_s` was cut short.
+    server_heartbeat_s: float = Field(5.0, gt=0, le=3600)
+    server_lease_ttl_s: float = Field(30.0, gt=0, le=86_400)
     # Run history and (later) users. Unprefixed DATABASE_URL is the conventional name hosting platforms set;
     # CRACKTRADER_DATABASE_URL wins when both are set. Empty means SQLite in data_dir (filled in below).
     database_url: str = Field(

@@ -35,7 +35,9 @@ __all__ = [
     "RefreshTokenRecord",
     "RunRecord",
     "RunResultRecord",
+    "RunSeriesRecord",
     "RunSymbolRecord",
+    "ServerRecord",
     "StrategyRecord",
     "UTCDateTime",
     "UserRecord",
@@ -120,6 +122,8 @@ class RunRecord(Base):
     final_value: Mapped[float | None] = mapped_column(Double)
     total_return: Mapped[float | None] = mapped_column(Double)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The server process (servers.id) running it; a run left active by a server whose lease lapsed was cut short.
+    server_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
     symbol_rows: Mapped[list[RunSymbolRecord]] = relationship(
         order_by="RunSymbolRecord.position",
@@ -150,7 +154,7 @@ class RunSymbolRecord(Base):
 
 
 class RunResultRecord(Base):
-    """The full results document of a run, zlib-compressed JSON, kept apart so listing runs never reads it."""
+    """The head of a run's results (everything but its long series), zlib-compressed JSON, kept apart from runs."""
 
     __tablename__ = "run_results"
 
@@ -158,6 +162,36 @@ class RunResultRecord(Base):
     document: Mapped[bytes] = mapped_column(LargeBinary)
     # Size of the uncompressed JSON, so callers can judge a download before fetching it.
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class RunSeriesRecord(Base):
+    """One chunk of a run's equity points or orders, as raw little-endian records (zlib), so a page reads only
+    the chunks it shows and a paper session appends chunks as it goes."""
+
+    __tablename__ = "run_series"
+    __table_args__ = (CheckConstraint("kind IN ('equity', 'orders')", name="kind"),)
+
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Index of the chunk's first row in the whole series, and (orders) of its first fill among all fills.
+    first_row: Mapped[int] = mapped_column(BigInteger)
+    n_rows: Mapped[int] = mapped_column(Integer)
+    first_fill: Mapped[int] = mapped_column(BigInteger)
+    n_fills: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ServerRecord(Base):
+    """A server process's lease: it heartbeats while alive, so others know which active runs are really running."""
+
+    __tablename__ = "servers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class UserRecord(Base):

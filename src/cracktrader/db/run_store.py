@@ -9,19 +9,42 @@ import math
 import re
 import time
 import zlib
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, cast
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import CursorResult, delete, exists, func, insert, select, text, update
+from sqlalchemy import CursorResult, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from cracktrader.db.engine import make_sessionmaker
-from cracktrader.db.models import RUN_MODES, RUN_STATUSES, RunRecord, RunResultRecord, RunSymbolRecord
+from cracktrader.db.models import (
+    RUN_MODES,
+    RUN_STATUSES,
+    RunRecord,
+    RunResultRecord,
+    RunSeriesRecord,
+    RunSymbolRecord,
+    ServerRecord,
+)
+from cracktrader.engine.records import STATUS_FILLED
 from cracktrader.errors import CracktraderError
+from cracktrader.runs.results import (
+    EQUITY_DTYPE,
+    HEAD_FORMAT,
+    ORDER_DTYPE,
+    EquityThinner,
+    ResultsPage,
+    RunResults,
+    from_document,
+    json_pieces,
+    json_safe,
+    page_of,
+)
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -40,9 +63,9 @@ ACTIVE_STATUSES: tuple[str, ...] = ("starting", "running")
 INTERRUPTED_ERROR = "interrupted"
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
-# Elements per json.dumps call for long lists: big enough for the C encoder to dominate, small enough that the
-# serialised text of one chunk (a few MB) is all that exists uncompressed at any moment.
-_CHUNK = 20_000
+# Rows per stored chunk (about 1.5 MB raw): a page of orders or a slice of the curve decompresses a few of them.
+EQUITY_CHUNK = 65_536
+ORDER_CHUNK = 16_384
 # Level 1 compresses a 1M-point equity curve ~2x faster than the default 6 for ~8% more bytes.
 _ZLIB_LEVEL = 1
 
@@ -85,72 +108,15 @@ class RunSummary(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Results documents: JSON without NaN/inf, zlib-compressed while it is being serialised.
-
-
-def json_safe(value: Any) -> Any:
-    """Copy of a JSON-like value with NaN and ±inf floats replaced by None (JSON has neither)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def _default(value: Any) -> Any:
-    # numpy scalars and arrays slip into documents easily; datetimes appear in configs.
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _dumps(value: Any) -> str:
-    """Compact JSON; non-finite floats become null (only values that contain one pay for the extra pass)."""
-    try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"), default=_default)
-    except ValueError as exc:
-        if not str(exc).startswith("Out of range float"):
-            raise
-    return json.dumps(json_safe(_plain(value)), allow_nan=False, separators=(",", ":"), default=_default)
-
-
-def _plain(value: Any) -> Any:
-    """numpy values as Python ones, so that `json_safe` sees their floats."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, float | int | str):
-        return _plain(value.tolist())
-    return value
-
-
-def _json_pieces(document: Mapping[str, Any]) -> Iterator[str]:
-    """The document's JSON text in pieces; long top-level lists (the equity curve) are encoded in chunks."""
-    yield "{"
-    for i, (key, value) in enumerate(document.items()):
-        yield ("," if i else "") + json.dumps(str(key)) + ":"
-        if isinstance(value, list) and len(value) > _CHUNK:
-            yield "["
-            for start in range(0, len(value), _CHUNK):
-                # Strip each chunk's brackets so the chunks join into one array.
-                yield ("," if start else "") + _dumps(value[start : start + _CHUNK])[1:-1]
-            yield "]"
-        else:
-            yield _dumps(value)
-    yield "}"
+# Results heads (small JSON, zlib) and series chunks (raw little-endian records, zlib).
 
 
 def encode_document(document: Mapping[str, Any]) -> tuple[bytes, int]:
-    """zlib-compressed JSON of a results document and the uncompressed size in bytes."""
+    """zlib-compressed JSON of a results head (or any JSON document) and the uncompressed size in bytes."""
     compressor = zlib.compressobj(_ZLIB_LEVEL)
     parts: builtins.list[bytes] = []
     size = 0
-    for piece in _json_pieces(document):
+    for piece in json_pieces(document):
         # ensure_ascii (json's default) makes every piece ASCII, so the encode never fails and size is exact.
         raw = piece.encode("ascii")
         size += len(raw)
@@ -160,11 +126,36 @@ def encode_document(document: Mapping[str, Any]) -> tuple[bytes, int]:
 
 
 def decode_document(blob: bytes) -> dict[str, Any]:
-    """The results document stored by `encode_document`."""
+    """The document stored by `encode_document`."""
     document = json.loads(zlib.decompress(blob))
     if not isinstance(document, dict):
         raise ValueError("stored results are not a JSON object")
     return document
+
+
+def encode_chunk(rows: np.ndarray) -> bytes:
+    """A record array as compressed bytes (zlib releases the GIL while it works)."""
+    return zlib.compress(np.ascontiguousarray(rows).tobytes(), _ZLIB_LEVEL)
+
+
+def decode_chunk(blob: bytes, dtype: np.dtype[Any]) -> np.ndarray:
+    """The record array stored by `encode_chunk`."""
+    return np.frombuffer(zlib.decompress(blob), dtype=dtype)
+
+
+def _chunks(rows: np.ndarray, size: int) -> Iterator[tuple[int, np.ndarray]]:
+    for start in range(0, rows.shape[0], size):
+        yield start, rows[start : start + size]
+
+
+@dataclass(frozen=True, slots=True)
+class _ChunkMeta:
+    kind: str
+    seq: int
+    first_row: int
+    n_rows: int
+    first_fill: int
+    n_fills: int
 
 
 def _finite(value: Any) -> float | None:
@@ -225,8 +216,9 @@ class RunStore:
         exchange: str,
         user_id: int | None = None,
         created_at: datetime | None = None,
+        server_id: str | None = None,
     ) -> None:
-        """Record a new run; `config` must already be redacted. Raises RunExistsError if the id is taken."""
+        """Record a new run; `config` must already be sanitized. Raises RunExistsError if the id is taken."""
         if not _RUN_ID.fullmatch(run_id):
             raise ValueError(f"run_id must be 32 lowercase hex characters, got {run_id!r}")
         if mode not in RUN_MODES:
@@ -241,6 +233,7 @@ class RunStore:
             timeframe=timeframe,
             exchange=exchange,
             config=json_safe(config),
+            server_id=server_id,
             created_at=_utc(created_at, "created_at") or datetime.now(UTC),
             symbol_rows=[RunSymbolRecord(position=i, symbol=s) for i, s in enumerate(symbols)],
         )
@@ -278,20 +271,21 @@ class RunStore:
         self,
         run_id: str,
         *,
-        document: dict[str, Any],
+        results: RunResults,
         status: str,
         ended_at: datetime,
         error: str | None = None,
     ) -> None:
-        """Store the results document (replacing any earlier one) and the run's final status and headline numbers."""
+        """Store the results (replacing any earlier ones) and the run's final status and headline numbers."""
         _check_status(status)
         ended = _utc(ended_at, "ended_at")
-        metrics_raw = document.get("performance_metrics")
-        metrics = json_safe(_plain(metrics_raw)) if isinstance(metrics_raw, Mapping) else None
-        final_value = _finite(document.get("final_value"))
+        head = {**results.head, "status": status, "error": error}
+        metrics_raw = head.get("performance_metrics")
+        metrics = json_safe(metrics_raw) if isinstance(metrics_raw, Mapping) else None
+        final_value = _finite(head.get("final_value"))
         total_return = _finite(metrics.get("total_return")) if metrics else None
-        # Serialising and compressing a large curve takes seconds of CPU: keep it off the event loop.
-        blob, size = await asyncio.to_thread(encode_document, document)
+        # Compressing a large curve takes CPU: keep it off the event loop (zlib releases the GIL meanwhile).
+        blob, size = await asyncio.to_thread(encode_document, head)
         async with self._sessions.begin() as session:
             # Write first: SQLite then takes the write lock up front (waiting up to busy_timeout) instead of
             # failing when a read transaction tries to upgrade.
@@ -310,7 +304,169 @@ class RunStore:
             if _rowcount(result) == 0:
                 raise RunNotFoundError(f"run {run_id} not found", details={"run_id": run_id})
             await session.execute(delete(RunResultRecord).where(RunResultRecord.run_id == run_id))
+            await session.execute(delete(RunSeriesRecord).where(RunSeriesRecord.run_id == run_id))
             await session.execute(insert(RunResultRecord).values(run_id=run_id, document=blob, size_bytes=size))
+        await self.append_series(run_id, equity=results.equity, orders=results.orders)
+
+    async def append_series(
+        self, run_id: str, *, equity: np.ndarray | None = None, orders: np.ndarray | None = None
+    ) -> None:
+        """Append equity points and orders to a run's stored series (a paper session calls this as it goes)."""
+        for kind, rows, size in (("equity", equity, EQUITY_CHUNK), ("orders", orders, ORDER_CHUNK)):
+            if rows is None or rows.shape[0] == 0:
+                continue
+            async with self._sessions.begin() as session:
+                last = (
+                    await session.execute(
+                        select(RunSeriesRecord.seq, RunSeriesRecord.first_row, RunSeriesRecord.n_rows)
+                        .add_columns(RunSeriesRecord.first_fill, RunSeriesRecord.n_fills)
+                        .where(RunSeriesRecord.run_id == run_id, RunSeriesRecord.kind == kind)
+                        .order_by(RunSeriesRecord.seq.desc())
+                        .limit(1)
+                    )
+                ).first()
+                seq, row, fill = (last[0] + 1, last[1] + last[2], last[3] + last[4]) if last else (0, 0, 0)
+                for start, part in _chunks(rows, size):
+                    fills = int(np.count_nonzero(part["status"] == STATUS_FILLED)) if kind == "orders" else 0
+                    blob = await asyncio.to_thread(encode_chunk, part)
+                    await session.execute(
+                        insert(RunSeriesRecord).values(
+                            run_id=run_id,
+                            kind=kind,
+                            seq=seq,
+                            first_row=row + start,
+                            n_rows=int(part.shape[0]),
+                            first_fill=fill,
+                            n_fills=fills,
+                            data=blob,
+                        )
+                    )
+                    seq, fill = seq + 1, fill + fills
+
+    async def read_page(
+        self,
+        run_id: str,
+        *,
+        user_id: int | None = None,
+        max_points: int | None,
+        limit: int | None,
+        offset: int = 0,
+    ) -> ResultsPage | None:
+        """One page of a run's results, reading only the chunks it shows (and the equity values it thins)."""
+        async with self._sessions() as session:
+            blob = await session.scalar(self._head_query(run_id, user_id))
+            if blob is None:
+                return None
+            metas = [
+                _ChunkMeta(*row)
+                for row in await session.execute(
+                    select(
+                        RunSeriesRecord.kind,
+                        RunSeriesRecord.seq,
+                        RunSeriesRecord.first_row,
+                        RunSeriesRecord.n_rows,
+                        RunSeriesRecord.first_fill,
+                        RunSeriesRecord.n_fills,
+                    )
+                    .where(RunSeriesRecord.run_id == run_id)
+                    .order_by(RunSeriesRecord.kind, RunSeriesRecord.seq)
+                )
+            ]
+        head = await asyncio.to_thread(decode_document, blob)
+        if head.get("format") != HEAD_FORMAT:
+            # A run stored before the columnar store: its head is the whole document.
+            legacy = await asyncio.to_thread(from_document, head)
+            return await asyncio.to_thread(lambda: page_of(legacy, max_points=max_points, limit=limit, offset=offset))
+        equity_metas = [m for m in metas if m.kind == "equity"]
+        order_metas = [m for m in metas if m.kind == "orders"]
+        total = sum(m.n_rows for m in equity_metas)
+        thinner = EquityThinner(total, max_points or max(total, 2))
+        for meta in equity_metas:
+            data = await self._chunk_data(run_id, "equity", [meta.seq])
+            rows = decode_chunk(data[meta.seq], EQUITY_DTYPE)
+            await asyncio.to_thread(thinner.feed, meta.first_row, rows)
+        orders_total = sum(m.n_rows for m in order_metas)
+        trades_total = sum(m.n_fills for m in order_metas)
+        end = offset + limit if limit is not None else max(orders_total, 1) + offset
+        order_window = [m for m in order_metas if m.first_row < end and m.first_row + m.n_rows > offset]
+        fill_window = [m for m in order_metas if m.n_fills and m.first_fill < end and m.first_fill + m.n_fills > offset]
+        wanted = sorted({m.seq for m in order_window} | {m.seq for m in fill_window})
+        data = await self._chunk_data(run_id, "orders", wanted)
+
+        def window() -> tuple[np.ndarray, np.ndarray]:
+            empty = np.empty(0, ORDER_DTYPE)
+            orders = empty
+            if order_window:
+                rows = np.concatenate([decode_chunk(data[m.seq], ORDER_DTYPE) for m in order_window])
+                base = order_window[0].first_row
+                orders = rows[offset - base : end - base] if offset >= base else rows[: end - base]
+            trades = empty
+            if fill_window:
+                rows = np.concatenate([decode_chunk(data[m.seq], ORDER_DTYPE) for m in fill_window])
+                fills = rows[rows["status"] == STATUS_FILLED]
+                base = fill_window[0].first_fill
+                trades = fills[offset - base : end - base]
+            return orders, trades
+
+        orders, trades = await asyncio.to_thread(window)
+        return ResultsPage(
+            head=head,
+            equity=await asyncio.to_thread(thinner.result),
+            orders=orders,
+            trades=trades,
+            offset=offset,
+            limit=limit if limit is not None else max(orders_total, 1),
+            equity_total=total,
+            orders_total=orders_total,
+            trades_total=trades_total,
+            paged=max_points is not None or limit is not None,
+        )
+
+    @staticmethod
+    def _head_query(run_id: str, user_id: int | None) -> Any:
+        query = select(RunResultRecord.document).join(RunRecord, RunRecord.id == RunResultRecord.run_id)
+        query = query.where(RunResultRecord.run_id == run_id)
+        return query if user_id is None else query.where(RunRecord.user_id == user_id)
+
+    async def read_head(self, run_id: str, *, user_id: int | None = None) -> dict[str, Any] | None:
+        """A run's results head (everything but its series), or None."""
+        async with self._sessions() as session:
+            blob = await session.scalar(self._head_query(run_id, user_id))
+        return None if blob is None else await asyncio.to_thread(decode_document, blob)
+
+    async def _chunk_data(self, run_id: str, kind: str, seqs: builtins.list[int]) -> dict[int, bytes]:
+        if not seqs:
+            return {}
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(RunSeriesRecord.seq, RunSeriesRecord.data).where(
+                    RunSeriesRecord.run_id == run_id, RunSeriesRecord.kind == kind, RunSeriesRecord.seq.in_(seqs)
+                )
+            )
+            return {int(seq): bytes(blob) for seq, blob in rows}
+
+    async def iter_series(self, run_id: str, kind: str) -> AsyncIterator[np.ndarray]:
+        """A run's stored equity points or orders, one chunk at a time (for streaming exports)."""
+        dtype = EQUITY_DTYPE if kind == "equity" else ORDER_DTYPE
+        async with self._sessions() as session:
+            seqs = (
+                await session.scalars(
+                    select(RunSeriesRecord.seq)
+                    .where(RunSeriesRecord.run_id == run_id, RunSeriesRecord.kind == kind)
+                    .order_by(RunSeriesRecord.seq)
+                )
+            ).all()
+        if not seqs:
+            head = await self.read_head(run_id)
+            if head is not None and head.get("format") != HEAD_FORMAT:
+                # A run stored before the columnar store keeps its series inside the head.
+                legacy = await asyncio.to_thread(from_document, head)
+                yield legacy.equity if kind == "equity" else legacy.orders
+            return
+        for seq in seqs:
+            data = await self._chunk_data(run_id, kind, [seq])
+            if seq in data:
+                yield await asyncio.to_thread(decode_chunk, data[seq], dtype)
 
     async def get(self, run_id: str, *, user_id: int | None = None) -> RunSummary | None:
         """The run, or None; with user_id, only if it belongs to that user."""
@@ -322,16 +478,9 @@ class RunStore:
             return None if record is None else _summary(record)
 
     async def get_results(self, run_id: str, *, user_id: int | None = None) -> dict[str, Any] | None:
-        """The stored results document, or None when the run (of that user) or its results do not exist."""
-        query = select(RunResultRecord.document).join(RunRecord, RunRecord.id == RunResultRecord.run_id)
-        query = query.where(RunResultRecord.run_id == run_id)
-        if user_id is not None:
-            query = query.where(RunRecord.user_id == user_id)
-        async with self._sessions() as session:
-            blob = await session.scalar(query)
-        if blob is None:
-            return None
-        return await asyncio.to_thread(decode_document, blob)
+        """The whole stored results document, or None (tools and tests; the API reads pages)."""
+        page = await self.read_page(run_id, user_id=user_id, max_points=None, limit=None)
+        return None if page is None else await asyncio.to_thread(page.document)
 
     async def list(
         self,
@@ -387,16 +536,89 @@ class RunStore:
             result = await session.execute(query)
             return _rowcount(result) > 0
 
-    async def mark_interrupted(self, *, now: datetime | None = None) -> int:
-        """Fail every run still starting or running (at start-up, these were cut short); returns how many."""
+    async def register_server(self, server_id: str, *, host: str, pid: int, now: datetime) -> None:
+        """Take this server process's lease (renewed by `heartbeat`)."""
+        at = _utc(now, "now")
+        async with self._sessions.begin() as session:
+            session.add(ServerRecord(id=server_id, host=host, pid=pid, started_at=at, heartbeat_at=at))
+
+    async def heartbeat(self, server_id: str, *, now: datetime) -> None:
+        """Renew this server's lease."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(ServerRecord).where(ServerRecord.id == server_id).values(heartbeat_at=_utc(now, "now"))
+            )
+
+    async def release_server(self, server_id: str) -> None:
+        """Give up the lease at a clean shutdown."""
+        async with self._sessions.begin() as session:
+            await session.execute(delete(ServerRecord).where(ServerRecord.id == server_id))
+
+    async def mark_interrupted(
+        self,
+        *,
+        now: datetime | None = None,
+        server_id: str | None = None,
+        lease_ttl: timedelta = timedelta(seconds=30),
+        host: str | None = None,
+        is_alive: Callable[[int], bool] | None = None,
+    ) -> int:
+        """Fail every run still starting or running whose server is gone; returns how many.
+
+        A server is gone when its lease lapsed (no heartbeat for `lease_ttl`), or when it ran on `host` and its
+        process no longer exists. Runs recorded without a server (before leases) are always cut short. Without
+        `server_id` every active run is failed (a single process that just started owns nothing yet).
+        """
         ended = _utc(now, "now") or datetime.now(UTC)
         async with self._sessions.begin() as session:
+            conditions: builtins.list[ColumnElement[bool]] = [RunRecord.status.in_(ACTIVE_STATUSES)]
+            if server_id is not None:
+                servers = (
+                    await session.execute(
+                        select(ServerRecord.id, ServerRecord.host, ServerRecord.pid, ServerRecord.heartbeat_at)
+                    )
+                ).all()
+                alive = {server_id}
+                for sid, server_host, pid, beat in servers:
+                    dead_here = host is not None and server_host == host and is_alive is not None and not is_alive(pid)
+                    if sid != server_id and not dead_here and beat is not None and ended - beat <= lease_ttl:
+                        alive.add(sid)
+                gone = [sid for sid, *_ in servers if sid not in alive]
+                if gone:
+                    await session.execute(delete(ServerRecord).where(ServerRecord.id.in_(gone)))
+                conditions.append(or_(RunRecord.server_id.is_(None), RunRecord.server_id.not_in(sorted(alive))))
             result = await session.execute(
-                update(RunRecord)
-                .where(RunRecord.status.in_(ACTIVE_STATUSES))
-                .values(status="failed", error=INTERRUPTED_ERROR, ended_at=ended)
+                update(RunRecord).where(*conditions).values(status="failed", error=INTERRUPTED_ERROR, ended_at=ended)
             )
             return _rowcount(result)
+
+    async def prune(self, *, now: datetime, max_age: timedelta | None = None, max_count: int | None = None) -> int:
+        """Delete finished backtest and paper runs older than `max_age` or beyond the newest `max_count`.
+
+        Live-trading records and active runs are never deleted.
+        """
+        conditions: builtins.list[ColumnElement[bool]] = [
+            RunRecord.mode != "live",
+            RunRecord.status.not_in(ACTIVE_STATUSES),
+        ]
+        doomed: set[str] = set()
+        async with self._sessions.begin() as session:
+            if max_age is not None:
+                cutoff = _utc(now, "now") - max_age  # type: ignore[operator]
+                query = select(RunRecord.id).where(*conditions, RunRecord.created_at < cutoff)
+                doomed.update((await session.scalars(query)).all())
+            if max_count is not None:
+                query = (
+                    select(RunRecord.id)
+                    .where(*conditions)
+                    .order_by(RunRecord.created_at.desc(), RunRecord.id.desc())
+                    .offset(max_count)
+                )
+                doomed.update((await session.scalars(query)).all())
+            for start in range(0, len(doomed), 500):
+                batch = sorted(doomed)[start : start + 500]
+                await session.execute(delete(RunRecord).where(RunRecord.id.in_(batch)))
+        return len(doomed)
 
     async def ping(self) -> float:
         """Seconds for a `SELECT 1` round trip (health checks); raises if the database is unreachable."""

@@ -16,9 +16,10 @@ from cracktrader.engine.backtest import BacktestResult, OnOrders, Progress, Shou
 from cracktrader.engine.broker import SimSettings
 from cracktrader.engine.market import MarketData, align
 from cracktrader.engine.strategy import Strategy
-from cracktrader.errors import InvalidDateRangeError
+from cracktrader.errors import InvalidDateRangeError, UserInputError
 from cracktrader.runs.config import BacktestConfig, redact
-from cracktrader.runs.document import build_document, now_iso
+from cracktrader.runs.document import now_iso
+from cracktrader.runs.results import RunResults, from_backtest
 from cracktrader.settings import Settings, get_settings
 from cracktrader.strategies.registry import load_registry
 
@@ -53,6 +54,50 @@ def resolve_range(config: BacktestConfig, tf: Timeframe, settings: Settings) -> 
     return start, end
 
 
+# Peak memory of a run, measured with tracemalloc on 1M-bar runs of both simulators (152 B per bar with one
+# symbol, ~100 B per bar-symbol with four): candles, aligned arrays and signals per symbol, plus the time axis
+# (equity, cash, timestamps) per bar; rounded up.
+BYTES_PER_BAR_SYMBOL = 100
+BYTES_PER_BAR = 80
+
+
+class RunTooLargeError(UserInputError):
+    """A run asks for more bars or memory than this server admits."""
+
+    code = "RUN_TOO_LARGE"
+    status_code = 422
+
+
+def check_run_size(config: BacktestConfig, tf: Timeframe, start: int, end: int, settings: Settings) -> int:
+    """Refuse, before any work, a run over the bar or memory limit; returns its bars per symbol."""
+    bars = tf.count(start, end)
+    symbols = len(config.symbols)
+    total = bars * symbols
+    memory_mb = (total * BYTES_PER_BAR_SYMBOL + bars * BYTES_PER_BAR) / 2**20
+    details = {
+        "bars_per_symbol": bars,
+        "symbols": symbols,
+        "total_bars": total,
+        "max_total_bars": settings.max_run_bars,
+        "estimated_memory_mb": round(memory_mb, 1),
+        "max_memory_mb": settings.max_run_memory_mb,
+    }
+    if total > settings.max_run_bars:
+        raise RunTooLargeError(
+            f"The run is {bars:,} {tf} bars x {symbols} symbols = {total:,} bars, more than this server's limit "
+            f"of {settings.max_run_bars:,} (CRACKTRADER_MAX_RUN_BARS): shorten the range, use a longer "
+            "timeframe or fewer symbols",
+            details=details,
+        )
+    if memory_mb > settings.max_run_memory_mb:
+        raise RunTooLargeError(
+            f"The run would need about {memory_mb:,.0f} MB, more than this server's limit of "
+            f"{settings.max_run_memory_mb:,} MB (CRACKTRADER_MAX_RUN_MEMORY_MB)",
+            details=details,
+        )
+    return bars
+
+
 def prepare_backtest(
     config: BacktestConfig,
     *,
@@ -66,6 +111,7 @@ def prepare_backtest(
     strategy = strategy_cls(config.strategy_params)
     tf = parse_timeframe(config.timeframe)
     start, end = resolve_range(config, tf, settings)
+    check_run_size(config, tf, start, end, settings)
     candles: dict[str, Candles] = {}
     for symbol in config.symbols:
         cb = (lambda done, total, s=symbol: data_progress(s, done, total)) if data_progress else None
@@ -127,12 +173,12 @@ def execute_backtest(
     progress: Progress | None = None,
     data_progress: DataProgress | None = None,
     should_stop: ShouldStop | None = None,
-) -> dict[str, Any]:
-    """Validate, load, simulate and return the results document."""
+) -> RunResults:
+    """Validate, load, simulate and return the results."""
     start_time = now_iso()
     prepared = prepare_backtest(config, settings=settings, data_progress=data_progress)
     result = run_prepared(prepared, progress=progress, should_stop=should_stop)
-    return build_document(
+    return from_backtest(
         result,
         run_id=run_id or uuid.uuid4().hex,
         config=document_config(prepared),
@@ -144,11 +190,13 @@ def execute_backtest(
 def validate_backtest(config: BacktestConfig, *, settings: Settings | None = None) -> None:
     """Fail fast on what a request can get wrong, before a run is accepted.
 
-    Checks the strategy and its parameters, the timeframe, the dates, the exchange id and the symbols. An
+    Checks the strategy and its parameters, the timeframe, the dates, the run's size, the exchange id and the
+    symbols. An
     exchange that cannot be reached right now is not an error here: the run may still use stored candles.
     """
     settings = settings or get_settings()
     load_registry(settings).get(config.strategy_class or config.strategy_name)(config.strategy_params)
     tf = parse_timeframe(config.timeframe)
-    resolve_range(config, tf, settings)
+    start, end = resolve_range(config, tf, settings)
+    check_run_size(config, tf, start, end, settings)
     service.check_symbols(config.exchange, config.symbols, settings=settings)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +27,7 @@ from cracktrader.runs.backtest import (
     validate_backtest,
 )
 from cracktrader.runs.config import BacktestConfig, LiveConfig, redact
-from cracktrader.runs.document import build_document, empty_document, iso_times, now_iso, order_rows_to_dicts
+from cracktrader.runs.document import iso_times, now_iso, order_rows_to_dicts
 from cracktrader.runs.errors import (
     NoActiveRunError,
     NotImplementedYetError,
@@ -32,6 +35,7 @@ from cracktrader.runs.errors import (
     RunNotResettableError,
     RunStoppedError,
 )
+from cracktrader.runs.results import RunResults, empty_results, from_backtest
 from cracktrader.runs.state import FINISHED, RunState
 from cracktrader.settings import Settings, get_settings
 
@@ -41,6 +45,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EQUITY_SAMPLES = 500
+HOST = socket.gethostname()
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with that id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunManager:
@@ -59,7 +75,12 @@ class RunManager:
         self.settings = settings or get_settings()
         self.throttle_s = status_throttle_s
         self.state = RunState()
-        self.last_document: dict[str, Any] | None = None
+        # The results of the most recent run, in columnar form (a 1 M-bar run is ~24 MB), until the next one ends.
+        self.last_results: RunResults | None = None
+        self.server_id = uuid.uuid4().hex
+        self._heartbeat: asyncio.Task[None] | None = None
+        # Encoding a large results page takes a worker thread and tens of MB: two at a time bounds both.
+        self.read_slots = asyncio.Semaphore(2)
         self.outcomes: dict[str, int] = {"completed": 0, "failed": 0, "stopped": 0}
         self._lock = asyncio.Lock()
         self._stop = threading.Event()
@@ -73,11 +94,51 @@ class RunManager:
 
     # Lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> int:
-        """Bind to the running loop and mark runs a crash left unfinished as failed ("interrupted")."""
+        """Bind to the loop, take a server lease, and fail the runs whose server is gone ("interrupted")."""
         self.bus.bind(asyncio.get_running_loop())
         if self.store is None:
             return 0
-        return await self.store.mark_interrupted()
+        await self.store.register_server(self.server_id, host=HOST, pid=os.getpid(), now=datetime.now(UTC))
+        interrupted = await self._sweep()
+        await self._prune()
+        self._heartbeat = asyncio.create_task(self._keep_lease(), name="cracktrader-lease")
+        return interrupted
+
+    async def _sweep(self) -> int:
+        assert self.store is not None
+        return await self.store.mark_interrupted(
+            now=datetime.now(UTC),
+            server_id=self.server_id,
+            lease_ttl=timedelta(seconds=self.settings.server_lease_ttl_s),
+            host=HOST,
+            is_alive=_pid_alive,
+        )
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease, and fail runs of servers whose lease lapsed, every `server_heartbeat_s`."""
+        while True:
+            await asyncio.sleep(self.settings.server_heartbeat_s)
+            try:
+                assert self.store is not None
+                await self.store.heartbeat(self.server_id, now=datetime.now(UTC))
+                await self._sweep()
+            except Exception:  # the database may be briefly away; the next beat tries again
+                log.warning("Could not renew the server lease", exc_info=True)
+
+    async def _prune(self) -> None:
+        """Apply the retention settings (never to live-trading records)."""
+        days, count = self.settings.run_retention_days, self.settings.run_retention_count
+        if self.store is None or not (days or count):
+            return
+        try:
+            removed = await self.store.prune(
+                now=datetime.now(UTC), max_age=timedelta(days=days) if days else None, max_count=count or None
+            )
+        except Exception:
+            log.warning("Could not apply run retention", exc_info=True)
+            return
+        if removed:
+            log.info("Retention removed %d old runs", removed)
 
     async def warm_up(self) -> None:
         """Load the compiled kernels in the worker thread now, so the first real run starts at full speed."""
@@ -91,6 +152,14 @@ class RunManager:
             if self._task is not None:
                 await asyncio.wait({self._task}, timeout=5)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            if self.store is not None:
+                try:
+                    await self.store.release_server(self.server_id)
+                except Exception:
+                    log.warning("Could not release the server lease", exc_info=True)
         self.closed = True
 
     def status(self) -> dict[str, Any]:
@@ -134,6 +203,7 @@ class RunManager:
                     timeframe=config.timeframe,
                     exchange=config.exchange,
                     user_id=user_id,
+                    server_id=self.server_id,
                 )
             self._publish_status(force=True)
             self._task = asyncio.create_task(self._run_backtest(config, run_id), name=f"run-{run_id}")
@@ -194,14 +264,24 @@ class RunManager:
         message = "Run stopped" if status == "stopped" else f"Stop requested; run is {status}"
         return {"run_id": run_id, "status": status, "message": message}
 
-    async def reset(self) -> dict[str, Any]:
-        """Return to idle from a finished run; refused while a run is active."""
+    async def reset(self, *, expected_run_id: str | EllipsisType | None = ...) -> dict[str, Any]:
+        """Return to idle from a finished run; refused while a run is active.
+
+        With `expected_run_id` (the run the caller was authorized to reset), refused if another run took its place.
+        """
         async with self._lock:
             if self.state.active:
                 raise RunNotResettableError(
                     f"Cannot reset while a run is {self.state.status}; stop it first",
                     details={"status": self.state.status, "run_id": self.state.run_id},
                 )
+            if expected_run_id is not ... and self.state.run_id != expected_run_id:
+                raise RunNotResettableError(
+                    "Another run took the runner meanwhile; check /status and retry",
+                    details={"status": self.state.status},
+                )
+            # A stopped run may still be saving: finish that first, so nothing of it outlives the reset.
+            await self.settle()
             previous = self.state.run_id
             self.state = RunState()
             self._publish_status(force=True)
@@ -216,24 +296,32 @@ class RunManager:
             )
 
     # Results -------------------------------------------------------------------------------------------
-    async def latest_document(self) -> dict[str, Any] | None:
-        """Results of the current or most recent run (from memory, else from the database)."""
-        saving = self.state.phase == "saving" and (self.last_document or {}).get("run_id") != self.state.run_id
-        if self.state.run_id is not None and (self.state.active or saving):
-            return empty_document(
-                run_id=self.state.run_id,
-                config=self.state.config,
-                status=self.state.status,
-                start_time=self.state.start_time,
-            )
-        if self.last_document is not None:
-            return self.last_document
-        if self.store is None:
-            return None
-        runs, _ = await self.store.list(limit=1, mode="backtest")
-        if not runs:
-            return None
-        return await self.store.get_results(runs[0].id)
+    async def settle(self, run_id: str | None = None) -> None:
+        """Wait until the current run (or `run_id`, if it is the current one) has finished saving."""
+        if run_id is not None and run_id != self.state.run_id:
+            return
+        if self._task is not None and not self._task.done() and not self.state.active:
+            await asyncio.wait({self._task}, timeout=120)
+
+    def results_run_id(self) -> str | None:
+        """The run `GET /results` shows: the current one, else the last one this process ran."""
+        if self.state.run_id is not None:
+            return self.state.run_id
+        return self.last_results.run_id if self.last_results is not None else None
+
+    def memory_results(self, run_id: str) -> RunResults | None:
+        """Results of `run_id` held in memory: the last finished run's, or an empty document of the current one."""
+        if self.last_results is not None and self.last_results.run_id == run_id:
+            return self.last_results
+        st = self.state
+        if st.run_id == run_id and (st.active or self.busy):
+            return empty_results(run_id=run_id, config=st.config, status=st.status, start_time=st.start_time)
+        return None
+
+    def forget(self, run_id: str) -> None:
+        """Drop a deleted run's results from memory."""
+        if self.last_results is not None and self.last_results.run_id == run_id:
+            self.last_results = None
 
     # Execution -----------------------------------------------------------------------------------------
     async def _run_backtest(self, config: BacktestConfig, run_id: str) -> None:
@@ -244,12 +332,12 @@ class RunManager:
         if self.store is not None:
             await self.store.update_status(run_id, status="running", started_at=datetime.now(UTC))
         self._publish_status(force=True)
-        document: dict[str, Any] | None = None
+        results: RunResults | None = None
         error: str | None = None
         error_code: str | None = None
         try:
-            document = await loop.run_in_executor(self._executor, self._execute, config, run_id, st)
-            outcome = str(document["status"])
+            results = await loop.run_in_executor(self._executor, self._execute, config, run_id, st)
+            outcome = str(results.head["status"])
         except RunStoppedError:
             outcome = "stopped"
         except CracktraderError as exc:
@@ -260,25 +348,27 @@ class RunManager:
             log.exception("Run %s failed", run_id)
             outcome, error, error_code = "failed", f"Internal error: {type(exc).__name__}", "INTERNAL_ERROR"
         end_time = now_iso()
-        if document is None:
-            document = empty_document(
+        if results is None:
+            results = empty_results(
                 run_id=run_id,
                 config=st.config,
                 status=outcome,
                 start_time=st.start_time,
                 end_time=end_time,
+                initial_cash=config.initial_cash,
                 error=error,
             )
-        document["end_time"] = end_time
-        # Persist before announcing the outcome, so a client that sees "completed" can read the history.
+        results.head.update(end_time=end_time, status=outcome, error=error)
+        # Served from memory while it saves; persisted before the outcome is announced, so a client that sees
+        # "completed" can read the history.
+        self.last_results = results
         if self.store is not None:
             try:
                 await self.store.save_results(
-                    run_id, document=document, status=outcome, ended_at=datetime.now(UTC), error=error
+                    run_id, results=results, status=outcome, ended_at=datetime.now(UTC), error=error
                 )
             except Exception:
                 log.exception("Could not save results of run %s", run_id)
-        self.last_document = document
         st.end_time, st.ended_at, st.phase = end_time, time.monotonic(), None
         st.error, st.error_code = error, error_code
         st.status = outcome
@@ -289,18 +379,26 @@ class RunManager:
             )
         for callback in self._on_finish:
             callback(outcome, "backtest")
-        curve = document.get("equity_curve") or []
-        if curve:
+        if results.equity.shape[0]:
             # Progress events are throttled, so a short run may not have sent any equity point: send the last one.
-            final = {"run_id": run_id, "bar": len(curve), **curve[-1]}
+            last = results.equity[-1]
+            final = {
+                "run_id": run_id,
+                "bar": int(results.equity.shape[0]),
+                "timestamp": iso_times(results.equity["ts"][-1:])[0],
+                "value": float(last["value"]),
+                "cash": float(last["cash"]),
+                "pnl": float(last["value"]) - config.initial_cash,
+            }
             self.bus.publish(events.Event(events.EQUITY_UPDATE, final))
         self._publish_status(force=True)
+        await self._prune()
 
     def on_finish(self, callback: Any) -> None:
         """Call `callback(outcome, mode)` after each run ends (used for metrics)."""
         self._on_finish.append(callback)
 
-    def _execute(self, config: BacktestConfig, run_id: str, st: RunState) -> dict[str, Any]:
+    def _execute(self, config: BacktestConfig, run_id: str, st: RunState) -> RunResults:
         """Worker thread: load data, simulate, build the results document."""
 
         def data_progress(symbol: str, done: int, total: int) -> None:
@@ -329,7 +427,7 @@ class RunManager:
             st.status, st.end_time, st.ended_at, st.phase = "stopped", now_iso(), time.monotonic(), "saving"
             self._publish_status(force=True)
         st.phase = "saving"
-        return build_document(
+        return from_backtest(
             result, run_id=run_id, config=st.config, start_time=st.start_time or now_iso(), end_time=now_iso()
         )
 

@@ -32,8 +32,8 @@ class WebSettings(BaseSettings):
     ws_heartbeat_s: float = Field(15.0, gt=0, le=3600)
     ws_queue_size: int = Field(256, ge=8, le=100_000)
     max_body_bytes: int = Field(1_000_000, ge=1024)
-    results_default_points: int = Field(2000, ge=10, le=1_000_000)
-    results_default_limit: int = Field(1000, ge=1, le=100_000)
+    results_default_points: int = Field(2000, ge=10, le=200_000)
+    results_default_limit: int = Field(1000, ge=1, le=50_000)
     # Authentication: "off" keeps the local single-operator model (loopback only); "on" needs JWT_SECRET_KEY.
     auth_mode: Literal["off", "on"] = "off"
     jwt_secret_key: SecretStr | None = Field(

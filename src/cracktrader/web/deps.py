@@ -14,6 +14,7 @@ from cracktrader.auth.principal import Principal
 from cracktrader.db.strategy_store import LOCAL_OWNER, StrategyStore
 from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.manager import RunManager
+from cracktrader.runs.results import RunResults
 from cracktrader.runs.state import PRIVATE_STATUS_BLANKS, RunState, lifecycle_only
 from cracktrader.strategies.registry import StrategyRegistry, load_registry
 from cracktrader.web.config import WebSettings
@@ -88,28 +89,16 @@ class ScopedManager:
         snapshot = self._manager.status()
         return snapshot if snapshot["run_id"] is None or self._owns(snapshot["run_id"]) else lifecycle_only(snapshot)
 
-    @property
-    def last_document(self) -> dict[str, Any] | None:
-        """The last results document, only if it is the caller's."""
-        doc = self._manager.last_document
-        return doc if doc is not None and self._owns(doc.get("run_id")) else None
+    def results_run_id(self) -> str | None:
+        """The run `/results` shows the caller: their current or last run in this process, if any."""
+        for run_id in (self._manager.state.run_id, self._manager.results_run_id()):
+            if self._owns(run_id):
+                return run_id
+        return None
 
-    @last_document.setter
-    def last_document(self, value: dict[str, Any] | None) -> None:
-        self._manager.last_document = value
-
-    async def latest_document(self) -> dict[str, Any] | None:
-        """Results of the caller's current or most recent backtest."""
-        st = self._manager.state
-        if st.run_id is not None and st.active:
-            return await self._manager.latest_document() if self._owns(st.run_id) else None
-        if self.last_document is not None:
-            return self.last_document
-        store = self._manager.store
-        if store is None:
-            return None
-        runs, _ = await store.list(limit=1, mode="backtest", user_id=self._principal.user_id)
-        return await store.get_results(runs[0].id, user_id=self._principal.user_id) if runs else None
+    def memory_results(self, run_id: str) -> RunResults | None:
+        """Results held in memory, only if they are the caller's."""
+        return self._manager.memory_results(run_id) if self._owns(run_id) else None
 
     async def start_backtest(self, config: BacktestConfig, *, user_id: int | None = None) -> dict[str, Any]:
         """Start a backtest owned by the caller."""
@@ -145,9 +134,13 @@ class ScopedRunStore:
         """The run if it is the user's."""
         return await self._store.get(run_id, user_id=self._user_id)
 
-    async def get_results(self, run_id: str, *, user_id: int | None = None) -> Any:
-        """The run's results if it is the user's."""
-        return await self._store.get_results(run_id, user_id=self._user_id)
+    async def read_page(self, run_id: str, **paging: Any) -> Any:
+        """A page of the run's results if it is the user's."""
+        return await self._store.read_page(run_id, **{**paging, "user_id": self._user_id})
+
+    def iter_series(self, run_id: str, kind: str) -> Any:
+        """The run's stored series; callers check ownership with `get` first."""
+        return self._store.iter_series(run_id, kind)
 
     async def list(self, **filters: Any) -> Any:
         """The user's runs."""
@@ -165,8 +158,8 @@ async def get_manager(request: Request) -> RunManager:
         return manager
     auth: AuthState = request.app.state.auth
     owned: set[str] = set()
-    doc = manager.last_document
-    for run_id in {manager.state.run_id, doc.get("run_id") if doc is not None else None}:
+    last = manager.last_results
+    for run_id in {manager.state.run_id, last.run_id if last is not None else None}:
         if run_id is None:
             continue
         if await sees_run(request.app, principal, run_id):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from cracktrader.auth.errors import ForbiddenError
 from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.errors import RunNotFoundError, RunNotResettableError
-from cracktrader.web.deps import ManagerDep, RunStoreDep, StrategiesDep, StrategyContext, WebSettingsDep
+from cracktrader.web.auth.deps import CurrentUser
+from cracktrader.web.deps import ManagerDep, RunStoreDep, StrategiesDep, StrategyContext, WebSettingsDep, sees_run
 from cracktrader.web.health.service import health_report
 from cracktrader.web.runs import service
 from cracktrader.web.runs.schemas import (
@@ -25,8 +28,9 @@ from cracktrader.web.strategies.service import resolve_run_strategy
 router = APIRouter()
 ConfigT = TypeVar("ConfigT", BacktestConfig, LiveConfig)
 
-MaxPoints = Annotated[int | None, Query(ge=2, le=1_000_000, description="Thin the equity curve to this many points")]
-Limit = Annotated[int | None, Query(ge=1, le=100_000, description="Trades and orders per page")]
+# Bounds keep one response to a few tens of MB; the CSV exports stream everything.
+MaxPoints = Annotated[int | None, Query(ge=2, le=200_000, description="Thin the equity curve to this many points")]
+Limit = Annotated[int | None, Query(ge=1, le=50_000, description="Trades and orders per page")]
 Offset = Annotated[int, Query(ge=0, description="Trades and orders to skip")]
 
 
@@ -66,9 +70,14 @@ async def stop_run(manager: ManagerDep) -> dict[str, Any]:
 
 
 @router.delete("/run/reset", response_model=RunResponse, tags=["runs"])
-async def reset_run(manager: ManagerDep) -> dict[str, Any]:
-    """Return a finished runner to idle; 409 RUN_NOT_RESETTABLE while a run is active."""
-    return await manager.reset()
+async def reset_run(request: Request, principal: CurrentUser) -> dict[str, Any]:
+    """Return a finished runner to idle (its run's owner or an admin); 409 RUN_NOT_RESETTABLE while one is active."""
+    manager = request.app.state.manager
+    run_id = manager.state.run_id
+    if not await sees_run(request.app, principal, run_id):
+        raise ForbiddenError("Only the run's owner or an admin may reset the runner", details={"run_id": run_id})
+    result: dict[str, Any] = await manager.reset(expected_run_id=run_id)
+    return result
 
 
 @router.get("/status", response_model=StatusResponse, tags=["status"])
@@ -88,16 +97,9 @@ async def get_status_deprecated(manager: ManagerDep) -> Response:
 async def get_detailed_status(request: Request, manager: ManagerDep) -> dict[str, Any]:
     """`/status` plus recent orders and trades, positions, equity curve, metrics and health."""
     st = manager.state
-    doc = manager.last_document if not st.active and st.run_id is not None else None
-    if doc is not None and doc.get("run_id") == st.run_id:
-        sliced = service.slice_document(doc, max_points=500, limit=50, offset=max(0, len(doc["trades"]) - 50))
-        extra = {
-            "recent_orders": doc["orders"][-50:],
-            "recent_trades": sliced["trades"],
-            "positions": doc["positions"],
-            "equity_curve": sliced["equity_curve"],
-            "performance_metrics": doc["performance_metrics"],
-        }
+    results = manager.memory_results(st.run_id) if not st.active and st.run_id is not None else None
+    if results is not None:
+        extra = await asyncio.to_thread(service.recent_activity, results)
     else:
         extra = {
             "recent_orders": list(st.recent_orders),
@@ -110,36 +112,19 @@ async def get_detailed_status(request: Request, manager: ManagerDep) -> dict[str
     return {**manager.status(), **extra, "health": {"status": health["status"], "checks": health["checks"]}}
 
 
-async def _results(manager: Any, store: Any, run_id: str | None) -> dict[str, Any]:
-    if run_id is None:
-        doc = await manager.latest_document()
-        if doc is None:
-            raise RunNotFoundError("No results yet: start a backtest with POST /api/v1/run/backtest")
-        return doc
-    if manager.last_document is not None and manager.last_document.get("run_id") == run_id:
-        return manager.last_document
-    doc = await store.get_results(run_id) if store is not None else None
-    if doc is None:
-        summary = await store.get(run_id) if store is not None else None
-        if summary is None:
-            raise RunNotFoundError(f"No run with id {run_id!r}", details={"run_id": run_id})
-        raise RunNotFoundError(
-            f"Run {run_id} has no results (status: {summary.status})",
-            details={"run_id": run_id, "status": summary.status},
-        )
-    return doc
-
-
-def _sliced(
-    doc: dict[str, Any], settings: Any, max_points: int | None, limit: int | None, offset: int
-) -> dict[str, Any]:
-    """The document sliced with the request's paging, or the server's defaults (which keep it under 2 MB)."""
-    return service.slice_document(
-        doc,
+async def _page(
+    manager: Any, store: Any, settings: Any, run_id: str | None, max_points: int | None, limit: int | None, offset: int
+) -> Response:
+    """The results page with the request's paging, or the server's defaults (which keep it under 2 MB)."""
+    page = await service.results_page(
+        manager,
+        store,
+        run_id,
         max_points=max_points or settings.results_default_points,
         limit=limit or settings.results_default_limit,
         offset=offset,
     )
+    return await service.page_response(page, manager.read_slots)
 
 
 @router.get("/results", response_model=ResultsResponse, tags=["results"])
@@ -150,10 +135,9 @@ async def get_results(
     max_points: MaxPoints = None,
     limit: Limit = None,
     offset: Offset = 0,
-) -> dict[str, Any]:
+) -> Response:
     """Results of the current or last run; long lists are sliced (`max_points`, `limit`, `offset`)."""
-    doc = await _results(manager, store, None)
-    return _sliced(doc, settings, max_points, limit, offset)
+    return await _page(manager, store, settings, None, max_points, limit, offset)
 
 
 @router.get("/runs", response_model=RunListResponse, tags=["history"])
@@ -196,32 +180,31 @@ async def get_run_results(
     max_points: MaxPoints = None,
     limit: Limit = None,
     offset: Offset = 0,
-) -> dict[str, Any]:
+) -> Response:
     """A past run's results, sliced like `/results`."""
-    doc = await _results(manager, store, run_id)
-    return _sliced(doc, settings, max_points, limit, offset)
+    return await _page(manager, store, settings, run_id, max_points, limit, offset)
+
+
+async def _export(manager: Any, store: Any, run_id: str, kind: str) -> StreamingResponse:
+    head = await service.export_head(manager, store, run_id)
+    chunks = service.export_chunks(manager, store, run_id, "orders" if kind == "trades" else "equity")
+    return StreamingResponse(
+        service.csv_stream(chunks, kind, head),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}-{kind}.csv"'},
+    )
 
 
 @router.get("/runs/{run_id}/trades.csv", tags=["history"], response_class=StreamingResponse)
 async def download_trades(run_id: str, manager: ManagerDep, store: RunStoreDep) -> StreamingResponse:
-    """Every fill of a run as CSV."""
-    doc = await _results(manager, store, run_id)
-    return StreamingResponse(
-        service.csv_rows(doc["trades"], service.TRADE_COLUMNS),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{run_id}-trades.csv"'},
-    )
+    """Every fill of a run as CSV, streamed a stored chunk at a time."""
+    return await _export(manager, store, run_id, "trades")
 
 
 @router.get("/runs/{run_id}/equity.csv", tags=["history"], response_class=StreamingResponse)
 async def download_equity(run_id: str, manager: ManagerDep, store: RunStoreDep) -> StreamingResponse:
-    """The full equity curve of a run as CSV."""
-    doc = await _results(manager, store, run_id)
-    return StreamingResponse(
-        service.csv_rows(doc["equity_curve"], service.EQUITY_COLUMNS),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{run_id}-equity.csv"'},
-    )
+    """The full equity curve of a run as CSV, streamed a stored chunk at a time."""
+    return await _export(manager, store, run_id, "equity")
 
 
 @router.delete("/runs/{run_id}", status_code=204, tags=["history"])
@@ -229,8 +212,9 @@ async def delete_run(run_id: str, manager: ManagerDep, store: RunStoreDep) -> Re
     """Delete a finished run and its results; the active run cannot be deleted."""
     if manager.state.run_id == run_id and manager.state.active:
         raise RunNotResettableError("Cannot delete the active run; stop it first", details={"run_id": run_id})
+    # A stopped run may still be saving: let it finish, or the save would bring it back.
+    await manager.settle(run_id)
     if not await store.delete(run_id):
         raise RunNotFoundError(f"No run with id {run_id!r}", details={"run_id": run_id})
-    if manager.last_document is not None and manager.last_document.get("run_id") == run_id:
-        manager.last_document = None
+    manager.forget(run_id)
     return Response(status_code=204)
