@@ -8,11 +8,14 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from cracktrader.errors import CracktraderError
+
+if TYPE_CHECKING:
+    from cracktrader.runs.results import RunResults
 
 app = typer.Typer(
     name="cracktrader",
@@ -99,14 +102,19 @@ def backtest(
             )
         except ValidationError as exc:
             fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-        doc = _run_with_progress(config, quiet=as_json)
+        results = _run_with_progress(config, quiet=as_json)
+    from cracktrader.runs.results import full_document, json_pieces, page_of
+
     if as_json:
-        sys.stdout.write(json.dumps(doc, allow_nan=False) + "\n")
+        # Written a piece at a time: a long run's document is far larger than its columnar results.
+        for piece in json_pieces(full_document(results)):
+            sys.stdout.write(piece)
+        sys.stdout.write("\n")
     else:
-        print_summary(doc)
+        print_summary(page_of(results, max_points=2, limit=1, offset=0).document())
 
 
-def _run_with_progress(config: Any, *, quiet: bool) -> dict[str, Any]:
+def _run_with_progress(config: Any, *, quiet: bool) -> RunResults:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
@@ -425,7 +433,7 @@ def users_disable(
     username: Annotated[str, typer.Argument()],
     enable: Annotated[bool, typer.Option("--enable", help="Re-enable instead")] = False,
 ) -> None:
-    """Disable a user (ends their logins; their API keys stop working) or re-enable one."""
+    """Disable a user (within a second their logins end and their API keys stop working) or re-enable one."""
     from cracktrader.auth import service
 
     user = _auth_call(lambda store: service.set_user_active(store=store, username=username, active=enable))
@@ -434,7 +442,7 @@ def users_disable(
 
 @users_app.command("reset-password")
 def users_reset_password(username: Annotated[str, typer.Argument()]) -> None:
-    """Set a new password (prompt or stdin) and end the user's logins."""
+    """Set a new password (prompt or stdin) and end the user's logins (a running server within a second)."""
     from cracktrader.auth import service
 
     password = _read_password()
@@ -484,7 +492,7 @@ def apikeys_list(user: Annotated[str | None, typer.Option("--user", "-u", help="
 
 @apikeys_app.command("revoke")
 def apikeys_revoke(key_id: Annotated[int, typer.Argument(help="Key id (see `cracktrader apikeys list`)")]) -> None:
-    """Revoke an API key (a running server notices within its cache TTL, 10 s by default)."""
+    """Revoke an API key (a running server refuses it within a second, open streams included)."""
     from cracktrader.auth import service
 
     row = _auth_call(lambda store: service.revoke_api_key(store=store, key_id=key_id))

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+from fastapi import Response
 
-from cracktrader.runs.downsample import extreme_preserving_indices
+from cracktrader.engine.records import STATUS_FILLED
+from cracktrader.runs.errors import RunNotFoundError
+from cracktrader.runs.results import (
+    HEAD_FORMAT,
+    ResultsPage,
+    RunResults,
+    equity_dicts,
+    from_document,
+    order_dicts,
+    page_of,
+    trade_dicts,
+)
+from cracktrader.runs.sanitize import redact
+
+# Rows per CSV piece of a run held in memory (stored runs stream in their stored chunks).
+EXPORT_CHUNK = 65_536
 
 TRADE_COLUMNS = (
     "id",
@@ -28,41 +45,121 @@ TRADE_COLUMNS = (
 EQUITY_COLUMNS = ("timestamp", "value", "cash", "pnl")
 
 
-def slice_document(doc: dict[str, Any], *, max_points: int, limit: int, offset: int) -> dict[str, Any]:
-    """A copy with the equity curve thinned to `max_points` (extremes kept) and trades/orders paginated."""
-    curve = doc.get("equity_curve") or []
-    if len(curve) > max_points:
-        values = np.fromiter((p["value"] for p in curve), dtype=np.float64, count=len(curve))
-        thinned = [curve[i] for i in extreme_preserving_indices(values, max_points).tolist()]
-    else:
-        thinned = curve
-    trades = doc.get("trades") or []
-    orders = doc.get("orders") or []
-    out = dict(doc)
-    out["equity_curve"] = thinned
-    out["trades"] = trades[offset : offset + limit]
-    out["orders"] = orders[offset : offset + limit]
-    out["page"] = {
-        "trades": {"offset": offset, "limit": limit, "total": len(trades)},
-        "orders": {"offset": offset, "limit": limit, "total": len(orders)},
-        "equity_points": len(thinned),
-        "equity_points_total": len(curve),
-    }
-    return out
+async def results_page(
+    manager: Any, store: Any, run_id: str | None, *, max_points: int | None, limit: int | None, offset: int
+) -> ResultsPage:
+    """A page of a run's results (the current or last run when `run_id` is None), from memory or the store."""
+    if run_id is None:
+        run_id = manager.results_run_id()
+        if run_id is None and store is not None:
+            runs, _ = await store.list(limit=1, mode="backtest")
+            run_id = runs[0].id if runs else None
+        if run_id is None:
+            raise RunNotFoundError("No results yet: start a backtest with POST /api/v1/run/backtest")
+    results = manager.memory_results(run_id)
+    if results is not None:
+        return await asyncio.to_thread(page_of, results, max_points=max_points, limit=limit, offset=offset)
+    page = None
+    if store is not None:
+        page = await store.read_page(run_id, max_points=max_points, limit=limit, offset=offset)
+    if page is None:
+        await _missing(store, run_id)
+    assert page is not None
+    return page
 
 
-def csv_rows(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Iterator[str]:
-    """Stream rows as CSV text chunks (header first)."""
+async def _missing(store: Any, run_id: str) -> None:
+    """Raise the 404 that says whether the run does not exist or has no results."""
+    summary = await store.get(run_id) if store is not None else None
+    if summary is None:
+        raise RunNotFoundError(f"No run with id {run_id!r}", details={"run_id": run_id})
+    raise RunNotFoundError(
+        f"Run {run_id} has no results (status: {summary.status})",
+        details={"run_id": run_id, "status": summary.status},
+    )
+
+
+async def page_response(page: ResultsPage, slots: asyncio.Semaphore) -> Response:
+    """The page as a JSON response, encoded in a worker thread; at most `slots` large pages at a time."""
+    async with slots:
+        body = await asyncio.to_thread(page.json_bytes)
+    return Response(body, media_type="application/json")
+
+
+async def export_chunks(manager: Any, store: Any, run_id: str, kind: str) -> AsyncIterator[np.ndarray]:
+    """A run's equity points or orders, a chunk at a time, from memory or the store."""
+    results = manager.memory_results(run_id)
+    if results is not None:
+        rows = results.equity if kind == "equity" else results.orders
+        for start in range(0, rows.shape[0], EXPORT_CHUNK):
+            yield rows[start : start + EXPORT_CHUNK]
+        return
+    if store is None or await store.get(run_id) is None:
+        raise RunNotFoundError(f"No run with id {run_id!r}", details={"run_id": run_id})
+    async for rows in store.iter_series(run_id, kind):
+        yield rows
+
+
+async def export_head(manager: Any, store: Any, run_id: str) -> dict[str, Any]:
+    """The results head an export needs (symbols, initial cash); 404 when the run or its results are missing."""
+    results = manager.memory_results(run_id)
+    if results is not None:
+        return results.head
+    head = await store.read_head(run_id) if store is not None and await store.get(run_id) is not None else None
+    if head is None:
+        await _missing(store, run_id)
+    assert head is not None
+    if head.get("format") != HEAD_FORMAT:
+        head = (await asyncio.to_thread(from_document, head)).head
+    return head
+
+
+async def csv_stream(chunks: AsyncIterator[np.ndarray], kind: str, head: dict[str, Any]) -> AsyncIterator[str]:
+    """CSV text of an export, header first, one stored chunk at a time (formatted off the event loop)."""
+    columns = TRADE_COLUMNS if kind == "trades" else EQUITY_COLUMNS
+    symbols = tuple(head.get("symbols") or ())
+    initial = float(head.get("initial_cash") or 0.0)
+    yield ",".join(columns) + "\n"
+    next_id = 1
+    async for rows in chunks:
+        if kind == "trades":
+            fills = rows[rows["status"] == STATUS_FILLED]
+            text = await asyncio.to_thread(_trades_csv, fills, symbols, next_id, columns)
+            next_id += int(fills.shape[0])
+        else:
+            text = await asyncio.to_thread(_equity_csv, rows, initial, columns)
+        if text:
+            yield text
+
+
+def _trades_csv(fills: np.ndarray, symbols: tuple[str, ...], first_id: int, columns: tuple[str, ...]) -> str:
+    return _csv_text(trade_dicts(fills, symbols, first_id=first_id), columns)
+
+
+def _equity_csv(rows: np.ndarray, initial: float, columns: tuple[str, ...]) -> str:
+    return _csv_text(equity_dicts(rows, initial), columns)
+
+
+def _csv_text(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for k, row in enumerate(rows):
+    for row in rows:
         writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
-        if k % 5000 == 4999:
-            yield buf.getvalue()
-            buf.seek(0)
-            buf.truncate()
-    yield buf.getvalue()
+    return buf.getvalue()
+
+
+def recent_activity(results: RunResults) -> dict[str, Any]:
+    """The last 50 orders and fills, a 500-point curve, positions and metrics of finished results."""
+    page = page_of(results, max_points=500, limit=50, offset=max(0, results.n_fills - 50))
+    doc = page.document()
+    symbols = tuple(results.head.get("symbols") or ())
+    return {
+        "recent_orders": order_dicts(results.orders[-50:], symbols),
+        "recent_trades": doc["trades"],
+        "positions": doc["positions"],
+        "equity_curve": doc["equity_curve"],
+        "performance_metrics": doc["performance_metrics"],
+    }
 
 
 def summary_to_dict(summary: Any) -> dict[str, Any]:
@@ -81,7 +178,8 @@ def summary_to_dict(summary: Any) -> dict[str, Any]:
         "symbols": list(summary.symbols),
         "timeframe": summary.timeframe,
         "exchange": summary.exchange,
-        "config": summary.config,
+        # Rows written before the allowlist existed may hold secrets or megabytes: serve them as stored today.
+        "config": redact(summary.config or {}),
         "created_at": iso(summary.created_at),
         "started_at": iso(summary.started_at),
         "ended_at": iso(summary.ended_at),
