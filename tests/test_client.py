@@ -404,7 +404,8 @@ def test_live_request_raises_not_implemented_by_server_and_is_recorded() -> None
         assert isinstance(caught.value, ServerError) and caught.value.status_code == 501
         record = api.get_run(caught.value.details["run_id"])
         assert (record.mode, record.status) == ("paper", "failed")
-        assert record.config["exchange_config"] == {"apiKey": "***", "sandbox": True}
+        assert record.config["exchange_config"] == {"sandbox": True}
+        assert record.config["exchange_config_dropped_keys"] == 1
 
 
 def test_unreachable_server_raises_connection_error() -> None:

@@ -242,7 +242,8 @@ async def test_live_request_is_validated_recorded_and_refused_with_not_implement
         run_id = r.json()["error"]["details"]["run_id"]
         record = (await c.get(f"/api/v1/runs/{run_id}")).json()
         assert record["mode"] == "paper" and record["status"] == "failed"
-        assert record["config"]["exchange_config"] == {"apiKey": "***", "secret": "***", "sandbox": True}
+        assert record["config"]["exchange_config"] == {"sandbox": True}
+        assert record["config"]["exchange_config_dropped_keys"] == 2
         assert (await c.get("/api/v1/status")).json()["status"] == "idle"
         bad = await c.post("/api/v1/run/live", json={**body, "strategy_name": "Nope"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "UNKNOWN_STRATEGY"

@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SECRET_KEYS = frozenset(
-    {"apikey", "api_key", "secret", "password", "passphrase", "privatekey", "private_key", "token", "uid"}
-)
-REDACTED = "***"
+# The stored/served/echoed form of a config is built in one place; re-exported for existing imports.
+from cracktrader.runs.sanitize import REDACTED, SECRET_KEYS, redact
+
+__all__ = ["REDACTED", "SECRET_KEYS", "BacktestConfig", "LiveConfig", "clean_symbols", "redact"]
 
 
 def clean_symbols(value: list[str]) -> list[str]:
@@ -71,15 +71,3 @@ class LiveConfig(BaseModel):
     mode: Literal["paper", "live"] = "paper"
 
     _symbols = field_validator("symbols")(lambda cls, value: clean_symbols(value))
-
-
-def redact(value: Any) -> Any:
-    """Copy of a config with secret values replaced by `***`, at any depth."""
-    if isinstance(value, dict):
-        return {
-            k: (REDACTED if str(k).lower() in SECRET_KEYS and v not in (None, "") else redact(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value

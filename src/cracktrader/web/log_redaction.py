@@ -7,15 +7,17 @@ import re
 
 __all__ = ["QuerySecretFilter", "install_log_redaction"]
 
+from cracktrader.runs.sanitize import REDACTED, looks_secret
+
 # WebSocket clients may send `?token=` (browsers cannot set headers on the handshake); never log its value.
-_QUERY_SECRET = re.compile(r"(?i)\b(token|api_key|apikey|access_token|refresh_token|password|secret)=([^&\s\"']+)")
-REDACTED = "***"
+# Any parameter whose name looks secret in any spelling (`api-secret=`, `X_MBX_APIKEY=`) is hidden the same way.
+_QUERY_PARAM = re.compile(r"(?<![\w.%-])([\w.%-]{1,64})=([^&\s\"']+)")
 LOGGERS = ("uvicorn.access", "uvicorn.error")
 
 
 def redact_query(text: str) -> str:
     """The text with the values of credential query parameters replaced by `***`."""
-    return _QUERY_SECRET.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+    return _QUERY_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}" if looks_secret(m.group(1)) else m.group(0), text)
 
 
 class QuerySecretFilter(logging.Filter):
