@@ -82,7 +82,10 @@ class RunSummaryOut(BaseModel):
     symbols: list[str]
     timeframe: str
     exchange: str
-    config: dict[str, Any]
+    config: dict[str, Any] = Field(
+        description="The request as kept: exchange_config allowlisted (exchange_config_dropped_keys counts the rest), "
+        "at most 4 KB (config_truncated)"
+    )
     created_at: str | None
     started_at: str | None
     ended_at: str | None
