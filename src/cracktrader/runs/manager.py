@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EQUITY_SAMPLES = 500
+RECENT = 50  # orders and fills /status/detailed shows while a run is going
 HOST = socket.gethostname()
 
 
@@ -462,12 +463,17 @@ class RunManager:
         unsent = [0, 0]  # fills and orders since the last event
 
         def on_orders(rows: np.ndarray) -> None:
-            orders, trades = order_rows_to_dicts(rows, symbols, timestamps, first_trade_id=st.trade_count + 1)
-            st.trade_count += int(np.count_nonzero(rows[:, O_STATUS] == STATUS_FILLED))
+            filled = rows[:, O_STATUS] == STATUS_FILLED
+            n_filled = int(np.count_nonzero(filled))
+            # Only the last RECENT rows become dicts: the rest are in the results, and a chunk can hold many.
+            tail = rows[-RECENT:]
+            first_id = st.trade_count + 1 + n_filled - int(np.count_nonzero(filled[-RECENT:]))
+            orders, trades = order_rows_to_dicts(tail, symbols, timestamps, first_trade_id=first_id)
+            st.trade_count += n_filled
             st.recent_orders.extend(orders)
             st.recent_trades.extend(trades)
-            unsent[0] += len(trades)
-            unsent[1] += len(orders)
+            unsent[0] += n_filled
+            unsent[1] += int(rows.shape[0])
             # A backtest fills thousands of orders a second: streams get the latest fill and order at the status
             # rate, with how many happened since the last event; the results hold every one.
             now = time.monotonic()
