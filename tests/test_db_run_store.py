@@ -332,10 +332,11 @@ async def test_appended_series_read_back_as_one(store: RunStore) -> None:
     assert [o["id"] for o in page.document()["orders"]] == [4, 5]
 
 
-async def test_results_stored_as_one_document_are_still_served(store: RunStore, target: DatabaseTarget) -> None:
+async def test_results_stored_as_one_document_are_still_served_sanitized(store: RunStore, target: DatabaseTarget) -> None:
     # Runs saved before the columnar store kept the whole document in run_results; they must stay readable.
     run_id = await add_run(store)
     document = sample_document(run_id, points=30)
+    document["config"] = {"strategy_name": "sma_cross", "exchange_config": {"sandbox": True, "apiKey": "LEAKED"}}
     blob, size = encode_document(document)
     async with store.engine.begin() as conn:
         await conn.execute(
@@ -343,7 +344,12 @@ async def test_results_stored_as_one_document_are_still_served(store: RunStore, 
             {"r": run_id, "d": blob, "s": size},
         )
 
-    assert await store.get_results(run_id) == document
+    loaded = await store.get_results(run_id)
+    assert loaded is not None
+    # Served with the config sanitized as it would be stored today.
+    assert "LEAKED" not in json.dumps(loaded)
+    assert loaded["config"]["exchange_config"] == {"sandbox": True}
+    assert {**loaded, "config": document["config"]} == document
     page = await store.read_page(run_id, max_points=10, limit=1, offset=1)
     assert page is not None and page.document()["trades"] == document["trades"][1:2]
     chunks = [rows async for rows in store.iter_series(run_id, "equity")]

@@ -45,6 +45,7 @@ from cracktrader.runs.results import (
     json_safe,
     page_of,
 )
+from cracktrader.runs.sanitize import redact
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -131,6 +132,14 @@ def decode_document(blob: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ValueError("stored results are not a JSON object")
     return document
+
+
+def _decode_head(blob: bytes) -> dict[str, Any]:
+    """A stored head with its config sanitized again: rows written before the allowlist may hold secrets."""
+    head = decode_document(blob)
+    if isinstance(head.get("config"), Mapping):
+        head["config"] = redact(head["config"])
+    return head
 
 
 def encode_chunk(rows: np.ndarray) -> bytes:
@@ -372,7 +381,7 @@ class RunStore:
                     .order_by(RunSeriesRecord.kind, RunSeriesRecord.seq)
                 )
             ]
-        head = await asyncio.to_thread(decode_document, blob)
+        head = await asyncio.to_thread(_decode_head, blob)
         if head.get("format") != HEAD_FORMAT:
             # A run stored before the columnar store: its head is the whole document.
             legacy = await asyncio.to_thread(from_document, head)
@@ -432,7 +441,7 @@ class RunStore:
         """A run's results head (everything but its series), or None."""
         async with self._sessions() as session:
             blob = await session.scalar(self._head_query(run_id, user_id))
-        return None if blob is None else await asyncio.to_thread(decode_document, blob)
+        return None if blob is None else await asyncio.to_thread(_decode_head, blob)
 
     async def _chunk_data(self, run_id: str, kind: str, seqs: builtins.list[int]) -> dict[int, bytes]:
         if not seqs:
