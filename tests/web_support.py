@@ -7,6 +7,7 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,14 +27,36 @@ YEAR_1H = {
     "initial_cash": 10000.0,
     "exchange": "synthetic",
 }
-# Event-driven over ~1.6M one-minute bars: long enough (seconds) to observe progress and stop it.
-SLOW_RUN = {
+# Test strategies (tests/strategies/slow.py's SlowStrategy); app_client and LiveServer load them.
+TEST_STRATEGY_DIR = Path(__file__).resolve().parent / "strategies"
+# YEAR_1H's 8,784 bars at 5 ms or more each: at least 44 s by construction on any machine, so a test sees it
+# running, with progress every 50 ms (throttled to the status period) and a trade every 10 bars, until it stops it.
+SLOW_RUN = {**YEAR_1H, "strategy_name": "SlowStrategy", "strategy_params": {"bar_ms": 5, "trade_every": 10}}
+# SLOW_RUN spinning on the CPU instead of sleeping: a run as CPU-heavy as a real one, for as long.
+BUSY_RUN = {**SLOW_RUN, "strategy_params": {"bar_ms": 5, "trade_every": 10, "busy": True}}
+# 788,400 one-minute bars: the first 600,000 at full speed (a heavy run that fills thousands of orders), then
+# 5 ms or more a bar (over 15 minutes), so a test can act deep into a run before it can possibly end.
+DEEP_RUN = {
     **YEAR_1H,
-    "strategy_name": "SmaCrossEvents",
+    "strategy_name": "SlowStrategy",
+    "strategy_params": {"bar_ms": 5, "fast_bars": 600_000, "trade_every": 50},
     "timeframe": "1m",
     "start_date": "2021-01-01",
-    "end_date": "2024-01-01",
+    "end_date": "2022-07-01",
 }
+DEEP_BARS = 600_000
+
+
+def released_run(run: dict[str, Any], release_file: Path) -> dict[str, Any]:
+    """`run` whose slow bars end (run at full speed) as soon as the test creates `release_file`."""
+    return {**run, "strategy_params": {**run["strategy_params"], "release_file": str(release_file)}}
+
+
+def with_test_strategies(settings: Settings) -> Settings:
+    """`settings` loading the test strategies, unless a test chose its own strategy folder."""
+    if settings.strategy_dir is not None:
+        return settings
+    return settings.model_copy(update={"strategy_dir": TEST_STRATEGY_DIR})
 
 
 def web_settings(**overrides: Any) -> WebSettings:
@@ -44,7 +67,7 @@ def web_settings(**overrides: Any) -> WebSettings:
 @contextlib.asynccontextmanager
 async def app_client(settings: Settings | None = None, **web: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client bound to an in-process app whose lifespan (database, run manager) is running."""
-    app = create_app(settings or get_settings(), web_settings(**web))
+    app = create_app(with_test_strategies(settings or get_settings()), web_settings(**web))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
@@ -52,8 +75,8 @@ async def app_client(settings: Settings | None = None, **web: Any) -> AsyncItera
             yield client
 
 
-async def wait_for_status(client: httpx.AsyncClient, statuses: set[str], timeout: float = 30.0) -> dict[str, Any]:
-    """Poll `/status` until the run reaches one of `statuses`."""
+async def wait_for_status(client: httpx.AsyncClient, statuses: set[str], timeout: float = 120.0) -> dict[str, Any]:
+    """Poll `/status` until the run reaches one of `statuses` (the timeout is a safety net, not a speed bound)."""
     deadline = time.monotonic() + timeout
     while True:
         status: dict[str, Any] = (await client.get("/api/v1/status")).json()
@@ -69,7 +92,7 @@ class LiveServer:
 
     def __init__(self, settings: Settings | None = None, **web: Any) -> None:
         self.port = free_loopback_port()
-        self.app = create_app(settings or get_settings(), web_settings(api_port=self.port, **web))
+        self.app = create_app(with_test_strategies(settings or get_settings()), web_settings(api_port=self.port, **web))
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", ws_ping_interval=None
         )

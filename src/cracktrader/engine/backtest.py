@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,10 @@ OnOrders = Callable[[np.ndarray], None]
 
 VECTOR_CHUNK = 1 << 18
 EVENT_CHUNK = 1 << 12
+# An event chunk also ends after this long, so a slow `on_bar` still reports progress and sees a stop promptly.
+EVENT_CHUNK_S = 0.05
+# The clock is read after blocks of at most this many bars; blocks shrink for strategies slow enough to need it.
+EVENT_BLOCK = 256
 
 
 @dataclass(slots=True)
@@ -267,15 +272,29 @@ def _run_event(
     done = reported = 0
     on_bar = strategy.on_bar
     process, mark = sim.process_bar, sim.mark
+    block = 1
     while done < n:
         end = min(n, done + EVENT_CHUNK)
-        for t in range(done, end):
-            if sim.open_orders:
-                process(t)
-            ctx.i = t
-            on_bar(ctx)
-            mark(t)
-        done = end
+        deadline = time.perf_counter() + EVENT_CHUNK_S
+        while done < end:
+            stop_at = min(end, done + block)
+            began = time.perf_counter()
+            for t in range(done, stop_at):
+                if sim.open_orders:
+                    process(t)
+                ctx.i = t
+                on_bar(ctx)
+                mark(t)
+            done = stop_at
+            now = time.perf_counter()
+            # Fast strategies read the clock every EVENT_BLOCK bars; a slow one every bar or few, so a chunk
+            # never runs far past its deadline.
+            if now - began < EVENT_CHUNK_S / 8:
+                block = min(EVENT_BLOCK, block * 2)
+            elif now - began > EVENT_CHUNK_S / 2:
+                block = max(1, block // 2)
+            if now > deadline:
+                break
         if on_orders is not None and len(sim.rows) > reported:
             on_orders(np.asarray(sim.rows[reported:], dtype=np.float64))
             reported = len(sim.rows)
