@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
-from web_support import BUSY_RUN, SLOW_RUN, YEAR_1H, app_client, wait_for_status
+from web_support import BUSY_RUN, SLOW_RUN, YEAR_1H, app_client, released_run, wait_for_status
 
 pytestmark = pytest.mark.anyio
 
@@ -67,12 +68,15 @@ async def test_stop_with_nothing_active_returns_409_no_active_run() -> None:
         assert r.status_code == 409 and r.json()["error"]["code"] == "NO_ACTIVE_RUN"
 
 
-async def test_reset_while_active_returns_409_then_reset_after_finish_returns_idle() -> None:
+async def test_reset_while_active_returns_409_then_reset_after_finish_returns_idle(tmp_path: Path) -> None:
+    release = tmp_path / "release"
     async with app_client() as c:
-        await c.post("/api/v1/run/backtest", json=SLOW_RUN)
+        await c.post("/api/v1/run/backtest", json=released_run(SLOW_RUN, release))
         refused = await c.delete("/api/v1/run/reset")
         assert refused.status_code == 409 and refused.json()["error"]["code"] == "RUN_NOT_RESETTABLE"
-        await c.post("/api/v1/run/stop")
+        release.touch()  # the rest of the run goes at full speed and completes
+        finished = await wait_for_status(c, {"completed", "failed", "stopped"})
+        assert finished["status"] == "completed" and finished["bars_processed"] == 8784
         reset = await c.delete("/api/v1/run/reset")
         assert reset.status_code == 200 and reset.json()["status"] == "idle"
         assert (await c.get("/api/v1/status")).json()["status"] == "idle"
