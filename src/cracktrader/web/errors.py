@@ -10,11 +10,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from cracktrader.errors import CracktraderError
 from cracktrader.runs.config import SECRET_KEYS, redact
 
 log = logging.getLogger("cracktrader.web")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_PROBE_SCOPE: dict[str, Any] = {"type": "http", "headers": [], "query_string": b""}
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -128,11 +131,29 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").capitalize()
     if exc.status_code == 404 and exc.detail == "Not Found":
         message = f"No route matches {request.method} {request.url.path}"
+    headers = getattr(exc, "headers", None)
     if exc.status_code == 405:
         message = f"Method {request.method} is not allowed on {request.url.path}"
-    return error_response(
-        request, exc.status_code, code, message, detail=exc.detail, headers=getattr(exc, "headers", None)
-    )
+        allowed = allowed_methods(request)
+        if allowed:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+    return error_response(request, exc.status_code, code, message, detail=exc.detail, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method a route of the app serves on the request's path (FastAPI has one route per operation)."""
+    allowed = []
+    for method in HTTP_METHODS:
+        # A fresh scope per probe: matching may annotate the scope, and the request's own must stay as it is.
+        probe = {
+            **_PROBE_SCOPE,
+            "method": method,
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+        }
+        if any(route.matches(probe)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
