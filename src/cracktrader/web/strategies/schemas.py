@@ -38,8 +38,9 @@ class StrategyCreate(BaseModel):
         description="Strategy class the preset runs (see the `kind: class` entries); without one it cannot run",
         examples=["RsiMeanReversion"],
     )
+    # The example's names are RsiMeanReversion's (the base_strategy example), so the printed example runs.
     parameters: dict[str, Any] = Field(
-        default_factory=dict, examples=[{"rsi_period": 14, "oversold": 30, "overbought": 70}]
+        default_factory=dict, examples=[{"period": 14, "oversold": 30, "overbought": 70}]
     )
     is_active: bool = True
 
@@ -55,7 +56,7 @@ class StrategyUpdate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200, examples=["Updated Strategy Name"])
     description: str | None = Field(None, max_length=2000)
     base_strategy: str | None = Field(None, max_length=200)
-    parameters: dict[str, Any] | None = Field(None, examples=[{"rsi_period": 10}])
+    parameters: dict[str, Any] | None = Field(None, examples=[{"period": 10}])
     is_active: bool | None = None
 
     _name = field_validator("name")(lambda cls, value: _clean_name(value))
