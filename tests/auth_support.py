@@ -1,11 +1,13 @@
-"""Helpers for auth tests: an app with auth on, users made through the service, and authenticated polling."""
+"""Helpers for auth tests: an app with auth on, users made through the service, the CLI as another process,
+and waiting on conditions (never sleep-and-hope)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -56,3 +58,40 @@ async def wait_done(client: httpx.AsyncClient, headers: dict[str, str], timeout:
             return status
         assert time.monotonic() < deadline, status
         await asyncio.sleep(0.02)
+
+
+async def run_cli(*args: str, stdin: str | None = None) -> str:
+    """Run `python -m cracktrader ARGS` as a separate process on the configured database; its stdout."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cracktrader",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    assert proc.returncode == 0, (args, out.decode(), err.decode())
+    return out.decode()
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "") -> float:
+    """Await `condition()` every 10 ms until it holds; the seconds it took. Fails after `timeout`."""
+    start = time.monotonic()
+    while not await condition():
+        assert time.monotonic() - start < timeout, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start
+
+
+async def polls_after(auth: Any, n: int = 2, timeout: float = 10.0) -> None:
+    """Wait until the revocation poller has completed `n` more polls (so one began after the caller's change)."""
+    poller = auth.poller
+    assert poller is not None, "the revocation poller is not running"
+    target = poller.polls + n
+
+    async def done() -> bool:
+        return bool(poller.polls >= target)
+
+    await wait_until(done, timeout, f"{n} revocation polls")

@@ -1,11 +1,14 @@
-"""Auth through the API: login (form and JSON), refresh rotation, logout, me, bad tokens, API keys, scopes,
-per-user runs, health for anonymous callers, WebSockets, and the server's bind rules."""
+"""Auth through the API: login (form and JSON), lockouts, refresh rotation, logout, revocations reaching HTTP and
+open streams, me, bad tokens, API keys, scopes, per-user runs and resets, health for anonymous callers,
+WebSockets, and the server's bind rules."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
+from typing import Any
 
 import httpx
 import jwt
@@ -13,12 +16,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from auth_support import PASSWORD, SECRET, add_user, auth_client, bearer, login, wait_done
+from auth_support import PASSWORD, SECRET, add_user, auth_client, bearer, login, polls_after, run_cli, wait_done
 from cracktrader.auth import service
 from cracktrader.auth.store import AuthStore
 from cracktrader.auth.tokens import TokenSettings, create_access_token
 from cracktrader.db.engine import make_engine
-from cracktrader.settings import get_settings
+from cracktrader.settings import Settings, get_settings
 from cracktrader.web.app import create_app
 from cracktrader.web.server.main import ServerConfigError, check_server_config
 from web_support import YEAR_1H, LiveServer, app_client, web_settings
@@ -99,6 +102,122 @@ async def test_logout_revokes_the_refresh_token() -> None:
         r = await c.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
         assert r.status_code == 401
         assert (await c.post("/api/v1/auth/logout")).status_code == 401
+
+
+def _auth_header(tokens: dict[str, str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+async def test_logout_revokes_the_access_token_at_once_and_leaves_other_logins(db_settings: Settings) -> None:
+    async with auth_client(db_settings) as c:
+        await add_user(c, "lou")
+        one, two = await login(c, "lou"), await login(c, "lou")
+        assert (await c.get("/api/v1/auth/me", headers=_auth_header(one))).status_code == 200
+        out = await c.post(
+            "/api/v1/auth/logout", json={"refresh_token": one["refresh_token"]}, headers=_auth_header(one)
+        )
+        assert out.status_code == 200 and out.json() == {"revoked": 1}
+        for path in ("/api/v1/auth/me", "/api/v1/status"):
+            r = await c.get(path, headers=_auth_header(one))
+            assert r.status_code == 401 and _error(r) == "INVALID_TOKEN", path
+        assert (await c.get("/api/v1/auth/me", headers=_auth_header(two))).status_code == 200
+        # Logging out with just the access token ends that login too.
+        assert (await c.post("/api/v1/auth/logout", headers=_auth_header(two))).json()["revoked"] >= 1
+        assert (await c.get("/api/v1/auth/me", headers=_auth_header(two))).status_code == 401
+        assert (await c.get("/api/v1/auth/me", headers=_auth_header(await login(c, "lou")))).status_code == 200
+
+
+async def test_cli_revocations_reach_a_running_server_within_two_polls(db_settings: Settings) -> None:
+    async with auth_client(db_settings) as c:
+        auth = c.app.state.auth  # type: ignore[attr-defined]
+        assert auth.revocation_poll_s <= 0.5  # two polls: within the 1 s target
+        await add_user(c, "cleo")
+        token = _auth_header(await login(c, "cleo"))
+        created = (await c.post("/api/v1/auth/apikeys", json={"name": "bot"}, headers=token)).json()
+        key = {"X-API-Key": created["key"]}
+        for headers in (token, key):  # both cached now
+            assert (await c.get("/api/v1/status", headers=headers)).status_code == 200
+
+        await run_cli("apikeys", "revoke", str(created["id"]))
+        await polls_after(auth)
+        r = await c.get("/api/v1/status", headers=key)
+        assert r.status_code == 401 and _error(r) == "INVALID_TOKEN"
+        assert (await c.get("/api/v1/status", headers=token)).status_code == 200
+
+        await run_cli("users", "reset-password", "cleo", stdin="a new password here\n")
+        await polls_after(auth)
+        assert (await c.get("/api/v1/status", headers=token)).status_code == 401
+        token = _auth_header(await login(c, "cleo", "a new password here"))
+        assert (await c.get("/api/v1/status", headers=token)).status_code == 200
+
+        await run_cli("users", "disable", "cleo")
+        await polls_after(auth)
+        assert (await c.get("/api/v1/status", headers=token)).status_code == 401
+
+
+async def test_failed_logins_from_one_address_do_not_lock_the_user_out_of_another() -> None:
+    async with auth_client() as c:
+        await add_user(c, "vera")
+        transport = httpx.ASGITransport(app=c.app, client=("203.0.113.7", 4444))  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as attacker:
+            for _ in range(5):
+                r = await attacker.post("/api/v1/auth/login", data={"username": "vera", "password": "guess-guess"})
+                assert r.status_code == 401
+            for password in ("guess-guess", PASSWORD):
+                r = await attacker.post("/api/v1/auth/login", data={"username": "vera", "password": password})
+                assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+            # The real user, from an address that has not failed, gets straight in.
+            assert (await login(c, "vera"))["access_token"]
+            # The attacker's address is limited by itself, whatever names it tries.
+            for k in range(15):
+                await attacker.post("/api/v1/auth/login", data={"username": f"u{k}", "password": "guess-guess"})
+            r = await attacker.post("/api/v1/auth/login", data={"username": "someone", "password": "guess-guess"})
+            assert r.status_code == 429
+            assert (await login(c, "vera"))["access_token"]
+
+
+async def _close_code(ws: Any) -> int:
+    """Read until the server closes the socket (10 s at most); its close code."""
+    async with asyncio.timeout(10):
+        try:
+            while True:
+                await ws.recv()
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None
+            return int(closed.rcvd.code)
+
+
+async def test_open_streams_close_with_1008_when_their_credential_is_revoked(db_settings: Settings) -> None:
+    with LiveServer(db_settings, auth_mode="on", jwt_secret_key=SECRET) as server:
+        store = AuthStore(make_engine(db_settings.database_url))
+        try:
+            await service.create_user(store=store, username="sam", password=PASSWORD)
+        finally:
+            await store._engine.dispose()
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            first, second = await login(http, "sam"), await login(http, "sam")
+            created = (
+                await http.post("/api/v1/auth/apikeys", json={"name": "feed"}, headers=_auth_header(first))
+            ).json()
+            status = f"{server.ws_url}/api/v1/ws/status?token="
+            async with (
+                connect(status + first["access_token"]) as by_login,
+                connect(status + second["access_token"]) as by_other_login,
+                connect(f"{server.ws_url}/api/v1/ws", additional_headers={"X-API-Key": created["key"]}) as by_key,
+            ):
+                for ws in (by_login, by_other_login):
+                    assert json.loads(await ws.recv())["type"] == "snapshot"
+                await by_key.send(json.dumps({"action": "ping"}))
+                assert json.loads(await by_key.recv())["channel"] == "pong"
+                # Logout through this server: at once.
+                body = {"refresh_token": first["refresh_token"]}
+                assert (await http.post("/api/v1/auth/logout", json=body, headers=_auth_header(first))).is_success
+                assert await _close_code(by_login) == 1008
+                # From the CLI, another process: at the server's next polls.
+                await run_cli("apikeys", "revoke", str(created["id"]))
+                assert await _close_code(by_key) == 1008
+                await run_cli("users", "disable", "sam")
+                assert await _close_code(by_other_login) == 1008
 
 
 def _b64(data: dict[str, object]) -> str:
@@ -222,9 +341,25 @@ async def test_runs_belong_to_their_user() -> None:
         assert (await c.get("/api/v1/runs", headers=alice)).json()["total"] == 1
         assert (await c.get(f"/api/v1/runs/{run_id}", headers=admin)).status_code == 200
         assert (await c.get("/api/v1/status", headers=alice)).json()["run_id"] == run_id
-        # Anyone who trades may return the shared runner to idle; the run stays Alice's.
-        assert (await c.delete("/api/v1/run/reset", headers=bob)).status_code == 200
         assert (await c.delete(f"/api/v1/runs/{run_id}", headers=alice)).status_code == 204
+
+
+async def test_only_the_runs_owner_or_an_admin_may_reset_the_runner() -> None:
+    async with auth_client() as c:
+        alice = await bearer(c, "alice")
+        bob = await bearer(c, "bob")
+        admin = await bearer(c, "root", role="admin")
+        for resetter in (admin, alice):
+            run_id = (await c.post("/api/v1/run/backtest", json=YEAR_1H, headers=alice)).json()["run_id"]
+            await wait_done(c, alice)
+            refused = await c.delete("/api/v1/run/reset", headers=bob)
+            assert refused.status_code == 403 and _error(refused) == "FORBIDDEN"
+            assert (await c.get("/api/v1/status", headers=alice)).json()["run_id"] == run_id  # untouched
+            done = await c.delete("/api/v1/run/reset", headers=resetter)
+            assert done.status_code == 200 and done.json()["run_id"] == run_id
+            assert (await c.get("/api/v1/status", headers=bob)).json()["status"] == "idle"
+        # An idle runner may be reset by anyone who trades (there is nobody's run to touch).
+        assert (await c.delete("/api/v1/run/reset", headers=bob)).status_code == 200
 
 
 async def test_auth_off_is_the_local_admin_and_login_needs_a_secret() -> None:

@@ -50,7 +50,7 @@ __all__ = [
 async def authenticate(
     *, store: AuthStore, limiter: LoginLimiter, username: str, password: str, ip: str | None
 ) -> UserRow:
-    """Check a username and password, within the per-username and per-IP failure limits."""
+    """Check a username and password, within the per-address lockout and the per-username slowdown."""
     name = normalize_username(username)
     wait = limiter.retry_after(username=name, ip=ip)
     if wait:
@@ -65,7 +65,7 @@ async def authenticate(
     if user is None or not ok or not user.is_active:
         limiter.record_failure(username=name, ip=ip)
         raise InvalidCredentialsError("Incorrect username or password")
-    limiter.record_success(username=name)
+    limiter.record_success(username=name, ip=ip)
     if new_hash is not None:
         await store.upgrade_password_hash(user.id, new_hash)
     return user
@@ -76,14 +76,17 @@ async def issue_tokens(
 ) -> dict[str, Any]:
     """A new access token and refresh token (a new login family unless rotating within one)."""
     refresh = new_refresh_token()
+    family = family_id or new_family_id()
     await store.add_refresh_token(
         user_id=user.id,
         token_hash=hash_token(refresh),
-        family_id=family_id or new_family_id(),
+        family_id=family,
         expires_at=datetime.now(UTC) + timedelta(days=settings.refresh_days),
     )
+    # The access token names its login (sid): ending the login (logout, reuse, reset, disable) ends the token.
+    access = create_access_token(user_id=user.id, role=user.role, settings=settings, session_id=family)
     return {
-        "access_token": create_access_token(user_id=user.id, role=user.role, settings=settings),
+        "access_token": access,
         "token_type": "bearer",
         "refresh_token": refresh,
         "expires_in": settings.access_minutes * 60,
@@ -113,15 +116,21 @@ async def refresh_tokens(*, store: AuthStore, refresh_token: str, settings: Toke
 
 
 async def logout(*, store: AuthStore, principal: Principal, refresh_token: str | None) -> int:
-    """End one login (its refresh token's family) or, without a token, every login of the user."""
+    """End one login (the refresh token's family, and the caller's own) or, without a token, every login.
+
+    Access tokens of an ended login stop working too (they carry its id). The number of refresh tokens revoked.
+    """
     if principal.user_id is None:
         return 0
-    if refresh_token:
-        row = await store.get_refresh_token(hash_token(refresh_token))
-        if row is None or row.user_id != principal.user_id:
-            return 0
-        return await store.revoke_refresh_family(row.family_id)
-    return await store.revoke_user_refresh_tokens(principal.user_id)
+    if not refresh_token:
+        return await store.revoke_user_refresh_tokens(principal.user_id)
+    revoked = 0
+    row = await store.get_refresh_token(hash_token(refresh_token))
+    if row is not None and row.user_id == principal.user_id:
+        revoked += await store.revoke_refresh_family(row.family_id)
+    if principal.session_id is not None and (row is None or row.family_id != principal.session_id):
+        revoked += await store.revoke_refresh_family(principal.session_id)
+    return revoked
 
 
 async def create_user(*, store: AuthStore, username: str, password: str, role: str = "trader") -> UserRow:

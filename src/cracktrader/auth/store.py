@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +32,10 @@ class UserRow:
     is_active: bool
     password_hash: str
     created_at: datetime
+    password_changed_at: datetime | None = None
+    # The earliest `iat` (whole seconds) an access token may carry: a password reset voids older ones. Stored,
+    # not derived per request, because it is on the cached path of every check.
+    tokens_valid_from: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +69,9 @@ class RefreshRow:
 
 
 def _user(r: UserRecord) -> UserRow:
-    return UserRow(r.id, r.username, r.role, r.is_active, r.password_hash, r.created_at)
+    changed = r.password_changed_at
+    valid_from = int(changed.timestamp()) if changed is not None else 0
+    return UserRow(r.id, r.username, r.role, r.is_active, r.password_hash, r.created_at, changed, valid_from)
 
 
 def _key(r: ApiKeyRecord, owner: UserRecord | None = None) -> ApiKeyRow:
@@ -255,6 +262,33 @@ class AuthStore:
         )
         async with self._sessions.begin() as session:
             return bool((await session.execute(query)).rowcount)  # type: ignore[attr-defined]
+
+    async def family_is_live(self, family_id: str, user_id: int) -> bool:
+        """Whether a login (refresh family) of this user exists and none of its tokens was revoked."""
+        query = select(func.count(), func.count(RefreshTokenRecord.revoked_at)).where(
+            RefreshTokenRecord.family_id == family_id, RefreshTokenRecord.user_id == user_id
+        )
+        async with self._sessions() as session:
+            total, revoked = (await session.execute(query)).one()
+            return bool(total) and not revoked
+
+    async def revocation_marker(self) -> tuple[Any, ...]:
+        """A value that changes whenever a credential is revoked, in one small query (servers poll it).
+
+        Covers password resets (password_changed_at), disabling users (which users are disabled), revoked API
+        keys and ended logins (revoked_at). It is compared for equality only, so clock skew between the CLI and
+        the server does not matter.
+        """
+        disabled = UserRecord.is_active.is_(False)
+        query = select(
+            select(func.max(UserRecord.password_changed_at)).scalar_subquery(),
+            select(func.count()).select_from(UserRecord).where(disabled).scalar_subquery(),
+            select(func.coalesce(func.sum(UserRecord.id), 0)).where(disabled).scalar_subquery(),
+            select(func.max(ApiKeyRecord.revoked_at)).scalar_subquery(),
+            select(func.max(RefreshTokenRecord.revoked_at)).scalar_subquery(),
+        )
+        async with self._sessions() as session:
+            return tuple((await session.execute(query)).one())
 
     async def revoke_refresh_family(self, family_id: str) -> int:
         """Revoke every token of a login's chain."""

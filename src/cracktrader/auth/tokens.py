@@ -52,12 +52,22 @@ class AccessClaims:
     user_id: int
     role: str
     expires_at: int
+    issued_at: int = 0
+    # The login (refresh-token family) the token belongs to: revoking the family revokes the token.
+    session_id: str | None = None
 
 
-def create_access_token(*, user_id: int, role: str, settings: TokenSettings, now: float | None = None) -> str:
-    """A signed JWT: sub (user id), role, iat, exp, iss, jti and typ=access."""
+def create_access_token(
+    *,
+    user_id: int,
+    role: str,
+    settings: TokenSettings,
+    now: float | None = None,
+    session_id: str | None = None,
+) -> str:
+    """A signed JWT: sub (user id), role, iat, exp, iss, jti, typ=access and (for logins) sid, the login's id."""
     issued = int(now if now is not None else time.time())
-    claims = {
+    claims: dict[str, object] = {
         "sub": str(user_id),
         "role": role,
         "iat": issued,
@@ -66,6 +76,8 @@ def create_access_token(*, user_id: int, role: str, settings: TokenSettings, now
         "typ": "access",
         "jti": uuid.uuid4().hex,
     }
+    if session_id is not None:
+        claims["sid"] = session_id
     return jwt.encode(claims, settings.secret, algorithm=settings.algorithm)
 
 
@@ -82,7 +94,16 @@ def decode_access_token(token: str, *, settings: TokenSettings) -> AccessClaims:
         )
         if claims.get("typ") != "access":
             raise InvalidTokenError("Not an access token")
-        return AccessClaims(user_id=int(claims["sub"]), role=str(claims.get("role", "")), expires_at=claims["exp"])
+        sid = claims.get("sid")
+        if sid is not None and (not isinstance(sid, str) or not 1 <= len(sid) <= 64):
+            raise InvalidTokenError("Invalid access token")
+        return AccessClaims(
+            user_id=int(claims["sub"]),
+            role=str(claims.get("role", "")),
+            expires_at=int(claims["exp"]),
+            issued_at=int(claims["iat"]),
+            session_id=sid,
+        )
     except jwt.ExpiredSignatureError:
         raise InvalidTokenError("Access token expired; refresh it or log in again") from None
     except (jwt.InvalidTokenError, ValueError, TypeError):

@@ -241,7 +241,8 @@ class RefreshTokenRecord(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Set when rotated; presenting a used token again means it was stolen, so the whole family is revoked.
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Indexed: servers poll max(revoked_at) twice a second to learn of logins ended by other processes.
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
 
 class StrategyRecord(Base):

@@ -87,6 +87,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await _open_database(app, settings)
     app.state.run_store = store
+    # Revocations by other processes (the CLI) reach the auth caches by polling, not a query per request.
+    await app.state.auth.start()
     bus = EventBus(queue_size=app.state.web_settings.ws_queue_size)
     manager = RunManager(
         bus=bus, store=store, settings=settings, status_throttle_s=app.state.web_settings.status_throttle_ms / 1000
@@ -104,6 +106,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         warm.cancel()
+        await app.state.auth.close()
         await manager.close()
         await app.state.db_engine.dispose()
 

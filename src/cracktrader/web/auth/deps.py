@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -17,6 +19,7 @@ from cracktrader.auth.errors import AuthError, ForbiddenError, NotAuthenticatedE
 from cracktrader.auth.login_limiter import LoginLimiter
 from cracktrader.auth.principal import LOCAL_ADMIN, Authenticator, Principal
 from cracktrader.auth.rate_limit import RateLimiter
+from cracktrader.auth.revocation import DEFAULT_POLL_S, RevocationPoller
 from cracktrader.auth.store import AuthStore
 from cracktrader.auth.tokens import TokenSettings
 
@@ -30,7 +33,10 @@ __all__ = [
     "health_detail_allowed",
     "optional_principal",
     "resolve_connection",
+    "watch_credentials",
 ]
+
+log = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # WebSocket close code "policy violation".
@@ -53,6 +59,9 @@ class AuthState:
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
     store: AuthStore | None = None
     authenticator: Authenticator | None = None
+    # How often the database is asked whether another process (the CLI) revoked something.
+    revocation_poll_s: float = DEFAULT_POLL_S
+    poller: RevocationPoller | None = None
     # run id -> owner user id, so /status and /results can tell whose the current run is without a query.
     run_owners: dict[str, int | None] = field(default_factory=dict)
 
@@ -61,6 +70,23 @@ class AuthState:
         self.store = store
         if self.tokens is not None:
             self.authenticator = Authenticator(store=store, tokens=self.tokens, cache_ttl_s=self.cache_ttl_s)
+
+    async def start(self) -> None:
+        """With auth on, start polling for revocations made outside this process."""
+        if self.enabled and self.authenticator is not None and self.poller is None:
+            self.poller = RevocationPoller(self.authenticator, interval_s=self.revocation_poll_s)
+            await self.poller.start()
+
+    async def close(self) -> None:
+        """Stop polling."""
+        if self.poller is not None:
+            await self.poller.close()
+            self.poller = None
+
+    def revoked(self) -> None:
+        """This process revoked a credential: drop the caches and re-check open streams now."""
+        if self.authenticator is not None:
+            self.authenticator.invalidate()
 
     def remember_owner(self, run_id: str, user_id: int | None) -> None:
         """Record a run's owner (bounded: ids are few, but never let it grow without limit)."""
@@ -249,3 +275,29 @@ async def authorize_websocket(ws: WebSocket) -> bool:
         await ws.accept()
     ws.state.principal = principal
     return True
+
+
+async def watch_credentials(ws: WebSocket) -> None:
+    """Return once the stream's credential has been revoked, after closing it with 1008; never with auth off.
+
+    Woken by every invalidation (this server's own revocations at once, other processes' within a poll), it
+    re-checks the connection's principal from the caches.
+    """
+    auth = _auth(ws)
+    authenticator = auth.authenticator
+    principal: Principal | None = getattr(ws.state, "principal", None)
+    if not auth.enabled or authenticator is None or principal is None or principal.via == "local":
+        await asyncio.Event().wait()
+        return
+    while True:
+        generation = authenticator.generation
+        try:
+            await authenticator.recheck(principal)
+        except AuthError as exc:
+            with contextlib.suppress(Exception):
+                await ws.close(code=WS_POLICY_VIOLATION, reason=exc.message[:120])
+            return
+        except Exception:
+            # The database failed the re-check: keep the stream, and try again on the next change.
+            log.warning("Could not re-check a stream's credentials", exc_info=True)
+        await authenticator.wait_changed(generation)

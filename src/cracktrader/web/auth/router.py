@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import ValidationError
 
 from cracktrader.auth import service
@@ -102,12 +102,16 @@ async def refresh(body: RefreshRequest, request: Request) -> dict[str, Any]:
 
 @account_router.post("/logout", response_model=LogoutResponse)
 async def logout(principal: CurrentUser, request: Request, body: LogoutRequest | None = None) -> dict[str, Any]:
-    """End this login (its refresh token) or, without one, every login; access tokens lapse at expiry."""
+    """End this login (its refresh token and access tokens) or, without a refresh token, every login."""
     auth: AuthState = request.app.state.auth
     if auth.store is None:
         return {"revoked": 0}
     token = body.refresh_token if body is not None else None
-    return {"revoked": await service.logout(store=auth.store, principal=principal, refresh_token=token)}
+    revoked = await service.logout(store=auth.store, principal=principal, refresh_token=token)
+    if auth.authenticator is not None and principal.session_id is not None:
+        auth.authenticator.end_session(principal.session_id)
+    auth.revoked()
+    return {"revoked": revoked}
 
 
 @account_router.get("/me", response_model=MeResponse)
@@ -172,10 +176,13 @@ async def list_api_keys(principal: CurrentUser, request: Request) -> dict[str, A
 
 
 @account_router.delete("/apikeys/{key_id}", status_code=204)
-async def revoke_api_key(key_id: int, principal: CurrentUser, request: Request) -> Response:
+async def revoke_api_key(
+    key_id: Annotated[int, Path(ge=1, le=2**31 - 1, description="The key's id")],
+    principal: CurrentUser,
+    request: Request,
+) -> Response:
     """Revoke a key (your own; an admin may revoke any); it stops working at once."""
     auth, store, user_id = _key_store(principal, request)
     await service.revoke_api_key(store=store, key_id=key_id, user_id=None if principal.is_admin else user_id)
-    if auth.authenticator is not None:
-        auth.authenticator.forget_keys()
+    auth.revoked()
     return Response(status_code=204)

@@ -14,6 +14,7 @@ from cracktrader.data.candles import to_ms
 from cracktrader.runs import events
 from cracktrader.runs.document import now_iso
 from cracktrader.runs.state import lifecycle_only
+from cracktrader.web.auth.deps import watch_credentials
 from cracktrader.web.deps import sees_run
 
 log = logging.getLogger(__name__)
@@ -79,10 +80,12 @@ async def _serve(ws: WebSocket, stream: str, sub: events.Subscription, forward: 
     gauge.inc()
     reader = asyncio.create_task(_drain_incoming(ws, handler))
     pump = asyncio.create_task(_pump(ws, sub, app.state.web_settings.ws_heartbeat_s, forward))
+    # Closes the stream (1008) when its token's login ends or its key is revoked.
+    watcher = asyncio.create_task(watch_credentials(ws))
     try:
-        await asyncio.wait({reader, pump}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({reader, pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (reader, pump):
+        for task in (reader, pump, watcher):
             task.cancel()
         sub.close()
         gauge.dec()
