@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cracktrader.data.candles import Candles
-from cracktrader.data.store import CandleStore, merge_intervals, safe_name, subtract_intervals
+from cracktrader.data.store import STALE_TMP_S, CandleStore, merge_intervals, safe_name, subtract_intervals
 from cracktrader.errors import DataUnavailableError, InvalidDataError
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -121,6 +125,67 @@ def test_crash_while_syncing_the_temp_file_keeps_old_data(store: CandleStore, mo
     assert store.read("binance", "BTC/USDT", "1m").close.tolist() == [100.0, 101.0, 102.0]
     folder = store.path_for("binance", "BTC/USDT", "1m").parent
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+# A writer that holds a dataset's lock and has written part of its temp file, as a `data download` does mid-write.
+_WRITER = """
+import os, sys, tempfile, time
+from pathlib import Path
+from cracktrader.data.store import _dataset_lock
+path = Path(sys.argv[1])
+path.parent.mkdir(parents=True, exist_ok=True)
+with _dataset_lock(path):
+    fd, name = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    os.write(fd, b"PAR1 half a file")
+    print(name, flush=True)
+    time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def _writer_mid_write(path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """A process that is writing `path`'s temp file; the test kills it (or it is killed on exit)."""
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc, Path(proc.stdout.readline().strip())
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def _temps(folder: Path) -> list[str]:
+    return sorted(p.name.split(".")[1] for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_the_next_write_removes_the_temp_file_of_a_killed_writer(store: CandleStore) -> None:
+    store.write("binance", "BTC/USDT", "1m", bars(T0, 5))
+    path = store.path_for("binance", "BTC/USDT", "1m")
+    with _writer_mid_write(path) as (writer, tmp):
+        writer.kill()  # like Ctrl-C or SIGKILL during `data download`: the rename never happens
+        writer.wait(timeout=30)
+    assert tmp.exists() and time.time() - tmp.stat().st_mtime < STALE_TMP_S  # a fresh leftover, not an old one
+    store.write("binance", "BTC/USDT", "1m", bars(T0 + 5 * MIN, 5))
+    assert not tmp.exists() and _temps(path.parent) == []
+    assert store.read("binance", "BTC/USDT", "1m").close.tolist() == [100.0 + i for i in range(5)] * 2
+
+
+def test_a_temp_file_another_process_is_still_writing_is_kept(store: CandleStore) -> None:
+    minute = store.path_for("binance", "BTC/USDT", "1m")
+    hour = store.path_for("binance", "BTC/USDT", "1h")
+    with _writer_mid_write(hour) as (_, busy):
+        # Beside it: the leftover of a killed 1m writer, and a temp file no cracktrader writer made (no lock file).
+        with _writer_mid_write(minute) as (killed, leftover):
+            killed.kill()
+            killed.wait(timeout=30)
+        foreign = minute.with_name(".5m.parquet.abc123.tmp")
+        foreign.write_bytes(b"")
+        store.write("binance", "BTC/USDT", "1m", bars(T0, 3))
+        assert busy.exists() and foreign.exists() and not leftover.exists()
+    # Once the 1h writer is gone (killed here), its temp file is a leftover too.
+    store.write("binance", "BTC/USDT", "1m", bars(T0, 3))
+    assert not busy.exists() and foreign.exists()
+    assert len(store.read("binance", "BTC/USDT", "1m")) == 3
 
 
 def test_symbol_is_stored_under_a_filesystem_safe_name(store: CandleStore) -> None:

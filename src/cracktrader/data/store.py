@@ -9,6 +9,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +45,9 @@ _TF_FROM_FILE = {v: k for k, v in _TF_FILE_NAMES.items()}
 
 _process_locks: dict[Path, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
+# A temp file is a leftover once its dataset's lock can be taken (writers hold it from creating the file to
+# renaming it). Without cross-process locks (Windows) a file must also be this old, as another process may own it.
+STALE_TMP_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +128,7 @@ def _fsync_dir(path: Path) -> None:
 @contextlib.contextmanager
 def _dataset_lock(path: Path) -> Iterator[None]:
     """Serialise read-merge-write cycles on one dataset across threads and processes."""
-    with _process_locks_guard:
-        lock = _process_locks.setdefault(path, threading.Lock())
-    with lock:
+    with _process_lock(path):
         if fcntl is None:  # pragma: no cover - Windows
             yield
             return
@@ -137,6 +139,75 @@ def _dataset_lock(path: Path) -> Iterator[None]:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _process_lock(path: Path) -> threading.Lock:
+    with _process_locks_guard:
+        return _process_locks.setdefault(path, threading.Lock())
+
+
+@contextlib.contextmanager
+def _dataset_unlocked(path: Path) -> Iterator[bool]:
+    """Take `path`'s lock if nobody holds it, without waiting; yields whether it was taken."""
+    lock = _process_lock(path)
+    if not lock.acquire(blocking=False):
+        yield False
+        return
+    try:
+        if fcntl is None:  # pragma: no cover - Windows
+            yield True
+            return
+        try:
+            # Never created here: a writer makes the lock file before its temp file, so one without it is foreign.
+            fd = os.open(path.with_name("." + path.name + ".lock"), os.O_RDWR)
+        except OSError:
+            yield False
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+    finally:
+        lock.release()
+
+
+def _temp_files(folder: Path) -> dict[str, builtins.list[Path]]:
+    """Temp files of `_write_atomic` in `folder` (`.<dataset file>.<random>.tmp`), by dataset file name."""
+    out: dict[str, builtins.list[Path]] = {}
+    for tmp in folder.glob(f".*{_SUFFIX}.*.tmp"):
+        dataset = tmp.name[1:].removesuffix(".tmp").rsplit(".", 1)[0]
+        out.setdefault(dataset, []).append(tmp)
+    return out
+
+
+def _remove_stale(temps: builtins.list[Path]) -> None:
+    now = time.time()
+    for tmp in temps:
+        with contextlib.suppress(OSError):  # gone already, or not ours to delete
+            if fcntl is not None or now - tmp.stat().st_mtime > STALE_TMP_S:
+                tmp.unlink()
+
+
+def remove_stale_temp_files(path: Path) -> None:
+    """Delete temp files that killed writers left beside `path`; the caller holds `path`'s dataset lock.
+
+    A temp file exists only while its writer holds its dataset's lock, so this dataset's are all leftovers, and
+    another dataset's are removed only if its lock is free right now: a concurrent writer's file is never touched.
+    """
+    for dataset, temps in _temp_files(path.parent).items():
+        if dataset == path.name:
+            _remove_stale(temps)
+            continue
+        with _dataset_unlocked(path.with_name(dataset)) as free:
+            if free:
+                _remove_stale(temps)
 
 
 @contextlib.contextmanager
@@ -270,6 +341,8 @@ class CandleStore:
         elif len(candles):
             new_cover.append((int(candles.timestamp[0]), tf.next(int(candles.timestamp[-1]))))
         with _dataset_lock(path):
+            # A killed writer (say, an interrupted `data download`) leaves its temp file: the next write cleans up.
+            remove_stale_temp_files(path)
             old_cover: builtins.list[Interval] = []
             # from_columns sorts and de-duplicates; concat makes the new rows win on equal timestamps.
             merged = Candles.from_columns(*(getattr(candles, c) for c in COLUMNS))
