@@ -360,6 +360,10 @@ class RunManager:
                 error=error,
             )
         results.head.update(end_time=end_time, status=outcome, error=error)
+        if outcome == "stopped" and st.status != "stopped":
+            # A stop is announced at once (as one during the simulation is): saving may take a while.
+            st.status, st.end_time, st.ended_at, st.phase = "stopped", end_time, time.monotonic(), "saving"
+            self._publish_status(force=True)
         # Served from memory while it saves; persisted before the outcome is announced, so a client that sees
         # "completed" can read the history.
         self.last_results = results
