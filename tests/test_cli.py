@@ -268,3 +268,69 @@ def test_data_list_and_clear(tmp_path: Path) -> None:
     cleared = runner.invoke(app, ["data", "clear", "--exchange", "csv", "--yes"])
     assert "removed 1 datasets" in cleared.stdout
     assert "no stored candles" in runner.invoke(app, ["data", "list"]).stdout
+
+
+def _import_minutes(tmp_path: Path, symbol: str, minutes: list[int], exchange: str = "csv") -> None:
+    """Import one-minute candles opening at the given minutes of 2024-01-01."""
+    src = tmp_path / f"{symbol.replace('/', '-')}.csv"
+    rows = [f"{1704067200000 + m * 60_000},1,2,0.5,1.5,1" for m in minutes]
+    src.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    args = ["data", "import", str(src), "--symbol", symbol, "--timeframe", "1m", "--exchange", exchange]
+    assert runner.invoke(app, args).exit_code == 0
+
+
+def test_data_info_prints_first_last_count_missing_bars_and_the_largest_gap(tmp_path: Path) -> None:
+    # Bars 0-9, then 3 missing (10-12), bars 13-19, then 5 missing (20-24), bar 25.
+    _import_minutes(tmp_path, "A/USDT", [*range(10), *range(13, 20), 25])
+    args = ["data", "info", "--exchange", "csv", "--symbol", "A/USDT", "--timeframe", "1m"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "csv A/USDT 1m: first 2024-01-01T00:00:00Z, last 2024-01-01T00:25:00Z, 18 candles, "
+        "2 gaps, 8 missing bars, largest 5 bars from 2024-01-01T00:20:00Z to 2024-01-01T00:25:00Z\n"
+    )
+    (doc,) = _json_list([*args])
+    assert {k: v for k, v in doc.items() if k not in ("path", "size_bytes")} == {
+        "exchange": "csv",
+        "symbol": "A/USDT",
+        "timeframe": "1m",
+        "first": "2024-01-01T00:00:00Z",
+        "last": "2024-01-01T00:25:00Z",
+        "count": 18,
+        "gaps": 2,
+        "missing_bars": 8,
+        "largest_gap": {"start": "2024-01-01T00:20:00Z", "end": "2024-01-01T00:25:00Z", "bars": 5},
+    }
+    assert doc["path"].endswith("1m.parquet") and doc["size_bytes"] > 0
+
+
+def test_data_info_without_filters_covers_every_stored_series_and_filters_narrow_it(tmp_path: Path) -> None:
+    _import_minutes(tmp_path, "A/USDT", list(range(5)))
+    _import_minutes(tmp_path, "B/USDT", [0, 1, 3])
+    _import_minutes(tmp_path, "A/USDT", list(range(3)), exchange="other")
+    every = _json_list(["data", "info"])
+    assert [(d["exchange"], d["symbol"], d["count"], d["missing_bars"]) for d in every] == [
+        ("csv", "A/USDT", 5, 0),
+        ("csv", "B/USDT", 3, 1),
+        ("other", "A/USDT", 3, 0),
+    ]
+    assert every[0]["largest_gap"] is None and every[1]["largest_gap"]["bars"] == 1
+    text = runner.invoke(app, ["data", "info"]).stdout.splitlines()
+    assert len(text) == 3 and text[0].endswith("5 candles, no gaps")
+    assert [d["exchange"] for d in _json_list(["data", "info", "--symbol", "a/usdt"])] == ["csv", "other"]
+    assert [d["symbol"] for d in _json_list(["data", "info", "--exchange", "csv", "-t", "1m"])] == ["A/USDT", "B/USDT"]
+
+
+def test_data_info_of_nothing_stored_says_so() -> None:
+    assert runner.invoke(app, ["data", "info"]).stdout == "no stored candles\n"
+    assert _json_list(["data", "info"]) == []
+    missing = runner.invoke(app, ["data", "info", "--exchange", "csv", "--symbol", "Z/USDT"])
+    assert missing.exit_code == 2 and "no stored candles for csv Z/USDT" in missing.stderr
+    bad = runner.invoke(app, ["data", "info", "--timeframe", "7x"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def _json_list(args: list[str]) -> list[dict[str, Any]]:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return list(json.loads(result.stdout))

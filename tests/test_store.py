@@ -248,7 +248,18 @@ def test_monthly_gaps_follow_calendar_months(store: CandleStore) -> None:
     jan, feb, apr = 1_704_067_200_000, 1_706_745_600_000, 1_711_929_600_000  # 2024-01/02/04-01
     mar = 1_709_251_200_000
     store.write("binance", "BTC/USDT", "1M", Candles.from_rows([[t, 1, 1, 1, 1, 1] for t in (jan, feb, apr)]))
-    assert store.info("binance", "BTC/USDT", "1M").gaps == [(mar, apr)]
+    info = store.info("binance", "BTC/USDT", "1M")
+    assert info.gaps == [(mar, apr)] and info.missing_bars == 1 and info.largest_gap == (mar, apr, 1)
+
+
+def test_missing_bars_sum_every_gap_and_the_largest_is_the_earliest_of_equals(store: CandleStore) -> None:
+    minutes = [0, 1, 4, 5, 8, 20]  # gaps of 2, 2 and 11 bars, then the same without the last one
+    store.write("binance", "BTC/USDT", "1m", Candles.from_rows([[T0 + m * MIN, 1, 1, 1, 1, 1] for m in minutes]))
+    info = store.info("binance", "BTC/USDT", "1m")
+    assert info.missing_bars == 15 and info.largest_gap == (T0 + 9 * MIN, T0 + 20 * MIN, 11)
+    store.write("binance", "ETH/USDT", "1m", Candles.from_rows([[T0 + m * MIN, 1, 1, 1, 1, 1] for m in minutes[:-1]]))
+    info = store.info("binance", "ETH/USDT", "1m")
+    assert info.missing_bars == 4 and info.largest_gap == (T0 + 2 * MIN, T0 + 4 * MIN, 2)
 
 
 def test_info_of_a_dataset_that_does_not_exist_raises(store: CandleStore) -> None:

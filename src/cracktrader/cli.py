@@ -350,6 +350,81 @@ def data_list() -> None:
         typer.echo(_info_line(info))
 
 
+def _gap_text(info: Any) -> str:
+    from cracktrader.data.candles import ms_to_iso
+
+    if info.largest_gap is None:
+        return "no gaps"
+    start, end, bars = info.largest_gap
+    return (
+        f"{len(info.gaps)} gaps, {info.missing_bars} missing bars, "
+        f"largest {bars} bars from {ms_to_iso(start)} to {ms_to_iso(end)}"
+    )
+
+
+def _info_dict(info: Any) -> dict[str, Any]:
+    from cracktrader.data.candles import ms_to_iso
+
+    largest = info.largest_gap
+    return {
+        "exchange": info.exchange,
+        "symbol": info.symbol,
+        "timeframe": info.timeframe,
+        "first": ms_to_iso(info.first) if info.first is not None else None,
+        "last": ms_to_iso(info.last) if info.last is not None else None,
+        "count": info.count,
+        "gaps": len(info.gaps),
+        "missing_bars": info.missing_bars,
+        # [start, end): the open time of the first missing bar, and of the bar after the last missing one.
+        "largest_gap": (
+            None
+            if largest is None
+            else {"start": ms_to_iso(largest[0]), "end": ms_to_iso(largest[1]), "bars": largest[2]}
+        ),
+        "path": str(info.path),
+        "size_bytes": info.size_bytes,
+    }
+
+
+@data_app.command("info")
+def data_info(
+    exchange: Annotated[str | None, typer.Option(help="Only this exchange")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Only this symbol")] = None,
+    timeframe: Annotated[str | None, typer.Option("--timeframe", "-t", help="Only this timeframe")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list")] = False,
+) -> None:
+    """First and last stored bar, count and gaps (missing bars, the largest gap) of stored candles."""
+    from cracktrader.data import service
+    from cracktrader.data.timeframes import parse_timeframe
+
+    with user_errors():
+        tf = parse_timeframe(timeframe).name if timeframe else None
+        infos = [
+            info
+            for info in service.open_store().list()
+            if (exchange is None or info.exchange.lower() == exchange.lower())
+            and (symbol is None or info.symbol.upper() == symbol.upper())
+            and (tf is None or info.timeframe == tf)
+        ]
+    if not infos and (exchange or symbol or timeframe):
+        wanted = " ".join(x for x in (exchange, symbol, tf) if x)
+        fail(f"no stored candles for {wanted}; see `cracktrader data list`")
+    if as_json:
+        typer.echo(json.dumps([_info_dict(info) for info in infos], indent=2))
+        return
+    if not infos:
+        typer.echo("no stored candles")
+    for info in infos:
+        if not info.count:
+            typer.echo(f"{info.exchange} {info.symbol} {info.timeframe}: empty")
+            continue
+        d = _info_dict(info)
+        typer.echo(
+            f"{info.exchange} {info.symbol} {info.timeframe}: first {d['first']}, last {d['last']}, "
+            f"{info.count} candles, {_gap_text(info)}"
+        )
+
+
 @data_app.command("clear")
 def data_clear(
     exchange: Annotated[str | None, typer.Option(help="Only this exchange")] = None,

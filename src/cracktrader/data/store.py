@@ -65,6 +65,22 @@ class DatasetInfo:
     size_bytes: int
     coverage: list[Interval] = field(default_factory=list)  # [start, end) ranges already fetched
 
+    @property
+    def missing_bars(self) -> int:
+        """Bars missing between the first and the last stored bar."""
+        tf = parse_timeframe(self.timeframe)
+        return sum(tf.count(start, end) for start, end in self.gaps)
+
+    @property
+    def largest_gap(self) -> tuple[int, int, int] | None:
+        """(start, end, missing bars) of the widest gap (the earliest of equals); None without gaps."""
+        tf = parse_timeframe(self.timeframe)
+        sized = [(tf.count(start, end), -start, end) for start, end in self.gaps]
+        if not sized:
+            return None
+        bars, neg_start, end = max(sized)
+        return -neg_start, end, bars
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form for the CLI and API."""
         out = asdict(self)
