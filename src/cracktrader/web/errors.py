@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +19,10 @@ from cracktrader.runs.config import SECRET_KEYS, redact
 log = logging.getLogger("cracktrader.web")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _PROBE_SCOPE: dict[str, Any] = {"type": "http", "headers": [], "query_string": b""}
+# An echoed value is a hint, not a copy: long strings, big containers and deep nesting are cut.
+ECHO_CHARS = 200
+ECHO_ITEMS = 20
+ECHO_DEPTH = 4
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -104,6 +109,40 @@ def envelope(
     }
 
 
+def _safe_text(value: str, limit: int) -> str:
+    # Lone surrogates cannot be encoded as UTF-8 and NULs upset logs and databases: both are written escaped.
+    text = value if len(value) <= limit else f"{value[:limit]}... ({len(value)} characters)"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def json_safe(value: Any, *, limit: int = ECHO_CHARS, items: int = ECHO_ITEMS, depth: int = ECHO_DEPTH) -> Any:
+    """A copy of `value` that JSON always encodes: finite numbers, escaped and truncated text, bounded size."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        # Rendering an integer of thousands of digits is refused (and slow): say how big it is instead.
+        return value if value.bit_length() <= 256 else f"<integer of {value.bit_length()} bits>"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return _safe_text(value, limit)
+    if isinstance(value, dict | list | tuple):
+        if depth <= 0:
+            return f"<{type(value).__name__} of {len(value)} items>"
+        more = f"... ({len(value) - items} more)"
+        if isinstance(value, dict):
+            out = {
+                _safe_text(str(k), limit): json_safe(v, limit=limit, items=items, depth=depth - 1)
+                for k, v in list(value.items())[:items]
+            }
+            if len(value) > items:
+                out["..."] = more
+            return out
+        listed = [json_safe(v, limit=limit, items=items, depth=depth - 1) for v in list(value)[:items]]
+        return [*listed, more] if len(value) > items else listed
+    return _safe_text(str(value), limit)
+
+
 def error_response(
     request: Request,
     status: int,
@@ -114,9 +153,13 @@ def error_response(
     detail: Any = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    """A JSON error response in the standard envelope."""
+    """A JSON error response in the standard envelope; one that cannot be encoded is sent made JSON-safe."""
     body = envelope(status, code, message, request.url.path, details=details, detail=detail)
-    return JSONResponse(body, status_code=status, headers=headers)
+    try:
+        return JSONResponse(body, status_code=status, headers=headers)
+    except (ValueError, UnicodeError):
+        # An error about a bad value must never fail on that value (NaN, a lone surrogate, ...).
+        return JSONResponse(json_safe(body, limit=2000, items=100, depth=8), status_code=status, headers=headers)
 
 
 async def _cracktrader_error(request: Request, exc: Exception) -> JSONResponse:
@@ -167,10 +210,10 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
         elif "input" in item:
             # A missing field echoes the whole body, which may hold exchange keys or a password.
             item["input"] = redact(item["input"])
-        if "input" in item and not isinstance(item["input"], str | int | float | bool | type(None) | list | dict):
-            item["input"] = str(item["input"])
         if "ctx" in err:
             item["ctx"] = {k: str(v) for k, v in err["ctx"].items()}
+        # The echo must encode whatever was sent: NaN, 1e309, lone surrogates, huge or deep values.
+        item = {k: _safe_text(v, 1000) if k == "msg" and isinstance(v, str) else json_safe(v) for k, v in item.items()}
         cleaned.append(item)
     return cleaned
 

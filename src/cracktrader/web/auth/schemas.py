@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cracktrader.runs.config import DATE_MAX, DATE_MIN, DATE_RANGE
 
 Scope = Literal["read", "trade", "live"]
 
@@ -69,7 +71,18 @@ class ApiKeyCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=100)
     scopes: list[Scope] = Field(default_factory=_read_only, min_length=1, max_length=3)
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(None, description=f"UTC when no offset is given; {DATE_RANGE}")
+
+    @field_validator("expires_at")
+    @classmethod
+    def _expiry_in_range(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        # A naive time is UTC; the range keeps it comparable and storable on both databases.
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        if not DATE_MIN <= aware <= DATE_MAX:
+            raise ValueError(f"expires_at must be {DATE_RANGE}")
+        return aware
 
 
 class ApiKeyOut(BaseModel):

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from cracktrader.web.deps import StrategiesDep
 from cracktrader.web.strategies import service
-from cracktrader.web.strategies.schemas import StrategyCreate, StrategyList, StrategyOut, StrategyUpdate
+from cracktrader.web.strategies.schemas import MAX_ID, StrategyCreate, StrategyList, StrategyOut, StrategyUpdate
 
 router = APIRouter(prefix="/strategies", tags=["strategies"])
 
-StrategyId = Annotated[int, Path(ge=1, le=2**31 - 1, description="A stored strategy's id")]
+StrategyId = Annotated[int, Path(ge=1, le=MAX_ID, description="A stored strategy's id")]
 
 
 @router.get("", response_model=StrategyList)

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # A preset's parameters are a flat JSON object; this caps what one can hold (the body cap bounds bytes).
 MAX_PARAMETERS = 100
+# Ids are PostgreSQL `integer`s: anything above overflows the column, so it is refused before any query.
+MAX_ID = 2**31 - 1
 
 
 def _clean_name(value: str | None) -> str | None:
@@ -42,7 +44,7 @@ class StrategyCreate(BaseModel):
     parameters: dict[str, Any] = Field(
         default_factory=dict, examples=[{"period": 14, "oversold": 30, "overbought": 70}]
     )
-    is_active: bool = True
+    is_active: bool = Field(True, strict=True)
 
     _name = field_validator("name")(lambda cls, value: _clean_name(value))
     _parameters = field_validator("parameters")(lambda cls, value: _check_parameters(value))
@@ -57,7 +59,7 @@ class StrategyUpdate(BaseModel):
     description: str | None = Field(None, max_length=2000)
     base_strategy: str | None = Field(None, max_length=200)
     parameters: dict[str, Any] | None = Field(None, examples=[{"period": 10}])
-    is_active: bool | None = None
+    is_active: bool | None = Field(None, strict=True)
 
     _name = field_validator("name")(lambda cls, value: _clean_name(value))
     _parameters = field_validator("parameters")(lambda cls, value: _check_parameters(value))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cracktrader.db.strategy_store import DuplicateNameError, StoredStrategy, StrategyStore, name_key
@@ -14,7 +15,17 @@ from cracktrader.web.strategies.errors import (
     StrategyNotRunnableError,
     UnknownBaseStrategyError,
 )
-from cracktrader.web.strategies.schemas import StrategyCreate, StrategyUpdate
+from cracktrader.web.strategies.schemas import MAX_ID, StrategyCreate, StrategyUpdate
+
+_ID = re.compile(r"[0-9]{1,10}")
+
+
+def parse_stored_id(ref: str) -> int | None:
+    """A stored strategy's id when `ref` is one: ASCII digits within the id column (`"²".isdigit()` is true)."""
+    if not _ID.fullmatch(ref):
+        return None
+    value = int(ref)
+    return value if 1 <= value <= MAX_ID else None
 
 
 def _iso(value: Any) -> str:
@@ -67,8 +78,9 @@ async def list_strategies(
 
 async def get_strategy(*, store: StrategyStore, owner_id: int, registry: StrategyRegistry, ref: str) -> dict[str, Any]:
     """A preset by id, or a class by name (`GET /strategies/SmaCross`)."""
-    if ref.isdigit():
-        preset = await store.get(int(ref), owner_id=owner_id)
+    stored_id = parse_stored_id(ref)
+    if stored_id is not None:
+        preset = await store.get(stored_id, owner_id=owner_id)
         if preset is not None:
             return preset_entry(preset, registry)
     elif ref in registry.strategies:
