@@ -52,6 +52,26 @@ def test_out_of_range_parameter_error_says_the_bound() -> None:
     assert "fast: Input should be greater than or equal to 1" in err.value.message
 
 
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ({"fast": "5"}, "fast: expected number, got str '5'"),
+        ({"slow": True}, "slow: expected number, got bool True"),
+        ({"size": "yes"}, "size: expected number, got str 'yes'"),
+        ({"stop_loss": False}, "stop_loss: expected number, got bool False"),
+    ],
+)
+def test_strings_and_booleans_are_not_coerced_into_numbers(params: dict[str, object], problem: str) -> None:
+    with pytest.raises(InvalidStrategyParamsError) as err:
+        SmaCross(params)
+    assert err.value.details["errors"] == [problem]
+
+
+def test_numbers_of_either_json_kind_and_null_optionals_are_accepted() -> None:
+    params = SmaCross({"fast": 5.0, "slow": 20, "size": 1, "stop_loss": None}).params
+    assert (params.fast, params.slow, params.size, params.stop_loss) == (5, 20, 1.0, None)  # type: ignore[attr-defined]
+
+
 def test_cross_field_rule_fast_below_slow_is_enforced() -> None:
     with pytest.raises(InvalidStrategyParamsError, match=r"fast \(40\) must be smaller than slow \(30\)"):
         SmaCross({"fast": 40})

@@ -598,6 +598,12 @@ async def test_eleventh_subscription_gets_an_error_and_the_socket_stays_open() -
         (json.dumps({"channel": "trades"}), "INVALID_ACTION"),
         (json.dumps({"action": "subscribe", "channel": "trades", "symbol": 5}), "INVALID_MESSAGE"),
         (json.dumps({"action": "subscribe", "channel": "x" * 5000}), "MESSAGE_TOO_LARGE"),
+        # Hostile values get an error message, as in request bodies, never a crashed handler.
+        ("[" * 2_000 + "]" * 2_000, "INVALID_MESSAGE"),
+        ('{"action": "subscribe", "channel": "trades", "symbol": NaN}', "INVALID_MESSAGE"),
+        ('{"action": "subscribe", "channel": "trades", "symbol": 1e309}', "INVALID_MESSAGE"),
+        ('{"action": "subscribe", "channel": "trades", "symbol": "BTC\\u0000"}', "INVALID_MESSAGE"),
+        ('{"action": "subscribe", "channel": "trades", "symbol": "\\ud800"}', "INVALID_MESSAGE"),
     ],
 )
 async def test_bad_channel_message_gets_an_error_message_not_a_dropped_socket(message: str, code: str) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from types import UnionType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from cracktrader.engine.market import Bars, MarketData
 from cracktrader.errors import InvalidStrategyParamsError
@@ -25,9 +27,47 @@ Style = Literal["vectorized", "event"]
 
 
 class StrategyParams(BaseModel):
-    """Base class of strategy parameters: unknown keys are errors."""
+    """Base class of strategy parameters: unknown keys are errors, and so are strings or booleans for numbers."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_coercion(cls, data: Any) -> Any:
+        # Pydantic's lax mode would turn "20" into 20 and true into 1: a typo must not run a different strategy.
+        # Only plain scalar fields are checked; other types (dates, enums, tuples) keep pydantic's own rules.
+        if not isinstance(data, Mapping):
+            return data
+        problems = []
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is None or value is None:
+                continue
+            expected = _scalar_types(field.annotation)
+            if expected and not any(_is_exactly(value, t) for t in expected):
+                names = " or ".join(sorted({"number" if t in (int, float) else t.__name__ for t in expected}))
+                problems.append(f"{name}: expected {names}, got {type(value).__name__} {value!r:.60}")
+        if problems:
+            raise PydanticCustomError("strict_type", "; ".join(problems).replace("{", "{{").replace("}", "}}"))
+        return data
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def _scalar_types(annotation: Any) -> tuple[type, ...]:
+    """The scalar types a field accepts, or () when it accepts anything else too."""
+    args = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    args = tuple(a for a in args if a is not type(None))
+    return args if args and all(a in _SCALARS for a in args) else ()
+
+
+def _is_exactly(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind in (int, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 @dataclass(slots=True)
@@ -144,6 +184,8 @@ class Strategy:
 
 
 def _describe_error(err: Any) -> str:
+    if err.get("type") == "strict_type":
+        return str(err.get("msg"))  # already names each field
     loc = ".".join(str(p) for p in err.get("loc", ())) or "params"
     if err.get("type") == "extra_forbidden":
         return f"unknown parameter '{loc}'"

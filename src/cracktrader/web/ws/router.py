@@ -16,6 +16,7 @@ from cracktrader.runs.document import now_iso
 from cracktrader.runs.state import lifecycle_only
 from cracktrader.web.auth.deps import watch_credentials
 from cracktrader.web.deps import sees_run
+from cracktrader.web.input_guard import json_body_problem
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -173,6 +174,11 @@ class ChannelSession:
         """Apply a subscribe/unsubscribe message; a bad one gets an error message, not a closed socket."""
         if len(text) > MAX_MESSAGE_BYTES:
             await self.error("MESSAGE_TOO_LARGE", f"Messages are limited to {MAX_MESSAGE_BYTES} bytes")
+            return
+        problem = json_body_problem(text.encode("utf-8", "surrogatepass"))
+        if problem is not None:
+            # Deep nesting, non-finite numbers, NULs and lone surrogates: refused as in request bodies.
+            await self.error("INVALID_MESSAGE", problem.summary())
             return
         try:
             msg = json.loads(text)
