@@ -293,6 +293,10 @@ def main() -> None:
     from benchlib import print_section
 
     print_section("auth (bench_auth.py)", bench_auth.run())
+    import bench_results_io  # also imports this module
+
+    print("\n== results I/O (bench_results_io.py) ==")
+    bench_results_io.report()
 
 
 if __name__ == "__main__":
