@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from cracktrader.engine.records import STATUS_FILLED
 from cracktrader.runs.results import (
@@ -78,3 +79,28 @@ def test_consuming_encode_writes_the_same_text_and_empties_the_long_lists() -> N
     assert json.loads(expected)["rows"][-1] == {"i": 2 * JSON_CHUNK + 6, "x": (2 * JSON_CHUNK + 6) / 3}
     assert document["rows"] == [None] * (2 * JSON_CHUNK + 7)
     assert document["short"] == [1, 2]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run async tests on asyncio (the only loop the app uses)."""
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_large_pages_are_encoded_in_a_worker_process_to_the_same_bytes() -> None:
+    from cracktrader.web.runs.encoder import PageEncoder
+
+    encoder = PageEncoder(processes=1, large_rows=1_000)
+    small, large = _page(10, 5), _page(3_000, 700)
+    try:
+        small_bytes = await encoder.encode(small)
+        assert encoder._pool is None  # small pages never start a process
+        large_bytes = await encoder.encode(large)
+        assert encoder._pool is not None
+    finally:
+        encoder.close()
+
+    assert small_bytes == small.json_bytes()
+    assert large_bytes == _page(3_000, 700).json_bytes()
+    assert len(json.loads(large_bytes)["equity_curve"]) == 3_000

@@ -142,6 +142,11 @@ def _decode_head(blob: bytes) -> dict[str, Any]:
     return head
 
 
+def _feed(thinner: EquityThinner, first_row: int, blob: bytes) -> None:
+    """Decompress a stored equity chunk and feed it to the thinner (in a worker thread)."""
+    thinner.feed(first_row, decode_chunk(blob, EQUITY_DTYPE))
+
+
 def encode_chunk(rows: np.ndarray) -> bytes:
     """A record array as compressed bytes (zlib releases the GIL while it works)."""
     return zlib.compress(np.ascontiguousarray(rows).tobytes(), _ZLIB_LEVEL)
@@ -392,8 +397,7 @@ class RunStore:
         thinner = EquityThinner(total, max_points or max(total, 2))
         for meta in equity_metas:
             data = await self._chunk_data(run_id, "equity", [meta.seq])
-            rows = decode_chunk(data[meta.seq], EQUITY_DTYPE)
-            await asyncio.to_thread(thinner.feed, meta.first_row, rows)
+            await asyncio.to_thread(_feed, thinner, meta.first_row, data[meta.seq])
         orders_total = sum(m.n_rows for m in order_metas)
         trades_total = sum(m.n_fills for m in order_metas)
         end = offset + limit if limit is not None else max(orders_total, 1) + offset

@@ -80,8 +80,6 @@ class RunManager:
         self.last_results: RunResults | None = None
         self.server_id = uuid.uuid4().hex
         self._heartbeat: asyncio.Task[None] | None = None
-        # Encoding a large results page takes a worker thread and tens of MB: two at a time bounds both.
-        self.read_slots = asyncio.Semaphore(2)
         self.outcomes: dict[str, int] = {"completed": 0, "failed": 0, "stopped": 0}
         self._lock = asyncio.Lock()
         self._stop = threading.Event()

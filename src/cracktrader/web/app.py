@@ -38,6 +38,7 @@ from cracktrader.web.log_redaction import install_log_redaction
 from cracktrader.web.meta.router import router as meta_router
 from cracktrader.web.metrics import RequestMetrics
 from cracktrader.web.middleware import EdgeMiddleware
+from cracktrader.web.runs.encoder import PageEncoder
 from cracktrader.web.runs.router import router as runs_router
 from cracktrader.web.strategies.router import router as strategies_router
 from cracktrader.web.ui.router import router as ui_router
@@ -95,6 +96,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     manager.on_finish(lambda outcome, mode: app.state.request_metrics.runs.labels(mode, outcome).inc())
     app.state.manager = manager
+    app.state.page_encoder = PageEncoder()
     if not app.state.auth.enabled:
         # The edge serves this without routing, hence without auth: only for the local, auth-off model.
         app.state.fast_get[f"{API_PREFIX}/status"] = lambda: json.dumps(manager.status()).encode()
@@ -108,6 +110,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm.cancel()
         await app.state.auth.close()
         await manager.close()
+        app.state.page_encoder.close()
         await app.state.db_engine.dispose()
 
 

@@ -18,6 +18,7 @@ from cracktrader.runs.results import RunResults
 from cracktrader.runs.state import PRIVATE_STATUS_BLANKS, RunState, lifecycle_only
 from cracktrader.strategies.registry import StrategyRegistry, load_registry
 from cracktrader.web.config import WebSettings
+from cracktrader.web.runs.encoder import PageEncoder
 
 if TYPE_CHECKING:
     from cracktrader.db.run_store import RunStore
@@ -190,6 +191,11 @@ def get_web_settings(request: Request) -> WebSettings:
     return request.app.state.web_settings
 
 
+def get_page_encoder(request: Request) -> PageEncoder:
+    encoder: PageEncoder = request.app.state.page_encoder
+    return encoder
+
+
 def get_run_store(request: Request) -> Any:
     store = request.app.state.run_store
     principal = _principal(request)
@@ -201,4 +207,5 @@ def get_run_store(request: Request) -> Any:
 ManagerDep = Annotated[RunManager, Depends(get_manager)]
 WebSettingsDep = Annotated[WebSettings, Depends(get_web_settings)]
 RunStoreDep = Annotated["RunStore", Depends(get_run_store)]
+EncoderDep = Annotated[PageEncoder, Depends(get_page_encoder)]
 StrategiesDep = Annotated[StrategyContext, Depends(get_strategy_context)]

@@ -12,9 +12,18 @@ from cracktrader.auth.errors import ForbiddenError
 from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.errors import RunNotFoundError, RunNotResettableError
 from cracktrader.web.auth.deps import CurrentUser
-from cracktrader.web.deps import ManagerDep, RunStoreDep, StrategiesDep, StrategyContext, WebSettingsDep, sees_run
+from cracktrader.web.deps import (
+    EncoderDep,
+    ManagerDep,
+    RunStoreDep,
+    StrategiesDep,
+    StrategyContext,
+    WebSettingsDep,
+    sees_run,
+)
 from cracktrader.web.health.service import health_report
 from cracktrader.web.runs import service
+from cracktrader.web.runs.encoder import PageEncoder
 from cracktrader.web.runs.schemas import (
     DetailedStatusResponse,
     ResultsResponse,
@@ -113,7 +122,14 @@ async def get_detailed_status(request: Request, manager: ManagerDep) -> dict[str
 
 
 async def _page(
-    manager: Any, store: Any, settings: Any, run_id: str | None, max_points: int | None, limit: int | None, offset: int
+    manager: Any,
+    store: Any,
+    settings: Any,
+    encoder: PageEncoder,
+    run_id: str | None,
+    max_points: int | None,
+    limit: int | None,
+    offset: int,
 ) -> Response:
     """The results page with the request's paging, or the server's defaults (which keep it under 2 MB)."""
     page = await service.results_page(
@@ -124,7 +140,7 @@ async def _page(
         limit=limit or settings.results_default_limit,
         offset=offset,
     )
-    return await service.page_response(page, manager.read_slots)
+    return await service.page_response(page, encoder)
 
 
 @router.get("/results", response_model=ResultsResponse, tags=["results"])
@@ -132,12 +148,13 @@ async def get_results(
     manager: ManagerDep,
     store: RunStoreDep,
     settings: WebSettingsDep,
+    encoder: EncoderDep,
     max_points: MaxPoints = None,
     limit: Limit = None,
     offset: Offset = 0,
 ) -> Response:
     """Results of the current or last run; long lists are sliced (`max_points`, `limit`, `offset`)."""
-    return await _page(manager, store, settings, None, max_points, limit, offset)
+    return await _page(manager, store, settings, encoder, None, max_points, limit, offset)
 
 
 @router.get("/runs", response_model=RunListResponse, tags=["history"])
@@ -177,12 +194,13 @@ async def get_run_results(
     manager: ManagerDep,
     store: RunStoreDep,
     settings: WebSettingsDep,
+    encoder: EncoderDep,
     max_points: MaxPoints = None,
     limit: Limit = None,
     offset: Offset = 0,
 ) -> Response:
     """A past run's results, sliced like `/results`."""
-    return await _page(manager, store, settings, run_id, max_points, limit, offset)
+    return await _page(manager, store, settings, encoder, run_id, max_points, limit, offset)
 
 
 async def _export(manager: Any, store: Any, run_id: str, kind: str) -> StreamingResponse:

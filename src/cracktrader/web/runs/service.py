@@ -24,6 +24,7 @@ from cracktrader.runs.results import (
     trade_dicts,
 )
 from cracktrader.runs.sanitize import redact
+from cracktrader.web.runs.encoder import PageEncoder
 
 # Rows per CSV piece of a run held in memory (stored runs stream in their stored chunks).
 EXPORT_CHUNK = 65_536
@@ -79,11 +80,9 @@ async def _missing(store: Any, run_id: str) -> None:
     )
 
 
-async def page_response(page: ResultsPage, slots: asyncio.Semaphore) -> Response:
-    """The page as a JSON response, encoded in a worker thread; at most `slots` large pages at a time."""
-    async with slots:
-        body = await asyncio.to_thread(page.json_bytes)
-    return Response(body, media_type="application/json")
+async def page_response(page: ResultsPage, encoder: PageEncoder) -> Response:
+    """The page as a JSON response, encoded off the event loop."""
+    return Response(await encoder.encode(page), media_type="application/json")
 
 
 async def export_chunks(manager: Any, store: Any, run_id: str, kind: str) -> AsyncIterator[np.ndarray]:
