@@ -332,7 +332,9 @@ async def test_appended_series_read_back_as_one(store: RunStore) -> None:
     assert [o["id"] for o in page.document()["orders"]] == [4, 5]
 
 
-async def test_results_stored_as_one_document_are_still_served_sanitized(store: RunStore, target: DatabaseTarget) -> None:
+async def test_results_stored_as_one_document_are_still_served_sanitized(
+    store: RunStore, target: DatabaseTarget
+) -> None:
     # Runs saved before the columnar store kept the whole document in run_results; they must stay readable.
     run_id = await add_run(store)
     document = sample_document(run_id, points=30)
