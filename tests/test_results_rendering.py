@@ -13,6 +13,7 @@ from cracktrader.runs.results import (
     ISO_CHUNK,
     JSON_CHUNK,
     ORDER_DTYPE,
+    EquityThinner,
     ResultsPage,
     iso_times,
     json_pieces,
@@ -104,3 +105,31 @@ async def test_large_pages_are_encoded_in_a_worker_process_to_the_same_bytes() -
     assert small_bytes == small.json_bytes()
     assert large_bytes == _page(3_000, 700).json_bytes()
     assert len(json.loads(large_bytes)["equity_curve"]) == 3_000
+
+
+def _bucket_extremes(values: np.ndarray, max_points: int) -> np.ndarray:
+    """The thinning rule written plainly: first, last, and each bucket's np.argmin and np.argmax."""
+    n = values.shape[0]
+    if n <= max_points or n <= 2:
+        return np.arange(n)
+    edges = np.linspace(1, n - 1, max(1, (max_points - 2) // 2) + 1).astype(np.int64)
+    keep = [0, n - 1]
+    for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
+        if hi > lo:
+            keep += [lo + int(np.argmin(values[lo:hi])), lo + int(np.argmax(values[lo:hi]))]
+    return np.unique(keep)
+
+
+def test_thinning_fed_in_any_chunks_keeps_the_same_points_as_the_plain_rule() -> None:
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        n, max_points = int(rng.integers(1, 3_000)), int(rng.integers(2, 400))
+        # Rounded values on odd trials: ties inside buckets and across chunk boundaries.
+        values = np.round(rng.normal(size=n).cumsum(), 0 if trial % 2 else 6)
+        rows = np.zeros(n, EQUITY_DTYPE)
+        rows["value"], rows["ts"] = values, np.arange(n)
+        thinner = EquityThinner(n, max_points)
+        size = int(rng.integers(1, n + 1))
+        for start in range(0, n, size):
+            thinner.feed(start, rows[start : start + size])
+        assert np.array_equal(thinner.result()["ts"], _bucket_extremes(values, max_points)), (n, max_points, size)

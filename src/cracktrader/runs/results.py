@@ -337,16 +337,6 @@ class EquityThinner:
         return rows[first]
 
 
-def thin_indices(values: np.ndarray, max_points: int) -> np.ndarray:
-    """Indices EquityThinner keeps of a whole curve of values (for display code that has plain arrays)."""
-    rows = np.zeros(values.shape[0], EQUITY_DTYPE)
-    rows["value"] = values
-    rows["ts"] = np.arange(values.shape[0])
-    thinner = EquityThinner(values.shape[0], max_points)
-    thinner.feed(0, rows)
-    return thinner.result()["ts"].astype(np.int64)
-
-
 def page_of(results: RunResults, *, max_points: int | None, limit: int | None, offset: int) -> ResultsPage:
     """A page of results held in memory; None for max_points or limit means everything."""
     equity, orders = results.equity, results.orders
