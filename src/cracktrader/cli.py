@@ -221,7 +221,7 @@ def strategies(
     if as_json:
         out = {
             "strategies": reg.class_entries(),
-            "load_errors": [e.__dict__ for e in reg.load_errors],
+            "load_errors": [e.to_dict() for e in reg.load_errors],
         }
         sys.stdout.write(json.dumps(out) + "\n")
         return
@@ -234,7 +234,8 @@ def strategies(
     console = Console()
     console.print(table)
     for err in reg.load_errors:
-        console.print(f"[yellow]could not load {err.source}: {err.error}[/yellow]")
+        # Not markup: a path or an error message may hold brackets.
+        console.print(f"could not load {err.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def _progress_bar(description: str) -> tuple[Any, Callable[[int, int], None]]:

@@ -20,6 +20,7 @@ from cracktrader.engine.strategy import Strategy
 from cracktrader.errors import UnknownStrategyError
 from cracktrader.settings import Settings, get_settings
 from cracktrader.strategies.builtin import BUILTIN_STRATEGIES
+from cracktrader.strategies.tracebacks import SourceLocation, error_text, locate
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,20 @@ ENTRY_POINT_GROUP = "cracktrader.strategies"
 
 @dataclass(frozen=True, slots=True)
 class LoadError:
-    """A strategy source that could not be loaded, and why."""
+    """A strategy source that could not be loaded: which file (or entry point), which line, and the error."""
 
     source: str
     error: str
+    line: int | None = None
+
+    @property
+    def message(self) -> str:
+        """`/strats/my_strat.py line 7: SyntaxError: invalid syntax`."""
+        return SourceLocation(self.source, self.line, self.error).describe()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry of `load_errors` in the API and `cracktrader strategies --json`."""
+        return {"source": self.source, "line": self.line, "error": self.error, "message": self.message}
 
 
 @dataclass(slots=True)
@@ -75,16 +86,20 @@ class StrategyRegistry:
         try:
             return self.strategies[name]
         except KeyError:
-            failed = [e.source for e in self.load_errors]
-            hint = f" (some user strategies failed to load: {', '.join(failed)})" if failed else ""
             raise UnknownStrategyError(
-                f"Unknown strategy {name!r}. Available: {', '.join(sorted(self.strategies))}{hint}",
+                f"Unknown strategy {name!r}. Available: {', '.join(sorted(self.strategies))}{self.load_hint()}",
                 details={
                     "strategy": name,
                     "available": sorted(self.strategies),
-                    "load_errors": [e.__dict__ for e in self.load_errors],
+                    "load_errors": [e.to_dict() for e in self.load_errors],
                 },
             ) from None
+
+    def load_hint(self) -> str:
+        """For messages about a name that is not found: the sources that failed to load (it may be in one)."""
+        if not self.load_errors:
+            return ""
+        return ". Some strategy sources failed to load: " + "; ".join(e.message for e in self.load_errors)
 
 
 def load_registry(settings: Settings | None = None) -> StrategyRegistry:
@@ -114,8 +129,9 @@ def _load_folder(reg: StrategyRegistry, folder: Path) -> None:
         try:
             module = _import_file(path)
         except Exception as exc:  # a broken user file must not break the others
-            log.warning("Could not load strategies from %s: %s", path, exc)
-            reg.load_errors.append(LoadError(str(path), f"{type(exc).__name__}: {exc}"))
+            where = locate(exc, path)
+            log.warning("Could not load strategies from %s", where.describe())
+            reg.load_errors.append(LoadError(str(path), where.error, where.line))
             continue
         for cls in _strategy_classes(module):
             reg.add(cls, str(path))
@@ -155,7 +171,7 @@ def _load_entry_points(reg: StrategyRegistry) -> None:
             obj = ep.load()
         except Exception as exc:  # one broken plugin must not break the others
             log.warning("Could not load strategy entry point %s: %s", ep.name, exc)
-            reg.load_errors.append(LoadError(f"entry point {ep.name}", f"{type(exc).__name__}: {exc}"))
+            reg.load_errors.append(LoadError(f"entry point {ep.name}", error_text(exc)))
             continue
         if inspect.isclass(obj) and issubclass(obj, Strategy):
             reg.add(obj, f"entry point {ep.name}")

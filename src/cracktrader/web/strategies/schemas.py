@@ -86,10 +86,12 @@ class StrategyOut(BaseModel):
 
 
 class LoadErrorOut(BaseModel):
-    """A strategy source that failed to load."""
+    """A strategy source that failed to load: which file (or entry point), which line, and the error."""
 
-    source: str
-    error: str
+    source: str = Field(description="The strategy file's path, or `entry point NAME`")
+    line: int | None = Field(description="The line of the file where loading failed, when known")
+    error: str = Field(description="The exception, e.g. `SyntaxError: invalid syntax`")
+    message: str = Field(description="All of it in one line: `/strats/my_strat.py line 7: SyntaxError: ...`")
 
 
 class StrategyList(BaseModel):

@@ -72,7 +72,7 @@ async def list_strategies(
         "total": len(items),
         "skip": skip,
         "limit": limit,
-        "load_errors": [{"source": e.source, "error": e.error} for e in registry.load_errors],
+        "load_errors": [e.to_dict() for e in registry.load_errors],
     }
 
 
@@ -85,7 +85,10 @@ async def get_strategy(*, store: StrategyStore, owner_id: int, registry: Strateg
             return preset_entry(preset, registry)
     elif ref in registry.strategies:
         return registry.class_entry(ref)
-    raise StrategyNotFoundError(f"No strategy with id or class name {ref!r}", details={"strategy_id": ref})
+    raise StrategyNotFoundError(
+        f"No strategy with id or class name {ref!r}{registry.load_hint()}",
+        details={"strategy_id": ref, "load_errors": [e.to_dict() for e in registry.load_errors]},
+    )
 
 
 def _check_name_free_of_classes(name: str, registry: StrategyRegistry) -> None:
@@ -171,8 +174,15 @@ async def resolve_run_strategy(
         classes = sorted(registry.strategies)
         raise UnknownStrategyError(
             f"Unknown strategy {name!r}: not a strategy class nor one of your stored strategies. "
-            f"Classes: {', '.join(classes)}" + (f"; stored: {', '.join(stored)}" if stored else ""),
-            details={"strategy": name, "available": classes, "stored": stored},
+            f"Classes: {', '.join(classes)}"
+            + (f"; stored: {', '.join(stored)}" if stored else "")
+            + registry.load_hint(),
+            details={
+                "strategy": name,
+                "available": classes,
+                "stored": stored,
+                "load_errors": [e.to_dict() for e in registry.load_errors],
+            },
         )
     if not preset.is_active:
         raise StrategyInactiveError(
