@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cracktrader.data.candles import Candles, ms_to_iso
 from cracktrader.data.csv_io import read_csv, write_csv
-from cracktrader.data.resample import bucket_starts
+from cracktrader.data.resample import bucket_starts, can_resample, resample
 from cracktrader.data.sources.base import CandleSource, ProgressCallback
 from cracktrader.data.sources.synthetic import SyntheticSource
 from cracktrader.data.store import CandleStore, DatasetInfo
@@ -18,6 +19,7 @@ from cracktrader.errors import (
     DataUnavailableError,
     InvalidDataError,
     InvalidDateRangeError,
+    InvalidTimeframeError,
     UnknownExchangeError,
     UserInputError,
 )
@@ -62,11 +64,23 @@ def check_symbols(exchange_id: str, symbols: list[str], *, settings: Settings | 
     exchange = _norm_exchange(exchange_id)
     try:
         source = get_source(exchange, settings)
-    except UnknownExchangeError:
-        stored = {(i.exchange, i.symbol) for i in open_store(settings).list()}
-        if all((exchange, s) in stored for s in symbols):
+    except UnknownExchangeError as exc:
+        store = open_store(settings)
+        missing = [s for s in symbols if not store.timeframes(exchange, s)]
+        if not missing:
             return  # a local-only dataset such as a CSV import
-        raise
+        here = sorted({i.symbol for i in store.list() if i.exchange == exchange})
+        how = f"`cracktrader data import FILE.csv --exchange {exchange} --symbol {missing[0]} --timeframe TF`"
+        if not here:
+            raise UnknownExchangeError(
+                f"{exc.message} To backtest your own candles under this name, import them first: {how}",
+                details=exc.details,
+            ) from exc
+        raise DataUnavailableError(
+            f"Nothing is stored for {', '.join(missing)} on {exchange!r}, which is not an exchange to download "
+            f"from (stored under it: {', '.join(here)}). Import candles with {how}",
+            details={"exchange": exchange, "missing_symbols": missing, "stored_symbols": here},
+        ) from exc
     try:
         if hasattr(source, "max_retries"):
             source.max_retries = 0  # a quick check: the run itself retries
@@ -234,6 +248,142 @@ def load_candles(
     if len(candles) == 0:
         raise _unavailable(exchange, symbol, tf, start_ms, end_ms)
     return candles
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCandles:
+    """A run's candles for one symbol, and the stored timeframe they were resampled from (None if not)."""
+
+    candles: Candles
+    resampled_from: str | None = None
+
+
+def finer_stored_timeframes(store: CandleStore, exchange: str, symbol: str, tf: Timeframe) -> list[Timeframe]:
+    """Stored timeframes finer than `tf` whose bars tile it, finest first."""
+    out = []
+    for name in store.timeframes(exchange, symbol):
+        src = parse_timeframe(name)
+        if src != tf and not src.is_monthly and can_resample(src, tf):
+            out.append(src)
+    return out
+
+
+def _resampled(
+    store: CandleStore, exchange: str, symbol: str, src: Timeframe, tf: Timeframe, start: int, end: int
+) -> Candles:
+    """Stored `src` candles as whole `tf` bars opening in [start, end); partial first and last bars are dropped."""
+    part = store.read(exchange, symbol, src, tf.ceil(start), end)
+    if len(part) == 0:
+        return part
+    out = resample(part, src, tf, drop_incomplete=True)
+    if len(out) and int(part.timestamp[0]) != int(out.timestamp[0]):
+        out = out.slice_time(tf.next(int(out.timestamp[0])), None)  # its first source bar is missing
+    return out.slice_time(start, end)
+
+
+def load_run_candles(
+    exchange_id: str,
+    symbol: str,
+    timeframe: str | Timeframe,
+    start_ms: int,
+    end_ms: int,
+    *,
+    source: CandleSource | None = None,
+    progress: ProgressCallback | None = None,
+    settings: Settings | None = None,
+) -> LoadedCandles:
+    """`load_candles`, falling back to the finest stored timeframe that tiles `timeframe` (resampled).
+
+    The fallback applies when nothing is stored in that timeframe and it cannot be fetched: a local-only name
+    such as `csv`, or an exchange that does not offer the timeframe.
+    """
+    exchange = _norm_exchange(exchange_id)
+    tf = parse_timeframe(timeframe)
+    if exchange == SYNTHETIC or source is not None:
+        return LoadedCandles(load_candles(exchange, symbol, tf, start_ms, end_ms, source=source, progress=progress))
+    start_ms, end_ms = int(start_ms), int(end_ms)
+    _check_range(start_ms, end_ms)
+    store = open_store(settings)
+    problem: UserInputError | None = None
+    try:
+        _sync(exchange, symbol, tf, start_ms, end_ms, store, None, progress, settings)
+    except (UnknownExchangeError, InvalidTimeframeError) as exc:
+        problem = exc
+    candles = store.read(exchange, symbol, tf, start_ms, end_ms)
+    if len(candles):
+        return LoadedCandles(candles)
+    for src in finer_stored_timeframes(store, exchange, symbol, tf):
+        built = _resampled(store, exchange, symbol, src, tf, start_ms, end_ms)
+        if len(built):
+            return LoadedCandles(built, src.name)
+    if isinstance(problem, UnknownExchangeError):
+        raise stored_unavailable(store, exchange, symbol, tf, start_ms, end_ms) from problem
+    if problem is not None:
+        raise problem
+    raise _unavailable(exchange, symbol, tf, start_ms, end_ms)
+
+
+def stored_unavailable(
+    store: CandleStore, exchange: str, symbol: str, tf: Timeframe, start_ms: int, end_ms: int
+) -> DataUnavailableError:
+    """No usable candles for a name that cannot be downloaded from: what is stored, and how to import."""
+    stored = []
+    for name in store.timeframes(exchange, symbol):
+        info = store.info(exchange, symbol, name)
+        if info.count and info.first is not None and info.last is not None:
+            stored.append(
+                {"timeframe": name, "first": ms_to_iso(info.first), "last": ms_to_iso(info.last), "count": info.count}
+            )
+    if stored:
+        have = "; ".join(f"{s['timeframe']} {s['first']} → {s['last']} ({s['count']} bars)" for s in stored)
+        what = f"Stored for {exchange} {symbol}: {have}."
+    else:
+        others = sorted({i.symbol for i in store.list() if i.exchange == exchange and i.count})
+        what = f"Nothing is stored for {exchange} {symbol}" + (f" (stored: {', '.join(others)})." if others else ".")
+    message = (
+        f"No {tf} candles for {symbol} on {exchange} between {ms_to_iso(start_ms)} and {ms_to_iso(end_ms)}, and "
+        f"{exchange!r} is not an exchange to download from. {what} A run can use {tf} bars, or a stored finer "
+        f"timeframe that divides {tf} (resampled), covering the range. Import candles with `cracktrader data "
+        f"import FILE.csv --exchange {exchange} --symbol {symbol} --timeframe {tf}`."
+    )
+    return DataUnavailableError(
+        message,
+        details={
+            "exchange": exchange,
+            "symbol": symbol,
+            "timeframe": tf.name,
+            "start": ms_to_iso(start_ms),
+            "end": ms_to_iso(end_ms),
+            "stored": stored,
+        },
+    )
+
+
+def stored_range_end(
+    exchange_id: str, symbols: list[str], tf: Timeframe, settings: Settings | None = None
+) -> int | None:
+    """End (exclusive) of the latest whole `tf` bar stored for the symbols, directly or in a finer timeframe.
+
+    None unless every symbol has candles stored that a run could use (then a run without dates ends there).
+    """
+    exchange = _norm_exchange(exchange_id)
+    if exchange == SYNTHETIC:
+        return None
+    store = open_store(settings)
+    ends = []
+    for symbol in symbols:
+        last = store.last_timestamp(exchange, symbol, tf)
+        if last is not None:
+            ends.append(tf.next(last))
+            continue
+        for src in finer_stored_timeframes(store, exchange, symbol, tf):
+            last = store.last_timestamp(exchange, symbol, src)
+            if last is not None:
+                ends.append(tf.floor(src.next(last)))
+                break
+        else:
+            return None
+    return max(ends) if ends else None
 
 
 def download(

@@ -317,6 +317,30 @@ class CandleStore:
         aligned = [(tf.ceil(a), tf.ceil(b)) for a, b in raw]
         return merge_intervals([r for r in aligned if r[1] > r[0]])
 
+    def timeframes(self, exchange: str, symbol: str) -> builtins.list[str]:
+        """The timeframes stored for one exchange/symbol, finest first."""
+        folder = self.root / safe_name(exchange) / safe_name(symbol)
+        if not folder.is_dir():
+            return []
+        names = [_TF_FROM_FILE[p.stem] for p in folder.glob(f"*{_SUFFIX}") if p.stem in _TF_FROM_FILE]
+        order = {tf: i for i, tf in enumerate(SUPPORTED_TIMEFRAMES)}
+        return sorted(names, key=lambda name: order.get(name, 99))
+
+    def last_timestamp(self, exchange: str, symbol: str, timeframe: str | Timeframe) -> int | None:
+        """Open time of the last stored bar, from the file's statistics (no data read); None when empty."""
+        path = self.path_for(exchange, symbol, timeframe)
+        if not path.exists():
+            return None
+        with _corrupt_file_errors(path):
+            meta = pq.ParquetFile(path, memory_map=True).metadata
+            if meta.num_rows == 0:
+                return None
+            stats = meta.row_group(meta.num_row_groups - 1).column(0).statistics
+            if stats is not None and stats.has_min_max:
+                return int(stats.max)
+        ts = _column(self._read_table(path, columns=("timestamp",)), "timestamp")
+        return int(ts[-1]) if ts.size else None
+
     def info(self, exchange: str, symbol: str, timeframe: str | Timeframe) -> DatasetInfo:
         """Summary of one dataset; raises DataUnavailableError when it does not exist."""
         path = self.path_for(exchange, symbol, timeframe)

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cracktrader import __version__
 from cracktrader.data import service
-from cracktrader.data.candles import Candles, to_ms
+from cracktrader.data.candles import Candles, ms_to_iso, to_ms
 from cracktrader.data.sources.base import CandleSource
 from cracktrader.data.timeframes import Timeframe, parse_timeframe
 from cracktrader.engine.backtest import BacktestResult, OnOrders, Progress, ShouldStop, run_backtest
@@ -19,7 +20,9 @@ from cracktrader.engine.strategy import Strategy
 from cracktrader.errors import InvalidDateRangeError, UserInputError
 from cracktrader.runs.config import BacktestConfig, redact
 from cracktrader.runs.document import now_iso
+from cracktrader.runs.inputs import CostInputs, RunInputs, StrategyInputs, fingerprint, strategy_source_sha256
 from cracktrader.runs.results import RunResults, from_backtest
+from cracktrader.runs.strategy_errors import strategy_errors
 from cracktrader.settings import Settings, get_settings
 from cracktrader.strategies.registry import load_registry
 
@@ -36,12 +39,20 @@ class PreparedBacktest:
     data: MarketData
     sim: SimSettings
     timeframe: Timeframe
+    inputs: RunInputs
 
 
 def resolve_range(config: BacktestConfig, tf: Timeframe, settings: Settings) -> tuple[int, int]:
-    """[start, end) in ms: bars opening before end_date; defaults to the last `default_lookback_bars` bars."""
+    """[start, end) in ms: bars opening before end_date; defaults to the last `default_lookback_bars` bars.
+
+    Without either date the range ends after the last bar stored for every symbol (directly or in a finer
+    timeframe), or now when nothing is stored and for `synthetic`.
+    """
     end = to_ms(config.end_date)
     start = to_ms(config.start_date)
+    if end is None and start is None:
+        # Without dates, the last bars of what is stored (an imported CSV ends in the past), else up to now.
+        end = service.stored_range_end(config.exchange, config.symbols, tf, settings)
     if end is None:
         end = tf.floor(int(time.time() * 1000))
     if start is None:
@@ -107,18 +118,23 @@ def prepare_backtest(
 ) -> PreparedBacktest:
     """Validate the strategy first (cheap), then the market, then load candles."""
     settings = settings or get_settings()
-    strategy_cls = load_registry(settings).get(config.strategy_class or config.strategy_name)
-    strategy = strategy_cls(config.strategy_params)
+    registry = load_registry(settings)
+    class_name = config.strategy_class or config.strategy_name
+    strategy_cls = registry.get(class_name)
+    with strategy_errors(strategy_cls):
+        strategy = strategy_cls(config.strategy_params)
     tf = parse_timeframe(config.timeframe)
     start, end = resolve_range(config, tf, settings)
     check_run_size(config, tf, start, end, settings)
     candles: dict[str, Candles] = {}
+    resampled: dict[str, str | None] = {}
     for symbol in config.symbols:
         cb = (lambda done, total, s=symbol: data_progress(s, done, total)) if data_progress else None
         # Without an explicit source the store is read first and the exchange is only contacted for gaps.
-        candles[symbol] = service.load_candles(
+        loaded = service.load_run_candles(
             config.exchange, symbol, tf, start, end, source=source, progress=cb, settings=settings
         )
+        candles[symbol], resampled[symbol] = loaded.candles, loaded.resampled_from
     fees = (
         source.fee_rates(config.symbols[0])
         if source is not None
@@ -133,7 +149,31 @@ def prepare_backtest(
         latency=config.latency_bars,
         allow_short=config.allow_short,
     )
-    return PreparedBacktest(config, strategy, align(candles, tf.periods_per_year), sim, tf)
+    inputs = RunInputs(
+        effective_params=strategy.params.model_dump(mode="json"),
+        strategy=StrategyInputs(
+            name=config.strategy_name,
+            class_name=strategy_cls.name,
+            origin=registry.origins.get(class_name, "unknown"),
+            source_sha256=strategy_source_sha256(strategy_cls),
+        ),
+        cracktrader_version=__version__,
+        costs=CostInputs(
+            maker_fee=sim.maker_fee,
+            taker_fee=sim.taker_fee,
+            slippage=sim.slippage,
+            latency=sim.latency,
+            allow_short=sim.allow_short,
+            initial_cash=sim.initial_cash,
+        ),
+        start=ms_to_iso(start),
+        end=ms_to_iso(end),
+        data={
+            symbol: fingerprint(bars, exchange=config.exchange, timeframe=tf.name, resampled_from=resampled.get(symbol))
+            for symbol, bars in candles.items()
+        },
+    )
+    return PreparedBacktest(config, strategy, align(candles, tf.periods_per_year), sim, tf, inputs)
 
 
 def _fees(config: BacktestConfig, exchange_fees: tuple[float, float] | None, s: Settings) -> tuple[float, float]:
@@ -151,17 +191,24 @@ def run_prepared(
     should_stop: ShouldStop | None = None,
     on_orders: OnOrders | None = None,
 ) -> BacktestResult:
-    """Run the engine on prepared data."""
-    return run_backtest(
-        prepared.strategy, prepared.data, prepared.sim, progress=progress, should_stop=should_stop, on_orders=on_orders
-    )
+    """Run the engine on prepared data; an exception in the strategy's own code names its file and line."""
+    with strategy_errors(type(prepared.strategy)):
+        return run_backtest(
+            prepared.strategy,
+            prepared.data,
+            prepared.sim,
+            progress=progress,
+            should_stop=should_stop,
+            on_orders=on_orders,
+        )
 
 
 def document_config(prepared: PreparedBacktest) -> dict[str, Any]:
-    """The config recorded in results: the request (secrets redacted) plus the costs actually used."""
+    """The config recorded in results: the request (secrets redacted), the costs used and the run's `inputs`."""
     cfg = redact(prepared.config.model_dump())
     cfg["maker_fee"] = prepared.sim.maker_fee
     cfg["taker_fee"] = prepared.sim.taker_fee
+    cfg["inputs"] = redact({"inputs": prepared.inputs.document()})["inputs"]
     return cfg
 
 
@@ -195,7 +242,9 @@ def validate_backtest(config: BacktestConfig, *, settings: Settings | None = Non
     exchange that cannot be reached right now is not an error here: the run may still use stored candles.
     """
     settings = settings or get_settings()
-    load_registry(settings).get(config.strategy_class or config.strategy_name)(config.strategy_params)
+    strategy_cls = load_registry(settings).get(config.strategy_class or config.strategy_name)
+    with strategy_errors(strategy_cls):
+        strategy_cls(config.strategy_params)
     tf = parse_timeframe(config.timeframe)
     start, end = resolve_range(config, tf, settings)
     check_run_size(config, tf, start, end, settings)

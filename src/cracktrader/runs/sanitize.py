@@ -33,6 +33,7 @@ MAX_STRING_CHARS = 256
 MAX_DEPTH = 16
 DROPPED_KEY = "exchange_config_dropped_keys"
 TRUNCATED_KEY = "config_truncated"
+INPUTS_KEY = "inputs"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,99}$")
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -209,7 +210,18 @@ def redact(value: Any) -> Any:
     budget = _Budget()
     out = _clean(value, budget, 0)
     if isinstance(out, dict):
+        # A run's `inputs` (runs.inputs) is bounded by construction (a few hundred bytes per symbol) and must stay
+        # whole to compare runs: it is outside the 4 KB cap, only its oversized parameter values are summarized.
+        inputs = out.pop(INPUTS_KEY, None)
         _fit(out, budget)
+        if isinstance(inputs, dict):
+            params = inputs.get("effective_params")
+            if isinstance(params, dict):
+                for key, item in params.items():
+                    if _size(item) > MAX_VALUE_BYTES:
+                        params[key] = _summary(item)
+                        budget.truncated = True
+            out[INPUTS_KEY] = inputs
         if budget.truncated:
             out[TRUNCATED_KEY] = True
     return out
