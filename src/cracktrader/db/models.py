@@ -124,6 +124,8 @@ class RunRecord(Base):
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # The server process (servers.id) running it; a run left active by a server whose lease lapsed was cut short.
     server_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # The run this one reran (same inputs); no foreign key, so deleting the original keeps the rerun's record.
+    rerun_of: Mapped[str | None] = mapped_column(String(32))
 
     symbol_rows: Mapped[list[RunSymbolRecord]] = relationship(
         order_by="RunSymbolRecord.position",

@@ -106,6 +106,7 @@ class RunSummary(BaseModel):
     final_value: float | None
     total_return: float | None
     metrics: dict[str, Any] | None
+    rerun_of: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -231,6 +232,7 @@ class RunStore:
         user_id: int | None = None,
         created_at: datetime | None = None,
         server_id: str | None = None,
+        rerun_of: str | None = None,
     ) -> None:
         """Record a new run; `config` must already be sanitized. Raises RunExistsError if the id is taken."""
         if not _RUN_ID.fullmatch(run_id):
@@ -248,6 +250,7 @@ class RunStore:
             exchange=exchange,
             config=json_safe(config),
             server_id=server_id,
+            rerun_of=rerun_of,
             created_at=_utc(created_at, "created_at") or datetime.now(UTC),
             symbol_rows=[RunSymbolRecord(position=i, symbol=s) for i, s in enumerate(symbols)],
         )
