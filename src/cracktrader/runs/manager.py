@@ -334,13 +334,14 @@ class RunManager:
         results: RunResults | None = None
         error: str | None = None
         error_code: str | None = None
+        error_details: dict[str, Any] = {}
         try:
             results = await loop.run_in_executor(self._executor, self._execute, config, run_id, st)
             outcome = str(results.head["status"])
         except RunStoppedError:
             outcome = "stopped"
         except CracktraderError as exc:
-            outcome, error, error_code = "failed", exc.message, exc.code
+            outcome, error, error_code, error_details = "failed", exc.message, exc.code, exc.details
             if isinstance(exc, ExchangeUnreachableError):
                 self._record_exchange(config.exchange, False, exc.message)
         except Exception as exc:
@@ -377,9 +378,8 @@ class RunManager:
         st.status = outcome
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         if error is not None:
-            self.bus.publish(
-                events.Event(events.ERROR, {"run_id": run_id, "code": error_code, "message": error, "details": {}})
-            )
+            payload = {"run_id": run_id, "code": error_code, "message": error, "details": error_details}
+            self.bus.publish(events.Event(events.ERROR, payload))
         for callback in self._on_finish:
             callback(outcome, "backtest")
         if results.equity.shape[0]:
