@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -30,6 +31,23 @@ users_app = typer.Typer(help="Manage API users (needs the web extra).", no_args_
 app.add_typer(users_app, name="users")
 apikeys_app = typer.Typer(help="Manage API keys for programs (needs the web extra).", no_args_is_help=True)
 app.add_typer(apikeys_app, name="apikeys")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from cracktrader import __version__
+
+        typer.echo(f"cracktrader {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit")
+    ] = False,
+) -> None:
+    """Fast, look-ahead-free crypto backtesting, paper and live trading."""
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -575,6 +593,10 @@ def apikeys_revoke(key_id: Annotated[int, typer.Argument(help="Key id (see `crac
     typer.echo(f"revoked API key {row.id} ({row.prefix})")
 
 
+# The top-level modules of the `web` extra that the server imports.
+WEB_EXTRA_MODULES = ("uvicorn", "fastapi", "sqlalchemy", "aiosqlite", "alembic", "jwt", "pwdlib", "prometheus_client")
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -587,6 +609,9 @@ def serve(
 ) -> None:
     """Run the web API, WebSocket streams and dashboard (needs the `web` extra)."""
     try:
+        # Imported up front: the server imports most of them only once it runs, as a long traceback.
+        for module in WEB_EXTRA_MODULES:
+            importlib.import_module(module)
         from cracktrader.web.server.main import ServerConfigError, run_server
     except ImportError as exc:
         fail(f"the web server needs the web extra: pip install 'cracktrader[web]' ({exc.name} is missing)", 1)

@@ -46,6 +46,14 @@ def check_server_config(
     return []
 
 
+def dashboard_url(host: str, port: int) -> str:
+    """`http://HOST:PORT/ui`; an IPv6 address in brackets, a wildcard bind as the loopback a browser can open."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/ui"
+
+
 def run_server(
     *,
     host: str | None = None,
@@ -77,6 +85,8 @@ def run_server(
     from cracktrader.web.config import get_web_settings
 
     get_web_settings.cache_clear()
+    # Printed, not logged: the one line a new user needs, whatever the log level.
+    print(f"Cracktrader dashboard: {dashboard_url(host, port)}", file=sys.stderr, flush=True)
     uvicorn.run(
         "cracktrader.web.app:create_app",
         factory=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
 from cracktrader.errors import CracktraderError
 
@@ -28,6 +28,12 @@ UI_FILES = _ui_files()
 class UiFileNotFound(CracktraderError):
     code = "NOT_FOUND"
     status_code = 404
+
+
+@router.get("/")
+async def root() -> RedirectResponse:
+    """The site's root is the dashboard (it used to answer a JSON 404)."""
+    return RedirectResponse("/ui", status_code=307)
 
 
 @router.get("/ui")
