@@ -12,8 +12,7 @@ import time
 
 from pydantic import Field
 
-from cracktrader.engine.broker import BarContext
-from cracktrader.engine.market import MarketData
+from cracktrader.engine.context import Context
 from cracktrader.engine.strategy import Strategy, StrategyParams
 
 
@@ -31,18 +30,19 @@ class SlowStrategy(Strategy):
     """Event-driven test strategy: each bar from `fast_bars` on takes at least `bar_ms`, until released."""
 
     Params = SlowParams
+    released = False
+    bars_seen = 0
 
-    def init(self, data: MarketData) -> None:
-        self.released = False
-
-    def on_bar(self, ctx: BarContext) -> None:
+    def on_bar(self, ctx: Context) -> None:
         p: SlowParams = self.params  # type: ignore[assignment]
-        i = ctx.i
+        i = self.bars_seen
+        self.bars_seen += 1
         if p.trade_every and i % p.trade_every == 0:
-            if ctx.position() == 0.0:
-                ctx.buy(fraction=0.5)
-            else:
-                ctx.sell()
+            for symbol in ctx.symbols:
+                if ctx.position(symbol) == 0.0:
+                    ctx.buy(symbol, fraction=0.5 / len(ctx.symbols))
+                else:
+                    ctx.sell(symbol)
         if i < p.fast_bars or self.released:
             return
         if p.release_file and os.path.exists(p.release_file):

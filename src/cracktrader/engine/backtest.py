@@ -10,11 +10,14 @@ from typing import Any
 import numpy as np
 
 from cracktrader.engine import kernels
+from cracktrader.engine.accounting import B_ENTRY_PRICE
 from cracktrader.engine.broker import BarContext, EventSimulator, SimSettings
+from cracktrader.engine.context import Fill
 from cracktrader.engine.market import MarketData
 from cracktrader.engine.metrics import compute_metrics
 from cracktrader.engine.records import N_COLS, O_FEE, O_PNL, O_RETURN, O_STATUS, STATUS_FILLED
 from cracktrader.engine.strategy import Signals, Strategy
+from cracktrader.engine.window import compute_indicators
 from cracktrader.errors import UserInputError
 
 # Called with (bars done, bars total, cash, value) between chunks of a run.
@@ -265,13 +268,14 @@ def _run_event(
     should_stop: ShouldStop | None,
     on_orders: OnOrders | None,
 ) -> BacktestResult:
-    sim = EventSimulator(data, settings)
-    ctx = BarContext(sim)
-    strategy.init(data)
+    wants_events = strategy.wants_events()
+    sim = EventSimulator(data, settings, events=wants_events)
+    ctx = BarContext(sim, [compute_indicators(strategy, data.bars(j)) for j in range(len(data.symbols))])
     n = data.n_bars
     done = reported = 0
     on_bar = strategy.on_bar
     process, mark = sim.process_bar, sim.mark
+    deliver = _deliverer(strategy, sim, ctx) if wants_events else None
     block = 1
     while done < n:
         end = min(n, done + EVENT_CHUNK)
@@ -283,6 +287,8 @@ def _run_event(
                 if sim.open_orders:
                     process(t)
                 ctx.i = t
+                if deliver is not None:
+                    deliver()
                 on_bar(ctx)
                 mark(t)
             done = stop_at
@@ -302,7 +308,7 @@ def _run_event(
             progress(done, n, sim.cash, float(sim.equity[done - 1]))
         if should_stop is not None and done < n and should_stop():
             break
-    positions = [(j, sim.pos[j], sim.entry_price[j]) for j in range(len(data.symbols))]
+    positions = [(j, sim.pos[j], float(sim.book[j, B_ENTRY_PRICE])) for j in range(len(data.symbols))]
     return _result(
         data,
         settings,
@@ -314,6 +320,24 @@ def _run_event(
         done,
         "event",
     )
+
+
+def _deliverer(strategy: Strategy, sim: EventSimulator, ctx: BarContext) -> Callable[[], None]:
+    """A function handing the simulator's queued fills and order updates to the strategy's callbacks."""
+    events = sim.events
+    assert events is not None
+
+    def deliver() -> None:
+        if events:
+            batch = events[:]
+            events.clear()  # orders placed by the callbacks report on the next bar, so this always ends
+            for event in batch:
+                if isinstance(event, Fill):
+                    strategy.on_fill(ctx, event)
+                else:
+                    strategy.on_order(ctx, event)
+
+    return deliver
 
 
 def _result(

@@ -1,4 +1,7 @@
-"""Event-driven simulator: a bar loop calling `on_bar`, with market, limit, stop and stop-limit orders."""
+"""Event-driven simulator: a bar loop calling `on_bar`, with market, limit, stop and stop-limit orders.
+
+`BarContext` is the backtest's implementation of the `Context` protocol strategies see.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cracktrader.engine.accounting import N_BOOK, apply_fill, spot_refusal
+from cracktrader.engine.context import Fill, OrderKind, OrderUpdate, OrderView
 from cracktrader.engine.fills import (
     BUY,
     SELL,
@@ -20,27 +25,26 @@ from cracktrader.engine.market import Bars, MarketData
 from cracktrader.engine.records import (
     N_COLS,
     REASON_CANCELED_BY_STRATEGY,
-    REASON_INSUFFICIENT_CASH,
-    REASON_INSUFFICIENT_POSITION,
-    REASON_NO_POSITION,
+    REASON_NAMES,
     REASON_OCO,
-    REASON_SHORTING_DISABLED,
     REASON_SIGNAL,
     REASON_STOP_LOSS,
     REASON_TAKE_PROFIT,
-    REASON_ZERO_SIZE,
     STATUS_CANCELED,
     STATUS_FILLED,
     STATUS_OPEN,
     STATUS_REJECTED,
     TYPE_LIMIT,
     TYPE_MARKET,
+    TYPE_NAMES,
     TYPE_STOP,
     TYPE_STOP_LIMIT,
 )
 from cracktrader.errors import UserInputError
 
-_EPS = 1e-9
+Event = Fill | OrderUpdate
+_STATE_NAMES = {STATUS_REJECTED: "rejected", STATUS_CANCELED: "cancelled"}
+_KIND: tuple[OrderKind, ...] = TYPE_NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +91,15 @@ class Order:
 class EventSimulator:
     """Runs an event-driven strategy bar by bar over aligned market data."""
 
-    def __init__(self, data: MarketData, settings: SimSettings) -> None:
+    def __init__(self, data: MarketData, settings: SimSettings, *, events: bool = False) -> None:
         self.data = data
         self.s = settings
         m = len(data.symbols)
         self.cash = settings.initial_cash
-        self.pos = [0.0] * m
-        self.entry_price = [0.0] * m
-        self.entry_cost = [0.0] * m
+        self.book = np.zeros((m, N_BOOK))
+        self.pos = [0.0] * m  # mirror of book[:, B_POS] as floats: marking every bar reads it
+        # Fills and order state changes for `on_fill` / `on_order`, delivered before the next `on_bar`.
+        self.events: list[Event] | None = [] if events else None
         self.open_orders: list[Order] = []
         self.rows: list[list[float]] = []
         self.recent_fills: list[list[float]] = []
@@ -151,6 +156,8 @@ class EventSimulator:
         )
         self._next_id += 1
         self.open_orders.append(order)
+        if self.events is not None:
+            self._update(order, t, "accepted", REASON_SIGNAL)
         return order.id
 
     def cancel(self, t: int, order_id: int, reason: int = REASON_CANCELED_BY_STRATEGY) -> bool:
@@ -164,14 +171,20 @@ class EventSimulator:
 
     # Bar processing ------------------------------------------------------------------------------
     def process_bar(self, t: int) -> None:
-        """Fill what the bar allows: at the open (reducing orders first), then inside the bar."""
+        """Fill what the bar allows: the strategy's orders at the open, then inside the bar with brackets.
+
+        At the open, orders that reduce a position go before those that open one. Protective brackets
+        (stop_loss / take_profit) are then checked symbol by symbol, stop first, as the compiled kernel does:
+        a gap through a stop fills at the open but cannot fund an entry at that open, and cash sums in the
+        same order in both simulators.
+        """
         due = [o for o in self.open_orders if o.active_from <= t and self._tradable[o.symbol][t]]
         if not due:
             return
-        due.sort(key=lambda o: (0 if self._reduces(o) else 1, o.id))
+        due.sort(key=lambda o: (0 if self._reduces(o) else 1, o.symbol, o.id))
         intrabar: list[Order] = []
         for o in due:
-            if self._is_open(o) and not self._try_fill(o, t, at_open=True):
+            if o.reason != REASON_SIGNAL or (self._is_open(o) and not self._try_fill(o, t, at_open=True)):
                 intrabar.append(o)
         # Children created at the open (brackets of entries) can trigger later in the same bar.
         seen = {id(o) for o in intrabar}
@@ -179,7 +192,7 @@ class EventSimulator:
             o for o in self.open_orders if o.active_from == t and o.reason != REASON_SIGNAL and id(o) not in seen
         ]
         # Stops before limits: the pessimistic order when a bar touches both.
-        intrabar.sort(key=lambda o: (0 if o.type == TYPE_STOP else 1, o.id))
+        intrabar.sort(key=lambda o: (o.symbol, 0 if o.type == TYPE_STOP else 1, o.id))
         for o in intrabar:
             if self._is_open(o):
                 self._try_fill(o, t, at_open=False)
@@ -205,7 +218,8 @@ class EventSimulator:
             if at_open and not limit_is_taker(o.side, op, o.limit):
                 return False
             price = limit_fill_price(o.side, op, hi, lo, o.limit)
-            rate = self.s.taker_fee if at_open else self.s.maker_fee
+            # Marketable at the open (a gap through the limit) takes liquidity; resting in the book makes it.
+            rate = self.s.taker_fee if limit_is_taker(o.side, op, o.limit) else self.s.maker_fee
         elif o.type == TYPE_STOP:
             crossed = op >= o.stop if o.side == BUY else op <= o.stop
             if at_open and not crossed:
@@ -241,68 +255,31 @@ class EventSimulator:
         j = o.symbol
         p = self.pos[j]
         if o.size is None:
-            qty = (
-                abs(p)
-                if (p != 0 and ((p > 0) == (o.side == SELL)))
-                else (
-                    all_in_quantity(self.cash * o.fraction, price, rate) if o.side == BUY or self.s.allow_short else 0.0
-                )
-            )
+            if p != 0 and ((p > 0) == (o.side == SELL)):
+                qty = abs(p)
+            elif o.side == BUY or self.s.allow_short:
+                qty = all_in_quantity(self.cash * o.fraction, price, rate)
+            else:
+                qty = 0.0
         else:
             qty = o.size
-        reject = self._rejection(o, p, qty, price, rate)
+        reject = spot_refusal(
+            side=o.side,
+            position=p,
+            qty=qty,
+            price=price,
+            fee_rate=rate,
+            cash=self.cash,
+            allow_short=self.s.allow_short,
+            asked_zero=o.size == 0,
+        )
         if reject is not None:
             self._record(o, t, STATUS_REJECTED, qty, price, 0.0, math.nan, math.nan, reject)
             return
-        notional = qty * price
-        fee = notional * rate
-        closing = min(qty, abs(p)) if p != 0 and (p > 0) == (o.side == SELL) else 0.0
-        pnl = ret = math.nan
-        if closing > 0:
-            share = closing / abs(p)
-            basis = self.entry_cost[j] * share
-            fee_part = fee * closing / qty
-            if p > 0:
-                pnl = closing * price - fee_part - basis
-                ret = pnl / basis
-            else:
-                pnl = basis - closing * price - fee_part
-                ret = pnl / (closing * self.entry_price[j])
-            self.entry_cost[j] -= basis
-        opening = qty - closing
-        if opening > 0:
-            fee_part = fee * opening / qty
-            prev = abs(p) - closing
-            self.entry_price[j] = (self.entry_price[j] * prev + price * opening) / (prev + opening)
-            self.entry_cost[j] += opening * price + fee_part if o.side == BUY else opening * price - fee_part
-        if o.side == BUY:
-            self.cash -= notional + fee
-            if -_EPS * self.s.initial_cash < self.cash < 0.0:
-                self.cash = 0.0  # float residue of an exact all-in buy
-        else:
-            self.cash += notional - fee
-        new_pos = p + o.side * qty
-        self.pos[j] = 0.0 if abs(new_pos) <= _EPS * max(qty, 1.0) else new_pos
-        if self.pos[j] == 0.0:
-            self.entry_price[j] = self.entry_cost[j] = 0.0
+        self.cash, qty, fee, pnl, ret, opening = apply_fill(self.book, j, self.cash, o.side, qty, price, rate)
+        self.pos[j] = float(self.book[j, 0])
         self._record(o, t, STATUS_FILLED, qty, price, fee, pnl, ret, o.reason)
         self._after_fill(o, t, price, opening)
-
-    def _rejection(self, o: Order, p: float, qty: float, price: float, rate: float) -> int | None:
-        """Why a fill must be refused (spot cash and position never go negative), or None."""
-        if qty <= 0:
-            return (
-                REASON_NO_POSITION
-                if o.side == SELL
-                else (REASON_ZERO_SIZE if o.size == 0 else REASON_INSUFFICIENT_CASH)
-            )
-        if o.side == SELL and not self.s.allow_short and qty > p * (1 + _EPS):
-            return REASON_NO_POSITION if p <= 0 else REASON_INSUFFICIENT_POSITION
-        if o.side == BUY and p >= 0 and qty * price * (1 + rate) > self.cash * (1 + _EPS):
-            return REASON_INSUFFICIENT_CASH
-        if o.side == SELL and p <= 0 and not self.s.allow_short:
-            return REASON_SHORTING_DISABLED
-        return None
 
     def _after_fill(self, o: Order, t: int, price: float, opened: float) -> None:
         """Cancel the other leg of a filled bracket, or attach brackets to a filled entry."""
@@ -348,6 +325,21 @@ class EventSimulator:
         ret: float,
         reason: int,
     ) -> None:
+        if self.events is not None:
+            if status == STATUS_FILLED:
+                self.events.append(
+                    Fill(
+                        o.id,
+                        self.data.symbols[o.symbol],
+                        "buy" if o.side == BUY else "sell",
+                        qty,
+                        price,
+                        fee,
+                        int(self.data.timestamp[t]),
+                        REASON_NAMES[o.reason],
+                    )
+                )
+            self._update(o, t, "filled" if status == STATUS_FILLED else _STATE_NAMES[status], reason)
         trigger = o.limit if o.type in (TYPE_LIMIT, TYPE_STOP_LIMIT) else o.stop
         row = [
             float(o.id),
@@ -366,6 +358,20 @@ class EventSimulator:
             trigger,
         ]
         self.rows.append(row)
+
+    def _update(self, o: Order, t: int, state: str, reason: int) -> None:
+        assert self.events is not None
+        self.events.append(
+            OrderUpdate(
+                o.id,
+                self.data.symbols[o.symbol],
+                "buy" if o.side == BUY else "sell",
+                _KIND[o.type],
+                state,  # type: ignore[arg-type]
+                REASON_NAMES[reason],
+                int(self.data.timestamp[t]),
+            )
+        )
 
     # Results ---------------------------------------------------------------------------------------
     def mark(self, t: int) -> None:
@@ -408,19 +414,30 @@ class EventSimulator:
 
 
 class BarContext:
-    """What `on_bar` sees: history up to the current bar, the portfolio, and order entry."""
+    """The backtest's `Context`: history up to the current bar, the portfolio, and order entry.
 
-    __slots__ = ("_index", "_sim", "i", "symbols")
+    `i` (the absolute bar index) is an implementation detail of backtests: live runtimes have no such number,
+    so strategies must not use it.
+    """
 
-    def __init__(self, sim: EventSimulator) -> None:
+    __slots__ = ("_ind", "_index", "_sim", "_single", "i", "symbols")
+
+    def __init__(self, sim: EventSimulator, indicators: list[dict[str, np.ndarray]] | None = None) -> None:
         self._sim = sim
         self.symbols: tuple[str, ...] = sim.data.symbols
         self._index = {s: k for k, s in enumerate(self.symbols)}
+        self._single = len(self.symbols) == 1
+        self._ind = indicators or [{} for _ in self.symbols]
         self.i = 0
 
     def _j(self, symbol: str | None) -> int:
         if symbol is None:
-            return 0
+            if self._single:
+                return 0
+            raise UserInputError(
+                f"This run trades {len(self.symbols)} symbols {list(self.symbols)}: name the symbol "
+                "(for example ctx.buy(symbol), ctx.position(symbol)); loop over ctx.symbols to trade each"
+            )
         try:
             return self._index[symbol]
         except KeyError:
@@ -443,17 +460,19 @@ class BarContext:
 
     def bars(self, symbol: str | None = None) -> Bars:
         """History of one symbol up to and including the current bar (views, no copies)."""
-        full = self._sim.data.bars(self._j(symbol))
-        n = self.i + 1
-        return Bars(
-            full.symbol,
-            full.timestamp[:n],
-            full.open[:n],
-            full.high[:n],
-            full.low[:n],
-            full.close[:n],
-            full.volume[:n],
-        )
+        return self._sim.data.bars(self._j(symbol)).head(self.i + 1)
+
+    def indicator(self, name: str, symbol: str | None = None, ago: int = 0) -> float:
+        """The strategy's indicator `name` at `ago` bars before the current one (computed once per run)."""
+        series = self._ind[self._j(symbol)].get(name)
+        if series is None:
+            raise UserInputError(
+                f"Unknown indicator {name!r}; the strategy's indicators() returns {sorted(self._ind[0])}"
+            )
+        k = self.i - ago
+        if k < 0 or ago < 0:
+            return missing_value(series)
+        return series[k]
 
     def price(self, symbol: str | None = None) -> float:
         """The current bar's close."""
@@ -475,7 +494,17 @@ class BarContext:
         fraction: float = 1.0,
     ) -> int:
         """Buy `size` units (None: all available cash, fee included); returns the order id."""
-        return self._place(BUY, symbol, size, limit, stop, stop_loss, take_profit, fraction)
+        return self._sim.submit(
+            self.i,
+            self._j(symbol),
+            BUY,
+            size,
+            limit=limit,
+            stop=stop,
+            stop_loss=stop_loss,
+            take_profit=take_profit,
+            fraction=fraction,
+        )
 
     def sell(
         self,
@@ -489,23 +518,10 @@ class BarContext:
         fraction: float = 1.0,
     ) -> int:
         """Sell `size` units (None: the whole position, or all in short when shorting is on)."""
-        return self._place(SELL, symbol, size, limit, stop, stop_loss, take_profit, fraction)
-
-    def _place(
-        self,
-        side: int,
-        symbol: str | None,
-        size: float | None,
-        limit: float | None,
-        stop: float | None,
-        stop_loss: float | None,
-        take_profit: float | None,
-        fraction: float,
-    ) -> int:
         return self._sim.submit(
             self.i,
             self._j(symbol),
-            side,
+            SELL,
             size,
             limit=limit,
             stop=stop,
@@ -526,10 +542,27 @@ class BarContext:
         """Cancel a working order."""
         return self._sim.cancel(self.i, order_id)
 
-    def open_orders(self, symbol: str | None = None) -> list[Order]:
+    def open_orders(self, symbol: str | None = None) -> list[OrderView]:
         """Working orders, optionally of one symbol."""
-        sim = self._sim
-        if symbol is None:
-            return list(sim.open_orders)
-        j = self._j(symbol)
-        return [o for o in sim.open_orders if o.symbol == j]
+        orders = self._sim.open_orders
+        if symbol is not None:
+            j = self._j(symbol)
+            orders = [o for o in orders if o.symbol == j]
+        return [self._view(o) for o in orders]
+
+    def _view(self, o: Order) -> OrderView:
+        return OrderView(
+            o.id,
+            self.symbols[o.symbol],
+            "buy" if o.side == BUY else "sell",
+            _KIND[o.type],
+            o.size,
+            None if o.limit != o.limit else o.limit,
+            None if o.stop != o.stop else o.stop,
+            REASON_NAMES[o.reason],
+        )
+
+
+def missing_value(series: np.ndarray) -> float:
+    """What an indicator reads before its history starts: False for boolean series, NaN otherwise."""
+    return False if series.dtype == np.bool_ else math.nan

@@ -1,9 +1,21 @@
-"""Indicator helpers over TA-Lib, plus signal utilities such as crossovers."""
+"""Indicator helpers over TA-Lib, plus signal utilities such as crossovers.
+
+The `*_warmup` functions give the bars an indicator's last value needs so that, computed on that many bars,
+it equals the full-history value to RECURSIVE_TOLERANCE (relative to the seed's error): exact for windowed
+indicators (SMA, bands, highs and lows), and long enough for the recursive ones (EMA, RSI, MACD), whose seed's
+influence decays geometrically. Strategies add them up to return an exact `warmup()`.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import talib
+
+# Weight left of a recursive indicator's seed once its warm-up has passed: 1e-12 of the seed's error keeps
+# decisions identical to the full history far beyond the 1e-9 that float rounding already moves them.
+RECURSIVE_TOLERANCE = 1e-12
 
 
 def _f64(values: np.ndarray) -> np.ndarray:
@@ -77,3 +89,33 @@ def crossed_below(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
     prev_valid = ~np.isnan(a[:-1]) & (~np.isnan(b[:-1]) if isinstance(b, np.ndarray) else True)
     out[1:] &= prev_valid
     return out
+
+
+def _decay_bars(alpha: float) -> int:
+    """Bars after which a recursive filter with smoothing `alpha` keeps RECURSIVE_TOLERANCE of its seed."""
+    return math.ceil(math.log(RECURSIVE_TOLERANCE) / math.log(1.0 - alpha))
+
+
+def sma_warmup(period: int) -> int:
+    """Bars `sma(values, period)` needs for its last value: exactly `period`."""
+    return period
+
+
+def ema_warmup(period: int) -> int:
+    """Bars `ema(values, period)` needs for its last value to match the full history (seed SMA + decay)."""
+    return period + _decay_bars(2.0 / (period + 1))
+
+
+def rsi_warmup(period: int) -> int:
+    """Bars `rsi(values, period)` needs: one change more than the prices, then Wilder's decay (1/period)."""
+    return period + 1 + _decay_bars(1.0 / period)
+
+
+def macd_warmup(fast: int, slow: int, signal: int) -> int:
+    """Bars `macd(...)` needs: the slower EMA's warm-up, then the signal line's EMA over the MACD line."""
+    return ema_warmup(max(fast, slow)) + ema_warmup(signal)
+
+
+def cross_warmup(bars: int) -> int:
+    """Bars a crossover of indicators needing `bars` needs: one more, for the previous bar's side."""
+    return bars + 1

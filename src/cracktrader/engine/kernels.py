@@ -7,6 +7,7 @@ import math
 import numpy as np
 from numba import njit
 
+from cracktrader.engine.accounting import B_ENTRY_COST, B_ENTRY_PRICE, B_POS, apply_fill
 from cracktrader.engine.fills import (
     BUY,
     SELL,
@@ -28,10 +29,10 @@ from cracktrader.engine.records import (
     TYPE_STOP,
 )
 
-# Per-symbol float state columns.
-S_POS = 0
-S_ENTRY_PRICE = 1
-S_ENTRY_COST = 2  # cash paid for a long incl. fee, or net credit received for a short
+# Per-symbol float state columns; the first three are the book `accounting.apply_fill` keeps.
+S_POS = B_POS
+S_ENTRY_PRICE = B_ENTRY_PRICE
+S_ENTRY_COST = B_ENTRY_COST
 S_SL_LEVEL = 3
 S_TP_LEVEL = 4
 S_PEND_SIZE = 5
@@ -113,20 +114,8 @@ def _close_position(
 ) -> tuple[float, float, float, float, float]:
     """Close symbol j's whole position at `price`; returns (cash, qty, fee, pnl, return)."""
     pos = fs[j, S_POS]
-    qty = abs(pos)
-    notional = qty * price
-    fee = notional * fee_rate
-    if pos > 0:
-        cash += notional - fee
-        pnl = notional - fee - fs[j, S_ENTRY_COST]
-        ret = pnl / fs[j, S_ENTRY_COST]
-    else:
-        cash -= notional + fee
-        pnl = fs[j, S_ENTRY_COST] - notional - fee
-        ret = pnl / (qty * fs[j, S_ENTRY_PRICE])
-    fs[j, S_POS] = 0.0
-    fs[j, S_ENTRY_PRICE] = 0.0
-    fs[j, S_ENTRY_COST] = 0.0
+    side = SELL if pos > 0 else BUY
+    cash, qty, fee, pnl, ret, _ = apply_fill(fs, j, cash, side, abs(pos), price, fee_rate)
     fs[j, S_SL_LEVEL] = math.nan
     fs[j, S_TP_LEVEL] = math.nan
     return cash, qty, fee, pnl, ret
@@ -140,20 +129,7 @@ def _open_position(
     qty = all_in_quantity(cash * fs[j, S_PEND_SIZE], price, fee_rate)
     if qty <= 0.0:
         return cash, 0.0, 0.0
-    notional = qty * price
-    fee = notional * fee_rate
-    if side == BUY:
-        cash -= notional + fee
-        # Guard against a float residue below zero after an all-in buy.
-        if cash < 0.0:
-            cash = 0.0
-        fs[j, S_POS] = qty
-        fs[j, S_ENTRY_COST] = notional + fee
-    else:
-        cash += notional - fee
-        fs[j, S_POS] = -qty
-        fs[j, S_ENTRY_COST] = notional - fee
-    fs[j, S_ENTRY_PRICE] = price
+    cash, qty, fee, _, _, _ = apply_fill(fs, j, cash, side, qty, price, fee_rate)
     sl = fs[j, S_PEND_SL]
     tp = fs[j, S_PEND_TP]
     fs[j, S_SL_LEVEL] = price * (1.0 - side * sl) if sl == sl else math.nan

@@ -41,6 +41,22 @@ class Bars:
     def __len__(self) -> int:
         return int(self.close.shape[0])
 
+    def slice(self, start: int, stop: int) -> Bars:
+        """Bars [start, stop) as views."""
+        return Bars(
+            self.symbol,
+            self.timestamp[start:stop],
+            self.open[start:stop],
+            self.high[start:stop],
+            self.low[start:stop],
+            self.close[start:stop],
+            self.volume[start:stop],
+        )
+
+    def head(self, n: int) -> Bars:
+        """The first n bars (views)."""
+        return self.slice(0, n)
+
 
 @dataclass(frozen=True, slots=True)
 class MarketData:

@@ -1,9 +1,10 @@
 """The strategy API: typed parameters plus a vectorized style and an event-driven style.
 
 Vectorized strategies return `Signals` computed over whole arrays; the compiled kernel simulates them.
-Event-driven strategies implement `on_bar(ctx)` and place orders through the context.
-Both run unchanged on a rolling window of live candles: `signals` is evaluated on the window and its
-last bar acted on; `init` is called with the window and `on_bar` with the newest bar.
+Event-driven strategies implement `on_bar(ctx)` and place orders through the `Context`; arrays they need are
+returned by `indicators(bars)` and read with `ctx.indicator(name, symbol)`.
+Both run unchanged on a rolling window of live candles (`engine.window`): `signals` and `indicators` are
+evaluated on the last `warmup()` bars and the newest bar acted on. `cracktrader check` proves it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from cracktrader.engine.market import Bars, MarketData
+from cracktrader.engine.market import Bars
 from cracktrader.errors import InvalidStrategyParamsError
 
 if TYPE_CHECKING:
-    from cracktrader.engine.broker import BarContext
+    from cracktrader.engine.context import Context, Fill, OrderUpdate
 
 Style = Literal["vectorized", "event"]
 
@@ -100,6 +101,13 @@ class Strategy:
             cls.name = cls.__name__
         if "description" not in cls.__dict__:
             cls.description = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        if "init" in cls.__dict__:
+            # init(data) saw the whole history indexed by absolute bar numbers, which no live window has.
+            raise TypeError(
+                f"{cls.__name__}.init(data) is no longer supported: return the arrays it computed from "
+                "indicators(self, bars) (one symbol's bars, as in signals) and read them in on_bar with "
+                "ctx.indicator(name, symbol) or ctx.indicator(name, symbol, ago=1); see docs/strategies.md"
+            )
 
     def __init__(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         self.params = self.validate_params({**(params or {}), **kwargs})
@@ -166,8 +174,17 @@ class Strategy:
         }
 
     def warmup(self) -> int:
-        """Bars of history the strategy needs before its first decision (sizes live windows)."""
+        """Bars of history (the current one included) the decision at a bar depends on: the live window.
+
+        It must be exact: on the last `warmup()` bars the strategy must decide what it decides on the whole
+        history. Recursive indicators (EMA, RSI, MACD) need the `indicators.*_warmup` helpers.
+        """
         return 0
+
+    @classmethod
+    def wants_events(cls) -> bool:
+        """Whether the strategy overrides `on_fill` or `on_order` (the runtime skips the events otherwise)."""
+        return cls.on_fill is not Strategy.on_fill or cls.on_order is not Strategy.on_order
 
     # Vectorized style -------------------------------------------------------------------------
     def signals(self, bars: Bars) -> Signals:
@@ -175,12 +192,19 @@ class Strategy:
         raise NotImplementedError
 
     # Event-driven style -----------------------------------------------------------------------
-    def init(self, data: MarketData) -> None:
-        """Precompute causal indicators over the data before the first bar (optional)."""
+    def indicators(self, bars: Bars) -> Mapping[str, np.ndarray]:
+        """Causal arrays over one symbol's bars (same length), read in `on_bar` with `ctx.indicator`."""
+        return {}
 
-    def on_bar(self, ctx: BarContext) -> None:
-        """React to the close of bar `ctx.i`; orders placed here fill from the next bar on."""
+    def on_bar(self, ctx: Context) -> None:
+        """React to the close of the current bar; orders placed here fill from the next bar on."""
         raise NotImplementedError
+
+    def on_fill(self, ctx: Context, fill: Fill) -> None:
+        """Called when an order fills (before the next `on_bar`)."""
+
+    def on_order(self, ctx: Context, update: OrderUpdate) -> None:
+        """Called when an order is accepted, filled, cancelled or rejected (with its reason)."""
 
 
 def _describe_error(err: Any) -> str:

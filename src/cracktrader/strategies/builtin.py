@@ -1,4 +1,8 @@
-"""The built-in strategies."""
+"""The built-in strategies.
+
+Each one's `warmup()` is exact (see `engine.window`): on that many bars it decides what it decides on the
+whole history, and each acts on every symbol it is given.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from cracktrader.engine import indicators as ta
-from cracktrader.engine.broker import BarContext
-from cracktrader.engine.market import Bars, MarketData
+from cracktrader.engine.context import Context
+from cracktrader.engine.market import Bars
 from cracktrader.engine.strategy import Signals, Strategy, StrategyParams
 
 
@@ -40,7 +44,7 @@ class SmaCross(Strategy):
     Params = CrossParams
 
     def warmup(self) -> int:
-        return int(self.params.slow)  # type: ignore[attr-defined]
+        return ta.cross_warmup(ta.sma_warmup(self.params.slow))  # type: ignore[attr-defined]
 
     def signals(self, bars: Bars) -> Signals:
         p: CrossParams = self.params  # type: ignore[assignment]
@@ -59,7 +63,7 @@ class EmaCross(Strategy):
     Params = EmaCrossParams
 
     def warmup(self) -> int:
-        return int(self.params.slow) * 3  # type: ignore[attr-defined]
+        return ta.cross_warmup(ta.ema_warmup(self.params.slow))  # type: ignore[attr-defined]
 
     def signals(self, bars: Bars) -> Signals:
         p: EmaCrossParams = self.params  # type: ignore[assignment]
@@ -85,7 +89,8 @@ class RsiMeanReversion(Strategy):
     Params = RsiParams
 
     def warmup(self) -> int:
-        return int(self.params.period) * 3  # type: ignore[attr-defined]
+        # The entry is a cross (one bar more); the exit a level.
+        return ta.cross_warmup(ta.rsi_warmup(self.params.period))  # type: ignore[attr-defined]
 
     def signals(self, bars: Bars) -> Signals:
         p: RsiParams = self.params  # type: ignore[assignment]
@@ -104,7 +109,7 @@ class BollingerReversion(Strategy):
     Params = BollingerParams
 
     def warmup(self) -> int:
-        return int(self.params.period)  # type: ignore[attr-defined]
+        return ta.sma_warmup(self.params.period)  # type: ignore[attr-defined]
 
     def signals(self, bars: Bars) -> Signals:
         p: BollingerParams = self.params  # type: ignore[assignment]
@@ -130,7 +135,8 @@ class MacdTrend(Strategy):
     Params = MacdParams
 
     def warmup(self) -> int:
-        return (int(self.params.slow) + int(self.params.signal)) * 3  # type: ignore[attr-defined]
+        p: MacdParams = self.params  # type: ignore[assignment]
+        return ta.cross_warmup(ta.macd_warmup(p.fast, p.slow, p.signal))
 
     def signals(self, bars: Bars) -> Signals:
         p: MacdParams = self.params  # type: ignore[assignment]
@@ -149,6 +155,7 @@ class DonchianBreakout(Strategy):
     Params = DonchianParams
 
     def warmup(self) -> int:
+        # Each level is the previous bar's high or low over its period.
         return max(int(self.params.entry_period), int(self.params.exit_period)) + 1  # type: ignore[attr-defined]
 
     def signals(self, bars: Bars) -> Signals:
@@ -167,10 +174,12 @@ class BuyAndHold(Strategy):
 
     Params = BuyAndHoldParams
 
+    def warmup(self) -> int:
+        return 1
+
     def signals(self, bars: Bars) -> Signals:
-        entries = np.zeros(len(bars), dtype=np.bool_)
-        entries[:1] = True
-        return Signals(entries=entries, size=self.params.size)  # type: ignore[attr-defined]
+        # "Enter whenever flat" with no exit: the first bar in a backtest, the first live bar in live trading.
+        return Signals(entries=np.ones(len(bars), dtype=np.bool_), size=self.params.size)  # type: ignore[attr-defined]
 
 
 class TestParams(RiskParams):
@@ -193,7 +202,7 @@ class TestStrategy(Strategy):
 
     def warmup(self) -> int:
         p: TestParams = self.params  # type: ignore[assignment]
-        return p.slow or p.period
+        return ta.cross_warmup(ta.sma_warmup(p.slow)) if p.slow is not None else ta.sma_warmup(p.period)
 
     def signals(self, bars: Bars) -> Signals:
         p: TestParams = self.params  # type: ignore[assignment]
@@ -205,32 +214,26 @@ class TestStrategy(Strategy):
 
 
 class SmaCrossEvents(Strategy):
-    """SmaCross written in the event-driven style: an example of `on_bar`."""
+    """SmaCross written in the event-driven style: an example of `indicators` and `on_bar`."""
 
     Params = CrossParams
 
     def warmup(self) -> int:
-        return int(self.params.slow)  # type: ignore[attr-defined]
+        return ta.cross_warmup(ta.sma_warmup(self.params.slow))  # type: ignore[attr-defined]
 
-    def init(self, data: MarketData) -> None:
+    def indicators(self, bars: Bars) -> dict[str, np.ndarray]:
         p: CrossParams = self.params  # type: ignore[assignment]
-        close = data.bars(0).close
-        fast, slow = ta.sma(close, p.fast), ta.sma(close, p.slow)
-        # None during warm-up, so the first valid bar is not mistaken for a cross (as in crossed_above).
-        self.above = [None if w else a for w, a in zip(np.isnan(slow).tolist(), (fast > slow).tolist(), strict=True)]
+        fast, slow = ta.sma(bars.close, p.fast), ta.sma(bars.close, p.slow)
+        return {"up": ta.crossed_above(fast, slow), "down": ta.crossed_below(fast, slow)}
 
-    def on_bar(self, ctx: BarContext) -> None:
-        i = ctx.i
-        if i == 0:
-            return
-        above, was_above = self.above[i], self.above[i - 1]
-        if above is None or was_above is None or above == was_above:
-            return
+    def on_bar(self, ctx: Context) -> None:
         p: CrossParams = self.params  # type: ignore[assignment]
-        if above and ctx.position() == 0.0:
-            ctx.buy(fraction=p.size, stop_loss=p.stop_loss, take_profit=p.take_profit)
-        elif not above and ctx.position() > 0.0:
-            ctx.sell()
+        for symbol in ctx.symbols:
+            if ctx.indicator("up", symbol):
+                if ctx.position(symbol) == 0.0:
+                    ctx.buy(symbol, fraction=p.size, stop_loss=p.stop_loss, take_profit=p.take_profit)
+            elif ctx.indicator("down", symbol) and ctx.position(symbol) > 0.0:
+                ctx.sell(symbol)
 
 
 BUILTIN_STRATEGIES: tuple[type[Strategy], ...] = (
