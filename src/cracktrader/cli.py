@@ -95,6 +95,9 @@ def backtest(
     latency: Annotated[int, typer.Option(help="Bars between a decision and its fill")] = 1,
     allow_short: Annotated[bool, typer.Option("--allow-short", help="Allow short positions")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results document as JSON")] = False,
+    save: Annotated[
+        bool, typer.Option("--save", help="Store the run in the history the server shows (rerun it by id)")
+    ] = False,
 ) -> None:
     """Run a backtest and print a summary, or the full results document with --json."""
     from pydantic import ValidationError
@@ -121,6 +124,12 @@ def backtest(
         except ValidationError as exc:
             fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
         results = _run_with_progress(config, quiet=as_json)
+    _print_results(results, as_json=as_json)
+    if save:
+        _save(results, config, as_json=as_json)
+
+
+def _print_results(results: RunResults, *, as_json: bool) -> None:
     from cracktrader.runs.results import full_document, json_pieces, page_of
 
     if as_json:
@@ -130,6 +139,63 @@ def backtest(
         sys.stdout.write("\n")
     else:
         print_summary(page_of(results, max_points=2, limit=1, offset=0).document())
+
+
+def _history() -> Any:
+    """The run-history helpers (they need the web extra's database drivers)."""
+    try:
+        from cracktrader.runs import local
+    except ImportError as exc:
+        fail(f"run history needs the web extra: pip install 'cracktrader[web]' ({exc.name} is missing)", 1)
+    return local
+
+
+def _save(results: RunResults, config: Any, *, as_json: bool, rerun_of: str | None = None) -> None:
+    """Store the run in the history and say its id (on stderr with --json, so stdout stays one document)."""
+    history = _history()
+    with user_errors():
+        run_id = history.save_run(results, config, rerun_of=rerun_of)
+    typer.echo(f"saved run {run_id} (cracktrader rerun {run_id})", err=as_json)
+
+
+@app.command()
+def rerun(
+    run_id: Annotated[str, typer.Argument(help="Id of a stored run (see GET /api/v1/runs)")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rerun's results document as JSON")] = False,
+    save: Annotated[bool, typer.Option("--save/--no-save", help="Store the rerun in the history")] = True,
+) -> None:
+    """Run a stored backtest again with the same inputs and say whether anything changed (exit 0 either way)."""
+    from cracktrader.runs.errors import RunNotFoundError
+
+    history = _history()
+    with user_errors():
+        try:
+            original = history.load_run(run_id.strip().lower())
+        except RunNotFoundError as exc:
+            fail(exc.message, 1)
+        config, results = history.rerun_locally(original, lambda cfg: _run_with_progress(cfg, quiet=as_json))
+    if as_json:
+        _print_results(results, as_json=True)
+    else:
+        print_changes(results.head["rerun"])
+    if save:
+        _save(results, config, as_json=as_json, rerun_of=original.run_id)
+
+
+def print_changes(comparison: dict[str, Any]) -> None:
+    """`identical`, or a table of what changed between a run and its rerun."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if comparison["identical"]:
+        typer.echo(f"identical to run {comparison['of']}")
+        return
+    table = Table(title=f"Changed since run {comparison['of']}")
+    for column in ("field", "before", "after"):
+        table.add_column(column, overflow="fold")
+    for change in comparison["changes"]:
+        table.add_row(change["field"], _fmt(change["before"]), _fmt(change["after"]))
+    Console(width=200).print(table)
 
 
 def _run_with_progress(config: Any, *, quiet: bool) -> RunResults:

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from cracktrader.engine.records import STATUS_FILLED
+from cracktrader.runs.rerun import RerunComparison
 from cracktrader.runs.results import head_document, iso_times, make_head, order_dicts, order_records, trade_dicts
 
 __all__ = [
@@ -97,6 +98,7 @@ class ResultsDocument(BaseModel):
     performance_metrics: dict[str, float | int | None]
     final_value: float | None
     error: str | None
+    rerun: RerunComparison | None = Field(None, description="A rerun's comparison with the run it repeated")
 
 
 def now_iso() -> str:

@@ -35,6 +35,7 @@ from cracktrader.runs.errors import (
     RunNotResettableError,
     RunStoppedError,
 )
+from cracktrader.runs.rerun import RunOutcome, StoredRun, compare_runs
 from cracktrader.runs.results import RunResults, empty_results, from_backtest
 from cracktrader.runs.state import FINISHED, RunState
 from cracktrader.settings import Settings, get_settings
@@ -170,8 +171,10 @@ class RunManager:
         return self._task is not None and not self._task.done()
 
     # Commands ------------------------------------------------------------------------------------------
-    async def start_backtest(self, config: BacktestConfig, *, user_id: int | None = None) -> dict[str, Any]:
-        """Validate and accept a backtest; it runs in a worker thread."""
+    async def start_backtest(
+        self, config: BacktestConfig, *, user_id: int | None = None, rerun_of: StoredRun | None = None
+    ) -> dict[str, Any]:
+        """Validate and accept a backtest (with `rerun_of`, a rerun compared to that run); runs in a worker thread."""
         async with self._lock:
             self._require_idle()
             loop = asyncio.get_running_loop()
@@ -203,9 +206,10 @@ class RunManager:
                     exchange=config.exchange,
                     user_id=user_id,
                     server_id=self.server_id,
+                    rerun_of=rerun_of.run_id if rerun_of is not None else None,
                 )
             self._publish_status(force=True)
-            self._task = asyncio.create_task(self._run_backtest(config, run_id), name=f"run-{run_id}")
+            self._task = asyncio.create_task(self._run_backtest(config, run_id, rerun_of), name=f"run-{run_id}")
         return {"run_id": run_id, "status": "starting", "message": "Backtest accepted; poll /status or stream it"}
 
     async def start_live(self, config: LiveConfig, *, user_id: int | None = None) -> dict[str, Any]:
@@ -323,7 +327,7 @@ class RunManager:
             self.last_results = None
 
     # Execution -----------------------------------------------------------------------------------------
-    async def _run_backtest(self, config: BacktestConfig, run_id: str) -> None:
+    async def _run_backtest(self, config: BacktestConfig, run_id: str, rerun_of: StoredRun | None = None) -> None:
         st = self.state
         loop = asyncio.get_running_loop()
         st.status = "running"
@@ -336,7 +340,7 @@ class RunManager:
         error_code: str | None = None
         error_details: dict[str, Any] = {}
         try:
-            results = await loop.run_in_executor(self._executor, self._execute, config, run_id, st)
+            results = await loop.run_in_executor(self._executor, self._execute, config, run_id, st, rerun_of)
             outcome = str(results.head["status"])
         except RunStoppedError:
             outcome = "stopped"
@@ -401,7 +405,9 @@ class RunManager:
         """Call `callback(outcome, mode)` after each run ends (used for metrics)."""
         self._on_finish.append(callback)
 
-    def _execute(self, config: BacktestConfig, run_id: str, st: RunState) -> RunResults:
+    def _execute(
+        self, config: BacktestConfig, run_id: str, st: RunState, rerun_of: StoredRun | None = None
+    ) -> RunResults:
         """Worker thread: load data, simulate, build the results document."""
 
         def data_progress(symbol: str, done: int, total: int) -> None:
@@ -430,9 +436,13 @@ class RunManager:
             st.status, st.end_time, st.ended_at, st.phase = "stopped", now_iso(), time.monotonic(), "saving"
             self._publish_status(force=True)
         st.phase = "saving"
-        return from_backtest(
+        results = from_backtest(
             result, run_id=run_id, config=st.config, start_time=st.start_time or now_iso(), end_time=now_iso()
         )
+        if rerun_of is not None:
+            comparison = compare_runs(rerun_of, prepared.inputs.document(), RunOutcome.of(results))
+            results.head["rerun"] = comparison.model_dump(mode="json")
+        return results
 
     def _record_exchange(self, exchange: str, ok: bool, detail: str) -> None:
         self.exchange_status[exchange] = {"reachable": ok, "checked_at": now_iso(), "detail": detail[:200]}

@@ -142,7 +142,7 @@ def encode_page(page: ResultsPage) -> bytes:
 
 def head_document(head: Mapping[str, Any]) -> dict[str, Any]:
     """The document's scalar fields, in the document's order, from a stored head."""
-    return {
+    doc = {
         "run_id": head.get("run_id"),
         "config": head.get("config"),
         "status": head.get("status"),
@@ -156,6 +156,9 @@ def head_document(head: Mapping[str, Any]) -> dict[str, Any]:
         "final_value": head.get("final_value"),
         "error": head.get("error"),
     }
+    if head.get("rerun") is not None:
+        doc["rerun"] = head["rerun"]  # a rerun's comparison with the run it repeated (runs.rerun.RerunComparison)
+    return doc
 
 
 def make_head(

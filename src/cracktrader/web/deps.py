@@ -101,9 +101,11 @@ class ScopedManager:
         """Results held in memory, only if they are the caller's."""
         return self._manager.memory_results(run_id) if self._owns(run_id) else None
 
-    async def start_backtest(self, config: BacktestConfig, *, user_id: int | None = None) -> dict[str, Any]:
-        """Start a backtest owned by the caller."""
-        result = await self._manager.start_backtest(config, user_id=self._principal.user_id)
+    async def start_backtest(
+        self, config: BacktestConfig, *, user_id: int | None = None, rerun_of: Any = None
+    ) -> dict[str, Any]:
+        """Start a backtest (or a rerun of `rerun_of`, a StoredRun) owned by the caller."""
+        result = await self._manager.start_backtest(config, user_id=self._principal.user_id, rerun_of=rerun_of)
         self._auth.remember_owner(result["run_id"], self._principal.user_id)
         return result
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from cracktrader.auth.errors import ForbiddenError
 from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.errors import RunNotFoundError, RunNotResettableError
+from cracktrader.runs.rerun import load_stored_run, rerun_config
 from cracktrader.web.auth.deps import CurrentUser
 from cracktrader.web.deps import (
     EncoderDep,
@@ -186,6 +187,30 @@ async def get_run(run_id: str, store: RunStoreDep) -> dict[str, Any]:
     if summary is None:
         raise RunNotFoundError(f"No run with id {run_id!r}", details={"run_id": run_id})
     return service.summary_to_dict(summary)
+
+
+@router.post(
+    "/runs/{run_id}/rerun",
+    response_model=RunResponse,
+    status_code=202,
+    tags=["history"],
+    responses={
+        404: {"description": "No run with that id (NOT_FOUND)"},
+        409: {"description": "The runner is not idle (RUN_ALREADY_ACTIVE)"},
+        422: {"description": "The run cannot be repeated (RERUN_NOT_POSSIBLE), e.g. not a backtest"},
+    },
+)
+async def rerun(run_id: str, manager: ManagerDep, store: RunStoreDep) -> dict[str, Any]:
+    """Run a stored backtest again with the same inputs (its resolved range too); 202 with the new run's id.
+
+    When it finishes, its results carry `rerun`: `{of, identical, changes: [{field, before, after}]}`.
+    """
+    if store is None:
+        raise RunNotFoundError(f"No run with id {run_id!r} (this server keeps no history)", details={"run_id": run_id})
+    original = await load_stored_run(store, run_id)
+    result: dict[str, Any] = await manager.start_backtest(rerun_config(original), rerun_of=original)
+    result["message"] = f"Rerun of {run_id} accepted; when it finishes its results' `rerun` lists what changed"
+    return result
 
 
 @router.get("/runs/{run_id}/results", response_model=ResultsResponse, tags=["history"])

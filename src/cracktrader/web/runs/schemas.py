@@ -93,6 +93,7 @@ class RunSummaryOut(BaseModel):
     final_value: float | None
     total_return: float | None
     metrics: dict[str, Any] | None
+    rerun_of: str | None = Field(None, description="The run this one reran (POST /runs/{id}/rerun)")
 
 
 class RunListResponse(BaseModel):

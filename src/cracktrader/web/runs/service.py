@@ -186,4 +186,5 @@ def summary_to_dict(summary: Any) -> dict[str, Any]:
         "final_value": summary.final_value,
         "total_return": summary.total_return,
         "metrics": summary.metrics,
+        "rerun_of": getattr(summary, "rerun_of", None),
     }
