@@ -320,6 +320,11 @@ def run_results(run_id: str, max_points: int | None, limit: int | None, offset: 
     return Call("GET", _path("/runs/{}/results", run_id), model(Results), params=_paging(max_points, limit, offset))
 
 
+def rerun(run_id: str) -> Call[RunResponse]:
+    """`POST /runs/{id}/rerun` (202): the new run's id; its results' `rerun` says what changed."""
+    return Call("POST", _path("/runs/{}/rerun", run_id), model(RunResponse))
+
+
 def delete_run(run_id: str) -> Call[None]:
     """`DELETE /runs/{id}` (204)."""
     return Call("DELETE", _path("/runs/{}", run_id), _nothing)

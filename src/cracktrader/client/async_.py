@@ -253,6 +253,10 @@ class AsyncCrackTraderAPI:
         """A run's results, sliced like `get_results`."""
         return await self._call(api.run_results(run_id, max_points, limit, offset))
 
+    async def rerun(self, run_id: str) -> RunResponse:
+        """Run a stored backtest again with the same inputs; when done, `get_run_results(new_id).rerun` compares."""
+        return await self._call(api.rerun(run_id))
+
     async def delete_run(self, run_id: str) -> None:
         """Delete a finished run and its results."""
         await self._call(api.delete_run(run_id))

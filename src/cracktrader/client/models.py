@@ -22,12 +22,14 @@ __all__ = [
     "Event",
     "ExchangeInfo",
     "ExchangeList",
+    "FieldChange",
     "Health",
     "LiveRequest",
     "Meta",
     "Order",
     "PageInfo",
     "Position",
+    "RerunComparison",
     "Results",
     "ResultsPage",
     "RunList",
@@ -231,6 +233,22 @@ class ResultsPage(_Model):
     equity_points_total: int
 
 
+class FieldChange(_Model):
+    """One field that differs between a run and its rerun (`effective_params.fast`, `final_value`, ...)."""
+
+    field: str
+    before: Any = None
+    after: Any = None
+
+
+class RerunComparison(_Model):
+    """A rerun's `rerun` field: the original run's id and what changed (empty when identical)."""
+
+    of: str
+    identical: bool
+    changes: list[FieldChange] = Field(default_factory=list)
+
+
 class Results(_Model):
     """The results document of a run (`GET /results`, `GET /runs/{id}/results`)."""
 
@@ -247,6 +265,7 @@ class Results(_Model):
     final_value: float | None = None
     error: str | None = None
     page: ResultsPage | None = None
+    rerun: RerunComparison | None = None
 
 
 # History -------------------------------------------------------------------------------------------------
@@ -270,6 +289,7 @@ class RunSummary(_Model):
     final_value: float | None = None
     total_return: float | None = None
     metrics: dict[str, Any] | None = None
+    rerun_of: str | None = None
 
 
 class RunList(_Model):

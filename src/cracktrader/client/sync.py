@@ -248,6 +248,10 @@ class CrackTraderAPI:
         """A run's results, sliced like `get_results`."""
         return self._call(api.run_results(run_id, max_points, limit, offset))
 
+    def rerun(self, run_id: str) -> RunResponse:
+        """Run a stored backtest again with the same inputs; when done, `get_run_results(new_id).rerun` compares."""
+        return self._call(api.rerun(run_id))
+
     def delete_run(self, run_id: str) -> None:
         """Delete a finished run and its results."""
         self._call(api.delete_run(run_id))
