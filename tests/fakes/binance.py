@@ -246,6 +246,8 @@ class FakeBinance:
         self.request_log: list[RequestRecord] = []
         self.gaps: list[Gap] = []
         self._failures: list[_Failure] = []
+        # Seconds every request to a path takes, e.g. {"/api/v3/klines": 0.3}: slow pages by design.
+        self.delays: dict[str, float] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -527,6 +529,8 @@ class FakeBinance:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.request_log.append((request.method, request.path, dict(request.query)))
+        if self.delays.get(request.path):
+            await asyncio.sleep(self.delays[request.path])
         failure = self._take_failure(request.path)
         if failure is not None:
             if failure.delay_s:

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 EQUITY_SAMPLES = 500
 RECENT = 50  # orders and fills /status/detailed shows while a run is going
+# How long POST /run/stop waits for a simulating run to reach its next stop check (chunks end within 50 ms).
+STOP_WAIT_S = 0.9
 HOST = socket.gethostname()
 
 
@@ -255,10 +257,23 @@ class RunManager:
             raise NoActiveRunError(
                 f"No run is active (status: {self.state.status})", details={"status": self.state.status}
             )
-        run_id = self.state.run_id
+        st = self.state
+        run_id = st.run_id
         self._stop.set()
-        # The worker checks the flag between chunks (a few ms); wait up to a second for the state to leave "running".
-        deadline = time.monotonic() + 1.0
+        phase = st.phase or ""
+        if phase == "queued" or phase.startswith("loading_data"):
+            # The worker may be inside a network call for seconds (a page, an exchange's market list): it gives up
+            # at its next check, and a run stopped before simulating has no results to wait for.
+            self._announce_stopped(st)
+            return {"run_id": run_id, "status": "stopped", "message": "Run stopped while loading data"}
+        if phase == "saving":
+            return {
+                "run_id": run_id,
+                "status": st.status,
+                "message": "The simulation had already finished; its results are being saved and it will complete",
+            }
+        # The worker checks the flag between chunks (a few ms, 50 ms at most): wait for it, under a second.
+        deadline = time.monotonic() + STOP_WAIT_S
         while self.state.active and self.state.run_id == run_id and time.monotonic() < deadline:
             if self._task is not None and self._task.done():
                 break
@@ -413,8 +428,7 @@ class RunManager:
         def data_progress(symbol: str, done: int, total: int) -> None:
             if self._stop.is_set():
                 raise RunStoppedError
-            st.phase = f"loading_data {symbol}"
-            self._publish_status()
+            self._enter_phase(st, f"loading_data {symbol}")
 
         prepared = prepare_backtest(config, settings=self.settings, data_progress=data_progress)
         if config.exchange != "synthetic":
@@ -435,7 +449,7 @@ class RunManager:
             # Announce the stop now: building and saving a long run's document can take seconds.
             st.status, st.end_time, st.ended_at, st.phase = "stopped", now_iso(), time.monotonic(), "saving"
             self._publish_status(force=True)
-        st.phase = "saving"
+        self._enter_phase(st, "saving")
         results = from_backtest(
             result, run_id=run_id, config=st.config, start_time=st.start_time or now_iso(), end_time=now_iso()
         )
@@ -501,6 +515,21 @@ class RunManager:
             unsent[0] = unsent[1] = 0
 
         return on_orders
+
+    def _enter_phase(self, st: RunState, phase: str) -> None:
+        """Set the phase; a change is published at once (a UI must not show "simulating" while a run saves)."""
+        if st.phase == phase:
+            self._publish_status()
+            return
+        st.phase = phase
+        self._publish_status(force=True)
+
+    def _announce_stopped(self, st: RunState) -> None:
+        """Report the run stopped now; it saves what it has next ("saving"), then its phase clears."""
+        if st.status == "stopped":
+            return
+        st.status, st.end_time, st.ended_at, st.phase = "stopped", now_iso(), time.monotonic(), "saving"
+        self._publish_status(force=True)
 
     def _publish_status(self, *, force: bool = False) -> bool:
         """Publish a status_update on lifecycle changes, and at most every `throttle_s` while progressing."""
