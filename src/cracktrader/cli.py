@@ -286,8 +286,19 @@ def print_summary(doc: dict[str, Any]) -> None:
         "exposure",
         "fees_paid",
     ):
+        if key == "max_drawdown_duration":
+            table.add_row("max drawdown duration", _drawdown_duration(m))
+            continue
         table.add_row(key, _fmt(m.get(key), key in _PCT))
     Console().print(table)
+
+
+def _drawdown_duration(m: dict[str, Any]) -> str:
+    """`N bars (D days)`: the bar count alone does not say how long that was."""
+    bars, days = m.get("max_drawdown_duration"), m.get("max_drawdown_duration_days")
+    if bars is None:
+        return "-"
+    return f"{bars:,} bars" + (f" ({days:,.1f} days)" if days is not None else "")
 
 
 @app.command()

@@ -18,6 +18,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "calmar_ratio",
     "max_drawdown",
     "max_drawdown_duration",
+    "max_drawdown_duration_bars",
     "max_drawdown_duration_days",
     "volatility",
     "win_rate",
@@ -186,7 +187,7 @@ def compute_metrics(
     elif valid_cash:
         # No bars: equity never left the initial cash, so there was no drawdown at all.
         out["max_drawdown"] = 0.0
-        out["max_drawdown_duration"] = 0
+        out["max_drawdown_duration"] = out["max_drawdown_duration_bars"] = 0
         out["max_drawdown_duration_days"] = 0.0 if valid_ppy else None
 
     cagr, max_dd = out["cagr"], out["max_drawdown"]
@@ -236,7 +237,8 @@ def _drawdown_metrics(
     t_before = float(ts[0]) - (_MS_PER_YEAR / ppy if ppy is not None else 0.0)
     max_dd, max_len, max_ms = _drawdown_kernel(eq, ts, initial, t_before)
     out["max_drawdown"] = _clean(max_dd)
-    out["max_drawdown_duration"] = int(max_len)
+    # The contract's key, and the same figure under a name that says its unit.
+    out["max_drawdown_duration"] = out["max_drawdown_duration_bars"] = int(max_len)
     out["max_drawdown_duration_days"] = _clean(max_ms / _MS_PER_DAY) if ppy is not None else None
 
 
