@@ -333,6 +333,80 @@ def strategies(
         console.print(f"could not load {err.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
+@app.command()
+def check(
+    strategy: Annotated[str, typer.Argument(help="Strategy name (see `cracktrader strategies`)")],
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Strategy parameter key=value")] = None,
+    symbol: Annotated[list[str] | None, typer.Option("--symbol", help="Symbol; repeat for several")] = None,
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Candle timeframe, e.g. 1h")] = "1h",
+    start: Annotated[str | None, typer.Option(help="Start (ISO 8601), inclusive")] = None,
+    end: Annotated[str | None, typer.Option(help="End (ISO 8601), exclusive")] = None,
+    exchange: Annotated[str | None, typer.Option(help="Exchange id (ccxt id, or `synthetic` offline)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the check document as JSON")] = False,
+) -> None:
+    """Prove a strategy safe for live trading: no look-ahead, and its live window decides as the full history.
+
+    Exits 1 when a check fails.
+    """
+    from pydantic import ValidationError
+
+    from cracktrader.runs.check import CheckRequest, run_check
+    from cracktrader.settings import get_settings
+
+    with user_errors():
+        try:
+            request = CheckRequest(
+                strategy_params=dict(parse_param(p) for p in (param or [])),
+                symbols=symbol or ["BTC/USDT"],
+                timeframe=timeframe,
+                start_date=start,
+                end_date=end,
+                exchange=exchange or get_settings().default_exchange,
+            )
+        except ValidationError as exc:
+            fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        doc = run_check(request.backtest_config(strategy))
+    if as_json:
+        sys.stdout.write(doc.model_dump_json() + "\n")
+    else:
+        _print_check(doc)
+    if not doc.passed:
+        raise typer.Exit(1)
+
+
+def _print_check(doc: Any) -> None:
+    """The check document as a table, one row per check."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(
+        f"{doc.strategy} ({doc.style}) on {', '.join(doc.symbols)} {doc.timeframe} {doc.exchange}: {doc.bars:,} bars "
+        f"from {doc.start} to {doc.end}; window {doc.window} bars; {doc.entries:,} entries, {doc.exits:,} exits; "
+        f"{doc.seconds:.2f} s",
+        markup=False,
+        highlight=False,
+    )
+    table = Table()
+    for col in ("check", "result", "compared", "differing", "first difference"):
+        table.add_column(col)
+    for item in doc.checks:
+        first = item.first_difference
+        where = "-"
+        if first is not None:
+            where = f"bar {first.bar} ({first.time}) {first.symbol}: {first.expected} -> {first.found}"
+        table.add_row(
+            item.name.replace("_", "-"),
+            "[green]pass[/green]" if item.passed else "[red]FAIL[/red]",
+            f"{item.compared:,}",
+            f"{item.differing:,}",
+            where.replace("[", r"\["),
+        )
+    console.print(table)
+    if doc.entries < 1:
+        console.print("note: the strategy never traded on this data, so the checks prove little", style="yellow")
+
+
 def _progress_bar(description: str) -> tuple[Any, Callable[[int, int], None]]:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn

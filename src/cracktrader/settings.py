@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # Admission limits of one run, checked before it starts: bars x symbols, and the memory that needs.
     max_run_bars: int = Field(20_000_000, ge=1)
     max_run_memory_mb: int = Field(4096, ge=1)
+    # Bars per symbol a synchronous `check` (CLI or POST /strategies/{name}/check) covers.
+    max_check_bars: int = Field(200_000, ge=1)
     # Run history retention: 0 keeps everything. Live-trading records are never deleted.
     run_retention_days: int = Field(0, ge=0)
     run_retention_count: int = Field(0, ge=0)

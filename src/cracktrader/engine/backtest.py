@@ -11,7 +11,7 @@ import numpy as np
 
 from cracktrader.engine import kernels
 from cracktrader.engine.accounting import B_ENTRY_PRICE
-from cracktrader.engine.broker import BarContext, EventSimulator, SimSettings
+from cracktrader.engine.broker import BarContext, EventSimulator, OrderDecision, SimSettings
 from cracktrader.engine.context import Fill
 from cracktrader.engine.market import MarketData
 from cracktrader.engine.metrics import compute_metrics
@@ -25,6 +25,8 @@ Progress = Callable[[int, int, float, float], None]
 ShouldStop = Callable[[], bool]
 # Called with the order rows (see engine.records) recorded since the previous call.
 OnOrders = Callable[[np.ndarray], None]
+# Called with the context at each bar of an event-driven run, before `on_bar`.
+Probe = Callable[[BarContext], None]
 
 VECTOR_CHUNK = 1 << 18
 EVENT_CHUNK = 1 << 12
@@ -63,6 +65,7 @@ class BacktestResult:
     completed: bool
     style: str
     extra: dict[str, Any] = field(default_factory=dict)
+    decisions: list[OrderDecision] | None = None  # event style, when probed: the strategy's order entries
 
     @property
     def final_value(self) -> float:
@@ -77,8 +80,13 @@ def run_backtest(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     on_orders: OnOrders | None = None,
+    probe: Probe | None = None,
 ) -> BacktestResult:
-    """Simulate `strategy` on `data`: decisions at a bar's close fill at the open `latency` bars later."""
+    """Simulate `strategy` on `data`: decisions at a bar's close fill at the open `latency` bars later.
+
+    `probe` (event style only) is called with the context before each `on_bar`, and turns on the record of
+    the strategy's decisions (`BacktestResult.decisions`): `cracktrader check` uses both.
+    """
     if data.n_bars == 0:
         raise UserInputError("No bars to backtest")
     if settings.latency < 1:
@@ -87,7 +95,7 @@ def run_backtest(
         raise UserInputError("initial_cash must be positive")
     if strategy.style() == "vectorized":
         return _run_vectorized(strategy, data, settings, progress, should_stop, on_orders)
-    return _run_event(strategy, data, settings, progress, should_stop, on_orders)
+    return _run_event(strategy, data, settings, progress, should_stop, on_orders, probe)
 
 
 def _stack(data: MarketData, values: list[Any], dtype: type, default: Any) -> np.ndarray:
@@ -267,9 +275,12 @@ def _run_event(
     progress: Progress | None,
     should_stop: ShouldStop | None,
     on_orders: OnOrders | None,
+    probe: Probe | None = None,
 ) -> BacktestResult:
     wants_events = strategy.wants_events()
     sim = EventSimulator(data, settings, events=wants_events)
+    if probe is not None:
+        sim.decisions = []
     ctx = BarContext(sim, [compute_indicators(strategy, data.bars(j)) for j in range(len(data.symbols))])
     n = data.n_bars
     done = reported = 0
@@ -289,6 +300,8 @@ def _run_event(
                 ctx.i = t
                 if deliver is not None:
                     deliver()
+                if probe is not None:
+                    probe(ctx)
                 on_bar(ctx)
                 mark(t)
             done = stop_at
@@ -309,7 +322,7 @@ def _run_event(
         if should_stop is not None and done < n and should_stop():
             break
     positions = [(j, sim.pos[j], float(sim.book[j, B_ENTRY_PRICE])) for j in range(len(data.symbols))]
-    return _result(
+    result = _result(
         data,
         settings,
         sim.equity,
@@ -320,6 +333,8 @@ def _run_event(
         done,
         "event",
     )
+    result.decisions = sim.decisions
+    return result
 
 
 def _deliverer(strategy: Strategy, sim: EventSimulator, ctx: BarContext) -> Callable[[], None]:

@@ -66,6 +66,21 @@ class SimSettings:
             raise UserInputError("fees and slippage must not be negative")
 
 
+@dataclass(frozen=True, slots=True)
+class OrderDecision:
+    """One order entry (side +1/-1) or cancel (side 0, `size` = the order id) a strategy made at bar `bar`."""
+
+    bar: int
+    symbol: int
+    side: int
+    size: float | None
+    limit: float | None = None
+    stop: float | None = None
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    fraction: float = 1.0
+
+
 @dataclass(slots=True, eq=False)
 class Order:
     """A working order of the event-driven simulator."""
@@ -100,6 +115,8 @@ class EventSimulator:
         self.pos = [0.0] * m  # mirror of book[:, B_POS] as floats: marking every bar reads it
         # Fills and order state changes for `on_fill` / `on_order`, delivered before the next `on_bar`.
         self.events: list[Event] | None = [] if events else None
+        # The strategy's order entries and cancels, kept only when `cracktrader check` compares them.
+        self.decisions: list[OrderDecision] | None = None
         self.open_orders: list[Order] = []
         self.rows: list[list[float]] = []
         self.recent_fills: list[list[float]] = []
@@ -158,6 +175,8 @@ class EventSimulator:
         self.open_orders.append(order)
         if self.events is not None:
             self._update(order, t, "accepted", REASON_SIGNAL)
+        if self.decisions is not None:
+            self.decisions.append(OrderDecision(t, symbol, side, size, limit, stop, stop_loss, take_profit, fraction))
         return order.id
 
     def cancel(self, t: int, order_id: int, reason: int = REASON_CANCELED_BY_STRATEGY) -> bool:
@@ -540,7 +559,10 @@ class BarContext:
 
     def cancel(self, order_id: int) -> bool:
         """Cancel a working order."""
-        return self._sim.cancel(self.i, order_id)
+        sim = self._sim
+        if sim.decisions is not None:
+            sim.decisions.append(OrderDecision(self.i, -1, 0, float(order_id)))
+        return sim.cancel(self.i, order_id)
 
     def open_orders(self, symbol: str | None = None) -> list[OrderView]:
         """Working orders, optionally of one symbol."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
+from cracktrader.runs.check import CheckDocument, CheckRequest
 from cracktrader.web.deps import StrategiesDep
 from cracktrader.web.strategies import service
 from cracktrader.web.strategies.schemas import MAX_ID, StrategyCreate, StrategyList, StrategyOut, StrategyUpdate
@@ -63,3 +64,25 @@ async def delete_strategy(strategy_id: StrategyId, ctx: StrategiesDep) -> Respon
     """Delete a stored strategy (past runs keep their copy of its parameters)."""
     await service.delete_strategy(store=ctx.store, owner_id=ctx.owner_id, strategy_id=strategy_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{strategy_ref}/check", response_model=CheckDocument)
+async def check_strategy(
+    ctx: StrategiesDep,
+    request: Request,
+    body: CheckRequest,
+    strategy_ref: Annotated[str, Path(max_length=200, description="A class name, or a stored strategy's name or id")],
+) -> CheckDocument:
+    """Prove a strategy safe (no look-ahead; its live window decides as the full history), synchronously.
+
+    Up to CRACKTRADER_MAX_CHECK_BARS (200,000) bars per symbol; 422 CHECK_TOO_LARGE beyond. `passed` is false
+    when a check failed (the response is still 200: the check itself ran).
+    """
+    return await service.check_strategy(
+        store=ctx.store,
+        owner_id=ctx.owner_id,
+        registry=ctx.registry,
+        ref=strategy_ref,
+        body=body,
+        settings=request.app.state.settings,
+    )

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from typing import Any
 
 from cracktrader.db.strategy_store import DuplicateNameError, StoredStrategy, StrategyStore, name_key
 from cracktrader.errors import UnknownStrategyError
+from cracktrader.runs.check import CheckDocument, CheckRequest, check_size, run_check
+from cracktrader.runs.config import BacktestConfig
+from cracktrader.settings import Settings
 from cracktrader.strategies.registry import StrategyRegistry
 from cracktrader.web.strategies.errors import (
     DuplicateStrategyNameError,
@@ -196,3 +201,37 @@ async def resolve_run_strategy(
             details={"strategy": preset.name, "id": preset.id},
         )
     return preset.base_strategy, {**preset.parameters, **params}
+
+
+# Checks are CPU work in a worker thread; two at a time keep the server answering on two cores.
+_CHECK_SLOTS = threading.BoundedSemaphore(2)
+
+
+def _run_check_limited(config: BacktestConfig, settings: Settings) -> CheckDocument:
+    with _CHECK_SLOTS:
+        return run_check(config, settings=settings)
+
+
+async def check_strategy(
+    *,
+    store: StrategyStore,
+    owner_id: int,
+    registry: StrategyRegistry,
+    ref: str,
+    body: CheckRequest,
+    settings: Settings,
+) -> CheckDocument:
+    """Check a class or one of the caller's stored strategies (by name or id) on the candles `body` names."""
+    name = ref
+    stored_id = parse_stored_id(ref)
+    if stored_id is not None and ref not in registry.strategies:
+        preset = await store.get(stored_id, owner_id=owner_id)
+        if preset is None:
+            raise StrategyNotFoundError(f"No strategy with id {stored_id}", details={"strategy_id": stored_id})
+        name = preset.name
+    strategy_class, params = await resolve_run_strategy(
+        store=store, owner_id=owner_id, registry=registry, name=name, params=body.strategy_params
+    )
+    config = body.backtest_config(name).model_copy(update={"strategy_class": strategy_class, "strategy_params": params})
+    check_size(config, settings)  # refuse before queueing for a slot
+    return await asyncio.to_thread(_run_check_limited, config, settings)
