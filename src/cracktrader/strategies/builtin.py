@@ -170,16 +170,22 @@ class BuyAndHoldParams(StrategyParams):
 
 
 class BuyAndHold(Strategy):
-    """Buy on the first bar and hold to the end."""
+    """Buy every symbol on the first bar, in equal parts of `size` of the cash, and hold to the end."""
 
     Params = BuyAndHoldParams
 
     def warmup(self) -> int:
         return 1
 
-    def signals(self, bars: Bars) -> Signals:
-        # "Enter whenever flat" with no exit: the first bar in a backtest, the first live bar in live trading.
-        return Signals(entries=np.ones(len(bars), dtype=np.bool_), size=self.params.size)  # type: ignore[attr-defined]
+    def on_bar(self, ctx: Context) -> None:
+        # "Buy whatever is not held yet": the first bar in a backtest, the first live bar in live trading.
+        todo = [s for s in ctx.symbols if ctx.position(s) == 0.0 and not ctx.open_orders(s)]
+        if len(todo) < len(ctx.symbols) or not todo:
+            return  # a symbol still waiting for its first tradable bar keeps its order
+        weight = self.params.size / len(todo)  # type: ignore[attr-defined]
+        for k, symbol in enumerate(todo):
+            # Fills take cash in this order, so each takes `weight` of the starting cash.
+            ctx.buy(symbol, fraction=min(1.0, weight / (1.0 - k * weight)))
 
 
 class TestParams(RiskParams):

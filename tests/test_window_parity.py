@@ -1,0 +1,98 @@
+"""Every built-in decides on its live window exactly what it decides on the full history, and reads no future."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cracktrader.data.sources.synthetic import generate
+from cracktrader.data.timeframes import parse_timeframe
+from cracktrader.engine import indicators as ta
+from cracktrader.engine.broker import SimSettings
+from cracktrader.engine.check import CheckReport, check_strategy
+from cracktrader.engine.market import Bars, MarketData, align
+from cracktrader.engine.strategy import Signals, Strategy
+from cracktrader.strategies.builtin import BUILTIN_STRATEGIES, EmaCross, SmaCross
+
+NOW = 1_767_225_600_000  # 2026-01-01: synthetic candles are a pure function of it
+BARS = 12_000
+
+
+def _market(timeframe: str, symbols: tuple[str, ...] = ("BTC/USDT", "ETH/USDT")) -> MarketData:
+    tf = parse_timeframe(timeframe)
+    end = NOW
+    start = end - BARS * tf.ms
+    return align({s: generate(s, tf, start, end, NOW) for s in symbols}, tf.periods_per_year)
+
+
+def _check(cls: type[Strategy], data: MarketData) -> CheckReport:
+    return check_strategy(lambda: cls(), data, SimSettings(), max_window_probes=BARS)
+
+
+@pytest.fixture(scope="module", params=["1h", "4h"])
+def market(request: pytest.FixtureRequest) -> MarketData:
+    return _market(request.param)
+
+
+@pytest.mark.parametrize("cls", BUILTIN_STRATEGIES, ids=lambda c: c.name)
+def test_builtin_decides_identically_on_its_window_and_reads_no_future(cls: type[Strategy], market: MarketData) -> None:
+    report = _check(cls, market)
+    window = next(c for c in report.checks if c.name == "window")
+    look_ahead = next(c for c in report.checks if c.name == "look_ahead")
+    assert window.differing == 0, window.first_difference
+    assert window.compared == BARS * 2  # every bar of both symbols
+    assert look_ahead.differing == 0, look_ahead.first_difference
+    if cls.name != "BuyAndHold":  # it trades once by design
+        assert report.entries >= 50 and report.exits >= 50, (report.entries, report.exits)
+
+
+class TooShortSma(SmaCross):
+    def warmup(self) -> int:
+        return int(self.params.slow)  # type: ignore[attr-defined]  # the cross needs one bar more
+
+
+class TooShortEma(EmaCross):
+    def warmup(self) -> int:
+        return int(self.params.slow) * 3  # type: ignore[attr-defined]  # the seed still weighs ~1e-4
+
+
+@pytest.mark.parametrize("cls", [TooShortSma, TooShortEma], ids=lambda c: c.__name__)
+def test_a_warmup_too_short_for_the_decision_fails_the_window_check(cls: type[Strategy]) -> None:
+    report = _check(cls, _market("1h", ("BTC/USDT",)))
+    window = next(c for c in report.checks if c.name == "window")
+    assert not window.passed and window.differing > 0
+    assert window.first_difference is not None
+    assert "window of" in window.first_difference.found
+
+
+class Peeks(Strategy):
+    """Enters when the close two bars ahead is higher: the classic look-ahead bug."""
+
+    def warmup(self) -> int:
+        return 2
+
+    def signals(self, bars: Bars) -> Signals:
+        ahead = np.roll(bars.close, -2)
+        return Signals(entries=ahead > bars.close * 1.002, exits=ahead < bars.close * 0.998)
+
+
+def test_reading_the_future_with_np_roll_is_caught_and_the_first_bar_named() -> None:
+    data = _market("1h", ("BTC/USDT",))
+    report = _check(Peeks, data)
+    look = next(c for c in report.checks if c.name == "look_ahead")
+    assert not look.passed
+    first = look.first_difference
+    assert first is not None
+    # The first perturbed point is bar int(0.35 * n); the decision two bars before it already differs.
+    t = int(BARS * 0.35)
+    assert t - 2 <= first.bar <= t
+    assert first.timestamp == int(data.timestamp[first.bar])
+    assert "after changing the bars after bar" in first.found
+
+
+def test_ema_warmup_makes_the_window_value_equal_the_full_history_to_1e_12() -> None:
+    close = _market("1h", ("BTC/USDT",)).close[:, 0]
+    n = ta.ema_warmup(26)
+    full = ta.ema(close, 26)[-1]
+    windowed = ta.ema(close[-n:], 26)[-1]
+    assert abs(windowed - full) <= 1e-12 * abs(full)
