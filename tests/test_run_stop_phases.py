@@ -135,3 +135,23 @@ async def test_status_stream_pushes_every_phase_loading_simulating_saving_comple
     ]
     saving = next(u for u in updates if u["phase"] == "saving")
     assert saving["bars_processed"] == saving["bars_total"] == 8784  # the simulation had ended
+
+
+async def test_stop_before_the_queued_run_began_stays_stopped() -> None:
+    from cracktrader.runs.config import BacktestConfig
+
+    async with app_client() as c:
+        manager = c.app.state.manager  # type: ignore[attr-defined]
+        await manager.start_backtest(BacktestConfig(**YEAR_1H))
+        assert manager.state.phase == "queued"  # its task has not run yet
+        updates = manager.bus.subscribe(frozenset({"status_update"}))
+        stop = await manager.stop()
+        final = await _until(c, lambda s: s["phase"] is None, "done saving")
+        statuses = []
+        while not updates.queue.empty():
+            event = updates.queue.get_nowait()
+            assert event is not None
+            statuses.append(event.payload["status"])
+    assert stop["status"] == "stopped"
+    assert final["status"] == "stopped" and final["bars_processed"] == 0
+    assert statuses and set(statuses) == {"stopped"}  # never "running" again once announced stopped

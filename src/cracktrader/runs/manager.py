@@ -345,8 +345,9 @@ class RunManager:
     async def _run_backtest(self, config: BacktestConfig, run_id: str, rerun_of: StoredRun | None = None) -> None:
         st = self.state
         loop = asyncio.get_running_loop()
-        st.status = "running"
-        st.phase = "loading_data"
+        if st.status != "stopped":  # a stop while queued was announced already
+            st.status = "running"
+            st.phase = "loading_data"
         if self.store is not None:
             await self.store.update_status(run_id, status="running", started_at=datetime.now(UTC))
         self._publish_status(force=True)
@@ -430,6 +431,8 @@ class RunManager:
                 raise RunStoppedError
             self._enter_phase(st, f"loading_data {symbol}")
 
+        if self._stop.is_set():
+            raise RunStoppedError
         prepared = prepare_backtest(config, settings=self.settings, data_progress=data_progress)
         if config.exchange != "synthetic":
             self._record_exchange(config.exchange, True, "")
