@@ -10,6 +10,7 @@ from cracktrader.client._common import DEFAULT_BASE_URL
 from cracktrader.client.async_ import AsyncCrackTraderAPI
 from cracktrader.client.errors import (
     AuthenticationError,
+    CheckTooLargeError,
     ConflictError,
     ConnectionError,
     CrackTraderError,
@@ -39,6 +40,9 @@ from cracktrader.client.models import (
     BacktestRequest,
     Balance,
     ChannelMessage,
+    CheckDifference,
+    CheckItem,
+    CheckResult,
     DetailedStatus,
     EquityPoint,
     Event,
@@ -75,6 +79,10 @@ __all__ = [
     "Balance",
     "ChannelMessage",
     "ChannelStream",
+    "CheckDifference",
+    "CheckItem",
+    "CheckResult",
+    "CheckTooLargeError",
     "ConflictError",
     "ConnectionError",
     "CrackTraderAPI",

@@ -7,8 +7,9 @@ how they send it, so the behaviour cannot drift between them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -32,6 +33,7 @@ from cracktrader.client.models import (
     FINISHED_STATUSES,
     BacktestRequest,
     Balance,
+    CheckResult,
     DetailedStatus,
     ExchangeList,
     Health,
@@ -290,6 +292,31 @@ def update_strategy(strategy_id: int, changes: Mapping[str, Any]) -> Call[Strate
 def delete_strategy(strategy_id: int) -> Call[None]:
     """`DELETE /strategies/{id}` (204)."""
     return Call("DELETE", _path("/strategies/{}", str(strategy_id)), _nothing)
+
+
+def check_strategy(ref: int | str, body: dict[str, Any]) -> Call[CheckResult]:
+    """`POST /strategies/{class name, stored name or id}/check`: answered when the check is done."""
+    return Call("POST", _path("/strategies/{}/check", str(ref)), model(CheckResult), json=body)
+
+
+def check_body(
+    strategy_params: Mapping[str, Any] | None,
+    symbols: str | Sequence[str] | None,
+    timeframe: str | None,
+    start_date: str | datetime | None,
+    end_date: str | datetime | None,
+    exchange: str | None,
+) -> dict[str, Any]:
+    """The check request's JSON; None drops out so the server's defaults apply (BTC/USDT, 1h, last 1000 bars)."""
+    fields = {
+        "strategy_params": None if strategy_params is None else dict(strategy_params),
+        "symbols": symbols if symbols is None or isinstance(symbols, str) else list(symbols),
+        "timeframe": timeframe,
+        "start_date": start_date,
+        "end_date": end_date,
+        "exchange": exchange,
+    }
+    return request_body(None, fields)
 
 
 def exchanges() -> Call[ExchangeList]:

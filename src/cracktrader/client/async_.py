@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal, TypeVar, overload
 
 import httpx
@@ -15,6 +16,7 @@ from cracktrader.client.errors import RunAlreadyActiveError
 from cracktrader.client.models import (
     BacktestRequest,
     Balance,
+    CheckResult,
     DetailedStatus,
     ExchangeList,
     Health,
@@ -155,6 +157,25 @@ class AsyncCrackTraderAPI:
     async def delete_strategy(self, strategy_id: int) -> None:
         """Delete a stored strategy."""
         await self._call(api.delete_strategy(strategy_id))
+
+    async def check_strategy(
+        self,
+        name: int | str,
+        *,
+        strategy_params: Mapping[str, Any] | None = None,
+        symbols: str | Sequence[str] | None = None,
+        timeframe: str | None = None,
+        start_date: str | datetime | None = None,
+        end_date: str | datetime | None = None,
+        exchange: str | None = None,
+    ) -> CheckResult:
+        """Check a strategy (class name, stored name or id) for look-ahead and window dependence; `passed` says.
+
+        Arguments left None take the server's defaults (BTC/USDT, 1h, the last 1000 bars, its default exchange).
+        More bars per symbol than the server admits raise `CheckTooLargeError` (`details["max_bars"]`).
+        """
+        body = api.check_body(strategy_params, symbols, timeframe, start_date, end_date, exchange)
+        return await self._call(api.check_strategy(name, body))
 
     async def get_exchanges(self) -> ExchangeList:
         """Exchanges a run can use, with sandbox support and timeframes."""

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AuthenticationError",
+    "CheckTooLargeError",
     "ConflictError",
     "ConnectionError",
     "CrackTraderError",
@@ -120,6 +121,12 @@ class UnknownExchangeError(ValidationError):
     """An exchange id the server does not know."""
 
     default_code = "UNKNOWN_EXCHANGE"
+
+
+class CheckTooLargeError(ValidationError):
+    """A check over more bars per symbol than the server checks at once; `details` has `bars` and `max_bars`."""
+
+    default_code = "CHECK_TOO_LARGE"
 
 
 class AuthenticationError(CrackTraderError):
@@ -238,6 +245,7 @@ _BY_CODE: dict[str, type[CrackTraderError]] = {
         UnknownStrategyError,
         InvalidStrategyParamsError,
         UnknownExchangeError,
+        CheckTooLargeError,
         RunAlreadyActiveError,
         NoActiveRunError,
         RunNotResettableError,

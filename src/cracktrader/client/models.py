@@ -17,6 +17,9 @@ __all__ = [
     "BacktestRequest",
     "Balance",
     "ChannelMessage",
+    "CheckDifference",
+    "CheckItem",
+    "CheckResult",
     "DetailedStatus",
     "EquityPoint",
     "Event",
@@ -330,6 +333,59 @@ class StrategyList(_Model):
     skip: int = 0
     limit: int = 0
     load_errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class CheckDifference(_Model):
+    """Where a check first failed: the bar (from the first bar checked), its open time, and both decisions."""
+
+    bar: int
+    time: datetime
+    symbol: str
+    expected: str
+    found: str
+
+
+class CheckItem(_Model):
+    """One check's verdict: `look_ahead` or `window`."""
+
+    name: str
+    passed: bool
+    compared: int
+    differing: int
+    first_difference: CheckDifference | None = None
+    detail: str = ""
+
+
+class CheckResult(_Model):
+    """`POST /strategies/{name}/check`: whether a strategy is free of look-ahead and decides the same on its window."""
+
+    strategy: str
+    style: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    exchange: str
+    symbols: list[str]
+    timeframe: str
+    start: datetime | None = None
+    end: datetime | None = None
+    bars: int
+    window: int
+    entries: int
+    exits: int
+    passed: bool
+    seconds: float
+    checks: list[CheckItem]
+
+    def check(self, name: str) -> CheckItem:
+        """The check called `name` (`look_ahead` or `window`); KeyError if the server ran none of that name."""
+        for item in self.checks:
+            if item.name == name:
+                return item
+        raise KeyError(f"no check named {name!r}; the server ran {[c.name for c in self.checks]}")
+
+    @property
+    def failed(self) -> list[CheckItem]:
+        """The checks that failed (empty when `passed`)."""
+        return [c for c in self.checks if not c.passed]
 
 
 class ExchangeInfo(_Model):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal, TypeVar, overload
 
 import httpx
@@ -14,6 +15,7 @@ from cracktrader.client.errors import RunAlreadyActiveError
 from cracktrader.client.models import (
     BacktestRequest,
     Balance,
+    CheckResult,
     DetailedStatus,
     ExchangeList,
     Health,
@@ -150,6 +152,25 @@ class CrackTraderAPI:
     def delete_strategy(self, strategy_id: int) -> None:
         """Delete a stored strategy."""
         self._call(api.delete_strategy(strategy_id))
+
+    def check_strategy(
+        self,
+        name: int | str,
+        *,
+        strategy_params: Mapping[str, Any] | None = None,
+        symbols: str | Sequence[str] | None = None,
+        timeframe: str | None = None,
+        start_date: str | datetime | None = None,
+        end_date: str | datetime | None = None,
+        exchange: str | None = None,
+    ) -> CheckResult:
+        """Check a strategy (class name, stored name or id) for look-ahead and window dependence; `passed` says.
+
+        Arguments left None take the server's defaults (BTC/USDT, 1h, the last 1000 bars, its default exchange).
+        More bars per symbol than the server admits raise `CheckTooLargeError` (`details["max_bars"]`).
+        """
+        body = api.check_body(strategy_params, symbols, timeframe, start_date, end_date, exchange)
+        return self._call(api.check_strategy(name, body))
 
     def get_exchanges(self) -> ExchangeList:
         """Exchanges a run can use, with sandbox support and timeframes."""
