@@ -71,7 +71,9 @@ async def check_strategy(
     ctx: StrategiesDep,
     request: Request,
     body: CheckRequest,
-    strategy_ref: Annotated[str, Path(max_length=200, description="A class name, or a stored strategy's name or id")],
+    strategy_ref: Annotated[
+        str, Path(max_length=200, description="A class name, or a stored strategy's name or id", examples=["SmaCross"])
+    ],
 ) -> CheckDocument:
     """Prove a strategy safe (no look-ahead; its live window decides as the full history), synchronously.
 
