@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import talib
+from numba import njit
 
 # Weight left of a recursive indicator's seed once its warm-up has passed: 1e-12 of the seed's error keeps
 # decisions identical to the full history far beyond the 1e-9 that float rounding already moves them.
@@ -23,9 +24,57 @@ def _f64(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float64)
 
 
+@njit(cache=True, nogil=True)
+def _two_sum(a: float, b: float) -> tuple[float, float]:
+    """a + b as (rounded sum, exact error) (Knuth)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@njit(cache=True, nogil=True)
+def _rolling_sum(x: np.ndarray, period: int) -> np.ndarray:
+    """Sums of the last `period` values, each the rounded exact sum of its window (NaN while any is missing).
+
+    TA-Lib's running sum carries rounding from every earlier bar, so a window's sum depended on where the history
+    started: on 1m prices with two decimals, SMA(10) and SMA(30) tie exactly often enough that a crossover
+    decided in the full history flipped on a live window. Here the running sum is kept as an unevaluated pair
+    (hi + lo, error-free transforms), exact while the values span under ~100 bits, so each output is a function
+    of its window alone.
+    """
+    n = x.shape[0]
+    out = np.full(n, np.nan)
+    hi = 0.0
+    lo = 0.0
+    valid = 0  # consecutive finite values ending at t
+    for t in range(n):
+        v = x[t]
+        if v != v:
+            hi = 0.0
+            lo = 0.0
+            valid = 0
+            continue
+        s, e = _two_sum(hi, v)
+        lo += e
+        if valid >= period:
+            s, e2 = _two_sum(s, -x[t - period])
+            lo += e2
+        else:
+            valid += 1
+        hi, lo = _two_sum(s, lo)
+        if valid >= period:
+            out[t] = hi
+    return out
+
+
+def rolling_sum(values: np.ndarray, period: int) -> np.ndarray:
+    """Sum of the last `period` values, exact per window (NaN during warm-up or after a missing value)."""
+    return np.asarray(_rolling_sum(_f64(values), int(period)))
+
+
 def sma(values: np.ndarray, period: int) -> np.ndarray:
-    """Simple moving average (NaN during warm-up)."""
-    return np.asarray(talib.SMA(_f64(values), timeperiod=period))
+    """Simple moving average (NaN during warm-up); the same value on any history that holds its window."""
+    return rolling_sum(values, period) / period
 
 
 def ema(values: np.ndarray, period: int) -> np.ndarray:
@@ -39,9 +88,15 @@ def rsi(values: np.ndarray, period: int) -> np.ndarray:
 
 
 def bollinger(values: np.ndarray, period: int, stdev: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(upper, middle, lower) Bollinger bands."""
-    upper, middle, lower = talib.BBANDS(_f64(values), timeperiod=period, nbdevup=stdev, nbdevdn=stdev)
-    return np.asarray(upper), np.asarray(middle), np.asarray(lower)
+    """(upper, middle, lower) Bollinger bands: the SMA plus and minus `stdev` population standard deviations.
+
+    As TA-Lib's BBANDS, but from exact window sums (see `rolling_sum`), so each band depends on its window only.
+    """
+    x = _f64(values)
+    middle = rolling_sum(x, period) / period
+    variance = np.maximum(rolling_sum(x * x, period) / period - middle * middle, 0.0)
+    width = stdev * np.sqrt(variance)
+    return middle + width, middle, middle - width
 
 
 def macd(values: np.ndarray, fast: int, slow: int, signal: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
