@@ -133,7 +133,7 @@ def run(market: Market) -> Section:
         Row(
             f"3. memory, vectorized {len(market):,} bars",
             f"{fmt_mb(ct_used)} = {ratio:.2f}x input",
-            "vectorbt (TA-Lib SMA)",
+            "vectorbt (same SMA)",
             f"{fmt_mb(peer_used)} = {peer_used / inputs:.2f}x input",
             f"{ratio:.2f}x input",
             "<= 3x input",

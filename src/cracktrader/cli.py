@@ -403,8 +403,8 @@ def _print_check(doc: Any) -> None:
             where.replace("[", r"\["),
         )
     console.print(table)
-    if doc.entries < 1:
-        console.print("note: the strategy never traded on this data, so the checks prove little", style="yellow")
+    for warning in doc.warnings:
+        console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
 
 
 def _progress_bar(description: str) -> tuple[Any, Callable[[int, int], None]]:

@@ -372,6 +372,7 @@ class CheckResult(_Model):
     entries: int
     exits: int
     passed: bool
+    warnings: list[str] = Field(default_factory=list)
     seconds: float
     checks: list[CheckItem]
 

@@ -304,6 +304,7 @@ def _run_event(
                     probe(ctx)
                 on_bar(ctx)
                 mark(t)
+            sim.flush_marks(done)
             done = stop_at
             now = time.perf_counter()
             # Fast strategies read the clock every EVENT_BLOCK bars; a slow one every bar or few, so a chunk

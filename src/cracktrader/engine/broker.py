@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,7 @@ from cracktrader.engine.records import (
 from cracktrader.errors import UserInputError
 
 Event = Fill | OrderUpdate
+_LIST_DTYPES = (np.dtype(np.bool_), np.dtype(np.int8))
 _STATE_NAMES = {STATUS_REJECTED: "rejected", STATUS_CANCELED: "cancelled"}
 _KIND: tuple[OrderKind, ...] = TYPE_NAMES
 
@@ -126,6 +128,9 @@ class EventSimulator:
             for k in ("open", "high", "low", "close")
         }
         self._tradable = [data.tradable[:, j] for j in range(m)]
+        self._marked_cash: list[float] = []  # cash at each close since the last `flush_marks`
+        self._position_log: list[tuple[int, list[float]]] = []  # (bar, positions after a fill there)
+        self._held_at_flush = [0.0] * m
         n = data.n_bars
         self.equity = np.empty(n)
         self.cash_curve = np.empty(n)
@@ -297,6 +302,7 @@ class EventSimulator:
             return
         self.cash, qty, fee, pnl, ret, opening = apply_fill(self.book, j, self.cash, o.side, qty, price, rate)
         self.pos[j] = float(self.book[j, 0])
+        self._position_log.append((t, list(self.pos)))
         self._record(o, t, STATUS_FILLED, qty, price, fee, pnl, ret, o.reason)
         self._after_fill(o, t, price, opening)
 
@@ -394,16 +400,37 @@ class EventSimulator:
 
     # Results ---------------------------------------------------------------------------------------
     def mark(self, t: int) -> None:
-        """Value the portfolio at bar t's close."""
-        value = self.cash
-        exposed = False
-        for j, p in enumerate(self.pos):
-            if p != 0.0:
-                value += p * self._cols["close"][j][t]
-                exposed = True
-        self.equity[t] = value
-        self.cash_curve[t] = self.cash
-        self.in_market[t] = exposed
+        """Value the portfolio at bar t's close: the cash now; positions are valued in `flush_marks`."""
+        self._marked_cash.append(self.cash)
+
+    def flush_marks(self, start: int) -> None:
+        """Value the bars marked since bar `start` (cash plus positions at each close) in one numpy pass.
+
+        Per-bar numpy item reads and writes were most of the event loop's own time; positions change only on
+        fills, so they are replayed here from the fills' log.
+        """
+        stop = start + len(self._marked_cash)
+        if stop == start:
+            return
+        cash = np.asarray(self._marked_cash)
+        self.cash_curve[start:stop] = cash
+        self._marked_cash.clear()
+        held = np.empty((stop - start, len(self.pos)))
+        held[:] = self._held_at_flush
+        for bar, positions in self._position_log:
+            held[bar - start :] = positions
+        self._position_log.clear()
+        self._held_at_flush = list(self.pos)
+        if not held.any():
+            self.equity[start:stop] = cash
+            self.in_market[start:stop] = False
+            return
+        value = cash.copy()
+        for j in range(held.shape[1]):  # symbol by symbol, the order the kernel adds them in
+            if held[:, j].any():
+                value += held[:, j] * self.data.close[start:stop, j]
+        self.equity[start:stop] = value
+        self.in_market[start:stop] = (held != 0.0).any(axis=1)
 
     def order_records(self, last_bar: int) -> np.ndarray:
         """All order rows, with still-working orders appended as open; sorted by order id."""
@@ -439,14 +466,23 @@ class BarContext:
     so strategies must not use it.
     """
 
-    __slots__ = ("_ind", "_index", "_sim", "_single", "i", "symbols")
+    __slots__ = ("_index", "_missing", "_series", "_sim", "_single", "i", "symbols")
 
     def __init__(self, sim: EventSimulator, indicators: list[dict[str, np.ndarray]] | None = None) -> None:
         self._sim = sim
         self.symbols: tuple[str, ...] = sim.data.symbols
         self._index = {s: k for k, s in enumerate(self.symbols)}
         self._single = len(self.symbols) == 1
-        self._ind = indicators or [{} for _ in self.symbols]
+        ind = indicators or [{} for _ in self.symbols]
+        # Boolean and int8 series as lists: indexing a list is several times faster than a numpy scalar, and
+        # their items are cached singletons (8 bytes a bar). Float series stay arrays (a list: 32 B a bar).
+        self._series: dict[str | None, dict[str, Any]] = {
+            s: {k: (v.tolist() if v.dtype in _LIST_DTYPES else v) for k, v in ind[j].items()}
+            for j, s in enumerate(self.symbols)
+        }
+        if self._single:
+            self._series[None] = self._series[self.symbols[0]]
+        self._missing = {k: missing_value(v) for by_name in ind for k, v in by_name.items()}
         self.i = 0
 
     def _j(self, symbol: str | None) -> int:
@@ -483,15 +519,20 @@ class BarContext:
 
     def indicator(self, name: str, symbol: str | None = None, ago: int = 0) -> float:
         """The strategy's indicator `name` at `ago` bars before the current one (computed once per run)."""
-        series = self._ind[self._j(symbol)].get(name)
-        if series is None:
-            raise UserInputError(
-                f"Unknown indicator {name!r}; the strategy's indicators() returns {sorted(self._ind[0])}"
-            )
+        try:
+            series = self._series[symbol][name]  # the hot path: a named symbol and a known indicator
+        except KeyError:
+            series = self._lookup(name, symbol)
         k = self.i - ago
         if k < 0 or ago < 0:
-            return missing_value(series)
+            return self._missing[name]
         return series[k]
+
+    def _lookup(self, name: str, symbol: str | None) -> Any:
+        by_name = self._series[self.symbols[self._j(symbol)]]
+        if name not in by_name:
+            raise UserInputError(f"Unknown indicator {name!r}; the strategy's indicators() returns {sorted(by_name)}")
+        return by_name[name]
 
     def price(self, symbol: str | None = None) -> float:
         """The current bar's close."""
@@ -586,5 +627,7 @@ class BarContext:
 
 
 def missing_value(series: np.ndarray) -> float:
-    """What an indicator reads before its history starts: False for boolean series, NaN otherwise."""
-    return False if series.dtype == np.bool_ else math.nan
+    """What an indicator reads before its history starts: False for boolean, 0 for integer series, else NaN."""
+    if series.dtype == np.bool_:
+        return False
+    return 0 if np.issubdtype(series.dtype, np.integer) else math.nan

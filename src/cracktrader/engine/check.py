@@ -26,8 +26,10 @@ from cracktrader.engine.strategy import Signals, Strategy, Style
 from cracktrader.engine.window import compute_indicators, window_length, window_of
 
 CheckName = Literal["look_ahead", "window"]
-# Where the future is replaced, as fractions of the history, and how.
+# Where the future is replaced, as fractions of the history, and how; plus bars where the full history decides
+# something (a peek one bar ahead changes only the decisions just before the changed bars).
 LOOKAHEAD_POINTS = (0.35, 0.6, 0.85)
+LOOKAHEAD_DECISION_POINTS = {"vectorized": 12, "event": 3}
 PERTURBATIONS = ("random_walk", "mirror")
 # Bars whose window decision is compared: every bar the full history decides something at, then evenly spaced
 # others up to this many (each costs one evaluation of the strategy on a window).
@@ -70,6 +72,7 @@ class CheckReport:
     entries: int  # opening fills of the full-history backtest
     exits: int  # closing fills
     checks: list[CheckOutcome] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -103,13 +106,45 @@ def check_strategy(
     if strategy.style() == "vectorized":
         full = [strategy.signals(data.bars(j)) for j in range(len(data.symbols))]
         tables = [_signal_table(s, data.n_bars) for s in full]
-        report.checks.append(_vector_lookahead(strategy, data, tables, seed))
-        report.checks.append(_vector_window(strategy, data, tables, max_window_probes))
+        decided = np.zeros(data.n_bars, dtype=np.bool_)
+        for table in tables:
+            decided |= table[:, :4].any(axis=1)
+        points = _lookahead_points(data.n_bars, decided, LOOKAHEAD_DECISION_POINTS["vectorized"])
+        report.checks.append(_vector_lookahead(strategy, data, tables, points, seed))
+        report.checks.append(_vector_window(strategy, data, tables, decided, max_window_probes))
     else:
-        report.checks.append(_event_lookahead(factory, data, settings, baseline, seed))
-        report.checks.append(_event_window(factory, data, settings, baseline, max_window_probes))
+        decided = np.zeros(data.n_bars, dtype=np.bool_)
+        for d in baseline.decisions or []:
+            decided[d.bar] = True
+        points = _lookahead_points(data.n_bars, decided, LOOKAHEAD_DECISION_POINTS["event"])
+        report.checks.append(_event_lookahead(factory, data, settings, baseline, points, seed))
+        report.checks.append(_event_window(factory, data, settings, decided, max_window_probes))
+    report.warnings = _warnings(report)
     report.seconds = time.perf_counter() - began
     return report
+
+
+def _warnings(report: CheckReport) -> list[str]:
+    """Why a pass may prove little."""
+    out = []
+    if report.entries == 0:
+        out.append("the strategy never traded on this data, so the checks prove little: use a longer range")
+    if report.bars <= report.window:
+        out.append(
+            f"only {report.bars} bars for a window of {report.window}: every decision saw the same history in both "
+            "runs, so the window check proves nothing; use a longer range"
+        )
+    return out
+
+
+def _lookahead_points(n: int, decided: np.ndarray, from_decisions: int) -> list[int]:
+    """Bars after which the future is replaced: fixed fractions of the history and some decision bars."""
+    points = {min(n - 2, int(n * frac)) for frac in LOOKAHEAD_POINTS}
+    bars = np.flatnonzero(decided[: max(0, n - 1)])
+    if len(bars) and from_decisions:
+        pick = np.linspace(0, len(bars) - 1, num=min(from_decisions, len(bars))).round().astype(np.int64)
+        points.update(int(b) for b in bars[pick])
+    return sorted(t for t in points if t >= 0)
 
 
 def _backtest(strategy: Strategy, data: MarketData, settings: SimSettings, probe: object = None) -> BacktestResult:
@@ -185,14 +220,13 @@ def _describe_row(row: np.ndarray) -> str:
     return " ".join(on + levels) or "no signal"
 
 
-def _vector_lookahead(strategy: Strategy, data: MarketData, tables: list[np.ndarray], seed: int) -> CheckOutcome:
+def _vector_lookahead(
+    strategy: Strategy, data: MarketData, tables: list[np.ndarray], points: list[int], seed: int
+) -> CheckOutcome:
     n, m = data.n_bars, len(data.symbols)
     compared = differing = 0
     first: Difference | None = None
-    for p_i, frac in enumerate(LOOKAHEAD_POINTS):
-        t = min(n - 2, int(n * frac))
-        if t < 0:
-            continue
+    for p_i, t in enumerate(points):
         for k_i, kind in enumerate(PERTURBATIONS):
             changed = perturb_after(data, t, kind, seed + 31 * p_i + k_i)
             for j in range(m):
@@ -209,7 +243,7 @@ def _vector_lookahead(strategy: Strategy, data: MarketData, tables: list[np.ndar
                         _describe_row(tables[j][b]),
                         f"{_describe_row(other[b])} (after changing the bars after bar {t} by {kind})",
                     )
-    return _outcome("look_ahead", compared, differing, first)
+    return _outcome("look_ahead", compared, differing, first, points=len(points))
 
 
 def _probe_bars(n: int, decided: np.ndarray, budget: int) -> np.ndarray:
@@ -222,11 +256,10 @@ def _probe_bars(n: int, decided: np.ndarray, budget: int) -> np.ndarray:
     return np.union1d(decided_bars[:budget], spaced)
 
 
-def _vector_window(strategy: Strategy, data: MarketData, tables: list[np.ndarray], budget: int) -> CheckOutcome:
+def _vector_window(
+    strategy: Strategy, data: MarketData, tables: list[np.ndarray], decided: np.ndarray, budget: int
+) -> CheckOutcome:
     n, length = data.n_bars, window_length(strategy)
-    decided = np.zeros(n, dtype=np.bool_)
-    for table in tables:
-        decided |= table[:, :4].any(axis=1)
     probes = _probe_bars(n, decided, budget)
     compared = differing = 0
     first: Difference | None = None
@@ -285,11 +318,15 @@ def _same_decision(a: OrderDecision, b: OrderDecision) -> bool:
     )
 
 
-def _by_bar(decisions: list[OrderDecision] | None, last: int) -> dict[int, list[OrderDecision]]:
-    out: dict[int, list[OrderDecision]] = {}
+Group = tuple[int, int]  # (bar, symbol index; -1 for cancels)
+
+
+def _by_bar(decisions: list[OrderDecision] | None, last: int) -> dict[Group, list[OrderDecision]]:
+    """Decisions up to bar `last`, by bar and symbol."""
+    out: dict[Group, list[OrderDecision]] = {}
     for d in decisions or []:
         if d.bar <= last:
-            out.setdefault(d.bar, []).append(d)
+            out.setdefault((d.bar, d.symbol), []).append(d)
     return out
 
 
@@ -297,9 +334,9 @@ def _same_bar(a: list[OrderDecision], b: list[OrderDecision]) -> bool:
     return len(a) == len(b) and all(_same_decision(x, y) for x, y in zip(a, b, strict=True))
 
 
-def _differing_bars(a: dict[int, list[OrderDecision]], b: dict[int, list[OrderDecision]]) -> list[int]:
-    """Bars at which two runs' decisions differ, in order."""
-    return sorted(t for t in a.keys() | b.keys() if not _same_bar(a.get(t, []), b.get(t, [])))
+def _differing(a: dict[Group, list[OrderDecision]], b: dict[Group, list[OrderDecision]]) -> list[Group]:
+    """The (bar, symbol) decisions that differ between two runs, in order."""
+    return sorted(g for g in a.keys() | b.keys() if not _same_bar(a.get(g, []), b.get(g, [])))
 
 
 def _event_difference(t: int, a: list[OrderDecision], b: list[OrderDecision], data: MarketData, why: str) -> Difference:
@@ -321,26 +358,43 @@ def _symbol_of(d: OrderDecision | None, symbols: tuple[str, ...]) -> str:
 
 
 def _event_lookahead(
-    factory: StrategyFactory, data: MarketData, settings: SimSettings, baseline: BacktestResult, seed: int
+    factory: StrategyFactory,
+    data: MarketData,
+    settings: SimSettings,
+    baseline: BacktestResult,
+    points: list[int],
+    seed: int,
 ) -> CheckOutcome:
-    n, m = data.n_bars, len(data.symbols)
+    m = len(data.symbols)
     compared = differing = 0
     first: Difference | None = None
-    for p_i, frac in enumerate(LOOKAHEAD_POINTS):
-        t = min(n - 2, int(n * frac))
-        if t < 0:
-            continue
+    for p_i, t in enumerate(points):
         mine = _by_bar(baseline.decisions, t)
         for k_i, kind in enumerate(PERTURBATIONS):
             changed = perturb_after(data, t, kind, seed + 31 * p_i + k_i)
-            theirs = _by_bar(_backtest(factory(), changed, settings).decisions, t)
-            bad = _differing_bars(mine, theirs)
+            theirs = _by_bar(_decisions_through(factory, changed, settings, t), t)
+            bad = _differing(mine, theirs)
             compared += (t + 1) * m
             differing += len(bad)
-            if bad and (first is None or bad[0] < first.bar):
+            if bad and (first is None or bad[0][0] < first.bar):
                 why = f"after changing the bars after bar {t} by {kind}"
-                first = _event_difference(bad[0], mine.get(bad[0], []), theirs.get(bad[0], []), data, why)
-    return _outcome("look_ahead", compared, differing, first)
+                first = _event_difference(bad[0][0], mine.get(bad[0], []), theirs.get(bad[0], []), data, why)
+    return _outcome("look_ahead", compared, differing, first, points=len(points))
+
+
+def _decisions_through(
+    factory: StrategyFactory, data: MarketData, settings: SimSettings, t: int
+) -> list[OrderDecision] | None:
+    """An event run's decisions, stopped soon after bar t (later decisions are not compared)."""
+    done = [0]
+
+    def progress(bars: int, total: int, cash: float, value: float) -> None:
+        done[0] = bars
+
+    result = run_backtest(
+        factory(), data, settings, probe=_no_probe, progress=progress, should_stop=lambda: done[0] > t
+    )
+    return result.decisions
 
 
 class WindowContext:
@@ -440,38 +494,37 @@ class WindowContext:
 
 
 def _event_window(
-    factory: StrategyFactory, data: MarketData, settings: SimSettings, baseline: BacktestResult, budget: int
+    factory: StrategyFactory, data: MarketData, settings: SimSettings, decided: np.ndarray, budget: int
 ) -> CheckOutcome:
     n = data.n_bars
-    decided = np.zeros(n, dtype=np.bool_)
-    for d in baseline.decisions or []:
-        decided[d.bar] = True
     probes = set(_probe_bars(n, decided, budget).tolist())
     strategy = factory()
     length = window_length(strategy)
-    seen: dict[int, list[OrderDecision]] = {}
+    seen: dict[Group, list[OrderDecision]] = {}
 
     def probe(ctx: BarContext) -> None:
         if ctx.i in probes:
             fresh = factory()
             wctx = WindowContext(ctx, fresh, length)
             fresh.on_bar(wctx)
-            seen[ctx.i] = wctx.decisions
+            for d in wctx.decisions:
+                seen.setdefault((ctx.i, d.symbol), []).append(d)
 
     run = _backtest(strategy, data, settings, probe)
-    full = _by_bar(run.decisions, n)
-    bad = [t for t in sorted(seen) if not _same_bar(full.get(t, []), seen[t])]
+    full = {g: v for g, v in _by_bar(run.decisions, n).items() if g[0] in probes}
+    bad = _differing(full, seen)
     first = None
     if bad:
-        first = _event_difference(bad[0], full.get(bad[0], []), seen[bad[0]], data, f"on a window of {length} bars")
-    return _outcome("window", len(seen) * len(data.symbols), len(bad), first, window=length)
+        t = bad[0]
+        first = _event_difference(t[0], full.get(t, []), seen.get(t, []), data, f"on a window of {length} bars")
+    return _outcome("window", len(probes) * len(data.symbols), len(bad), first, window=length)
 
 
 def _outcome(
-    name: CheckName, compared: int, differing: int, first: Difference | None, *, window: int = 0
+    name: CheckName, compared: int, differing: int, first: Difference | None, *, window: int = 0, points: int = 0
 ) -> CheckOutcome:
     if name == "look_ahead":
-        detail = f"{len(LOOKAHEAD_POINTS)} points x {len(PERTURBATIONS)} perturbations of the future: " + (
+        detail = f"{points} points x {len(PERTURBATIONS)} perturbations of the future: " + (
             "no decision changed" if first is None else f"a decision at bar {first.bar} read later bars"
         )
     else:

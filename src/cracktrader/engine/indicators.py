@@ -25,22 +25,15 @@ def _f64(values: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _two_sum(a: float, b: float) -> tuple[float, float]:
-    """a + b as (rounded sum, exact error) (Knuth)."""
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
-
-
-@njit(cache=True, nogil=True)
-def _rolling_sum(x: np.ndarray, period: int) -> np.ndarray:
-    """Sums of the last `period` values, each the rounded exact sum of its window (NaN while any is missing).
+def _rolling_sum(x: np.ndarray, period: int, divisor: float) -> np.ndarray:
+    """Sum of each window of `period` values over `divisor`: the exact sum rounded once (NaN while one is missing).
 
     TA-Lib's running sum carries rounding from every earlier bar, so a window's sum depended on where the history
     started: on 1m prices with two decimals, SMA(10) and SMA(30) tie exactly often enough that a crossover
-    decided in the full history flipped on a live window. Here the running sum is kept as an unevaluated pair
-    (hi + lo, error-free transforms), exact while the values span under ~100 bits, so each output is a function
-    of its window alone.
+    decided in the full history flipped on a live window. Here the running sum is an unevaluated pair hi + lo:
+    `lo` collects the exact rounding error of every addition and subtraction of `hi` (Knuth's two-sum), so
+    hi + lo is the exact window sum while the values span under ~100 bits, and its one rounding makes each output
+    a function of its window alone.
     """
     n = x.shape[0]
     out = np.full(n, np.nan)
@@ -54,27 +47,37 @@ def _rolling_sum(x: np.ndarray, period: int) -> np.ndarray:
             lo = 0.0
             valid = 0
             continue
-        s, e = _two_sum(hi, v)
-        lo += e
         if valid >= period:
-            s, e2 = _two_sum(s, -x[t - period])
-            lo += e2
+            # The change of the window (new minus leaving value) first, then one addition on the loop's critical
+            # path instead of two; both roundings' errors go to `lo`.
+            old = -x[t - period]
+            d = v + old
+            bb = d - v
+            e1 = (v - (d - bb)) + (old - bb)
+            s = hi + d
+            bb = s - hi
+            lo += e1 + ((hi - (s - bb)) + (d - bb))
+            hi = s
+            out[t] = (hi + lo) / divisor
         else:
+            s = hi + v
+            bb = s - hi
+            lo += (hi - (s - bb)) + (v - bb)
+            hi = s
             valid += 1
-        hi, lo = _two_sum(s, lo)
-        if valid >= period:
-            out[t] = hi
+            if valid >= period:
+                out[t] = (hi + lo) / divisor
     return out
 
 
 def rolling_sum(values: np.ndarray, period: int) -> np.ndarray:
     """Sum of the last `period` values, exact per window (NaN during warm-up or after a missing value)."""
-    return np.asarray(_rolling_sum(_f64(values), int(period)))
+    return np.asarray(_rolling_sum(_f64(values), int(period), 1.0))
 
 
 def sma(values: np.ndarray, period: int) -> np.ndarray:
     """Simple moving average (NaN during warm-up); the same value on any history that holds its window."""
-    return rolling_sum(values, period) / period
+    return np.asarray(_rolling_sum(_f64(values), int(period), float(period)))
 
 
 def ema(values: np.ndarray, period: int) -> np.ndarray:
@@ -93,8 +96,8 @@ def bollinger(values: np.ndarray, period: int, stdev: float) -> tuple[np.ndarray
     As TA-Lib's BBANDS, but from exact window sums (see `rolling_sum`), so each band depends on its window only.
     """
     x = _f64(values)
-    middle = rolling_sum(x, period) / period
-    variance = np.maximum(rolling_sum(x * x, period) / period - middle * middle, 0.0)
+    middle = sma(x, period)
+    variance = np.maximum(sma(x * x, period) - middle * middle, 0.0)
     width = stdev * np.sqrt(variance)
     return middle + width, middle, middle - width
 

@@ -79,6 +79,7 @@ class CheckDocument(BaseModel):
     entries: int = Field(description="Opening fills of the full-history backtest")
     exits: int = Field(description="Closing fills of the full-history backtest")
     passed: bool
+    warnings: list[str] = Field(description="Why a pass may prove little (no trades, fewer bars than the window)")
     seconds: float
     checks: list[CheckItem]
 
@@ -137,6 +138,7 @@ def to_document(report: CheckReport, prepared: PreparedBacktest) -> CheckDocumen
         entries=report.entries,
         exits=report.exits,
         passed=report.passed,
+        warnings=report.warnings,
         seconds=round(report.seconds, 3),
         checks=[
             CheckItem(

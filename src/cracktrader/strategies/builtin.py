@@ -230,15 +230,19 @@ class SmaCrossEvents(Strategy):
     def indicators(self, bars: Bars) -> dict[str, np.ndarray]:
         p: CrossParams = self.params  # type: ignore[assignment]
         fast, slow = ta.sma(bars.close, p.fast), ta.sma(bars.close, p.slow)
-        return {"up": ta.crossed_above(fast, slow), "down": ta.crossed_below(fast, slow)}
+        # +1 on a cross up, -1 on a cross down: one int8 series, so on_bar reads one value a bar.
+        return {"cross": ta.crossed_above(fast, slow).view(np.int8) - ta.crossed_below(fast, slow).view(np.int8)}
 
     def on_bar(self, ctx: Context) -> None:
-        p: CrossParams = self.params  # type: ignore[assignment]
         for symbol in ctx.symbols:
-            if ctx.indicator("up", symbol):
+            cross = ctx.indicator("cross", symbol)
+            if not cross:
+                continue
+            if cross > 0:
                 if ctx.position(symbol) == 0.0:
+                    p: CrossParams = self.params  # type: ignore[assignment]
                     ctx.buy(symbol, fraction=p.size, stop_loss=p.stop_loss, take_profit=p.take_profit)
-            elif ctx.indicator("down", symbol) and ctx.position(symbol) > 0.0:
+            elif ctx.position(symbol) > 0.0:
                 ctx.sell(symbol)
 
 
