@@ -69,10 +69,13 @@ def _command(url: str, connect_args: dict[str, Any] | None, action: Callable[[Co
         config = alembic_config()
         # env.py migrates this connection instead of opening its own.
         config.attributes["connection"] = connection
-        with _ALEMBIC_LOCK:
-            action(config)
+        action(config)
 
-    _with_connection(url, work, connect_args)
+    # The lock spans connect to commit: a second thread whose SQLite read snapshot began before the first one
+    # committed would fail to write at once with "database is locked" (WAL's stale-snapshot rule ignores
+    # busy_timeout); seen once in a full suite run beside two CPU-heavy tests.
+    with _ALEMBIC_LOCK:
+        _with_connection(url, work, connect_args)
 
 
 def upgrade(url: str, revision: str = "head", *, connect_args: dict[str, Any] | None = None) -> None:
