@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 
 from cracktrader.auth.principal import Authenticator
+from cracktrader.periodic import Periodic
 
 __all__ = ["DEFAULT_POLL_S", "RevocationPoller"]
 
@@ -30,7 +29,7 @@ class RevocationPoller:
         # Completed polls: tests wait for "two polls after my change" instead of sleeping.
         self.polls = 0
         self._marker: Any = _UNSET
-        self._task: asyncio.Task[None] | None = None
+        self._periodic: Periodic | None = None
         self._failing = False
 
     async def poll_once(self) -> bool:
@@ -47,20 +46,14 @@ class RevocationPoller:
     async def start(self) -> None:
         """Take the first reading (so nothing cached before it can be stale), then poll in the background."""
         await self._poll_logged()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="auth-revocation-poller")
+        self._periodic = Periodic(self._poll_logged, self.interval_s, name="auth-revocation-poller")
+        self._periodic.start()
 
     async def close(self) -> None:
-        """Stop polling."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self._poll_logged()
+        """Stop polling (a poll in progress finishes first)."""
+        if self._periodic is not None:
+            await self._periodic.stop()
+            self._periodic = None
 
     async def _poll_logged(self) -> None:
         try:

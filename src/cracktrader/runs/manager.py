@@ -18,6 +18,7 @@ import numpy as np
 
 from cracktrader.engine.records import O_STATUS, STATUS_FILLED
 from cracktrader.errors import CracktraderError, ExchangeUnreachableError
+from cracktrader.periodic import Periodic
 from cracktrader.runs import events
 from cracktrader.runs.backtest import (
     PreparedBacktest,
@@ -82,7 +83,7 @@ class RunManager:
         # The results of the most recent run, in columnar form (a 1 M-bar run is ~24 MB), until the next one ends.
         self.last_results: RunResults | None = None
         self.server_id = uuid.uuid4().hex
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat: Periodic | None = None
         self.outcomes: dict[str, int] = {"completed": 0, "failed": 0, "stopped": 0}
         self._lock = asyncio.Lock()
         self._stop = threading.Event()
@@ -103,7 +104,8 @@ class RunManager:
         await self.store.register_server(self.server_id, host=HOST, pid=os.getpid(), now=datetime.now(UTC))
         interrupted = await self._sweep()
         await self._prune()
-        self._heartbeat = asyncio.create_task(self._keep_lease(), name="cracktrader-lease")
+        self._heartbeat = Periodic(self._beat, self.settings.server_heartbeat_s, name="cracktrader-lease")
+        self._heartbeat.start()
         return interrupted
 
     async def _sweep(self) -> int:
@@ -116,16 +118,14 @@ class RunManager:
             is_alive=_pid_alive,
         )
 
-    async def _keep_lease(self) -> None:
-        """Renew the lease, and fail runs of servers whose lease lapsed, every `server_heartbeat_s`."""
-        while True:
-            await asyncio.sleep(self.settings.server_heartbeat_s)
-            try:
-                assert self.store is not None
-                await self.store.heartbeat(self.server_id, now=datetime.now(UTC))
-                await self._sweep()
-            except Exception:  # the database may be briefly away; the next beat tries again
-                log.warning("Could not renew the server lease", exc_info=True)
+    async def _beat(self) -> None:
+        """Renew the lease, and fail runs of servers whose lease lapsed (every `server_heartbeat_s`)."""
+        try:
+            assert self.store is not None
+            await self.store.heartbeat(self.server_id, now=datetime.now(UTC))
+            await self._sweep()
+        except Exception:  # the database may be briefly away; the next beat tries again
+            log.warning("Could not renew the server lease", exc_info=True)
 
     async def _prune(self) -> None:
         """Apply the retention settings (never to live-trading records)."""
@@ -155,8 +155,7 @@ class RunManager:
                 await asyncio.wait({self._task}, timeout=5)
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            await self._heartbeat.stop()  # a beat in progress finishes: cancelling it could strand its connection
             if self.store is not None:
                 try:
                     await self.store.release_server(self.server_id)
