@@ -6,6 +6,7 @@ Built-ins pass both checks; user strategies that read the future (`np.roll(close
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -391,3 +392,21 @@ async def test_async_sdk_checks_and_types_its_errors(user_strategies: Path) -> N
             with pytest.raises(CheckTooLargeError) as too_large:
                 await api.check_strategy("SmaCross", timeframe="1m", **year)
             assert too_large.value.details == {"bars": 527_040, "max_bars": 200_000}
+
+
+def test_the_server_keeps_answering_while_a_check_runs(tmp_path: Path) -> None:
+    # SlowStrategy's 8,784 bars take at least 5 ms each until the release file exists: the check cannot end
+    # before the test releases it, whatever the machine.
+    release = tmp_path / "release"
+    body = {**BODY, "strategy_params": {"bar_ms": 5, "release_file": str(release)}}
+    with LiveServer(get_settings()) as srv, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        check = pool.submit(httpx.post, srv.base_url + CHECK.format("SlowStrategy"), json=body, timeout=300)
+        statuses = [httpx.get(srv.base_url + "/api/v1/status", timeout=30).status_code for _ in range(5)]
+        assert statuses == [200] * 5
+        assert not check.done()
+        release.write_text("")
+        response = check.result()
+    assert response.status_code == 200, response.text
+    doc = response.json()
+    assert doc["strategy"] == "SlowStrategy" and doc["passed"] is True
+    assert any("never traded" in w for w in doc["warnings"])
