@@ -15,7 +15,7 @@ from cracktrader.engine.broker import BarContext, EventSimulator, OrderDecision,
 from cracktrader.engine.context import Fill
 from cracktrader.engine.market import MarketData
 from cracktrader.engine.metrics import compute_metrics
-from cracktrader.engine.records import N_COLS, O_FEE, O_PNL, O_RETURN, O_STATUS, STATUS_FILLED
+from cracktrader.engine.records import N_COLS, O_BAR, O_FEE, O_PNL, O_RETURN, O_SIDE, O_STATUS, O_SYMBOL, STATUS_FILLED
 from cracktrader.engine.strategy import Signals, Strategy
 from cracktrader.engine.window import compute_indicators
 from cracktrader.errors import UserInputError
@@ -286,7 +286,7 @@ def _run_event(
     done = reported = 0
     on_bar = strategy.on_bar
     process, mark = sim.process_bar, sim.mark
-    deliver = _deliverer(strategy, sim, ctx) if wants_events else None
+    deliver = deliverer(strategy, sim, ctx) if wants_events else None
     block = 1
     while done < n:
         end = min(n, done + EVENT_CHUNK)
@@ -322,10 +322,16 @@ def _run_event(
             progress(done, n, sim.cash, float(sim.equity[done - 1]))
         if should_stop is not None and done < n and should_stop():
             break
+    return simulator_result(sim, done)
+
+
+def simulator_result(sim: EventSimulator, done: int) -> BacktestResult:
+    """The result of an event simulator after its first `done` bars (a backtest's, or a paper session's so far)."""
+    data = sim.data
     positions = [(j, sim.pos[j], float(sim.book[j, B_ENTRY_PRICE])) for j in range(len(data.symbols))]
     result = _result(
         data,
-        settings,
+        sim.s,
         sim.equity,
         sim.cash_curve,
         sim.in_market,
@@ -338,7 +344,7 @@ def _run_event(
     return result
 
 
-def _deliverer(strategy: Strategy, sim: EventSimulator, ctx: BarContext) -> Callable[[], None]:
+def deliverer(strategy: Strategy, sim: EventSimulator, ctx: BarContext) -> Callable[[], None]:
     """A function handing the simulator's queued fills and order updates to the strategy's callbacks."""
     events = sim.events
     assert events is not None
@@ -376,6 +382,9 @@ def _result(
             price = float(data.close[last, j])
             open_positions.append(Position(data.symbols[j], size, entry, price, size * price, size * (price - entry)))
     filled = orders[orders[:, O_STATUS] == STATUS_FILLED]
+    # Fills in time order (bar, symbol, side), whatever order a simulator numbered them in: sums over them
+    # (fees, pnl statistics) then round the same way in the kernel, the event simulator and paper trading.
+    filled = filled[np.lexsort((filled[:, O_SIDE], filled[:, O_SYMBOL], filled[:, O_BAR]))]
     closing = filled[~np.isnan(filled[:, O_PNL])]
     metrics = compute_metrics(
         equity=equity,

@@ -135,6 +135,82 @@ class EventSimulator:
         self.equity = np.empty(n)
         self.cash_curve = np.empty(n)
         self.in_market = np.zeros(n, dtype=np.bool_)
+        self._buffers: dict[str, np.ndarray] | None = None  # capacity arrays of a simulator fed bar by bar
+
+    @classmethod
+    def live(
+        cls,
+        symbols: tuple[str, ...],
+        settings: SimSettings,
+        periods_per_year: float,
+        *,
+        events: bool = False,
+        capacity: int = 1024,
+    ) -> EventSimulator:
+        """A simulator with no bars yet, fed closed bars one at a time by `append_bar` (paper trading)."""
+        sim = cls(_empty_market(symbols, periods_per_year), settings, events=events)
+        sim._allocate(capacity)
+        return sim
+
+    def append_bar(
+        self,
+        timestamp: int,
+        open_: np.ndarray,
+        high: np.ndarray,
+        low: np.ndarray,
+        close: np.ndarray,
+        volume: np.ndarray,
+        tradable: np.ndarray,
+    ) -> int:
+        """Add the next closed bar (one value per symbol); returns its index. Amortised O(symbols)."""
+        if self._buffers is None:
+            raise RuntimeError("append_bar needs a simulator made by EventSimulator.live")
+        t = self.data.n_bars
+        if t >= self._buffers["timestamp"].shape[0]:
+            self._allocate(2 * t)
+        buf = self._buffers
+        buf["timestamp"][t] = timestamp
+        for key, values in (("open", open_), ("high", high), ("low", low), ("close", close), ("volume", volume)):
+            buf[key][t] = values
+        buf["tradable"][t] = tradable
+        self._view(t + 1)
+        return t
+
+    def _allocate(self, capacity: int) -> None:
+        """(Re)allocate capacity arrays, keeping the bars so far; columns are contiguous per symbol (order F)."""
+        n, m = self.data.n_bars, len(self.data.symbols)
+        old = self._buffers
+        new: dict[str, np.ndarray] = {"timestamp": np.zeros(capacity, dtype=np.int64)}
+        for key in ("open", "high", "low", "close", "volume"):
+            new[key] = np.zeros((capacity, m), order="F")
+        new["tradable"] = np.zeros((capacity, m), dtype=np.bool_, order="F")
+        for key in ("equity", "cash_curve"):
+            new[key] = np.zeros(capacity)
+        new["in_market"] = np.zeros(capacity, dtype=np.bool_)
+        if old is not None:
+            for key, arr in new.items():
+                arr[:n] = old[key][:n]
+        self._buffers = new
+        self.equity, self.cash_curve, self.in_market = new["equity"], new["cash_curve"], new["in_market"]
+        self._cols = {k: [new[k][:, j] for j in range(m)] for k in ("open", "high", "low", "close")}
+        self._tradable = [new["tradable"][:, j] for j in range(m)]
+        self._view(n)
+
+    def _view(self, n: int) -> None:
+        buf = self._buffers
+        assert buf is not None
+        d = self.data
+        self.data = MarketData(
+            d.symbols,
+            buf["timestamp"][:n],
+            buf["open"][:n],
+            buf["high"][:n],
+            buf["low"][:n],
+            buf["close"][:n],
+            buf["volume"][:n],
+            buf["tradable"][:n],
+            d.periods_per_year,
+        )
 
     # Order entry ---------------------------------------------------------------------------------
     def submit(
@@ -428,7 +504,7 @@ class EventSimulator:
         value = cash.copy()
         for j in range(held.shape[1]):  # symbol by symbol, the order the kernel adds them in
             if held[:, j].any():
-                value += held[:, j] * self.data.close[start:stop, j]
+                value += held[:, j] * self._cols["close"][j][start:stop]
         self.equity[start:stop] = value
         self.in_market[start:stop] = (held != 0.0).any(axis=1)
 
@@ -624,6 +700,15 @@ class BarContext:
             None if o.stop != o.stop else o.stop,
             REASON_NAMES[o.reason],
         )
+
+
+def _empty_market(symbols: tuple[str, ...], periods_per_year: float) -> MarketData:
+    m = len(symbols)
+    prices = np.zeros((0, m))
+    return MarketData(
+        symbols, np.zeros(0, dtype=np.int64), prices, prices, prices, prices, prices,
+        np.zeros((0, m), dtype=np.bool_), periods_per_year,
+    )  # fmt: skip
 
 
 def missing_value(series: np.ndarray) -> float:

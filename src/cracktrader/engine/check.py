@@ -18,12 +18,12 @@ from typing import Literal
 import numpy as np
 
 from cracktrader.engine.backtest import BacktestResult, run_backtest
-from cracktrader.engine.broker import BarContext, OrderDecision, OrderView, SimSettings, missing_value
-from cracktrader.engine.fills import BUY, SELL
-from cracktrader.engine.market import Bars, MarketData
+from cracktrader.engine.broker import BarContext, OrderDecision, SimSettings
+from cracktrader.engine.fills import BUY
+from cracktrader.engine.market import MarketData
 from cracktrader.engine.records import O_PNL, O_STATUS, STATUS_FILLED
 from cracktrader.engine.strategy import Signals, Strategy, Style
-from cracktrader.engine.window import compute_indicators, window_length, window_of
+from cracktrader.engine.window import WindowContext, window_length, window_of
 
 CheckName = Literal["look_ahead", "window"]
 # Where the future is replaced, as fractions of the history, and how; plus bars where the full history decides
@@ -397,102 +397,6 @@ def _decisions_through(
     return result.decisions
 
 
-class WindowContext:
-    """A `Context` whose history is the live window, over the portfolio of a running backtest; it only records orders.
-
-    The portfolio (cash, positions, working orders) is the backtest's at this bar, so the only difference from
-    the full-history run is how many bars the strategy sees: what a live runtime started at this bar would see.
-    """
-
-    def __init__(self, ctx: BarContext, strategy: Strategy, length: int) -> None:
-        self._ctx = ctx
-        self._strategy = strategy
-        self._length = length
-        self._ind: dict[str, dict[str, np.ndarray]] = {}
-        self.symbols = ctx.symbols
-        self.decisions: list[OrderDecision] = []
-
-    @property
-    def timestamp(self) -> int:
-        return self._ctx.timestamp
-
-    @property
-    def cash(self) -> float:
-        return self._ctx.cash
-
-    @property
-    def value(self) -> float:
-        return self._ctx.value
-
-    def _name(self, symbol: str | None) -> str:
-        return self.symbols[self._ctx._j(symbol)]
-
-    def bars(self, symbol: str | None = None) -> Bars:
-        return window_of(self._ctx.bars(symbol), self._ctx.i, self._length)
-
-    def indicator(self, name: str, symbol: str | None = None, ago: int = 0) -> float:
-        key = self._name(symbol)
-        if key not in self._ind:
-            self._ind[key] = compute_indicators(self._strategy, self.bars(key))
-        series = self._ind[key][name]
-        if ago < 0 or ago >= len(series):
-            return missing_value(series)
-        return series[len(series) - 1 - ago]
-
-    def price(self, symbol: str | None = None) -> float:
-        return self._ctx.price(symbol)
-
-    def position(self, symbol: str | None = None) -> float:
-        return self._ctx.position(symbol)
-
-    def open_orders(self, symbol: str | None = None) -> list[OrderView]:
-        return self._ctx.open_orders(symbol)
-
-    def _record(self, side: int, symbol: str | None, size: float | None, **kw: float | None) -> int:
-        self.decisions.append(OrderDecision(self._ctx.i, self._ctx._j(symbol), side, size, **kw))  # type: ignore[arg-type]
-        return -len(self.decisions)
-
-    def buy(
-        self,
-        symbol: str | None = None,
-        size: float | None = None,
-        *,
-        limit: float | None = None,
-        stop: float | None = None,
-        stop_loss: float | None = None,
-        take_profit: float | None = None,
-        fraction: float = 1.0,
-    ) -> int:
-        return self._record(
-            BUY, symbol, size, limit=limit, stop=stop, stop_loss=stop_loss, take_profit=take_profit, fraction=fraction
-        )
-
-    def sell(
-        self,
-        symbol: str | None = None,
-        size: float | None = None,
-        *,
-        limit: float | None = None,
-        stop: float | None = None,
-        stop_loss: float | None = None,
-        take_profit: float | None = None,
-        fraction: float = 1.0,
-    ) -> int:
-        return self._record(
-            SELL, symbol, size, limit=limit, stop=stop, stop_loss=stop_loss, take_profit=take_profit, fraction=fraction
-        )
-
-    def close_position(self, symbol: str | None = None) -> int | None:
-        p = self._ctx.position(symbol)
-        if p == 0.0:
-            return None
-        return self._record(SELL if p > 0 else BUY, symbol, abs(p))
-
-    def cancel(self, order_id: int) -> bool:
-        self.decisions.append(OrderDecision(self._ctx.i, -1, 0, float(order_id)))
-        return True
-
-
 def _event_window(
     factory: StrategyFactory, data: MarketData, settings: SimSettings, decided: np.ndarray, budget: int
 ) -> CheckOutcome:
@@ -505,7 +409,7 @@ def _event_window(
     def probe(ctx: BarContext) -> None:
         if ctx.i in probes:
             fresh = factory()
-            wctx = WindowContext(ctx, fresh, length)
+            wctx = WindowContext(ctx, fresh, length, record=True)
             fresh.on_bar(wctx)
             for d in wctx.decisions:
                 seen.setdefault((ctx.i, d.symbol), []).append(d)
