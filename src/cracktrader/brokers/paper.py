@@ -8,26 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
+from cracktrader.data.feeds.base import ClosedCandle
 from cracktrader.engine.backtest import BacktestResult, deliverer, simulator_result
 from cracktrader.engine.broker import BarContext, EventSimulator, SimSettings
 from cracktrader.engine.strategy import Strategy
 from cracktrader.engine.window import WindowContext, act_on_signals, live_decision, window_length
 from cracktrader.errors import UserInputError
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedCandle:
-    """One symbol's closed candle."""
-
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
 
 
 class PaperSession:
@@ -47,11 +36,19 @@ class PaperSession:
         self._vectorized = strategy.style() == "vectorized"
         self._last_close = np.full(len(symbols), math.nan)
         self.last_timestamp: int | None = None
+        self.warmup_bars = 0  # history bars added by `warm` before the first live one
 
     @property
     def bars(self) -> int:
         """Closed bars seen so far."""
         return self.sim.data.n_bars
+
+    def warm(self, timestamp: int, candles: Mapping[str, ClosedCandle]) -> None:
+        """Add a bar of history from before the session started: in the window, but never decided on."""
+        t, _ = self._append(timestamp, candles)
+        self.warmup_bars += 1
+        self.sim.mark(t)
+        self.sim.flush_marks(t)
 
     def on_bar(self, timestamp: int, candles: Mapping[str, ClosedCandle]) -> None:
         """Process the bar that opened at `timestamp`: fill due orders in it, then let the strategy decide.
@@ -59,6 +56,17 @@ class PaperSession:
         A symbol without a candle at this time keeps its last close and cannot trade in this bar (as the backtest's
         alignment does); candles of unknown symbols are refused.
         """
+        t, tradable = self._append(timestamp, candles)
+        if self.sim.open_orders:
+            self.sim.process_bar(t)
+        self.ctx.i = t
+        if self._deliver is not None:
+            self._deliver()
+        self._decide(tradable)
+        self.sim.mark(t)
+        self.sim.flush_marks(t)
+
+    def _append(self, timestamp: int, candles: Mapping[str, ClosedCandle]) -> tuple[int, np.ndarray]:
         if self.last_timestamp is not None and timestamp <= self.last_timestamp:
             raise UserInputError(f"Bar {timestamp} is not after the last bar {self.last_timestamp}")
         unknown = set(candles) - set(self.symbols)
@@ -78,14 +86,7 @@ class PaperSession:
                 self._last_close[j] = c.close
         t = self.sim.append_bar(timestamp, cols[0], cols[1], cols[2], cols[3], cols[4], tradable)
         self.last_timestamp = timestamp
-        if self.sim.open_orders:
-            self.sim.process_bar(t)
-        self.ctx.i = t
-        if self._deliver is not None:
-            self._deliver()
-        self._decide(tradable)
-        self.sim.mark(t)
-        self.sim.flush_marks(t)
+        return t, tradable
 
     def _decide(self, tradable: np.ndarray) -> None:
         wctx = WindowContext(self.ctx, self.strategy, self.window)

@@ -1,0 +1,46 @@
+"""Drive a paper session from a live feed until it is stopped (the CLI's `trade`; the server's sessions next)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from cracktrader.brokers.paper import PaperSession
+from cracktrader.data.feeds.base import BarBatch, CandleFeed
+
+
+async def run_session(
+    session: PaperSession,
+    feed: CandleFeed,
+    *,
+    history: list[BarBatch] | None = None,
+    stop: asyncio.Event | None = None,
+    on_bar: Callable[[PaperSession, BarBatch], None] | None = None,
+    max_bars: int | None = None,
+) -> int:
+    """Warm the session on `history`, then feed it each closed bar until `stop`, `max_bars` or the feed's end.
+
+    Returns the live bars processed. A stop set while waiting for a candle ends the session at once.
+    """
+    for batch in history or []:
+        session.warm(batch.timestamp, batch.candles)
+    done = 0
+    stop = stop or asyncio.Event()
+    bars = aiter(feed)
+    while max_bars is None or done < max_bars:
+        next_bar = asyncio.ensure_future(anext(bars))
+        stopped = asyncio.ensure_future(stop.wait())
+        finished, _ = await asyncio.wait({next_bar, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if next_bar not in finished:
+            next_bar.cancel()
+            break
+        stopped.cancel()
+        try:
+            batch = next_bar.result()
+        except StopAsyncIteration:
+            break
+        session.on_bar(batch.timestamp, batch.candles)
+        done += 1
+        if on_bar is not None:
+            on_bar(session, batch)
+    return done
