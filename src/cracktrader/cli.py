@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -405,6 +405,147 @@ def _print_check(doc: Any) -> None:
     console.print(table)
     for warning in doc.warnings:
         console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
+
+
+@app.command()
+def trade(
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Strategy name (see `cracktrader strategies`)")],
+    symbol: Annotated[list[str], typer.Option("--symbol", help="Symbol such as BTC/USDT; repeat for several")],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Candle timeframe, e.g. 1m (1s and up)")] = "1m",
+    mode: Annotated[str, typer.Option(help="paper (live trading comes with the exchange brokers)")] = "paper",
+    exchange: Annotated[str, typer.Option(help="Exchange id; live candles: synthetic, else --replay-*")] = "synthetic",
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Strategy parameter key=value")] = None,
+    balance: Annotated[
+        list[str] | None, typer.Option(help="Starting balance CUR=amount (default 10000 of the quote)")
+    ] = None,
+    slippage_bps: Annotated[float, typer.Option("--slippage-bps", help="Slippage in basis points")] = 0.0,
+    replay_start: Annotated[str | None, typer.Option(help="Replay stored candles from this date (ISO 8601)")] = None,
+    replay_end: Annotated[str | None, typer.Option(help="... up to this date (exclusive)")] = None,
+    speed: Annotated[float, typer.Option(help="Replay speed: bar time divided by this")] = 1000.0,
+    bars: Annotated[int | None, typer.Option(help="Stop after this many live bars")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final results document as JSON")] = False,
+) -> None:
+    """Run a paper-trading session in the foreground with a live table; Ctrl-C stops it cleanly."""
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from cracktrader.clock import SystemClock
+    from cracktrader.runs.config import LiveConfig
+    from cracktrader.runs.trade import prepare_paper
+
+    paper: dict[str, Any] = {"slippage_bps": slippage_bps}
+    if balance:
+        paper["balances"] = dict(_parse_balance(b) for b in balance)
+    if replay_start or replay_end:
+        paper["replay"] = {"start": replay_start, "end": replay_end, "speed": speed}
+    with user_errors():
+        try:
+            config = LiveConfig(
+                strategy_name=strategy,
+                strategy_params=dict(parse_param(p) for p in (param or [])),
+                symbols=symbol,
+                timeframe=timeframe,
+                exchange=exchange,
+                exchange_config={"paper": paper},
+                mode=mode,
+            )
+        except ValidationError as exc:
+            fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        plan = prepare_paper(config, clock=SystemClock())
+        asyncio.run(_run_trade(plan, bars=bars, quiet=as_json))
+    _print_results(_session_document(plan, config, plan.session.result()), as_json=as_json)
+
+
+def _parse_balance(raw: str) -> tuple[str, float]:
+    currency, sep, amount = raw.partition("=")
+    try:
+        return currency.strip().upper(), float(amount)
+    except ValueError:
+        fail(f"--balance expects CUR=amount such as USDT=10000, got {raw!r}")
+    if not sep:
+        fail(f"--balance expects CUR=amount such as USDT=10000, got {raw!r}")
+
+
+async def _run_trade(plan: Any, *, bars: int | None, quiet: bool) -> None:
+    """Drive the session, redrawing the table after every bar, until Ctrl-C, `bars` or the replay's end."""
+    import asyncio
+    import signal
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from cracktrader.runs.session import run_session
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    console = Console(stderr=True)
+    # The table is built when the display refreshes (4 times a second), not on every bar of a fast replay.
+    display: Any = (
+        nullcontext()
+        if quiet or not console.is_terminal
+        else Live(get_renderable=lambda: _session_table(plan), console=console, refresh_per_second=4)
+    )
+    with display:
+        await run_session(plan.session, plan.feed, history=plan.history, stop=stop, max_bars=bars)
+
+
+def _session_table(plan: Any) -> Any:
+    """Positions, open orders, pnl and the last candle of a running session."""
+    from rich.table import Table
+
+    from cracktrader.data.candles import ms_to_iso
+
+    session = plan.session
+    sim = session.sim
+    live_bars = session.bars - session.warmup_bars
+    last = "-" if session.last_timestamp is None else ms_to_iso(session.last_timestamp)
+    value = sim.cash + sum(p * float(sim.data.close[-1, j]) for j, p in enumerate(sim.pos) if p)
+    table = Table(title=f"paper: {session.strategy.name} on {', '.join(session.symbols)} {plan.timeframe}")
+    for col in ("last candle", "bars", f"cash {plan.quote}", "value", "pnl", "fills", "open orders"):
+        table.add_column(col)
+    fills = sum(1 for r in sim.rows if r[6] == 1.0)
+    table.add_row(
+        last,
+        f"{live_bars:,}",
+        f"{sim.cash:,.2f}",
+        f"{value:,.2f}",
+        f"{value - sim.s.initial_cash:+,.2f}",
+        f"{fills:,}",
+        f"{len(sim.open_orders):,}",
+    )
+    for j, s in enumerate(session.symbols):
+        if sim.pos[j]:
+            table.add_row(f"  {s}", "", "", f"{sim.pos[j]:.8g} @ {float(sim.book[j, 1]):,.2f}", "", "", "")
+    return table
+
+
+def _session_document(plan: Any, config: Any, result: Any) -> Any:
+    """The session's results in the one results-document shape."""
+    import uuid
+
+    from cracktrader.data.candles import ms_to_iso
+    from cracktrader.runs.config import redact
+    from cracktrader.runs.results import from_backtest
+
+    ts = result.timestamp
+    return from_backtest(
+        result,
+        run_id=uuid.uuid4().hex,
+        config={
+            **redact(config.model_dump()),
+            "initial_cash": result.settings.initial_cash,
+            "maker_fee": result.settings.maker_fee,
+            "taker_fee": result.settings.taker_fee,
+            "slippage": result.settings.slippage,
+            "warmup_bars": plan.session.warmup_bars,
+        },
+        start_time=ms_to_iso(int(ts[0])),
+        end_time=ms_to_iso(int(ts[-1])),
+        status="stopped",
+    )
 
 
 def _progress_bar(description: str) -> tuple[Any, Callable[[int, int], None]]:

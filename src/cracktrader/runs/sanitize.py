@@ -66,15 +66,43 @@ def _is_id(v: Any) -> bool:
     return (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (isinstance(v, str) and bool(_ID.match(v)))
 
 
+def _is_balances(v: Any) -> bool:
+    """Currency codes to amounts (a paper session's starting balances): nothing else, at most 50 of them."""
+    return (
+        isinstance(v, Mapping)
+        and len(v) <= 50
+        and all(isinstance(k, str) and _is_name(k) and _is_number(x) for k, x in v.items())
+    )
+
+
 Check = Callable[[Any], bool]
 # The only `exchange_config` keys ever kept: a check per scalar, or a section with its own allowlist.
 # `credentials` references credentials stored on the server; their values never travel in a run config.
-EXCHANGE_CONFIG_ALLOWLIST: Mapping[str, Check | Mapping[str, Check]] = {
+Rule = Check | Mapping[str, "Rule"]
+EXCHANGE_CONFIG_ALLOWLIST: Mapping[str, Rule] = {
     "sandbox": _is_bool,
     "enableRateLimit": _is_bool,
     "rateLimit": _is_number,
-    "paper": {"initial_cash": _is_number, "fee_rate": _is_number, "slippage_bps": _is_number},
+    "paper": {
+        "initial_cash": _is_number,
+        "fee_rate": _is_number,
+        "slippage_bps": _is_number,
+        "balances": _is_balances,
+        "fill_model": _is_name,
+        "latency_ms": _is_number,
+        "exchange_rules": _is_bool,
+        "replay": {"speed": _is_number, "start": _is_date, "end": _is_date},
+    },
     "risk": {
+        # brokers/risk.py's RiskLimits
+        "max_order_notional": _is_number,
+        "max_position_notional": _is_number,
+        "max_open_orders": _is_number,
+        "orders_per_second": _is_number,
+        "price_band": _is_number,
+        "daily_loss_limit": _is_number,
+        "daily_loss_fraction": _is_number,
+        # names of v1's first draft, still kept so stored configs read the same
         "max_order_value": _is_number,
         "max_position_value": _is_number,
         "max_daily_loss": _is_number,

@@ -1,0 +1,165 @@
+"""Paper sessions from a `/run/live` request: the typed `exchange_config.paper` settings, the strategy and the feed.
+
+The CLI's `trade` uses it today; the server's sessions will use the same preparation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cracktrader.brokers.paper import PaperSession
+from cracktrader.clock import Clock
+from cracktrader.data import service
+from cracktrader.data.feeds.base import BarBatch, CandleFeed, market_batches
+from cracktrader.data.feeds.replay import ReplayFeed
+from cracktrader.data.feeds.synthetic import SyntheticFeed
+from cracktrader.data.sources.synthetic import parse_symbol
+from cracktrader.data.timeframes import Timeframe, parse_timeframe
+from cracktrader.engine.broker import SimSettings
+from cracktrader.engine.window import window_length
+from cracktrader.errors import UserInputError
+from cracktrader.runs.backtest import prepare_backtest
+from cracktrader.runs.config import BacktestConfig, LiveConfig, RunDate
+from cracktrader.runs.strategy_errors import strategy_errors
+from cracktrader.settings import Settings, get_settings
+from cracktrader.strategies.registry import load_registry
+
+DEFAULT_BALANCE = 10_000.0
+
+
+class ReplayConfig(BaseModel):
+    """Stored candles played through the live runtime instead of live ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: RunDate = Field(..., description="First bar (ISO 8601)")
+    end: RunDate = Field(..., description="End, exclusive (ISO 8601)")
+    speed: float = Field(1000.0, gt=0, le=1e9, allow_inf_nan=False, description="Bars' time divided by this")
+
+
+class PaperConfig(BaseModel):
+    """`exchange_config.paper`: how a paper session simulates the exchange."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    balances: dict[str, float] = Field(
+        default_factory=dict, description="Starting balances by currency; default 10,000 of the quote currency"
+    )
+    fill_model: Literal["bar", "quote"] = Field("bar", description="bar: the backtest's rules; quote: the ticker")
+    slippage_bps: float = Field(0.0, ge=0, le=10_000, allow_inf_nan=False)
+    latency_ms: int = Field(200, ge=0, le=60_000, description="Which quote an order sees (quote fill model)")
+    replay: ReplayConfig | None = None
+    exchange_rules: bool = Field(True, description="Fees, precision and minimums of the exchange's markets")
+
+
+class PaperConfigError(UserInputError):
+    """`exchange_config.paper` is not valid."""
+
+    code = "INVALID_PAPER_CONFIG"
+    status_code = 422
+
+
+class NotAvailableYetError(UserInputError):
+    """A paper setting that is specified but not built yet."""
+
+    code = "NOT_IMPLEMENTED"
+    status_code = 501
+
+
+def paper_config(exchange_config: dict[str, Any]) -> PaperConfig:
+    """The typed paper settings of a request; errors name the field and what is accepted."""
+    try:
+        return PaperConfig.model_validate(exchange_config.get("paper") or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'paper'}: {e['msg']}" for e in exc.errors())
+        raise PaperConfigError(
+            f"Invalid exchange_config.paper: {problems}. Accepted: {', '.join(PaperConfig.model_fields)}",
+            details={"accepted": list(PaperConfig.model_fields)},
+        ) from None
+
+
+@dataclass(slots=True)
+class PaperPlan:
+    """A session ready to run: the session, its feed, and the history it warms up on."""
+
+    session: PaperSession
+    feed: CandleFeed
+    history: list[BarBatch]
+    timeframe: Timeframe
+    quote: str
+    replay: bool
+
+
+def prepare_paper(config: LiveConfig, *, clock: Clock, settings: Settings | None = None) -> PaperPlan:
+    """Validate a paper request and build its session and feed (replayed candles or the synthetic exchange)."""
+    settings = settings or get_settings()
+    if config.mode != "paper":
+        raise NotAvailableYetError("Live trading with real orders comes with the exchange brokers; use mode paper")
+    paper = paper_config(config.exchange_config)
+    if paper.fill_model != "bar":
+        raise NotAvailableYetError("The quote fill model is not available yet; use fill_model bar")
+    tf = parse_timeframe(config.timeframe)
+    quote = _quote(config.symbols)
+    cash = _starting_cash(paper.balances, quote)
+    symbols = tuple(config.symbols)
+    if paper.replay is not None:
+        backtest = BacktestConfig(
+            strategy_name=config.strategy_name,
+            strategy_params=config.strategy_params,
+            strategy_class=config.strategy_class,
+            symbols=config.symbols,
+            timeframe=config.timeframe,
+            start_date=paper.replay.start,
+            end_date=paper.replay.end,
+            initial_cash=cash,
+            exchange=config.exchange,
+            slippage_bps=paper.slippage_bps,
+        )
+        prepared = prepare_backtest(backtest, settings=settings)
+        data = prepared.data
+        batches = market_batches(symbols, data.timestamp, (data.open, data.high, data.low, data.close, data.volume),
+                                 data.tradable)  # fmt: skip
+        session = PaperSession(prepared.strategy, symbols, prepared.sim, tf.periods_per_year)
+        feed: CandleFeed = ReplayFeed(batches, tf, clock, speed=paper.replay.speed)
+        return PaperPlan(session, feed, [], tf, quote, replay=True)
+    if config.exchange.strip().lower() != service.SYNTHETIC:
+        raise NotAvailableYetError(
+            f"Live candles from {config.exchange!r} come with the exchange feeds; paper-trade on the synthetic "
+            "exchange, or replay stored candles with exchange_config.paper.replay {start, end, speed}"
+        )
+    cls = load_registry(settings).get(config.strategy_class or config.strategy_name)
+    with strategy_errors(cls):
+        strategy = cls(config.strategy_params)
+    fees = service.exchange_fee_rates(config.exchange, config.symbols[0], settings)
+    maker, taker = fees if fees is not None else (settings.default_fee_rate, settings.default_fee_rate)
+    sim = SimSettings(initial_cash=cash, maker_fee=maker, taker_fee=taker, slippage=paper.slippage_bps / 10_000)
+    live = SyntheticFeed(symbols, tf, clock)
+    session = PaperSession(strategy, symbols, sim, tf.periods_per_year)
+    return PaperPlan(session, live, live.history(window_length(strategy)), tf, quote, replay=False)
+
+
+def _quote(symbols: list[str]) -> str:
+    quotes = {parse_symbol(s)[1] for s in symbols}
+    if len(quotes) != 1:
+        raise UserInputError(
+            f"A paper session trades symbols of one quote currency; got {sorted(quotes)} ({', '.join(symbols)})"
+        )
+    return quotes.pop()
+
+
+def _starting_cash(balances: dict[str, float], quote: str) -> float:
+    if not balances:
+        return DEFAULT_BALANCE
+    other = sorted(set(balances) - {quote})
+    if other:
+        raise PaperConfigError(
+            f"Starting balances other than the quote currency {quote} are not supported yet: {other}",
+            details={"quote": quote, "unsupported": other},
+        )
+    cash = balances.get(quote, 0.0)
+    if not cash > 0:
+        raise PaperConfigError(f"The {quote} balance must be positive, got {cash!r}", details={"quote": quote})
+    return float(cash)
