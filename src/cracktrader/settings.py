@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # Admission limits of one run, checked before it starts: bars x symbols, and the memory that needs.
     max_run_bars: int = Field(20_000_000, ge=1)
     max_run_memory_mb: int = Field(4096, ge=1)
+    # Paper and live sessions a server runs at once; one more is refused (409 SESSION_LIMIT), never queued.
+    max_live_sessions: int = Field(10, ge=1, le=10_000)
     # Bars per symbol a synchronous `check` (CLI or POST /strategies/{name}/check) covers.
     max_check_bars: int = Field(200_000, ge=1)
     # Run history retention: 0 keeps everything. Live-trading records are never deleted.

@@ -260,6 +260,14 @@ class EventSimulator:
             self.decisions.append(OrderDecision(t, symbol, side, size, limit, stop, stop_loss, take_profit, fraction))
         return order.id
 
+    def close_now(self, t: int, symbol: int, price: float) -> None:
+        """Close a position at `price` at once, at the taker rate (a session flattened when it stops)."""
+        p = self.pos[symbol]
+        if p == 0.0:
+            return
+        order_id = self.submit(t, symbol, SELL if p > 0 else BUY, abs(p))
+        self._execute(self._order(order_id), t, price, self.s.taker_fee)
+
     def cancel(self, t: int, order_id: int, reason: int = REASON_CANCELED_BY_STRATEGY) -> bool:
         """Cancel a working order; False when it is no longer open."""
         for k, o in enumerate(self.open_orders):

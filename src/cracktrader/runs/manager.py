@@ -84,6 +84,7 @@ class RunManager:
         self.last_results: RunResults | None = None
         self.server_id = uuid.uuid4().hex
         self._heartbeat: Periodic | None = None
+        self.sessions: Any = None  # the server's paper sessions (runs.sessions.SessionRegistry), for their results
         self.outcomes: dict[str, int] = {"completed": 0, "failed": 0, "stopped": 0}
         self._lock = asyncio.Lock()
         self._stop = threading.Event()
@@ -327,7 +328,9 @@ class RunManager:
         return self.last_results.run_id if self.last_results is not None else None
 
     def memory_results(self, run_id: str) -> RunResults | None:
-        """Results of `run_id` held in memory: the last finished run's, or an empty document of the current one."""
+        """Results of `run_id` in memory: a paper session's so far, the last finished run's, or the current one's."""
+        if self.sessions is not None and run_id in self.sessions.runs:
+            return self.sessions.runs[run_id].current_results()
         if self.last_results is not None and self.last_results.run_id == run_id:
             return self.last_results
         st = self.state

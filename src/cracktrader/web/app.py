@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from cracktrader import __version__
 from cracktrader.runs.events import EventBus
 from cracktrader.runs.manager import RunManager
+from cracktrader.runs.sessions import SessionRegistry
 from cracktrader.settings import Settings, get_settings
 from cracktrader.web.auth.deps import (
     AuthState,
@@ -40,6 +41,7 @@ from cracktrader.web.metrics import RequestMetrics
 from cracktrader.web.middleware import EdgeMiddleware
 from cracktrader.web.runs.encoder import PageEncoder
 from cracktrader.web.runs.router import router as runs_router
+from cracktrader.web.sessions.router import router as sessions_router
 from cracktrader.web.strategies.router import router as strategies_router
 from cracktrader.web.ui.router import router as ui_router
 from cracktrader.web.ws.router import router as ws_router
@@ -96,6 +98,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     manager.on_finish(lambda outcome, mode: app.state.request_metrics.runs.labels(mode, outcome).inc())
     app.state.manager = manager
+    sessions = SessionRegistry(settings, store=store)
+    manager.sessions = sessions
+    app.state.sessions = sessions
     app.state.page_encoder = PageEncoder()
     if not app.state.auth.enabled:
         # The edge serves this without routing, hence without auth: only for the local, auth-off model.
@@ -108,6 +113,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         warm.cancel()
+        await sessions.close()  # each session saves what it has
         await app.state.auth.close()
         await manager.close()
         app.state.page_encoder.close()
@@ -174,7 +180,7 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
     account = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     account.include_router(account_router)
     protected = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES, dependencies=[Depends(authorize_request)])
-    for router in (runs_router, strategies_router, catalog_router, meta_router, metrics_router):
+    for router in (runs_router, sessions_router, strategies_router, catalog_router, meta_router, metrics_router):
         protected.include_router(router)
     streams = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     streams.include_router(ws_router)

@@ -17,15 +17,18 @@ class SyntheticFeed:
         self._symbols = symbols
         self._tf = timeframe
         self._clock = clock
+        # The bar forming when the feed was made is its first: bars that close before the consumer starts are
+        # delivered at once, in order, instead of being skipped.
+        self._first_open = timeframe.floor(clock.now_ms())
 
     def history(self, bars: int) -> list[BarBatch]:
-        """The last `bars` closed bars before now: the window a session warms up on."""
-        end = self._tf.floor(self._clock.now_ms())
+        """The `bars` closed bars before the feed's first one: the window a session warms up on."""
+        end = self._first_open
         start = end - bars * self._tf.ms
         return batches({s: generate(s, self._tf, start, end, end) for s in self._symbols})
 
     async def __aiter__(self) -> AsyncIterator[BarBatch]:
-        opened = self._tf.floor(self._clock.now_ms())
+        opened = self._first_open
         while True:
             closes = opened + self._tf.ms
             await self._clock.sleep_until(closes)

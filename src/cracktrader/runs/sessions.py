@@ -1,0 +1,270 @@
+"""Paper sessions of a server: many at once, each a long-lived task driving a `PaperSession` from its feed.
+
+`POST /api/v1/runs` with `mode: "paper"` starts one; they never occupy the runner slot of `/run/backtest`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cracktrader.clock import Clock, SystemClock
+from cracktrader.data.candles import ms_to_iso
+from cracktrader.engine.fills import BUY, SELL, market_fill_price
+from cracktrader.engine.records import O_FEE, O_PNL, O_STATUS, REASON_NAMES, STATUS_FILLED
+from cracktrader.errors import CracktraderError
+from cracktrader.runs.config import LiveConfig, redact
+from cracktrader.runs.document import now_iso
+from cracktrader.runs.errors import RunNotFoundError
+from cracktrader.runs.results import RunResults, empty_results, from_backtest
+from cracktrader.runs.session import run_session
+from cracktrader.runs.trade import PaperPlan, prepare_paper
+from cracktrader.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# No closed candle for a whole timeframe plus this long: the session's data is stale.
+STALE_AFTER_S = 30.0
+# A stop cancels, optionally flattens, saves and ends within this long.
+STOP_WAIT_S = 2.0
+
+
+class SessionLimitError(CracktraderError):
+    """The server runs as many paper and live sessions as it admits."""
+
+    code = "SESSION_LIMIT"
+    status_code = 409
+
+
+class SessionNotActiveError(CracktraderError):
+    """The session has ended already."""
+
+    code = "NO_ACTIVE_RUN"
+    status_code = 409
+
+
+@dataclass(slots=True)
+class LiveRun:
+    """One paper session: its plan, its task and its lifecycle."""
+
+    run_id: str
+    user_id: int | None
+    config: dict[str, Any]
+    plan: PaperPlan
+    clock: Clock
+    status: str = "running"
+    start_time: str = field(default_factory=now_iso)
+    started_at: float = field(default_factory=time.monotonic)
+    end_time: str | None = None
+    ended_at: float | None = None
+    error: str | None = None
+    error_code: str | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    flatten: bool = False
+    task: asyncio.Task[None] | None = None
+    results: RunResults | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("starting", "running")
+
+    def snapshot(self) -> dict[str, Any]:
+        """`/runs/{id}/status`: the v1 status fields, and what a session adds."""
+        session = self.plan.session
+        sim = session.sim
+        n = session.bars
+        closes = [float(sim.data.close[n - 1, j]) if n else math.nan for j in range(len(session.symbols))]
+        value = sim.cash + sum(p * closes[j] for j, p in enumerate(sim.pos) if p)
+        filled = [r for r in sim.rows if r[O_STATUS] == STATUS_FILLED]
+        realized = math.fsum(r[O_PNL] for r in filled if r[O_PNL] == r[O_PNL])
+        unrealized = math.fsum(p * (closes[j] - float(sim.book[j, 1])) for j, p in enumerate(sim.pos) if p)
+        lag = None
+        reasons: list[str] = []
+        if session.last_timestamp is not None:
+            # Seconds since the next candle should have closed: the data's lag beyond one timeframe.
+            lag = max(0.0, (self.clock.now_ms() - (session.last_timestamp + 2 * self.plan.timeframe.ms)) / 1000)
+            if self.active and lag > STALE_AFTER_S:
+                reasons.append("STALE_DATA")
+        runtime = round((self.ended_at or time.monotonic()) - self.started_at, 3)
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "mode": "paper",
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "runtime_seconds": runtime,
+            "cash": sim.cash,
+            "value": value,
+            "pnl": value - sim.s.initial_cash,
+            "realized_pnl": realized,
+            "unrealized_pnl": unrealized,
+            "fees_paid": math.fsum(r[O_FEE] for r in filled),
+            "trade_count": len(filled),
+            "error": self.error,
+            "error_code": self.error_code,
+            "phase": "warming_up" if self.active and n == session.warmup_bars else None,
+            "progress": 0.0,
+            "bars_processed": n - session.warmup_bars,
+            "bars_total": 0,
+            "condition": "degraded" if reasons else "ok",
+            "reasons": reasons,
+            "last_candle_time": None if session.last_timestamp is None else ms_to_iso(session.last_timestamp),
+            "data_lag_seconds": lag,
+            "balances": {self.plan.quote: sim.cash},
+            "positions": [
+                {"symbol": s, "size": sim.pos[j], "entry_price": float(sim.book[j, 1]), "market_price": closes[j]}
+                for j, s in enumerate(session.symbols)
+                if sim.pos[j]
+            ],
+            "open_orders": [
+                {
+                    "order_id": o.id,
+                    "symbol": session.symbols[o.symbol],
+                    "side": "buy" if o.side == BUY else "sell",
+                    "amount": o.size,
+                    "reason": REASON_NAMES[o.reason],
+                }
+                for o in sim.open_orders
+            ],
+        }
+
+    def current_results(self) -> RunResults:
+        """The session's results so far, in the backtest's document shape."""
+        if self.results is not None:
+            return self.results
+        session = self.plan.session
+        if session.bars == 0:
+            return empty_results(
+                run_id=self.run_id,
+                config=self.config,
+                status=self.status,
+                start_time=self.start_time,
+                initial_cash=session.sim.s.initial_cash,
+            )
+        return from_backtest(
+            session.result(),
+            run_id=self.run_id,
+            config=self.config,
+            start_time=self.start_time,
+            end_time=self.end_time or now_iso(),
+            status=self.status,
+        )
+
+
+class SessionRegistry:
+    """The server's paper sessions by run id, at most `max_live_sessions` at once."""
+
+    def __init__(self, settings: Settings, *, store: Any = None, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.runs: dict[str, LiveRun] = {}
+        self._lock = asyncio.Lock()
+
+    def active_count(self) -> int:
+        return sum(1 for r in self.runs.values() if r.active)
+
+    async def start(self, config: LiveConfig, *, user_id: int | None = None) -> dict[str, Any]:
+        """Validate, prepare and start a paper session; 409 SESSION_LIMIT when the server runs its maximum."""
+        async with self._lock:
+            limit = self.settings.max_live_sessions
+            if self.active_count() >= limit:
+                raise SessionLimitError(
+                    f"This server already runs {limit} paper/live sessions (CRACKTRADER_MAX_LIVE_SESSIONS); stop "
+                    "one first",
+                    details={"max_live_sessions": limit},
+                )
+            plan = await asyncio.to_thread(prepare_paper, config, clock=self.clock, settings=self.settings)
+            run_id = uuid.uuid4().hex
+            cfg = redact(config.model_dump())
+            run = LiveRun(run_id, user_id, cfg, plan, self.clock)
+            if self.store is not None:
+                await self.store.create(
+                    run_id=run_id,
+                    mode=config.mode,
+                    status="running",
+                    config=cfg,
+                    strategy_name=config.strategy_name,
+                    symbols=config.symbols,
+                    timeframe=config.timeframe,
+                    exchange=config.exchange,
+                    user_id=user_id,
+                )
+                await self.store.update_status(run_id, status="running", started_at=datetime.now(UTC))
+            self.runs[run_id] = run
+            run.task = asyncio.create_task(self._drive(run), name=f"session-{run_id}")
+        return {"run_id": run_id, "status": "running", "message": "Paper session started; watch /runs/{id}/status"}
+
+    def get(self, run_id: str, *, owner: int | None = None) -> LiveRun:
+        """The session `run_id`; another user's is not found (`owner`: the caller's filter, None for all)."""
+        run = self.runs.get(run_id)
+        if run is None or (owner is not None and run.user_id != owner):
+            raise RunNotFoundError(f"No session with id {run_id!r}", details={"run_id": run_id})
+        return run
+
+    async def stop(self, run_id: str, *, owner: int | None = None, flatten: bool = False) -> dict[str, Any]:
+        """Cancel the session's open orders (and close its positions with `flatten`), save, end `stopped`."""
+        run = self.get(run_id, owner=owner)
+        if not run.active and run.task is not None and run.task.done():
+            raise SessionNotActiveError(
+                f"Session {run_id} has ended ({run.status})", details={"run_id": run_id, "status": run.status}
+            )
+        run.flatten = run.flatten or flatten
+        run.stop.set()
+        if run.task is not None:
+            await asyncio.wait({run.task}, timeout=STOP_WAIT_S)
+        return {"run_id": run_id, "status": run.status, "message": f"Session {run.status}"}
+
+    async def close(self) -> None:
+        """Stop every session (server shutdown): each saves what it has."""
+        for run in list(self.runs.values()):
+            if run.active:
+                run.stop.set()
+        tasks = [r.task for r in self.runs.values() if r.task is not None and not r.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_WAIT_S * 2)
+
+    async def _drive(self, run: LiveRun) -> None:
+        plan = run.plan
+        try:
+            await run_session(plan.session, plan.feed, history=plan.history, stop=run.stop)
+            outcome = "stopped" if run.stop.is_set() or not plan.replay else "completed"
+        except CracktraderError as exc:
+            outcome, run.error, run.error_code = "failed", exc.message, exc.code
+        except Exception as exc:
+            log.exception("Session %s failed", run.run_id)
+            outcome, run.error, run.error_code = "failed", f"Internal error: {type(exc).__name__}", "INTERNAL_ERROR"
+        self._wind_down(run)
+        run.status, run.end_time, run.ended_at = outcome, now_iso(), time.monotonic()
+        run.results = None
+        run.results = run.current_results()
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                await self.store.save_results(
+                    run.run_id, results=run.results, status=outcome, ended_at=datetime.now(UTC), error=run.error
+                )
+
+    def _wind_down(self, run: LiveRun) -> None:
+        """Cancel open orders; with `flatten`, close positions at the last close (plus slippage)."""
+        session = run.plan.session
+        sim = session.sim
+        if session.bars == 0:
+            return
+        t = session.bars - 1
+        for order in list(sim.open_orders):
+            sim.cancel(t, order.id)
+        if not run.flatten:
+            return
+        for j, p in enumerate(sim.pos):
+            if p:
+                price = market_fill_price(SELL if p > 0 else BUY, float(sim.data.close[t, j]), sim.s.slippage)
+                sim.close_now(t, j, price)
+        sim.mark(t)
+        sim.flush_marks(t)

@@ -1,0 +1,172 @@
+"""Paper sessions over HTTP: `POST /api/v1/runs`, `/runs/{id}/status`, `/runs/{id}/stop`, several at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from cracktrader.brokers.paper import PaperSession
+from cracktrader.clock import ManualClock
+from cracktrader.data.feeds.base import BarBatch
+from cracktrader.data.timeframes import parse_timeframe
+from cracktrader.engine.broker import SimSettings
+from cracktrader.runs.backtest import execute_backtest
+from cracktrader.runs.config import BacktestConfig
+from cracktrader.runs.results import full_document
+from cracktrader.runs.sessions import LiveRun
+from cracktrader.runs.trade import PaperPlan
+from cracktrader.settings import get_settings
+from cracktrader.strategies.builtin import SmaCross
+from web_support import app_client
+
+pytestmark = pytest.mark.anyio
+NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+LIVE = {
+    "strategy_name": "SmaCross",
+    "symbols": ["BTC/USDT"],
+    "timeframe": "1m",
+    "exchange": "synthetic",
+    "mode": "paper",
+}
+REPLAY = {
+    **LIVE,
+    "timeframe": "1h",
+    "exchange_config": {"paper": {"replay": {"start": "2024-01-01", "end": "2024-03-01", "speed": 1e9}}},
+}
+
+
+async def _until(c: httpx.AsyncClient, run_id: str, status: str) -> dict[str, Any]:
+    """Poll the session's status until it is `status` (the replay runs without real waiting)."""
+    for _ in range(2000):
+        doc = (await c.get(f"/api/v1/runs/{run_id}/status")).json()
+        if doc["status"] == status:
+            return doc
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"session never became {status}: {doc}")
+
+
+async def test_a_replayed_paper_session_completes_with_the_backtests_trades() -> None:
+    async with app_client() as c:
+        r = await c.post("/api/v1/runs", json=REPLAY)
+        assert r.status_code == 201, r.text
+        run_id = r.json()["run_id"]
+        done = await _until(c, run_id, "completed")
+        results = (await c.get(f"/api/v1/runs/{run_id}/results", params={"limit": 1000})).json()
+        record = (await c.get(f"/api/v1/runs/{run_id}")).json()
+    config = BacktestConfig(
+        strategy_name="SmaCross",
+        symbols=["BTC/USDT"],
+        timeframe="1h",
+        exchange="synthetic",
+        start_date="2024-01-01",
+        end_date="2024-03-01",
+    )
+    backtest = full_document(execute_backtest(config))
+    assert results["final_value"] == backtest["final_value"]
+    assert [t["price"] for t in results["trades"]] == [t["price"] for t in backtest["trades"]]
+    assert done["trade_count"] == len(backtest["trades"]) and done["condition"] == "ok"
+    assert record["mode"] == "paper" and record["status"] == "completed"
+
+
+async def test_a_live_synthetic_session_warms_up_then_acts_on_each_closed_candle_and_stops() -> None:
+    async with app_client() as c:
+        clock = ManualClock(NOW + 10)
+        c.app.state.sessions.clock = clock  # type: ignore[attr-defined]
+        r = await c.post("/api/v1/runs", json=LIVE)
+        run_id = r.json()["run_id"]
+        first = (await c.get(f"/api/v1/runs/{run_id}/status")).json()
+        assert (first["status"], first["phase"], first["bars_processed"]) == ("running", "warming_up", 0)
+        assert first["last_candle_time"] == "2025-12-31T23:59:00Z"  # the last closed 1m bar of the warm-up
+        for _ in range(3):
+            await clock.advance(60_000)
+        now = (await c.get(f"/api/v1/runs/{run_id}/status")).json()
+        assert now["bars_processed"] == 3 and now["last_candle_time"] == "2026-01-01T00:02:00Z"
+        assert now["balances"] == {"USDT": now["cash"]} and now["data_lag_seconds"] == 0.0
+        # The runner slot stays free for backtests meanwhile.
+        assert (await c.get("/api/v1/status")).json()["status"] == "idle"
+        stopped = await c.post(f"/api/v1/runs/{run_id}/stop")
+        assert stopped.status_code == 200 and stopped.json()["status"] == "stopped"
+        again = await c.post(f"/api/v1/runs/{run_id}/stop")
+        assert again.status_code == 409 and again.json()["error"]["code"] == "NO_ACTIVE_RUN"
+        record = (await c.get(f"/api/v1/runs/{run_id}")).json()
+        assert record["status"] == "stopped"
+
+
+async def test_stop_with_flatten_closes_the_positions_and_cancels_open_orders() -> None:
+    async with app_client() as c:
+        clock = ManualClock(NOW + 10)
+        c.app.state.sessions.clock = clock  # type: ignore[attr-defined]
+        run_id = (await c.post("/api/v1/runs", json={**LIVE, "strategy_name": "BuyAndHold"})).json()["run_id"]
+        await clock.advance(60_000)  # first live bar: the buy is placed
+        await clock.advance(60_000)  # it fills at the next bar's open
+        held = (await c.get(f"/api/v1/runs/{run_id}/status")).json()
+        assert len(held["positions"]) == 1 and held["trade_count"] == 1
+        r = await c.post(f"/api/v1/runs/{run_id}/stop", json={"flatten": True})
+        assert r.json()["status"] == "stopped"
+        final = (await c.get(f"/api/v1/runs/{run_id}/status")).json()
+        assert final["positions"] == [] and final["open_orders"] == [] and final["trade_count"] == 2
+        assert final["realized_pnl"] == pytest.approx(final["pnl"]) and final["unrealized_pnl"] == 0.0
+
+
+async def test_sessions_over_the_limit_are_refused_with_409_session_limit() -> None:
+    settings = get_settings().model_copy(update={"max_live_sessions": 2})
+    async with app_client(settings) as c:
+        c.app.state.sessions.clock = ManualClock(NOW)  # type: ignore[attr-defined]
+        ids = [(await c.post("/api/v1/runs", json=LIVE)).json()["run_id"] for _ in range(2)]
+        third = await c.post("/api/v1/runs", json=LIVE)
+        assert third.status_code == 409 and third.json()["error"]["code"] == "SESSION_LIMIT"
+        assert third.json()["error"]["details"] == {"max_live_sessions": 2}
+        await c.post(f"/api/v1/runs/{ids[0]}/stop")
+        assert (await c.post("/api/v1/runs", json=LIVE)).status_code == 201  # a slot freed
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "text"),
+    [
+        ({**LIVE, "mode": "live"}, 501, "NOT_IMPLEMENTED", "use mode paper"),
+        ({**LIVE, "exchange": "binance"}, 501, "NOT_IMPLEMENTED", "exchange_config.paper.replay"),
+        ({**LIVE, "exchange_config": {"paper": {"fill_model": "quote"}}}, 501, "NOT_IMPLEMENTED", "quote fill model"),
+        ({**LIVE, "exchange_config": {"paper": {"balance": 5}}}, 422, "INVALID_PAPER_CONFIG", "balance"),
+        ({**LIVE, "strategy_name": "Nope"}, 400, "UNKNOWN_STRATEGY", "Nope"),
+    ],
+)
+async def test_sessions_that_cannot_start_get_a_clear_error(body: dict, status: int, code: str, text: str) -> None:
+    async with app_client() as c:
+        r = await c.post("/api/v1/runs", json=body)
+        assert r.status_code == status, r.text
+        assert r.json()["error"]["code"] == code and text in r.json()["error"]["message"]
+
+
+async def test_an_unknown_session_is_not_found() -> None:
+    async with app_client() as c:
+        r = await c.get("/api/v1/runs/nope/status")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
+
+
+class _Stalled:
+    """A feed whose next candle never comes."""
+
+    async def __aiter__(self) -> AsyncIterator[BarBatch]:
+        await asyncio.Event().wait()
+        yield BarBatch(0, {})  # pragma: no cover
+
+
+async def test_no_candle_for_a_timeframe_plus_30_s_reports_stale_data() -> None:
+    tf = parse_timeframe("1m")
+    clock = ManualClock(NOW)
+    session = PaperSession(SmaCross(), ("BTC/USDT",), SimSettings(), tf.periods_per_year)
+    from cracktrader.data.feeds.base import ClosedCandle
+
+    session.warm(NOW - tf.ms, {"BTC/USDT": ClosedCandle(1.0, 1.0, 1.0, 1.0, 1.0)})
+    run = LiveRun("r", None, {}, PaperPlan(session, _Stalled(), [], tf, "USDT", replay=False), clock)
+    assert run.snapshot()["condition"] == "ok"
+    await clock.advance(tf.ms + 30_000)  # the next candle was due at NOW + 1m; 30 s later it still is not there
+    assert run.snapshot()["condition"] == "ok"
+    await clock.advance(1)
+    late = run.snapshot()
+    assert (late["condition"], late["reasons"]) == ("degraded", ["STALE_DATA"])
+    assert late["data_lag_seconds"] == pytest.approx(30.001)
