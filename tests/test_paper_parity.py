@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cracktrader.brokers.paper import ClosedCandle, PaperSession
+from cracktrader.brokers.paper import PaperSession
+from cracktrader.data.feeds.base import ClosedCandle
 from cracktrader.data.sources.synthetic import generate
 from cracktrader.data.timeframes import parse_timeframe
 from cracktrader.engine.backtest import BacktestResult, run_backtest

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from cracktrader.data.candles import Candles
 
 
@@ -45,3 +47,21 @@ def batches(candles: Mapping[str, Candles]) -> list[BarBatch]:
         for ts, o, h, lo, cl, v in rows:
             by_time.setdefault(int(ts), {})[symbol] = ClosedCandle(o, h, lo, cl, v)
     return [BarBatch(ts, by_time[ts]) for ts in sorted(by_time)]
+
+
+def market_batches(
+    symbols: tuple[str, ...],
+    timestamp: np.ndarray,
+    columns: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    present: np.ndarray,
+) -> list[BarBatch]:
+    """Aligned (bars, symbols) candle columns as batches; a symbol is in a batch only where `present`."""
+    o, h, lo, c, v = (col.tolist() for col in columns)
+    flags = present.tolist()
+    out = []
+    for t, ts in enumerate(timestamp.tolist()):
+        row = {
+            s: ClosedCandle(o[t][j], h[t][j], lo[t][j], c[t][j], v[t][j]) for j, s in enumerate(symbols) if flags[t][j]
+        }
+        out.append(BarBatch(int(ts), row))
+    return out

@@ -14,10 +14,17 @@ from cracktrader.errors import UserInputError
 class ReplayFeed:
     """Delivers each bar `timeframe / speed` after the previous one, as if it had just closed."""
 
-    def __init__(self, candles: Mapping[str, Candles], timeframe: Timeframe, clock: Clock, *, speed: float) -> None:
-        if not speed > 0:
+    def __init__(
+        self,
+        candles: Mapping[str, Candles] | list[BarBatch],
+        timeframe: Timeframe,
+        clock: Clock,
+        *,
+        speed: float,
+    ) -> None:
+        if not (isinstance(speed, int | float) and speed > 0 and speed != float("inf")):
             raise UserInputError(f"replay speed must be a positive number, got {speed!r}")
-        self._batches = batches(candles)
+        self._batches = candles if isinstance(candles, list) else batches(candles)
         self._tf = timeframe
         self._clock = clock
         self._speed = speed
