@@ -170,3 +170,27 @@ async def test_no_candle_for_a_timeframe_plus_30_s_reports_stale_data() -> None:
     late = run.snapshot()
     assert (late["condition"], late["reasons"]) == ("degraded", ["STALE_DATA"])
     assert late["data_lag_seconds"] == pytest.approx(30.001)
+
+
+async def test_risk_limits_refuse_orders_over_them_and_count_each_denial() -> None:
+    body = {**REPLAY, "exchange_config": {**REPLAY["exchange_config"], "risk": {"max_order_notional": 100.0}}}
+    async with app_client() as c:
+        run_id = (await c.post("/api/v1/runs", json=body)).json()["run_id"]
+        done = await _until(c, run_id, "completed")
+        results = (await c.get(f"/api/v1/runs/{run_id}/results", params={"limit": 1000})).json()
+    assert done["trade_count"] == 0 and done["pnl"] == 0.0
+    denials = done["risk"]["denials"]
+    assert list(denials) == ["MAX_ORDER_NOTIONAL"] and denials["MAX_ORDER_NOTIONAL"] >= 10
+    last = done["risk"]["last_denials"][-1]
+    assert last["code"] == "MAX_ORDER_NOTIONAL" and "100" in last["message"]
+    rejected = [o for o in results["orders"] if o["status"] == "rejected"]
+    assert len(rejected) == denials["MAX_ORDER_NOTIONAL"]
+    assert {o["reason"] for o in rejected} == {"refused by a risk limit"}
+
+
+async def test_bad_risk_limits_are_refused_naming_the_key() -> None:
+    body = {**LIVE, "exchange_config": {"risk": {"max_order_notional": -1}}}
+    async with app_client() as c:
+        r = await c.post("/api/v1/runs", json=body)
+    assert r.status_code == 422, r.text
+    assert "max_order_notional" in r.json()["error"]["message"]

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
+from cracktrader.brokers.risk import Exposure, RiskDenial, RiskGate
 from cracktrader.data.feeds.base import ClosedCandle
 from cracktrader.engine.backtest import BacktestResult, deliverer, simulator_result
 from cracktrader.engine.broker import BarContext, EventSimulator, SimSettings
+from cracktrader.engine.context import OrderKind, Side
+from cracktrader.engine.fills import BUY, SELL
+from cracktrader.engine.records import REASON_RISK_LIMIT
 from cracktrader.engine.strategy import Strategy
 from cracktrader.engine.window import WindowContext, act_on_signals, live_decision, window_length
 from cracktrader.errors import UserInputError
@@ -23,7 +28,13 @@ class PaperSession:
     """A strategy trading on closed candles delivered one bar time at a time (`on_bar`), filled by the simulator."""
 
     def __init__(
-        self, strategy: Strategy, symbols: tuple[str, ...], settings: SimSettings, periods_per_year: float
+        self,
+        strategy: Strategy,
+        symbols: tuple[str, ...],
+        settings: SimSettings,
+        periods_per_year: float,
+        *,
+        risk: RiskGate | None = None,
     ) -> None:
         if not symbols:
             raise UserInputError("A paper session needs at least one symbol")
@@ -36,6 +47,8 @@ class PaperSession:
         self._vectorized = strategy.style() == "vectorized"
         self._last_close = np.full(len(symbols), math.nan)
         self.last_timestamp: int | None = None
+        self.risk = risk
+        self.denials: list[RiskDenial] = []  # the last ones, newest last
         self.warmup_bars = 0  # history bars added by `warm` before the first live one
 
     @property
@@ -57,6 +70,8 @@ class PaperSession:
         alignment does); candles of unknown symbols are refused.
         """
         t, tradable = self._append(timestamp, candles)
+        if self.risk is not None:
+            self.risk.set_stale(False)  # a closed candle just arrived: data is fresh again
         if self.sim.open_orders:
             self.sim.process_bar(t)
         self.ctx.i = t
@@ -65,6 +80,8 @@ class PaperSession:
         self._decide(tradable)
         self.sim.mark(t)
         self.sim.flush_marks(t)
+        if self.risk is not None:
+            self.risk.mark_equity(float(self.sim.equity[t]))
 
     def _append(self, timestamp: int, candles: Mapping[str, ClosedCandle]) -> tuple[int, np.ndarray]:
         if self.last_timestamp is not None and timestamp <= self.last_timestamp:
@@ -89,7 +106,11 @@ class PaperSession:
         return t, tradable
 
     def _decide(self, tradable: np.ndarray) -> None:
-        wctx = WindowContext(self.ctx, self.strategy, self.window)
+        wctx: WindowContext = (
+            WindowContext(self.ctx, self.strategy, self.window)
+            if self.risk is None
+            else _GatedContext(self.ctx, self.strategy, self.window, self)
+        )
         if not self._vectorized:
             self.strategy.on_bar(wctx)
             return
@@ -103,3 +124,109 @@ class PaperSession:
         if self.bars == 0:
             raise UserInputError("The session has not seen a closed bar yet")
         return simulator_result(self.sim, self.bars)
+
+
+@dataclass(frozen=True, slots=True)
+class _Proposed:
+    """An order as the risk gate reads it."""
+
+    symbol: str
+    side: Side
+    type: OrderKind
+    amount: float
+    price: float | None
+    stop: float | None
+
+
+MAX_DENIALS_KEPT = 50
+
+
+class _GatedContext(WindowContext):
+    """The live window whose order entry passes the session's risk gate first; a refusal is recorded as rejected."""
+
+    def __init__(self, ctx: BarContext, strategy: Strategy, length: int, session: PaperSession) -> None:
+        super().__init__(ctx, strategy, length)
+        self._session = session
+
+    def _refused(
+        self,
+        side: int,
+        symbol: str | None,
+        size: float | None,
+        limit: float | None,
+        stop: float | None,
+        fraction: float,
+    ) -> bool:
+        """Whether the gate refuses the order (then it is recorded as rejected, with the denial kept)."""
+        gate = self._session.risk
+        assert gate is not None
+        ctx = self._ctx
+        name = self.symbols[ctx._j(symbol)]
+        price = ctx.price(name)
+        position = ctx.position(name)
+        if size is not None:
+            amount = size
+        elif (position > 0) == (side == SELL) and position != 0:
+            amount = abs(position)  # closes the whole position
+        else:
+            amount = ctx.cash * fraction / price if price > 0 else 0.0
+        kind: OrderKind = "stop_limit" if limit is not None and stop is not None else (
+            "limit" if limit is not None else ("stop" if stop is not None else "market"))  # fmt: skip
+        open_buy = sum(o.size or 0.0 for o in ctx.open_orders(name) if o.side == "buy")
+        open_sell = sum(o.size or 0.0 for o in ctx.open_orders(name) if o.side == "sell")
+        denial = gate.check(
+            _Proposed(name, "buy" if side == BUY else "sell", kind, amount, limit, stop),
+            last_price=price,
+            exposure=Exposure(position, open_buy, open_sell),
+            open_orders=len(ctx.open_orders()),
+        )
+        if denial is None:
+            return False
+        sim = self._session.sim
+        sim.reject_now(ctx.i, ctx._j(symbol), side, size, REASON_RISK_LIMIT)
+        self._session.denials.append(denial)
+        del self._session.denials[:-MAX_DENIALS_KEPT]
+        return True
+
+    def buy(
+        self,
+        symbol: str | None = None,
+        size: float | None = None,
+        *,
+        limit: float | None = None,
+        stop: float | None = None,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+        fraction: float = 1.0,
+    ) -> int:
+        if self._refused(BUY, symbol, size, limit, stop, fraction):
+            return -1
+        return super().buy(
+            symbol, size, limit=limit, stop=stop, stop_loss=stop_loss, take_profit=take_profit, fraction=fraction
+        )
+
+    def sell(
+        self,
+        symbol: str | None = None,
+        size: float | None = None,
+        *,
+        limit: float | None = None,
+        stop: float | None = None,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+        fraction: float = 1.0,
+    ) -> int:
+        if self._refused(SELL, symbol, size, limit, stop, fraction):
+            return -1
+        return super().sell(
+            symbol, size, limit=limit, stop=stop, stop_loss=stop_loss, take_profit=take_profit, fraction=fraction
+        )
+
+    def close_position(self, symbol: str | None = None) -> int | None:
+        position = self._ctx.position(symbol)
+        if position == 0.0:
+            return None
+        side = SELL if position > 0 else BUY
+        if self._refused(side, symbol, abs(position), None, None, 1.0):
+            return -1
+        return super().close_position(symbol)

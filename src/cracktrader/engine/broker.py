@@ -260,6 +260,13 @@ class EventSimulator:
             self.decisions.append(OrderDecision(t, symbol, side, size, limit, stop, stop_loss, take_profit, fraction))
         return order.id
 
+    def reject_now(self, t: int, symbol: int, side: int, size: float | None, reason: int) -> int:
+        """Record an order refused before it reached the book (a risk limit); returns its id."""
+        order = Order(self._next_id, symbol, side, size, TYPE_MARKET, math.nan, math.nan, t, t, reason=reason)
+        self._next_id += 1
+        self._record(order, t, STATUS_REJECTED, 0.0, math.nan, 0.0, math.nan, math.nan, reason)
+        return order.id
+
     def close_now(self, t: int, symbol: int, price: float) -> None:
         """Close a position at `price` at once, at the taker rate (a session flattened when it stops)."""
         p = self.pos[symbol]

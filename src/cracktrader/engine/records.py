@@ -43,6 +43,7 @@ REASON_SHORTING_DISABLED: Final = 6
 REASON_CANCELED_BY_STRATEGY: Final = 7
 REASON_OCO: Final = 8
 REASON_ZERO_SIZE: Final = 9
+REASON_RISK_LIMIT: Final = 10  # refused by a session's risk limits (paper and live)
 REASON_NAMES: Final = (
     "signal",
     "stop_loss",
@@ -54,4 +55,5 @@ REASON_NAMES: Final = (
     "canceled by strategy",
     "other side of a stop-loss/take-profit pair filled",
     "order size is zero",
+    "refused by a risk limit",
 )

@@ -87,11 +87,18 @@ class LiveRun:
         unrealized = math.fsum(p * (closes[j] - float(sim.book[j, 1])) for j, p in enumerate(sim.pos) if p)
         lag = None
         reasons: list[str] = []
-        if session.last_timestamp is not None:
+        # A replay's bars are from the past: lag and staleness are about live candles only.
+        if session.last_timestamp is not None and not self.plan.replay:
             # Seconds since the next candle should have closed: the data's lag beyond one timeframe.
             lag = max(0.0, (self.clock.now_ms() - (session.last_timestamp + 2 * self.plan.timeframe.ms)) / 1000)
             if self.active and lag > STALE_AFTER_S:
                 reasons.append("STALE_DATA")
+        risk = session.risk
+        if risk is not None:
+            if not self.plan.replay:
+                risk.set_stale(bool(reasons))
+            reasons = sorted(risk.condition.reasons)
+        condition = "halted" if risk is not None and risk.halted else ("degraded" if reasons else "ok")
         runtime = round((self.ended_at or time.monotonic()) - self.started_at, 3)
         return {
             "run_id": self.run_id,
@@ -113,8 +120,9 @@ class LiveRun:
             "progress": 0.0,
             "bars_processed": n - session.warmup_bars,
             "bars_total": 0,
-            "condition": "degraded" if reasons else "ok",
+            "condition": condition,
             "reasons": reasons,
+            "risk": None if risk is None else {**risk.status(), "last_denials": [d.to_dict() for d in session.denials]},
             "last_candle_time": None if session.last_timestamp is None else ms_to_iso(session.last_timestamp),
             "data_lag_seconds": lag,
             "balances": {self.plan.quote: sim.cash},

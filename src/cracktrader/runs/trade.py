@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cracktrader.brokers.paper import PaperSession
+from cracktrader.brokers.risk import RiskGate, parse_risk_limits
 from cracktrader.clock import Clock
 from cracktrader.data import service
 from cracktrader.data.feeds.base import BarBatch, CandleFeed, market_batches
@@ -99,6 +100,7 @@ def prepare_paper(config: LiveConfig, *, clock: Clock, settings: Settings | None
     if config.mode != "paper":
         raise NotAvailableYetError("Live trading with real orders comes with the exchange brokers; use mode paper")
     paper = paper_config(config.exchange_config)
+    limits = parse_risk_limits(config.exchange_config)
     if paper.fill_model != "bar":
         raise NotAvailableYetError("The quote fill model is not available yet; use fill_model bar")
     tf = parse_timeframe(config.timeframe)
@@ -123,6 +125,8 @@ def prepare_paper(config: LiveConfig, *, clock: Clock, settings: Settings | None
         batches = market_batches(symbols, data.timestamp, (data.open, data.high, data.low, data.close, data.volume),
                                  data.tradable)  # fmt: skip
         session = PaperSession(prepared.strategy, symbols, prepared.sim, tf.periods_per_year)
+        # A replay's risk limits live in the replayed time (a UTC day, a second of orders): the bar's close.
+        session.risk = RiskGate(limits, lambda: (session.last_timestamp or 0) + tf.ms)
         feed: CandleFeed = ReplayFeed(batches, tf, clock, speed=paper.replay.speed)
         return PaperPlan(session, feed, [], tf, quote, replay=True)
     if config.exchange.strip().lower() != service.SYNTHETIC:
@@ -137,7 +141,7 @@ def prepare_paper(config: LiveConfig, *, clock: Clock, settings: Settings | None
     maker, taker = fees if fees is not None else (settings.default_fee_rate, settings.default_fee_rate)
     sim = SimSettings(initial_cash=cash, maker_fee=maker, taker_fee=taker, slippage=paper.slippage_bps / 10_000)
     live = SyntheticFeed(symbols, tf, clock)
-    session = PaperSession(strategy, symbols, sim, tf.periods_per_year)
+    session = PaperSession(strategy, symbols, sim, tf.periods_per_year, risk=RiskGate(limits, clock.now_ms))
     return PaperPlan(session, live, live.history(window_length(strategy)), tf, quote, replay=False)
 
 

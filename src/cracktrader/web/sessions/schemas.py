@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +38,9 @@ class SessionStatus(StatusResponse):
     reasons: list[str] = Field(description="Why the condition is not ok, e.g. STALE_DATA")
     last_candle_time: str | None
     data_lag_seconds: float | None = Field(description="Seconds past the moment the next candle was due")
+    risk: dict[str, Any] | None = Field(
+        None, description="Risk limits, denials by code, the last denials, today's loss (exchange_config.risk)"
+    )
     balances: dict[str, float]
     positions: list[SessionPosition]
     open_orders: list[SessionOrder]
