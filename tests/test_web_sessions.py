@@ -86,6 +86,8 @@ async def test_a_live_synthetic_session_warms_up_then_acts_on_each_closed_candle
         now = (await c.get(f"/api/v1/runs/{run_id}/status")).json()
         assert now["bars_processed"] == 3 and now["last_candle_time"] == "2026-01-01T00:02:00Z"
         assert now["balances"] == {"USDT": now["cash"]} and now["data_lag_seconds"] == 0.0
+        # Each candle was decided on at the clock's time: 10 ms (virtual) after its close.
+        assert now["decision_lag_ms"] == {"last": 10.0, "p50": 10.0, "p99": 10.0, "max": 10.0, "samples": 3.0}
         # The runner slot stays free for backtests meanwhile.
         assert (await c.get("/api/v1/status")).json()["status"] == "idle"
         stopped = await c.post(f"/api/v1/runs/{run_id}/stop")

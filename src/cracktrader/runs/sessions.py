@@ -11,12 +11,14 @@ import logging
 import math
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from cracktrader.clock import Clock, SystemClock
 from cracktrader.data.candles import ms_to_iso
+from cracktrader.data.feeds.base import BarBatch
 from cracktrader.engine.fills import BUY, SELL, market_fill_price
 from cracktrader.engine.records import O_FEE, O_PNL, O_STATUS, REASON_NAMES, STATUS_FILLED
 from cracktrader.errors import CracktraderError
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # No closed candle for a whole timeframe plus this long: the session's data is stale.
 STALE_AFTER_S = 30.0
+# Live bars whose decision lag `/runs/{id}/status` summarises.
+LAG_SAMPLES = 1000
 # A stop cancels, optionally flattens, saves and ends within this long.
 STOP_WAIT_S = 2.0
 
@@ -70,6 +74,26 @@ class LiveRun:
     flatten: bool = False
     task: asyncio.Task[None] | None = None
     results: RunResults | None = None
+    # Milliseconds from each live candle's close to the end of the strategy's decision on it (the clock's time).
+    lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LAG_SAMPLES))
+
+    def record_lag(self, batch: BarBatch) -> None:
+        """Note how long after its close a live bar was decided on."""
+        self.lags_ms.append(float(self.clock.now_ms() - (batch.timestamp + self.plan.timeframe.ms)))
+
+    def lag_summary(self) -> dict[str, float] | None:
+        """Decision lag over the last LAG_SAMPLES live bars: last, p50, p99, max (ms)."""
+        if not self.lags_ms:
+            return None
+        ordered = sorted(self.lags_ms)
+        n = len(ordered)
+        return {
+            "last": self.lags_ms[-1],
+            "p50": ordered[n // 2],
+            "p99": ordered[min(n - 1, math.ceil(0.99 * n) - 1)],
+            "max": ordered[-1],
+            "samples": float(n),
+        }
 
     @property
     def active(self) -> bool:
@@ -125,6 +149,7 @@ class LiveRun:
             "risk": None if risk is None else {**risk.status(), "last_denials": [d.to_dict() for d in session.denials]},
             "last_candle_time": None if session.last_timestamp is None else ms_to_iso(session.last_timestamp),
             "data_lag_seconds": lag,
+            "decision_lag_ms": self.lag_summary(),
             "balances": {self.plan.quote: sim.cash},
             "positions": [
                 {"symbol": s, "size": sim.pos[j], "entry_price": float(sim.book[j, 1]), "market_price": closes[j]}
@@ -242,7 +267,8 @@ class SessionRegistry:
     async def _drive(self, run: LiveRun) -> None:
         plan = run.plan
         try:
-            await run_session(plan.session, plan.feed, history=plan.history, stop=run.stop)
+            on_bar = None if plan.replay else (lambda _s, batch: run.record_lag(batch))
+            await run_session(plan.session, plan.feed, history=plan.history, stop=run.stop, on_bar=on_bar)
             outcome = "stopped" if run.stop.is_set() or not plan.replay else "completed"
         except CracktraderError as exc:
             outcome, run.error, run.error_code = "failed", exc.message, exc.code

@@ -41,6 +41,9 @@ class SessionStatus(StatusResponse):
     risk: dict[str, Any] | None = Field(
         None, description="Risk limits, denials by code, the last denials, today's loss (exchange_config.risk)"
     )
+    decision_lag_ms: dict[str, float] | None = Field(
+        None, description="From a live candle's close to the end of the decision on it: last, p50, p99, max, samples"
+    )
     balances: dict[str, float]
     positions: list[SessionPosition]
     open_orders: list[SessionOrder]
