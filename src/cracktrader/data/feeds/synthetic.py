@@ -1,4 +1,4 @@
-"""The offline `synthetic` exchange in real time: each candle is generated when it closes, by the same generator."""
+"""The offline `synthetic` exchange in real time: each candle handed over at its close, by the backtest's generator."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from cracktrader.clock import Clock
 from cracktrader.data.feeds.base import BarBatch, batches
 from cracktrader.data.sources.synthetic import generate
 from cracktrader.data.timeframes import Timeframe
+
+# Bars generated per call: a minute of them (one bar for timeframes of a minute and longer).
+BLOCK_MS = 60_000
 
 
 class SyntheticFeed:
@@ -29,11 +32,14 @@ class SyntheticFeed:
 
     async def __aiter__(self) -> AsyncIterator[BarBatch]:
         opened = self._first_open
+        block = max(1, BLOCK_MS // self._tf.ms)
         while True:
-            closes = opened + self._tf.ms
-            await self._clock.sleep_until(closes)
-            # The same candle a backtest of this bar gets: generation depends on the bar, not on when it runs.
-            candles = {s: generate(s, self._tf, opened, closes, closes) for s in self._symbols}
-            for batch in batches(candles):
+            # A block of bars at once: a call costs ~8.5 ms whatever its length, which 50 sessions of 1s candles
+            # paid every second (/status p99 33 ms beside them). Each bar is still handed over only at its close,
+            # and it is the same candle a backtest of that bar gets (generation depends on the bar alone).
+            end = opened + block * self._tf.ms
+            ahead = batches({s: generate(s, self._tf, opened, end, end) for s in self._symbols})
+            for batch in ahead:
+                await self._clock.sleep_until(batch.timestamp + self._tf.ms)
                 yield batch
-            opened = closes
+            opened = end
