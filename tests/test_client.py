@@ -156,7 +156,8 @@ def test_backtest_round_trip_through_every_read_method() -> None:
     with live_server() as srv, CrackTraderAPI(srv.base_url, api_key="k", token="t") as api:
         idle = api.get_status()
         assert idle.status == "idle" and idle.run_id is None and not idle.is_active
-        assert api.get_balance().cash is None
+        with pytest.raises(NoActiveRunError, match="pass run_id"):
+            api.get_balance()  # balances are a session's (test_client_sessions.py); a backtest has none
 
         started = api.start_backtest(**YEAR_1H)
         assert started.status == "starting" and started.run_id and "poll /status" in started.message
@@ -181,10 +182,6 @@ def test_backtest_round_trip_through_every_read_method() -> None:
         assert page.page is not None and page.page.equity_points <= 100 and len(page.equity_curve) <= 100
         assert [t.id for t in page.trades] == [t.id for t in results.trades[5:15]]
         assert page.page.trades.offset == 5 and page.page.trades.limit == 10
-
-        balance = api.get_balance()
-        assert (balance.run_id, balance.mode, balance.simulated) == (started.run_id, "backtest", True)
-        assert balance.value == pytest.approx(status.value) and balance.cash == status.cash
 
         detailed = api.get_detailed_status()
         assert detailed.status == "completed" and 0 < len(detailed.recent_trades) <= 50
@@ -564,7 +561,8 @@ async def test_async_client_round_trips_a_backtest_and_maps_errors() -> None:
             status = await api.get_status()
             assert results.status == "completed" and results.final_value == pytest.approx(status.value)
             assert results.page is not None and results.page.trades.total == status.trade_count
-            assert (await api.get_balance()).value == pytest.approx(status.value)
+            with pytest.raises(NoActiveRunError):
+                await api.get_balance()  # a backtest is not a session
             assert (await api.get_run(str(results.run_id))).status == "completed"
             assert len(csv_rows(await api.trades_csv(str(results.run_id), as_text=True))) == status.trade_count
             assert (await api.list_runs()).total == 1
@@ -751,3 +749,5 @@ def test_sdk_doc_examples_run_against_a_live_server(
     assert "400 INVALID_SYMBOL ['BTC/USDT', 'ETH/USDT', 'SOL/USDT']" in out
     assert "RUN_ALREADY_ACTIVE" in out and "NOT_FOUND No run with id 'no-such-run'" in out
     assert "snapshot idle" in out and "completed after" in out and "unexpected" not in out
+    assert "balance {'USDT': 10000.0}" in out and "stopped stopped" in out
+    assert re.search(r"^session completed: value \d[\d,]*\.\d\d, fees \d", out, flags=re.MULTILINE), out

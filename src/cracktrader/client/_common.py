@@ -7,6 +7,7 @@ how they send it, so the behaviour cannot drift between them.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +33,6 @@ from cracktrader.client.errors import (
 from cracktrader.client.models import (
     FINISHED_STATUSES,
     BacktestRequest,
-    Balance,
     CheckResult,
     DetailedStatus,
     ExchangeList,
@@ -43,6 +43,7 @@ from cracktrader.client.models import (
     RunList,
     RunResponse,
     RunSummary,
+    SessionStatus,
     Status,
     StrategyInfo,
     StrategyList,
@@ -362,20 +363,44 @@ def csv_file(run_id: str, name: str) -> Call[bytes]:
     return Call("GET", _path("/runs/{}/" + name, run_id), _content, headers={"Accept": "text/csv"})
 
 
+def start_session(body: dict[str, Any]) -> Call[RunResponse]:
+    """`POST /runs` (201): a paper session, which never occupies the runner of `/run/backtest`."""
+    return Call("POST", _path("/runs"), model(RunResponse), json=body)
+
+
+def session_status(run_id: str) -> Call[SessionStatus]:
+    """`GET /runs/{id}/status`."""
+    return Call("GET", _path("/runs/{}/status", run_id), model(SessionStatus))
+
+
+def stop_session(run_id: str, flatten: bool) -> Call[RunResponse]:
+    """`POST /runs/{id}/stop` with `{"flatten": ...}`."""
+    return Call("POST", _path("/runs/{}/stop", run_id), model(RunResponse), json={"flatten": flatten})
+
+
+def session_body(
+    strategy_name: str,
+    symbols: str | Sequence[str],
+    timeframe: str,
+    exchange: str,
+    strategy_params: Mapping[str, Any] | None,
+    exchange_config: Mapping[str, Any] | None,
+    mode: str,
+) -> dict[str, Any]:
+    """The JSON of `POST /runs`; None drops out so the server's defaults apply."""
+    fields = {
+        "strategy_name": strategy_name,
+        "symbols": symbols if isinstance(symbols, str) else list(symbols),
+        "timeframe": timeframe,
+        "exchange": exchange,
+        "strategy_params": None if strategy_params is None else dict(strategy_params),
+        "exchange_config": None if exchange_config is None else dict(exchange_config),
+        "mode": mode,
+    }
+    return request_body(None, fields)
+
+
 # Client-side logic shared by both clients ----------------------------------------------------------------
-
-
-def balance_from(status: Status) -> Balance:
-    """The current run's portfolio as a `Balance` (live trading will report exchange balances instead)."""
-    return Balance(
-        run_id=status.run_id,
-        mode=status.mode,
-        status=status.status,
-        cash=status.cash,
-        value=status.value,
-        pnl=status.pnl,
-        simulated=status.mode != "live",
-    )
 
 
 def check_waiting(status: Status, run_id: str | None) -> bool:
@@ -420,3 +445,27 @@ def check_run_succeeded(status: Status) -> None:
             code=status.error_code or "RUN_FAILED",
             details={"run_id": status.run_id, "status": status.status},
         )
+
+
+def no_current_session(last: str | None) -> NoActiveRunError:
+    """The error of `get_balance()` without `run_id` when none of this client's sessions is active."""
+    if last is None:
+        message = "This client has not started a session; pass run_id=... to read a session's balances"
+    else:
+        message = (
+            f"No session this client started is active any more (the last one, {last}, ended); "
+            "pass run_id=... to read a session's balances"
+        )
+    return NoActiveRunError(message, details={"last_session": last})
+
+
+def session_finished(status: SessionStatus, deadline: float | None, timeout: float | None) -> bool:
+    """True once the watched session ended; TimeoutError when it is still active at `deadline`."""
+    if status.is_finished:
+        return True
+    if deadline is not None and time.monotonic() >= deadline:
+        raise TimeoutError(
+            f"Session {status.run_id} still {status.status} after {timeout}s",
+            details={"run_id": status.run_id, "status": status.status},
+        )
+    return False

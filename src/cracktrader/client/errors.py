@@ -16,6 +16,7 @@ __all__ = [
     "ConnectionError",
     "CrackTraderError",
     "InvalidDateRangeError",
+    "InvalidPaperConfigError",
     "InvalidResponseError",
     "InvalidStrategyParamsError",
     "InvalidSymbolError",
@@ -30,6 +31,7 @@ __all__ = [
     "RunFailedError",
     "RunNotResettableError",
     "ServerError",
+    "SessionLimitError",
     "StreamClosedError",
     "TimeoutError",
     "UnknownExchangeError",
@@ -129,6 +131,12 @@ class CheckTooLargeError(ValidationError):
     default_code = "CHECK_TOO_LARGE"
 
 
+class InvalidPaperConfigError(ValidationError):
+    """`exchange_config.paper` of a session is not valid; `details["accepted"]` lists its fields."""
+
+    default_code = "INVALID_PAPER_CONFIG"
+
+
 class AuthenticationError(CrackTraderError):
     """401: missing or wrong credentials."""
 
@@ -175,6 +183,12 @@ class DuplicateNameError(ConflictError):
     """You already have a stored strategy with that name (or it is a strategy class's name)."""
 
     default_code = "DUPLICATE_NAME"
+
+
+class SessionLimitError(ConflictError):
+    """The server runs as many paper/live sessions as it admits; `details["max_live_sessions"]` says how many."""
+
+    default_code = "SESSION_LIMIT"
 
 
 class RateLimitError(CrackTraderError):
@@ -246,10 +260,12 @@ _BY_CODE: dict[str, type[CrackTraderError]] = {
         InvalidStrategyParamsError,
         UnknownExchangeError,
         CheckTooLargeError,
+        InvalidPaperConfigError,
         RunAlreadyActiveError,
         NoActiveRunError,
         RunNotResettableError,
         DuplicateNameError,
+        SessionLimitError,
         NotImplementedByServerError,
         RateLimitError,
     )

@@ -38,6 +38,9 @@ __all__ = [
     "RunList",
     "RunResponse",
     "RunSummary",
+    "SessionOrder",
+    "SessionPosition",
+    "SessionStatus",
     "Status",
     "StrategyInfo",
     "StrategyList",
@@ -204,8 +207,47 @@ class DetailedStatus(Status):
     health: dict[str, Any] = Field(default_factory=dict)
 
 
+class SessionPosition(_Model):
+    """An open position of a paper session."""
+
+    symbol: str
+    size: float
+    entry_price: float
+    market_price: float
+
+
+class SessionOrder(_Model):
+    """A working order of a paper session; `amount` None means all in (an entry) or the whole position (an exit)."""
+
+    order_id: int
+    symbol: str
+    side: str
+    amount: float | None = None
+    reason: str = ""
+
+
+class SessionStatus(Status):
+    """`GET /runs/{id}/status` of a session: the v1 status fields, pnl split, condition, balances and book."""
+
+    realized_pnl: float = 0.0
+    unrealized_pnl: float = 0.0
+    fees_paid: float = 0.0
+    condition: str = "ok"
+    reasons: list[str] = Field(default_factory=list)
+    last_candle_time: datetime | None = None
+    data_lag_seconds: float | None = None
+    balances: dict[str, float] = Field(default_factory=dict)
+    positions: list[SessionPosition] = Field(default_factory=list)
+    open_orders: list[SessionOrder] = Field(default_factory=list)
+
+    @property
+    def is_ok(self) -> bool:
+        """True when the condition is `ok` (not `degraded` or `halted`)."""
+        return self.condition == "ok"
+
+
 class Balance(_Model):
-    """Cash and value of the current run's portfolio (simulated unless `mode == "live"`); None when idle."""
+    """Cash and value of a run's portfolio from `/status` (what `get_balance()` returned before sessions)."""
 
     run_id: str | None = None
     mode: str | None = None

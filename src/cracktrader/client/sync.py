@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar, overload
 
@@ -11,10 +11,9 @@ import httpx
 
 from cracktrader.client import _common as api
 from cracktrader.client._common import Call, ClientConfig
-from cracktrader.client.errors import RunAlreadyActiveError
+from cracktrader.client.errors import NotFoundError, RunAlreadyActiveError
 from cracktrader.client.models import (
     BacktestRequest,
-    Balance,
     CheckResult,
     DetailedStatus,
     ExchangeList,
@@ -25,6 +24,7 @@ from cracktrader.client.models import (
     RunList,
     RunResponse,
     RunSummary,
+    SessionStatus,
     Status,
     StrategyInfo,
     StrategyList,
@@ -55,6 +55,9 @@ class CrackTraderAPI:
         self._http = httpx.Client(
             base_url=self._config.base_url, headers=self._config.headers(), timeout=timeout, transport=transport
         )
+        # Sessions this client started that may still be active, oldest first: get_balance() reads the newest.
+        self._sessions: list[str] = []
+        self._last_session: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -96,10 +99,6 @@ class CrackTraderAPI:
     def get_detailed_status(self) -> DetailedStatus:
         """Status plus recent orders and trades, positions, equity curve, metrics and health."""
         return self._call(api.detailed_status())
-
-    def get_balance(self) -> Balance:
-        """Cash, value and pnl of the current run's portfolio, from `/status` (simulated for backtests)."""
-        return api.balance_from(self.get_status())
 
     def get_meta(self) -> Meta:
         """API and app versions and announced deprecations."""
@@ -239,6 +238,81 @@ class CrackTraderAPI:
         status = self.wait_for_completion(run_id, timeout=timeout, poll_interval=poll_interval)
         api.check_run_succeeded(status)
         return self.get_run_results(run_id, max_points=max_points, limit=limit)
+
+    # Paper sessions (several at once, beside the runner) ----------------------------------------------
+
+    def start_session(
+        self,
+        strategy_name: str,
+        *,
+        symbols: str | Sequence[str],
+        timeframe: str,
+        exchange: str,
+        strategy_params: Mapping[str, Any] | None = None,
+        exchange_config: Mapping[str, Any] | None = None,
+        mode: str = "paper",
+    ) -> RunResponse:
+        """Start a paper session (`POST /runs`, 201); it runs on the server until stopped or its replay ends.
+
+        `exchange_config={"paper": {...}}` sets balances, slippage and a replay of stored candles. Over the
+        server's limit raises `SessionLimitError`; what the server cannot do yet, `NotImplementedByServerError`.
+        """
+        body = api.session_body(strategy_name, symbols, timeframe, exchange, strategy_params, exchange_config, mode)
+        started = self._call(api.start_session(body))
+        run_id = api.started_run_id(started)
+        self._sessions.append(run_id)
+        self._last_session = run_id
+        return started
+
+    def session_status(self, run_id: str) -> SessionStatus:
+        """A session's status: cash, value, pnl (realized, unrealized, fees), balances, positions, open orders."""
+        return self._call(api.session_status(run_id))
+
+    def stop_session(self, run_id: str, *, flatten: bool = False) -> RunResponse:
+        """Cancel the session's open orders (and close its positions with `flatten`); it ends `stopped`.
+
+        A session that has ended already raises `NoActiveRunError`.
+        """
+        return self._call(api.stop_session(run_id, flatten))
+
+    def session_results(
+        self, run_id: str, *, max_points: int | None = None, limit: int | None = None, offset: int = 0
+    ) -> Results:
+        """A session's results so far (or final), in a backtest's document shape, sliced like `get_results`."""
+        return self._call(api.run_results(run_id, max_points, limit, offset))
+
+    def get_balance(self, run_id: str | None = None) -> dict[str, float]:
+        """Balances by currency of a session: `run_id`, else the newest active session this client started.
+
+        Without `run_id` and with no such session, raises `NoActiveRunError` (pass `run_id`).
+        """
+        if run_id is not None:
+            return dict(self.session_status(run_id).balances)
+        for candidate in reversed(list(self._sessions)):
+            try:
+                status = self.session_status(candidate)
+            except NotFoundError:
+                continue  # deleted, or a server that does not know it (yet)
+            if status.is_active:
+                return dict(status.balances)
+            if status.is_finished and candidate in self._sessions:
+                self._sessions.remove(candidate)  # an ended session never runs again
+        raise api.no_current_session(self._last_session)
+
+    def watch_session(
+        self, run_id: str, *, interval: float = 1.0, timeout: float | None = None
+    ) -> Iterator[SessionStatus]:
+        """Poll a session's status every `interval` seconds and yield each one, the final (ended) one last.
+
+        With `timeout`, raises `TimeoutError` if the session is still active that many seconds later.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.session_status(run_id)
+            yield status
+            if api.session_finished(status, deadline, timeout):
+                return
+            time.sleep(interval)
 
     # Results and history -----------------------------------------------------------------------------
 
