@@ -100,6 +100,7 @@ def test_get_balance_reads_the_session_this_client_started_then_stop_twice_is_a_
         assert (status.cash, status.value, status.pnl) == (10000.0, 10000.0, 0.0)
         assert (status.realized_pnl, status.unrealized_pnl, status.fees_paid) == (0.0, 0.0, 0.0)
         assert (status.condition, status.reasons, status.positions, status.open_orders) == ("ok", [], [], [])
+        assert status.risk is not None and status.risk["denials"] == {} and status.decision_lag_ms is None
         assert api.get_status().status == "idle"  # a session never occupies the runner slot
 
         stopped = api.stop_session(run_id)

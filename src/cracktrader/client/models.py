@@ -236,6 +236,10 @@ class SessionStatus(Status):
     reasons: list[str] = Field(default_factory=list)
     last_candle_time: datetime | None = None
     data_lag_seconds: float | None = None
+    # Limits, denials by code, the last denials and today's loss (exchange_config.risk); None without a gate.
+    risk: dict[str, Any] | None = None
+    # Milliseconds from a live candle's close to the end of the decision on it: last, p50, p99, max, samples.
+    decision_lag_ms: dict[str, float] | None = None
     balances: dict[str, float] = Field(default_factory=dict)
     positions: list[SessionPosition] = Field(default_factory=list)
     open_orders: list[SessionOrder] = Field(default_factory=list)
