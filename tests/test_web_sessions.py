@@ -196,3 +196,33 @@ async def test_bad_risk_limits_are_refused_naming_the_key() -> None:
         r = await c.post("/api/v1/runs", json=body)
     assert r.status_code == 422, r.text
     assert "max_order_notional" in r.json()["error"]["message"]
+
+
+async def test_close_one_position_cancel_an_order_and_pause_then_resume_entries() -> None:
+    async with app_client() as c:
+        clock = ManualClock(NOW + 10)
+        c.app.state.sessions.clock = clock  # type: ignore[attr-defined]
+        run_id = (await c.post("/api/v1/runs", json={**LIVE, "strategy_name": "BuyAndHold"})).json()["run_id"]
+        base = f"/api/v1/runs/{run_id}"
+        await clock.advance(60_000)
+        await clock.advance(60_000)  # bought at this bar's open
+        assert len((await c.get(f"{base}/status")).json()["positions"]) == 1
+        missing = await c.post(f"{base}/orders/999/cancel")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "ORDER_NOT_FOUND"
+        assert (await c.post(f"{base}/pause")).status_code == 200
+        closed = await c.post(f"{base}/positions/BTC/USDT/close")
+        assert closed.status_code == 200, closed.text
+        flat = (await c.get(f"{base}/status")).json()
+        assert flat["positions"] == [] and flat["trade_count"] == 2
+        again = await c.post(f"{base}/positions/BTC/USDT/close")
+        assert again.status_code == 409 and again.json()["error"]["code"] == "NO_POSITION"
+        await clock.advance(60_000)  # flat again: BuyAndHold would buy, but entries are paused
+        paused = (await c.get(f"{base}/status")).json()
+        assert paused["risk"]["denials"] == {"ENTRIES_PAUSED": 1} and paused["risk"]["paused"] is True
+        assert (await c.post(f"{base}/resume")).status_code == 200
+        await clock.advance(60_000)  # the buy goes out
+        await clock.advance(60_000)  # and fills
+        assert len((await c.get(f"{base}/status")).json()["positions"]) == 1
+        await c.post(f"{base}/stop")
+        ended = await c.post(f"{base}/pause")
+        assert ended.status_code == 409 and ended.json()["error"]["code"] == "NO_ACTIVE_RUN"

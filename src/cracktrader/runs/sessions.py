@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from cracktrader.brokers.paper import PaperSession
 from cracktrader.clock import Clock, SystemClock
 from cracktrader.data.candles import ms_to_iso
 from cracktrader.data.feeds.base import BarBatch
@@ -302,3 +303,77 @@ class SessionRegistry:
                 sim.close_now(t, j, price)
         sim.mark(t)
         sim.flush_marks(t)
+
+
+class OrderNotOpenError(CracktraderError):
+    """No working order with this id in the session."""
+
+    code = "ORDER_NOT_FOUND"
+    status_code = 404
+
+
+class NoPositionError(CracktraderError):
+    """The session holds no position in this symbol."""
+
+    code = "NO_POSITION"
+    status_code = 409
+
+
+def _active(run: LiveRun) -> PaperSession:
+    """The session of a run that is still trading; 409 NO_ACTIVE_RUN once it ended."""
+    if not run.active:
+        raise SessionNotActiveError(
+            f"Session {run.run_id} has ended ({run.status})", details={"run_id": run.run_id, "status": run.status}
+        )
+    return run.plan.session
+
+
+def cancel_order(run: LiveRun, order_id: int) -> dict[str, Any]:
+    """Cancel one working order of a session."""
+    session = _active(run)
+    t = max(0, session.bars - 1)
+    if not session.sim.cancel(t, order_id):
+        open_ids = [o.id for o in session.sim.open_orders]
+        raise OrderNotOpenError(
+            f"Session {run.run_id} has no open order {order_id}; open orders: {open_ids or 'none'}",
+            details={"order_id": order_id, "open_orders": open_ids},
+        )
+    return {"run_id": run.run_id, "status": run.status, "message": f"Order {order_id} cancelled"}
+
+
+def close_position(run: LiveRun, symbol: str) -> dict[str, Any]:
+    """Close one position of a session at the last close (plus slippage), at the taker rate."""
+    session = _active(run)
+    sim = session.sim
+    if symbol not in session.symbols:
+        raise NoPositionError(
+            f"Session {run.run_id} does not trade {symbol!r}; it trades {list(session.symbols)}",
+            details={"symbol": symbol, "symbols": list(session.symbols)},
+        )
+    j = session.symbols.index(symbol)
+    p = sim.pos[j]
+    if p == 0.0 or session.bars == 0:
+        raise NoPositionError(f"Session {run.run_id} holds no {symbol} position", details={"symbol": symbol})
+    t = session.bars - 1
+    for order in [o for o in sim.open_orders if o.symbol == j]:
+        sim.cancel(t, order.id)  # its brackets and pending orders go with it
+    sim.close_now(t, j, market_fill_price(SELL if p > 0 else BUY, float(sim.data.close[t, j]), sim.s.slippage))
+    sim.mark(t)
+    sim.flush_marks(t)
+    return {"run_id": run.run_id, "status": run.status, "message": f"{symbol} position closed"}
+
+
+def pause(run: LiveRun) -> dict[str, Any]:
+    """Stop new entries (orders that reduce a position still go out)."""
+    session = _active(run)
+    if session.risk is not None:
+        session.risk.pause()
+    return {"run_id": run.run_id, "status": run.status, "message": "New entries paused"}
+
+
+def resume(run: LiveRun) -> dict[str, Any]:
+    """Allow new entries again; also lifts a daily-loss halt (the day's loss then counts afresh)."""
+    session = _active(run)
+    if session.risk is not None:
+        session.risk.resume()
+    return {"run_id": run.run_id, "status": run.status, "message": "Entries resumed"}

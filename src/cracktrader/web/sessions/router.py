@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Request
 
 from cracktrader.auth.principal import Principal
 from cracktrader.runs.config import LiveConfig
-from cracktrader.runs.sessions import SessionRegistry
+from cracktrader.runs.sessions import SessionRegistry, cancel_order, close_position, pause, resume
 from cracktrader.web.auth.deps import CurrentUser
 from cracktrader.web.deps import StrategiesDep
 from cracktrader.web.runs.schemas import RunResponse
@@ -76,3 +76,31 @@ async def stop_session(
     """
     flatten = body.flatten if body is not None else False
     return await sessions.stop(run_id, owner=_owner(principal), flatten=flatten)
+
+
+@router.post("/runs/{run_id}/orders/{order_id}/cancel", response_model=RunResponse)
+async def cancel_session_order(
+    run_id: str, order_id: int, sessions: SessionsDep, principal: CurrentUser
+) -> dict[str, Any]:
+    """Cancel one working order; 404 ORDER_NOT_FOUND when it is not open."""
+    return cancel_order(sessions.get(run_id, owner=_owner(principal)), order_id)
+
+
+@router.post("/runs/{run_id}/positions/{symbol:path}/close", response_model=RunResponse)
+async def close_session_position(
+    run_id: str, symbol: str, sessions: SessionsDep, principal: CurrentUser
+) -> dict[str, Any]:
+    """Close one position now, at the last close plus slippage (`BTC/USDT` as is in the path); 409 NO_POSITION."""
+    return close_position(sessions.get(run_id, owner=_owner(principal)), symbol)
+
+
+@router.post("/runs/{run_id}/pause", response_model=RunResponse)
+async def pause_session(run_id: str, sessions: SessionsDep, principal: CurrentUser) -> dict[str, Any]:
+    """Stop new entries; orders that reduce a position still go out."""
+    return pause(sessions.get(run_id, owner=_owner(principal)))
+
+
+@router.post("/runs/{run_id}/resume", response_model=RunResponse)
+async def resume_session(run_id: str, sessions: SessionsDep, principal: CurrentUser) -> dict[str, Any]:
+    """Allow new entries again; also lifts a daily-loss halt."""
+    return resume(sessions.get(run_id, owner=_owner(principal)))
