@@ -96,6 +96,8 @@ async def test_a_live_synthetic_session_warms_up_then_acts_on_each_closed_candle
         assert again.status_code == 409 and again.json()["error"]["code"] == "NO_ACTIVE_RUN"
         record = (await c.get(f"/api/v1/runs/{run_id}")).json()
         assert record["status"] == "stopped"
+        pinned = record["config"]["inputs"]["strategy"]
+        assert pinned["class"] == "SmaCross" and len(pinned["source_sha256"]) == 64
 
 
 async def test_stop_with_flatten_closes_the_positions_and_cancels_open_orders() -> None:

@@ -230,8 +230,13 @@ class RunManager:
             await loop.run_in_executor(None, lambda: validate_backtest(bt, settings=self.settings))
             run_id = uuid.uuid4().hex
             message = (
-                f"{config.mode.capitalize()} trading is not available in this release; the request was "
+                f"{config.mode.capitalize()} trading does not run through the runner slot yet; the request was "
                 "validated and recorded, and nothing was traded"
+                + (
+                    ". Start a paper session with POST /api/v1/runs (the same body): several run at once"
+                    if config.mode == "paper"
+                    else ""
+                )
             )
             if self.store is not None:
                 cfg = redact(config.model_dump())

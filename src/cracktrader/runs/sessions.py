@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from cracktrader import __version__
 from cracktrader.brokers.paper import PaperSession
 from cracktrader.clock import Clock, SystemClock
 from cracktrader.data.candles import ms_to_iso
@@ -26,6 +27,7 @@ from cracktrader.errors import CracktraderError
 from cracktrader.runs.config import LiveConfig, redact
 from cracktrader.runs.document import now_iso
 from cracktrader.runs.errors import RunNotFoundError
+from cracktrader.runs.inputs import strategy_source_sha256
 from cracktrader.runs.results import RunResults, empty_results, from_backtest
 from cracktrader.runs.session import run_session
 from cracktrader.runs.trade import PaperPlan, prepare_paper
@@ -217,7 +219,16 @@ class SessionRegistry:
                 )
             plan = await asyncio.to_thread(prepare_paper, config, clock=self.clock, settings=self.settings)
             run_id = uuid.uuid4().hex
-            cfg = redact(config.model_dump())
+            strategy = type(plan.session.strategy)
+            # The session runs the class it loaded now: recording its source's hash pins what it trades with.
+            cfg = {
+                **redact(config.model_dump()),
+                "inputs": {
+                    "effective_params": plan.session.strategy.params.model_dump(mode="json"),
+                    "strategy": {"class": strategy.name, "source_sha256": strategy_source_sha256(strategy)},
+                    "cracktrader_version": __version__,
+                },
+            }
             run = LiveRun(run_id, user_id, cfg, plan, self.clock)
             if self.store is not None:
                 await self.store.create(
