@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from cracktrader.brokers.paper import PaperSession
 from cracktrader.clock import ManualClock
@@ -228,3 +231,42 @@ async def test_close_one_position_cancel_an_order_and_pause_then_resume_entries(
         await c.post(f"{base}/stop")
         ended = await c.post(f"{base}/pause")
         assert ended.status_code == 409 and ended.json()["error"]["code"] == "NO_ACTIVE_RUN"
+
+
+def _replay_of(bars_speed: float) -> dict[str, Any]:
+    replay = {"start": "2024-01-01", "end": "2024-01-05", "speed": bars_speed}
+    return {**LIVE, "timeframe": "1h", "exchange_config": {"paper": {"replay": replay}}}
+
+
+async def test_a_session_stream_follows_it_by_run_id_and_the_slot_stream_never_sees_it() -> None:
+    from websockets.asyncio.client import connect
+
+    from web_support import live_server
+
+    # 96 hourly bars at speed 72,000: one bar each 50 ms, about 5 s in all (the stream connects long before).
+    with live_server() as srv:
+        async with connect(f"{srv.ws_url}/api/v1/ws/status") as slot:
+            await slot.recv()  # the slot's snapshot
+            async with httpx.AsyncClient(base_url=srv.base_url) as c:
+                run_id = (await c.post("/api/v1/runs", json=_replay_of(72_000))).json()["run_id"]
+            async with connect(f"{srv.ws_url}/api/v1/ws/status?run_id={run_id}") as ws:
+                seen = []
+                while True:
+                    event = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+                    seen.append(event)
+                    if event["payload"].get("status") == "completed":
+                        break
+            slot_events = []
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    slot_events.append(json.loads(await asyncio.wait_for(slot.recv(), timeout=0.3)))
+        async with connect(f"{srv.ws_url}/api/v1/ws/status?run_id=nope") as bad:
+            with pytest.raises(ConnectionClosed) as closed:
+                await bad.recv()
+    assert seen[0]["type"] == "snapshot" and seen[0]["payload"]["run_id"] == run_id
+    updates = [e["payload"] for e in seen[1:]]
+    assert updates and all(u["run_id"] == run_id for u in updates)
+    bars = [u["bars_processed"] for u in updates]
+    assert bars == sorted(bars) and bars[-1] == 96
+    assert all(e["payload"].get("run_id") != run_id for e in slot_events)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008

@@ -24,6 +24,7 @@ from cracktrader.data.feeds.base import BarBatch
 from cracktrader.engine.fills import BUY, SELL, market_fill_price
 from cracktrader.engine.records import O_FEE, O_PNL, O_STATUS, REASON_NAMES, STATUS_FILLED
 from cracktrader.errors import CracktraderError
+from cracktrader.runs import events
 from cracktrader.runs.config import LiveConfig, redact
 from cracktrader.runs.document import now_iso
 from cracktrader.runs.errors import RunNotFoundError
@@ -197,9 +198,12 @@ class LiveRun:
 class SessionRegistry:
     """The server's paper sessions by run id, at most `max_live_sessions` at once."""
 
-    def __init__(self, settings: Settings, *, store: Any = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, store: Any = None, clock: Clock | None = None, bus: events.EventBus | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.bus = bus  # status_update events of sessions (streams filter them by run_id)
         self.clock: Clock = clock or SystemClock()
         self.runs: dict[str, LiveRun] = {}
         self._lock = asyncio.Lock()
@@ -279,7 +283,13 @@ class SessionRegistry:
     async def _drive(self, run: LiveRun) -> None:
         plan = run.plan
         try:
-            on_bar = None if plan.replay else (lambda _s, batch: run.record_lag(batch))
+
+            def on_bar(_session: PaperSession, batch: BarBatch) -> None:
+                if not plan.replay:
+                    run.record_lag(batch)
+                self._publish(run)
+
+            self._publish(run)
             await run_session(plan.session, plan.feed, history=plan.history, stop=run.stop, on_bar=on_bar)
             outcome = "stopped" if run.stop.is_set() or not plan.replay else "completed"
         except CracktraderError as exc:
@@ -291,11 +301,21 @@ class SessionRegistry:
         run.status, run.end_time, run.ended_at = outcome, now_iso(), time.monotonic()
         run.results = None
         run.results = run.current_results()
+        self._publish(run)
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.save_results(
                     run.run_id, results=run.results, status=outcome, ended_at=datetime.now(UTC), error=run.error
                 )
+
+    def _publish(self, run: LiveRun) -> None:
+        """A status_update of the session for the streams that follow it."""
+        if self.bus is not None and self.bus.subscriber_count:
+            self.bus.publish(events.Event(events.STATUS_UPDATE, run.snapshot()))
+
+    def is_session(self, run_id: object) -> bool:
+        """Whether `run_id` is one of this server's sessions (not the runner slot's run)."""
+        return isinstance(run_id, str) and run_id in self.runs
 
     def _wind_down(self, run: LiveRun) -> None:
         """Cancel open orders; with `flatten`, close positions at the last close (plus slippage)."""

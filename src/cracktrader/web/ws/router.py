@@ -11,10 +11,11 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from cracktrader.data.candles import to_ms
+from cracktrader.errors import CracktraderError
 from cracktrader.runs import events
 from cracktrader.runs.document import now_iso
 from cracktrader.runs.state import lifecycle_only
-from cracktrader.web.auth.deps import watch_credentials
+from cracktrader.web.auth.deps import WS_POLICY_VIOLATION, watch_credentials
 from cracktrader.web.deps import sees_run
 from cracktrader.web.input_guard import json_body_problem
 
@@ -100,18 +101,45 @@ async def status_stream(ws: WebSocket) -> None:
     if not await ws.app.state.authorize_websocket(ws):
         return
     manager = ws.app.state.manager
+    sessions = ws.app.state.sessions
     view = RunView(ws)
+    # ?run_id=ID follows one paper session, ?run_id=* all of the caller's; without it, the runner slot.
+    follow = ws.query_params.get("run_id")
+    owner = view.principal.owner_filter if view.principal is not None else None
     sub = manager.bus.subscribe(STATUS_STREAM_TYPES)
-    snapshot = await view.status(manager.status())
+    if follow is not None and follow != "*":
+        try:
+            first = sessions.get(follow, owner=owner).snapshot()
+        except CracktraderError as exc:
+            sub.close()
+            await ws.close(code=WS_POLICY_VIOLATION, reason=exc.message[:120])
+            return
+    else:
+        first = manager.status() if follow is None else {"run_id": None, "sessions": sorted(
+            r.run_id for r in sessions.runs.values() if owner is None or r.user_id == owner)}  # fmt: skip
+    snapshot = await view.status(first) if follow is None else first
     if not await _send(ws, {"type": "snapshot", "payload": snapshot, "timestamp": now_iso()}):
         sub.close()
         return
+
+    def wanted(run_id: object) -> bool:
+        """The slot's events without a filter; one session's, or all of the caller's, with one."""
+        if follow is None:
+            return not sessions.is_session(run_id)
+        if not sessions.is_session(run_id):
+            return False
+        run = sessions.runs[str(run_id)]
+        return (follow == "*" or run_id == follow) and (owner is None or run.user_id == owner)
 
     async def forward(event: events.Event | None) -> bool:
         if event is None:
             return await _send(ws, {"type": "heartbeat", "payload": {}, "timestamp": now_iso()})
         if event.type not in STATUS_STREAM_TYPES:
             return True
+        if not wanted(event.payload.get("run_id")):
+            return True
+        if follow is not None:
+            return await _send(ws, event.text)
         if not await view.sees(event.payload.get("run_id")):
             if event.type != events.STATUS_UPDATE:
                 return True
