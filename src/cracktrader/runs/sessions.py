@@ -199,10 +199,18 @@ class SessionRegistry:
     """The server's paper sessions by run id, at most `max_live_sessions` at once."""
 
     def __init__(
-        self, settings: Settings, *, store: Any = None, clock: Clock | None = None, bus: events.EventBus | None = None
+        self,
+        settings: Settings,
+        *,
+        store: Any = None,
+        clock: Clock | None = None,
+        bus: events.EventBus | None = None,
+        server_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        # Sessions are recorded under this server's lease: if it dies, the lease sweep marks them interrupted.
+        self.server_id = server_id
         self.bus = bus  # status_update events of sessions (streams filter them by run_id)
         self.clock: Clock = clock or SystemClock()
         self.runs: dict[str, LiveRun] = {}
@@ -245,6 +253,7 @@ class SessionRegistry:
                     timeframe=config.timeframe,
                     exchange=config.exchange,
                     user_id=user_id,
+                    server_id=self.server_id,
                 )
                 await self.store.update_status(run_id, status="running", started_at=datetime.now(UTC))
             self.runs[run_id] = run

@@ -98,7 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     manager.on_finish(lambda outcome, mode: app.state.request_metrics.runs.labels(mode, outcome).inc())
     app.state.manager = manager
-    sessions = SessionRegistry(settings, store=store, bus=bus)
+    sessions = SessionRegistry(settings, store=store, bus=bus, server_id=manager.server_id)
     manager.sessions = sessions
     app.state.sessions = sessions
     app.state.page_encoder = PageEncoder()
