@@ -165,8 +165,6 @@ def test_sessions_that_cannot_start_or_do_not_exist_raise_typed_errors() -> None
             501,
             "NOT_IMPLEMENTED",
         )
-        with pytest.raises(NotImplementedByServerError, match=r"exchange_config\.paper\.replay"):
-            api.start_session("SmaCross", **{**LIVE, "exchange": "binance"})
         with pytest.raises(InvalidPaperConfigError) as bad:
             api.start_session("SmaCross", **LIVE, exchange_config={"paper": {"balance": 5}})
         assert isinstance(bad.value, ValidationError) and bad.value.status_code == 422
@@ -176,6 +174,28 @@ def test_sessions_that_cannot_start_or_do_not_exist_raise_typed_errors() -> None
         assert unknown.value.code == "UNKNOWN_STRATEGY"
         with pytest.raises(NoActiveRunError):
             api.get_balance()  # none of the refused starts counts as this client's session
+
+
+def test_pause_resume_cancel_and_close_control_a_running_session() -> None:
+    with frozen_server() as srv, CrackTraderAPI(srv.base_url) as api:
+        run_id = str(api.start_session("SmaCross", **LIVE).run_id)
+        paused = api.pause_session(run_id)
+        assert (paused.status, paused.message) == ("running", "New entries paused")
+        risk = api.session_status(run_id).risk
+        assert risk is not None and risk["paused"] is True
+        assert api.resume_session(run_id).message == "Entries resumed"
+        risk = api.session_status(run_id).risk
+        assert risk is not None and risk["paused"] is False
+        with pytest.raises(NotFoundError) as no_order:
+            api.cancel_order(run_id, 99)
+        assert no_order.value.code == "ORDER_NOT_FOUND" and no_order.value.details["open_orders"] == []
+        with pytest.raises(ConflictError) as flat:
+            api.close_position(run_id, "BTC/USDT")  # the slash travels encoded and reaches the route
+        assert (flat.value.status_code, flat.value.code) == (409, "NO_POSITION")
+        assert flat.value.details == {"symbol": "BTC/USDT"}
+        api.stop_session(run_id)
+        with pytest.raises(NoActiveRunError):
+            api.pause_session(run_id)
 
 
 def test_watch_session_yields_until_the_session_ends_or_times_out() -> None:
@@ -208,6 +228,12 @@ async def test_async_client_runs_the_same_session_lifecycle() -> None:
             )
             with pytest.raises(SessionLimitError):
                 await api.start_session("SmaCross", **LIVE)
+            assert (await api.pause_session(run_id)).message == "New entries paused"
+            assert (await api.resume_session(run_id)).message == "Entries resumed"
+            with pytest.raises(ConflictError, match="holds no BTC/USDT position"):
+                await api.close_position(run_id, "BTC/USDT")
+            with pytest.raises(NotFoundError, match="no open order 7"):
+                await api.cancel_order(run_id, 7)
             assert (await api.stop_session(run_id, flatten=True)).status == "stopped"
             with pytest.raises(NoActiveRunError) as again:
                 await api.stop_session(run_id)

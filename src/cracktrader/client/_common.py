@@ -378,6 +378,21 @@ def stop_session(run_id: str, flatten: bool) -> Call[RunResponse]:
     return Call("POST", _path("/runs/{}/stop", run_id), model(RunResponse), json={"flatten": flatten})
 
 
+def session_control(run_id: str, action: str) -> Call[RunResponse]:
+    """`POST /runs/{id}/pause` or `/resume`."""
+    return Call("POST", _path("/runs/{}/" + action, run_id), model(RunResponse))
+
+
+def cancel_order(run_id: str, order_id: int) -> Call[RunResponse]:
+    """`POST /runs/{id}/orders/{order_id}/cancel`."""
+    return Call("POST", _path("/runs/{}/orders/{}/cancel", run_id, str(order_id)), model(RunResponse))
+
+
+def close_position(run_id: str, symbol: str) -> Call[RunResponse]:
+    """`POST /runs/{id}/positions/{symbol}/close` (the symbol's slash is percent-encoded; the server decodes it)."""
+    return Call("POST", _path("/runs/{}/positions/{}/close", run_id, symbol), model(RunResponse))
+
+
 def session_body(
     strategy_name: str,
     symbols: str | Sequence[str],

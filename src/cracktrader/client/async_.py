@@ -280,6 +280,22 @@ class AsyncCrackTraderAPI:
         """
         return await self._call(api.stop_session(run_id, flatten))
 
+    async def pause_session(self, run_id: str) -> RunResponse:
+        """Refuse the session's new entries (`ENTRIES_PAUSED`); orders that reduce a position still go out."""
+        return await self._call(api.session_control(run_id, "pause"))
+
+    async def resume_session(self, run_id: str) -> RunResponse:
+        """Allow new entries again; also lifts a daily-loss halt."""
+        return await self._call(api.session_control(run_id, "resume"))
+
+    async def cancel_order(self, run_id: str, order_id: int) -> RunResponse:
+        """Cancel one working order of a session; `NotFoundError` (`ORDER_NOT_FOUND`) when it is not open."""
+        return await self._call(api.cancel_order(run_id, order_id))
+
+    async def close_position(self, run_id: str, symbol: str) -> RunResponse:
+        """Close a session's position in `symbol` at the last close; `ConflictError` (`NO_POSITION`) if none."""
+        return await self._call(api.close_position(run_id, symbol))
+
     async def session_results(
         self, run_id: str, *, max_points: int | None = None, limit: int | None = None, offset: int = 0
     ) -> Results:
