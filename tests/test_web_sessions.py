@@ -270,3 +270,16 @@ async def test_a_session_stream_follows_it_by_run_id_and_the_slot_stream_never_s
     assert bars == sorted(bars) and bars[-1] == 96
     assert all(e["payload"].get("run_id") != run_id for e in slot_events)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_realized_plus_unrealized_is_the_pnl_with_a_position_open() -> None:
+    async with app_client() as c:
+        clock = ManualClock(NOW + 10)
+        c.app.state.sessions.clock = clock  # type: ignore[attr-defined]
+        run_id = (await c.post("/api/v1/runs", json={**LIVE, "strategy_name": "BuyAndHold"})).json()["run_id"]
+        for _ in range(3):
+            await clock.advance(60_000)
+        s = (await c.get(f"/api/v1/runs/{run_id}/status")).json()
+        assert len(s["positions"]) == 1 and s["fees_paid"] > 0
+        assert s["realized_pnl"] + s["unrealized_pnl"] == pytest.approx(s["pnl"], abs=1e-9)
+        await c.post(f"/api/v1/runs/{run_id}/stop")

@@ -21,6 +21,7 @@ from cracktrader.brokers.paper import PaperSession
 from cracktrader.clock import Clock, SystemClock
 from cracktrader.data.candles import ms_to_iso
 from cracktrader.data.feeds.base import BarBatch
+from cracktrader.engine.accounting import B_ENTRY_COST
 from cracktrader.engine.fills import BUY, SELL, market_fill_price
 from cracktrader.engine.records import O_FEE, O_PNL, O_STATUS, REASON_NAMES, STATUS_FILLED
 from cracktrader.errors import CracktraderError
@@ -112,7 +113,14 @@ class LiveRun:
         value = sim.cash + sum(p * closes[j] for j, p in enumerate(sim.pos) if p)
         filled = [r for r in sim.rows if r[O_STATUS] == STATUS_FILLED]
         realized = math.fsum(r[O_PNL] for r in filled if r[O_PNL] == r[O_PNL])
-        unrealized = math.fsum(p * (closes[j] - float(sim.book[j, 1])) for j, p in enumerate(sim.pos) if p)
+        # Against the entry cost with its fee, so that realized + unrealized = pnl (value - initial cash).
+        unrealized = math.fsum(
+            p * closes[j] - float(sim.book[j, B_ENTRY_COST])
+            if p > 0
+            else float(sim.book[j, B_ENTRY_COST]) + p * closes[j]
+            for j, p in enumerate(sim.pos)
+            if p
+        )
         lag = None
         reasons: list[str] = []
         # A replay's bars are from the past: lag and staleness are about live candles only.
