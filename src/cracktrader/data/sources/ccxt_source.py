@@ -139,7 +139,34 @@ def make_exchange(exchange_id: str, settings: Settings | None = None) -> ccxt.Ex
     ccxt_module = _ccxt()
     if exchange_id not in ccxt_module.exchanges:
         raise _unknown_exchange(exchange_id)
-    overrides = _exchange_overrides(exchange_id, settings or get_settings())
+    config, base_url = _client_config(exchange_id, settings or get_settings())
+    exchange: ccxt.Exchange = getattr(ccxt_module, exchange_id)(config)
+    if base_url:
+        point_exchange_at(exchange, base_url)
+    return exchange
+
+
+def make_async_exchange(exchange_id: str, settings: Settings | None = None) -> Any:
+    """The asyncio client of `exchange_id`: ccxt.pro's (REST and WebSocket) where it has one, else REST only.
+
+    Same overrides as `make_exchange`; build it inside the event loop that uses it and `await close()` it.
+    """
+    if exchange_id not in _ccxt().exchanges:
+        raise _unknown_exchange(exchange_id)
+    import ccxt.async_support
+    import ccxt.pro
+
+    module: ModuleType = ccxt.pro if exchange_id in ccxt.pro.exchanges else ccxt.async_support
+    config, base_url = _client_config(exchange_id, settings or get_settings())
+    exchange = getattr(module, exchange_id)(config)
+    if base_url:
+        point_exchange_at(exchange, base_url)
+    return exchange
+
+
+def _client_config(exchange_id: str, settings: Settings) -> tuple[dict[str, Any], str | None]:
+    """The ccxt constructor config of `exchange_id` and the base_url it is pointed at (None: the real one)."""
+    overrides = _exchange_overrides(exchange_id, settings)
     base_url: str | None = overrides.get("base_url")
     config: dict[str, Any] = {}
     options: dict[str, Any] = {}
@@ -152,10 +179,7 @@ def make_exchange(exchange_id: str, settings: Settings | None = None) -> ccxt.Ex
     options.update(overrides.get("options") or {})
     if options:
         config["options"] = options
-    exchange: ccxt.Exchange = getattr(ccxt_module, exchange_id)(config)
-    if base_url:
-        point_exchange_at(exchange, base_url)
-    return exchange
+    return config, base_url
 
 
 class CcxtSource:

@@ -1,0 +1,397 @@
+"""Closed candles from a ccxt exchange: WebSocket `watch_ohlcv` first, REST `fetch_ohlcv` to poll and to fill gaps.
+
+Each bar time is delivered once, in order, with every symbol's closed candle of that bar. A WebSocket candle counts
+as closed when the next candle of the same symbol arrives on the same connection (ccxt drops Binance's `x` flag);
+whatever the socket did not confirm by the bar's end plus a grace (or at the end, while the socket is down or the
+exchange has none) is asked from REST, so missed closes after a disconnect or a restart come in order before the
+next bar. Time comes from the injected clock only; every delivered candle is also merged into the Parquet store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cracktrader.clock import Clock
+from cracktrader.data import service
+from cracktrader.data.candles import Candles
+from cracktrader.data.feeds.base import BarBatch, ClosedCandle, batches
+from cracktrader.data.store import CandleStore
+from cracktrader.data.timeframes import Timeframe
+from cracktrader.errors import DataUnavailableError, UserInputError
+from cracktrader.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# How long after a bar's end a healthy socket may take to confirm it before REST decides the bar.
+DEFAULT_GRACE_MS = 5_000
+# A socket candle is final only if its last update came this close to the bar's end (a stalled stream that resumes
+# in the next bar would otherwise pass its last forming update off as the close); local clock skew must stay below.
+MAX_CLOSE_SKEW_MS = 500
+MIN_RETRY_MS = 100  # even with a zero backoff setting: never a busy loop
+MAX_BACKOFF_MS = 60_000
+DEFAULT_PAGE_LIMIT = 500
+# ccxt's `requiredCredentials` names: a paper feed passes none of them, so it can never sign a request.
+CREDENTIAL_KEYS: frozenset[str] = frozenset(
+    {"apiKey", "secret", "password", "uid", "login", "twofa", "privateKey", "walletAddress", "token", "accountId"}
+)
+
+
+def public_settings(settings: Settings, exchange_id: str) -> Settings:
+    """`settings` with every credential removed from `exchange_options[exchange_id]['config']`."""
+    entry = settings.exchange_options.get(exchange_id)
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("config"), Mapping):
+        return settings  # nothing to strip (a malformed entry is reported by the client factory)
+    config = {k: v for k, v in entry["config"].items() if k not in CREDENTIAL_KEYS}
+    options = {**settings.exchange_options, exchange_id: {**entry, "config": config}}
+    return settings.model_copy(update={"exchange_options": options})
+
+
+def _candle(row: Sequence[Any]) -> ClosedCandle | None:
+    """A ccxt OHLCV row as a candle; None for rows without prices (some exchanges send empty intervals)."""
+    if len(row) < 6 or any(value is None for value in row[:5]):
+        return None
+    return ClosedCandle(float(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5] or 0.0))
+
+
+@dataclass(slots=True)
+class _Seen:
+    """The newest socket candle of a symbol on the current connection, and when (clock ms) it was read."""
+
+    open_ms: int
+    candle: ClosedCandle
+    received_ms: int
+
+
+class CcxtFeed:
+    """Closed candles of `symbols` on a ccxt exchange, from the bar forming when the feed is made (or `start_ms`)."""
+
+    def __init__(
+        self,
+        exchange_id: str,
+        symbols: tuple[str, ...],
+        timeframe: Timeframe,
+        clock: Clock,
+        *,
+        settings: Settings | None = None,
+        store: CandleStore | None = None,
+        start_ms: int | None = None,
+        grace_ms: int = DEFAULT_GRACE_MS,
+    ) -> None:
+        exchange = exchange_id.strip().lower()
+        if exchange == service.SYNTHETIC:
+            raise UserInputError("The synthetic exchange has its own live feed (SyntheticFeed), not a ccxt one")
+        if not symbols:
+            raise UserInputError("A live feed needs at least one symbol")
+        base = settings or get_settings()
+        self.exchange_id = exchange
+        self.symbols = symbols
+        self.timeframe = timeframe
+        self._clock = clock
+        self._settings = public_settings(base, exchange)
+        self._source = service.get_source(exchange, self._settings)  # an unknown exchange id fails here
+        self._store = store if store is not None else service.open_store(base)
+        self._grace = max(0, int(grace_ms))
+        self._skew = min(MAX_CLOSE_SKEW_MS, timeframe.ms // 4)
+        # A restart passes the first bar it has not seen; by default the bar forming now is the first.
+        self._first_open = timeframe.floor(clock.now_ms() if start_ms is None else int(start_ms))
+        self._next_open = self._first_open
+        self._closed: dict[str, dict[int, ClosedCandle]] = {s: {} for s in symbols}
+        self._decided_until: dict[str, int] = dict.fromkeys(symbols, self._first_open)
+        self._seen: dict[str, _Seen | None] = dict.fromkeys(symbols)
+        self._ws_up: dict[str, bool] = dict.fromkeys(symbols, False)
+        self._rest_at: dict[str, int] = dict.fromkeys(symbols, 0)  # no REST call for a symbol before this time
+        self._changed: asyncio.Event | None = None
+        self._client: Any = None
+        self._watchers: list[asyncio.Task[None]] = []
+        self._unstored: dict[str, list[list[float]]] = {s: [] for s in symbols}
+        self._unstored_from: int | None = None
+        self._unstored_to = self._first_open
+        self._flusher: asyncio.Task[None] | None = None
+        self._iterating = False
+        self.rest_calls = 0  # fetch_ohlcv calls of the live loop (history not included)
+
+    # ------------------------------------------------------------ warm-up
+
+    def history(self, bars: int) -> list[BarBatch]:
+        """The `bars` closed bars before the feed's first one (store first, then REST): the warm-up window.
+
+        Blocking (synchronous REST with the project's retries): call it before the session runs, or in a thread.
+        """
+        if bars <= 0:
+            return []
+        start = self._first_open
+        for _ in range(bars):
+            start = self.timeframe.floor(start - 1)
+        loaded = {
+            s: service.load_candles(
+                self.exchange_id, s, self.timeframe, start, self._first_open,
+                store=self._store, source=self._source, settings=self._settings,
+            )
+            for s in self.symbols
+        }  # fmt: skip
+        return batches(loaded)
+
+    # ------------------------------------------------------------ the live stream
+
+    async def __aiter__(self) -> AsyncIterator[BarBatch]:
+        if self._iterating:
+            raise RuntimeError("a CcxtFeed can be iterated once at a time")
+        self._iterating = True
+        try:
+            await self._open()
+            while True:
+                batch = await self._next_batch()
+                if batch.candles:  # a bar no symbol traded in (or an exchange outage) is no bar
+                    self._keep(batch)
+                    yield batch
+        finally:
+            await self.aclose()
+
+    async def _open(self) -> None:
+        from cracktrader.data.sources.ccxt_source import make_async_exchange
+
+        self._changed = asyncio.Event()
+        self._client = make_async_exchange(self.exchange_id, self._settings)
+        if self._client.has.get("watchOHLCV"):
+            loop = asyncio.get_running_loop()
+            for symbol in self.symbols:
+                self._ws_up[symbol] = True  # until it fails: a starting socket gets the grace too
+                self._watchers.append(loop.create_task(self._watch(symbol), name=f"watch {symbol}"))
+
+    async def aclose(self) -> None:
+        """Stop the sockets, write what is not stored yet and close the client; safe to call twice."""
+        watchers, self._watchers = self._watchers, []
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        await self.flush()
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+        self._source.close()
+        self._iterating = False
+
+    async def _next_batch(self) -> BarBatch:
+        """The bar at `_next_open` once every symbol is decided for it (waiting on the sockets and the clock)."""
+        assert self._changed is not None
+        tf = self.timeframe
+        bar = self._next_open
+        close = tf.next(bar)
+        while True:
+            self._changed.clear()
+            missing = [s for s in self.symbols if not self._decided(s, bar)]
+            if not missing:
+                break
+            now = self._clock.now_ms()
+            # A live socket gets the grace to confirm the close; without one REST is asked at the close itself.
+            due_at = {s: max(close + self._grace if self._ws_up[s] else close, self._rest_at[s]) for s in missing}
+            due = [s for s in missing if now >= due_at[s]]
+            if due:
+                await self._fill_from_rest(due, bar, close)
+                continue
+            await self._wait(min(due_at.values()))
+        candles = {s: self._closed[s].pop(bar) for s in self.symbols if bar in self._closed[s]}
+        self._next_open = close
+        for s in self.symbols:  # confirmations of bars already delivered are dropped (duplicates)
+            for stale in [t for t in self._closed[s] if t < close]:
+                del self._closed[s][stale]
+        return BarBatch(bar, candles)
+
+    def _decided(self, symbol: str, bar: int) -> bool:
+        return bar in self._closed[symbol] or bar < self._decided_until[symbol]
+
+    async def _wait(self, until_ms: int) -> None:
+        """Until the clock reaches `until_ms` or a socket brings news."""
+        assert self._changed is not None
+        if self._clock.now_ms() >= until_ms:
+            await asyncio.sleep(0)
+            return
+        timer = asyncio.ensure_future(self._clock.sleep_until(until_ms))
+        news = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait({timer, news}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (timer, news):
+                task.cancel()
+            await asyncio.gather(timer, news, return_exceptions=True)
+
+    # ------------------------------------------------------------ WebSocket
+
+    async def _watch(self, symbol: str) -> None:
+        """Call watch_ohlcv again as soon as it returns (a push only wakes an armed watch); redial after errors."""
+        try:
+            await self._watch_loop(symbol)
+        finally:
+            self._ws_up[symbol] = False  # a watcher that ended for any reason leaves the symbol to REST
+
+    async def _watch_loop(self, symbol: str) -> None:
+        import ccxt
+
+        assert self._changed is not None
+        failures = 0
+        while True:
+            try:
+                rows = await self._client.watch_ohlcv(symbol, self.timeframe.name)
+            except ccxt.NetworkError as exc:
+                # A new connection starts a new sequence: nothing from before the cut may confirm a close.
+                self._seen[symbol] = None
+                self._ws_up[symbol] = False
+                self._changed.set()
+                failures += 1
+                log.info("%s %s socket down (%s), attempt %d", self.exchange_id, symbol, type(exc).__name__, failures)
+                if failures > 1:  # redial at once after a cut, then back off
+                    await self._clock.sleep_until(self._clock.now_ms() + self._backoff_ms(failures - 2))
+                continue
+            except ccxt.BaseError as exc:
+                log.warning("%s %s: no candle stream (%s: %s); REST only", self.exchange_id, symbol,
+                            type(exc).__name__, exc)  # fmt: skip
+                self._seen[symbol] = None
+                self._ws_up[symbol] = False
+                self._changed.set()
+                return
+            failures = 0
+            self._ws_up[symbol] = True
+            self._on_socket_rows(symbol, rows, self._clock.now_ms())
+            self._changed.set()
+
+    def _on_socket_rows(self, symbol: str, rows: Sequence[Sequence[Any]], now: int) -> None:
+        """Record socket updates; the candle before a new one of the same connection is closed (no awaits here)."""
+        tf = self.timeframe
+        for row in sorted(rows, key=lambda r: r[0]):
+            candle = _candle(row)
+            if candle is None:
+                continue
+            open_ms = int(row[0])
+            seen = self._seen[symbol]
+            if seen is not None and open_ms < seen.open_ms:
+                continue  # an update of an older candle: not something binance sends
+            if seen is not None and open_ms > seen.open_ms:
+                end = tf.next(seen.open_ms)
+                if open_ms == end and seen.received_ms >= end - self._skew:
+                    self._confirm(symbol, seen.open_ms, seen.candle)
+            self._seen[symbol] = _Seen(open_ms, candle, now)
+
+    def _confirm(self, symbol: str, open_ms: int, candle: ClosedCandle) -> None:
+        if open_ms >= self._next_open:
+            self._closed[symbol].setdefault(open_ms, candle)
+
+    # ------------------------------------------------------------ REST
+
+    async def _fill_from_rest(self, symbols: list[str], bar: int, close: int) -> None:
+        """Ask REST for `symbols` from `bar` on, and when to ask again if that did not decide the bar."""
+        tf = self.timeframe
+        for symbol in symbols:
+            rows = await self._fetch(symbol, bar)
+            now = self._clock.now_ms()
+            if rows is not None:
+                self._on_rest_rows(symbol, bar, rows, now)
+            if not self._decided(symbol, bar):
+                # Still forming at the close (the exchange has not rolled over) or unreachable after every retry:
+                # ask again when the grace is over, else at the next candle close. Stale, never busy.
+                later = close + self._grace
+                self._rest_at[symbol] = later if rows is not None and now < later else tf.next(tf.floor(now))
+
+    async def _fetch(self, symbol: str, since: int) -> list[list[Any]] | None:
+        """fetch_ohlcv with bounded retries on 5xx, 429 and timeouts (backoff on the clock); None when they ran out."""
+        import ccxt
+
+        tf = self.timeframe
+        limit = max(1, min(self._page_limit(), tf.count(since, tf.floor(self._clock.now_ms())) + 1))
+        attempts = 1 + self._settings.ccxt_max_retries
+        for attempt in range(attempts):
+            self.rest_calls += 1
+            try:
+                rows: list[list[Any]] = await self._client.fetch_ohlcv(symbol, tf.name, since=since, limit=limit)
+                return rows
+            except ccxt.NetworkError as exc:
+                log.info("%s %s klines: %s (attempt %d of %d)", self.exchange_id, symbol, type(exc).__name__,
+                         attempt + 1, attempts)  # fmt: skip
+                if attempt + 1 < attempts:
+                    wait = max(self._backoff_ms(attempt), self._retry_after_ms())
+                    await self._clock.sleep_until(self._clock.now_ms() + min(wait, MAX_BACKOFF_MS))
+            except ccxt.BaseError as exc:
+                raise DataUnavailableError(
+                    f"{self.exchange_id} refused to serve {symbol} {tf.name} candles: {type(exc).__name__}: "
+                    f"{str(exc)[:300]}",
+                    details={"exchange": self.exchange_id, "symbol": symbol, "timeframe": tf.name},
+                ) from exc
+        return None
+
+    def _on_rest_rows(self, symbol: str, since: int, rows: list[list[Any]], now: int) -> None:
+        """Keep REST candles that are closed: a later one follows them, or their end plus the grace has passed."""
+        tf = self.timeframe
+        ordered = sorted((r for r in rows if int(r[0]) >= since), key=lambda r: r[0])
+        settled = tf.floor(now - self._grace)  # every bar opening before this one ended a grace ago
+        decided = since
+        for i, row in enumerate(ordered):
+            open_ms = int(row[0])
+            later = i + 1 < len(ordered)
+            if not (later or tf.next(open_ms) <= settled):
+                decided = max(decided, open_ms)  # still forming: the bars before it are done
+                break
+            candle = _candle(row)
+            if candle is not None:
+                self._confirm(symbol, open_ms, candle)
+            decided = tf.next(open_ms)
+        else:
+            # The page held everything up to now: bars that ended a grace ago and were not in it have no candle.
+            if len(ordered) < self._page_limit():
+                decided = max(decided, settled)
+        self._decided_until[symbol] = max(self._decided_until[symbol], decided)
+
+    def _page_limit(self) -> int:
+        features = getattr(self._client, "features", None) or {}
+        limit = ((features.get("spot") or {}).get("fetchOHLCV") or {}).get("limit")
+        return limit if isinstance(limit, int) and limit > 0 else DEFAULT_PAGE_LIMIT
+
+    def _backoff_ms(self, attempt: int) -> int:
+        base_ms = self._settings.ccxt_backoff_base * 1000 * 2**attempt
+        return int(max(MIN_RETRY_MS, min(base_ms, MAX_BACKOFF_MS)))
+
+    def _retry_after_ms(self) -> int:
+        """The exchange's Retry-After of its last answer (a 429 says how long to stay away), else 0."""
+        headers = getattr(self._client, "last_response_headers", None) or {}
+        value = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+        try:
+            return int(float(value) * 1000) if value is not None else 0
+        except ValueError:
+            return 0
+
+    # ------------------------------------------------------------ the store
+
+    def _keep(self, batch: BarBatch) -> None:
+        """Queue the bar's candles for the store; one write at a time runs in a thread, off the delivery path."""
+        for symbol, c in batch.candles.items():
+            self._unstored[symbol].append([batch.timestamp, c.open, c.high, c.low, c.close, c.volume])
+        if self._unstored_from is None:
+            self._unstored_from = self._unstored_to
+        self._unstored_to = self.timeframe.next(batch.timestamp)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._write_queued())
+
+    async def _write_queued(self) -> None:
+        while self._unstored_from is not None:
+            taken, self._unstored = self._unstored, {s: [] for s in self.symbols}
+            covered = (self._unstored_from, self._unstored_to)
+            self._unstored_from = None
+            await asyncio.to_thread(self._write, taken, covered)
+
+    def _write(self, taken: dict[str, list[list[float]]], covered: tuple[int, int]) -> None:
+        for symbol, rows in taken.items():
+            try:
+                # Every bar in `covered` was decided for every symbol, so a bar without a row had no candle.
+                candles = Candles.from_rows(rows) if rows else Candles.empty()
+                self._store.write(self.exchange_id, symbol, self.timeframe, candles, covered=covered)
+            except Exception:  # a full disk must not stop a trading session; the candles were delivered
+                log.exception("could not store %s %s %s candles", self.exchange_id, symbol, self.timeframe)
+
+    async def flush(self) -> None:
+        """Wait until every delivered candle is in the store."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
