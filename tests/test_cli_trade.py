@@ -47,7 +47,7 @@ def test_the_starting_balance_sets_the_cash() -> None:
     ("args", "message"),
     [
         ([*BASE, "--mode", "live"], "use mode paper"),
-        ([*BASE, "--exchange", "binance"], "Live candles from 'binance' come with the exchange feeds"),
+        ([*BASE, "--exchange", "binanse"], "Unknown exchange 'binanse'"),
         ([*BASE, *REPLAY, "--balance", "USDT"], "--balance expects CUR=amount such as USDT=10000"),
         ([*BASE, *REPLAY, "--balance", "BTC=1"], "other than the quote currency USDT are not supported yet"),
         ([*BASE, "--symbol", "ETH/BTC"], "symbols of one quote currency"),

@@ -135,7 +135,7 @@ async def test_sessions_over_the_limit_are_refused_with_409_session_limit() -> N
     ("body", "status", "code", "text"),
     [
         ({**LIVE, "mode": "live"}, 501, "NOT_IMPLEMENTED", "use mode paper"),
-        ({**LIVE, "exchange": "binance"}, 501, "NOT_IMPLEMENTED", "exchange_config.paper.replay"),
+        ({**LIVE, "exchange": "binanse"}, 400, "UNKNOWN_EXCHANGE", "Did you mean binance"),
         ({**LIVE, "exchange_config": {"paper": {"fill_model": "quote"}}}, 501, "NOT_IMPLEMENTED", "quote fill model"),
         ({**LIVE, "exchange_config": {"paper": {"balance": 5}}}, 422, "INVALID_PAPER_CONFIG", "balance"),
         ({**LIVE, "strategy_name": "Nope"}, 400, "UNKNOWN_STRATEGY", "Nope"),

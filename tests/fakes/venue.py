@@ -28,6 +28,7 @@ from .binance import (
     FakeBinance,
     FakeMarket,
     Handler,
+    RequestRecord,
     _binance_error,
     _Failure,
     _kline_row,
@@ -127,6 +128,7 @@ class FakeVenue(FakeBinance):
         self.delivered: list[Delivered] = []
         self.connections_opened = 0
         self.refusing_sockets = False
+        self.credentialed: list[RequestRecord] = []  # requests that carried an API key or a signature
         self._conns: set[_Conn] = set()
         self._conn_ids = itertools.count(1)
         self._ping_ids = itertools.count(1)
@@ -294,11 +296,24 @@ class FakeVenue(FakeBinance):
         """Forget logged requests and deliveries, pending failures, gaps, stalls and duplicates."""
         super().reset()
         self.delivered.clear()
+        self.credentialed.clear()
         self._stalls.clear()
         with self._lock:
             self._duplicates.clear()
 
     # ------------------------------------------------------------ what was sent, who listens
+
+    def credentialed_requests(self) -> list[RequestRecord]:
+        """Requests (HTTP, and WebSocket frames as ("WS", path, params)) that carried an API key or a signature."""
+        return list(self.credentialed)
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Binance sends the key in X-MBX-APIKEY and the HMAC as `signature` (query, or form body on POST).
+        body = await request.text() if request.can_read_body else ""
+        if "X-MBX-APIKEY" in request.headers or "signature" in request.query or "signature=" in body:
+            self.credentialed.append((request.method, request.path, dict(request.query)))
+        return await super()._middleware(request, handler)
 
     def subscriptions(self) -> set[str]:
         """Stream names subscribed on open connections."""
@@ -584,6 +599,8 @@ class FakeVenue(FakeBinance):
             request = json.loads(data)
             method, request_id = request["method"], request.get("id")
             params = request.get("params", [])
+            if isinstance(params, dict) and {"apiKey", "signature"} & set(params):
+                self.credentialed.append(("WS", conn.request.path, {k: str(v) for k, v in params.items()}))
         except (ValueError, KeyError, TypeError):
             await conn.ws.send_json({"error": {"code": 3, "msg": "Invalid JSON"}, "id": None})
             return

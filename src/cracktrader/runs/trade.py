@@ -15,6 +15,7 @@ from cracktrader.brokers.risk import RiskGate, parse_risk_limits
 from cracktrader.clock import Clock
 from cracktrader.data import service
 from cracktrader.data.feeds.base import BarBatch, CandleFeed, market_batches
+from cracktrader.data.feeds.ccxt_feed import CcxtFeed
 from cracktrader.data.feeds.replay import ReplayFeed
 from cracktrader.data.feeds.synthetic import SyntheticFeed
 from cracktrader.data.sources.synthetic import parse_symbol
@@ -95,7 +96,10 @@ class PaperPlan:
 
 
 def prepare_paper(config: LiveConfig, *, clock: Clock, settings: Settings | None = None) -> PaperPlan:
-    """Validate a paper request and build its session and feed (replayed candles or the synthetic exchange)."""
+    """Validate a paper request and build its session and feed (replayed candles, synthetic or exchange candles live).
+
+    Blocking: an exchange's warm-up window is read from the store and REST; the server calls it in a thread.
+    """
     settings = settings or get_settings()
     if config.mode != "paper":
         raise NotAvailableYetError("Live trading with real orders comes with the exchange brokers; use mode paper")
@@ -129,18 +133,19 @@ def prepare_paper(config: LiveConfig, *, clock: Clock, settings: Settings | None
         session.risk = RiskGate(limits, lambda: (session.last_timestamp or 0) + tf.ms)
         feed: CandleFeed = ReplayFeed(batches, tf, clock, speed=paper.replay.speed)
         return PaperPlan(session, feed, [], tf, quote, replay=True)
-    if config.exchange.strip().lower() != service.SYNTHETIC:
-        raise NotAvailableYetError(
-            f"Live candles from {config.exchange!r} come with the exchange feeds; paper-trade on the synthetic "
-            "exchange, or replay stored candles with exchange_config.paper.replay {start, end, speed}"
-        )
+    exchange = config.exchange.strip().lower()
+    live: SyntheticFeed | CcxtFeed
+    if exchange == service.SYNTHETIC:
+        live = SyntheticFeed(symbols, tf, clock)
+    else:
+        # Public market data only: the feed's client gets no credentials, so paper never signs a request.
+        live = CcxtFeed(exchange, symbols, tf, clock, settings=settings)  # an unknown exchange id fails here
     cls = load_registry(settings).get(config.strategy_class or config.strategy_name)
     with strategy_errors(cls):
         strategy = cls(config.strategy_params)
     fees = service.exchange_fee_rates(config.exchange, config.symbols[0], settings)
     maker, taker = fees if fees is not None else (settings.default_fee_rate, settings.default_fee_rate)
     sim = SimSettings(initial_cash=cash, maker_fee=maker, taker_fee=taker, slippage=paper.slippage_bps / 10_000)
-    live = SyntheticFeed(symbols, tf, clock)
     session = PaperSession(strategy, symbols, sim, tf.periods_per_year, risk=RiskGate(limits, clock.now_ms))
     return PaperPlan(session, live, live.history(window_length(strategy)), tf, quote, replay=False)
 
