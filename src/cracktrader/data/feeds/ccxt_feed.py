@@ -35,6 +35,9 @@ MAX_CLOSE_SKEW_MS = 500
 MIN_RETRY_MS = 100  # even with a zero backoff setting: never a busy loop
 MAX_BACKOFF_MS = 60_000
 DEFAULT_PAGE_LIMIT = 500
+# Store writes at most this often (clock ms): each rewrites the dataset's file, and what a crash loses since the
+# last write, a restarted feed fetches again from REST.
+STORE_EVERY_MS = 60_000
 # ccxt's `requiredCredentials` names: a paper feed passes none of them, so it can never sign a request.
 CREDENTIAL_KEYS: frozenset[str] = frozenset(
     {"apiKey", "secret", "password", "uid", "login", "twofa", "privateKey", "walletAddress", "token", "accountId"}
@@ -112,6 +115,7 @@ class CcxtFeed:
         self._unstored_from: int | None = None
         self._unstored_to = self._first_open
         self._flusher: asyncio.Task[None] | None = None
+        self._flushed_at: int | None = None
         self._iterating = False
         self.rest_calls = 0  # fetch_ohlcv calls of the live loop (history not included)
 
@@ -372,15 +376,17 @@ class CcxtFeed:
         if self._unstored_from is None:
             self._unstored_from = self._unstored_to
         self._unstored_to = self.timeframe.next(batch.timestamp)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._write_queued())
+        if self._flushed_at is None or self._clock.now_ms() - self._flushed_at >= STORE_EVERY_MS:
+            self._start_write()
 
-    async def _write_queued(self) -> None:
-        while self._unstored_from is not None:
-            taken, self._unstored = self._unstored, {s: [] for s in self.symbols}
-            covered = (self._unstored_from, self._unstored_to)
-            self._unstored_from = None
-            await asyncio.to_thread(self._write, taken, covered)
+    def _start_write(self) -> None:
+        if self._unstored_from is None or (self._flusher is not None and not self._flusher.done()):
+            return
+        taken, self._unstored = self._unstored, {s: [] for s in self.symbols}
+        covered = (self._unstored_from, self._unstored_to)
+        self._unstored_from = None
+        self._flushed_at = self._clock.now_ms()
+        self._flusher = asyncio.get_running_loop().create_task(asyncio.to_thread(self._write, taken, covered))
 
     def _write(self, taken: dict[str, list[list[float]]], covered: tuple[int, int]) -> None:
         for symbol, rows in taken.items():
@@ -392,6 +398,10 @@ class CcxtFeed:
                 log.exception("could not store %s %s %s candles", self.exchange_id, symbol, self.timeframe)
 
     async def flush(self) -> None:
-        """Wait until every delivered candle is in the store."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
+        """Write every delivered candle to the store now, and wait until it is there."""
+        while True:
+            if self._flusher is not None and not self._flusher.done():
+                await asyncio.shield(self._flusher)
+            if self._unstored_from is None:
+                return
+            self._start_write()
