@@ -1,1 +1,1 @@
-"""Live closed candles: the synthetic exchange in real time, replays of stored candles (exchanges: next)."""
+"""Live closed candles: ccxt exchanges (WebSocket, REST fallback), the synthetic exchange in real time, replays."""
