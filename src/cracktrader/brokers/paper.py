@@ -188,39 +188,12 @@ class _GatedContext(WindowContext):
         del self._session.denials[:-MAX_DENIALS_KEPT]
         return True
 
-    def buy(
-        self,
-        symbol: str | None = None,
-        size: float | None = None,
-        *,
-        limit: float | None = None,
-        stop: float | None = None,
-        stop_loss: float | None = None,
-        take_profit: float | None = None,
-        fraction: float = 1.0,
-    ) -> int:
-        if self._refused(BUY, symbol, size, limit, stop, fraction):
+    def _record(self, side: int, symbol: str | None, size: float | None, **kw: float | None) -> int:
+        # buy() and sell() of the window context both come here: the one place orders are gated.
+        fraction = kw.get("fraction")
+        if self._refused(side, symbol, size, kw.get("limit"), kw.get("stop"), 1.0 if fraction is None else fraction):
             return -1
-        return super().buy(
-            symbol, size, limit=limit, stop=stop, stop_loss=stop_loss, take_profit=take_profit, fraction=fraction
-        )
-
-    def sell(
-        self,
-        symbol: str | None = None,
-        size: float | None = None,
-        *,
-        limit: float | None = None,
-        stop: float | None = None,
-        stop_loss: float | None = None,
-        take_profit: float | None = None,
-        fraction: float = 1.0,
-    ) -> int:
-        if self._refused(SELL, symbol, size, limit, stop, fraction):
-            return -1
-        return super().sell(
-            symbol, size, limit=limit, stop=stop, stop_loss=stop_loss, take_profit=take_profit, fraction=fraction
-        )
+        return super()._record(side, symbol, size, **kw)
 
     def close_position(self, symbol: str | None = None) -> int | None:
         position = self._ctx.position(symbol)
