@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 from cracktrader.brokers.paper import PaperSession
 from cracktrader.data.feeds.base import BarBatch, CandleFeed
@@ -27,12 +28,32 @@ async def run_session(
     done = 0
     stop = stop or asyncio.Event()
     bars = aiter(feed)
+    try:
+        done = await _feed_bars(session, bars, stop, on_bar, max_bars)
+    finally:
+        close = getattr(bars, "aclose", None)
+        if close is not None:  # the feed's sockets and pending writes end with the session, not at GC
+            await close()
+    return done
+
+
+async def _feed_bars(
+    session: PaperSession,
+    bars: AsyncIterator[BarBatch],
+    stop: asyncio.Event,
+    on_bar: Callable[[PaperSession, BarBatch], None] | None,
+    max_bars: int | None,
+) -> int:
+    done = 0
     while max_bars is None or done < max_bars:
         next_bar = asyncio.ensure_future(anext(bars))
         stopped = asyncio.ensure_future(stop.wait())
         finished, _ = await asyncio.wait({next_bar, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if next_bar not in finished:
             next_bar.cancel()
+            # Let the feed see its cancellation before it is closed (closing a running generator fails).
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await next_bar
             break
         stopped.cancel()
         try:
