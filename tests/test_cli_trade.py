@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -59,3 +60,22 @@ def test_bad_trade_requests_fail_with_one_clear_line(args: list[str], message: s
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_trade_on_a_server_starts_the_session_there_and_ends_with_its_results() -> None:
+    from cracktrader.settings import get_settings
+    from web_support import LiveServer
+
+    with LiveServer(get_settings()) as srv:
+        paper = _json([*BASE, *REPLAY, "--server", srv.base_url, "--json"])
+        runs = httpx.get(f"{srv.base_url}/api/v1/runs", params={"mode": "paper"}).json()["items"]
+    backtest = _json(["backtest", "--strategy", "SmaCross", "--symbol", "BTC/USDT", "--timeframe", "1h",
+                      "--exchange", "synthetic", "--start", "2024-01-01", "--end", "2024-03-01", "--json"])  # fmt: skip
+    assert paper["final_value"] == backtest["final_value"]
+    assert paper["status"] == "completed" and paper["run_id"] in {r["run_id"] for r in runs}
+
+
+def test_trade_on_a_server_that_is_not_there_fails_with_one_line() -> None:
+    result = runner.invoke(app, [*BASE, *REPLAY, "--server", "http://127.0.0.1:9"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and "127.0.0.1:9" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -424,6 +425,12 @@ def trade(
     speed: Annotated[float, typer.Option(help="Replay speed: bar time divided by this")] = 1000.0,
     bars: Annotated[int | None, typer.Option(help="Stop after this many live bars")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final results document as JSON")] = False,
+    server: Annotated[
+        str | None, typer.Option(help="Start the session on this server (e.g. http://127.0.0.1:8000) and watch it")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="CRACKTRADER_API_KEY", help="API key for --server (when its auth is on)")
+    ] = None,
 ) -> None:
     """Run a paper-trading session in the foreground with a live table; Ctrl-C stops it cleanly."""
     import asyncio
@@ -452,9 +459,75 @@ def trade(
             )
         except ValidationError as exc:
             fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        if server is not None:
+            _trade_on_server(server, api_key, config, bars=bars, as_json=as_json)
+            return
         plan = prepare_paper(config, clock=SystemClock())
         asyncio.run(_run_trade(plan, bars=bars, quiet=as_json))
     _print_results(_session_document(plan, config, plan.session.result()), as_json=as_json)
+
+
+def _trade_on_server(server: str, api_key: str | None, config: Any, *, bars: int | None, as_json: bool) -> None:
+    """Start the session on a server, show its status until it ends (or `bars`, or Ctrl-C stops it), then results."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from cracktrader.client import CrackTraderAPI, CrackTraderError
+
+    console = Console(stderr=True)
+    try:
+        with CrackTraderAPI(server, api_key=api_key) as api:
+            run_id = api.start_session(
+                config.strategy_name,
+                symbols=config.symbols,
+                timeframe=config.timeframe,
+                exchange=config.exchange,
+                strategy_params=config.strategy_params,
+                exchange_config=config.exchange_config,
+                mode=config.mode,
+            ).run_id
+            assert run_id is not None  # a started session always has one
+            console.print(f"session {run_id} on {server}", markup=False, highlight=False)
+            display: Any = nullcontext() if as_json or not console.is_terminal else Live(console=console)
+            try:
+                with display:
+                    for status in api.watch_session(run_id, interval=0.5):
+                        if display is not None and hasattr(display, "update"):
+                            display.update(_status_table(status))
+                        if bars is not None and status.bars_processed >= bars:
+                            break
+            except KeyboardInterrupt:
+                pass
+            with contextlib.suppress(CrackTraderError):  # it may have ended by itself meanwhile
+                api.stop_session(run_id)
+            doc = api.session_results(run_id).model_dump(mode="json")
+    except CrackTraderError as exc:
+        fail(str(exc), 1)
+    if as_json:
+        sys.stdout.write(json.dumps(doc) + "\n")
+    else:
+        print_summary(doc)
+
+
+def _status_table(status: Any) -> Any:
+    """A server session's status as a table."""
+    from rich.table import Table
+
+    table = Table(title=f"paper session {status.run_id} ({status.status}, {status.condition})")
+    for col in ("last candle", "bars", "cash", "value", "pnl", "fills", "open orders"):
+        table.add_column(col)
+    table.add_row(
+        str(status.last_candle_time or "-"),
+        f"{status.bars_processed:,}",
+        f"{status.cash:,.2f}",
+        f"{status.value:,.2f}",
+        f"{status.pnl:+,.2f}",
+        f"{status.trade_count:,}",
+        f"{len(status.open_orders):,}",
+    )
+    for p in status.positions:
+        table.add_row(f"  {p.symbol}", "", "", f"{p.size:.8g} @ {p.entry_price:,.2f}", "", "", "")
+    return table
 
 
 def _parse_balance(raw: str) -> tuple[str, float]:
