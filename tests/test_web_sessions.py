@@ -283,3 +283,20 @@ async def test_realized_plus_unrealized_is_the_pnl_with_a_position_open() -> Non
         assert len(s["positions"]) == 1 and s["fees_paid"] > 0
         assert s["realized_pnl"] + s["unrealized_pnl"] == pytest.approx(s["pnl"], abs=1e-9)
         await c.post(f"/api/v1/runs/{run_id}/stop")
+
+
+@pytest.mark.parametrize(
+    ("paper", "text"),
+    [
+        ([], "exchange_config.paper must be an object, got list"),
+        ({"balances": {"USDT": 1e308}}, "balances.USDT"),
+        ({"balances": {"USDT": float("inf")}}, "balances"),
+        ({"replay": {"start": "2024-01-01"}}, "replay.end: Field required"),
+    ],
+)
+async def test_a_malformed_paper_config_is_refused_naming_the_field(paper: object, text: str) -> None:
+    async with app_client() as c:
+        r = await c.post("/api/v1/runs", content=json.dumps({**LIVE, "exchange_config": {"paper": paper}}),
+                         headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 422, r.text
+    assert text in r.json()["error"]["message"]

@@ -6,7 +6,7 @@ The CLI's `trade` uses it today; the server's sessions will use the same prepara
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,6 +30,8 @@ from cracktrader.settings import Settings, get_settings
 from cracktrader.strategies.registry import load_registry
 
 DEFAULT_BALANCE = 10_000.0
+# As a backtest's initial_cash: positive, finite, and small enough that cash arithmetic stays exact to the cent.
+Balance = Annotated[float, Field(gt=0, le=1e15, allow_inf_nan=False)]
 
 
 class ReplayConfig(BaseModel):
@@ -47,8 +49,10 @@ class PaperConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    balances: dict[str, float] = Field(
-        default_factory=dict, description="Starting balances by currency; default 10,000 of the quote currency"
+    balances: dict[Annotated[str, Field(min_length=1, max_length=16)], Balance] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="Starting balances by currency; default 10,000 of the quote currency",
     )
     fill_model: Literal["bar", "quote"] = Field("bar", description="bar: the backtest's rules; quote: the ticker")
     slippage_bps: float = Field(0.0, ge=0, le=10_000, allow_inf_nan=False)
@@ -73,8 +77,15 @@ class NotAvailableYetError(UserInputError):
 
 def paper_config(exchange_config: dict[str, Any]) -> PaperConfig:
     """The typed paper settings of a request; errors name the field and what is accepted."""
+    raw = exchange_config.get("paper")
+    if raw is not None and not isinstance(raw, dict):
+        raise PaperConfigError(
+            f"exchange_config.paper must be an object, got {type(raw).__name__}; accepted keys: "
+            f"{', '.join(PaperConfig.model_fields)}",
+            details={"accepted": list(PaperConfig.model_fields)},
+        )
     try:
-        return PaperConfig.model_validate(exchange_config.get("paper") or {})
+        return PaperConfig.model_validate(raw or {})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'paper'}: {e['msg']}" for e in exc.errors())
         raise PaperConfigError(
