@@ -16,6 +16,7 @@ from cracktrader.web.sessions.schemas import SessionStatus, StopRequest
 from cracktrader.web.strategies.service import resolve_run_strategy
 
 router = APIRouter(tags=["sessions"])
+NO_FLATTEN = StopRequest()
 
 
 def get_sessions(request: Request) -> SessionRegistry:
@@ -68,14 +69,14 @@ async def stop_session(
     run_id: str,
     sessions: SessionsDep,
     principal: CurrentUser,
-    body: Annotated[StopRequest | None, Body()] = None,
+    # Not `StopRequest | None`: a Body() on a union member makes pydantic warn that its alias has no effect.
+    body: Annotated[StopRequest, Body()] = NO_FLATTEN,
 ) -> dict[str, Any]:
     """Cancel the session's open orders, keep its positions unless `flatten`, save it, end `stopped` (within 2 s).
 
     A second stop while it stops answers 200; after it ended, 409 NO_ACTIVE_RUN.
     """
-    flatten = body.flatten if body is not None else False
-    return await sessions.stop(run_id, owner=_owner(principal), flatten=flatten)
+    return await sessions.stop(run_id, owner=_owner(principal), flatten=body.flatten)
 
 
 @router.post("/runs/{run_id}/orders/{order_id}/cancel", response_model=RunResponse)

@@ -52,6 +52,6 @@ class SessionStatus(StatusResponse):
 class StopRequest(BaseModel):
     """How to stop a session."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     flatten: bool = Field(False, strict=True, description="Also close the positions (at the last close)")
