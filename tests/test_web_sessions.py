@@ -300,3 +300,31 @@ async def test_a_malformed_paper_config_is_refused_naming_the_field(paper: objec
                          headers={"content-type": "application/json"})  # fmt: skip
     assert r.status_code == 422, r.text
     assert text in r.json()["error"]["message"]
+
+
+async def test_a_running_session_checkpoints_its_results_to_the_history() -> None:
+    settings = get_settings().model_copy(update={"session_checkpoint_s": 120.0})
+    async with app_client(settings) as c:
+        clock = ManualClock(NOW + 10)
+        c.app.state.sessions.clock = clock  # type: ignore[attr-defined]
+        run_id = (await c.post("/api/v1/runs", json={**LIVE, "strategy_name": "BuyAndHold"})).json()["run_id"]
+        store = c.app.state.run_store  # type: ignore[attr-defined]
+        for _ in range(2):
+            await clock.advance(60_000)
+        assert await store.read_head(run_id) is None  # 60 s since the first live bar: not yet
+        for _ in range(2):
+            await clock.advance(60_000)
+        for _ in range(500):  # the checkpoint is written in the background (up to 5 s on a loaded machine)
+            if await store.read_head(run_id) is not None:
+                break
+            await asyncio.sleep(0.01)
+        head = await store.read_head(run_id)
+        assert head is not None and head["status"] == "running"
+        page = await store.read_page(run_id, max_points=1000, limit=100, offset=0)
+        doc = page.document()
+        assert doc["status"] == "running" and len(doc["trades"]) == 1  # the buy
+        record = (await c.get(f"/api/v1/runs/{run_id}")).json()
+        assert record["status"] == "running" and record["ended_at"] is None
+        await c.post(f"/api/v1/runs/{run_id}/stop")
+        final = await store.read_head(run_id)
+        assert final["status"] == "stopped"

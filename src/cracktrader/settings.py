@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     max_run_memory_mb: int = Field(4096, ge=1)
     # Paper and live sessions a server runs at once; one more is refused (409 SESSION_LIMIT), never queued.
     max_live_sessions: int = Field(10, ge=1, le=10_000)
+    # A paper session saves its results so far this often (seconds of its clock; 0: only when it ends).
+    session_checkpoint_s: float = Field(10.0, ge=0, le=86_400)
     # Bars per symbol a synchronous `check` (CLI or POST /strategies/{name}/check) covers.
     max_check_bars: int = Field(200_000, ge=1)
     # Run history retention: 0 keeps everything. Live-trading records are never deleted.

@@ -290,10 +290,13 @@ class RunStore:
         *,
         results: RunResults,
         status: str,
-        ended_at: datetime,
+        ended_at: datetime | None,
         error: str | None = None,
     ) -> None:
-        """Store the results (replacing any earlier ones) and the run's final status and headline numbers."""
+        """Store the results (replacing any earlier ones), the run's status and headline numbers.
+
+        `ended_at` None: a checkpoint of a run still going (a paper session saves one every few seconds).
+        """
         _check_status(status)
         ended = _utc(ended_at, "ended_at")
         head = {**results.head, "status": status, "error": error}

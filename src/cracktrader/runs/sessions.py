@@ -81,6 +81,8 @@ class LiveRun:
     results: RunResults | None = None
     # Milliseconds from each live candle's close to the end of the strategy's decision on it (the clock's time).
     lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LAG_SAMPLES))
+    checkpoint: asyncio.Task[None] | None = None  # a save of the results so far, in progress
+    checkpointed_at: int | None = None  # clock ms of the last one
 
     def record_lag(self, batch: BarBatch) -> None:
         """Note how long after its close a live bar was decided on."""
@@ -305,6 +307,7 @@ class SessionRegistry:
                 if not plan.replay:
                     run.record_lag(batch)
                 self._publish(run)
+                self._maybe_checkpoint(run)
 
             self._publish(run)
             await run_session(plan.session, plan.feed, history=plan.history, stop=run.stop, on_bar=on_bar)
@@ -314,6 +317,8 @@ class SessionRegistry:
         except Exception as exc:
             log.exception("Session %s failed", run.run_id)
             outcome, run.error, run.error_code = "failed", f"Internal error: {type(exc).__name__}", "INTERNAL_ERROR"
+        if run.checkpoint is not None:  # the final save below must come after it, not race it
+            await asyncio.gather(run.checkpoint, return_exceptions=True)
         self._wind_down(run)
         run.status, run.end_time, run.ended_at = outcome, now_iso(), time.monotonic()
         run.results = None
@@ -324,6 +329,29 @@ class SessionRegistry:
                 await self.store.save_results(
                     run.run_id, results=run.results, status=outcome, ended_at=datetime.now(UTC), error=run.error
                 )
+
+    def _maybe_checkpoint(self, run: LiveRun) -> None:
+        """Save the results so far every `session_checkpoint_s` of clock time, so a crash keeps them."""
+        interval = self.settings.session_checkpoint_s
+        if self.store is None or not interval or (run.checkpoint is not None and not run.checkpoint.done()):
+            return
+        now = self.clock.now_ms()
+        if run.checkpointed_at is None:
+            run.checkpointed_at = now
+            return
+        if now - run.checkpointed_at < interval * 1000:
+            return
+        run.checkpointed_at = now
+        results = run.current_results()
+        run.checkpoint = asyncio.create_task(
+            self._save_checkpoint(run.run_id, results), name=f"checkpoint-{run.run_id}"
+        )
+
+    async def _save_checkpoint(self, run_id: str, results: RunResults) -> None:
+        try:
+            await self.store.save_results(run_id, results=results, status="running", ended_at=None)
+        except Exception:  # the next checkpoint tries again; the final save does not depend on it
+            log.warning("Could not checkpoint session %s", run_id, exc_info=True)
 
     def _publish(self, run: LiveRun) -> None:
         """A status_update of the session for the streams that follow it."""
