@@ -152,8 +152,10 @@ class RunManager:
         """Stop the active run and release the worker thread."""
         if self.state.active:
             self._stop.set()
-            if self._task is not None:
-                await asyncio.wait({self._task}, timeout=5)
+        if self._task is not None and not self._task.done():
+            # Also a run already reported stopped that is still saving: disposing of the database under its save
+            # left a connection never returned to the pool (SQLAlchemy's GC warning in the suite).
+            await asyncio.wait({self._task}, timeout=5)
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._heartbeat is not None:
             await self._heartbeat.stop()  # a beat in progress finishes: cancelling it could strand its connection
