@@ -7,7 +7,7 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -493,7 +493,7 @@ def _trade_on_server(server: str, api_key: str | None, config: Any, *, bars: int
                 with display:
                     for status in api.watch_session(run_id, interval=0.5):
                         if display is not None and hasattr(display, "update"):
-                            display.update(_status_table(status))
+                            display.update(_status_table(status.model_dump(mode="json"), f"session {run_id}"))
                         if bars is not None and status.bars_processed >= bars:
                             break
             except KeyboardInterrupt:
@@ -509,24 +509,24 @@ def _trade_on_server(server: str, api_key: str | None, config: Any, *, bars: int
         print_summary(doc)
 
 
-def _status_table(status: Any) -> Any:
-    """A server session's status as a table."""
+def _status_table(status: Mapping[str, Any], title: str) -> Any:
+    """A paper session's status document (`/runs/{id}/status`, also built locally) as a table."""
     from rich.table import Table
 
-    table = Table(title=f"paper session {status.run_id} ({status.status}, {status.condition})")
+    table = Table(title=f"{title} ({status['status']}, {status['condition']})")
     for col in ("last candle", "bars", "cash", "value", "pnl", "fills", "open orders"):
         table.add_column(col)
     table.add_row(
-        str(status.last_candle_time or "-"),
-        f"{status.bars_processed:,}",
-        f"{status.cash:,.2f}",
-        f"{status.value:,.2f}",
-        f"{status.pnl:+,.2f}",
-        f"{status.trade_count:,}",
-        f"{len(status.open_orders):,}",
+        str(status["last_candle_time"] or "-"),
+        f"{status['bars_processed']:,}",
+        f"{status['cash']:,.2f}",
+        f"{status['value']:,.2f}",
+        f"{status['pnl']:+,.2f}",
+        f"{status['trade_count']:,}",
+        f"{len(status['open_orders']):,}",
     )
-    for p in status.positions:
-        table.add_row(f"  {p.symbol}", "", "", f"{p.size:.8g} @ {p.entry_price:,.2f}", "", "", "")
+    for p in status["positions"]:
+        table.add_row(f"  {p['symbol']}", "", "", f"{p['size']:.8g} @ {p['entry_price']:,.2f}", "", "", "")
     return table
 
 
@@ -566,33 +566,13 @@ async def _run_trade(plan: Any, *, bars: int | None, quiet: bool) -> None:
 
 
 def _session_table(plan: Any) -> Any:
-    """Positions, open orders, pnl and the last candle of a running session."""
-    from rich.table import Table
-
-    from cracktrader.data.candles import ms_to_iso
+    """The table of a session running here: its status document, as the server builds it."""
+    from cracktrader.clock import SystemClock
+    from cracktrader.runs.sessions import LiveRun
 
     session = plan.session
-    sim = session.sim
-    live_bars = session.bars - session.warmup_bars
-    last = "-" if session.last_timestamp is None else ms_to_iso(session.last_timestamp)
-    value = sim.cash + sum(p * float(sim.data.close[-1, j]) for j, p in enumerate(sim.pos) if p)
-    table = Table(title=f"paper: {session.strategy.name} on {', '.join(session.symbols)} {plan.timeframe}")
-    for col in ("last candle", "bars", f"cash {plan.quote}", "value", "pnl", "fills", "open orders"):
-        table.add_column(col)
-    fills = sum(1 for r in sim.rows if r[6] == 1.0)
-    table.add_row(
-        last,
-        f"{live_bars:,}",
-        f"{sim.cash:,.2f}",
-        f"{value:,.2f}",
-        f"{value - sim.s.initial_cash:+,.2f}",
-        f"{fills:,}",
-        f"{len(sim.open_orders):,}",
-    )
-    for j, s in enumerate(session.symbols):
-        if sim.pos[j]:
-            table.add_row(f"  {s}", "", "", f"{sim.pos[j]:.8g} @ {float(sim.book[j, 1]):,.2f}", "", "", "")
-    return table
+    status = LiveRun("local", None, {}, plan, SystemClock()).snapshot()
+    return _status_table(status, f"paper: {session.strategy.name} on {', '.join(session.symbols)} {plan.timeframe}")
 
 
 def _session_document(plan: Any, config: Any, result: Any) -> Any:

@@ -70,8 +70,6 @@ class PaperSession:
         alignment does); candles of unknown symbols are refused.
         """
         t, tradable = self._append(timestamp, candles)
-        if self.risk is not None:
-            self.risk.set_stale(False)  # a closed candle just arrived: data is fresh again
         if self.sim.open_orders:
             self.sim.process_bar(t)
         self.ctx.i = t

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 # The stored/served/echoed form of a config is built in one place; re-exported for existing imports.
 from cracktrader.runs.sanitize import REDACTED, SECRET_KEYS, redact
 
-__all__ = ["REDACTED", "SECRET_KEYS", "BacktestConfig", "LiveConfig", "clean_symbols", "redact"]
+__all__ = ["REDACTED", "SECRET_KEYS", "BacktestConfig", "LiveConfig", "clean_symbols", "record_fields", "redact"]
 
 
 # Dates a run may name: candles exist from 1970 on, and later years overflow what the engine and databases store.
@@ -127,3 +127,13 @@ class LiveConfig(BaseModel):
     mode: Literal["paper", "live"] = "paper"
 
     _symbols = field_validator("symbols")(lambda cls, value: clean_symbols(value))
+
+
+def record_fields(config: BacktestConfig | LiveConfig) -> dict[str, Any]:
+    """What the run history keeps in columns of a request: strategy, symbols, timeframe and exchange."""
+    return {
+        "strategy_name": config.strategy_name,
+        "symbols": config.symbols,
+        "timeframe": config.timeframe,
+        "exchange": config.exchange,
+    }

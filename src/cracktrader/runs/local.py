@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from cracktrader.runs.config import BacktestConfig
+from cracktrader.runs.config import BacktestConfig, record_fields
 from cracktrader.runs.rerun import RunOutcome, StoredRun, compare_runs, load_stored_run, rerun_config
 from cracktrader.runs.results import RunResults
 from cracktrader.runs.sanitize import redact
@@ -55,10 +55,7 @@ def save_run(
             mode="backtest",
             status="running",
             config=redact(config.model_dump()),
-            strategy_name=config.strategy_name,
-            symbols=config.symbols,
-            timeframe=config.timeframe,
-            exchange=config.exchange,
+            **record_fields(config),
             rerun_of=rerun_of,
         )
         await store.save_results(run_id, results=results, status=status, ended_at=datetime.now(UTC))

@@ -27,7 +27,7 @@ from cracktrader.runs.backtest import (
     run_prepared,
     validate_backtest,
 )
-from cracktrader.runs.config import BacktestConfig, LiveConfig, redact
+from cracktrader.runs.config import BacktestConfig, LiveConfig, record_fields, redact
 from cracktrader.runs.document import iso_times, now_iso, order_rows_to_dicts
 from cracktrader.runs.errors import (
     NoActiveRunError,
@@ -204,10 +204,7 @@ class RunManager:
                     mode="backtest",
                     status="starting",
                     config=cfg,
-                    strategy_name=config.strategy_name,
-                    symbols=config.symbols,
-                    timeframe=config.timeframe,
-                    exchange=config.exchange,
+                    **record_fields(config),
                     user_id=user_id,
                     server_id=self.server_id,
                     rerun_of=rerun_of.run_id if rerun_of is not None else None,
@@ -247,10 +244,7 @@ class RunManager:
                     mode=config.mode,
                     status="starting",
                     config=cfg,
-                    strategy_name=config.strategy_name,
-                    symbols=config.symbols,
-                    timeframe=config.timeframe,
-                    exchange=config.exchange,
+                    **record_fields(config),
                     user_id=user_id,
                 )
                 await self.store.update_status(

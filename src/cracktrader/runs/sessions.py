@@ -26,7 +26,7 @@ from cracktrader.engine.fills import BUY, SELL, market_fill_price
 from cracktrader.engine.records import O_FEE, O_PNL, O_STATUS, REASON_NAMES, STATUS_FILLED
 from cracktrader.errors import CracktraderError
 from cracktrader.runs import events
-from cracktrader.runs.config import LiveConfig, redact
+from cracktrader.runs.config import LiveConfig, record_fields, redact
 from cracktrader.runs.document import now_iso
 from cracktrader.runs.errors import RunNotFoundError
 from cracktrader.runs.inputs import strategy_source_sha256
@@ -83,6 +83,24 @@ class LiveRun:
     lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LAG_SAMPLES))
     checkpoint: asyncio.Task[None] | None = None  # a save of the results so far, in progress
     checkpointed_at: int | None = None  # clock ms of the last one
+    _rows_summed: int = 0  # order rows already counted in the totals below
+    _fills: int = 0
+    _realized: float = 0.0
+    _fees: float = 0.0
+
+    def _fill_totals(self) -> tuple[int, float, float]:
+        """(fills, realized pnl, fees) so far, adding only the order rows recorded since the last call.
+
+        Streams snapshot every session on every bar: summing all of a long session's fills each time grew with it.
+        """
+        rows = self.plan.session.sim.rows
+        new = [r for r in rows[self._rows_summed :] if r[O_STATUS] == STATUS_FILLED]
+        if new:
+            self._fills += len(new)
+            self._realized = math.fsum([self._realized, *(r[O_PNL] for r in new if r[O_PNL] == r[O_PNL])])
+            self._fees = math.fsum([self._fees, *(r[O_FEE] for r in new)])
+        self._rows_summed = len(rows)
+        return self._fills, self._realized, self._fees
 
     def record_lag(self, batch: BarBatch) -> None:
         """Note how long after its close a live bar was decided on."""
@@ -113,8 +131,7 @@ class LiveRun:
         n = session.bars
         closes = [float(sim.data.close[n - 1, j]) if n else math.nan for j in range(len(session.symbols))]
         value = sim.cash + sum(p * closes[j] for j, p in enumerate(sim.pos) if p)
-        filled = [r for r in sim.rows if r[O_STATUS] == STATUS_FILLED]
-        realized = math.fsum(r[O_PNL] for r in filled if r[O_PNL] == r[O_PNL])
+        fills, realized, fees = self._fill_totals()
         # Against the entry cost with its fee, so that realized + unrealized = pnl (value - initial cash).
         unrealized = math.fsum(
             p * closes[j] - float(sim.book[j, B_ENTRY_COST])
@@ -132,10 +149,8 @@ class LiveRun:
             if self.active and lag > STALE_AFTER_S:
                 reasons.append("STALE_DATA")
         risk = session.risk
-        if risk is not None:
-            if not self.plan.replay:
-                risk.set_stale(bool(reasons))
-            reasons = sorted(risk.condition.reasons)
+        if risk is not None:  # a read reports the gate's reasons; it does not change them
+            reasons = sorted(set(reasons) | set(risk.condition.reasons))
         condition = "halted" if risk is not None and risk.halted else ("degraded" if reasons else "ok")
         runtime = round((self.ended_at or time.monotonic()) - self.started_at, 3)
         return {
@@ -150,8 +165,8 @@ class LiveRun:
             "pnl": value - sim.s.initial_cash,
             "realized_pnl": realized,
             "unrealized_pnl": unrealized,
-            "fees_paid": math.fsum(r[O_FEE] for r in filled),
-            "trade_count": len(filled),
+            "fees_paid": fees,
+            "trade_count": fills,
             "error": self.error,
             "error_code": self.error_code,
             "phase": "warming_up" if self.active and n == session.warmup_bars else None,
@@ -258,10 +273,7 @@ class SessionRegistry:
                     mode=config.mode,
                     status="running",
                     config=cfg,
-                    strategy_name=config.strategy_name,
-                    symbols=config.symbols,
-                    timeframe=config.timeframe,
-                    exchange=config.exchange,
+                    **record_fields(config),
                     user_id=user_id,
                     server_id=self.server_id,
                 )
