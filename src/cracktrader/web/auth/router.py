@@ -100,14 +100,17 @@ async def refresh(body: RefreshRequest, request: Request) -> dict[str, Any]:
     return await service.refresh_tokens(store=store, refresh_token=body.refresh_token, settings=tokens)
 
 
+# A default instance, not `LogoutRequest | None`: a body parameter on a union makes pydantic warn about its alias.
+EVERY_LOGIN = LogoutRequest()
+
+
 @account_router.post("/logout", response_model=LogoutResponse)
-async def logout(principal: CurrentUser, request: Request, body: LogoutRequest | None = None) -> dict[str, Any]:
+async def logout(principal: CurrentUser, request: Request, body: LogoutRequest = EVERY_LOGIN) -> dict[str, Any]:
     """End this login (its refresh token and access tokens) or, without a refresh token, every login."""
     auth: AuthState = request.app.state.auth
     if auth.store is None:
         return {"revoked": 0}
-    token = body.refresh_token if body is not None else None
-    revoked = await service.logout(store=auth.store, principal=principal, refresh_token=token)
+    revoked = await service.logout(store=auth.store, principal=principal, refresh_token=body.refresh_token)
     if auth.authenticator is not None and principal.session_id is not None:
         auth.authenticator.end_session(principal.session_id)
     auth.revoked()

@@ -39,6 +39,8 @@ class RefreshRequest(BaseModel):
 class LogoutRequest(BaseModel):
     """The login to end; without a refresh token, every login of the user ends."""
 
+    model_config = ConfigDict(frozen=True)
+
     refresh_token: str | None = Field(None, max_length=256)
 
 
