@@ -306,6 +306,10 @@ class RunStore:
         total_return = _finite(metrics.get("total_return")) if metrics else None
         # Compressing a large curve takes CPU: keep it off the event loop (zlib releases the GIL meanwhile).
         blob, size = await asyncio.to_thread(encode_document, head)
+        series = [
+            ("equity", await _encode_chunks("equity", results.equity, EQUITY_CHUNK)),
+            ("orders", await _encode_chunks("orders", results.orders, ORDER_CHUNK)),
+        ]
         async with self._sessions.begin() as session:
             # Write first: SQLite then takes the write lock up front (waiting up to busy_timeout) instead of
             # failing when a read transaction tries to upgrade.
@@ -326,7 +330,9 @@ class RunStore:
             await session.execute(delete(RunResultRecord).where(RunResultRecord.run_id == run_id))
             await session.execute(delete(RunSeriesRecord).where(RunSeriesRecord.run_id == run_id))
             await session.execute(insert(RunResultRecord).values(run_id=run_id, document=blob, size_bytes=size))
-        await self.append_series(run_id, equity=results.equity, orders=results.orders)
+            # In the same transaction: a reader never sees the new head with the old series, or with none.
+            for kind, encoded in series:
+                await _insert_chunks(session, run_id, kind, encoded, seq=0, row=0, fill=0)
 
     async def append_series(
         self, run_id: str, *, equity: np.ndarray | None = None, orders: np.ndarray | None = None
@@ -335,6 +341,7 @@ class RunStore:
         for kind, rows, size in (("equity", equity, EQUITY_CHUNK), ("orders", orders, ORDER_CHUNK)):
             if rows is None or rows.shape[0] == 0:
                 continue
+            encoded = await _encode_chunks(kind, rows, size)
             async with self._sessions.begin() as session:
                 last = (
                     await session.execute(
@@ -346,22 +353,7 @@ class RunStore:
                     )
                 ).first()
                 seq, row, fill = (last[0] + 1, last[1] + last[2], last[3] + last[4]) if last else (0, 0, 0)
-                for start, part in _chunks(rows, size):
-                    fills = int(np.count_nonzero(part["status"] == STATUS_FILLED)) if kind == "orders" else 0
-                    blob = await asyncio.to_thread(encode_chunk, part)
-                    await session.execute(
-                        insert(RunSeriesRecord).values(
-                            run_id=run_id,
-                            kind=kind,
-                            seq=seq,
-                            first_row=row + start,
-                            n_rows=int(part.shape[0]),
-                            first_fill=fill,
-                            n_fills=fills,
-                            data=blob,
-                        )
-                    )
-                    seq, fill = seq + 1, fill + fills
+                await _insert_chunks(session, run_id, kind, encoded, seq=seq, row=row, fill=fill)
 
     async def read_page(
         self,
@@ -645,3 +637,43 @@ class RunStore:
         async with self._engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         return time.perf_counter() - started
+
+
+# One stored chunk: (first row within the rows encoded, rows, filled orders among them, compressed bytes).
+EncodedChunk = tuple[int, int, int, bytes]
+
+
+async def _encode_chunks(kind: str, rows: np.ndarray, size: int) -> builtins.list[EncodedChunk]:
+    """A series' rows cut into chunks and compressed, before any transaction (zlib releases the GIL meanwhile)."""
+    out: builtins.list[EncodedChunk] = []
+    for start, part in _chunks(rows, size):
+        fills = int(np.count_nonzero(part["status"] == STATUS_FILLED)) if kind == "orders" else 0
+        out.append((start, int(part.shape[0]), fills, await asyncio.to_thread(encode_chunk, part)))
+    return out
+
+
+async def _insert_chunks(
+    session: AsyncSession,
+    run_id: str,
+    kind: str,
+    encoded: builtins.list[EncodedChunk],
+    *,
+    seq: int,
+    row: int,
+    fill: int,
+) -> None:
+    """Insert encoded chunks after the series' chunk `seq - 1` (its rows and fills so far: `row`, `fill`)."""
+    for start, n_rows, fills, blob in encoded:
+        await session.execute(
+            insert(RunSeriesRecord).values(
+                run_id=run_id,
+                kind=kind,
+                seq=seq,
+                first_row=row + start,
+                n_rows=n_rows,
+                first_fill=fill,
+                n_fills=fills,
+                data=blob,
+            )
+        )
+        seq, fill = seq + 1, fill + fills

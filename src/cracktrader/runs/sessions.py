@@ -201,12 +201,16 @@ class LiveRun:
         """The session's results so far, in the backtest's document shape."""
         if self.results is not None:
             return self.results
+        return self.results_as(self.status, self.end_time or now_iso())
+
+    def results_as(self, status: str, end_time: str) -> RunResults:
+        """The results document of the session's bars so far, with this status and end time."""
         session = self.plan.session
         if session.bars == 0:
             return empty_results(
                 run_id=self.run_id,
                 config=self.config,
-                status=self.status,
+                status=status,
                 start_time=self.start_time,
                 initial_cash=session.sim.s.initial_cash,
             )
@@ -215,8 +219,8 @@ class LiveRun:
             run_id=self.run_id,
             config=self.config,
             start_time=self.start_time,
-            end_time=self.end_time or now_iso(),
-            status=self.status,
+            end_time=end_time,
+            status=status,
         )
 
 
@@ -332,15 +336,17 @@ class SessionRegistry:
         if run.checkpoint is not None:  # the final save below must come after it, not race it
             await asyncio.gather(run.checkpoint, return_exceptions=True)
         self._wind_down(run)
-        run.status, run.end_time, run.ended_at = outcome, now_iso(), time.monotonic()
-        run.results = None
-        run.results = run.current_results()
-        self._publish(run)
+        end_time = now_iso()
+        results = run.results_as(outcome, end_time)
+        # Persisted before the outcome is announced, as backtests are: a client that sees it can read the history.
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.save_results(
-                    run.run_id, results=run.results, status=outcome, ended_at=datetime.now(UTC), error=run.error
+                    run.run_id, results=results, status=outcome, ended_at=datetime.now(UTC), error=run.error
                 )
+        run.results = results
+        run.status, run.end_time, run.ended_at = outcome, end_time, time.monotonic()
+        self._publish(run)
 
     def _maybe_checkpoint(self, run: LiveRun) -> None:
         """Save the results so far every `session_checkpoint_s` of clock time, so a crash keeps them."""
