@@ -66,8 +66,8 @@ def market_rules(
     default = settings.default_fee_rate
     if exchange == service.SYNTHETIC:
         return tuple(rules_from_market(synthetic_market(s), TICK_SIZE, default_fee=default, fees=fees) for s in symbols)
-    from cracktrader.data.sources.ccxt_source import CcxtSource
     from cracktrader.data.feeds.ccxt_feed import public_settings
+    from cracktrader.data.sources.ccxt_source import CcxtSource
 
     # Market specs are public data: no credentials, so a paper session never signs a request.
     with CcxtSource(exchange, public_settings(settings, exchange)) as source:
