@@ -493,7 +493,8 @@ class EventSimulator:
             asked_zero=o.size == 0,
         )
         if reject is None and rules is not None:
-            reject = minimum_refusal(rules, qty, price)
+            # An order of a known size passed the minimums at entry; an all-in or whole-position one is sized now.
+            reject = minimum_refusal(rules, qty, price) if o.size is None else None
             if reject is None:
                 reject = self._balance_refusal(o, qty, price, rate)
         if reject is not None:
