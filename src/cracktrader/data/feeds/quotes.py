@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 DEFAULT_POLL_MS = 1_000  # fetch_ticker every this long while the socket is down or absent
 SYNTHETIC_EVERY_MS = 1_000  # a synthetic quote a second (four a bar on shorter timeframes)
 MIN_SYNTHETIC_EVERY_MS = 100
+# watch_ticker parameters by exchange: binance's default stream (miniTicker) carries no bid and ask.
+WATCH_TICKER_PARAMS: dict[str, dict[str, str]] = {"binance": {"name": "ticker"}, "binanceus": {"name": "ticker"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +107,11 @@ class CcxtQuoteFeed:
         import ccxt
 
         use_socket = bool(client.has.get("watchTicker"))
+        params = WATCH_TICKER_PARAMS.get(self.exchange_id, {})
         while True:
             if use_socket:
                 try:
-                    ticker = await client.watch_ticker(symbol)
+                    ticker = await client.watch_ticker(symbol, params)
                 except ccxt.NetworkError as exc:
                     self.socket_up[symbol] = False
                     log.info("%s %s ticker socket down (%s); polling REST", self.exchange_id, symbol,
@@ -117,9 +120,11 @@ class CcxtQuoteFeed:
                     log.warning("%s %s: no ticker stream (%s); REST only", self.exchange_id, symbol, exc)
                     self.socket_up[symbol] = use_socket = False
                 else:
-                    self.socket_up[symbol] = True
-                    self._put(queue, symbol, ticker, "ws")
-                    continue
+                    if self._put(queue, symbol, ticker, "ws"):
+                        self.socket_up[symbol] = True
+                        continue
+                    log.warning("%s %s: the ticker stream has no bid and ask; REST only", self.exchange_id, symbol)
+                    self.socket_up[symbol] = use_socket = False
             await self._poll(client, symbol, queue)
             await self._clock.sleep_until(self._clock.now_ms() + self._poll_ms)
 
@@ -136,10 +141,11 @@ class CcxtQuoteFeed:
 
     def _put(
         self, queue: asyncio.Queue[Quote], symbol: str, ticker: Mapping[str, Any], source: Literal["ws", "rest"]
-    ) -> None:
+    ) -> bool:
         quote = ticker_quote(symbol, ticker, self._clock.now_ms(), source)
         if quote is not None:
             queue.put_nowait(quote)
+        return quote is not None
 
 
 @lru_cache(maxsize=4096)
