@@ -105,15 +105,22 @@ def run_backtest(
 def _signal_decider(strategy: Strategy, sim: EventSimulator) -> Callable[[BarContext], None]:
     """An `on_bar` acting on a vectorized strategy's signals over the whole history, as a paper session does."""
     data = sim.data
-    signals = [strategy.signals(data.bars(j)) for j in range(len(data.symbols))]
-    tradable = [data.tradable[:, j].tolist() for j in range(len(data.symbols))]
+    n = data.n_bars
     allow_short = sim.s.allow_short
-    pairs = list(zip(data.symbols, signals, tradable, strict=True))
+    pairs = []
+    for j, symbol in enumerate(data.symbols):
+        sig = strategy.signals(data.bars(j))
+        acts = np.zeros(n, dtype=np.bool_)
+        for flags in (sig.entries, sig.exits, *((sig.short_entries, sig.short_exits) if allow_short else ())):
+            if flags is not None:
+                acts |= np.broadcast_to(np.asarray(flags, dtype=np.bool_), (n,))
+        # A bar without a signal decides nothing, and one without the symbol's candle cannot (as in the kernel).
+        pairs.append((symbol, sig, (acts & data.tradable[:, j]).tolist()))
 
     def on_bar(ctx: BarContext) -> None:
         t = ctx.i
-        for symbol, sig, present in pairs:
-            if present[t]:  # no decision on a bar without the symbol's candle, as in the kernel
+        for symbol, sig, acts in pairs:
+            if acts[t]:
                 act_on_signals(ctx, symbol, decision_at(sig, t), allow_short=allow_short)
 
     return on_bar
