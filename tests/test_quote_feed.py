@@ -10,10 +10,12 @@ import pytest
 
 from cracktrader.brokers.paper import PaperSession
 from cracktrader.data.feeds.base import ClosedCandle
-from cracktrader.data.feeds.quotes import CcxtQuoteFeed, Quote
+from cracktrader.data.feeds.quotes import CcxtQuoteFeed, Quote, QuotedFeed
 from cracktrader.data.timeframes import parse_timeframe
 from cracktrader.engine.broker import SimSettings
 from cracktrader.engine.records import O_PRICE, O_STATUS, STATUS_FILLED
+from cracktrader.runs.config import LiveConfig
+from cracktrader.runs.trade import prepare_paper
 from cracktrader.settings import Settings
 from cracktrader.strategies.builtin import BuyAndHold
 from fakes.venue import FakeVenue
@@ -140,3 +142,25 @@ async def test_a_paper_order_fills_at_the_venues_ask_one_latency_after_the_decis
     session.on_bar(T0 + m1.ms, {"BTC/USDT": candle})
     (row,) = session.result().orders
     assert row[O_STATUS] == STATUS_FILLED and row[O_PRICE] == seen.ask
+
+
+async def test_a_quote_session_on_a_ccxt_exchange_gets_its_market_rules_and_its_ticker(
+    venue: FakeVenue, tmp_path: Path
+) -> None:
+    config = LiveConfig(
+        strategy_name="SmaCross",
+        symbols=["BTC/USDT", "ETH/USDT"],
+        timeframe="1m",
+        exchange="binance",
+        exchange_config={"paper": {"fill_model": "quote", "latency_ms": 50}},
+    )
+    plan = prepare_paper(config, clock=venue.clock, settings=settings_for(venue, tmp_path))
+    rules = plan.session.sim.s.rules
+    assert rules is not None  # exchange_rules is on by default: the venue's exchangeInfo filters
+    assert [(r.amount_precision, r.price_precision, r.min_notional) for r in rules] == [
+        (1e-5, 0.01, 5.0),
+        (1e-4, 0.01, 5.0),
+    ]
+    assert isinstance(plan.feed, QuotedFeed) and isinstance(plan.feed.quotes, CcxtQuoteFeed)
+    assert plan.session.quotes is not None
+    assert venue.credentialed_requests() == []
