@@ -24,7 +24,8 @@ def _json(args: list[str]) -> dict:
 def test_a_paper_replay_ends_with_the_backtests_results() -> None:
     paper = _json([*BASE, *REPLAY, "--json"])
     backtest = _json(["backtest", "--strategy", "SmaCross", "--symbol", "BTC/USDT", "--timeframe", "1h",
-                      "--exchange", "synthetic", "--start", "2024-01-01", "--end", "2024-03-01", "--json"])  # fmt: skip
+                      "--exchange", "synthetic", "--start", "2024-01-01", "--end", "2024-03-01", "--exchange-rules",
+                      "--json"])  # fmt: skip
     assert paper["final_value"] == backtest["final_value"]
     assert paper["trades"] == backtest["trades"]
     assert paper["performance_metrics"] == backtest["performance_metrics"]
@@ -70,7 +71,8 @@ def test_trade_on_a_server_starts_the_session_there_and_ends_with_its_results() 
         paper = _json([*BASE, *REPLAY, "--server", srv.base_url, "--json"])
         runs = httpx.get(f"{srv.base_url}/api/v1/runs", params={"mode": "paper"}).json()["items"]
     backtest = _json(["backtest", "--strategy", "SmaCross", "--symbol", "BTC/USDT", "--timeframe", "1h",
-                      "--exchange", "synthetic", "--start", "2024-01-01", "--end", "2024-03-01", "--json"])  # fmt: skip
+                      "--exchange", "synthetic", "--start", "2024-01-01", "--end", "2024-03-01", "--exchange-rules",
+                      "--json"])  # fmt: skip
     assert paper["final_value"] == backtest["final_value"]
     assert paper["status"] == "completed" and paper["run_id"] in {r["run_id"] for r in runs}
 

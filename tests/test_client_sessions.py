@@ -67,6 +67,7 @@ def backtest_of_the_replay(api: CrackTraderAPI) -> Any:
         start_date=RANGE["start"],
         end_date=RANGE["end"],
         exchange="synthetic",
+        exchange_rules=True,  # as the paper session (its default): like with like
         poll_interval=POLL,
     )
 

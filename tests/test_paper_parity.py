@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -26,8 +28,10 @@ from cracktrader.engine.records import (
     O_TYPE,
     STATUS_FILLED,
 )
+from cracktrader.engine.rules import amount_to_precision
 from cracktrader.engine.strategy import Strategy
 from cracktrader.errors import UserInputError
+from cracktrader.exchanges.markets import market_rules
 from cracktrader.strategies.builtin import BUILTIN_STRATEGIES, BuyAndHold, SmaCross, SmaCrossEvents
 
 NOW = 1_767_225_600_000  # 2026-01-01
@@ -120,3 +124,41 @@ def test_a_bar_out_of_order_or_of_an_unknown_symbol_is_refused() -> None:
         session.on_bar(3_600_000, {"BTC/USDT": candle})
     with pytest.raises(UserInputError, match=r"does not trade: \['DOGE/USDT'\]"):
         session.on_bar(7_200_000, {"DOGE/USDT": candle})
+
+
+# Exchange rules on both sides: the synthetic markets' fees, precision and minimums, and funds held by open orders.
+RULED = dataclasses.replace(SETTINGS, rules=market_rules("synthetic", SYMBOLS))
+
+
+@pytest.mark.parametrize("cls", [c for c in BUILTIN_STRATEGIES if c.name != "BuyAndHold"], ids=lambda c: c.name)
+def test_with_exchange_rules_paper_over_replayed_candles_equals_the_backtest_with_them(cls: type[Strategy]) -> None:
+    candles = _candles()
+    params = {"size": 0.5} if "size" in cls.Params.model_fields else {}
+    paper, backtest = _replay(cls(params), candles, RULED), _backtest(cls(params), candles, RULED)
+    _assert_same(paper, backtest)
+    np.testing.assert_array_equal(paper.orders, backtest.orders)  # both on the event simulator: row for row
+    # The rules did apply: every filled amount is on its market's step, and the result differs from rules off.
+    filled = backtest.orders[backtest.orders[:, O_STATUS] == STATUS_FILLED]
+    assert RULED.rules is not None
+    assert all(amount_to_precision(RULED.rules[int(r[O_SYMBOL])], r[O_QTY]) == r[O_QTY] for r in filled)
+    assert backtest.equity[-1] != _backtest(cls(params), candles, SETTINGS).equity[-1]
+
+
+@pytest.mark.parametrize("strategy", [SmaCrossEvents(size=0.5), BuyAndHold()], ids=lambda s: s.name)
+def test_with_exchange_rules_event_strategy_orders_are_identical_row_for_row(strategy: Strategy) -> None:
+    candles = _candles()
+    paper = _replay(strategy, candles, RULED)
+    backtest = _backtest(type(strategy)(strategy.params.model_dump()), candles, RULED)
+    np.testing.assert_array_equal(paper.orders, backtest.orders)
+    np.testing.assert_array_equal(paper.equity, backtest.equity)
+    np.testing.assert_array_equal(paper.cash, backtest.cash)
+    assert paper.metrics == backtest.metrics
+
+
+def test_with_exchange_rules_brackets_and_missing_candles_fill_as_in_the_backtest() -> None:
+    candles = _candles(gaps=True)
+    for cls in (SmaCross, SmaCrossEvents):
+        params = {"stop_loss": 0.01, "take_profit": 0.02, "size": 0.5}
+        paper, backtest = _replay(cls(params), candles, RULED), _backtest(cls(params), candles, RULED)
+        _assert_same(paper, backtest)
+        np.testing.assert_array_equal(paper.orders, backtest.orders)

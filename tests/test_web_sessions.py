@@ -67,6 +67,7 @@ async def test_a_replayed_paper_session_completes_with_the_backtests_trades() ->
         exchange="synthetic",
         start_date="2024-01-01",
         end_date="2024-03-01",
+        exchange_rules=True,  # as the paper session (its default): like with like
     )
     backtest = full_document(execute_backtest(config))
     assert results["final_value"] == backtest["final_value"]
@@ -136,7 +137,12 @@ async def test_sessions_over_the_limit_are_refused_with_409_session_limit() -> N
     [
         ({**LIVE, "mode": "live"}, 501, "NOT_IMPLEMENTED", "use mode paper"),
         ({**LIVE, "exchange": "binanse"}, 400, "UNKNOWN_EXCHANGE", "Did you mean binance"),
-        ({**LIVE, "exchange_config": {"paper": {"fill_model": "quote"}}}, 501, "NOT_IMPLEMENTED", "quote fill model"),
+        (
+            {**REPLAY, "exchange_config": {"paper": {**REPLAY["exchange_config"]["paper"], "fill_model": "quote"}}},  # type: ignore[index]
+            422,
+            "INVALID_PAPER_CONFIG",
+            "A replay has no live quotes",
+        ),
         ({**LIVE, "exchange_config": {"paper": {"balance": 5}}}, 422, "INVALID_PAPER_CONFIG", "balance"),
         ({**LIVE, "strategy_name": "Nope"}, 400, "UNKNOWN_STRATEGY", "Nope"),
     ],

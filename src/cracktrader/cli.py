@@ -95,6 +95,9 @@ def backtest(
     slippage_bps: Annotated[float, typer.Option("--slippage-bps", help="Slippage in basis points")] = 0.0,
     latency: Annotated[int, typer.Option(help="Bars between a decision and its fill")] = 1,
     allow_short: Annotated[bool, typer.Option("--allow-short", help="Allow short positions")] = False,
+    exchange_rules: Annotated[
+        bool, typer.Option("--exchange-rules", help="The exchange's fees, precision, minimums and locked funds")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results document as JSON")] = False,
     save: Annotated[
         bool, typer.Option("--save", help="Store the run in the history the server shows (rerun it by id)")
@@ -121,6 +124,7 @@ def backtest(
                 slippage_bps=slippage_bps,
                 latency_bars=latency,
                 allow_short=allow_short,
+                exchange_rules=exchange_rules,
             )
         except ValidationError as exc:
             fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
@@ -420,6 +424,10 @@ def trade(
         list[str] | None, typer.Option(help="Starting balance CUR=amount (default 10000 of the quote)")
     ] = None,
     slippage_bps: Annotated[float, typer.Option("--slippage-bps", help="Slippage in basis points")] = 0.0,
+    fill_model: Annotated[str, typer.Option("--fill-model", help="bar (the backtest's) or quote (bid/ask)")] = "bar",
+    exchange_rules: Annotated[
+        bool, typer.Option("--exchange-rules/--no-exchange-rules", help="The exchange's fees, precision, minimums")
+    ] = True,
     replay_start: Annotated[str | None, typer.Option(help="Replay stored candles from this date (ISO 8601)")] = None,
     replay_end: Annotated[str | None, typer.Option(help="... up to this date (exclusive)")] = None,
     speed: Annotated[float, typer.Option(help="Replay speed: bar time divided by this")] = 1000.0,
@@ -441,7 +449,7 @@ def trade(
     from cracktrader.runs.config import LiveConfig
     from cracktrader.runs.trade import prepare_paper
 
-    paper: dict[str, Any] = {"slippage_bps": slippage_bps}
+    paper: dict[str, Any] = {"slippage_bps": slippage_bps, "fill_model": fill_model, "exchange_rules": exchange_rules}
     if balance:
         paper["balances"] = dict(_parse_balance(b) for b in balance)
     if replay_start or replay_end:

@@ -7,13 +7,15 @@ same rules and the same accounting as a backtest; over replayed candles it repro
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from cracktrader.brokers.quotes import QuoteFills
 from cracktrader.brokers.risk import Exposure, RiskDenial, RiskGate
 from cracktrader.data.feeds.base import ClosedCandle
+from cracktrader.data.feeds.quotes import Quote
 from cracktrader.engine.backtest import BacktestResult, deliverer, simulator_result
 from cracktrader.engine.broker import BarContext, EventSimulator, SimSettings
 from cracktrader.engine.context import OrderKind, Side
@@ -50,6 +52,17 @@ class PaperSession:
         self.risk = risk
         self.denials: list[RiskDenial] = []  # the last ones, newest last
         self.warmup_bars = 0  # history bars added by `warm` before the first live one
+        self.quotes: QuoteFills | None = None  # the quote fill model; None: the bar model (the backtest's)
+
+    def use_quotes(self, latency_ms: int, now_ms: Callable[[], int]) -> QuoteFills:
+        """Fill orders from quotes (`on_quote`) instead of at the next bar's open."""
+        self.quotes = QuoteFills(self.sim, latency_ms, now_ms)
+        return self.quotes
+
+    def on_quote(self, quote: Quote) -> None:
+        """A live best bid and ask (quote fill model): match the working orders that may see it."""
+        if self.quotes is not None:
+            self.quotes.on_quote(quote)
 
     @property
     def bars(self) -> int:
@@ -70,12 +83,16 @@ class PaperSession:
         alignment does); candles of unknown symbols are refused.
         """
         t, tradable = self._append(timestamp, candles)
-        if self.sim.open_orders:
+        if self.quotes is not None:
+            self.quotes.apply(t)  # what quotes filled during this bar
+        elif self.sim.open_orders:
             self.sim.process_bar(t)
         self.ctx.i = t
         if self._deliver is not None:
             self._deliver()
         self._decide(tradable)
+        if self.quotes is not None:
+            self.quotes.admit()
         self.sim.mark(t)
         self.sim.flush_marks(t)
         if self.risk is not None:

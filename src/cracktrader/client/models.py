@@ -75,6 +75,7 @@ class BacktestRequest(_Model):
     slippage_bps: float | None = None
     latency_bars: int | None = None
     allow_short: bool | None = None
+    exchange_rules: bool | None = None
 
     @field_validator("symbols", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ from cracktrader.engine.market import MarketData
 from cracktrader.engine.metrics import compute_metrics
 from cracktrader.engine.records import N_COLS, O_BAR, O_FEE, O_PNL, O_RETURN, O_SIDE, O_STATUS, O_SYMBOL, STATUS_FILLED
 from cracktrader.engine.strategy import Signals, Strategy
-from cracktrader.engine.window import compute_indicators
+from cracktrader.engine.window import act_on_signals, compute_indicators, decision_at
 from cracktrader.errors import UserInputError
 
 # Called with (bars done, bars total, cash, value) between chunks of a run.
@@ -94,8 +94,36 @@ def run_backtest(
     if settings.initial_cash <= 0:
         raise UserInputError("initial_cash must be positive")
     if strategy.style() == "vectorized":
+        if settings.rules is not None:
+            # Exchange rules (precision, minimums, locked funds) live in the event simulator only, so the
+            # compiled kernel stays as fast as without them; paper trading decides the same way.
+            return _run_event(strategy, data, settings, progress, should_stop, on_orders, None, _signal_decider)
         return _run_vectorized(strategy, data, settings, progress, should_stop, on_orders)
     return _run_event(strategy, data, settings, progress, should_stop, on_orders, probe)
+
+
+def _signal_decider(strategy: Strategy, sim: EventSimulator) -> Callable[[BarContext], None]:
+    """An `on_bar` acting on a vectorized strategy's signals over the whole history, as a paper session does."""
+    data = sim.data
+    n = data.n_bars
+    allow_short = sim.s.allow_short
+    pairs = []
+    for j, symbol in enumerate(data.symbols):
+        sig = strategy.signals(data.bars(j))
+        acts = np.zeros(n, dtype=np.bool_)
+        for flags in (sig.entries, sig.exits, *((sig.short_entries, sig.short_exits) if allow_short else ())):
+            if flags is not None:
+                acts |= np.broadcast_to(np.asarray(flags, dtype=np.bool_), (n,))
+        # A bar without a signal decides nothing, and one without the symbol's candle cannot (as in the kernel).
+        pairs.append((symbol, sig, (acts & data.tradable[:, j]).tolist()))
+
+    def on_bar(ctx: BarContext) -> None:
+        t = ctx.i
+        for symbol, sig, acts in pairs:
+            if acts[t]:
+                act_on_signals(ctx, symbol, decision_at(sig, t), allow_short=allow_short)
+
+    return on_bar
 
 
 def _stack(data: MarketData, values: list[Any], dtype: type, default: Any) -> np.ndarray:
@@ -276,15 +304,17 @@ def _run_event(
     should_stop: ShouldStop | None,
     on_orders: OnOrders | None,
     probe: Probe | None = None,
+    decider: Callable[[Strategy, EventSimulator], Callable[[BarContext], None]] | None = None,
 ) -> BacktestResult:
     wants_events = strategy.wants_events()
     sim = EventSimulator(data, settings, events=wants_events)
     if probe is not None:
         sim.decisions = []
-    ctx = BarContext(sim, [compute_indicators(strategy, data.bars(j)) for j in range(len(data.symbols))])
+    indicators = None if decider else [compute_indicators(strategy, data.bars(j)) for j in range(len(data.symbols))]
+    ctx = BarContext(sim, indicators)
     n = data.n_bars
     done = reported = 0
-    on_bar = strategy.on_bar
+    on_bar = strategy.on_bar if decider is None else decider(strategy, sim)
     process, mark = sim.process_bar, sim.mark
     deliver = deliverer(strategy, sim, ctx) if wants_events else None
     block = 1

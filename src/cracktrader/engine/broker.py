@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from cracktrader.engine.accounting import N_BOOK, apply_fill, spot_refusal
+from cracktrader.engine.accounting import CLOSE_TOLERANCE, N_BOOK, apply_fill, spot_refusal
 from cracktrader.engine.context import Fill, OrderKind, OrderUpdate, OrderView
 from cracktrader.engine.fills import (
     BUY,
@@ -26,7 +26,11 @@ from cracktrader.engine.market import Bars, MarketData
 from cracktrader.engine.records import (
     N_COLS,
     REASON_CANCELED_BY_STRATEGY,
+    REASON_FUNDS_LOCKED,
+    REASON_INSUFFICIENT_CASH,
+    REASON_INSUFFICIENT_POSITION,
     REASON_NAMES,
+    REASON_NO_POSITION,
     REASON_OCO,
     REASON_SIGNAL,
     REASON_STOP_LOSS,
@@ -41,6 +45,7 @@ from cracktrader.engine.records import (
     TYPE_STOP,
     TYPE_STOP_LIMIT,
 )
+from cracktrader.engine.rules import MarketRules, amount_to_precision, minimum_refusal, price_to_precision
 from cracktrader.errors import UserInputError
 
 Event = Fill | OrderUpdate
@@ -59,6 +64,8 @@ class SimSettings:
     slippage: float = 0.0  # fraction, e.g. 5 bps = 0.0005
     latency: int = 1  # bars between a decision at a close and its fill at an open
     allow_short: bool = False
+    # Exchange rules per symbol (fees, precision, minimums, locked funds); None: the plain simulation.
+    rules: tuple[MarketRules, ...] | None = None
 
     def __post_init__(self) -> None:
         # Integers from JSON or the CLI would otherwise make the compiled kernel do integer cash arithmetic.
@@ -112,6 +119,12 @@ class EventSimulator:
         self.data = data
         self.s = settings
         m = len(data.symbols)
+        self._rules = settings.rules
+        if self._rules is not None and len(self._rules) != m:
+            raise UserInputError(f"exchange rules for {len(self._rules)} markets, but {m} symbols")
+        # Fee rates per symbol: the market's with exchange rules, else the run's.
+        self._maker = [r.maker_fee for r in self._rules] if self._rules else [settings.maker_fee] * m
+        self._taker = [r.taker_fee for r in self._rules] if self._rules else [settings.taker_fee] * m
         self.cash = settings.initial_cash
         self.book = np.zeros((m, N_BOOK))
         self.pos = [0.0] * m  # mirror of book[:, B_POS] as floats: marking every bar reads it
@@ -253,12 +266,82 @@ class EventSimulator:
             fraction=fraction,
         )
         self._next_id += 1
+        if self.decisions is not None:
+            self.decisions.append(OrderDecision(t, symbol, side, size, limit, stop, stop_loss, take_profit, fraction))
+        refused = self._entry_refusal(order, t) if self._rules is not None else None
+        if refused is not None:
+            # Refused locally, as the exchange would refuse it: recorded, never in the book.
+            self._record(order, t, STATUS_REJECTED, order.size or 0.0, math.nan, 0.0, math.nan, math.nan, refused)
+            return order.id
         self.open_orders.append(order)
         if self.events is not None:
             self._update(order, t, "accepted", REASON_SIGNAL)
-        if self.decisions is not None:
-            self.decisions.append(OrderDecision(t, symbol, side, size, limit, stop, stop_loss, take_profit, fraction))
         return order.id
+
+    def _entry_refusal(self, order: Order, t: int) -> int | None:
+        """Put an order on the market's grids; why the exchange would refuse it at entry, else None.
+
+        An all-in order's amount is known only when it fills; a market order's cost is checked then too.
+        """
+        assert self._rules is not None
+        r = self._rules[order.symbol]
+        if order.limit == order.limit:
+            order.limit = price_to_precision(r, order.limit)
+        if order.stop == order.stop:
+            order.stop = price_to_precision(r, order.stop)
+        if order.size is None or order.size == 0:
+            return None
+        order.size = amount_to_precision(r, order.size)
+        if order.limit == order.limit:
+            ref = order.limit
+        elif order.stop == order.stop:
+            ref = order.stop
+        else:
+            ref = float(self._cols["close"][order.symbol][t])
+        refused = minimum_refusal(r, order.size, ref)
+        if refused is not None or order.type == TYPE_MARKET:
+            return refused
+        return self._balance_refusal(order, order.size, ref, self._taker[order.symbol])
+
+    def _balance_refusal(self, order: Order, qty: float, price: float, rate: float) -> int | None:
+        """Why the free balance (what other open orders do not hold) cannot pay for `qty` at `price`."""
+        j = order.symbol
+        p = self.pos[j]
+        if order.side == BUY:
+            if p < 0:
+                return None  # buying back a short: no spot balance is spent
+            need = qty * price * (1 + rate)
+            if need <= (self.cash - self.locked_quote(exclude=order)) * (1 + CLOSE_TOLERANCE):
+                return None
+            return REASON_FUNDS_LOCKED if need <= self.cash * (1 + CLOSE_TOLERANCE) else REASON_INSUFFICIENT_CASH
+        if self.s.allow_short:
+            return None
+        if qty <= (p - self.locked_base(j, exclude=order)) * (1 + CLOSE_TOLERANCE):
+            return None
+        if qty <= p * (1 + CLOSE_TOLERANCE):
+            return REASON_FUNDS_LOCKED
+        return REASON_NO_POSITION if p <= 0 else REASON_INSUFFICIENT_POSITION
+
+    def locked_quote(self, exclude: Order | None = None) -> float:
+        """Cash that open buy orders hold (exchange rules): size x limit (or stop) price x (1 + taker fee).
+
+        Market orders fill at the next price and hold nothing; an all-in order's size is known only then.
+        """
+        held = 0.0
+        for o in self.open_orders:
+            if o is exclude or o.side != BUY or o.size is None or o.type == TYPE_MARKET or self.pos[o.symbol] < 0:
+                continue
+            price = o.stop if o.type == TYPE_STOP else o.limit
+            held += o.size * price * (1 + self._taker[o.symbol])
+        return held
+
+    def locked_base(self, j: int, exclude: Order | None = None) -> float:
+        """Units of symbol j that open sell orders of a known size hold (exchange rules)."""
+        return sum(
+            o.size
+            for o in self.open_orders
+            if o is not exclude and o.symbol == j and o.side == SELL and o.size is not None and o.type != TYPE_MARKET
+        )
 
     def reject_now(self, t: int, symbol: int, side: int, size: float | None, reason: int) -> int:
         """Record an order refused before it reached the book (a risk limit); returns its id."""
@@ -273,7 +356,22 @@ class EventSimulator:
         if p == 0.0:
             return
         order_id = self.submit(t, symbol, SELL if p > 0 else BUY, abs(p))
-        self._execute(self._order(order_id), t, price, self.s.taker_fee)
+        if self._is_open_id(order_id):
+            self._execute(self._order(order_id), t, price, self._taker[symbol])
+
+    def _is_open_id(self, order_id: int) -> bool:
+        return any(o.id == order_id for o in self.open_orders)
+
+    def execute(self, order: Order, t: int, price: float, rate: float) -> bool:
+        """Fill a working order at `price` in bar t, as another fill model decided (paper's quotes); False if gone."""
+        if not self._is_open(order):
+            return False
+        self._execute(order, t, price, rate)
+        return True
+
+    def fee_rates(self, j: int) -> tuple[float, float]:
+        """(maker, taker) of symbol j."""
+        return self._maker[j], self._taker[j]
 
     def cancel(self, t: int, order_id: int, reason: int = REASON_CANCELED_BY_STRATEGY) -> bool:
         """Cancel a working order; False when it is no longer open."""
@@ -326,7 +424,7 @@ class EventSimulator:
         hi = self._cols["high"][j][t]
         lo = self._cols["low"][j][t]
         slip = self.s.slippage
-        rate = self.s.taker_fee
+        rate = self._taker[j]
         if o.type == TYPE_MARKET:
             price = market_fill_price(o.side, op, slip)
         elif o.type == TYPE_LIMIT:
@@ -334,7 +432,7 @@ class EventSimulator:
                 return False
             price = limit_fill_price(o.side, op, hi, lo, o.limit)
             # Marketable at the open (a gap through the limit) takes liquidity; resting in the book makes it.
-            rate = self.s.taker_fee if limit_is_taker(o.side, op, o.limit) else self.s.maker_fee
+            rate = self._taker[j] if limit_is_taker(o.side, op, o.limit) else self._maker[j]
         elif o.type == TYPE_STOP:
             crossed = op >= o.stop if o.side == BUY else op <= o.stop
             if at_open and not crossed:
@@ -342,7 +440,7 @@ class EventSimulator:
             price = stop_fill_price(o.side, op, hi, lo, o.stop, slip)
         else:
             price = self._stop_limit_price(o, op, hi, lo, at_open=at_open)
-            rate = self.s.taker_fee if at_open else self.s.maker_fee
+            rate = self._taker[j] if at_open else self._maker[j]
         if price != price:  # NaN: not reached in this bar
             return False
         self._execute(o, t, price, rate)
@@ -369,11 +467,17 @@ class EventSimulator:
         self.open_orders.remove(o)
         j = o.symbol
         p = self.pos[j]
+        rules = self._rules[j] if self._rules is not None else None
+        if rules is not None:
+            price = price_to_precision(rules, price)
         if o.size is None:
             if p != 0 and ((p > 0) == (o.side == SELL)):
                 qty = abs(p)
             elif o.side == BUY or self.s.allow_short:
-                qty = all_in_quantity(self.cash * o.fraction, price, rate)
+                cash = self.cash if rules is None else self.cash - self.locked_quote()
+                qty = all_in_quantity(cash * o.fraction, price, rate)
+                if rules is not None:
+                    qty = amount_to_precision(rules, qty)
             else:
                 qty = 0.0
         else:
@@ -388,6 +492,11 @@ class EventSimulator:
             allow_short=self.s.allow_short,
             asked_zero=o.size == 0,
         )
+        if reject is None and rules is not None:
+            # An order of a known size passed the minimums at entry; an all-in or whole-position one is sized now.
+            reject = minimum_refusal(rules, qty, price) if o.size is None else None
+            if reject is None:
+                reject = self._balance_refusal(o, qty, price, rate)
         if reject is not None:
             self._record(o, t, STATUS_REJECTED, qty, price, 0.0, math.nan, math.nan, reject)
             return
@@ -421,6 +530,8 @@ class EventSimulator:
             self._order(tp_id).oco = sl_id
 
     def _child(self, j: int, side: int, otype: int, limit: float, stop: float, t: int, reason: int) -> int:
+        if self._rules is not None:  # brackets rest on the exchange: their prices are on its grid
+            limit, stop = price_to_precision(self._rules[j], limit), price_to_precision(self._rules[j], stop)
         child = Order(self._next_id, j, side, None, otype, limit, stop, t, t, reason=reason)
         self._next_id += 1
         self.open_orders.append(child)

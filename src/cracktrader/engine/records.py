@@ -44,6 +44,10 @@ REASON_CANCELED_BY_STRATEGY: Final = 7
 REASON_OCO: Final = 8
 REASON_ZERO_SIZE: Final = 9
 REASON_RISK_LIMIT: Final = 10  # refused by a session's risk limits (paper and live)
+# Exchange rules (`exchange_rules`): refused locally, as the exchange would refuse the order.
+REASON_BELOW_MIN_AMOUNT: Final = 11
+REASON_BELOW_MIN_NOTIONAL: Final = 12
+REASON_FUNDS_LOCKED: Final = 13  # the balance is there, but open orders hold it
 REASON_NAMES: Final = (
     "signal",
     "stop_loss",
@@ -56,4 +60,7 @@ REASON_NAMES: Final = (
     "other side of a stop-loss/take-profit pair filled",
     "order size is zero",
     "refused by a risk limit",
+    "amount below the market's minimum",
+    "notional below the market's minimum",
+    "balance held by open orders",
 )

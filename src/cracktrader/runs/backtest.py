@@ -18,6 +18,7 @@ from cracktrader.engine.broker import SimSettings
 from cracktrader.engine.market import MarketData, align
 from cracktrader.engine.strategy import Strategy
 from cracktrader.errors import InvalidDateRangeError, UserInputError
+from cracktrader.exchanges.markets import market_rules
 from cracktrader.runs.config import BacktestConfig, redact
 from cracktrader.runs.document import now_iso
 from cracktrader.runs.inputs import CostInputs, RunInputs, StrategyInputs, fingerprint, strategy_source_sha256
@@ -141,6 +142,11 @@ def prepare_backtest(
         else service.exchange_fee_rates(config.exchange, config.symbols[0], settings)
     )
     maker, taker = _fees(config, fees, settings)
+    rules = None
+    if config.exchange_rules:
+        commission = None if config.commission is None else (config.commission, config.commission)
+        rules = market_rules(config.exchange, config.symbols, settings=settings, fees=commission)
+        maker, taker = rules[0].maker_fee, rules[0].taker_fee
     sim = SimSettings(
         initial_cash=config.initial_cash,
         maker_fee=maker,
@@ -148,6 +154,7 @@ def prepare_backtest(
         slippage=config.slippage_bps / 10_000.0,
         latency=config.latency_bars,
         allow_short=config.allow_short,
+        rules=rules,
     )
     inputs = RunInputs(
         effective_params=strategy.params.model_dump(mode="json"),
@@ -209,6 +216,8 @@ def document_config(prepared: PreparedBacktest) -> dict[str, Any]:
     cfg["maker_fee"] = prepared.sim.maker_fee
     cfg["taker_fee"] = prepared.sim.taker_fee
     cfg["inputs"] = redact({"inputs": prepared.inputs.document()})["inputs"]
+    if prepared.sim.rules is not None:
+        cfg["market_rules"] = {s: r.to_dict() for s, r in zip(prepared.config.symbols, prepared.sim.rules, strict=True)}
     return cfg
 
 

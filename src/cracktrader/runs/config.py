@@ -103,6 +103,12 @@ class BacktestConfig(BaseModel):
     )
     latency_bars: int = Field(1, ge=1, le=1000, strict=True, description="Bars between a decision and its fill")
     allow_short: bool = Field(False, strict=True, description="Allow short positions (spot is long-only by default)")
+    exchange_rules: bool = Field(
+        False,
+        strict=True,
+        description="Simulate the exchange's rules: each market's fees, amount and price precision, minimum amount "
+        "and notional, funds held by open orders (as paper trading does by default)",
+    )
 
     _symbols = field_validator("symbols")(lambda cls, value: clean_symbols(value))
 

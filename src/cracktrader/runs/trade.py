@@ -16,6 +16,7 @@ from cracktrader.clock import Clock
 from cracktrader.data import service
 from cracktrader.data.feeds.base import BarBatch, CandleFeed, market_batches
 from cracktrader.data.feeds.ccxt_feed import CcxtFeed
+from cracktrader.data.feeds.quotes import CcxtQuoteFeed, QuotedFeed, QuoteFeed, SyntheticQuoteFeed
 from cracktrader.data.feeds.replay import ReplayFeed
 from cracktrader.data.feeds.synthetic import SyntheticFeed
 from cracktrader.data.sources.synthetic import parse_symbol
@@ -23,6 +24,7 @@ from cracktrader.data.timeframes import Timeframe, parse_timeframe
 from cracktrader.engine.broker import SimSettings
 from cracktrader.engine.window import window_length
 from cracktrader.errors import UserInputError
+from cracktrader.exchanges.markets import market_rules
 from cracktrader.runs.backtest import prepare_backtest
 from cracktrader.runs.config import BacktestConfig, LiveConfig, RunDate
 from cracktrader.runs.strategy_errors import strategy_errors
@@ -54,11 +56,17 @@ class PaperConfig(BaseModel):
         max_length=50,
         description="Starting balances by currency; default 10,000 of the quote currency",
     )
-    fill_model: Literal["bar", "quote"] = Field("bar", description="bar: the backtest's rules; quote: the ticker")
+    fill_model: Literal["bar", "quote"] = Field(
+        "bar", description="bar: the backtest's rules (next bar's open); quote: the exchange's best bid and ask"
+    )
     slippage_bps: float = Field(0.0, ge=0, le=10_000, allow_inf_nan=False)
-    latency_ms: int = Field(200, ge=0, le=60_000, description="Which quote an order sees (quote fill model)")
+    latency_ms: int = Field(
+        200, ge=0, le=60_000, description="quote fill model: an order sees the first quote at or after this long"
+    )
     replay: ReplayConfig | None = None
-    exchange_rules: bool = Field(True, description="Fees, precision and minimums of the exchange's markets")
+    exchange_rules: bool = Field(
+        True, description="The exchange's fees, amount and price precision, minimums; funds held by open orders"
+    )
 
 
 class PaperConfigError(UserInputError):
@@ -116,8 +124,11 @@ def prepare_paper(config: LiveConfig, *, clock: Clock, settings: Settings | None
         raise NotAvailableYetError("Live trading with real orders comes with the exchange brokers; use mode paper")
     paper = paper_config(config.exchange_config)
     limits = parse_risk_limits(config.exchange_config)
-    if paper.fill_model != "bar":
-        raise NotAvailableYetError("The quote fill model is not available yet; use fill_model bar")
+    if paper.fill_model == "quote" and paper.replay is not None:
+        raise PaperConfigError(
+            "A replay has no live quotes: use fill_model bar with replay, or drop replay for quotes",
+            details={"fill_model": "quote", "replay": True},
+        )
     tf = parse_timeframe(config.timeframe)
     quote = _quote(config.symbols)
     cash = _starting_cash(paper.balances, quote)
@@ -134,6 +145,7 @@ def prepare_paper(config: LiveConfig, *, clock: Clock, settings: Settings | None
             initial_cash=cash,
             exchange=config.exchange,
             slippage_bps=paper.slippage_bps,
+            exchange_rules=paper.exchange_rules,
         )
         prepared = prepare_backtest(backtest, settings=settings)
         data = prepared.data
@@ -142,8 +154,8 @@ def prepare_paper(config: LiveConfig, *, clock: Clock, settings: Settings | None
         session = PaperSession(prepared.strategy, symbols, prepared.sim, tf.periods_per_year)
         # A replay's risk limits live in the replayed time (a UTC day, a second of orders): the bar's close.
         session.risk = RiskGate(limits, lambda: (session.last_timestamp or 0) + tf.ms)
-        feed: CandleFeed = ReplayFeed(batches, tf, clock, speed=paper.replay.speed)
-        return PaperPlan(session, feed, [], tf, quote, replay=True)
+        replayed = ReplayFeed(batches, tf, clock, speed=paper.replay.speed)
+        return PaperPlan(session, replayed, [], tf, quote, replay=True)
     exchange = config.exchange.strip().lower()
     live: SyntheticFeed | CcxtFeed
     if exchange == service.SYNTHETIC:
@@ -156,9 +168,24 @@ def prepare_paper(config: LiveConfig, *, clock: Clock, settings: Settings | None
         strategy = cls(config.strategy_params)
     fees = service.exchange_fee_rates(config.exchange, config.symbols[0], settings)
     maker, taker = fees if fees is not None else (settings.default_fee_rate, settings.default_fee_rate)
-    sim = SimSettings(initial_cash=cash, maker_fee=maker, taker_fee=taker, slippage=paper.slippage_bps / 10_000)
+    rules = market_rules(exchange, symbols, settings=settings) if paper.exchange_rules else None
+    if rules is not None:
+        maker, taker = rules[0].maker_fee, rules[0].taker_fee
+    sim = SimSettings(
+        initial_cash=cash, maker_fee=maker, taker_fee=taker, slippage=paper.slippage_bps / 10_000, rules=rules
+    )
     session = PaperSession(strategy, symbols, sim, tf.periods_per_year, risk=RiskGate(limits, clock.now_ms))
-    return PaperPlan(session, live, live.history(window_length(strategy)), tf, quote, replay=False)
+    history = live.history(window_length(strategy))
+    feed: CandleFeed = live
+    if paper.fill_model == "quote":
+        session.use_quotes(paper.latency_ms, clock.now_ms)
+        quotes: QuoteFeed = (
+            SyntheticQuoteFeed(symbols, tf, clock)
+            if exchange == service.SYNTHETIC
+            else CcxtQuoteFeed(exchange, symbols, clock, settings=settings)
+        )
+        feed = QuotedFeed(live, quotes, session.on_quote)
+    return PaperPlan(session, feed, history, tf, quote, replay=False)
 
 
 def _quote(symbols: list[str]) -> str:

@@ -150,6 +150,16 @@ def _profile(symbol: str) -> _Profile:
     )
 
 
+def asset_usd(asset: str) -> float:
+    """The rough US dollar value the generator gives `asset` (its market specs size orders with it)."""
+    return _asset_usd(asset.upper())
+
+
+def price_decimals(symbol: str) -> int:
+    """Decimals the generator rounds `symbol`'s prices to: its price step is 10 ** -decimals."""
+    return _profile(symbol.strip().upper()).decimals
+
+
 # -- the daily anchor path ---------------------------------------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""Exchanges as the simulator sees them: each market's trading rules (fees, precision, minimums)."""
