@@ -218,6 +218,7 @@ class SessionStateRecord(Base):
     fencing_token: Mapped[int] = mapped_column(Integer)
     owner_since: Mapped[datetime] = mapped_column(UTCDateTime)
     start_time: Mapped[str] = mapped_column(String(40))
+    end_time: Mapped[str | None] = mapped_column(String(40))  # the results document's, set by the final write
     bars: Mapped[int] = mapped_column(Integer)  # closed bars recorded (warm-up included)
     warmup_bars: Mapped[int] = mapped_column(Integer)
     last_bar_ts: Mapped[int | None] = mapped_column(BigInteger)
@@ -283,9 +284,7 @@ class SessionFillRecord(Base):
     """One fill of a session, recorded once: unique on (run, exchange, symbol, trade id)."""
 
     __tablename__ = "session_fills"
-    __table_args__ = (
-        UniqueConstraint("run_id", "exchange", "symbol", "trade_id", name="uq_session_fills_trade"),
-    )
+    __table_args__ = (UniqueConstraint("run_id", "exchange", "symbol", "trade_id", name="uq_session_fills_trade"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), index=True)

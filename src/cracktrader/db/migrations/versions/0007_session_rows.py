@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("fencing_token", sa.Integer(), nullable=False),
         sa.Column("owner_since", sa.DateTime(timezone=True), nullable=False),
         sa.Column("start_time", sa.String(length=40), nullable=False),
+        sa.Column("end_time", sa.String(length=40), nullable=True),
         sa.Column("bars", sa.Integer(), nullable=False),
         sa.Column("warmup_bars", sa.Integer(), nullable=False),
         sa.Column("last_bar_ts", sa.BigInteger(), nullable=True),
