@@ -496,7 +496,8 @@ class SessionRegistry:
         if summary is None or stored is None:
             raise RunNotFoundError(f"No session with id {run_id!r}", details={"run_id": run_id})
         cfg = dict(summary.config)
-        config = LiveConfig.model_validate({k: v for k, v in cfg.items() if k != "inputs"})
+        # The request as recorded (redacted: paper sessions hold no secrets), without what the server added to it.
+        config = LiveConfig.model_validate({k: v for k, v in cfg.items() if k in LiveConfig.model_fields})
         plan = await asyncio.to_thread(self._rebuild, config, stored)
         run = LiveRun(run_id, summary.user_id, cfg, plan, self.clock, start_time=stored.start_time)
         run.token, run.resumed = token, True
