@@ -17,7 +17,6 @@ from sqlalchemy.exc import IntegrityError
 
 from cracktrader.clock import ManualClock
 from cracktrader.data.sources.synthetic import generate
-from cracktrader.db.run_store import RunStore
 from cracktrader.db.session_store import StaleTokenError
 from cracktrader.runs.config import LiveConfig
 from cracktrader.runs.results import from_backtest, full_document
