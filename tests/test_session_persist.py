@@ -103,9 +103,9 @@ def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in ("run_id", "config", "start_time", "end_time", "status")}
 
 
-async def _uninterrupted(first_live_ts: int, live_bars: int) -> dict[str, Any]:
+async def _uninterrupted(first_live_ts: int, live_bars: int, config: LiveConfig = RESTING) -> dict[str, Any]:
     """The document of the same session run without a break over the same candles (the synthetic generator's)."""
-    plan = prepare_paper(RESTING, clock=ManualClock(first_live_ts + 10, auto=True), settings=_settings())
+    plan = prepare_paper(config, clock=ManualClock(first_live_ts + 10, auto=True), settings=_settings())
     await run_session(plan.session, plan.feed, history=plan.history, max_bars=live_bars)
     result = from_backtest(plan.session.result(), run_id="x", config={}, start_time="", end_time="")
     return _comparable(full_document(result))
@@ -212,3 +212,42 @@ async def test_a_session_resumes_after_a_crash_as_if_never_interrupted(target: D
     assert [float(r[5]) for r in stored.candles] == candles.close.tolist()  # the missed candles were the real ones
     live_bars = len(stamps) - stored.warmup_bars
     assert _comparable(doc) == await _uninterrupted(first_live, live_bars)
+
+
+async def test_missed_candles_replayed_at_once_keep_their_own_time_for_the_order_rate_limit(
+    target: DatabaseTarget,
+) -> None:
+    # An order on every bar, and at most 2 orders a second: 40 missed candles replayed in one go would be 40 orders
+    # in the same second of the server's clock; in their own time they are a minute apart, as they were live.
+    every_bar = LiveConfig(
+        strategy_name="SlowStrategy",
+        strategy_params={"bar_ms": 0, "trade_every": 1},
+        symbols=["BTC/USDT"],
+        timeframe="1m",
+        exchange="synthetic",
+        exchange_config={"risk": {"orders_per_second": 2}},
+        mode="paper",
+    )
+    clock_a = ManualClock(NOW + 10)
+    async with _server(target, SERVER_A, clock_a, [T0]) as a:
+        run_id = (await a.start(every_bar))["run_id"]
+        run_a = a.runs[run_id]
+        await _bars(clock_a, run_a, 5)
+        await _crash(a, run_a)
+    clock_b = ManualClock(clock_a.now_ms() + 40 * MINUTE)
+    async with _server(target, SERVER_B, clock_b, [T0 + timedelta(seconds=TTL_S + 1)]) as b:
+        assert await b.scan() == [run_id]
+        run_b = b.runs[run_id]
+        for _ in range(2000):
+            if run_b.plan.session.last_timestamp == clock_b.now_ms() // MINUTE * MINUTE - MINUTE:
+                break
+            await asyncio.sleep(0.002)
+        await _written(run_b)
+        status = run_b.snapshot()
+        doc = (await b.store.read_page(run_id, max_points=None, limit=None, offset=0)).document()
+        stored = await b.rows.load(run_id)  # type: ignore[union-attr]
+        await b.stop(run_id)
+    assert stored is not None
+    live_bars = stored.bars - stored.warmup_bars
+    assert live_bars >= 45 and status["risk"]["denials"] == {} and status["trade_count"] == live_bars - 1
+    assert _comparable(doc) == await _uninterrupted(NOW, live_bars, every_bar)

@@ -519,6 +519,8 @@ class SessionRegistry:
         restore_strategy(session.strategy, stored.strategy_state)
         plan.feed = resumed_feed(plan, config, clock=self.clock, settings=self.settings, after=stored.last_bar_ts)
         plan.history = []
+        if session.risk is not None and not plan.replay:
+            session.risk.clock = _catch_up_time(session, plan.timeframe.ms, self.clock)
         return plan
 
     def _publish(self, run: LiveRun) -> None:
@@ -547,6 +549,22 @@ class SessionRegistry:
                 sim.close_now(t, j, price)
         sim.mark(t)
         sim.flush_marks(t)
+
+
+def _catch_up_time(session: PaperSession, timeframe_ms: int, clock: Clock) -> Callable[[], int]:
+    """The risk gate's time of a resumed session: a missed candle's close while they are replayed, then the clock.
+
+    Replayed at once, a day of missed candles would otherwise all fall in the same second of the order rate limit.
+    """
+
+    def now() -> int:
+        current = clock.now_ms()
+        if session.last_timestamp is None:
+            return current
+        close = session.last_timestamp + timeframe_ms
+        return close if current - close > timeframe_ms else current
+
+    return now
 
 
 class OrderNotOpenError(CracktraderError):
