@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from cracktrader.runs.sessions import LiveRun, SessionRegistry
 from cracktrader.runs.trade import prepare_paper
 from cracktrader.settings import Settings, get_settings
 from db_support import DatabaseTarget
-from web_support import with_test_strategies
+from web_support import TEST_STRATEGY_DIR, with_test_strategies
 
 pytestmark = pytest.mark.anyio
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -54,12 +55,14 @@ def _settings() -> Settings:
 
 @contextlib.asynccontextmanager
 async def _server(
-    target: DatabaseTarget, server_id: str, clock: ManualClock, lease: list[datetime]
+    target: DatabaseTarget, server_id: str, clock: Any, lease: list[datetime], settings: Settings | None = None
 ) -> AsyncIterator[SessionRegistry]:
     """A registry on its own engine (one "server process"), with its lease taken at `lease[0]`."""
     store = target.store()
     await store.register_server(server_id, host="test", pid=1, now=lease[0])
-    registry = SessionRegistry(_settings(), store=store, clock=clock, server_id=server_id, lease_now=lambda: lease[0])
+    registry = SessionRegistry(
+        settings or _settings(), store=store, clock=clock, server_id=server_id, lease_now=lambda: lease[0]
+    )
     try:
         yield registry
     finally:
@@ -251,3 +254,61 @@ async def test_missed_candles_replayed_at_once_keep_their_own_time_for_the_order
     live_bars = stored.bars - stored.warmup_bars
     assert live_bars >= 45 and status["risk"]["denials"] == {} and status["trade_count"] == live_bars - 1
     assert _comparable(doc) == await _uninterrupted(NOW, live_bars, every_bar)
+
+
+async def test_a_ccxt_session_resumed_after_a_crash_gets_the_missed_candles_from_rest(
+    target: DatabaseTarget, tmp_path: Path
+) -> None:
+    from fakes.binance import candle
+    from fakes.venue import FakeVenue
+
+    t0 = 1_717_243_200_000  # 2024-06-01T12:00:00Z; the venue starts half way through this 1m candle
+    config = LiveConfig(
+        strategy_name="SlowStrategy",
+        strategy_params={"bar_ms": 0, "trade_every": 2},
+        symbols=["BTC/USDT"],
+        timeframe="1m",
+        exchange="binance",
+        mode="paper",
+    )
+    with FakeVenue(now_ms=t0 + 30_000) as venue:
+        settings = Settings(
+            data_dir=tmp_path / "data",
+            exchange_options=venue.exchange_options(),
+            strategy_dir=TEST_STRATEGY_DIR,
+            server_lease_ttl_s=TTL_S,
+        )
+        clock: Any = venue.clock
+        async with _server(target, SERVER_A, clock, [T0], settings) as a:
+            run_id = (await a.start(config))["run_id"]
+            run_a = a.runs[run_id]
+            await venue.wait_subscribed("btcusdt@kline_1m")
+            await venue.settled()
+            for step in (30, 60, 60):
+                await venue.step(step)
+            await _until(lambda: run_a.plan.session.last_timestamp == t0 + 2 * MINUTE)
+            await _written(run_a)
+            await _crash(a, run_a)
+        await venue.step(5 * 60)  # five candles close while no server runs
+        async with _server(target, SERVER_B, clock, [T0 + timedelta(seconds=TTL_S + 1)], settings) as b:
+            assert await b.scan() == [run_id]
+            run_b = b.runs[run_id]
+            await _until(lambda: run_b.plan.session.last_timestamp == t0 + 7 * MINUTE)
+            await _written(run_b)
+            stored = await b.rows.load(run_id)  # type: ignore[union-attr]
+            fills = await b.rows.fills(run_id)  # type: ignore[union-attr]
+            await b.stop(run_id)
+    assert stored is not None
+    live = [int(r[0]) for r in stored.candles[stored.warmup_bars :]]
+    assert live == [t0 + k * MINUTE for k in range(8)]  # in order, none missing, none twice
+    assert [float(r[5]) for r in stored.candles[stored.warmup_bars :]] == [candle("BTC/USDT", "1m", t)[4] for t in live]
+    assert len(fills) >= 3 and len({f["trade_id"] for f in fills}) == len(fills)
+    assert any(t0 + 3 * MINUTE <= f["ts"] <= t0 + 7 * MINUTE for f in fills)  # traded on the replayed candles
+
+
+async def _until(condition: Any) -> None:
+    for _ in range(5000):
+        if condition():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("condition still false after the safety timeout")
