@@ -312,3 +312,22 @@ async def _until(condition: Any) -> None:
             return
         await asyncio.sleep(0.002)
     raise AssertionError("condition still false after the safety timeout")
+
+
+async def test_a_control_action_is_written_at_once_not_at_the_next_bar(target: DatabaseTarget) -> None:
+    from cracktrader.runs.sessions import close_position
+
+    clock = ManualClock(NOW + 10)
+    async with _server(target, SERVER_A, clock, [T0]) as a:
+        run_id = (await a.start(RESTING))["run_id"]
+        run = a.runs[run_id]
+        await _bars(clock, run, 3)  # the market buy filled
+        close_position(run, "BTC/USDT")
+        await _written(run)
+        (position,) = await a.rows.positions(run_id)  # type: ignore[union-attr]
+        fills = await a.rows.fills(run_id)  # type: ignore[union-attr]
+        doc = (await a.store.read_page(run_id, max_points=None, limit=None, offset=0)).document()
+        in_memory = full_document(run.current_results())
+        await a.stop(run_id)
+    assert position["size"] == 0.0 and [f["side"] for f in fills] == ["buy", "sell"]
+    assert _comparable(doc) == _comparable(in_memory)  # the re-marked last equity point included

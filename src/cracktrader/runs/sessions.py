@@ -94,6 +94,7 @@ class LiveRun:
     writer: asyncio.Task[None] | None = None
     fenced: bool = False  # another server took the session over: this one stopped driving it
     resumed: bool = False  # taken over from a server that died
+    record: Callable[[], None] | None = None  # writes what a control action (cancel, close) changed
     _rows_summed: int = 0  # order rows already counted in the totals below
     _fills: int = 0
     _realized: float = 0.0
@@ -303,6 +304,7 @@ class SessionRegistry:
                     run_id, server_id=self.server_id, start_time=run.start_time, now=self.lease_now()
                 )
                 run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
+                run.record = lambda: self._record(run)
             self.runs[run_id] = run
             run.task = asyncio.create_task(self._drive(run), name=f"session-{run_id}")
         return {"run_id": run_id, "status": "running", "message": "Paper session started; watch /runs/{id}/status"}
@@ -503,6 +505,7 @@ class SessionRegistry:
         run.token, run.resumed = token, True
         run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
         run.recorder.resume_from(plan.session.bars)
+        run.record = lambda: self._record(run)
         self.runs[run_id] = run
         run.task = asyncio.create_task(self._drive(run), name=f"session-{run_id}")
         return run
@@ -600,6 +603,8 @@ def cancel_order(run: LiveRun, order_id: int) -> dict[str, Any]:
             f"Session {run.run_id} has no open order {order_id}; open orders: {open_ids or 'none'}",
             details={"order_id": order_id, "open_orders": open_ids},
         )
+    if run.record is not None:
+        run.record()
     return {"run_id": run.run_id, "status": run.status, "message": f"Order {order_id} cancelled"}
 
 
@@ -622,6 +627,8 @@ def close_position(run: LiveRun, symbol: str) -> dict[str, Any]:
     sim.close_now(t, j, market_fill_price(SELL if p > 0 else BUY, float(sim.data.close[t, j]), sim.s.slippage))
     sim.mark(t)
     sim.flush_marks(t)
+    if run.record is not None:
+        run.record()
     return {"run_id": run.run_id, "status": run.status, "message": f"{symbol} position closed"}
 
 
