@@ -214,9 +214,10 @@ async def test_two_live_servers_never_both_drive_a_session(rows: tuple[str, Sess
                 assert owner_a is not None and owner_a[1] == 1 and bars_seen[-1] > bars_seen[0]
                 first.kill()
 
-                async def taken_over() -> bool:
+                async def taken_over() -> bool:  # claimed, then resumed (its status is served once it is rebuilt)
                     owner = await store.owner(run_id)
-                    return owner is not None and owner[1] == 2
+                    claimed = owner is not None and owner[1] == 2
+                    return claimed and (await b.get(f"/api/v1/runs/{run_id}/status")).status_code == 200
 
                 await _until("the takeover", taken_over)
                 status = (await b.get(f"/api/v1/runs/{run_id}/status")).json()
