@@ -35,6 +35,13 @@ OUR_TABLES = {
     "api_keys",
     "refresh_tokens",
     "strategies",
+    "session_state",
+    "session_candles",
+    "session_equity",
+    "session_orders",
+    "session_fills",
+    "session_positions",
+    "session_balances",
 }
 
 

@@ -308,29 +308,41 @@ async def test_a_malformed_paper_config_is_refused_naming_the_field(paper: objec
     assert text in r.json()["error"]["message"]
 
 
-async def test_a_running_session_checkpoints_its_results_to_the_history() -> None:
-    settings = get_settings().model_copy(update={"session_checkpoint_s": 120.0})
-    async with app_client(settings) as c:
+async def test_a_running_session_writes_each_bar_and_its_results_come_from_the_rows() -> None:
+    async with app_client() as c:
         clock = ManualClock(NOW + 10)
         c.app.state.sessions.clock = clock  # type: ignore[attr-defined]
         run_id = (await c.post("/api/v1/runs", json={**LIVE, "strategy_name": "BuyAndHold"})).json()["run_id"]
         store = c.app.state.run_store  # type: ignore[attr-defined]
-        for _ in range(2):
+        sessions = c.app.state.sessions  # type: ignore[attr-defined]
+        run = sessions.runs[run_id]
+        for _ in range(3):
             await clock.advance(60_000)
-        assert await store.read_head(run_id) is None  # 60 s since the first live bar: not yet
-        for _ in range(2):
-            await clock.advance(60_000)
-        for _ in range(500):  # the checkpoint is written in the background (up to 5 s on a loaded machine)
-            if await store.read_head(run_id) is not None:
-                break
-            await asyncio.sleep(0.01)
-        head = await store.read_head(run_id)
-        assert head is not None and head["status"] == "running"
-        page = await store.read_page(run_id, max_points=1000, limit=100, offset=0)
-        doc = page.document()
-        assert doc["status"] == "running" and len(doc["trades"]) == 1  # the buy
+        await _written(run)
+        stored = await sessions.rows.load(run_id)
+        assert stored.bars == run.plan.session.bars and stored.last_bar_ts == run.plan.session.last_timestamp
+        page = await store.read_page(run_id, max_points=None, limit=None, offset=0)
+        from_rows, in_memory = page.document(), full_document(run.current_results())
+        for key in in_memory:
+            if key != "end_time":  # a running session's: the last write's time, or now
+                assert from_rows[key] == in_memory[key], key
+        assert from_rows["status"] == "running" and len(from_rows["trades"]) == 1  # the buy
         record = (await c.get(f"/api/v1/runs/{run_id}")).json()
         assert record["status"] == "running" and record["ended_at"] is None
-        await c.post(f"/api/v1/runs/{run_id}/stop")
-        final = await store.read_head(run_id)
-        assert final["status"] == "stopped"
+        await c.post(f"/api/v1/runs/{run_id}/stop", json={"flatten": True})
+        final = (await store.read_page(run_id, max_points=None, limit=None, offset=0)).document()
+        assert final == full_document(run.results)  # field by field, the flatten at the stop included
+        assert final["status"] == "stopped" and len(final["trades"]) == 2
+        fills = await sessions.rows.fills(run_id)
+        assert [f["trade_id"] for f in fills] == [str(t["order_id"]) for t in final["trades"]]
+        (balance,) = await sessions.rows.balances(run_id)
+        assert balance["currency"] == "USDT" and balance["total"] == final["equity_curve"][-1]["cash"]
+
+
+async def _written(run: LiveRun) -> None:
+    """Until the session's captured rows are written (the writer runs beside the bars)."""
+    for _ in range(2000):
+        if run.pending is None and (run.writer is None or run.writer.done()):
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the session's rows were never written")

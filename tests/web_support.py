@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -133,3 +137,52 @@ def live_server(**web: Any) -> Iterator[LiveServer]:
     server = LiveServer(**web)
     with server:
         yield server
+
+
+class ServerProcess:
+    """A real server process (`python -m cracktrader.web.server.main`) on a free 127.0.0.1 port: it can be killed.
+
+    `env` is added to this process's environment (the suite's data folder included); stderr goes to `log`.
+    """
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_loopback_port()
+        self.env = {**os.environ, **env}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> ServerProcess:
+        """Start it and wait until `/api/v1/health` answers (the timeout is a safety net for a loaded machine)."""
+        command = [sys.executable, "-m", "cracktrader.web.server.main", "--port", str(self.port), "--log-level", "info"]
+        with self.log.open("ab") as err:
+            self.proc = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.base_url}/api/v1/health", timeout=2).status_code == 200:
+                    return self
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no last write."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM (a clean shutdown), SIGKILL if it has not ended in 20 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, astuple, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,10 +18,11 @@ from cracktrader.brokers.risk import Exposure, RiskDenial, RiskGate
 from cracktrader.data.feeds.base import ClosedCandle
 from cracktrader.data.feeds.quotes import Quote
 from cracktrader.engine.backtest import BacktestResult, deliverer, simulator_result
-from cracktrader.engine.broker import BarContext, EventSimulator, SimSettings
-from cracktrader.engine.context import OrderKind, Side
+from cracktrader.engine.broker import BarContext, EventSimulator, Order, SimSettings
+from cracktrader.engine.context import Fill, OrderKind, OrderUpdate, Side
 from cracktrader.engine.fills import BUY, SELL
 from cracktrader.engine.records import REASON_RISK_LIMIT
+from cracktrader.engine.rules import MarketRules
 from cracktrader.engine.strategy import Strategy
 from cracktrader.engine.window import WindowContext, act_on_signals, live_decision, window_length
 from cracktrader.errors import UserInputError
@@ -218,3 +220,103 @@ class _GatedContext(WindowContext):
         if self._refused(side, symbol, abs(position), None, None, 1.0):
             return -1
         return super().close_position(symbol)
+
+
+# Persistence: what a stored session needs to rebuild its simulator exactly (a restart, `/results` from rows).
+
+STATE_VERSION = 1
+
+
+@dataclass(slots=True)
+class SessionSnapshot:
+    """A session's stored bars, equity, finished orders and state: enough to rebuild its simulator exactly."""
+
+    timestamp: np.ndarray  # (n,) bar open times, ms
+    ohlcv: np.ndarray  # (5, n, m): open, high, low, close, volume (the carried close where a symbol had none)
+    tradable: np.ndarray  # (n, m) bool
+    equity: np.ndarray  # (n,)
+    cash: np.ndarray  # (n,)
+    in_market: np.ndarray  # (n,) bool
+    rows: list[list[float]]  # finished orders as engine rows (engine.records), bar indices into the n bars
+    state: dict[str, Any]  # `export_state()` after bar n - 1
+
+
+def _event_dict(event: Fill | OrderUpdate) -> dict[str, Any]:
+    return {"kind": "fill" if isinstance(event, Fill) else "order", **asdict(event)}
+
+
+def _event(raw: dict[str, Any]) -> Fill | OrderUpdate:
+    fields = {k: v for k, v in raw.items() if k != "kind"}
+    return Fill(**fields) if raw["kind"] == "fill" else OrderUpdate(**fields)
+
+
+def export_state(session: PaperSession) -> dict[str, Any]:
+    """The simulator's working state after the last bar, as JSON-able values (NaN kept: the store writes text)."""
+    sim = session.sim
+    return {
+        "version": STATE_VERSION,
+        "settings": asdict(sim.s),
+        "periods_per_year": sim.data.periods_per_year,
+        "cash": sim.cash,
+        "book": sim.book.tolist(),
+        "next_id": sim._next_id,
+        "open_orders": [astuple(o) for o in sim.open_orders],
+        "events": [_event_dict(e) for e in sim.events or []],
+        "last_close": session._last_close.tolist(),
+        "last_timestamp": session.last_timestamp,
+        "warmup_bars": session.warmup_bars,
+    }
+
+
+def rebuild_simulator(symbols: tuple[str, ...], snapshot: SessionSnapshot, *, events: bool) -> EventSimulator:
+    """A live simulator holding the snapshot's bars and state, as the session's was after its last stored bar."""
+    state = snapshot.state
+    n = int(snapshot.timestamp.shape[0])
+    settings = _settings(state["settings"])
+    sim = EventSimulator.live(symbols, settings, float(state["periods_per_year"]), events=events, capacity=max(1024, n))
+    _restore_into(sim, snapshot)
+    return sim
+
+
+def _settings(raw: dict[str, Any]) -> SimSettings:
+    """The stored `SimSettings` (asdict turned its exchange rules into dicts)."""
+    rules = raw.get("rules")
+    return SimSettings(**{**raw, "rules": None if rules is None else tuple(MarketRules(**r) for r in rules)})
+
+
+def _restore_into(sim: EventSimulator, snapshot: SessionSnapshot) -> None:
+    state = snapshot.state
+    if state.get("version") != STATE_VERSION:
+        raise UserInputError(f"Stored session state version {state.get('version')!r} is not {STATE_VERSION}")
+    o, h, lo, c, v = snapshot.ohlcv
+    for t, ts in enumerate(snapshot.timestamp.tolist()):
+        sim.append_bar(int(ts), o[t], h[t], lo[t], c[t], v[t], snapshot.tradable[t])
+    n = sim.data.n_bars
+    # The curve as it was marked, not re-marked: a flatten at the stop changed the last point after its bar.
+    sim.equity[:n], sim.cash_curve[:n], sim.in_market[:n] = snapshot.equity, snapshot.cash, snapshot.in_market
+    sim.cash = float(state["cash"])
+    sim.book[:] = np.asarray(state["book"], dtype=np.float64).reshape(sim.book.shape)
+    sim.pos = [float(x) for x in sim.book[:, 0]]
+    sim._held_at_flush = list(sim.pos)
+    sim._next_id = int(state["next_id"])
+    sim.rows = [list(map(float, r)) for r in snapshot.rows]
+    sim.open_orders = [_order(raw) for raw in state["open_orders"]]
+    if sim.events is not None:
+        sim.events[:] = [_event(e) for e in state["events"]]  # in place: the strategy's deliverer holds this list
+
+
+def _order(raw: list[Any]) -> Order:
+    values = list(raw)
+    values[-1] = [int(x) for x in values[-1]]  # children
+    return Order(*values)
+
+
+def restore_session(session: PaperSession, snapshot: SessionSnapshot) -> None:
+    """Put a freshly made session (no bars yet) where the stored one was: bars, orders, positions, cash."""
+    if session.bars:
+        raise UserInputError("Only a session with no bars yet can be restored")
+    _restore_into(session.sim, snapshot)
+    state = snapshot.state
+    session._last_close = np.asarray(state["last_close"], dtype=np.float64)
+    session.last_timestamp = state["last_timestamp"]
+    session.warmup_bars = int(state["warmup_bars"])

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -38,6 +39,13 @@ __all__ = [
     "RunSeriesRecord",
     "RunSymbolRecord",
     "ServerRecord",
+    "SessionBalanceRecord",
+    "SessionCandleRecord",
+    "SessionEquityRecord",
+    "SessionFillRecord",
+    "SessionOrderRecord",
+    "SessionPositionRecord",
+    "SessionStateRecord",
     "StrategyRecord",
     "UTCDateTime",
     "UserRecord",
@@ -194,6 +202,128 @@ class ServerRecord(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SessionStateRecord(Base):
+    """A paper session's owner (a server lease and a fencing token) and the state it resumes from after a restart.
+
+    Every write of the session checks `fencing_token` in its transaction; a takeover increments it, so a writer
+    that lost the session finds its token stale and stops without writing.
+    """
+
+    __tablename__ = "session_state"
+
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    owner_server_id: Mapped[str] = mapped_column(String(32), index=True)
+    fencing_token: Mapped[int] = mapped_column(Integer)
+    owner_since: Mapped[datetime] = mapped_column(UTCDateTime)
+    start_time: Mapped[str] = mapped_column(String(40))
+    end_time: Mapped[str | None] = mapped_column(String(40))  # the results document's, set by the final write
+    bars: Mapped[int] = mapped_column(Integer)  # closed bars recorded (warm-up included)
+    warmup_bars: Mapped[int] = mapped_column(Integer)
+    last_bar_ts: Mapped[int | None] = mapped_column(BigInteger)
+    # JSON text, not a JSON column: it holds NaN (prices of market orders), which PostgreSQL's JSON rejects.
+    sim_state: Mapped[str | None] = mapped_column(Text)
+    strategy_state: Mapped[str | None] = mapped_column(Text)  # the strategy's `state()`, JSON
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SessionCandleRecord(Base):
+    """One symbol's closed candle of a session bar (the carried close where it had none: `tradable` false)."""
+
+    __tablename__ = "session_candles"
+
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    symbol: Mapped[int] = mapped_column(Integer, primary_key=True)  # index into the run's symbols
+    open: Mapped[float] = mapped_column(Double)
+    high: Mapped[float] = mapped_column(Double)
+    low: Mapped[float] = mapped_column(Double)
+    close: Mapped[float] = mapped_column(Double)
+    volume: Mapped[float] = mapped_column(Double)
+    tradable: Mapped[bool] = mapped_column(Boolean)
+
+
+class SessionEquityRecord(Base):
+    """One equity point of a session per closed candle (the primary key forbids a duplicate timestamp)."""
+
+    __tablename__ = "session_equity"
+
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    value: Mapped[float] = mapped_column(Double)
+    cash: Mapped[float] = mapped_column(Double)
+    in_market: Mapped[bool] = mapped_column(Boolean)
+
+
+class SessionOrderRecord(Base):
+    """A session order's latest state (open until it fills, is rejected or cancelled). NULL floats are NaN."""
+
+    __tablename__ = "session_orders"
+
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    order_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    created_bar: Mapped[int] = mapped_column(Integer)
+    bar: Mapped[int] = mapped_column(Integer)  # -1 while open
+    created_ts: Mapped[int] = mapped_column(BigInteger)
+    ts: Mapped[int] = mapped_column(BigInteger)  # -1 while open
+    symbol: Mapped[int] = mapped_column(Integer)
+    side: Mapped[int] = mapped_column(SmallInteger)
+    type: Mapped[int] = mapped_column(SmallInteger)
+    status: Mapped[int] = mapped_column(SmallInteger)
+    reason: Mapped[int] = mapped_column(SmallInteger)
+    size: Mapped[float | None] = mapped_column(Double)
+    price: Mapped[float | None] = mapped_column(Double)
+    trigger: Mapped[float | None] = mapped_column(Double)
+    fee: Mapped[float | None] = mapped_column(Double)
+    pnl: Mapped[float | None] = mapped_column(Double)
+    ret: Mapped[float | None] = mapped_column(Double)
+
+
+class SessionFillRecord(Base):
+    """One fill of a session, recorded once: unique on (run, exchange, symbol, trade id)."""
+
+    __tablename__ = "session_fills"
+    __table_args__ = (UniqueConstraint("run_id", "exchange", "symbol", "trade_id", name="uq_session_fills_trade"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    exchange: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(100))
+    trade_id: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[int] = mapped_column(BigInteger)
+    ts: Mapped[int] = mapped_column(BigInteger)
+    side: Mapped[str] = mapped_column(String(4))
+    amount: Mapped[float] = mapped_column(Double)
+    price: Mapped[float] = mapped_column(Double)
+    fee: Mapped[float] = mapped_column(Double)
+
+
+class SessionPositionRecord(Base):
+    """A session's latest position in one symbol."""
+
+    __tablename__ = "session_positions"
+
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(100), primary_key=True)
+    size: Mapped[float] = mapped_column(Double)
+    entry_price: Mapped[float] = mapped_column(Double)
+    entry_cost: Mapped[float] = mapped_column(Double)
+    market_price: Mapped[float | None] = mapped_column(Double)
+    ts: Mapped[int] = mapped_column(BigInteger)
+
+
+class SessionBalanceRecord(Base):
+    """A session's latest balance of one currency."""
+
+    __tablename__ = "session_balances"
+
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(16), primary_key=True)
+    free: Mapped[float] = mapped_column(Double)
+    used: Mapped[float] = mapped_column(Double)
+    total: Mapped[float] = mapped_column(Double)
+    ts: Mapped[int] = mapped_column(BigInteger)
 
 
 class UserRecord(Base):

@@ -30,6 +30,7 @@ from cracktrader.db.models import (
     RunSeriesRecord,
     RunSymbolRecord,
     ServerRecord,
+    SessionStateRecord,
 )
 from cracktrader.engine.records import STATUS_FILLED
 from cracktrader.errors import CracktraderError
@@ -365,6 +366,11 @@ class RunStore:
         offset: int = 0,
     ) -> ResultsPage | None:
         """One page of a run's results, reading only the chunks it shows (and the equity values it thins)."""
+        from_rows = await self.session_results(run_id, user_id=user_id)
+        if from_rows is not None:
+            return await asyncio.to_thread(
+                lambda: page_of(from_rows, max_points=max_points, limit=limit, offset=offset)
+            )
         async with self._sessions() as session:
             blob = await session.scalar(self._head_query(run_id, user_id))
             if blob is None:
@@ -433,6 +439,20 @@ class RunStore:
             paged=max_points is not None or limit is not None,
         )
 
+    async def session_results(self, run_id: str, *, user_id: int | None = None) -> RunResults | None:
+        """A paper session's results computed from its rows (None for other runs): what `/results` shows of it."""
+        from cracktrader.db.session_store import SessionStore
+        from cracktrader.runs.persist import RunInfo, results_from_rows
+
+        summary = await self.get(run_id, user_id=user_id)
+        if summary is None or summary.mode != "paper":
+            return None
+        stored = await SessionStore(self._engine).load(run_id)
+        if stored is None:
+            return None
+        info = RunInfo(run_id, summary.config, summary.symbols, summary.status, summary.error, stored.updated_at)
+        return await asyncio.to_thread(results_from_rows, stored, info)
+
     @staticmethod
     def _head_query(run_id: str, user_id: int | None) -> Any:
         query = select(RunResultRecord.document).join(RunRecord, RunRecord.id == RunResultRecord.run_id)
@@ -441,6 +461,9 @@ class RunStore:
 
     async def read_head(self, run_id: str, *, user_id: int | None = None) -> dict[str, Any] | None:
         """A run's results head (everything but its series), or None."""
+        from_rows = await self.session_results(run_id, user_id=user_id)
+        if from_rows is not None:
+            return from_rows.head
         async with self._sessions() as session:
             blob = await session.scalar(self._head_query(run_id, user_id))
         return None if blob is None else await asyncio.to_thread(_decode_head, blob)
@@ -459,6 +482,10 @@ class RunStore:
     async def iter_series(self, run_id: str, kind: str) -> AsyncIterator[np.ndarray]:
         """A run's stored equity points or orders, one chunk at a time (for streaming exports)."""
         dtype = EQUITY_DTYPE if kind == "equity" else ORDER_DTYPE
+        from_rows = await self.session_results(run_id)
+        if from_rows is not None:
+            yield from_rows.equity if kind == "equity" else from_rows.orders
+            return
         async with self._sessions() as session:
             seqs = (
                 await session.scalars(
@@ -598,6 +625,9 @@ class RunStore:
                 if gone:
                     await session.execute(delete(ServerRecord).where(ServerRecord.id.in_(gone)))
                 conditions.append(or_(RunRecord.server_id.is_(None), RunRecord.server_id.not_in(sorted(alive))))
+            # A paper session recorded in rows is not cut short: another server takes it over and resumes it.
+            resumable = exists().where(SessionStateRecord.run_id == RunRecord.id)
+            conditions.append(or_(RunRecord.mode != "paper", ~resumable))
             result = await session.execute(
                 update(RunRecord).where(*conditions).values(status="failed", error=INTERRUPTED_ERROR, ended_at=ended)
             )

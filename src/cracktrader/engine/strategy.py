@@ -206,6 +206,18 @@ class Strategy:
     def on_order(self, ctx: Context, update: OrderUpdate) -> None:
         """Called when an order is accepted, filled, cancelled or rejected (with its reason)."""
 
+    # Sessions that survive a restart ----------------------------------------------------------------
+    def state(self) -> Any:
+        """What the strategy keeps between bars beyond the window (JSON), saved by a paper session after each bar.
+
+        None (the default): nothing to keep. After a restart the session makes a new instance, calls `restore`
+        with the last saved value, then replays the missed candles to it.
+        """
+        return None
+
+    def restore(self, state: Any) -> None:
+        """Take back what `state()` returned (called once on the new instance, before any bar)."""
+
 
 def _describe_error(err: Any) -> str:
     if err.get("type") == "strict_type":

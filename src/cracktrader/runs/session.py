@@ -7,7 +7,14 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from cracktrader.brokers.paper import PaperSession
+from cracktrader.clock import Clock
 from cracktrader.data.feeds.base import BarBatch, CandleFeed
+from cracktrader.data.feeds.ccxt_feed import CcxtFeed
+from cracktrader.data.feeds.replay import ReplayFeed
+from cracktrader.data.feeds.synthetic import SyntheticFeed
+from cracktrader.runs.config import LiveConfig
+from cracktrader.runs.trade import PaperPlan
+from cracktrader.settings import Settings
 
 
 async def run_session(
@@ -65,3 +72,20 @@ async def _feed_bars(
         if on_bar is not None:
             on_bar(session, batch)
     return done
+
+
+def resumed_feed(plan: PaperPlan, config: LiveConfig, *, clock: Clock, settings: Settings, after: int) -> CandleFeed:
+    """The plan's feed from the first bar after `after` on: the candles a restarted session missed, then live ones.
+
+    Synthetic candles are generated again (deterministically), a replay reads on in its stored candles, and an
+    exchange's are fetched over REST from that bar before the live stream takes over.
+    """
+    start = plan.timeframe.next(after)
+    if isinstance(plan.feed, ReplayFeed):
+        return plan.feed.after(after)
+    if isinstance(plan.feed, SyntheticFeed):
+        return SyntheticFeed(tuple(config.symbols), plan.timeframe, clock, start_ms=start)
+    if isinstance(plan.feed, CcxtFeed):
+        return CcxtFeed(plan.feed.exchange_id, tuple(config.symbols), plan.timeframe, clock, settings=settings,
+                        start_ms=start)  # fmt: skip
+    raise TypeError(f"cannot resume a session fed by {type(plan.feed).__name__}")

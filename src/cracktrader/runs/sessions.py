@@ -12,26 +12,30 @@ import math
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cracktrader import __version__
-from cracktrader.brokers.paper import PaperSession
+from cracktrader.brokers.paper import PaperSession, restore_session
 from cracktrader.clock import Clock, SystemClock
 from cracktrader.data.candles import ms_to_iso
 from cracktrader.data.feeds.base import BarBatch
+from cracktrader.db.session_store import FinalStatus, SessionDelta, SessionStore, StaleTokenError, StoredSession
 from cracktrader.engine.accounting import B_ENTRY_COST
 from cracktrader.engine.fills import BUY, SELL, market_fill_price
 from cracktrader.engine.records import O_FEE, O_PNL, O_STATUS, REASON_NAMES, STATUS_FILLED
 from cracktrader.errors import CracktraderError
+from cracktrader.periodic import Periodic
 from cracktrader.runs import events
 from cracktrader.runs.config import LiveConfig, record_fields, redact
 from cracktrader.runs.document import now_iso
 from cracktrader.runs.errors import RunNotFoundError
 from cracktrader.runs.inputs import strategy_source_sha256
-from cracktrader.runs.results import RunResults, empty_results, from_backtest
-from cracktrader.runs.session import run_session
+from cracktrader.runs.persist import SessionRecorder, finite, restore_strategy, snapshot_of
+from cracktrader.runs.results import RunResults, empty_results, from_backtest, json_safe
+from cracktrader.runs.session import resumed_feed, run_session
 from cracktrader.runs.trade import PaperPlan, prepare_paper
 from cracktrader.settings import Settings
 
@@ -43,6 +47,8 @@ STALE_AFTER_S = 30.0
 LAG_SAMPLES = 1000
 # A stop cancels, optionally flattens, saves and ends within this long.
 STOP_WAIT_S = 2.0
+# Between attempts to write a session's rows while the database is away.
+WRITE_RETRY_S = 1.0
 
 
 class SessionLimitError(CracktraderError):
@@ -81,8 +87,14 @@ class LiveRun:
     results: RunResults | None = None
     # Milliseconds from each live candle's close to the end of the strategy's decision on it (the clock's time).
     lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LAG_SAMPLES))
-    checkpoint: asyncio.Task[None] | None = None  # a save of the results so far, in progress
-    checkpointed_at: int | None = None  # clock ms of the last one
+    # Persistence (with a store): the fencing token this server writes under, what each bar changed, the writer.
+    token: int | None = None
+    recorder: SessionRecorder | None = None
+    pending: SessionDelta | None = None  # captured, not written yet (a burst of bars is merged into one write)
+    writer: asyncio.Task[None] | None = None
+    fenced: bool = False  # another server took the session over: this one stopped driving it
+    resumed: bool = False  # taken over from a server that died
+    record: Callable[[], None] | None = None  # writes what a control action (cancel, close) changed
     _rows_summed: int = 0  # order rows already counted in the totals below
     _fills: int = 0
     _realized: float = 0.0
@@ -235,11 +247,16 @@ class SessionRegistry:
         clock: Clock | None = None,
         bus: events.EventBus | None = None,
         server_id: str | None = None,
+        lease_now: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        # Sessions are recorded under this server's lease: if it dies, the lease sweep marks them interrupted.
-        self.server_id = server_id
+        # Sessions are owned under this server's lease (renewed by the run manager's heartbeat): if it lapses,
+        # another server takes them over and resumes them.
+        self.server_id = server_id or uuid.uuid4().hex
+        self.rows: SessionStore | None = None if store is None else SessionStore(store.engine)
+        self.lease_now: Callable[[], datetime] = lease_now or (lambda: datetime.now(UTC))
+        self._scanner: Periodic | None = None
         self.bus = bus  # status_update events of sessions (streams filter them by run_id)
         self.clock: Clock = clock or SystemClock()
         self.runs: dict[str, LiveRun] = {}
@@ -282,6 +299,12 @@ class SessionRegistry:
                     server_id=self.server_id,
                 )
                 await self.store.update_status(run_id, status="running", started_at=datetime.now(UTC))
+                assert self.rows is not None
+                run.token = await self.rows.create(
+                    run_id, server_id=self.server_id, start_time=run.start_time, now=self.lease_now()
+                )
+                run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
+                run.record = lambda: self._record(run)
             self.runs[run_id] = run
             run.task = asyncio.create_task(self._drive(run), name=f"session-{run_id}")
         return {"run_id": run_id, "status": "running", "message": "Paper session started; watch /runs/{id}/status"}
@@ -308,6 +331,8 @@ class SessionRegistry:
 
     async def close(self) -> None:
         """Stop every session (server shutdown): each saves what it has."""
+        if self._scanner is not None:
+            await self._scanner.stop()
         for run in list(self.runs.values()):
             if run.active:
                 run.stop.set()
@@ -320,10 +345,13 @@ class SessionRegistry:
         try:
 
             def on_bar(_session: PaperSession, batch: BarBatch) -> None:
+                if run.fenced:  # taken over: not one more bar, nothing written
+                    run.stop.set()
+                    return
                 if not plan.replay:
                     run.record_lag(batch)
+                self._record(run)
                 self._publish(run)
-                self._maybe_checkpoint(run)
 
             self._publish(run)
             await run_session(plan.session, plan.feed, history=plan.history, stop=run.stop, on_bar=on_bar)
@@ -333,43 +361,170 @@ class SessionRegistry:
         except Exception as exc:
             log.exception("Session %s failed", run.run_id)
             outcome, run.error, run.error_code = "failed", f"Internal error: {type(exc).__name__}", "INTERNAL_ERROR"
-        if run.checkpoint is not None:  # the final save below must come after it, not race it
-            await asyncio.gather(run.checkpoint, return_exceptions=True)
+        if run.writer is not None:  # the final write below must come after the bars' writes, not race them
+            await asyncio.gather(run.writer, return_exceptions=True)
+        if run.fenced:
+            self._abandon(run)
+            return
         self._wind_down(run)
         end_time = now_iso()
         results = run.results_as(outcome, end_time)
         # Persisted before the outcome is announced, as backtests are: a client that sees it can read the history.
-        if self.store is not None:
-            with contextlib.suppress(Exception):
-                await self.store.save_results(
-                    run.run_id, results=results, status=outcome, ended_at=datetime.now(UTC), error=run.error
-                )
+        if run.recorder is not None and not await self._write_final(run, results, outcome, end_time):
+            return
         run.results = results
         run.status, run.end_time, run.ended_at = outcome, end_time, time.monotonic()
         self._publish(run)
 
-    def _maybe_checkpoint(self, run: LiveRun) -> None:
-        """Save the results so far every `session_checkpoint_s` of clock time, so a crash keeps them."""
-        interval = self.settings.session_checkpoint_s
-        if self.store is None or not interval or (run.checkpoint is not None and not run.checkpoint.done()):
+    # Rows, fencing and takeover ----------------------------------------------------------------------------
+    def _record(self, run: LiveRun) -> None:
+        """Capture what the bar changed and have it written (bars captured meanwhile join the same write)."""
+        if run.recorder is None:
             return
-        now = self.clock.now_ms()
-        if run.checkpointed_at is None:
-            run.checkpointed_at = now
-            return
-        if now - run.checkpointed_at < interval * 1000:
-            return
-        run.checkpointed_at = now
-        results = run.current_results()
-        run.checkpoint = asyncio.create_task(
-            self._save_checkpoint(run.run_id, results), name=f"checkpoint-{run.run_id}"
-        )
+        delta = run.recorder.capture(run.plan.session.strategy)
+        run.pending = delta if run.pending is None else run.pending.then(delta)
+        if run.writer is None or run.writer.done():
+            run.writer = asyncio.create_task(self._write(run), name=f"session-rows-{run.run_id}")
 
-    async def _save_checkpoint(self, run_id: str, results: RunResults) -> None:
+    async def _write(self, run: LiveRun) -> None:
+        """Write pending rows, one transaction per batch, until none are left; a stale token stops the session."""
+        assert self.rows is not None and run.token is not None
+        while run.pending is not None and not run.fenced:
+            delta, run.pending = run.pending, None
+            try:
+                await self.rows.append(run.run_id, run.token, delta, now=self.lease_now())
+            except StaleTokenError:
+                self._fence(run)
+                return
+            except Exception:  # the database may be briefly away: keep the rows and try again
+                log.warning("Could not write session %s's rows; retrying", run.run_id, exc_info=True)
+                run.pending = delta if run.pending is None else delta.then(run.pending)
+                if run.stop.is_set():
+                    return
+                await asyncio.sleep(WRITE_RETRY_S)
+
+    async def _write_final(self, run: LiveRun, results: RunResults, outcome: str, end_time: str) -> bool:
+        """The last rows (cancels, a flatten) with the outcome, in one fenced transaction; False when fenced."""
+        assert self.rows is not None and run.recorder is not None and run.token is not None
+        delta = run.recorder.capture(run.plan.session.strategy)
+        if run.pending is not None:
+            delta = run.pending.then(delta)
+            run.pending = None
+        head = results.head
+        metrics = json_safe(head.get("performance_metrics") or {})
+        final = FinalStatus(
+            status=outcome,
+            end_time=end_time,
+            ended_at=datetime.now(UTC),
+            error=run.error,
+            final_value=finite(head.get("final_value")),
+            total_return=finite(metrics.get("total_return")),
+            metrics=metrics or None,
+        )
         try:
-            await self.store.save_results(run_id, results=results, status="running", ended_at=None)
-        except Exception:  # the next checkpoint tries again; the final save does not depend on it
-            log.warning("Could not checkpoint session %s", run_id, exc_info=True)
+            await self.rows.append(run.run_id, run.token, delta, now=self.lease_now(), final=final)
+        except StaleTokenError:
+            self._fence(run)
+            self._abandon(run)
+            return False
+        except Exception:
+            log.warning("Could not save session %s's final rows", run.run_id, exc_info=True)
+        return True
+
+    def _fence(self, run: LiveRun) -> None:
+        run.fenced = True
+        run.stop.set()
+        log.warning("Session %s was taken over by another server; this one stopped driving it", run.run_id)
+
+    def _abandon(self, run: LiveRun) -> None:
+        """Forget a session another server drives now (nothing more of it is written here)."""
+        run.status, run.end_time, run.ended_at = "stopped", now_iso(), time.monotonic()
+        run.error, run.error_code = "taken over by another server", StaleTokenError.code
+        if self.runs.get(run.run_id) is run:
+            del self.runs[run.run_id]
+
+    async def begin(self) -> None:
+        """Resume sessions of servers whose lease lapsed, now and every `server_heartbeat_s`."""
+        if self.rows is None or self._scanner is not None:
+            return
+        await self.scan()
+        self._scanner = Periodic(self._scan, self.settings.server_heartbeat_s, name="cracktrader-session-takeover")
+        self._scanner.start()
+
+    async def _scan(self) -> None:
+        await self.scan()
+
+    async def scan(self) -> list[str]:
+        """Take over and resume the paper sessions whose owner's lease lapsed; returns their run ids."""
+        if self.rows is None:
+            return []
+        try:
+            orphans = await self.rows.orphans(
+                server_id=self.server_id,
+                now=self.lease_now(),
+                lease_ttl=timedelta(seconds=self.settings.server_lease_ttl_s),
+            )
+        except Exception:
+            log.warning("Could not look for sessions to take over", exc_info=True)
+            return []
+        resumed: list[str] = []
+        for orphan in orphans:
+            async with self._lock:
+                if self.active_count() >= self.settings.max_live_sessions:
+                    log.warning("Session %s waits for a free session slot to resume", orphan.run_id)
+                    break
+                token = await self.rows.claim(orphan, server_id=self.server_id, now=self.lease_now())
+                if token is None:  # another server was first
+                    continue
+                try:
+                    await self._resume(orphan.run_id, token)
+                except Exception as exc:
+                    log.exception("Session %s could not be resumed", orphan.run_id)
+                    message = exc.message if isinstance(exc, CracktraderError) else type(exc).__name__
+                    with contextlib.suppress(Exception):
+                        await self.rows.fail(
+                            orphan.run_id, token, error=f"resume failed: {message}", now=self.lease_now()
+                        )
+                    continue
+                resumed.append(orphan.run_id)
+                log.info("Resumed session %s (fencing token %d)", orphan.run_id, token)
+        return resumed
+
+    async def _resume(self, run_id: str, token: int) -> LiveRun:
+        """Rebuild a session from its rows and drive it on: the missed candles first, then live ones."""
+        assert self.store is not None and self.rows is not None
+        summary = await self.store.get(run_id)
+        stored = await self.rows.load(run_id)
+        if summary is None or stored is None:
+            raise RunNotFoundError(f"No session with id {run_id!r}", details={"run_id": run_id})
+        cfg = dict(summary.config)
+        # The request as recorded (redacted: paper sessions hold no secrets), without what the server added to it.
+        config = LiveConfig.model_validate({k: v for k, v in cfg.items() if k in LiveConfig.model_fields})
+        plan = await asyncio.to_thread(self._rebuild, config, stored)
+        run = LiveRun(run_id, summary.user_id, cfg, plan, self.clock, start_time=stored.start_time)
+        run.token, run.resumed = token, True
+        run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
+        run.recorder.resume_from(plan.session.bars)
+        run.record = lambda: self._record(run)
+        self.runs[run_id] = run
+        run.task = asyncio.create_task(self._drive(run), name=f"session-{run_id}")
+        return run
+
+    def _rebuild(self, config: LiveConfig, stored: StoredSession) -> PaperPlan:
+        """The session's plan with its simulator and strategy restored and its feed from the first missed bar."""
+        plan = prepare_paper(config, clock=self.clock, settings=self.settings)
+        if stored.sim_state is None or stored.last_bar_ts is None:
+            return plan  # it never stored a bar: it starts again from its warm-up
+        session = plan.session
+        restore_session(session, snapshot_of(stored, len(session.symbols)))
+        # A new instance on the restored window: it sees the session's positions and open orders through its
+        # context, and gets back what it kept itself.
+        restore_strategy(session.strategy, stored.strategy_state)
+        plan.feed = resumed_feed(plan, config, clock=self.clock, settings=self.settings, after=stored.last_bar_ts)
+        plan.history = []
+        if session.risk is not None and not plan.replay:
+            session.risk.clock = _catch_up_time(session, plan.timeframe.ms, self.clock)
+        return plan
 
     def _publish(self, run: LiveRun) -> None:
         """A status_update of the session for the streams that follow it."""
@@ -397,6 +552,22 @@ class SessionRegistry:
                 sim.close_now(t, j, price)
         sim.mark(t)
         sim.flush_marks(t)
+
+
+def _catch_up_time(session: PaperSession, timeframe_ms: int, clock: Clock) -> Callable[[], int]:
+    """The risk gate's time of a resumed session: a missed candle's close while they are replayed, then the clock.
+
+    Replayed at once, a day of missed candles would otherwise all fall in the same second of the order rate limit.
+    """
+
+    def now() -> int:
+        current = clock.now_ms()
+        if session.last_timestamp is None:
+            return current
+        close = session.last_timestamp + timeframe_ms
+        return close if current - close > timeframe_ms else current
+
+    return now
 
 
 class OrderNotOpenError(CracktraderError):
@@ -432,6 +603,8 @@ def cancel_order(run: LiveRun, order_id: int) -> dict[str, Any]:
             f"Session {run.run_id} has no open order {order_id}; open orders: {open_ids or 'none'}",
             details={"order_id": order_id, "open_orders": open_ids},
         )
+    if run.record is not None:
+        run.record()
     return {"run_id": run.run_id, "status": run.status, "message": f"Order {order_id} cancelled"}
 
 
@@ -454,6 +627,8 @@ def close_position(run: LiveRun, symbol: str) -> dict[str, Any]:
     sim.close_now(t, j, market_fill_price(SELL if p > 0 else BUY, float(sim.data.close[t, j]), sim.s.slippage))
     sim.mark(t)
     sim.flush_marks(t)
+    if run.record is not None:
+        run.record()
     return {"run_id": run.run_id, "status": run.status, "message": f"{symbol} position closed"}
 
 

@@ -108,6 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     interrupted = await manager.start()
     if interrupted:
         log.warning("Marked %d run(s) interrupted by a previous crash as failed", interrupted)
+    await sessions.begin()  # after the lease is taken: resume paper sessions of servers whose lease lapsed
     warm = asyncio.create_task(manager.warm_up(), name="warm-up")
     try:
         yield

@@ -29,6 +29,11 @@ class ReplayFeed:
         self._clock = clock
         self._speed = speed
 
+    def after(self, timestamp: int) -> ReplayFeed:
+        """The same replay from the first bar after `timestamp` on (a session resumed after a restart)."""
+        rest = [b for b in self._batches if b.timestamp > timestamp]
+        return ReplayFeed(rest, self._tf, self._clock, speed=self._speed)
+
     def __len__(self) -> int:
         return len(self._batches)
 

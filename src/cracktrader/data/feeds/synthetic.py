@@ -16,13 +16,16 @@ BLOCK_MS = 60_000
 class SyntheticFeed:
     """Closed candles of `symbols` from the bar after `clock`'s now on, each delivered at its close."""
 
-    def __init__(self, symbols: tuple[str, ...], timeframe: Timeframe, clock: Clock) -> None:
+    def __init__(
+        self, symbols: tuple[str, ...], timeframe: Timeframe, clock: Clock, *, start_ms: int | None = None
+    ) -> None:
         self._symbols = symbols
         self._tf = timeframe
         self._clock = clock
         # The bar forming when the feed was made is its first: bars that close before the consumer starts are
-        # delivered at once, in order, instead of being skipped.
-        self._first_open = timeframe.floor(clock.now_ms())
+        # delivered at once, in order, instead of being skipped. A restart passes the first bar it has not seen:
+        # the generator makes past bars exactly as it made them then, so the missed ones are replayed at once.
+        self._first_open = timeframe.floor(clock.now_ms() if start_ms is None else int(start_ms))
 
     def history(self, bars: int) -> list[BarBatch]:
         """The `bars` closed bars before the feed's first one: the window a session warms up on."""
