@@ -22,7 +22,7 @@ from cracktrader.db.session_store import StaleTokenError
 from cracktrader.runs.config import LiveConfig
 from cracktrader.runs.results import from_backtest, full_document
 from cracktrader.runs.session import run_session
-from cracktrader.runs.sessions import LiveRun, SessionRegistry
+from cracktrader.runs.sessions import LiveRun, SessionRegistry, pause
 from cracktrader.runs.trade import prepare_paper
 from cracktrader.settings import Settings, get_settings
 from db_support import DatabaseTarget
@@ -254,6 +254,37 @@ async def test_missed_candles_replayed_at_once_keep_their_own_time_for_the_order
     live_bars = stored.bars - stored.warmup_bars
     assert live_bars >= 45 and status["risk"]["denials"] == {} and status["trade_count"] == live_bars - 1
     assert _comparable(doc) == await _uninterrupted(NOW, live_bars, every_bar)
+
+
+async def test_a_paused_session_stays_paused_and_keeps_its_denial_counts_when_resumed(target: DatabaseTarget) -> None:
+    # Every order is over the notional limit, so each bar counts a denial: the counts must not start afresh on the
+    # next server, and a pause set by the operator must hold there (a restart is not a resume command).
+    every_bar = LiveConfig(
+        strategy_name="SlowStrategy",
+        strategy_params={"bar_ms": 0, "trade_every": 1},
+        symbols=["BTC/USDT"],
+        timeframe="1m",
+        exchange="synthetic",
+        exchange_config={"risk": {"max_order_notional": 1.0}},
+        mode="paper",
+    )
+    clock_a = ManualClock(NOW + 10)
+    async with _server(target, SERVER_A, clock_a, [T0]) as a:
+        run_id = (await a.start(every_bar))["run_id"]
+        run_a = a.runs[run_id]
+        await _bars(clock_a, run_a, 4)
+        pause(run_a)
+        await _bars(clock_a, run_a, 1)  # the pause is written with the next bar's state
+        denied_before = dict(run_a.plan.session.risk.denials)  # type: ignore[union-attr]
+        await _crash(a, run_a)
+    assert sum(denied_before.values()) >= 3
+    clock_b = ManualClock(clock_a.now_ms())
+    async with _server(target, SERVER_B, clock_b, [T0 + timedelta(seconds=TTL_S + 1)]) as b:
+        assert await b.scan() == [run_id]
+        gate = b.runs[run_id].plan.session.risk
+        assert gate is not None and gate.paused
+        assert dict(gate.denials) == denied_before
+        await b.stop(run_id)
 
 
 async def test_a_ccxt_session_resumed_after_a_crash_gets_the_missed_candles_from_rest(

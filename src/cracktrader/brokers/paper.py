@@ -265,6 +265,7 @@ def export_state(session: PaperSession) -> dict[str, Any]:
         "last_close": session._last_close.tolist(),
         "last_timestamp": session.last_timestamp,
         "warmup_bars": session.warmup_bars,
+        "risk": None if session.risk is None else session.risk.state(),
     }
 
 
@@ -320,3 +321,5 @@ def restore_session(session: PaperSession, snapshot: SessionSnapshot) -> None:
     session._last_close = np.asarray(state["last_close"], dtype=np.float64)
     session.last_timestamp = state["last_timestamp"]
     session.warmup_bars = int(state["warmup_bars"])
+    if session.risk is not None and state.get("risk") is not None:
+        session.risk.restore(state["risk"])

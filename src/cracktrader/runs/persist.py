@@ -155,11 +155,13 @@ class SessionRecorder:
                 "market_price": nan_to_none(float(data.close[last, j])) if n else None,
                 "ts": int(ts[last]) if n else 0,
             }
+        # With exchange rules, open buy orders hold cash as an exchange would; without them nothing is held.
+        held = sim.locked_quote() if sim.s.rules is not None else 0.0
         delta.balances[self.quote] = {
             "run_id": self.run_id,
             "currency": self.quote,
-            "free": sim.cash,
-            "used": 0.0,  # funds held by open orders are not locked by the bar fill model
+            "free": sim.cash - held,
+            "used": held,
             "total": sim.cash,
             "ts": int(ts[last]) if n else 0,
         }
