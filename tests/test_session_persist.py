@@ -20,6 +20,7 @@ from cracktrader.clock import ManualClock
 from cracktrader.data.sources.synthetic import generate
 from cracktrader.db.session_store import StaleTokenError
 from cracktrader.runs.config import LiveConfig
+from cracktrader.runs.inputs import strategy_source_sha256
 from cracktrader.runs.results import from_backtest, full_document
 from cracktrader.runs.session import run_session
 from cracktrader.runs.sessions import LiveRun, SessionRegistry, pause
@@ -285,6 +286,74 @@ async def test_a_paused_session_stays_paused_and_keeps_its_denial_counts_when_re
         assert gate is not None and gate.paused
         assert dict(gate.denials) == denied_before
         await b.stop(run_id)
+
+
+PINNED_SOURCE = """
+from cracktrader.engine.context import Context
+from cracktrader.engine.strategy import Strategy
+
+
+class Pinned(Strategy):
+    \"\"\"Buys a little on every bar.\"\"\"
+
+    def on_bar(self, ctx: Context) -> None:
+        ctx.buy(ctx.symbols[0], 0.001)
+"""
+
+
+async def test_a_resumed_session_runs_the_strategy_code_it_started_with_not_the_edited_file(
+    target: DatabaseTarget, tmp_path: Path
+) -> None:
+    folder = tmp_path / "strategies"
+    folder.mkdir()
+    source = folder / "pinned.py"
+    source.write_text(PINNED_SOURCE)
+    settings = _settings().model_copy(update={"strategy_dir": folder, "data_dir": tmp_path / "data"})
+    config = LiveConfig(strategy_name="Pinned", symbols=["BTC/USDT"], timeframe="1m", exchange="synthetic")
+    clock_a = ManualClock(NOW + 10)
+    async with _server(target, SERVER_A, clock_a, [T0], settings) as a:
+        run_id = (await a.start(config))["run_id"]
+        run_a = a.runs[run_id]
+        digest = run_a.config["inputs"]["strategy"]["source_sha256"]
+        await _bars(clock_a, run_a, 3)
+        await _crash(a, run_a)
+    # Edited while the server was down: the new code would fail on every bar.
+    source.write_text(PINNED_SOURCE.replace("ctx.buy(ctx.symbols[0], 0.001)", "raise RuntimeError('edited')"))
+    clock_b = ManualClock(clock_a.now_ms() + 2 * MINUTE)
+    async with _server(target, SERVER_B, clock_b, [T0 + timedelta(seconds=TTL_S + 1)], settings) as b:
+        assert await b.scan() == [run_id]
+        run_b = b.runs[run_id]
+        assert strategy_source_sha256(type(run_b.plan.session.strategy)) == digest
+        await _bars(clock_b, run_b, 3)
+        assert run_b.status == "running" and run_b.error is None
+        assert run_b.snapshot()["trade_count"] >= 5  # it kept buying on the missed and the new bars
+        await b.stop(run_id)
+    assert run_b.status == "stopped"
+
+
+async def test_a_session_whose_pinned_code_is_gone_fails_to_resume_with_the_reason(
+    target: DatabaseTarget, tmp_path: Path
+) -> None:
+    folder = tmp_path / "strategies"
+    folder.mkdir()
+    (folder / "pinned.py").write_text(PINNED_SOURCE)
+    settings = _settings().model_copy(update={"strategy_dir": folder, "data_dir": tmp_path / "data"})
+    config = LiveConfig(strategy_name="Pinned", symbols=["BTC/USDT"], timeframe="1m", exchange="synthetic")
+    clock_a = ManualClock(NOW + 10)
+    async with _server(target, SERVER_A, clock_a, [T0], settings) as a:
+        run_id = (await a.start(config))["run_id"]
+        await _bars(clock_a, a.runs[run_id], 2)
+        await _crash(a, a.runs[run_id])
+    (folder / "pinned.py").write_text(PINNED_SOURCE.replace("0.001", "0.002"))
+    for kept in (tmp_path / "data" / "pinned_strategies").iterdir():
+        kept.unlink()
+    async with _server(
+        target, SERVER_B, ManualClock(clock_a.now_ms()), [T0 + timedelta(seconds=TTL_S + 1)], settings
+    ) as b:
+        assert await b.scan() == []
+        summary = await b.store.get(run_id)
+    assert summary is not None and summary.status == "failed"
+    assert "Strategy Pinned changed since the session started" in (summary.error or "")
 
 
 async def test_a_ccxt_session_resumed_after_a_crash_gets_the_missed_candles_from_rest(

@@ -116,12 +116,17 @@ def prepare_backtest(
     settings: Settings | None = None,
     source: CandleSource | None = None,
     data_progress: DataProgress | None = None,
+    strategy_cls: type[Strategy] | None = None,
 ) -> PreparedBacktest:
-    """Validate the strategy first (cheap), then the market, then load candles."""
+    """Validate the strategy first (cheap), then the market, then load candles (`strategy_cls`: run this class)."""
     settings = settings or get_settings()
-    registry = load_registry(settings)
     class_name = config.strategy_class or config.strategy_name
-    strategy_cls = registry.get(class_name)
+    if strategy_cls is None:
+        registry = load_registry(settings)
+        strategy_cls = registry.get(class_name)
+        origin = registry.origins.get(class_name, "unknown")
+    else:
+        origin = "pinned"  # the copy of its source the session kept when it started
     with strategy_errors(strategy_cls):
         strategy = strategy_cls(config.strategy_params)
     tf = parse_timeframe(config.timeframe)
@@ -161,7 +166,7 @@ def prepare_backtest(
         strategy=StrategyInputs(
             name=config.strategy_name,
             class_name=strategy_cls.name,
-            origin=registry.origins.get(class_name, "unknown"),
+            origin=origin,
             source_sha256=strategy_source_sha256(strategy_cls),
         ),
         cracktrader_version=__version__,

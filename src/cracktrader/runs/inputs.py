@@ -6,9 +6,6 @@ Recorded in the results document's `config.inputs`, so two runs can be compared 
 from __future__ import annotations
 
 import hashlib
-import inspect
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cracktrader.data.candles import COLUMNS, Candles, ms_to_iso
 from cracktrader.engine.strategy import Strategy
+from cracktrader.strategies.pinning import source_file
 
 __all__ = [
     "CostInputs",
@@ -111,16 +109,10 @@ def fingerprint(
 
 def strategy_source_sha256(cls: type[Strategy]) -> str | None:
     """SHA-256 of the file that defines the class's module; None when it has no readable source file."""
-    module = sys.modules.get(cls.__module__)
-    path: str | None = getattr(module, "__file__", None)
-    if path is None:
-        try:
-            path = inspect.getsourcefile(cls)
-        except TypeError:
-            return None
+    path = source_file(cls)
     if path is None:
         return None
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None

@@ -32,12 +32,13 @@ from cracktrader.runs import events
 from cracktrader.runs.config import LiveConfig, record_fields, redact
 from cracktrader.runs.document import now_iso
 from cracktrader.runs.errors import RunNotFoundError
-from cracktrader.runs.inputs import strategy_source_sha256
 from cracktrader.runs.persist import SessionRecorder, finite, restore_strategy, snapshot_of
 from cracktrader.runs.results import RunResults, empty_results, from_backtest, json_safe
 from cracktrader.runs.session import resumed_feed, run_session
 from cracktrader.runs.trade import PaperPlan, prepare_paper
 from cracktrader.settings import Settings
+from cracktrader.strategies.pinning import pin, pinned_class
+from cracktrader.strategies.registry import load_registry
 
 log = logging.getLogger(__name__)
 
@@ -278,12 +279,14 @@ class SessionRegistry:
             plan = await asyncio.to_thread(prepare_paper, config, clock=self.clock, settings=self.settings)
             run_id = uuid.uuid4().hex
             strategy = type(plan.session.strategy)
-            # The session runs the class it loaded now: recording its source's hash pins what it trades with.
+            # The session runs the class it loaded now: a copy of its source, kept under its hash, pins what it
+            # trades with, across edits of the file and restarts of the server.
+            digest = await asyncio.to_thread(pin, strategy, self.settings)
             cfg = {
                 **redact(config.model_dump()),
                 "inputs": {
                     "effective_params": plan.session.strategy.params.model_dump(mode="json"),
-                    "strategy": {"class": strategy.name, "source_sha256": strategy_source_sha256(strategy)},
+                    "strategy": {"class": strategy.name, "source_sha256": digest},
                     "cracktrader_version": __version__,
                 },
             }
@@ -500,7 +503,8 @@ class SessionRegistry:
         cfg = dict(summary.config)
         # The request as recorded (redacted: paper sessions hold no secrets), without what the server added to it.
         config = LiveConfig.model_validate({k: v for k, v in cfg.items() if k in LiveConfig.model_fields})
-        plan = await asyncio.to_thread(self._rebuild, config, stored)
+        pinned = (cfg.get("inputs") or {}).get("strategy") or {}
+        plan = await asyncio.to_thread(self._rebuild, config, stored, pinned)
         run = LiveRun(run_id, summary.user_id, cfg, plan, self.clock, start_time=stored.start_time)
         run.token, run.resumed = token, True
         run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
@@ -510,9 +514,16 @@ class SessionRegistry:
         run.task = asyncio.create_task(self._drive(run), name=f"session-{run_id}")
         return run
 
-    def _rebuild(self, config: LiveConfig, stored: StoredSession) -> PaperPlan:
-        """The session's plan with its simulator and strategy restored and its feed from the first missed bar."""
-        plan = prepare_paper(config, clock=self.clock, settings=self.settings)
+    def _rebuild(self, config: LiveConfig, stored: StoredSession, pinned: dict[str, Any]) -> PaperPlan:
+        """The session's plan with its simulator and strategy restored and its feed from the first missed bar.
+
+        `pinned` is the recorded strategy (class name and source hash): the code it started with runs on.
+        """
+        strategy_cls = None
+        if pinned.get("class") and pinned.get("source_sha256"):
+            current = load_registry(self.settings).get(config.strategy_class or config.strategy_name)
+            strategy_cls = pinned_class(pinned["class"], pinned["source_sha256"], current, self.settings)
+        plan = prepare_paper(config, clock=self.clock, settings=self.settings, strategy_cls=strategy_cls)
         if stored.sim_state is None or stored.last_bar_ts is None:
             return plan  # it never stored a bar: it starts again from its warm-up
         session = plan.session

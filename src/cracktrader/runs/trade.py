@@ -22,6 +22,7 @@ from cracktrader.data.feeds.synthetic import SyntheticFeed
 from cracktrader.data.sources.synthetic import parse_symbol
 from cracktrader.data.timeframes import Timeframe, parse_timeframe
 from cracktrader.engine.broker import SimSettings
+from cracktrader.engine.strategy import Strategy
 from cracktrader.engine.window import window_length
 from cracktrader.errors import UserInputError
 from cracktrader.exchanges.markets import market_rules
@@ -114,8 +115,12 @@ class PaperPlan:
     replay: bool
 
 
-def prepare_paper(config: LiveConfig, *, clock: Clock, settings: Settings | None = None) -> PaperPlan:
+def prepare_paper(
+    config: LiveConfig, *, clock: Clock, settings: Settings | None = None, strategy_cls: type[Strategy] | None = None
+) -> PaperPlan:
     """Validate a paper request and build its session and feed (replayed candles, synthetic or exchange candles live).
+
+    `strategy_cls` runs that class instead of the registry's (a resumed session's pinned code).
 
     Blocking: an exchange's warm-up window is read from the store and REST; the server calls it in a thread.
     """
@@ -147,7 +152,7 @@ def prepare_paper(config: LiveConfig, *, clock: Clock, settings: Settings | None
             slippage_bps=paper.slippage_bps,
             exchange_rules=paper.exchange_rules,
         )
-        prepared = prepare_backtest(backtest, settings=settings)
+        prepared = prepare_backtest(backtest, settings=settings, strategy_cls=strategy_cls)
         data = prepared.data
         batches = market_batches(symbols, data.timestamp, (data.open, data.high, data.low, data.close, data.volume),
                                  data.tradable)  # fmt: skip
@@ -163,7 +168,7 @@ def prepare_paper(config: LiveConfig, *, clock: Clock, settings: Settings | None
     else:
         # Public market data only: the feed's client gets no credentials, so paper never signs a request.
         live = CcxtFeed(exchange, symbols, tf, clock, settings=settings)  # an unknown exchange id fails here
-    cls = load_registry(settings).get(config.strategy_class or config.strategy_name)
+    cls = strategy_cls or load_registry(settings).get(config.strategy_class or config.strategy_name)
     with strategy_errors(cls):
         strategy = cls(config.strategy_params)
     fees = service.exchange_fee_rates(config.exchange, config.symbols[0], settings)

@@ -127,17 +127,18 @@ def _load_folder(reg: StrategyRegistry, folder: Path) -> None:
         if path.name.startswith("_"):
             continue
         try:
-            module = _import_file(path)
+            module = import_strategy_file(path)
         except Exception as exc:  # a broken user file must not break the others
             where = locate(exc, path)
             log.warning("Could not load strategies from %s", where.describe())
             reg.load_errors.append(LoadError(str(path), where.error, where.line))
             continue
-        for cls in _strategy_classes(module):
+        for cls in strategy_classes(module):
             reg.add(cls, str(path))
 
 
-def _import_file(path: Path) -> ModuleType:
+def import_strategy_file(path: Path) -> ModuleType:
+    """Import a strategy file as its own module (named after its resolved path, so two folders never clash)."""
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
     name = f"cracktrader_user_strategies.{path.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -153,7 +154,7 @@ def _import_file(path: Path) -> ModuleType:
     return module
 
 
-def _strategy_classes(module: ModuleType) -> list[type[Strategy]]:
+def strategy_classes(module: ModuleType) -> list[type[Strategy]]:
     return [
         obj
         for obj in vars(module).values()
@@ -176,7 +177,7 @@ def _load_entry_points(reg: StrategyRegistry) -> None:
         if inspect.isclass(obj) and issubclass(obj, Strategy):
             reg.add(obj, f"entry point {ep.name}")
         elif inspect.ismodule(obj):
-            for cls in _strategy_classes(obj):
+            for cls in strategy_classes(obj):
                 reg.add(cls, f"entry point {ep.name}")
         else:
             reg.load_errors.append(LoadError(f"entry point {ep.name}", "not a Strategy subclass or module"))
