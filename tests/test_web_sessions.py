@@ -270,8 +270,9 @@ async def test_a_session_stream_follows_it_by_run_id_and_the_slot_stream_never_s
             with pytest.raises(ConnectionClosed) as closed:
                 await bad.recv()
     assert seen[0]["type"] == "snapshot" and seen[0]["payload"]["run_id"] == run_id
-    updates = [e["payload"] for e in seen[1:]]
-    assert updates and all(u["run_id"] == run_id for u in updates)
+    assert all(e["payload"]["run_id"] == run_id for e in seen[1:])
+    assert {e["type"] for e in seen[1:]} == {"status_update", "trade_execution"}  # its fills too
+    updates = [e["payload"] for e in seen[1:] if e["type"] == "status_update"]
     bars = [u["bars_processed"] for u in updates]
     assert bars == sorted(bars) and bars[-1] == 96
     assert all(e["payload"].get("run_id") != run_id for e in slot_events)
@@ -346,3 +347,44 @@ async def _written(run: LiveRun) -> None:
             return
         await asyncio.sleep(0.005)
     raise AssertionError("the session's rows were never written")
+
+
+async def test_a_sessions_orders_trades_and_equity_stream_on_the_channels_in_seed_001s_shape() -> None:
+    from websockets.asyncio.client import connect
+
+    from web_support import live_server
+
+    # 96 hourly bars at speed 72,000 (one bar each 50 ms): SmaCross trades a few times in them.
+    messages: list[dict[str, Any]] = []
+    with live_server() as srv:
+        async with connect(f"{srv.ws_url}/api/v1/ws") as ws:
+            await ws.send(json.dumps({"action": "subscribe", "channels": ["orders", "trades", "equity"]}))
+            assert json.loads(await ws.recv())["channel"] == "subscribed"
+            async with httpx.AsyncClient(base_url=srv.base_url) as c:
+                body = {**_replay_of(72_000), "strategy_params": {"fast": 3, "slow": 8}}
+                run_id = (await c.post("/api/v1/runs", json=body)).json()["run_id"]
+                while True:
+                    message = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+                    if message["channel"] in ("orders", "trades", "equity"):
+                        messages.append(message["data"])
+                    if message["channel"] == "equity" and message["data"]["bar"] == 96:
+                        break
+                await _until(c, run_id, "completed")
+                results = (await c.get(f"/api/v1/runs/{run_id}/results", params={"limit": 1000})).json()
+    orders = [m for m in messages if "order_id" in m and "status" in m and "trade_id" in m]
+    trades = [m for m in messages if "commission" in m and "order_id" in m and "trade_id" not in m]
+    equity = [m for m in messages if "value" in m and "bar" in m]
+    assert results["trades"] and all(m["run_id"] == run_id for m in messages)
+    # Every order goes through the state machine, each change once; the filled ones match the results' trades.
+    by_order: dict[str, list[str]] = {}
+    for o in orders:
+        assert set(o) >= {"order_id", "status", "symbol", "side", "amount", "price", "timestamp"}
+        by_order.setdefault(o["order_id"], []).append(o["status"])
+    assert all(s == ["pending_new", "submitted", "filled"] for s in by_order.values()), by_order
+    filled = [o for o in orders if o["status"] == "filled"]
+    assert [(o["side"], o["amount"], o["price"]) for o in filled] == [
+        (t["side"], t["size"], t["price"]) for t in results["trades"]
+    ]
+    assert [t["price"] for t in trades] == [t["price"] for t in results["trades"]]
+    assert [p["bar"] for p in equity] == list(range(1, 97))
+    assert equity[-1]["value"] == pytest.approx(results["final_value"])

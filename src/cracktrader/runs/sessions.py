@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from cracktrader import __version__
 from cracktrader.brokers.paper import PaperSession, restore_session
+from cracktrader.brokers.paper_orders import PaperOrders
 from cracktrader.clock import Clock, SystemClock
 from cracktrader.data.candles import ms_to_iso
 from cracktrader.data.feeds.base import BarBatch
@@ -30,7 +33,7 @@ from cracktrader.errors import CracktraderError
 from cracktrader.periodic import Periodic
 from cracktrader.runs import events
 from cracktrader.runs.config import LiveConfig, record_fields, redact
-from cracktrader.runs.document import now_iso
+from cracktrader.runs.document import now_iso, order_rows_to_dicts
 from cracktrader.runs.errors import RunNotFoundError
 from cracktrader.runs.persist import SessionRecorder, finite, restore_strategy, snapshot_of
 from cracktrader.runs.results import RunResults, empty_results, from_backtest, json_safe
@@ -95,7 +98,10 @@ class LiveRun:
     writer: asyncio.Task[None] | None = None
     fenced: bool = False  # another server took the session over: this one stopped driving it
     resumed: bool = False  # taken over from a server that died
-    record: Callable[[], None] | None = None  # writes what a control action (cancel, close) changed
+    record: Callable[[], None] | None = None  # writes and publishes what a control action (cancel, close) changed
+    orders: PaperOrders | None = None  # the session's orders in the one order model, for the `orders` channel
+    _trades_published: int = 0  # fills published as trades (numbered from 1, as the results' trades are)
+    _rows_published: int = 0  # order rows already looked at for fills to publish
     _rows_summed: int = 0  # order rows already counted in the totals below
     _fills: int = 0
     _realized: float = 0.0
@@ -307,7 +313,8 @@ class SessionRegistry:
                     run_id, server_id=self.server_id, start_time=run.start_time, now=self.lease_now()
                 )
                 run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
-                run.record = lambda: self._record(run)
+            run.orders = PaperOrders(plan.session.symbols, quote=plan.quote)
+            run.record = lambda: self._changed(run)
             self.runs[run_id] = run
             run.task = asyncio.create_task(self._drive(run), name=f"session-{run_id}")
         return {"run_id": run_id, "status": "running", "message": "Paper session started; watch /runs/{id}/status"}
@@ -353,7 +360,7 @@ class SessionRegistry:
                     return
                 if not plan.replay:
                     run.record_lag(batch)
-                self._record(run)
+                self._changed(run, equity=True)
                 self._publish(run)
 
             self._publish(run)
@@ -370,6 +377,7 @@ class SessionRegistry:
             self._abandon(run)
             return
         self._wind_down(run)
+        self._publish_changes(run)  # the cancels (and a flatten) of the stop
         end_time = now_iso()
         results = run.results_as(outcome, end_time)
         # Persisted before the outcome is announced, as backtests are: a client that sees it can read the history.
@@ -509,7 +517,12 @@ class SessionRegistry:
         run.token, run.resumed = token, True
         run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
         run.recorder.resume_from(plan.session.bars)
-        run.record = lambda: self._record(run)
+        run.orders = PaperOrders(plan.session.symbols, quote=plan.quote)
+        sim = plan.session.sim
+        run.orders.sync(sim.open_orders, sim.rows, sim.data.timestamp)  # known already: published before the crash
+        run._trades_published = sum(1 for r in sim.rows if r[O_STATUS] == STATUS_FILLED)
+        run._rows_published = len(sim.rows)
+        run.record = lambda: self._changed(run)
         self.runs[run_id] = run
         run.task = asyncio.create_task(self._drive(run), name=f"session-{run_id}")
         return run
@@ -536,6 +549,48 @@ class SessionRegistry:
         if session.risk is not None and not plan.replay:
             session.risk.clock = _catch_up_time(session, plan.timeframe.ms, self.clock)
         return plan
+
+    def _changed(self, run: LiveRun, *, equity: bool = False) -> None:
+        """A bar or a control action changed the session: write it, and publish its orders, fills (and equity)."""
+        self._record(run)
+        self._publish_changes(run, equity=equity)
+
+    def _publish_changes(self, run: LiveRun, *, equity: bool = False) -> None:
+        """Every order change and every fill since the last call on the bus; with `equity`, the bar's point."""
+        session = run.plan.session
+        sim = session.sim
+        if run.orders is None:
+            return
+        changes = run.orders.sync(sim.open_orders, sim.rows, sim.data.timestamp)
+        if self.bus is None or not self.bus.subscriber_count:  # nobody listens: only the counts move on
+            new_rows = sim.rows[run._rows_published :]
+            run._trades_published += sum(1 for r in new_rows if r[O_STATUS] == STATUS_FILLED)
+            run._rows_published = len(sim.rows)
+            return
+        for change in changes:
+            self.bus.publish(events.Event(events.ORDER_UPDATE, {"run_id": run.run_id, **change.to_dict()}))
+        fills = [r for r in sim.rows[run._rows_published :] if r[O_STATUS] == STATUS_FILLED]
+        run._rows_published = len(sim.rows)
+        if fills:
+            first = run._trades_published + 1
+            _, trades = order_rows_to_dicts(
+                np.asarray(fills, dtype=np.float64), session.symbols, sim.data.timestamp, first_trade_id=first
+            )
+            run._trades_published += len(trades)
+            for trade in trades:
+                self.bus.publish(events.Event(events.TRADE_EXECUTION, {"run_id": run.run_id, **trade}))
+        n = session.bars
+        if equity and n:
+            value, cash = float(sim.equity[n - 1]), float(sim.cash_curve[n - 1])
+            point = {
+                "run_id": run.run_id,
+                "bar": n - session.warmup_bars,
+                "timestamp": ms_to_iso(int(sim.data.timestamp[n - 1])),
+                "value": value,
+                "cash": cash,
+                "pnl": value - sim.s.initial_cash,
+            }
+            self.bus.publish(events.Event(events.EQUITY_UPDATE, point))
 
     def _publish(self, run: LiveRun) -> None:
         """A status_update of the session for the streams that follow it."""

@@ -153,6 +153,8 @@ async def status_stream(ws: WebSocket) -> None:
 def _channel_data(event: events.Event) -> dict[str, Any]:
     """Event payload in the channel's shape; orders follow seed 001's example (order_id, amount, ms timestamp)."""
     p = event.payload
+    if event.type == events.ORDER_UPDATE and "order_id" in p:
+        return p  # a session's order change: already the channel's keys (brokers.orders.OrderEvent) and more
     if event.type == events.ORDER_UPDATE:
         return {
             "order_id": str(p["id"]),
