@@ -86,3 +86,31 @@ def test_events_carry_the_seed_001_orders_message_keys() -> None:
         "order_id": "2", "status": "open", "symbol": "BTC/USDT", "side": "buy", "amount": 1.0, "price": 50.0,
         "timestamp": T0,
     }  # fmt: skip
+
+
+class BuyEveryBar(Strategy):
+    """A small market buy on every bar."""
+
+    def on_bar(self, ctx: Context) -> None:
+        ctx.buy(size=0.01)
+
+
+def test_a_candle_delivered_long_after_its_close_is_seen_but_nothing_ordered_on_it_goes_out() -> None:
+    from cracktrader.brokers.risk import RiskGate, RiskLimits
+    from cracktrader.engine.records import O_REASON, O_STATUS, REASON_RISK_LIMIT, STATUS_REJECTED
+
+    m1 = parse_timeframe("1m")
+    now = [T0 + 10 * m1.ms]
+    gate = RiskGate(RiskLimits(), lambda: now[0])
+    session = PaperSession(BuyEveryBar(), SYMBOLS, SimSettings(), m1.periods_per_year, risk=gate, timeframe_ms=m1.ms)
+    # Bars 0..8 arrive at once after a disconnect, 10 minutes after bar 0 opened.
+    for k in range(9):
+        session.on_bar(T0 + k * m1.ms, {"BTC/USDT": _candle(100)})
+        stale = now[0] - (T0 + k * m1.ms + 2 * m1.ms) > 30_000
+        assert ("STALE_DATA" in gate.condition.reasons) is stale, k
+    rows = session.sim.rows
+    refused = [int(r[0]) for r in rows if r[O_STATUS] == STATUS_REJECTED and r[O_REASON] == REASON_RISK_LIMIT]
+    # Bars 0..7: the next candle is over a timeframe plus 30 s overdue (bar 7 closed 2 min ago). Bar 8 is fresh.
+    assert refused == list(range(1, 9))
+    assert [o.id for o in session.sim.open_orders] == [9]  # decided on the fresh candle: sent
+    assert gate.condition.reasons == set() and gate.denials["STALE_DATA"] == 8

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from cracktrader.brokers.quotes import QuoteFills
-from cracktrader.brokers.risk import Exposure, RiskDenial, RiskGate
+from cracktrader.brokers.risk import STALE_AFTER_MS, Exposure, RiskDenial, RiskGate
 from cracktrader.data.feeds.base import ClosedCandle
 from cracktrader.data.feeds.quotes import Quote
 from cracktrader.engine.backtest import BacktestResult, deliverer, simulator_result
@@ -39,6 +39,7 @@ class PaperSession:
         periods_per_year: float,
         *,
         risk: RiskGate | None = None,
+        timeframe_ms: int | None = None,
     ) -> None:
         if not symbols:
             raise UserInputError("A paper session needs at least one symbol")
@@ -52,6 +53,7 @@ class PaperSession:
         self._last_close = np.full(len(symbols), math.nan)
         self.last_timestamp: int | None = None
         self.risk = risk
+        self.timeframe_ms = timeframe_ms  # with a risk gate: candles this much past their close plus 30 s are stale
         self.denials: list[RiskDenial] = []  # the last ones, newest last
         self.warmup_bars = 0  # history bars added by `warm` before the first live one
         self.quotes: QuoteFills | None = None  # the quote fill model; None: the bar model (the backtest's)
@@ -90,6 +92,11 @@ class PaperSession:
         elif self.sim.open_orders:
             self.sim.process_bar(t)
         self.ctx.i = t
+        if self.risk is not None and self.timeframe_ms:
+            # A candle that arrives long after its close (a gap filled over REST after a disconnect) is stale data:
+            # the strategy sees it, but nothing it orders on it goes out; the next fresh candle clears this.
+            lag = self.risk.clock() - (timestamp + 2 * self.timeframe_ms)
+            self.risk.set_stale(lag > STALE_AFTER_MS)
         if self._deliver is not None:
             self._deliver()
         self._decide(tradable)

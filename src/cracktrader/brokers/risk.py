@@ -102,6 +102,10 @@ class Condition(StrEnum):
     HALTED = "halted"
 
 
+# Market data is stale when no candle closed for one timeframe plus this long (seed: 30 s).
+STALE_AFTER_MS = 30_000
+
+
 class Reason(StrEnum):
     """Why a session is not `ok`."""
 

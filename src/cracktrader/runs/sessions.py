@@ -22,6 +22,7 @@ import numpy as np
 from cracktrader import __version__
 from cracktrader.brokers.paper import PaperSession, restore_session
 from cracktrader.brokers.paper_orders import PaperOrders
+from cracktrader.brokers.risk import STALE_AFTER_MS
 from cracktrader.clock import Clock, SystemClock
 from cracktrader.data.candles import ms_to_iso
 from cracktrader.data.feeds.base import BarBatch
@@ -46,7 +47,7 @@ from cracktrader.strategies.registry import load_registry
 log = logging.getLogger(__name__)
 
 # No closed candle for a whole timeframe plus this long: the session's data is stale.
-STALE_AFTER_S = 30.0
+STALE_AFTER_S = STALE_AFTER_MS / 1000
 # Live bars whose decision lag `/runs/{id}/status` summarises.
 LAG_SAMPLES = 1000
 # A stop cancels, optionally flattens, saves and ends within this long.

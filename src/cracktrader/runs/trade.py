@@ -179,7 +179,9 @@ def prepare_paper(
     sim = SimSettings(
         initial_cash=cash, maker_fee=maker, taker_fee=taker, slippage=paper.slippage_bps / 10_000, rules=rules
     )
-    session = PaperSession(strategy, symbols, sim, tf.periods_per_year, risk=RiskGate(limits, clock.now_ms))
+    session = PaperSession(
+        strategy, symbols, sim, tf.periods_per_year, risk=RiskGate(limits, clock.now_ms), timeframe_ms=tf.ms
+    )
     history = live.history(window_length(strategy))
     feed: CandleFeed = live
     if paper.fill_model == "quote":
