@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from cracktrader import __version__
 from cracktrader.runs.events import EventBus
-from cracktrader.runs.manager import RunManager
+from cracktrader.runs.registry import RunRegistry
 from cracktrader.runs.sessions import SessionRegistry
 from cracktrader.settings import Settings, get_settings
 from cracktrader.web.auth.deps import (
@@ -93,7 +93,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Revocations by other processes (the CLI) reach the auth caches by polling, not a query per request.
     await app.state.auth.start()
     bus = EventBus(queue_size=app.state.web_settings.ws_queue_size)
-    manager = RunManager(
+    manager = RunRegistry(
         bus=bus, store=store, settings=settings, status_throttle_s=app.state.web_settings.status_throttle_ms / 1000
     )
     manager.on_finish(lambda outcome, mode: app.state.request_metrics.runs.labels(mode, outcome).inc())
@@ -104,7 +104,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.page_encoder = PageEncoder()
     if not app.state.auth.enabled:
         # The edge serves this without routing, hence without auth: only for the local, auth-off model.
-        app.state.fast_get[f"{API_PREFIX}/status"] = lambda: json.dumps(manager.status()).encode()
+        local = manager.slot(None)
+        app.state.fast_get[f"{API_PREFIX}/status"] = lambda: json.dumps(local.status()).encode()
     interrupted = await manager.start()
     if interrupted:
         log.warning("Marked %d run(s) interrupted by a previous crash as failed", interrupted)
