@@ -401,11 +401,14 @@ class RunRegistry:
 
         st = run.state
         job = Job(run.run_id, run.config, self.settings, st.start_time or now_iso(), self.throttle_s, run.rerun_of)
-        self.pool.submit(
-            job,
-            lambda kind, payload: call(self._on_message, run, kind, payload),
-            lambda outcome: call(resolve, outcome),
-        )
+        if st.status == "stopped":  # stopped before it reached the pool
+            resolve(JobOutcome("stopped"))
+        else:
+            self.pool.submit(
+                job,
+                lambda kind, payload: call(self._on_message, run, kind, payload),
+                lambda outcome: call(resolve, outcome),
+            )
         outcome = await done
         if run.started and outcome.error_code != "WORKER_DIED":
             with contextlib.suppress(TimeoutError):
