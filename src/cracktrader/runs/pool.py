@@ -108,6 +108,11 @@ class WorkerPool:
             for _ in range(self.size):
                 self._executor.submit(worker.ping)
 
+    def pids(self) -> list[int]:
+        """Process ids of the workers started so far."""
+        processes = getattr(self._executor, "_processes", None) or {}
+        return sorted(int(pid) for pid in processes)
+
     @property
     def running(self) -> int:
         with self._lock:
@@ -160,6 +165,11 @@ class WorkerPool:
                 message = self._messages.get()
             except (EOFError, OSError):
                 return
+            except Exception:  # at interpreter exit the queue's machinery goes away under the thread
+                if self.closed:
+                    return
+                log.exception("Could not read a backtest worker's message")
+                continue
             if message is None:
                 return
             kind, run_id, payload = message

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 STOP_WAIT_S = 0.9
 # Finished backtests kept in memory (their status; results only while a slot shows them).
 KEEP_FINISHED = 200
+# Results of finished backtests no slot shows, kept in memory for `/runs/{id}/status/detailed` and `/results`.
+KEEP_RESULTS = 4
 # How long a finished job's last messages may trail its outcome (they are in flight on the message queue).
 END_WAIT_S = 5.0
 HOST = socket.gethostname()
@@ -371,14 +373,16 @@ class RunRegistry:
         for slot in self.slots.values():
             slot.forget(run_id)
 
-    def release(self, run_id: str | None) -> None:
-        """Drop a finished backtest's results from memory once no slot shows them (the store has them)."""
-        run = self.backtests.get(run_id) if run_id is not None else None
-        if run is None or run.busy or self.store is None:
+    def release(self, run_id: str | None = None) -> None:
+        """Drop finished backtests' results from memory (the store has them), but those a slot shows and the
+        KEEP_RESULTS newest others."""
+        if self.store is None:
             return
-        if any(run_id in (s.run_id, s.last_run_id) for s in self.slots.values()):
-            return
-        run.results = None
+        shown = {i for s in self.slots.values() for i in (s.run_id, s.last_run_id) if i is not None}
+        held = [r for r in self.backtests.values() if r.results is not None and not r.busy and r.run_id not in shown]
+        held.sort(key=lambda r: r.state.ended_at or 0.0)
+        for run in held[: max(0, len(held) - KEEP_RESULTS)]:
+            run.results = None
 
     def _forget_old(self) -> None:
         finished = [r for r in self.backtests.values() if not r.busy and not r.state.active]

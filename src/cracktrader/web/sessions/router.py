@@ -57,7 +57,7 @@ async def start_run(body: RunRequest, runs: RunsDep, strategies: StrategiesDep) 
     return await registry.sessions.start(await _with_resolved_strategy(body, strategies), user_id=user_id)
 
 
-@router.get("/runs/{run_id}/status", response_model=SessionStatus)
+@router.get("/runs/{run_id}/status", response_model=SessionStatus, response_model_exclude_unset=True)
 async def run_status(run_id: str, runs: RunsDep) -> dict[str, Any]:
     """A run's lifecycle and progress; a session adds pnl parts, condition, positions, open orders, data lag."""
     return runs.registry.run_status(run_id, owner=runs.owner)
