@@ -195,3 +195,44 @@ async def _until_with(c: httpx.AsyncClient, run_id: str, headers: dict[str, str]
 def test_the_pool_size_defaults_to_the_number_of_cores() -> None:
     assert Settings().max_concurrent_backtests == (os.cpu_count() or 1)
     assert Settings(max_concurrent_backtests=3).max_concurrent_backtests == 3
+
+
+def test_cli_runs_a_backtest_on_a_server_by_id_and_reads_its_status_and_results() -> None:
+    from typer.testing import CliRunner
+
+    from cracktrader.cli import app
+
+    runner = CliRunner()
+    args = ["--strategy", "TestStrategy", "--symbol", "BTC/USDT", "--exchange", "synthetic"]
+    args += ["--start", SHORT["start_date"], "--end", SHORT["end_date"]]
+    with LiveServer() as srv:
+        done = runner.invoke(app, ["backtest", *args, "--server", srv.base_url, "--json"])
+        assert done.exit_code == 0, done.output
+        doc = json.loads(done.stdout)
+        status = runner.invoke(app, ["runs", "status", doc["run_id"], "--server", srv.base_url])
+        stop = runner.invoke(app, ["runs", "stop", doc["run_id"], "--server", srv.base_url])
+        slot = httpx.get(f"{srv.base_url}/api/v1/status").json()
+    assert doc["status"] == "completed" and len(doc["equity_curve"]) == 744
+    assert status.exit_code == 0 and json.loads(status.stdout)["status"] == "completed"
+    assert stop.exit_code == 1 and "NO_ACTIVE_RUN" in stop.output
+    assert slot["status"] == "idle"
+
+
+def test_sdk_starts_backtests_by_id_waits_for_them_and_stops_one(tmp_path: Path) -> None:
+    from cracktrader.client import CrackTraderAPI
+
+    with LiveServer() as srv, CrackTraderAPI(srv.base_url) as api:
+        slow = api.start_run(SLOW_RUN).run_id
+        short = api.start_run(SHORT, mode="backtest").run_id
+        assert slow is not None and short is not None
+        final = api.wait_for_run(short, timeout=120)
+        detailed = api.run_detailed_status(short)
+        stopped = api.stop_run(slow)
+        slow_status = api.run_status(slow)
+        results = api.get_run_results(short)
+        slot = api.get_status()
+    assert final.status == "completed" and final.bars_total == 744
+    assert detailed.run_id == short and detailed.equity_curve
+    assert stopped.status == "stopped" and slow_status.status == "stopped"
+    assert results.run_id == short and results.final_value == pytest.approx(final.value)
+    assert slot.status == "idle"

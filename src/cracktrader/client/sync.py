@@ -266,9 +266,7 @@ class CrackTraderAPI:
         """Stop a run by id; `NoActiveRunError` once it has ended."""
         return self._call(api.stop_session(run_id, flatten))
 
-    def wait_for_run(
-        self, run_id: str, *, timeout: float | None = 300.0, poll_interval: float = 0.25
-    ) -> SessionStatus:
+    def wait_for_run(self, run_id: str, *, timeout: float | None = 300.0, poll_interval: float = 0.25) -> SessionStatus:
         """Poll `/runs/{id}/status` until the run completed, failed or stopped."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
