@@ -284,7 +284,11 @@ async def test_paper_request_starts_a_session_in_the_slot_that_status_stop_and_r
     assert reset_while_running.json()["error"]["code"] == "RUN_NOT_RESETTABLE"
     assert detailed["run_id"] == run_id and detailed["recent_trades"] == [] and "health" in detailed
     assert by_id["run_id"] == run_id and by_id["condition"] == "ok"
-    assert stop.status_code == 200 and stop.json() == {"run_id": run_id, "status": "stopped", "message": "Session stopped"}
+    assert stop.status_code == 200 and stop.json() == {
+        "run_id": run_id,
+        "status": "stopped",
+        "message": "Session stopped",
+    }
     assert stopped["status"] == "stopped" and stopped["run_id"] == run_id
     assert second_stop.status_code == 409 and second_stop.json()["error"]["code"] == "NO_ACTIVE_RUN"
     assert results["run_id"] == run_id and results["status"] == "stopped"
