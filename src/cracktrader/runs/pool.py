@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import multiprocessing
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -62,7 +63,7 @@ class WorkerPool:
             max_workers=self.size,
             mp_context=self._ctx,
             initializer=worker.init_worker,
-            initargs=(self._messages, self._flags, self.niceness),
+            initargs=(self._messages, self._flags, self.niceness, os.getpid()),
         )
 
     # Commands --------------------------------------------------------------------------------------------
@@ -192,7 +193,12 @@ class WorkerPool:
             for i in range(self.size):
                 self._flags[i] = 1
             self._queue.clear()
+        processes = list((getattr(self._executor, "_processes", None) or {}).values())
         self._executor.shutdown(wait=False, cancel_futures=True)
+        # A worker still loading its kernels would hold up the interpreter's exit for seconds: end it now.
+        for process in processes:
+            with contextlib.suppress(Exception):
+                process.terminate()
         with contextlib.suppress(OSError, ValueError):
             self._messages.put(None)
 
@@ -210,7 +216,15 @@ def shared_pool(size: int, niceness: int) -> WorkerPool:
         return pool
 
 
-@atexit.register
 def _close_pools() -> None:
     for pool in list(_pools.values()):
         pool.close()
+
+
+# Before concurrent.futures' own exit hook (registered when it was imported), which waits for the workers: the
+# threading hooks run in reverse order of registration, ahead of atexit's.
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_close_pools)
+else:  # pragma: no cover - other interpreters
+    atexit.register(_close_pools)

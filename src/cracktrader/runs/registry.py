@@ -24,7 +24,7 @@ from cracktrader.runs.pool import WorkerPool, shared_pool
 from cracktrader.runs.rerun import StoredRun
 from cracktrader.runs.results import RunResults, empty_results
 from cracktrader.runs.slots import Slot
-from cracktrader.runs.state import RunState
+from cracktrader.runs.state import FINISHED, RunState
 from cracktrader.runs.worker import Job, JobOutcome
 from cracktrader.settings import Settings, get_settings
 
@@ -304,8 +304,8 @@ class RunRegistry:
         await asyncio.to_thread(validate_backtest, bt, settings=self.settings)
         run_id = uuid.uuid4().hex
         message = (
-            "Live trading (real orders) is not available yet; the request was validated and recorded, and nothing "
-            "was traded. Paper trading is: send mode 'paper'"
+            "Live trading with real orders is not available yet; the request was validated and recorded, and "
+            "nothing was traded: use mode paper"
         )
         if self.store is not None:
             await self.store.create(
@@ -368,8 +368,12 @@ class RunRegistry:
         return None
 
     def forget(self, run_id: str) -> None:
-        """Drop a deleted run from memory."""
+        """Drop a deleted run from memory (an ended session's too)."""
         self.backtests.pop(run_id, None)
+        session = self.sessions.runs.get(run_id) if self.sessions is not None else None
+        if session is not None and not session.active and (session.task is None or session.task.done()):
+            assert self.sessions is not None
+            self.sessions.runs.pop(run_id, None)
         for slot in self.slots.values():
             slot.forget(run_id)
 
@@ -414,7 +418,7 @@ class RunRegistry:
                 lambda outcome: call(resolve, outcome),
             )
         outcome = await done
-        if run.started and outcome.error_code != "WORKER_DIED":
+        if outcome.from_worker:  # its last messages may still be in flight: apply them first
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.ended.wait(), END_WAIT_S)
         if run.started_write is not None:
@@ -432,7 +436,7 @@ class RunRegistry:
             return
         if kind == worker.STARTED:
             run.started = True
-            if self.store is not None:
+            if self.store is not None and st.status not in FINISHED:
                 run.started_write = asyncio.create_task(self._mark_running(run.run_id))
         if st.status == "stopped":  # announced stopped: nothing the worker still says brings it back
             return

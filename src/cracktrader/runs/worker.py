@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 EQUITY_SAMPLES = 500  # points of the equity curve `/status/detailed` shows while a run goes
 RECENT = 50  # orders and fills `/status/detailed` shows while a run goes
+PARENT_CHECK_S = 0.5  # how often a worker checks that its server still runs
 
 # Message kinds, sent as (kind, run_id, payload).
 STARTED = "started"
@@ -65,18 +67,32 @@ class JobOutcome:
     error_code: str | None = None
     error_details: dict[str, Any] = field(default_factory=dict)
     exchange_unreachable: bool = False
+    from_worker: bool = False  # a worker ran it (its messages end with END), not stopped while it waited
 
 
-def init_worker(messages: Any, flags: Any, niceness: int) -> None:
+def init_worker(messages: Any, flags: Any, niceness: int, server_pid: int) -> None:
     """Process initializer: keep the shared objects, lower the priority, load the compiled kernels."""
     global _messages, _flags
     _messages, _flags = messages, flags
+    _watch_parent(server_pid)
     if niceness:
         try:
             os.nice(niceness)
         except OSError:  # not permitted on this platform: run at the server's priority
             log.warning("Could not lower the backtest worker's priority")
     warm_kernels()
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker once the server that started it is gone (killed, or exited without stopping its pool):
+    the pool's queues keep a worker waiting forever otherwise."""
+
+    def watch() -> None:
+        while os.getppid() == parent:  # the server may have died while this worker was starting: then not equal
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="cracktrader-parent-watch", daemon=True).start()
 
 
 def ping() -> int:
@@ -89,11 +105,11 @@ def run_job(job: Job, slot: int) -> JobOutcome:
     reporter = _Reporter(job, slot)
     reporter.send(STARTED, {})
     try:
-        return _execute(job, reporter)
+        outcome = _execute(job, reporter)
     except RunStoppedError:
-        return JobOutcome("stopped")
+        outcome = JobOutcome("stopped")
     except CracktraderError as exc:
-        return JobOutcome(
+        outcome = JobOutcome(
             "failed",
             error=exc.message,
             error_code=exc.code,
@@ -102,9 +118,11 @@ def run_job(job: Job, slot: int) -> JobOutcome:
         )
     except Exception as exc:
         log.exception("Run %s failed", job.run_id)
-        return JobOutcome("failed", error=f"Internal error: {type(exc).__name__}", error_code="INTERNAL_ERROR")
+        outcome = JobOutcome("failed", error=f"Internal error: {type(exc).__name__}", error_code="INTERNAL_ERROR")
     finally:
         reporter.send(END, {})
+    outcome.from_worker = True
+    return outcome
 
 
 def _execute(job: Job, rep: _Reporter) -> JobOutcome:
