@@ -35,6 +35,8 @@ from bench_web import percentile, serve
 from benchlib import machine_info
 
 SYMBOLS_10 = [f"{base}/USDT" for base in ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE", "AVAX", "DOT", "LINK")]
+# A Python strategy called on every one of the 1,051,200 bars: the runs that would hold the API's GIL in a thread.
+EVENT_RUN = {**BIG_RUN, "strategy_name": "SmaCrossEvents"}
 SESSION = {"strategy_name": "SmaCross", "symbols": ["BTC/USDT"], "timeframe": "1s", "exchange": "synthetic",
            "mode": "paper"}  # fmt: skip
 
@@ -90,19 +92,24 @@ def many_sessions(base: str, n: int, seconds: float) -> dict[str, Any]:
 def status_under_load(base: str, sessions: int) -> dict[str, Any]:
     """`/status` latency while `sessions` 1s sessions and two 1M-bar backtests run at once."""
     with httpx.Client(base_url=base, timeout=60) as c:
+        # A server that has been up a while: its worker processes have started and loaded their kernels, and the
+        # candles are in its store (writing 1M bars there holds the store's lock, which sessions' appends wait on).
+        warm = c.post("/api/v1/runs", json={**BIG_RUN, "mode": "backtest"}).json()["run_id"]
+        while c.get(f"/api/v1/runs/{warm}/status").json()["status"] in ("starting", "running"):
+            time.sleep(0.2)
         ids = [c.post("/api/v1/runs", json=SESSION).json()["run_id"] for _ in range(sessions)]
         with status_poller(base) as samples:
             began = time.monotonic()
-            c.post("/api/v1/run/backtest", json=BIG_RUN).raise_for_status()
-            by_id = c.post("/api/v1/runs", json={**BIG_RUN, "mode": "backtest"})
+            c.post("/api/v1/run/backtest", json=EVENT_RUN).raise_for_status()
+            by_id = c.post("/api/v1/runs", json={**EVENT_RUN, "mode": "backtest"})
             by_id.raise_for_status()
             other = by_id.json()["run_id"]
-            both_ran = 0.0
+            both: list[float] = []  # when both were seen simulating
             while True:
                 slot = c.get("/api/v1/status").json()
                 second = c.get(f"/api/v1/runs/{other}/status").json()
                 if slot["phase"] == "simulating" and second["phase"] == "simulating":
-                    both_ran = time.monotonic()  # the two simulated at the same time
+                    both.append(time.monotonic())
                 if slot["status"] not in ("starting", "running") and second["status"] not in ("starting", "running"):
                     break
                 time.sleep(0.2)
@@ -110,7 +117,12 @@ def status_under_load(base: str, sessions: int) -> dict[str, Any]:
         for i in ids:
             c.post(f"/api/v1/runs/{i}/stop")
     stats = latency_stats(samples)
-    return {"sessions": sessions, "backtests": 2, "backtest_s": round(ran, 1), "concurrent": bool(both_ran),
+    slowest = sorted(samples, key=lambda x: -x.latency_ms)[:5]
+    slow = [(round(x.scheduled - began, 2), round(x.latency_ms), x.status, x.phase) for x in slowest]
+    print("slowest /status (s after start, ms, status, phase):", slow)
+    during = latency_stats(samples, both[0], both[-1]) if both else {"p99": float("nan"), "n": 0}
+    return {"sessions": sessions, "backtests": 2, "backtest_s": round(ran, 1), "concurrent": bool(both),
+            "both_simulating_s": round(both[-1] - both[0], 1) if both else 0.0, "during": during,
             "outcomes": [slot["status"], second["status"]], **stats}  # fmt: skip
 
 
@@ -134,10 +146,10 @@ def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
     st = out["status"]
     status_row = (
-        f"/status during {st['sessions']} sessions + two 1,051,200-bar backtests at once ({st['backtest_s']} s, "
-        f"{'concurrent' if st['concurrent'] else 'NOT concurrent'}, {'/'.join(st['outcomes'])})",
-        f"p99 {st['p99']:.1f} ms", f"p50 {st['p50']:.1f}, max {st['max']:.1f} ms, {st['n']} requests", "< 10 ms",
-        st["p99"] < 10,
+        f"/status during {st['sessions']} sessions + two 1,051,200-bar SmaCrossEvents backtests ({st['backtest_s']} s"
+        f" from start to both saved, both simulating for {st['both_simulating_s']} s, {'/'.join(st['outcomes'])})",
+        f"p99 {st['p99']:.1f} ms", f"p50 {st['p50']:.1f}, max {st['max']:.1f} ms, {st['n']} requests; while both "
+        f"simulated p99 {st['during']['p99']:.1f} ms ({st['during']['n']} requests)", "< 10 ms", st["p99"] < 10,
     )  # fmt: skip
     rows = [status_row] if args.only else [*_rows(out), status_row]
     print("| benchmark | cracktrader | detail | target | pass |")

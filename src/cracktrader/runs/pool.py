@@ -57,6 +57,7 @@ class WorkerPool:
         self._reader.start()
         self.closed = False
         self._warmed = False
+        self._lowered: set[int] = set()
 
     def _new_executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -108,6 +109,15 @@ class WorkerPool:
             self._warmed = True
             for _ in range(self.size):
                 self._executor.submit(worker.ping)
+            self._lower_new_workers()
+
+    def _lower_new_workers(self) -> None:
+        """Lower the priority of workers just started, at once: importing numpy and numba takes them seconds of CPU
+        before their own initializer runs (which sets it too)."""
+        for pid in self.pids():
+            if pid not in self._lowered:
+                self._lowered.add(pid)
+                worker.lower_priority(pid, self.niceness, os.getpid())
 
     def pids(self) -> list[int]:
         """Process ids of the workers started so far."""
@@ -138,6 +148,7 @@ class WorkerPool:
                 self._executor = self._new_executor()
                 future = self._executor.submit(worker.run_job, entry.job, entry.slot)
             future.add_done_callback(functools.partial(self._finished, entry))
+            self._lower_new_workers()
 
     def _finished(self, entry: _Entry, future: Future[JobOutcome]) -> None:
         try:

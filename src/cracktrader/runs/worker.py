@@ -75,12 +75,19 @@ def init_worker(messages: Any, flags: Any, niceness: int, server_pid: int) -> No
     global _messages, _flags
     _messages, _flags = messages, flags
     _watch_parent(server_pid)
-    if niceness:
-        try:
-            os.nice(niceness)
-        except OSError:  # not permitted on this platform: run at the server's priority
-            log.warning("Could not lower the backtest worker's priority")
+    lower_priority(0, niceness, server_pid)
     warm_kernels()
+
+
+def lower_priority(pid: int, niceness: int, server_pid: int) -> None:
+    """Set a worker's niceness to the server's plus `niceness` (absolute, so doing it twice changes nothing)."""
+    if not niceness or not hasattr(os, "setpriority"):
+        return
+    try:
+        target = min(19, os.getpriority(os.PRIO_PROCESS, server_pid) + niceness)
+        os.setpriority(os.PRIO_PROCESS, pid, target)
+    except OSError:  # not permitted, or the process is gone: it runs at the server's priority
+        log.warning("Could not lower the backtest worker's priority")
 
 
 def _watch_parent(parent: int) -> None:
