@@ -98,6 +98,7 @@ def status_under_load(base: str, sessions: int) -> dict[str, Any]:
         while c.get(f"/api/v1/runs/{warm}/status").json()["status"] in ("starting", "running"):
             time.sleep(0.2)
         ids = [c.post("/api/v1/runs", json=SESSION).json()["run_id"] for _ in range(sessions)]
+        time.sleep(3.0)  # the sessions have started and warmed up (that costs ~200 ms of the loop once): running now
         with status_poller(base) as samples:
             began = time.monotonic()
             c.post("/api/v1/run/backtest", json=EVENT_RUN).raise_for_status()

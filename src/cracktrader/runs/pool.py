@@ -53,6 +53,7 @@ class WorkerPool:
         self._listeners: dict[str, OnMessage] = {}
         self._free = list(range(size))
         self._executor = self._new_executor()
+        worker.remove_stale_shipments(os.getpid())
         self._reader = threading.Thread(target=self._read, name="cracktrader-pool-messages", daemon=True)
         self._reader.start()
         self.closed = False
@@ -152,7 +153,7 @@ class WorkerPool:
 
     def _finished(self, entry: _Entry, future: Future[JobOutcome]) -> None:
         try:
-            outcome = future.result()
+            outcome = worker.receive(future.result())
         except BrokenProcessPool:
             log.error("A backtest worker died during run %s", entry.job.run_id)
             outcome = JobOutcome("failed", error="The backtest worker process died", error_code="WORKER_DIED")

@@ -6,12 +6,15 @@ messages (phase changes, progress, orders) and an array of stop flags, one per s
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import mmap
 import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 
 EQUITY_SAMPLES = 500  # points of the equity curve `/status/detailed` shows while a run goes
 RECENT = 50  # orders and fills `/status/detailed` shows while a run goes
+SHM_DIR = Path("/dev/shm")  # tmpfs: shared memory by path (Linux); elsewhere results are pickled
+SHM_PREFIX = "cracktrader-run-"
 PARENT_CHECK_S = 0.5  # how often a worker checks that its server still runs
 
 # Message kinds, sent as (kind, run_id, payload).
@@ -68,6 +73,79 @@ class JobOutcome:
     error_details: dict[str, Any] = field(default_factory=dict)
     exchange_unreachable: bool = False
     from_worker: bool = False  # a worker ran it (its messages end with END), not stopped while it waited
+    shipped: Shipped | None = None  # the results' arrays, left in shared memory rather than pickled
+
+
+@dataclass(frozen=True, slots=True)
+class Shipped:
+    """Where a result's equity and orders arrays wait in shared memory (a file in /dev/shm)."""
+
+    path: str
+    n_equity: int
+    orders_offset: int
+    n_orders: int
+
+
+def ship(outcome: JobOutcome, job: Job) -> JobOutcome:
+    """Leave the results' arrays in shared memory: unpickling tens of MB from the pipe held the server's GIL."""
+    results = outcome.results
+    if results is None or not SHM_DIR.is_dir():
+        return outcome
+    path = SHM_DIR / f"{SHM_PREFIX}{os.getppid()}-{job.run_id}.bin"
+    equity, orders = results.equity, results.orders
+    offset = -(-equity.nbytes // 64) * 64  # aligned for the orders' fields
+    try:
+        with open(path, "wb") as f:
+            f.write(np.ascontiguousarray(equity).tobytes())  # copies here, in the worker
+            f.write(b"\0" * (offset - equity.nbytes))
+            f.write(np.ascontiguousarray(orders).tobytes())
+    except OSError:  # no room: send them through the pipe
+        path.unlink(missing_ok=True)
+        return outcome
+    empty = RunResults(results.head, equity[:0], orders[:0])
+    outcome.results = empty
+    outcome.shipped = Shipped(str(path), int(equity.shape[0]), offset, int(orders.shape[0]))
+    return outcome
+
+
+def receive(outcome: JobOutcome) -> JobOutcome:
+    """Map shipped arrays into this process (no copy, no GIL held for it) and remove their file."""
+    shipped, results = outcome.shipped, outcome.results
+    if shipped is None or results is None:
+        return outcome
+    try:
+        with open(shipped.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            buffer: Any = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) if size else b""
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(shipped.path)
+    equity = np.frombuffer(buffer, dtype=results.equity.dtype, count=shipped.n_equity, offset=0)
+    orders = np.frombuffer(buffer, dtype=results.orders.dtype, count=shipped.n_orders, offset=shipped.orders_offset)
+    outcome.results = RunResults(results.head, equity, orders)
+    outcome.shipped = None
+    return outcome
+
+
+def remove_stale_shipments(server_pid: int) -> None:
+    """Remove shipped results left by a server of this host that died before it read them."""
+    if not SHM_DIR.is_dir():
+        return
+    for path in SHM_DIR.glob(f"{SHM_PREFIX}*.bin"):
+        pid = path.name[len(SHM_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != server_pid and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def init_worker(messages: Any, flags: Any, niceness: int, server_pid: int) -> None:
@@ -163,7 +241,7 @@ def _execute(job: Job, rep: _Reporter) -> JobOutcome:
     if job.rerun_of is not None:
         comparison = compare_runs(job.rerun_of, prepared.inputs.document(), RunOutcome.of(results))
         results.head["rerun"] = comparison.model_dump(mode="json")
-    return JobOutcome(str(results.head["status"]), results=results)
+    return ship(JobOutcome(str(results.head["status"]), results=results), job)
 
 
 class _Reporter:
