@@ -236,3 +236,47 @@ def test_sdk_starts_backtests_by_id_waits_for_them_and_stops_one(tmp_path: Path)
     assert stopped.status == "stopped" and slow_status.status == "stopped"
     assert results.run_id == short and results.final_value == pytest.approx(final.value)
     assert slot.status == "idle"
+
+
+def _children(pid: int) -> list[int]:
+    """Worker processes (spawned by multiprocessing) whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_workers_end_when_their_server_is_killed() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from support import free_loopback_port
+
+    port = free_loopback_port()
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/run_web_server.py", "--port", str(port), "--log-level", "warning"]
+    )
+    try:
+        deadline = time.monotonic() + 60  # safety nets: each wait ends on what it waits for
+        while not (workers := _children(proc.pid)) or len(workers) < get_settings().max_concurrent_backtests:
+            assert time.monotonic() < deadline, "the server started no workers"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        while alive := [pid for pid in workers if Path(f"/proc/{pid}").exists()]:
+            assert time.monotonic() < deadline + 30, f"orphaned workers {alive}"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
