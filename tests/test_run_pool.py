@@ -280,3 +280,36 @@ def test_workers_end_when_their_server_is_killed() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+CRASHING = '''
+import os
+
+from cracktrader.engine.context import Context
+from cracktrader.engine.strategy import Strategy
+
+
+class CrashStrategy(Strategy):
+    """Kills the process it runs in at its 10th bar (a segfault in an extension would look the same)."""
+
+    seen = 0
+
+    def on_bar(self, ctx: Context) -> None:
+        self.seen += 1
+        if self.seen == 10:
+            os._exit(3)
+'''
+
+
+async def test_a_worker_that_dies_fails_its_run_and_the_pool_runs_the_next_one(tmp_path: Path) -> None:
+    (tmp_path / "crash.py").write_text(CRASHING)
+    settings = get_settings().model_copy(update={"strategy_dir": tmp_path})
+    async with app_client(settings) as c:
+        crashed = await _start(c, {**SHORT, "strategy_name": "CrashStrategy"})
+        failed = await _until(c, crashed, lambda s: s["status"] in FINISHED)
+        after = await _start(c, SHORT)
+        done = await _until(c, after, lambda s: s["status"] in FINISHED)
+        health = (await c.get("/api/v1/health")).json()
+    assert failed["status"] == "failed" and failed["error_code"] == "WORKER_DIED"
+    assert done["status"] == "completed" and done["bars_processed"] == 744
+    assert health["checks"]["executor"]["status"] == "ok"

@@ -5,21 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from cracktrader.periodic import Periodic
 from cracktrader.runs import events, worker
 from cracktrader.runs.backtest import validate_backtest
 from cracktrader.runs.config import BacktestConfig, LiveConfig, record_fields, redact
 from cracktrader.runs.document import iso_times, now_iso
 from cracktrader.runs.errors import NoActiveRunError, NotImplementedYetError, RunNotFoundError
+from cracktrader.runs.lease import ServerLease
 from cracktrader.runs.pool import WorkerPool, shared_pool
 from cracktrader.runs.rerun import StoredRun
 from cracktrader.runs.results import RunResults, empty_results
@@ -42,18 +40,6 @@ KEEP_FINISHED = 200
 KEEP_RESULTS = 4
 # How long a finished job's last messages may trail its outcome (they are in flight on the message queue).
 END_WAIT_S = 5.0
-HOST = socket.gethostname()
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with that id exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(slots=True)
@@ -96,11 +82,11 @@ class RunRegistry:
         self.throttle_s = status_throttle_s
         self._pool = pool
         self.server_id = uuid.uuid4().hex
+        self.lease = ServerLease(store, self.settings, self.server_id)
         self.backtests: dict[str, BacktestRun] = {}
         self.sessions: SessionRegistry | None = None  # the server's paper sessions
         self.slots: dict[int | None, Slot] = {}
         self.outcomes: dict[str, int] = {"completed": 0, "failed": 0, "stopped": 0}
-        self._heartbeat: Periodic | None = None
         self._on_finish: list[Any] = []
         self.closed = False
         # Last known reachability per exchange, learned from real runs (health checks never probe on demand).
@@ -117,48 +103,7 @@ class RunRegistry:
     async def start(self) -> int:
         """Bind to the loop, take a server lease, and fail the runs whose server is gone ("interrupted")."""
         self.bus.bind(asyncio.get_running_loop())
-        if self.store is None:
-            return 0
-        await self.store.register_server(self.server_id, host=HOST, pid=os.getpid(), now=datetime.now(UTC))
-        interrupted = await self._sweep()
-        await self._prune()
-        self._heartbeat = Periodic(self._beat, self.settings.server_heartbeat_s, name="cracktrader-lease")
-        self._heartbeat.start()
-        return interrupted
-
-    async def _sweep(self) -> int:
-        assert self.store is not None
-        return await self.store.mark_interrupted(
-            now=datetime.now(UTC),
-            server_id=self.server_id,
-            lease_ttl=timedelta(seconds=self.settings.server_lease_ttl_s),
-            host=HOST,
-            is_alive=_pid_alive,
-        )
-
-    async def _beat(self) -> None:
-        """Renew the lease, and fail runs of servers whose lease lapsed (every `server_heartbeat_s`)."""
-        try:
-            assert self.store is not None
-            await self.store.heartbeat(self.server_id, now=datetime.now(UTC))
-            await self._sweep()
-        except Exception:  # the database may be briefly away; the next beat tries again
-            log.warning("Could not renew the server lease", exc_info=True)
-
-    async def _prune(self) -> None:
-        """Apply the retention settings (never to live-trading records)."""
-        days, count = self.settings.run_retention_days, self.settings.run_retention_count
-        if self.store is None or not (days or count):
-            return
-        try:
-            removed = await self.store.prune(
-                now=datetime.now(UTC), max_age=timedelta(days=days) if days else None, max_count=count or None
-            )
-        except Exception:
-            log.warning("Could not apply run retention", exc_info=True)
-            return
-        if removed:
-            log.info("Retention removed %d old runs", removed)
+        return await self.lease.start()
 
     async def warm_up(self) -> None:
         """Start the worker processes now (each loads the compiled kernels), so the first run starts at speed."""
@@ -174,13 +119,7 @@ class RunRegistry:
             # Also runs already reported stopped that are still saving: disposing of the database under a save
             # left a connection never returned to the pool.
             await asyncio.wait(busy, timeout=5)
-        if self._heartbeat is not None:
-            await self._heartbeat.stop()  # a beat in progress finishes: cancelling it could strand its connection
-            if self.store is not None:
-                try:
-                    await self.store.release_server(self.server_id)
-                except Exception:
-                    log.warning("Could not release the server lease", exc_info=True)
+        await self.lease.stop()
         self.closed = True
 
     def on_finish(self, callback: Any) -> None:
@@ -530,7 +469,7 @@ class RunRegistry:
             }
             self.bus.publish(events.Event(events.EQUITY_UPDATE, final))
         self._publish_status(run, force=True)
-        await self._prune()
+        await self.lease.prune()
         # A task's own `busy` is still true here: release once it has ended.
         asyncio.get_running_loop().call_soon(self.release, run_id)
 

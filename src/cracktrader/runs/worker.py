@@ -25,6 +25,7 @@ from cracktrader.runs.backtest import PreparedBacktest, document_config, prepare
 from cracktrader.runs.config import BacktestConfig
 from cracktrader.runs.document import iso_times, now_iso, order_rows_to_dicts
 from cracktrader.runs.errors import RunStoppedError
+from cracktrader.runs.lease import pid_alive
 from cracktrader.runs.rerun import RunOutcome, StoredRun, compare_runs
 from cracktrader.runs.results import RunResults, from_backtest
 from cracktrader.settings import Settings
@@ -133,19 +134,9 @@ def remove_stale_shipments(server_pid: int) -> None:
         return
     for path in SHM_DIR.glob(f"{SHM_PREFIX}*.bin"):
         pid = path.name[len(SHM_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != server_pid and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != server_pid and not pid_alive(int(pid)):
             with contextlib.suppress(OSError):
                 path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def init_worker(messages: Any, flags: Any, niceness: int, server_pid: int) -> None:
