@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ from cracktrader.db.engine import make_engine
 from cracktrader.settings import Settings, get_settings
 from cracktrader.web.app import create_app
 from cracktrader.web.server.main import ServerConfigError, check_server_config
-from web_support import YEAR_1H, LiveServer, app_client, web_settings
+from web_support import SLOW_RUN, YEAR_1H, LiveServer, app_client, released_run, web_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -314,7 +315,9 @@ async def test_scopes_viewer_cannot_start_and_a_key_without_live_cannot_go_live(
         r = await c.post("/api/v1/run/live", json=live, headers={"X-API-Key": key})
         assert r.status_code == 403 and r.json()["error"]["details"]["required_scope"] == "live"
         paper = await c.post("/api/v1/run/live", json={**live, "mode": "paper"}, headers={"X-API-Key": key})
-        assert paper.status_code == 501  # allowed, and refused only because paper trading has not shipped
+        assert paper.status_code == 200, paper.text  # paper needs only `trade`
+        stopped = await c.post("/api/v1/run/stop", headers={"X-API-Key": key})
+        assert stopped.json()["status"] == "stopped"
 
 
 async def test_runs_belong_to_their_user() -> None:
@@ -326,9 +329,9 @@ async def test_runs_belong_to_their_user() -> None:
         assert r.status_code == 200, r.text
         run_id = r.json()["run_id"]
         await wait_done(c, alice)
-        # Bob sees the runner's lifecycle, never Alice's numbers, results or history.
+        # Bob's runner slot is his own: idle, never Alice's numbers, results or history.
         status = (await c.get("/api/v1/status", headers=bob)).json()
-        assert status["status"] == "completed" and status["run_id"] is None and status["value"] is None
+        assert status["status"] == "idle" and status["run_id"] is None and status["value"] is None
         assert (await c.get("/api/v1/results", headers=bob)).status_code == 404
         assert (await c.get("/api/v1/runs", headers=bob)).json()["total"] == 0
         for path in (f"/api/v1/runs/{run_id}", f"/api/v1/runs/{run_id}/results", f"/api/v1/runs/{run_id}/trades.csv"):
@@ -344,22 +347,40 @@ async def test_runs_belong_to_their_user() -> None:
         assert (await c.delete(f"/api/v1/runs/{run_id}", headers=alice)).status_code == 204
 
 
-async def test_only_the_runs_owner_or_an_admin_may_reset_the_runner() -> None:
+async def test_each_user_resets_only_their_own_runner_slot() -> None:
     async with auth_client() as c:
         alice = await bearer(c, "alice")
         bob = await bearer(c, "bob")
         admin = await bearer(c, "root", role="admin")
-        for resetter in (admin, alice):
-            run_id = (await c.post("/api/v1/run/backtest", json=YEAR_1H, headers=alice)).json()["run_id"]
-            await wait_done(c, alice)
-            refused = await c.delete("/api/v1/run/reset", headers=bob)
-            assert refused.status_code == 403 and _error(refused) == "FORBIDDEN"
+        run_id = (await c.post("/api/v1/run/backtest", json=YEAR_1H, headers=alice)).json()["run_id"]
+        await wait_done(c, alice)
+        for other in (bob, admin):
+            reset = await c.delete("/api/v1/run/reset", headers=other)
+            assert reset.status_code == 200 and reset.json()["run_id"] is None  # their own, idle slot
             assert (await c.get("/api/v1/status", headers=alice)).json()["run_id"] == run_id  # untouched
-            done = await c.delete("/api/v1/run/reset", headers=resetter)
-            assert done.status_code == 200 and done.json()["run_id"] == run_id
-            assert (await c.get("/api/v1/status", headers=bob)).json()["status"] == "idle"
-        # An idle runner may be reset by anyone who trades (there is nobody's run to touch).
-        assert (await c.delete("/api/v1/run/reset", headers=bob)).status_code == 200
+        done = await c.delete("/api/v1/run/reset", headers=alice)
+        assert done.status_code == 200 and done.json()["run_id"] == run_id
+        assert (await c.get("/api/v1/status", headers=alice)).json()["status"] == "idle"
+
+
+async def test_two_users_run_backtests_at_once_each_in_their_own_slot(tmp_path: Path) -> None:
+    async with auth_client() as c:
+        alice = await bearer(c, "alice")
+        bob = await bearer(c, "bob")
+        release = tmp_path / "release"
+        body = released_run(SLOW_RUN, release)
+        ids = [(await c.post("/api/v1/run/backtest", json=body, headers=who)).json()["run_id"] for who in (alice, bob)]
+        statuses = [(await c.get("/api/v1/status", headers=who)).json() for who in (alice, bob)]
+        again = await c.post("/api/v1/run/backtest", json=body, headers=alice)
+        stop_bob = await c.post("/api/v1/run/stop", headers=bob)
+        alice_after = (await c.get("/api/v1/status", headers=alice)).json()
+        release.touch()
+        await wait_done(c, alice)
+    assert ids[0] != ids[1] and [s["run_id"] for s in statuses] == ids
+    assert all(s["status"] in ("starting", "running") for s in statuses)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "RUN_ALREADY_ACTIVE"
+    assert stop_bob.json() == {**stop_bob.json(), "run_id": ids[1], "status": "stopped"}
+    assert alice_after["run_id"] == ids[0] and alice_after["status"] in ("starting", "running")
 
 
 async def test_auth_off_is_the_local_admin_and_login_needs_a_secret() -> None:

@@ -396,11 +396,11 @@ def test_live_request_raises_not_implemented_by_server_and_is_recorded() -> None
                 symbols="BTC/USDT",
                 exchange="synthetic",
                 exchange_config={"apiKey": "secret-key", "sandbox": True},
-                mode="paper",
+                mode="live",
             )
         assert isinstance(caught.value, ServerError) and caught.value.status_code == 501
         record = api.get_run(caught.value.details["run_id"])
-        assert (record.mode, record.status) == ("paper", "failed")
+        assert (record.mode, record.status) == ("live", "failed")
         assert record.config["exchange_config"] == {"sandbox": True}
         assert record.config["exchange_config_dropped_keys"] == 1
 
@@ -586,7 +586,9 @@ async def test_async_client_round_trips_a_backtest_and_maps_errors() -> None:
             with pytest.raises(InvalidSymbolError):
                 await api.start_backtest(YEAR_1H, symbols=["BTCUSD"])
             with pytest.raises(NotImplementedByServerError):
-                await api.start_live(strategy_name="TestStrategy", symbols=["BTC/USDT"], exchange="synthetic")
+                await api.start_live(
+                    strategy_name="TestStrategy", symbols=["BTC/USDT"], exchange="synthetic", mode="live"
+                )
             await api.delete_run(str(results.run_id))
     async with AsyncCrackTraderAPI(srv.base_url) as gone:
         with pytest.raises(ConnectionError):
@@ -751,3 +753,15 @@ def test_sdk_doc_examples_run_against_a_live_server(
     assert "snapshot idle" in out and "completed after" in out and "unexpected" not in out
     assert "balance {'USDT': 10000.0}" in out and "stopped stopped" in out
     assert re.search(r"^session completed: value \d[\d,]*\.\d\d, fees \d", out, flags=re.MULTILINE), out
+
+
+def test_start_live_in_paper_mode_runs_a_session_in_the_slot_until_stop_flattens_it() -> None:
+    with live_server() as srv, CrackTraderAPI(srv.base_url) as api:
+        started = api.start_live(strategy_name="TestStrategy", symbols="BTC/USDT", exchange="synthetic", mode="paper")
+        status = api.get_status()
+        stopped = api.stop(flatten=True)
+        after = api.get_status()
+        reset = api.reset()
+    assert started.status == "running" and status.run_id == started.run_id and status.mode == "paper"
+    assert status.model_extra is not None and status.model_extra["condition"] == "ok"
+    assert stopped.status == "stopped" and after.status == "stopped" and reset.status == "idle"

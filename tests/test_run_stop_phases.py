@@ -142,10 +142,11 @@ async def test_stop_before_the_queued_run_began_stays_stopped() -> None:
 
     async with app_client() as c:
         manager = c.app.state.manager  # type: ignore[attr-defined]
-        await manager.start_backtest(BacktestConfig(**YEAR_1H))
-        assert manager.state.phase == "queued"  # its task has not run yet
+        slot = manager.slot(None)
+        await slot.start_backtest(BacktestConfig(**YEAR_1H))
+        assert slot.state.phase == "queued"  # its task has not run yet
         updates = manager.bus.subscribe(frozenset({"status_update"}))
-        stop = await manager.stop()
+        stop = await slot.stop()
         final = await _until(c, lambda s: s["phase"] is None, "done saving")
         statuses = []
         while not updates.queue.empty():

@@ -334,29 +334,43 @@ async def test_seed_001_backtest_body_is_accepted_and_completes_on_its_dates(
 
 
 @pytest.mark.anyio
-async def test_seed_001_paper_body_is_refused_with_501_and_its_secrets_are_not_stored(
-    binance_2024: tuple[FakeBinance, LiveServer],
+async def test_seed_001_paper_example_as_printed_trades_binance_paper_and_never_signs_or_stores_its_keys(
+    tmp_path: Path,
 ) -> None:
-    _, srv = binance_2024
-    distinct = {**SEED_001_PAPER, "exchange_config": {"apiKey": "AK-7f3c9e", "secret": "SK-0d41b2", "sandbox": True}}
-    async with httpx.AsyncClient(base_url=srv.base_url) as c:
-        refused = [await c.post("/api/v1/run/live", json=body) for body in (SEED_001_PAPER, distinct)]
-        records = [(await c.get(f"/api/v1/runs/{r.json()['error']['details']['run_id']}")) for r in refused]
-        history = (await c.get("/api/v1/runs", params={"mode": "paper"})).text
-        status = (await c.get("/api/v1/status")).json()
-    for r in refused:
-        body = r.json()
-        assert r.status_code == 501 and set(body) == ENVELOPE_KEYS, r.text
-        assert body["error"]["code"] == "NOT_IMPLEMENTED" and body["status_code"] == 501
-        assert body["path"] == "/api/v1/run/live" and body["error"]["details"]["mode"] == "paper"
-    for record in records:
-        assert record.status_code == 200
-        run = record.json()
-        assert run["mode"] == "paper" and run["status"] == "failed" and run["exchange"] == "binance"
-        assert run["config"]["exchange_config"] == {"sandbox": True}
-        assert run["config"]["exchange_config_dropped_keys"] == 2
-        assert run["config"]["strategy_params"] == {"period": 10, "slow": 30}
-        assert '"..."' not in record.text
-    for secret in ("AK-7f3c9e", "SK-0d41b2"):
-        assert all(secret not in r.text for r in (*records, *refused)) and secret not in history
-    assert status["status"] == "idle"
+    from fakes.venue import FakeVenue
+    from web_support import app_client
+
+    t0 = 1_717_243_200_000  # 2024-06-01T12:00:00Z, a 5m candle's open; the venue starts 30 s into it
+    with FakeVenue(now_ms=t0 + 30_000) as venue:
+        settings = get_settings().model_copy(update={"exchange_options": venue.exchange_options()})
+        async with app_client(settings) as c:
+            c.app.state.sessions.clock = venue.clock  # type: ignore[attr-defined]  # the session runs on the venue's time
+            started = await c.post("/api/v1/run/live", json=SEED_001_PAPER)
+            assert started.status_code == 200, started.text
+            run_id = started.json()["run_id"]
+            first = (await c.get("/api/v1/status")).json()
+            await venue.wait_subscribed("btcusdt@kline_5m")
+            await venue.settled()
+            await venue.step(270)  # the 12:00 candle closes
+            deadline = time.monotonic() + 30  # a safety net: the bar arrives on the step above
+            while (status := (await c.get("/api/v1/status")).json())["last_candle_time"] != "2024-06-01T12:00:00Z":
+                assert time.monotonic() < deadline, status
+                await asyncio.sleep(0.02)
+            stop = await c.post("/api/v1/run/stop", json={"flatten": True})
+            stopped = (await c.get("/api/v1/status")).json()
+            record = await c.get(f"/api/v1/runs/{run_id}")
+            results = (await c.get("/api/v1/results")).json()
+        signed = venue.credentialed_requests()
+        klines = venue.requests_to("/api/v3/klines")
+    assert first["run_id"] == run_id and first["status"] == "running" and first["mode"] == "paper"
+    assert first["cash"] == 10_000.0 and first["condition"] == "ok"
+    assert status["status"] == "running" and status["bars_processed"] == 1
+    assert stop.status_code == 200 and stop.json()["status"] == "stopped" and stopped["status"] == "stopped"
+    assert results["run_id"] == run_id and results["status"] == "stopped"
+    assert signed == [] and klines  # the warm-up came from REST, unsigned; the keys "..." were never used
+    run = record.json()
+    assert run["mode"] == "paper" and run["status"] == "stopped" and run["exchange"] == "binance"
+    assert run["config"]["exchange_config"] == {"sandbox": True}
+    assert run["config"]["exchange_config_dropped_keys"] == 2
+    assert run["config"]["strategy_params"] == {"period": 10, "slow": 30}
+    assert '"..."' not in record.text

@@ -196,7 +196,7 @@ async def test_unexpected_error_is_a_500_envelope_without_traceback_and_logged_w
         def boom() -> dict:
             raise RuntimeError("secret internals")
 
-        c.app.state.manager.status = boom  # type: ignore[attr-defined]
+        c.app.state.manager.slot(None).status = boom  # type: ignore[attr-defined]
         with caplog.at_level(logging.ERROR, logger="cracktrader.web"):
             r = await c.get("/api/v1/status")
         body = r.json()
@@ -230,27 +230,71 @@ async def test_meta_lists_deprecations_and_the_alias_route_carries_the_headers()
         assert "deprecation" not in (await c.get("/api/v1/status")).headers
 
 
+LIVE_BODY = {
+    "strategy_name": "TestStrategy",
+    "strategy_params": {"period": 10, "slow": 30},
+    "symbols": ["BTC/USDT"],
+    "timeframe": "5m",
+    "exchange": "synthetic",
+    "exchange_config": {"apiKey": "AKIA-secret-key", "secret": "s3cr3t", "sandbox": True},
+}
+
+
 async def test_live_request_is_validated_recorded_and_refused_with_not_implemented() -> None:
     async with app_client() as c:
-        body = {
-            "strategy_name": "TestStrategy",
-            "strategy_params": {"period": 10, "slow": 30},
-            "symbols": ["BTC/USDT"],
-            "timeframe": "5m",
-            "exchange": "synthetic",
-            "exchange_config": {"apiKey": "AKIA-secret-key", "secret": "s3cr3t", "sandbox": True},
-            "mode": "paper",
-        }
+        body = {**LIVE_BODY, "mode": "live"}
         r = await c.post("/api/v1/run/live", json=body)
         assert r.status_code == 501 and r.json()["error"]["code"] == "NOT_IMPLEMENTED"
         run_id = r.json()["error"]["details"]["run_id"]
         record = (await c.get(f"/api/v1/runs/{run_id}")).json()
-        assert record["mode"] == "paper" and record["status"] == "failed"
+        assert record["mode"] == "live" and record["status"] == "failed"
         assert record["config"]["exchange_config"] == {"sandbox": True}
         assert record["config"]["exchange_config_dropped_keys"] == 2
         assert (await c.get("/api/v1/status")).json()["status"] == "idle"
         bad = await c.post("/api/v1/run/live", json={**body, "strategy_name": "Nope"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "UNKNOWN_STRATEGY"
+
+
+async def test_paper_request_starts_a_session_in_the_slot_that_status_stop_and_reset_address() -> None:
+    async with app_client() as c:
+        r = await c.post("/api/v1/run/live", json={**LIVE_BODY, "mode": "paper"})
+        assert r.status_code == 200, r.text
+        run_id = r.json()["run_id"]
+        status = (await c.get("/api/v1/status")).json()
+        again = await c.post("/api/v1/run/live", json={**LIVE_BODY, "mode": "paper"})
+        backtest = await c.post("/api/v1/run/backtest", json=YEAR_1H)
+        reset_while_running = await c.delete("/api/v1/run/reset")
+        detailed = (await c.get("/api/v1/status/detailed")).json()
+        by_id = (await c.get(f"/api/v1/runs/{run_id}/status")).json()
+        stop = await c.post("/api/v1/run/stop", json={"flatten": True})
+        stopped = (await c.get("/api/v1/status")).json()
+        second_stop = await c.post("/api/v1/run/stop")
+        results = (await c.get("/api/v1/results")).json()
+        reset = (await c.delete("/api/v1/run/reset")).json()
+        idle = (await c.get("/api/v1/status")).json()
+        record = (await c.get(f"/api/v1/runs/{run_id}")).json()
+
+    assert status["run_id"] == run_id and status["status"] == "running" and status["mode"] == "paper"
+    assert status["condition"] == "ok" and status["reasons"] == []
+    assert status["realized_pnl"] == status["unrealized_pnl"] == status["fees_paid"] == 0.0
+    assert status["cash"] == status["value"] == 10_000.0 and status["positions"] == []
+    for refused in (again, backtest):
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "RUN_ALREADY_ACTIVE"
+    assert reset_while_running.status_code == 409
+    assert reset_while_running.json()["error"]["code"] == "RUN_NOT_RESETTABLE"
+    assert detailed["run_id"] == run_id and detailed["recent_trades"] == [] and "health" in detailed
+    assert by_id["run_id"] == run_id and by_id["condition"] == "ok"
+    assert stop.status_code == 200 and stop.json() == {
+        "run_id": run_id,
+        "status": "stopped",
+        "message": "Session stopped",
+    }
+    assert stopped["status"] == "stopped" and stopped["run_id"] == run_id
+    assert second_stop.status_code == 409 and second_stop.json()["error"]["code"] == "NO_ACTIVE_RUN"
+    assert results["run_id"] == run_id and results["status"] == "stopped"
+    assert reset["run_id"] == run_id and idle["status"] == "idle" and idle["run_id"] is None
+    assert record["mode"] == "paper" and record["status"] == "stopped"
+    assert record["config"]["exchange_config"] == {"sandbox": True}
 
 
 async def test_detailed_status_adds_recent_activity_metrics_and_health() -> None:

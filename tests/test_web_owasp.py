@@ -215,8 +215,11 @@ async def test_api3_secrets_are_never_returned_stored_or_logged(db_settings: Set
             ).json()
             bodies: list[str] = []
             r = await c.post("/api/v1/run/live", json=LIVE, headers=headers)
-            assert r.status_code == 501, r.text
-            live_id = r.json()["error"]["details"]["run_id"]
+            assert r.status_code == 200, r.text  # a paper session in sam's slot
+            live_id = r.json()["run_id"]
+            bodies.append((await c.get("/api/v1/status", headers=headers)).text)
+            assert (await c.post("/api/v1/run/stop", headers=headers)).json()["status"] == "stopped"
+            assert (await c.delete("/api/v1/run/reset", headers=headers)).status_code == 200
             # Validation errors echo input; a missing field echoes the whole body.
             without_name = {k: v for k, v in LIVE.items() if k != "strategy_name"}
             for bad in (without_name, {**LIVE, "mode": "bogus"}, {**LIVE, "exchange_config": "apiKey=x"}):
@@ -330,7 +333,8 @@ async def test_api6_real_money_needs_the_live_scope() -> None:
         r = await c.post("/api/v1/run/live", json={**LIVE, "mode": "live"}, headers=key)
         assert r.status_code == 403 and r.json()["error"]["details"]["required_scope"] == "live"
         r = await c.post("/api/v1/run/live", json=LIVE, headers=key)
-        assert r.status_code == 501  # paper needs only `trade` (and is not available yet)
+        assert r.status_code == 200, r.text  # paper needs only `trade`
+        assert (await c.post("/api/v1/run/stop", headers=key)).json()["status"] == "stopped"
 
 
 # API7 Server side request forgery -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from cracktrader.db.engine import make_engine
 from cracktrader.db.run_store import INTERRUPTED_ERROR, RunStore
 from cracktrader.runs.config import BacktestConfig
 from cracktrader.runs.events import EventBus
-from cracktrader.runs.manager import RunManager
+from cracktrader.runs.registry import RunRegistry
 from cracktrader.settings import Settings
 from web_support import SLOW_RUN, YEAR_1H, app_client, released_run, wait_for_status, with_test_strategies
 
@@ -196,13 +196,13 @@ async def test_lease_heartbeat_keeps_a_long_run_from_being_interrupted(db_settin
     async with app_client(db_settings):
         pass  # creates the schema
     release = tmp_path / "release"
-    first = RunManager(bus=EventBus(), store=store, settings=settings)
-    other = RunManager(bus=EventBus(), store=store, settings=settings)
+    first = RunRegistry(bus=EventBus(), store=store, settings=settings)
+    other = RunRegistry(bus=EventBus(), store=store, settings=settings)
     try:
         await first.start()
-        started = await first.start_backtest(BacktestConfig(**released_run(SLOW_RUN, release)))
+        started = await first.slot(None).start_backtest(BacktestConfig(**released_run(SLOW_RUN, release)))
         for _ in range(1_000):
-            if first.state.status == "running":
+            if first.status()["status"] == "running":
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(1.5)  # longer than the lease
@@ -211,10 +211,10 @@ async def test_lease_heartbeat_keeps_a_long_run_from_being_interrupted(db_settin
         assert record is not None and record.status == "running"
         release.touch()
         for _ in range(3_000):
-            if first.state.status == "completed":
+            if first.status()["status"] == "completed":
                 break
             await asyncio.sleep(0.01)
-        assert first.state.status == "completed"
+        assert first.status()["status"] == "completed"
     finally:
         await first.close()
         await other.close()

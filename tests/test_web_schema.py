@@ -244,7 +244,7 @@ async def _invalid_body(c: httpx.AsyncClient) -> tuple[str, str, httpx.Response,
 
 
 async def _paper_run(c: httpx.AsyncClient) -> tuple[str, str, httpx.Response, int, str]:
-    body = {"strategy_name": "TestStrategy", "symbols": ["BTC/USDT"], "exchange": "synthetic", "mode": "paper"}
+    body = {"strategy_name": "TestStrategy", "symbols": ["BTC/USDT"], "exchange": "synthetic", "mode": "live"}
     r = await c.post("/api/v1/run/live", json=body)
     return "/api/v1/run/live", "POST", r, 501, "NOT_IMPLEMENTED"
 

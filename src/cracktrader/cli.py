@@ -32,6 +32,14 @@ users_app = typer.Typer(help="Manage API users (needs the web extra).", no_args_
 app.add_typer(users_app, name="users")
 apikeys_app = typer.Typer(help="Manage API keys for programs (needs the web extra).", no_args_is_help=True)
 app.add_typer(apikeys_app, name="apikeys")
+runs_app = typer.Typer(help="Runs on a server by id: status, results, stop.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+ServerOption = Annotated[
+    str, typer.Option("--server", envvar="CRACKTRADER_SERVER", help="Server URL, e.g. http://127.0.0.1:8000")
+]
+ApiKeyOption = Annotated[
+    str | None, typer.Option("--api-key", envvar="CRACKTRADER_API_KEY", help="API key (when the server's auth is on)")
+]
 
 
 def _print_version(value: bool) -> None:
@@ -102,6 +110,12 @@ def backtest(
     save: Annotated[
         bool, typer.Option("--save", help="Store the run in the history the server shows (rerun it by id)")
     ] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(help="Run it on this server (POST /api/v1/runs, in its worker pool) instead of here"),
+    ] = None,
+    api_key: ApiKeyOption = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="With --server: wait for the results")] = True,
 ) -> None:
     """Run a backtest and print a summary, or the full results document with --json."""
     from pydantic import ValidationError
@@ -128,10 +142,81 @@ def backtest(
             )
         except ValidationError as exc:
             fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        if server is not None:
+            _backtest_on_server(server, api_key, config, wait=wait, as_json=as_json)
+            return
         results = _run_with_progress(config, quiet=as_json)
     _print_results(results, as_json=as_json)
     if save:
         _save(results, config, as_json=as_json)
+
+
+def _backtest_on_server(server: str, api_key: str | None, config: Any, *, wait: bool, as_json: bool) -> None:
+    """Start the backtest by id on a server (it never takes the server's runner slot), then wait for its results."""
+    from cracktrader.client import CrackTraderAPI, CrackTraderError
+
+    try:
+        with CrackTraderAPI(server, api_key=api_key) as api:
+            run_id = api.start_run(config.model_dump(exclude={"strategy_class"}), mode="backtest").run_id
+            assert run_id is not None  # an accepted run always has one
+            typer.echo(f"run {run_id} on {server}", err=True)
+            if not wait:
+                return
+            api.wait_for_run(run_id, timeout=None)
+            doc = api.get_run_results(run_id).model_dump(mode="json")
+    except CrackTraderError as exc:
+        fail(str(exc), 1)
+    if as_json:
+        sys.stdout.write(json.dumps(doc) + "\n")
+    else:
+        print_summary(doc)
+
+
+@runs_app.command("status")
+def runs_status(
+    run_id: Annotated[str, typer.Argument(help="The run's id")],
+    server: ServerOption,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Print a run's status document (a backtest's or a session's) as JSON."""
+    _on_server(server, api_key, lambda api: sys.stdout.write(api.run_status(run_id).model_dump_json() + "\n"))
+
+
+@runs_app.command("results")
+def runs_results(
+    run_id: Annotated[str, typer.Argument(help="The run's id")],
+    server: ServerOption,
+    api_key: ApiKeyOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results document as JSON")] = False,
+) -> None:
+    """Print a run's results so far (or final): a summary, or the document with --json."""
+    doc = _on_server(server, api_key, lambda api: api.get_run_results(run_id).model_dump(mode="json"))
+    if as_json:
+        sys.stdout.write(json.dumps(doc) + "\n")
+    else:
+        print_summary(doc)
+
+
+@runs_app.command("stop")
+def runs_stop(
+    run_id: Annotated[str, typer.Argument(help="The run's id")],
+    server: ServerOption,
+    api_key: ApiKeyOption = None,
+    flatten: Annotated[bool, typer.Option("--flatten", help="A session also closes its positions")] = False,
+) -> None:
+    """Stop a run by id (a backtest within a second, a session within 2 s)."""
+    result = _on_server(server, api_key, lambda api: api.stop_run(run_id, flatten=flatten))
+    typer.echo(f"{result.run_id}: {result.status} ({result.message})")
+
+
+def _on_server(server: str, api_key: str | None, work: Callable[[Any], Any]) -> Any:
+    from cracktrader.client import CrackTraderAPI, CrackTraderError
+
+    try:
+        with CrackTraderAPI(server, api_key=api_key) as api:
+            return work(api)
+    except CrackTraderError as exc:
+        fail(str(exc), 1)
 
 
 def _print_results(results: RunResults, *, as_json: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,10 @@ class Settings(BaseSettings):
     max_run_memory_mb: int = Field(4096, ge=1)
     # Paper and live sessions a server runs at once; one more is refused (409 SESSION_LIMIT), never queued.
     max_live_sessions: int = Field(10, ge=1, le=10_000)
+    # Backtests (and sweeps) run in this many worker processes at once; more wait in a queue, in order.
+    max_concurrent_backtests: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    # How much lower than the server's the workers' OS priority is (os.nice), so the API stays responsive.
+    backtest_niceness: int = Field(10, ge=0, le=19)
     # A paper session saves its results so far this often (seconds of its clock; 0: only when it ends).
     session_checkpoint_s: float = Field(10.0, ge=0, le=86_400)
     # Bars per symbol a synchronous `check` (CLI or POST /strategies/{name}/check) covers.

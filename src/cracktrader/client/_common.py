@@ -103,11 +103,11 @@ class ClientConfig:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    def ws_url(self, path: str) -> str:
+    def ws_url(self, path: str, query: str = "") -> str:
         """The WebSocket URL of an API path (credentials go in headers, never in the URL, which servers log)."""
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
-        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + API_PREFIX + path, "", ""))
+        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + API_PREFIX + path, query, ""))
 
     def ws_headers(self) -> dict[str, str]:
         """Headers of a WebSocket handshake: the credentials that were given."""
@@ -247,8 +247,10 @@ def start_live(body: dict[str, Any]) -> Call[RunResponse]:
     return Call("POST", _path("/run/live"), model(RunResponse), json=body)
 
 
-def stop() -> Call[RunResponse]:
-    """`POST /run/stop`."""
+def stop(flatten: bool = False) -> Call[RunResponse]:
+    """`POST /run/stop` (with `{"flatten": true}`: a session in the slot also closes its positions)."""
+    if flatten:
+        return Call("POST", _path("/run/stop"), model(RunResponse), json={"flatten": True})
     return Call("POST", _path("/run/stop"), model(RunResponse))
 
 
@@ -366,6 +368,21 @@ def csv_file(run_id: str, name: str) -> Call[bytes]:
 def start_session(body: dict[str, Any]) -> Call[RunResponse]:
     """`POST /runs` (201): a paper session, which never occupies the runner of `/run/backtest`."""
     return Call("POST", _path("/runs"), model(RunResponse), json=body)
+
+
+def start_run(body: dict[str, Any]) -> Call[RunResponse]:
+    """`POST /runs` (201): a backtest (`mode: "backtest"`) or a session by id, outside the runner slot."""
+    return Call("POST", _path("/runs"), model(RunResponse), json=body)
+
+
+def run_detailed_status(run_id: str) -> Call[DetailedStatus]:
+    """`GET /runs/{id}/status/detailed`."""
+    return Call("GET", _path("/runs/{}/status/detailed", run_id), model(DetailedStatus))
+
+
+def run_body(config: Any, fields: dict[str, Any], mode: str) -> dict[str, Any]:
+    """A `/runs` body: a backtest's or a session's request with its `mode`."""
+    return {**request_body(config, fields), "mode": mode}
 
 
 def session_status(run_id: str) -> Call[SessionStatus]:

@@ -192,9 +192,9 @@ class AsyncCrackTraderAPI:
         """Start paper or live trading (the server answers 501 until live trading ships)."""
         return await self._call(api.start_live(api.request_body(config, fields)))
 
-    async def stop(self) -> RunResponse:
-        """Stop the active run (effective within a second)."""
-        return await self._call(api.stop())
+    async def stop(self, *, flatten: bool = False) -> RunResponse:
+        """Stop the slot's run (a backtest within a second; a session within 2 s, `flatten` closing positions)."""
+        return await self._call(api.stop(flatten))
 
     async def reset(self) -> RunResponse:
         """Return a finished runner to idle so another run can start."""
@@ -243,6 +243,47 @@ class AsyncCrackTraderAPI:
         status = await self.wait_for_completion(run_id, timeout=timeout, poll_interval=poll_interval)
         api.check_run_succeeded(status)
         return await self.get_run_results(run_id, max_points=max_points, limit=limit)
+
+    # Runs by id (several at once, outside the runner slot) ------------------------------------------
+
+    async def start_run(
+        self,
+        config: BacktestRequest | LiveRequest | Mapping[str, Any] | None = None,
+        /,
+        *,
+        mode: str = "backtest",
+        **fields: Any,
+    ) -> RunResponse:
+        """Start a run by id (`POST /runs`, 201): a backtest by default (it waits its turn in the worker pool,
+        `starting` with phase `queued`), or `mode="paper"` for a session. It never occupies the runner slot.
+        """
+        return await self._call(api.start_run(api.run_body(config, fields, mode)))
+
+    async def run_status(self, run_id: str) -> SessionStatus:
+        """A run's status by id: a backtest's v1 fields, a session's with pnl parts, condition and book."""
+        return await self._call(api.session_status(run_id))
+
+    async def run_detailed_status(self, run_id: str) -> DetailedStatus:
+        """A run's status plus recent orders and trades, positions, equity curve, metrics and health."""
+        return await self._call(api.run_detailed_status(run_id))
+
+    async def stop_run(self, run_id: str, *, flatten: bool = False) -> RunResponse:
+        """Stop a run by id; `NoActiveRunError` once it has ended."""
+        return await self._call(api.stop_session(run_id, flatten))
+
+    async def wait_for_run(
+        self, run_id: str, *, timeout: float | None = 300.0, poll_interval: float = 0.25
+    ) -> SessionStatus:
+        """Poll `/runs/{id}/status` until the run completed, failed or stopped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = await self.run_status(run_id)
+            if status.is_finished:
+                return status
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise api.wait_timeout(status, timeout or 0.0)
+            await asyncio.sleep(poll_interval if left is None else min(poll_interval, left))
 
     # Paper sessions (several at once, beside the runner) ----------------------------------------------
 
@@ -392,9 +433,9 @@ class AsyncCrackTraderAPI:
 
     # Streams -----------------------------------------------------------------------------------------
 
-    def stream_status(self, *, heartbeats: bool = False) -> AsyncEventStream:
+    def stream_status(self, *, heartbeats: bool = False, run_id: str | None = None) -> AsyncEventStream:
         """`async for` over `/ws/status` events (`snapshot` first); use `async with` to close the socket."""
-        return AsyncEventStream(self._config, heartbeats=heartbeats, open_timeout=self._config.timeout)
+        return AsyncEventStream(self._config, heartbeats=heartbeats, open_timeout=self._config.timeout, run_id=run_id)
 
     def subscribe(
         self,

@@ -187,9 +187,9 @@ class CrackTraderAPI:
         """Start paper or live trading (the server answers 501 until live trading ships)."""
         return self._call(api.start_live(api.request_body(config, fields)))
 
-    def stop(self) -> RunResponse:
-        """Stop the active run (effective within a second)."""
-        return self._call(api.stop())
+    def stop(self, *, flatten: bool = False) -> RunResponse:
+        """Stop the slot's run (a backtest within a second; a session within 2 s, `flatten` closing positions)."""
+        return self._call(api.stop(flatten))
 
     def reset(self) -> RunResponse:
         """Return a finished runner to idle so another run can start."""
@@ -238,6 +238,45 @@ class CrackTraderAPI:
         status = self.wait_for_completion(run_id, timeout=timeout, poll_interval=poll_interval)
         api.check_run_succeeded(status)
         return self.get_run_results(run_id, max_points=max_points, limit=limit)
+
+    # Runs by id (several at once, outside the runner slot) ------------------------------------------
+
+    def start_run(
+        self,
+        config: BacktestRequest | LiveRequest | Mapping[str, Any] | None = None,
+        /,
+        *,
+        mode: str = "backtest",
+        **fields: Any,
+    ) -> RunResponse:
+        """Start a run by id (`POST /runs`, 201): a backtest by default (it waits its turn in the worker pool,
+        `starting` with phase `queued`), or `mode="paper"` for a session. It never occupies the runner slot.
+        """
+        return self._call(api.start_run(api.run_body(config, fields, mode)))
+
+    def run_status(self, run_id: str) -> SessionStatus:
+        """A run's status by id: a backtest's v1 fields, a session's with pnl parts, condition and book."""
+        return self._call(api.session_status(run_id))
+
+    def run_detailed_status(self, run_id: str) -> DetailedStatus:
+        """A run's status plus recent orders and trades, positions, equity curve, metrics and health."""
+        return self._call(api.run_detailed_status(run_id))
+
+    def stop_run(self, run_id: str, *, flatten: bool = False) -> RunResponse:
+        """Stop a run by id; `NoActiveRunError` once it has ended."""
+        return self._call(api.stop_session(run_id, flatten))
+
+    def wait_for_run(self, run_id: str, *, timeout: float | None = 300.0, poll_interval: float = 0.25) -> SessionStatus:
+        """Poll `/runs/{id}/status` until the run completed, failed or stopped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.run_status(run_id)
+            if status.is_finished:
+                return status
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise api.wait_timeout(status, timeout or 0.0)
+            time.sleep(poll_interval if left is None else min(poll_interval, left))
 
     # Paper sessions (several at once, beside the runner) ----------------------------------------------
 
@@ -387,9 +426,9 @@ class CrackTraderAPI:
 
     # Streams -----------------------------------------------------------------------------------------
 
-    def stream_status(self, *, heartbeats: bool = False) -> EventStream:
+    def stream_status(self, *, heartbeats: bool = False, run_id: str | None = None) -> EventStream:
         """Iterate `/ws/status` events (`snapshot` first); use it in a `with` block to close the socket."""
-        return EventStream(self._config, heartbeats=heartbeats, open_timeout=self._config.timeout)
+        return EventStream(self._config, heartbeats=heartbeats, open_timeout=self._config.timeout, run_id=run_id)
 
     def subscribe(
         self,

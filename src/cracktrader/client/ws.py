@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import pydantic
 
@@ -118,8 +119,10 @@ def _closed_error(exc: BaseException, url: str) -> StreamClosedError:
 class _StreamState:
     """Settings and buffers common to every stream."""
 
-    def __init__(self, config: ClientConfig, path: str, *, heartbeats: bool, open_timeout: float | None) -> None:
-        self.url = config.ws_url(path)
+    def __init__(
+        self, config: ClientConfig, path: str, *, heartbeats: bool, open_timeout: float | None, query: str = ""
+    ) -> None:
+        self.url = config.ws_url(path, query)
         self._public_url = self.url.split("?", 1)[0]  # never put the token in an error message
         self.headers = config.ws_headers()
         self.heartbeats = heartbeats
@@ -150,8 +153,10 @@ class _SyncStream(_StreamState):
 
     _ws: SyncConnection | None = None
 
-    def __init__(self, config: ClientConfig, path: str, *, heartbeats: bool, open_timeout: float | None) -> None:
-        super().__init__(config, path, heartbeats=heartbeats, open_timeout=open_timeout)
+    def __init__(
+        self, config: ClientConfig, path: str, *, heartbeats: bool, open_timeout: float | None, query: str = ""
+    ) -> None:
+        super().__init__(config, path, heartbeats=heartbeats, open_timeout=open_timeout, query=query)
         self._stack = contextlib.ExitStack()
 
     def _connection(self) -> SyncConnection:
@@ -213,8 +218,17 @@ class _SyncStream(_StreamState):
 class EventStream(_SyncStream):
     """Blocking iterator over `/api/v1/ws/status` events: a `snapshot` first, then updates as they happen."""
 
-    def __init__(self, config: ClientConfig, *, heartbeats: bool = False, open_timeout: float | None = 10.0) -> None:
-        super().__init__(config, STATUS_PATH, heartbeats=heartbeats, open_timeout=open_timeout)
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        heartbeats: bool = False,
+        open_timeout: float | None = 10.0,
+        run_id: str | None = None,
+    ) -> None:
+        # `run_id`: one run (a backtest or a session), or "*" for all of the caller's; None: the runner slot.
+        query = "" if run_id is None else urlencode({"run_id": run_id})
+        super().__init__(config, STATUS_PATH, heartbeats=heartbeats, open_timeout=open_timeout, query=query)
 
     def connect(self) -> EventStream:
         """Open the socket now rather than on the first read."""
@@ -403,8 +417,17 @@ class _AsyncStream(_StreamState):
 class AsyncEventStream(_AsyncStream):
     """`async for` over `/api/v1/ws/status` events: a `snapshot` first, then updates as they happen."""
 
-    def __init__(self, config: ClientConfig, *, heartbeats: bool = False, open_timeout: float | None = 10.0) -> None:
-        super().__init__(config, STATUS_PATH, heartbeats=heartbeats, open_timeout=open_timeout)
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        heartbeats: bool = False,
+        open_timeout: float | None = 10.0,
+        run_id: str | None = None,
+    ) -> None:
+        # `run_id`: one run (a backtest or a session), or "*" for all of the caller's; None: the runner slot.
+        query = "" if run_id is None else urlencode({"run_id": run_id})
+        super().__init__(config, STATUS_PATH, heartbeats=heartbeats, open_timeout=open_timeout, query=query)
 
     async def connect(self) -> AsyncEventStream:
         """Open the socket now rather than on the first read."""

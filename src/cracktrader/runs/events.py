@@ -27,6 +27,8 @@ class Event:
     type: str
     payload: dict[str, Any]
     timestamp: str = field(default_factory=now_iso)
+    # Whose runner slot the event is about, when its payload cannot say (a reset slot has no run id).
+    user_id: int | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "payload": self.payload, "timestamp": self.timestamp}

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections import deque
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from fastapi import Depends, Request
 
-from cracktrader.auth.errors import ForbiddenError, NotAuthenticatedError
+from cracktrader.auth.errors import NotAuthenticatedError
 from cracktrader.auth.principal import Principal
 from cracktrader.db.strategy_store import LOCAL_OWNER, StrategyStore
-from cracktrader.runs.config import BacktestConfig, LiveConfig
-from cracktrader.runs.manager import RunManager
+from cracktrader.runs.registry import RunRegistry
 from cracktrader.runs.results import RunResults
-from cracktrader.runs.state import PRIVATE_STATUS_BLANKS, RunState, lifecycle_only
 from cracktrader.strategies.registry import StrategyRegistry, load_registry
 from cracktrader.web.config import WebSettings
 from cracktrader.web.runs.encoder import PageEncoder
@@ -44,9 +41,6 @@ async def _owner(auth: AuthState, store: Any, run_id: str) -> int | None:
     return auth.run_owners.get(run_id)
 
 
-_STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(RunState))
-
-
 async def sees_run(app: Any, principal: Principal | None, run_id: str | None) -> bool:
     """Whether the caller may see a run's numbers and events: auth off, admins, and the run's owner."""
     if principal is None or principal.is_admin or run_id is None:
@@ -54,73 +48,29 @@ async def sees_run(app: Any, principal: Principal | None, run_id: str | None) ->
     return await _owner(app.state.auth, app.state.run_store, run_id) == principal.user_id
 
 
-class ScopedManager:
-    """The run manager as one non-admin user sees it: their own current run in full, anyone else's as lifecycle."""
+class RunsView:
+    """The registry as one caller sees it: their slot, and the runs they may read (all of them for admins)."""
 
-    def __init__(self, manager: RunManager, principal: Principal, auth: AuthState, owned: set[str]) -> None:
-        self._manager = manager
-        self._principal = principal
-        self._auth = auth
-        self._owned = owned
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._manager, name)
-
-    def _owns(self, run_id: str | None) -> bool:
-        return run_id is not None and run_id in self._owned
-
-    @property
-    def state(self) -> RunState:
-        """The real state for the owner; for others only lifecycle and progress (no money, orders or trades)."""
-        st = self._manager.state
-        if st.run_id is None or self._owns(st.run_id):
-            return st
-        return dataclasses.replace(
-            st,
-            **{k: v for k, v in PRIVATE_STATUS_BLANKS.items() if k in _STATE_FIELDS},
-            config=None,
-            initial_cash=None,
-            recent_orders=deque(maxlen=1),
-            recent_trades=deque(maxlen=1),
-            equity_samples=[],
-        )
-
-    def status(self) -> dict[str, Any]:
-        """`/status`, with another user's run reduced to its lifecycle."""
-        snapshot = self._manager.status()
-        return snapshot if snapshot["run_id"] is None or self._owns(snapshot["run_id"]) else lifecycle_only(snapshot)
+    def __init__(self, registry: RunRegistry, principal: Principal | None) -> None:
+        self.registry = registry
+        self.principal = principal
+        self.slot = registry.slot(principal.user_id if principal is not None else None)
+        self.owner = principal.owner_filter if principal is not None else None
 
     def results_run_id(self) -> str | None:
-        """The run `/results` shows the caller: their current or last run in this process, if any."""
-        for run_id in (self._manager.state.run_id, self._manager.results_run_id()):
-            if self._owns(run_id):
-                return run_id
-        return None
+        """The run `/results` shows the caller: their slot's current or last run."""
+        return self.slot.results_run_id()
 
     def memory_results(self, run_id: str) -> RunResults | None:
-        """Results held in memory, only if they are the caller's."""
-        return self._manager.memory_results(run_id) if self._owns(run_id) else None
+        """Results held in memory, only of a run the caller may read."""
+        known, user = self.registry.owner_of(run_id)
+        if known and self.owner is not None and user != self.owner:
+            return None
+        return self.registry.memory_results(run_id)
 
-    async def start_backtest(
-        self, config: BacktestConfig, *, user_id: int | None = None, rerun_of: Any = None
-    ) -> dict[str, Any]:
-        """Start a backtest (or a rerun of `rerun_of`, a StoredRun) owned by the caller."""
-        result = await self._manager.start_backtest(config, user_id=self._principal.user_id, rerun_of=rerun_of)
-        self._auth.remember_owner(result["run_id"], self._principal.user_id)
-        return result
-
-    async def start_live(self, config: LiveConfig, *, user_id: int | None = None) -> dict[str, Any]:
-        """Paper needs `trade` (checked by the router); real money also needs `live`."""
-        if config.mode == "live" and "live" not in self._principal.scopes:
-            raise ForbiddenError("Live trading needs the 'live' scope", details={"required_scope": "live"})
-        return await self._manager.start_live(config, user_id=self._principal.user_id)
-
-    async def stop(self) -> dict[str, Any]:
-        """Only the owner (or an admin) may stop a run."""
-        st = self._manager.state
-        if st.active and not self._owns(st.run_id) and not self._principal.is_admin:
-            raise ForbiddenError("The active run belongs to another user")
-        return await self._manager.stop()
+    def find(self, run_id: str) -> Any:
+        """A run of this server the caller may read (404 otherwise)."""
+        return self.registry.find(run_id, owner=self.owner)
 
 
 class ScopedRunStore:
@@ -154,21 +104,14 @@ class ScopedRunStore:
         return bool(await self._store.delete(run_id, user_id=self._user_id))
 
 
-async def get_manager(request: Request) -> RunManager:
-    manager: RunManager = request.app.state.manager
-    principal = _principal(request)
-    if principal is None:
-        return manager
-    auth: AuthState = request.app.state.auth
-    owned: set[str] = set()
-    last = manager.last_results
-    for run_id in {manager.state.run_id, last.run_id if last is not None else None}:
-        if run_id is None:
-            continue
-        if await sees_run(request.app, principal, run_id):
-            owned.add(run_id)
-    # Duck-typed stand-in: the routers only use RunManager's public surface, which ScopedManager forwards.
-    return cast(RunManager, ScopedManager(manager, principal, auth, owned))
+def get_registry(request: Request) -> RunRegistry:
+    registry: RunRegistry = request.app.state.manager
+    return registry
+
+
+def get_runs_view(request: Request) -> RunsView:
+    """The caller's view of the runs (their slot; with auth off, the local operator's)."""
+    return RunsView(request.app.state.manager, _principal(request))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -206,7 +149,8 @@ def get_run_store(request: Request) -> Any:
     return ScopedRunStore(store, principal.owner_filter)
 
 
-ManagerDep = Annotated[RunManager, Depends(get_manager)]
+RegistryDep = Annotated[RunRegistry, Depends(get_registry)]
+RunsDep = Annotated[RunsView, Depends(get_runs_view)]
 WebSettingsDep = Annotated[WebSettings, Depends(get_web_settings)]
 RunStoreDep = Annotated["RunStore", Depends(get_run_store)]
 EncoderDep = Annotated[PageEncoder, Depends(get_page_encoder)]

@@ -38,7 +38,14 @@ def _data_store(app: FastAPI) -> dict[str, Any]:
 
 def _executor(app: FastAPI) -> dict[str, Any]:
     manager = app.state.manager
-    return _check(not manager.closed, True, active_run=manager.state.run_id if manager.state.active else None)
+    active = manager.active_backtests()
+    return _check(
+        not manager.closed,
+        True,
+        active_run=active[0] if active else None,
+        active_backtests=len(active),
+        pool_size=manager.settings.max_concurrent_backtests,
+    )
 
 
 def _exchanges(app: FastAPI) -> dict[str, Any]:

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from cracktrader.auth.errors import ForbiddenError
+from cracktrader.auth.principal import Principal
 from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.errors import RunNotFoundError, RunNotResettableError
 from cracktrader.runs.rerun import load_stored_run, rerun_config
-from cracktrader.web.auth.deps import CurrentUser
 from cracktrader.web.deps import (
     EncoderDep,
-    ManagerDep,
+    RunsDep,
     RunStoreDep,
+    RunsView,
     StrategiesDep,
     StrategyContext,
     WebSettingsDep,
-    sees_run,
 )
 from cracktrader.web.health.service import health_report
 from cracktrader.web.runs import service
@@ -33,15 +32,23 @@ from cracktrader.web.runs.schemas import (
     RunSummaryOut,
     StatusResponse,
 )
+from cracktrader.web.sessions.schemas import StopRequest
 from cracktrader.web.strategies.service import resolve_run_strategy
 
 router = APIRouter()
+NO_FLATTEN = StopRequest()
 ConfigT = TypeVar("ConfigT", BacktestConfig, LiveConfig)
 
 # Bounds keep one response to a few tens of MB; the CSV exports stream everything.
 MaxPoints = Annotated[int | None, Query(ge=2, le=200_000, description="Thin the equity curve to this many points")]
 Limit = Annotated[int | None, Query(ge=1, le=50_000, description="Trades and orders per page")]
 Offset = Annotated[int, Query(ge=0, description="Trades and orders to skip")]
+
+
+def require_live_scope(config: LiveConfig, principal: Principal | None) -> None:
+    """Paper needs `trade` (checked by the router group); real money also needs `live`."""
+    if config.mode == "live" and principal is not None and "live" not in principal.scopes:
+        raise ForbiddenError("Live trading needs the 'live' scope", details={"required_scope": "live"})
 
 
 async def _with_resolved_strategy(config: ConfigT, ctx: StrategyContext) -> ConfigT:
@@ -57,73 +64,67 @@ async def _with_resolved_strategy(config: ConfigT, ctx: StrategyContext) -> Conf
 
 
 @router.post("/run/backtest", response_model=RunResponse, tags=["runs"])
-async def start_backtest(config: BacktestConfig, manager: ManagerDep, strategies: StrategiesDep) -> dict[str, Any]:
-    """Start a backtest of a class or stored strategy; 409 RUN_ALREADY_ACTIVE unless the runner is idle."""
-    return await manager.start_backtest(await _with_resolved_strategy(config, strategies))
+async def start_backtest(config: BacktestConfig, runs: RunsDep, strategies: StrategiesDep) -> dict[str, Any]:
+    """Start a backtest in the caller's runner slot; 409 RUN_ALREADY_ACTIVE unless the slot is idle."""
+    return await runs.slot.start_backtest(await _with_resolved_strategy(config, strategies))
 
 
 @router.post(
     "/run/live",
     response_model=RunResponse,
     tags=["runs"],
-    responses={501: {"description": "Paper and live trading are not available yet"}},
+    responses={501: {"description": "Live trading with real orders is not available yet (mode live)"}},
 )
-async def start_live(config: LiveConfig, manager: ManagerDep, strategies: StrategiesDep) -> dict[str, Any]:
-    """Validate and record a paper or live request; answers 501 NOT_IMPLEMENTED until live trading lands."""
-    return await manager.start_live(await _with_resolved_strategy(config, strategies))
+async def start_live(config: LiveConfig, runs: RunsDep, strategies: StrategiesDep) -> dict[str, Any]:
+    """Start a paper session in the caller's runner slot; mode live is validated, recorded and answers 501."""
+    require_live_scope(config, runs.principal)
+    return await runs.slot.start_live(await _with_resolved_strategy(config, strategies))
 
 
 @router.post("/run/stop", response_model=RunResponse, tags=["runs"])
-async def stop_run(manager: ManagerDep) -> dict[str, Any]:
-    """Stop the active run (takes effect within a second); 409 NO_ACTIVE_RUN when none is active."""
-    return await manager.stop()
+async def stop_run(
+    runs: RunsDep,
+    # Not `StopRequest | None`: a Body() on a union member makes pydantic warn that its alias has no effect.
+    body: Annotated[StopRequest, Body()] = NO_FLATTEN,
+) -> dict[str, Any]:
+    """Stop the slot's run (a backtest within a second, a session within 2 s, `flatten` closing its positions).
+
+    409 NO_ACTIVE_RUN when none is active.
+    """
+    return await runs.slot.stop(flatten=body.flatten)
 
 
 @router.delete("/run/reset", response_model=RunResponse, tags=["runs"])
-async def reset_run(request: Request, principal: CurrentUser) -> dict[str, Any]:
-    """Return a finished runner to idle (its run's owner or an admin); 409 RUN_NOT_RESETTABLE while one is active."""
-    manager = request.app.state.manager
-    run_id = manager.state.run_id
-    if not await sees_run(request.app, principal, run_id):
-        raise ForbiddenError("Only the run's owner or an admin may reset the runner", details={"run_id": run_id})
-    result: dict[str, Any] = await manager.reset(expected_run_id=run_id)
-    return result
+async def reset_run(runs: RunsDep) -> dict[str, Any]:
+    """Return the caller's finished slot to idle; 409 RUN_NOT_RESETTABLE while its run is active."""
+    return await runs.slot.reset()
 
 
 @router.get("/status", response_model=StatusResponse, tags=["status"])
-async def get_status(manager: ManagerDep) -> Response:
-    """Lifecycle, progress, cash, value and pnl of the current run."""
+async def get_status(runs: RunsDep) -> Response:
+    """Lifecycle, progress, cash, value and pnl of the slot's run (a session adds condition and pnl parts)."""
     # A prebuilt response skips response-model validation: this is the hottest read path.
-    return JSONResponse(manager.status())
+    return JSONResponse(runs.slot.status())
 
 
 @router.get("/run/status", response_model=StatusResponse, tags=["status"], deprecated=True)
-async def get_status_deprecated(manager: ManagerDep) -> Response:
+async def get_status_deprecated(runs: RunsDep) -> Response:
     """Deprecated alias of `/status` (see `/meta` for the sunset date)."""
-    return JSONResponse(manager.status())
+    return JSONResponse(runs.slot.status())
 
 
 @router.get("/status/detailed", response_model=DetailedStatusResponse, tags=["status"])
-async def get_detailed_status(request: Request, manager: ManagerDep) -> dict[str, Any]:
+async def get_detailed_status(request: Request, runs: RunsDep) -> dict[str, Any]:
     """`/status` plus recent orders and trades, positions, equity curve, metrics and health."""
-    st = manager.state
-    results = manager.memory_results(st.run_id) if not st.active and st.run_id is not None else None
-    if results is not None:
-        extra = await asyncio.to_thread(service.recent_activity, results)
-    else:
-        extra = {
-            "recent_orders": list(st.recent_orders),
-            "recent_trades": list(st.recent_trades),
-            "positions": [],
-            "equity_curve": [{k: p[k] for k in ("timestamp", "value", "cash", "pnl")} for p in st.equity_samples],
-            "performance_metrics": {},
-        }
+    slot = runs.slot
+    run = slot.current()
+    doc = await service.detailed(runs.registry, run) if run is not None else service.idle_detail(slot.status())
     health = await health_report(request.app, detailed=True)
-    return {**manager.status(), **extra, "health": {"status": health["status"], "checks": health["checks"]}}
+    return {**doc, "health": {"status": health["status"], "checks": health["checks"]}}
 
 
 async def _page(
-    manager: Any,
+    runs: RunsView,
     store: Any,
     settings: Any,
     encoder: PageEncoder,
@@ -134,7 +135,7 @@ async def _page(
 ) -> Response:
     """The results page with the request's paging, or the server's defaults (which keep it under 2 MB)."""
     page = await service.results_page(
-        manager,
+        runs,
         store,
         run_id,
         max_points=max_points or settings.results_default_points,
@@ -146,7 +147,7 @@ async def _page(
 
 @router.get("/results", response_model=ResultsResponse, tags=["results"])
 async def get_results(
-    manager: ManagerDep,
+    runs: RunsDep,
     store: RunStoreDep,
     settings: WebSettingsDep,
     encoder: EncoderDep,
@@ -155,7 +156,7 @@ async def get_results(
     offset: Offset = 0,
 ) -> Response:
     """Results of the current or last run; long lists are sliced (`max_points`, `limit`, `offset`)."""
-    return await _page(manager, store, settings, encoder, None, max_points, limit, offset)
+    return await _page(runs, store, settings, encoder, None, max_points, limit, offset)
 
 
 @router.get("/runs", response_model=RunListResponse, tags=["history"])
@@ -200,7 +201,7 @@ async def get_run(run_id: str, store: RunStoreDep) -> dict[str, Any]:
         422: {"description": "The run cannot be repeated (RERUN_NOT_POSSIBLE), e.g. not a backtest"},
     },
 )
-async def rerun(run_id: str, manager: ManagerDep, store: RunStoreDep) -> dict[str, Any]:
+async def rerun(run_id: str, runs: RunsDep, store: RunStoreDep) -> dict[str, Any]:
     """Run a stored backtest again with the same inputs (its resolved range too); 202 with the new run's id.
 
     When it finishes, its results carry `rerun`: `{of, identical, changes: [{field, before, after}]}`.
@@ -208,7 +209,7 @@ async def rerun(run_id: str, manager: ManagerDep, store: RunStoreDep) -> dict[st
     if store is None:
         raise RunNotFoundError(f"No run with id {run_id!r} (this server keeps no history)", details={"run_id": run_id})
     original = await load_stored_run(store, run_id)
-    result: dict[str, Any] = await manager.start_backtest(rerun_config(original), rerun_of=original)
+    result: dict[str, Any] = await runs.slot.start_backtest(rerun_config(original), rerun_of=original)
     result["message"] = f"Rerun of {run_id} accepted; when it finishes its results' `rerun` lists what changed"
     return result
 
@@ -216,7 +217,7 @@ async def rerun(run_id: str, manager: ManagerDep, store: RunStoreDep) -> dict[st
 @router.get("/runs/{run_id}/results", response_model=ResultsResponse, tags=["history"])
 async def get_run_results(
     run_id: str,
-    manager: ManagerDep,
+    runs: RunsDep,
     store: RunStoreDep,
     settings: WebSettingsDep,
     encoder: EncoderDep,
@@ -224,13 +225,13 @@ async def get_run_results(
     limit: Limit = None,
     offset: Offset = 0,
 ) -> Response:
-    """A past run's results, sliced like `/results`."""
-    return await _page(manager, store, settings, encoder, run_id, max_points, limit, offset)
+    """A run's results (running, stopped or past; backtest or session), sliced like `/results`."""
+    return await _page(runs, store, settings, encoder, run_id, max_points, limit, offset)
 
 
-async def _export(manager: Any, store: Any, run_id: str, kind: str) -> StreamingResponse:
-    head = await service.export_head(manager, store, run_id)
-    chunks = service.export_chunks(manager, store, run_id, "orders" if kind == "trades" else "equity")
+async def _export(runs: RunsView, store: Any, run_id: str, kind: str) -> StreamingResponse:
+    head = await service.export_head(runs, store, run_id)
+    chunks = service.export_chunks(runs, store, run_id, "orders" if kind == "trades" else "equity")
     return StreamingResponse(
         service.csv_stream(chunks, kind, head),
         media_type="text/csv",
@@ -239,25 +240,27 @@ async def _export(manager: Any, store: Any, run_id: str, kind: str) -> Streaming
 
 
 @router.get("/runs/{run_id}/trades.csv", tags=["history"], response_class=StreamingResponse)
-async def download_trades(run_id: str, manager: ManagerDep, store: RunStoreDep) -> StreamingResponse:
+async def download_trades(run_id: str, runs: RunsDep, store: RunStoreDep) -> StreamingResponse:
     """Every fill of a run as CSV, streamed a stored chunk at a time."""
-    return await _export(manager, store, run_id, "trades")
+    return await _export(runs, store, run_id, "trades")
 
 
 @router.get("/runs/{run_id}/equity.csv", tags=["history"], response_class=StreamingResponse)
-async def download_equity(run_id: str, manager: ManagerDep, store: RunStoreDep) -> StreamingResponse:
+async def download_equity(run_id: str, runs: RunsDep, store: RunStoreDep) -> StreamingResponse:
     """The full equity curve of a run as CSV, streamed a stored chunk at a time."""
-    return await _export(manager, store, run_id, "equity")
+    return await _export(runs, store, run_id, "equity")
 
 
 @router.delete("/runs/{run_id}", status_code=204, tags=["history"])
-async def delete_run(run_id: str, manager: ManagerDep, store: RunStoreDep) -> Response:
-    """Delete a finished run and its results; the active run cannot be deleted."""
-    if manager.state.run_id == run_id and manager.state.active:
+async def delete_run(run_id: str, runs: RunsDep, store: RunStoreDep) -> Response:
+    """Delete a finished run and its results; an active run cannot be deleted."""
+    registry = runs.registry
+    known, _ = registry.owner_of(run_id)
+    if known and service.is_active(registry.find(run_id)):
         raise RunNotResettableError("Cannot delete the active run; stop it first", details={"run_id": run_id})
     # A stopped run may still be saving: let it finish, or the save would bring it back.
-    await manager.settle(run_id)
+    await registry.settle(run_id)
     if not await store.delete(run_id):
         raise RunNotFoundError(f"No run with id {run_id!r}", details={"run_id": run_id})
-    manager.forget(run_id)
+    registry.forget(run_id)
     return Response(status_code=204)

@@ -188,3 +188,42 @@ def summary_to_dict(summary: Any) -> dict[str, Any]:
         "metrics": summary.metrics,
         "rerun_of": getattr(summary, "rerun_of", None),
     }
+
+
+def is_active(run: Any) -> bool:
+    """Whether a backtest or session of the registry is still starting or running."""
+    return bool(run.state.active if hasattr(run, "state") else run.active)
+
+
+def idle_detail(status: dict[str, Any]) -> dict[str, Any]:
+    """`/status/detailed` of an idle slot."""
+    return {
+        **status,
+        "recent_orders": [],
+        "recent_trades": [],
+        "positions": [],
+        "equity_curve": [],
+        "performance_metrics": {},
+    }
+
+
+async def detailed(registry: Any, run: Any) -> dict[str, Any]:
+    """`/status/detailed` of a backtest or a session (without the health part)."""
+    if not hasattr(run, "state"):  # a session: its snapshot, and its activity so far from its results
+        snapshot = run.snapshot()
+        extra = await asyncio.to_thread(recent_activity, run.current_results())
+        # Positions as the results document has them (with value and unrealized pnl).
+        return {**extra, **snapshot, "positions": extra["positions"]}
+    st = run.state
+    results = registry.memory_results(run.run_id) if not st.active else None
+    if results is not None and results.equity.shape[0]:
+        extra = await asyncio.to_thread(recent_activity, results)
+    else:
+        extra = {
+            "recent_orders": list(st.recent_orders),
+            "recent_trades": list(st.recent_trades),
+            "positions": [],
+            "equity_curve": [{k: p[k] for k in ("timestamp", "value", "cash", "pnl")} for p in st.equity_samples],
+            "performance_metrics": {},
+        }
+    return {**st.snapshot(), **extra}

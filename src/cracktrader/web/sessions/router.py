@@ -1,4 +1,4 @@
-"""`POST /runs` (paper sessions, several at once), `GET /runs/{id}/status`, `POST /runs/{id}/stop`."""
+"""`/runs`: several runs at once (backtests in the pool, paper sessions), by id, never in the caller's slot."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
 
-from cracktrader.auth.principal import Principal
-from cracktrader.runs.config import LiveConfig
+from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.sessions import SessionRegistry, cancel_order, close_position, pause, resume
-from cracktrader.web.auth.deps import CurrentUser
-from cracktrader.web.deps import StrategiesDep
-from cracktrader.web.runs.schemas import RunResponse
-from cracktrader.web.sessions.schemas import SessionStatus, StopRequest
-from cracktrader.web.strategies.service import resolve_run_strategy
+from cracktrader.web.deps import RunsDep, StrategiesDep
+from cracktrader.web.health.service import health_report
+from cracktrader.web.runs import service
+from cracktrader.web.runs.router import _with_resolved_strategy, require_live_scope
+from cracktrader.web.runs.schemas import DetailedStatusResponse, RunResponse
+from cracktrader.web.sessions.schemas import RunRequest, SessionStatus, StopRequest
 
 router = APIRouter(tags=["sessions"])
 NO_FLATTEN = StopRequest()
@@ -27,81 +27,84 @@ def get_sessions(request: Request) -> SessionRegistry:
 SessionsDep = Annotated[SessionRegistry, Depends(get_sessions)]
 
 
-def _owner(principal: Principal) -> int | None:
-    return principal.owner_filter
-
-
 @router.post(
     "/runs",
     response_model=RunResponse,
     status_code=201,
     responses={
         409: {"description": "The server runs CRACKTRADER_MAX_LIVE_SESSIONS sessions already (SESSION_LIMIT)"},
-        501: {"description": "Live trading, ccxt live candles and the quote fill model are not available yet"},
+        501: {"description": "Live trading with real orders and the quote fill model are not available yet"},
     },
 )
-async def start_session(
-    config: LiveConfig, sessions: SessionsDep, strategies: StrategiesDep, principal: CurrentUser
-) -> dict[str, Any]:
-    """Start a paper session (it does not occupy the runner of `/run/backtest`); 201 with its `run_id`.
+async def start_run(body: RunRequest, runs: RunsDep, strategies: StrategiesDep) -> dict[str, Any]:
+    """Start a run by id, outside the caller's slot; 201 with its `run_id`.
 
-    Candles come from the synthetic exchange live, or from stored candles with `exchange_config.paper.replay`.
+    `mode: "backtest"` takes `/run/backtest`'s body and waits its turn in the worker pool (`starting`, phase
+    `queued`) when CRACKTRADER_MAX_CONCURRENT_BACKTESTS run already. `mode: "paper"` (the default) takes
+    `/run/live`'s body and starts a session at once, or answers 409 SESSION_LIMIT.
     """
-    strategy_class, params = await resolve_run_strategy(
-        store=strategies.store,
-        owner_id=strategies.owner_id,
-        registry=strategies.registry,
-        name=config.strategy_name,
-        params=config.strategy_params,
-    )
-    resolved = config.model_copy(update={"strategy_class": strategy_class, "strategy_params": params})
-    return await sessions.start(resolved, user_id=principal.user_id)
+    registry = runs.registry
+    user_id = runs.slot.user_id
+    if body.mode == "backtest":
+        config = BacktestConfig(**body.model_dump(exclude={"mode"}))
+        run = await registry.start_backtest(await _with_resolved_strategy(config, strategies), user_id=user_id)
+        return {"run_id": run.run_id, "status": "starting", "message": "Backtest accepted; watch /runs/{id}/status"}
+    assert isinstance(body, LiveConfig)
+    require_live_scope(body, runs.principal)
+    if body.mode == "live":
+        await registry.refuse_live(body, user_id=user_id)
+    assert registry.sessions is not None
+    return await registry.sessions.start(await _with_resolved_strategy(body, strategies), user_id=user_id)
 
 
-@router.get("/runs/{run_id}/status", response_model=SessionStatus)
-async def session_status(run_id: str, sessions: SessionsDep, principal: CurrentUser) -> dict[str, Any]:
-    """A session's lifecycle, cash, value, pnl (realized, unrealized, fees), positions, open orders, data lag."""
-    return sessions.get(run_id, owner=_owner(principal)).snapshot()
+@router.get("/runs/{run_id}/status", response_model=SessionStatus, response_model_exclude_unset=True)
+async def run_status(run_id: str, runs: RunsDep) -> dict[str, Any]:
+    """A run's lifecycle and progress; a session adds pnl parts, condition, positions, open orders, data lag."""
+    return runs.registry.run_status(run_id, owner=runs.owner)
+
+
+@router.get("/runs/{run_id}/status/detailed", response_model=DetailedStatusResponse)
+async def run_status_detailed(request: Request, run_id: str, runs: RunsDep) -> dict[str, Any]:
+    """`/runs/{id}/status` plus recent orders and trades, positions, equity curve, metrics and health."""
+    doc = await service.detailed(runs.registry, runs.find(run_id))
+    health = await health_report(request.app, detailed=True)
+    return {**doc, "health": {"status": health["status"], "checks": health["checks"]}}
 
 
 @router.post("/runs/{run_id}/stop", response_model=RunResponse)
-async def stop_session(
+async def stop_run(
     run_id: str,
-    sessions: SessionsDep,
-    principal: CurrentUser,
+    runs: RunsDep,
     # Not `StopRequest | None`: a Body() on a union member makes pydantic warn that its alias has no effect.
     body: Annotated[StopRequest, Body()] = NO_FLATTEN,
 ) -> dict[str, Any]:
-    """Cancel the session's open orders, keep its positions unless `flatten`, save it, end `stopped` (within 2 s).
+    """Stop a backtest (within a second) or a session (open orders cancelled, positions kept unless `flatten`,
+    saved, `stopped` within 2 s).
 
-    A second stop while it stops answers 200; after it ended, 409 NO_ACTIVE_RUN.
+    A second stop of a session while it stops answers 200; after a run ended, 409 NO_ACTIVE_RUN.
     """
-    return await sessions.stop(run_id, owner=_owner(principal), flatten=body.flatten)
+    return await runs.registry.stop_run(run_id, owner=runs.owner, flatten=body.flatten)
 
 
 @router.post("/runs/{run_id}/orders/{order_id}/cancel", response_model=RunResponse)
-async def cancel_session_order(
-    run_id: str, order_id: int, sessions: SessionsDep, principal: CurrentUser
-) -> dict[str, Any]:
+async def cancel_session_order(run_id: str, order_id: int, sessions: SessionsDep, runs: RunsDep) -> dict[str, Any]:
     """Cancel one working order; 404 ORDER_NOT_FOUND when it is not open."""
-    return cancel_order(sessions.get(run_id, owner=_owner(principal)), order_id)
+    return cancel_order(sessions.get(run_id, owner=runs.owner), order_id)
 
 
 @router.post("/runs/{run_id}/positions/{symbol:path}/close", response_model=RunResponse)
-async def close_session_position(
-    run_id: str, symbol: str, sessions: SessionsDep, principal: CurrentUser
-) -> dict[str, Any]:
+async def close_session_position(run_id: str, symbol: str, sessions: SessionsDep, runs: RunsDep) -> dict[str, Any]:
     """Close one position now, at the last close plus slippage (`BTC/USDT` as is in the path); 409 NO_POSITION."""
-    return close_position(sessions.get(run_id, owner=_owner(principal)), symbol)
+    return close_position(sessions.get(run_id, owner=runs.owner), symbol)
 
 
 @router.post("/runs/{run_id}/pause", response_model=RunResponse)
-async def pause_session(run_id: str, sessions: SessionsDep, principal: CurrentUser) -> dict[str, Any]:
+async def pause_session(run_id: str, sessions: SessionsDep, runs: RunsDep) -> dict[str, Any]:
     """Stop new entries; orders that reduce a position still go out."""
-    return pause(sessions.get(run_id, owner=_owner(principal)))
+    return pause(sessions.get(run_id, owner=runs.owner))
 
 
 @router.post("/runs/{run_id}/resume", response_model=RunResponse)
-async def resume_session(run_id: str, sessions: SessionsDep, principal: CurrentUser) -> dict[str, Any]:
+async def resume_session(run_id: str, sessions: SessionsDep, runs: RunsDep) -> dict[str, Any]:
     """Allow new entries again; also lifts a daily-loss halt."""
-    return resume(sessions.get(run_id, owner=_owner(principal)))
+    return resume(sessions.get(run_id, owner=runs.owner))

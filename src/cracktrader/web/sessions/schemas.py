@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.web.runs.schemas import StatusResponse
 
 
@@ -29,24 +30,24 @@ class SessionOrder(BaseModel):
 
 
 class SessionStatus(StatusResponse):
-    """`/runs/{id}/status` of a paper session: the v1 status fields, and what a session adds."""
+    """`/runs/{id}/status`: the v1 status fields, and what a session adds (absent for a backtest)."""
 
-    realized_pnl: float
-    unrealized_pnl: float
-    fees_paid: float
-    condition: Literal["ok", "degraded", "halted"]
-    reasons: list[str] = Field(description="Why the condition is not ok, e.g. STALE_DATA")
-    last_candle_time: str | None
-    data_lag_seconds: float | None = Field(description="Seconds past the moment the next candle was due")
+    realized_pnl: float | None = None
+    unrealized_pnl: float | None = None
+    fees_paid: float | None = None
+    condition: Literal["ok", "degraded", "halted"] | None = None
+    reasons: list[str] | None = Field(None, description="Why the condition is not ok, e.g. STALE_DATA")
+    last_candle_time: str | None = None
+    data_lag_seconds: float | None = Field(None, description="Seconds past the moment the next candle was due")
     risk: dict[str, Any] | None = Field(
         None, description="Risk limits, denials by code, the last denials, today's loss (exchange_config.risk)"
     )
     decision_lag_ms: dict[str, float] | None = Field(
         None, description="From a live candle's close to the end of the decision on it: last, p50, p99, max, samples"
     )
-    balances: dict[str, float]
-    positions: list[SessionPosition]
-    open_orders: list[SessionOrder]
+    balances: dict[str, float] | None = None
+    positions: list[SessionPosition] | None = None
+    open_orders: list[SessionOrder] | None = None
 
 
 class StopRequest(BaseModel):
@@ -55,3 +56,21 @@ class StopRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     flatten: bool = Field(False, strict=True, description="Also close the positions (at the last close)")
+
+
+class BacktestRunRequest(BacktestConfig):
+    """`POST /runs` of a backtest: `/run/backtest`'s body plus `mode: "backtest"`."""
+
+    mode: Literal["backtest"]
+
+
+def _request_kind(value: Any) -> str:
+    mode = value.get("mode") if isinstance(value, dict) else getattr(value, "mode", None)
+    return "backtest" if mode == "backtest" else "session"
+
+
+# A backtest or a session (`mode` paper, the default, or live), told apart by `mode`.
+RunRequest = Annotated[
+    Annotated[BacktestRunRequest, Tag("backtest")] | Annotated[LiveConfig, Tag("session")],
+    Discriminator(_request_kind),
+]

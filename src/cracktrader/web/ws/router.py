@@ -97,54 +97,57 @@ async def _serve(ws: WebSocket, stream: str, sub: events.Subscription, forward: 
 
 @router.websocket("/ws/status")
 async def status_stream(ws: WebSocket) -> None:
-    """A snapshot on connect, then status_update, trade_execution and error events, plus heartbeats."""
+    """A snapshot on connect, then status_update, trade_execution and error events, plus heartbeats.
+
+    Without `run_id`: the caller's runner slot. `?run_id=ID`: one run (backtest or session); `?run_id=*`: all of
+    the caller's runs on this server.
+    """
     if not await ws.app.state.authorize_websocket(ws):
         return
-    manager = ws.app.state.manager
-    sessions = ws.app.state.sessions
+    registry = ws.app.state.manager
     view = RunView(ws)
-    # ?run_id=ID follows one paper session, ?run_id=* all of the caller's; without it, the runner slot.
     follow = ws.query_params.get("run_id")
-    owner = view.principal.owner_filter if view.principal is not None else None
-    sub = manager.bus.subscribe(STATUS_STREAM_TYPES)
+    principal = view.principal
+    owner = principal.owner_filter if principal is not None else None
+    slot = registry.slot(principal.user_id if principal is not None else None)
+    sub = registry.bus.subscribe(STATUS_STREAM_TYPES)
     if follow is not None and follow != "*":
         try:
-            first = sessions.get(follow, owner=owner).snapshot()
+            first = registry.run_status(follow, owner=owner)
         except CracktraderError as exc:
             sub.close()
             await ws.close(code=WS_POLICY_VIOLATION, reason=exc.message[:120])
             return
+    elif follow == "*":
+        sessions = registry.sessions
+        first = {
+            "run_id": None,
+            "sessions": sorted(r.run_id for r in sessions.runs.values() if owner is None or r.user_id == owner),
+            "runs": sorted(r.run_id for r in registry.backtests.values() if owner is None or r.user_id == owner),
+        }
     else:
-        first = manager.status() if follow is None else {"run_id": None, "sessions": sorted(
-            r.run_id for r in sessions.runs.values() if owner is None or r.user_id == owner)}  # fmt: skip
-    snapshot = await view.status(first) if follow is None else first
-    if not await _send(ws, {"type": "snapshot", "payload": snapshot, "timestamp": now_iso()}):
+        first = slot.status()
+    if not await _send(ws, {"type": "snapshot", "payload": first, "timestamp": now_iso()}):
         sub.close()
         return
 
-    def wanted(run_id: object) -> bool:
-        """The slot's events without a filter; one session's, or all of the caller's, with one."""
+    def wanted(event: events.Event) -> bool:
+        """The slot's run without a filter; one run, or all of the caller's, with one."""
+        run_id = event.payload.get("run_id")
         if follow is None:
-            return not sessions.is_session(run_id)
-        if not sessions.is_session(run_id):
-            return False
-        run = sessions.runs[str(run_id)]
-        return (follow == "*" or run_id == follow) and (owner is None or run.user_id == owner)
+            if run_id is None:  # a reset slot's idle status
+                return event.type == events.STATUS_UPDATE and event.user_id == slot.user_id
+            return bool(run_id == slot.run_id)
+        if follow != "*":
+            return bool(run_id == follow)
+        known, user = registry.owner_of(run_id)
+        return known and (owner is None or user == owner)
 
     async def forward(event: events.Event | None) -> bool:
         if event is None:
             return await _send(ws, {"type": "heartbeat", "payload": {}, "timestamp": now_iso()})
-        if event.type not in STATUS_STREAM_TYPES:
+        if event.type not in STATUS_STREAM_TYPES or not wanted(event):
             return True
-        if not wanted(event.payload.get("run_id")):
-            return True
-        if follow is not None:
-            return await _send(ws, event.text)
-        if not await view.sees(event.payload.get("run_id")):
-            if event.type != events.STATUS_UPDATE:
-                return True
-            redacted = {**event.to_dict(), "payload": lifecycle_only(event.payload)}
-            return await _send(ws, redacted)
         return await _send(ws, event.text)
 
     await _serve(ws, "status", sub, forward)
@@ -267,7 +270,9 @@ class ChannelSession:
             },
         )
         if action == "subscribe" and any(c == "status" for c, _ in keys):
-            status = await self.view.status(self.ws.app.state.manager.status())
+            principal = self.view.principal
+            slot = self.ws.app.state.manager.slot(principal.user_id if principal is not None else None)
+            status = await self.view.status(slot.status())
             await _send(self.ws, {"channel": "status", "data": status})
 
     def wants(self, channel: str, symbol: str | None) -> bool:
