@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import sys
@@ -24,14 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT / "tests"))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 from bench_web import percentile  # noqa: E402
 from benchlib import machine_info  # noqa: E402
-
-from fakes.binance import FakeMarket  # noqa: E402
-from fakes.venue import FakeVenue  # noqa: E402
 
 BASES = ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE", "AVAX", "DOT", "LINK")
 SYMBOLS = [f"{b}/USDT" for b in BASES]
@@ -39,54 +36,92 @@ T0 = 1_717_243_200_000  # 2024-06-01T12:00:00Z
 SAFETY_S = 30.0  # a broken feed ends the benchmark instead of hanging it
 
 
+class Venue:
+    """The fake Binance in its own process (benchmarks/venue_process.py), driven line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, exchange_options: dict[str, Any]) -> None:
+        self.proc = proc
+        self.exchange_options = exchange_options
+
+    @classmethod
+    async def start(cls, now_ms: int) -> Venue:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(HERE / "venue_process.py"), str(now_ms), ",".join(BASES),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), SAFETY_S))
+        return cls(proc, first["exchange_options"])
+
+    async def ask(self, command: str) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{command}\n".encode())
+        await self.proc.stdin.drain()
+        return json.loads(await asyncio.wait_for(self.proc.stdout.readline(), SAFETY_S))
+
+    async def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        await asyncio.wait_for(self.proc.wait(), SAFETY_S)
+
+
 async def measure(bars: int, data_dir: Path) -> dict[str, Any]:
     """Run the session for `bars` live bars; return wall-clock latencies (ms) from each close to orders booked."""
     from cracktrader.brokers.paper import PaperSession
+    from cracktrader.clock import ManualClock
     from cracktrader.data.feeds.base import BarBatch
     from cracktrader.runs.config import LiveConfig
     from cracktrader.runs.session import run_session
     from cracktrader.runs.trade import prepare_paper
     from cracktrader.settings import Settings
 
-    with FakeVenue(now_ms=T0 + 500, markets=[FakeMarket(b) for b in BASES]) as venue:
-        settings = Settings(data_dir=data_dir, exchange_options=venue.exchange_options())
-        config = LiveConfig(
-            strategy_name="SmaCrossEvents",
-            strategy_params={"fast": 2, "slow": 5, "size": 0.01},
-            symbols=SYMBOLS,
-            timeframe="1s",
-            exchange="binance",
-        )
-        plan = await asyncio.to_thread(prepare_paper, config, clock=venue.clock, settings=settings)
-        booked: asyncio.Queue[float] = asyncio.Queue()
+    venue = await Venue.start(T0 + 500)
+    clock = ManualClock(T0 + 500)  # moved with the venue's virtual clock, in step
+    settings = Settings(data_dir=data_dir, exchange_options=venue.exchange_options)
+    config = LiveConfig(
+        strategy_name="SmaCrossEvents",
+        strategy_params={"fast": 2, "slow": 5, "size": 0.01},
+        symbols=SYMBOLS,
+        timeframe="1s",
+        exchange="binance",
+    )
+    plan = await asyncio.to_thread(prepare_paper, config, clock=clock, settings=settings)
+    booked: asyncio.Queue[float] = asyncio.Queue()
 
-        def on_bar(_session: PaperSession, _batch: BarBatch) -> None:
-            booked.put_nowait(time.perf_counter())
+    def on_bar(_session: PaperSession, _batch: BarBatch) -> None:
+        booked.put_nowait(time.perf_counter())
 
-        task = asyncio.create_task(run_session(plan.session, plan.feed, history=plan.history, on_bar=on_bar))
-        try:
-            for s in SYMBOLS:
-                await venue.wait_subscribed(f"{s.replace('/', '').lower()}@kline_1s", SAFETY_S)
-            await venue.settled(SAFETY_S)
-            await venue.step(0.5, SAFETY_S)  # the first live candle closes: not timed (the socket's first close)
-            await asyncio.wait_for(booked.get(), SAFETY_S)
-            latencies = []
-            for _ in range(bars):
-                began = time.perf_counter()
-                venue.clock.advance(1.0)  # the candle closes at the exchange now
-                done = await asyncio.wait_for(booked.get(), SAFETY_S)
-                latencies.append((done - began) * 1000)
-                await venue.settled(SAFETY_S)  # ccxt has read every push, so bars do not overlap
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await plan.feed.aclose()
-        orders = len(plan.session.sim.rows)
-        rest_klines = len(venue.requests_to("/api/v3/klines"))
+    async def close_candle() -> tuple[float, float]:
+        """Close the forming candle at the venue; (wall time of its first push, of the orders in the book)."""
+        pushed, _ = await asyncio.gather(venue.ask("advance 1000"), clock.advance(1000))
+        return pushed["first_push"], await asyncio.wait_for(booked.get(), SAFETY_S)
+
+    gc.freeze()  # as the server does after start-up: the imports' objects leave the collector's generations
+    task = asyncio.create_task(run_session(plan.session, plan.feed, history=plan.history, on_bar=on_bar))
+    try:
+        streams = {f"{s.replace('/', '').lower()}@kline_1s" for s in SYMBOLS}
+        for _ in range(int(SAFETY_S * 100)):
+            if streams <= set(await venue.ask("subscriptions")):
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # ccxt reads the subscriptions' first pushes
+        for _ in range(3):  # the first closes on the new sockets: not timed
+            await close_candle()
+        latencies = []
+        for _ in range(bars):
+            first_push, done = await close_candle()
+            latencies.append((done - first_push) * 1000)
+            await asyncio.sleep(0.005)  # the pushes' tail (the next candle's first updates) is read before the next
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await plan.feed.aclose()
+        rest_klines = await venue.ask("requests /api/v3/klines")
+        await venue.close()
     return {
         "symbols": len(SYMBOLS),
         "bars": bars,
-        "orders": orders,
+        "orders": len(plan.session.sim.rows),
         "rest_kline_requests": rest_klines,
         "p50": statistics.median(latencies),
         "p99": percentile(latencies, 0.99),
