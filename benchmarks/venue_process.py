@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from fakes.binance import FakeMarket  # noqa: E402
-from fakes.venue import FakeVenue  # noqa: E402
+from fakes.binance import FakeMarket
+from fakes.venue import FakeVenue
 
 
 def main() -> None:
@@ -42,7 +42,8 @@ def main() -> None:
             if command == "advance":
                 pushed.clear()
                 venue.advance(int(args[0]))
-                answer = {"first_push": pushed[0] if pushed else None, "last_push": pushed[-1] if pushed else None, "pushes": len(pushed)}
+                first, last = (pushed[0], pushed[-1]) if pushed else (None, None)
+                answer = {"first_push": first, "last_push": last, "pushes": len(pushed)}
             elif command == "subscriptions":
                 answer = sorted(venue.subscriptions())
             elif command == "requests":
