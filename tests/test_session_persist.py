@@ -218,20 +218,25 @@ async def test_a_session_resumes_after_a_crash_as_if_never_interrupted(target: D
     assert _comparable(doc) == await _uninterrupted(first_live, live_bars)
 
 
-async def test_missed_candles_replayed_at_once_keep_their_own_time_for_the_order_rate_limit(
-    target: DatabaseTarget,
-) -> None:
-    # An order on every bar, and at most 2 orders a second: 40 missed candles replayed in one go would be 40 orders
-    # in the same second of the server's clock; in their own time they are a minute apart, as they were live.
-    every_bar = LiveConfig(
+def _order_every_bar(risk: dict[str, Any]) -> LiveConfig:
+    """A 1m synthetic session whose strategy orders on every bar, under these risk limits."""
+    return LiveConfig(
         strategy_name="SlowStrategy",
         strategy_params={"bar_ms": 0, "trade_every": 1},
         symbols=["BTC/USDT"],
         timeframe="1m",
         exchange="synthetic",
-        exchange_config={"risk": {"orders_per_second": 2}},
+        exchange_config={"risk": risk},
         mode="paper",
     )
+
+
+async def test_missed_candles_replayed_at_once_keep_their_own_time_for_the_order_rate_limit(
+    target: DatabaseTarget,
+) -> None:
+    # An order on every bar, and at most 2 orders a second: 40 missed candles replayed in one go would be 40 orders
+    # in the same second of the server's clock; in their own time they are a minute apart, as they were live.
+    every_bar = _order_every_bar({"orders_per_second": 2})
     clock_a = ManualClock(NOW + 10)
     async with _server(target, SERVER_A, clock_a, [T0]) as a:
         run_id = (await a.start(every_bar))["run_id"]
@@ -260,15 +265,7 @@ async def test_missed_candles_replayed_at_once_keep_their_own_time_for_the_order
 async def test_a_paused_session_stays_paused_and_keeps_its_denial_counts_when_resumed(target: DatabaseTarget) -> None:
     # Every order is over the notional limit, so each bar counts a denial: the counts must not start afresh on the
     # next server, and a pause set by the operator must hold there (a restart is not a resume command).
-    every_bar = LiveConfig(
-        strategy_name="SlowStrategy",
-        strategy_params={"bar_ms": 0, "trade_every": 1},
-        symbols=["BTC/USDT"],
-        timeframe="1m",
-        exchange="synthetic",
-        exchange_config={"risk": {"max_order_notional": 1.0}},
-        mode="paper",
-    )
+    every_bar = _order_every_bar({"max_order_notional": 1.0})
     clock_a = ManualClock(NOW + 10)
     async with _server(target, SERVER_A, clock_a, [T0]) as a:
         run_id = (await a.start(every_bar))["run_id"]
@@ -301,15 +298,21 @@ class Pinned(Strategy):
 """
 
 
-async def test_a_resumed_session_runs_the_strategy_code_it_started_with_not_the_edited_file(
-    target: DatabaseTarget, tmp_path: Path
-) -> None:
+def _pinned_setup(tmp_path: Path) -> tuple[Path, Settings, LiveConfig]:
+    """A strategy folder holding PINNED_SOURCE, settings that load it, and a session of it."""
     folder = tmp_path / "strategies"
     folder.mkdir()
     source = folder / "pinned.py"
     source.write_text(PINNED_SOURCE)
     settings = _settings().model_copy(update={"strategy_dir": folder, "data_dir": tmp_path / "data"})
     config = LiveConfig(strategy_name="Pinned", symbols=["BTC/USDT"], timeframe="1m", exchange="synthetic")
+    return source, settings, config
+
+
+async def test_a_resumed_session_runs_the_strategy_code_it_started_with_not_the_edited_file(
+    target: DatabaseTarget, tmp_path: Path
+) -> None:
+    source, settings, config = _pinned_setup(tmp_path)
     clock_a = ManualClock(NOW + 10)
     async with _server(target, SERVER_A, clock_a, [T0], settings) as a:
         run_id = (await a.start(config))["run_id"]
@@ -334,17 +337,13 @@ async def test_a_resumed_session_runs_the_strategy_code_it_started_with_not_the_
 async def test_a_session_whose_pinned_code_is_gone_fails_to_resume_with_the_reason(
     target: DatabaseTarget, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "strategies"
-    folder.mkdir()
-    (folder / "pinned.py").write_text(PINNED_SOURCE)
-    settings = _settings().model_copy(update={"strategy_dir": folder, "data_dir": tmp_path / "data"})
-    config = LiveConfig(strategy_name="Pinned", symbols=["BTC/USDT"], timeframe="1m", exchange="synthetic")
+    source, settings, config = _pinned_setup(tmp_path)
     clock_a = ManualClock(NOW + 10)
     async with _server(target, SERVER_A, clock_a, [T0], settings) as a:
         run_id = (await a.start(config))["run_id"]
         await _bars(clock_a, a.runs[run_id], 2)
         await _crash(a, a.runs[run_id])
-    (folder / "pinned.py").write_text(PINNED_SOURCE.replace("0.001", "0.002"))
+    source.write_text(PINNED_SOURCE.replace("0.001", "0.002"))
     for kept in (tmp_path / "data" / "pinned_strategies").iterdir():
         kept.unlink()
     async with _server(
