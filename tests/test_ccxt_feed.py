@@ -392,3 +392,37 @@ def test_an_unknown_exchange_is_refused_with_suggestions(tmp_path: Path) -> None
     config = LiveConfig(strategy_name="BuyAndHold", symbols=["BTC/USDT"], timeframe="1m", exchange="binanse")
     with pytest.raises(UnknownExchangeError, match=r"Unknown exchange 'binanse'\. Did you mean binance"):
         prepare_paper(config, clock=FakeVenue().clock, settings=Settings(data_dir=tmp_path))
+
+
+async def test_a_session_whose_exchange_stalls_is_degraded_stale_data_and_recovers_when_candles_return(
+    venue: FakeVenue, tmp_path: Path
+) -> None:
+    from cracktrader.runs.sessions import SessionRegistry
+
+    settings = settings_for(venue, tmp_path)
+    registry = SessionRegistry(settings, clock=venue.clock)
+    config = LiveConfig(strategy_name="BuyAndHold", symbols=list(SYMBOLS), timeframe="1m", exchange="binance")
+    run_id = (await registry.start(config))["run_id"]
+    run = registry.runs[run_id]
+    session = run.plan.session
+    try:
+        await ready(venue)
+        await venue.step(30)  # 12:01:00: the 12:00 candle closes
+        await until(lambda: session.last_timestamp == T0)
+        assert run.snapshot()["condition"] == "ok"
+        venue.stall_candles(rest=True)  # the market's data freezes: the socket goes quiet, REST stops moving
+        await venue.step(60 + 30)  # 12:02:30: REST gave the 12:01 candle as it froze; nothing after it comes
+        await until(lambda: session.last_timestamp == T0 + MINUTE)
+        await venue.step(60)  # 12:03:30: no close for a timeframe plus 30 s (the last, 12:01, closed at 12:02)
+        assert run.snapshot()["condition"] == "ok"
+        await venue.step(1)
+        late = run.snapshot()
+        assert (late["condition"], late["reasons"], late["data_lag_seconds"]) == ("degraded", ["STALE_DATA"], 31.0)
+        venue.resume_candles()
+        await venue.step(30)  # 12:04:01: candles flow again; the missed closes come in order
+        await until(lambda: session.last_timestamp == T0 + 3 * MINUTE)
+        fresh = run.snapshot()
+        assert (fresh["condition"], fresh["reasons"]) == ("ok", [])
+        assert fresh["last_candle_time"] == "2024-06-01T12:03:00Z"
+    finally:
+        await registry.close()
