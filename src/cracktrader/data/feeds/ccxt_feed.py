@@ -261,11 +261,21 @@ class CcxtFeed:
                 return
             failures = 0
             self._ws_up[symbol] = True
-            self._on_socket_rows(symbol, rows, self._clock.now_ms())
-            self._changed.set()
+            # The bar's waiter wakes once every symbol has closed the bar, not on each of a bar's many pushes:
+            # each wake re-armed its timer, and 20 of them were a third of a 10-symbol bar's latency.
+            if self._on_socket_rows(symbol, rows, self._clock.now_ms()) and self._ready():
+                self._changed.set()
 
-    def _on_socket_rows(self, symbol: str, rows: Sequence[Sequence[Any]], now: int) -> None:
-        """Record socket updates; the candle before a new one of the same connection is closed (no awaits here)."""
+    def _ready(self) -> bool:
+        """Whether every symbol is decided for the bar being waited for."""
+        return all(self._decided(s, self._next_open) for s in self.symbols)
+
+    def _on_socket_rows(self, symbol: str, rows: Sequence[Sequence[Any]], now: int) -> bool:
+        """Record socket updates; the candle before a new one of the same connection is closed (no awaits here).
+
+        True when they closed a candle.
+        """
+        closed = False
         tf = self.timeframe
         for row in sorted(rows, key=lambda r: r[0]):
             candle = _candle(row)
@@ -279,7 +289,9 @@ class CcxtFeed:
                 end = tf.next(seen.open_ms)
                 if open_ms == end and seen.received_ms >= end - self._skew:
                     self._confirm(symbol, seen.open_ms, seen.candle)
+                    closed = True
             self._seen[symbol] = _Seen(open_ms, candle, now)
+        return closed
 
     def _confirm(self, symbol: str, open_ms: int, candle: ClosedCandle) -> None:
         if open_ms >= self._next_open:
