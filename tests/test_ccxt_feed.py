@@ -154,6 +154,7 @@ async def test_closed_candles_arrive_in_order_once_the_clock_passes_each_end(ven
         await c.assert_idle()
         assert c.arrivals == [T0 + MINUTE, T0 + 2 * MINUTE, T0 + 3 * MINUTE]  # at each close, no grace waited
         assert feed.rest_calls == 0  # the socket confirmed every close
+        assert feed.closes_by_flag == 3 * len(SYMBOLS)  # each from Binance's final push (`x`), which ccxt drops
 
     store = service.open_store(settings)
     for s in SYMBOLS:  # every delivered candle is in the Parquet store, with its coverage
@@ -161,6 +162,28 @@ async def test_closed_candles_arrive_in_order_once_the_clock_passes_each_end(ven
         assert stored.timestamp.tolist() == [T0, T0 + MINUTE, T0 + 2 * MINUTE]
         assert stored.close.tolist() == [expected(s, T0 + k * MINUTE).close for k in range(3)]
         assert store.coverage("binance", s, "1m") == [(T0, T0 + 3 * MINUTE)]
+
+
+async def test_a_final_push_closes_a_candle_at_its_end_and_a_forming_one_never_does(
+    venue: FakeVenue, tmp_path: Path
+) -> None:
+    feed = CcxtFeed("binance", SYMBOLS, M1, venue.clock, settings=settings_for(venue, tmp_path))
+    feed._client = venue_client(venue, "async")  # markets as the venue lists them
+    try:
+        await feed._client.load_markets()
+        row = [T0, 1.0, 2.0, 0.5, 1.5, 10.0]
+        # Without the exchange's final flag a lone update proves nothing, whenever it comes.
+        assert feed._on_socket_rows("BTC/USDT", [row], T0 + MINUTE) is False
+        feed._finals.add(("BTCUSDT", T0))
+        feed._seen["BTC/USDT"] = None
+        # Flagged final but read long before the candle's end (a clock far behind): not taken as the close.
+        assert feed._on_socket_rows("BTC/USDT", [row], T0 + 10_000) is False
+        feed._finals.add(("BTCUSDT", T0))
+        assert feed._on_socket_rows("BTC/USDT", [row], T0 + MINUTE) is True
+        assert feed._closed["BTC/USDT"] == {T0: ClosedCandle(1.0, 2.0, 0.5, 1.5, 10.0)}
+        assert feed.closes_by_flag == 1 and not feed._finals  # each flag is taken once
+    finally:
+        await feed._client.close()
 
 
 async def test_a_duplicated_close_is_delivered_once(venue: FakeVenue, tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ DEFAULT_PAGE_LIMIT = 500
 # Store writes at most this often (clock ms): each rewrites the dataset's file, and what a crash loses since the
 # last write, a restarted feed fetches again from REST.
 STORE_EVERY_MS = 60_000
+FINALS_KEPT = 10_000  # final-kline flags waiting to be taken, at most
 # ccxt's `requiredCredentials` names: a paper feed passes none of them, so it can never sign a request.
 CREDENTIAL_KEYS: frozenset[str] = frozenset(
     {"apiKey", "secret", "password", "uid", "login", "twofa", "privateKey", "walletAddress", "token", "accountId"}
@@ -118,6 +119,10 @@ class CcxtFeed:
         self._flushed_at: int | None = None
         self._iterating = False
         self.rest_calls = 0  # fetch_ohlcv calls of the live loop (history not included)
+        # Klines the exchange marked final (Binance's `x`, which ccxt drops): (market id, open ms).
+        self._finals: set[tuple[str, int]] = set()
+        self._market_ids: dict[str, str] = {}
+        self.closes_by_flag = 0  # closes known from the final push, without waiting for the next candle
 
     # ------------------------------------------------------------ warm-up
 
@@ -161,11 +166,49 @@ class CcxtFeed:
 
         self._changed = asyncio.Event()
         self._client = make_async_exchange(self.exchange_id, self._settings)
+        self._note_finals(self._client)
         if self._client.has.get("watchOHLCV"):
             loop = asyncio.get_running_loop()
             for symbol in self.symbols:
                 self._ws_up[symbol] = True  # until it fails: a starting socket gets the grace too
                 self._watchers.append(loop.create_task(self._watch(symbol), name=f"watch {symbol}"))
+
+    def _note_finals(self, client: Any) -> None:
+        """Keep Binance's final-kline flag, which ccxt parses away: a close is then known from its own push.
+
+        Otherwise a close is proven only by the next candle's first push: twice the messages to parse per bar.
+        """
+        import ccxt.pro
+
+        if not isinstance(client, ccxt.pro.binance):
+            return
+        handle, finals = client.handle_ohlcv, self._finals
+
+        def handle_ohlcv(ws: Any, message: Any) -> Any:
+            kline = message.get("k") if isinstance(message, dict) else None
+            if isinstance(kline, dict) and kline.get("x") is True and isinstance(kline.get("t"), int):
+                if len(finals) > FINALS_KEPT:  # flags of symbols this feed does not watch are never taken
+                    finals.clear()
+                finals.add((str(kline.get("s")), kline["t"]))
+            return handle(ws, message)
+
+        client.handle_ohlcv = handle_ohlcv
+
+    def _final(self, symbol: str, open_ms: int) -> bool:
+        """Whether the exchange marked this candle final (taken once)."""
+        if not self._finals:
+            return False
+        market_id = self._market_ids.get(symbol)
+        if market_id is None:
+            try:
+                market_id = self._market_ids[symbol] = str(self._client.market_id(symbol))
+            except Exception:  # markets not loaded: the next candle's first push proves the close instead
+                return False
+        key = (market_id, open_ms)
+        if key not in self._finals:
+            return False
+        self._finals.discard(key)
+        return True
 
     async def aclose(self) -> None:
         """Stop the sockets, write what is not stored yet and close the client; safe to call twice."""
@@ -291,6 +334,10 @@ class CcxtFeed:
                     self._confirm(symbol, seen.open_ms, seen.candle)
                     closed = True
             self._seen[symbol] = _Seen(open_ms, candle, now)
+            if self._final(symbol, open_ms) and now >= tf.next(open_ms) - self._skew:
+                self._confirm(symbol, open_ms, candle)  # the exchange's own final push of the candle
+                self.closes_by_flag += 1
+                closed = True
         return closed
 
     def _confirm(self, symbol: str, open_ms: int, candle: ClosedCandle) -> None:
