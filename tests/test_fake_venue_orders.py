@@ -429,3 +429,16 @@ async def test_sandbox_client_talks_only_to_the_sandbox_urls(venue: TradingVenue
 def test_live_client_talks_only_to_the_main_urls(venue: TradingVenue, rest: Any) -> None:
     rest.fetch_balance()
     assert venue.sites_used() == {"main"}
+
+
+async def test_async_rest_client_creates_and_cancels_by_client_id(venue: TradingVenue) -> None:
+    client = trading_client(venue, "async")
+    try:
+        order = await client.create_order(SYMBOL, "limit", "sell", 0.01, 90_000, params={"clientOrderId": "s1c0000001"})
+        assert venue.account.balance("BTC").locked == Decimal("0.01")
+        cancelled = await client.cancel_order(None, SYMBOL, {"clientOrderId": "s1c0000001"})
+    finally:
+        await client.close()
+    assert (cancelled["id"], cancelled["status"]) == (order["id"], "canceled")
+    assert venue.requests_to("/api/v3/order")[-1]["origClientOrderId"] == "s1c0000001"
+    assert venue.account.balance("BTC").locked == 0
