@@ -537,8 +537,8 @@ class FakeBinance:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         params = dict(request.query)
-        if request.method == "POST" and request.can_read_body:
-            form = await request.post()  # form-encoded order bodies are logged like queries
+        if request.method == "POST":
+            form = await request.post()  # form bodies are logged like queries (from aiohttp's cached body)
             params.update({k: str(v) for k, v in form.items()})
         self.request_log.append((request.method, request.path, params))
         if self.delays.get(request.path):

@@ -417,9 +417,6 @@ class TradingVenue(FakeVenue):
     async def _new_order(self, request: web.Request) -> web.StreamResponse | dict[str, Any]:
         params = await self._signed(request)
         market = self._market(params)
-        fault = self._order_faults.pop(0) if self._order_faults else None
-        if fault is not None and fault.kind == "refuse":
-            return web.Response(status=fault.status, text=str(fault.body))
         side, type_ = params.get("side", ""), params.get("type", "")
         if side not in ("BUY", "SELL"):
             raise VenueError(400, -1102, "Mandatory parameter 'side' was not sent, was empty/null, or malformed.")
@@ -427,6 +424,9 @@ class TradingVenue(FakeVenue):
             raise VenueError(400, -1116, "Invalid orderType.")
         qty = _dec(params.get("quantity"), "quantity")
         price = _dec(params.get("price"), "price") if type_ != "MARKET" else None
+        fault = self._order_faults.pop(0) if self._order_faults else None
+        if fault is not None and fault.kind == "refuse":
+            return web.Response(status=fault.status, text=str(fault.body))
         client_id = params.get("newClientOrderId") or f"fake{next(self._user_ids):022d}"
         order = await self._locked(
             self._place(market.id, side, type_, qty, price, client_id, params.get("timeInForce", "GTC"))
