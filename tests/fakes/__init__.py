@@ -2,6 +2,17 @@
 
 from .binance import FakeBinance, FakeMarket, candle, exchange_options_for
 from .clock import VirtualClock
+from .trading import TradingVenue, trading_client
 from .venue import FakeVenue, venue_client
 
-__all__ = ["FakeBinance", "FakeMarket", "FakeVenue", "VirtualClock", "candle", "exchange_options_for", "venue_client"]
+__all__ = [
+    "FakeBinance",
+    "FakeMarket",
+    "FakeVenue",
+    "TradingVenue",
+    "VirtualClock",
+    "candle",
+    "exchange_options_for",
+    "trading_client",
+    "venue_client",
+]

@@ -294,6 +294,8 @@ class FakeBinance:
         app = web.Application(middlewares=[self._middleware])
         for path, handler in self.routes().items():
             app.router.add_get(path, handler)
+        for method, path, handler in self.method_routes():
+            app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -349,6 +351,7 @@ class FakeBinance:
         body: str | dict[str, Any] | None = None,
         path: str | None = None,
         delay_s: float = 0.0,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Answer the next `n` requests (to `path`, if given) with `status` instead of serving them.
 
@@ -356,9 +359,10 @@ class FakeBinance:
         get a plain-text reason (ccxt: ExchangeNotAvailable for 5xx, RequestTimeout for 408/504).
         `delay_s` stalls before answering, to exercise client timeouts.
         """
-        headers = {"Retry-After": "1"} if status in (418, 429) else {}
+        if headers is None:
+            headers = {"Retry-After": "1"} if status in (418, 429) else {}
         with self._lock:
-            self._failures.append(_Failure(n, status, body, path, delay_s, headers))
+            self._failures.append(_Failure(n, status, body, path, delay_s, dict(headers)))
 
     def add_gap(self, start_ms: int, end_ms: int, symbol: str | None = None) -> None:
         """Remove the bars opening in [start_ms, end_ms), for `symbol` or for every market."""
@@ -526,9 +530,17 @@ class FakeBinance:
             "/api/v3/ticker/24hr": self._ticker_24hr,
         }
 
+    def method_routes(self) -> list[tuple[str, str, Handler]]:
+        """(method, path, handler) routes beyond the GET ones; the trading venue adds its order endpoints."""
+        return []
+
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        self.request_log.append((request.method, request.path, dict(request.query)))
+        params = dict(request.query)
+        if request.method == "POST":
+            form = await request.post()  # form bodies are logged like queries (from aiohttp's cached body)
+            params.update({k: str(v) for k, v in form.items()})
+        self.request_log.append((request.method, request.path, params))
         if self.delays.get(request.path):
             await asyncio.sleep(self.delays[request.path])
         failure = self._take_failure(request.path)
