@@ -34,7 +34,7 @@ from cracktrader.strategies.registry import load_registry
 
 DEFAULT_BALANCE = 10_000.0
 # As a backtest's initial_cash: positive, finite, and small enough that cash arithmetic stays exact to the cent.
-Balance = Annotated[float, Field(gt=0, le=1e15, allow_inf_nan=False)]
+Balance = Annotated[float, Field(gt=0, le=1e15, strict=True, allow_inf_nan=False)]
 
 
 class ReplayConfig(BaseModel):
@@ -44,11 +44,17 @@ class ReplayConfig(BaseModel):
 
     start: RunDate = Field(..., description="First bar (ISO 8601)")
     end: RunDate = Field(..., description="End, exclusive (ISO 8601)")
-    speed: float = Field(1000.0, gt=0, le=1e9, allow_inf_nan=False, description="Bars' time divided by this")
+    speed: float = Field(
+        1000.0, gt=0, le=1e9, strict=True, allow_inf_nan=False, description="Bars' time divided by this"
+    )
 
 
 class PaperConfig(BaseModel):
-    """`exchange_config.paper`: how a paper session simulates the exchange."""
+    """`exchange_config.paper`: how a paper session simulates the exchange.
+
+    Strict types: a string is not a number or a boolean here, because the stored record (which a resumed session
+    is rebuilt from) keeps only values of the right type (runs/sanitize.py).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -60,13 +66,19 @@ class PaperConfig(BaseModel):
     fill_model: Literal["bar", "quote"] = Field(
         "bar", description="bar: the backtest's rules (next bar's open); quote: the exchange's best bid and ask"
     )
-    slippage_bps: float = Field(0.0, ge=0, le=10_000, allow_inf_nan=False)
+    slippage_bps: float = Field(0.0, ge=0, le=10_000, strict=True, allow_inf_nan=False)
     latency_ms: int = Field(
-        200, ge=0, le=60_000, description="quote fill model: an order sees the first quote at or after this long"
+        200,
+        ge=0,
+        le=60_000,
+        strict=True,
+        description="quote fill model: an order sees the first quote at or after this long",
     )
     replay: ReplayConfig | None = None
     exchange_rules: bool = Field(
-        True, description="The exchange's fees, amount and price precision, minimums; funds held by open orders"
+        True,
+        strict=True,
+        description="The exchange's fees, amount and price precision, minimums; funds held by open orders",
     )
 
 

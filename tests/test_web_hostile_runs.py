@@ -1,0 +1,89 @@
+"""Hostile requests against the run registry and paper sessions (issue 10): a clear 4xx, never a 500, nothing
+stored lost, and no user reaching another's run by id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from auth_support import auth_client, bearer
+from cracktrader.clock import ManualClock
+from web_support import LiveServer
+
+pytestmark = pytest.mark.anyio
+NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+SESSION: dict[str, Any] = {
+    "strategy_name": "BuyAndHold",
+    "symbols": ["BTC/USDT"],
+    "timeframe": "1m",
+    "exchange": "synthetic",
+    "mode": "paper",
+}
+BACKTEST: dict[str, Any] = {
+    **SESSION,
+    "mode": "backtest",
+    "timeframe": "1h",
+    "start_date": "2024-01-01",
+    "end_date": "2024-01-03",
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_deleting_another_users_active_run_is_404_not_a_409_that_says_it_runs() -> None:
+    async with auth_client() as c:
+        c.app.state.sessions.clock = ManualClock(NOW + 10)  # type: ignore[attr-defined]
+        alice, bob = await bearer(c, "alice"), await bearer(c, "bob")
+        session = (await c.post("/api/v1/runs", json=SESSION, headers=alice)).json()["run_id"]
+        backtest = (await c.post("/api/v1/runs", json=BACKTEST, headers=alice)).json()["run_id"]
+        for run_id in (session, backtest):
+            r = await c.delete(f"/api/v1/runs/{run_id}", headers=bob)
+            assert r.status_code == 404, r.text
+            assert r.json()["error"]["code"] == "NOT_FOUND"
+            assert "active" not in r.json()["error"]["message"]
+        # Alice's own delete still says why it cannot be done yet.
+        own = await c.delete(f"/api/v1/runs/{session}", headers=alice)
+        assert own.status_code == 409 and own.json()["error"]["code"] == "RUN_NOT_RESETTABLE"
+        assert (await c.get(f"/api/v1/runs/{session}/status", headers=alice)).json()["status"] == "running"
+        await c.post(f"/api/v1/runs/{session}/stop", headers=alice)
+
+
+@pytest.mark.parametrize(
+    ("paper", "field"),
+    [
+        ({"balances": {"USDT": "100"}}, "balances.USDT"),
+        ({"exchange_rules": "false"}, "exchange_rules"),
+        ({"slippage_bps": "5"}, "slippage_bps"),
+        ({"latency_ms": "500"}, "latency_ms"),
+        ({"replay": {"start": "2024-01-01", "end": "2024-01-02", "speed": "1e9"}}, "replay.speed"),
+    ],
+)
+async def test_paper_settings_of_the_wrong_type_are_refused_not_run_and_then_lost_from_the_record(
+    paper: dict[str, Any], field: str
+) -> None:
+    # A string the session coerced ran with, while the stored config (which a resumed session is rebuilt from)
+    # dropped it: after a restart the session would trade with 10,000 USDT, or other exchange rules.
+    with LiveServer() as srv:
+        srv.app.state.sessions.clock = ManualClock(NOW + 10)
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=60) as c:
+            r = await c.post("/api/v1/runs", json={**SESSION, "exchange_config": {"paper": paper}})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "INVALID_PAPER_CONFIG"
+    assert field in r.json()["error"]["message"]
+
+
+async def test_a_replay_with_epoch_millisecond_dates_keeps_them_in_its_record() -> None:
+    # The record is what a resumed session is rebuilt from: without start and end it could never resume.
+    replay = {"start": " 1704067200000", "end": "1704153600000 ", "speed": 1e9}
+    with LiveServer() as srv:
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=60) as c:
+            r = await c.post("/api/v1/runs", json={**SESSION, "exchange_config": {"paper": {"replay": replay}}})
+            assert r.status_code == 201, r.text
+            record = (await c.get(f"/api/v1/runs/{r.json()['run_id']}")).json()
+    assert record["config"]["exchange_config"] == {"paper": {"replay": replay}}
+    assert record["config"]["exchange_config_dropped_keys"] == 0
