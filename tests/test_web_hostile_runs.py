@@ -3,6 +3,7 @@ stored lost, and no user reaching another's run by id."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -10,7 +11,8 @@ import pytest
 
 from auth_support import auth_client, bearer
 from cracktrader.clock import ManualClock
-from web_support import LiveServer
+from cracktrader.settings import get_settings
+from web_support import SLOW_RUN, LiveServer, with_test_strategies
 
 pytestmark = pytest.mark.anyio
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -87,3 +89,26 @@ async def test_a_replay_with_epoch_millisecond_dates_keeps_them_in_its_record() 
             record = (await c.get(f"/api/v1/runs/{r.json()['run_id']}")).json()
     assert record["config"]["exchange_config"] == {"paper": {"replay": replay}}
     assert record["config"]["exchange_config_dropped_keys"] == 0
+
+
+async def test_backtests_beyond_the_running_and_queued_limits_are_refused_with_409_queue_full() -> None:
+    # 1 running + 2 waiting admitted; 30 requests at once must not all queue (each queued run holds memory).
+    settings = with_test_strategies(get_settings()).model_copy(
+        update={"max_concurrent_backtests": 1, "max_queued_backtests": 2}
+    )
+    with LiveServer(settings) as srv:
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=120) as c:
+            body = {**SLOW_RUN, "mode": "backtest"}  # 44 s or more each: none ends during the test
+            answers = await asyncio.gather(*[c.post("/api/v1/runs", json=body) for _ in range(30)])
+            accepted = [r.json()["run_id"] for r in answers if r.status_code == 201]
+            refused = [r.json()["error"] for r in answers if r.status_code != 201]
+            assert len(accepted) == 3, [r.text for r in answers if r.status_code not in (201, 409)]
+            assert len(refused) == 27 and {e["code"] for e in refused} == {"QUEUE_FULL"}
+            assert refused[0]["details"] == {"max_concurrent_backtests": 1, "max_queued_backtests": 2}
+            assert "CRACKTRADER_MAX_QUEUED_BACKTESTS" in refused[0]["message"]
+            for run_id in accepted:
+                assert (await c.post(f"/api/v1/runs/{run_id}/stop")).status_code == 200
+            # Stopped runs free their places.
+            again = await c.post("/api/v1/runs", json=body)
+            assert again.status_code == 201, again.text
+            await c.post(f"/api/v1/runs/{again.json()['run_id']}/stop")

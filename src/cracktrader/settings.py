@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     max_live_sessions: int = Field(10, ge=1, le=10_000)
     # Backtests (and sweeps) run in this many worker processes at once; more wait in a queue, in order.
     max_concurrent_backtests: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    # Backtests that may wait for a worker; one more is refused (409 QUEUE_FULL): each waiting run holds memory.
+    max_queued_backtests: int = Field(100, ge=0, le=100_000)
     # How much lower than the server's the workers' OS priority is (os.nice), so the API stays responsive.
     backtest_niceness: int = Field(10, ge=0, le=19)
     # A paper session saves its results so far this often (seconds of its clock; 0: only when it ends).
