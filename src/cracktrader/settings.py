@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     # Admission limits of one run, checked before it starts: bars x symbols, and the memory that needs.
     max_run_bars: int = Field(20_000_000, ge=1)
     max_run_memory_mb: int = Field(4096, ge=1)
+    # Bars x symbols of a paper session's replay: it loads them into the server process itself, not a worker.
+    max_replay_bars: int = Field(1_000_000, ge=1)
     # Paper and live sessions a server runs at once; one more is refused (409 SESSION_LIMIT), never queued.
     max_live_sessions: int = Field(10, ge=1, le=10_000)
     # Backtests (and sweeps) run in this many worker processes at once; more wait in a queue, in order.

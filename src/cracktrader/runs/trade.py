@@ -26,7 +26,7 @@ from cracktrader.engine.strategy import Strategy
 from cracktrader.engine.window import window_length
 from cracktrader.errors import UserInputError
 from cracktrader.exchanges.markets import market_rules
-from cracktrader.runs.backtest import prepare_backtest
+from cracktrader.runs.backtest import RunTooLargeError, prepare_backtest, resolve_range
 from cracktrader.runs.config import BacktestConfig, LiveConfig, RunDate
 from cracktrader.runs.strategy_errors import strategy_errors
 from cracktrader.settings import Settings, get_settings
@@ -164,6 +164,7 @@ def prepare_paper(
             slippage_bps=paper.slippage_bps,
             exchange_rules=paper.exchange_rules,
         )
+        _check_replay_size(backtest, tf, settings)
         prepared = prepare_backtest(backtest, settings=settings, strategy_cls=strategy_cls)
         data = prepared.data
         batches = market_batches(symbols, data.timestamp, (data.open, data.high, data.low, data.close, data.volume),
@@ -205,6 +206,25 @@ def prepare_paper(
         )
         feed = QuotedFeed(live, quotes, session.on_quote)
     return PaperPlan(session, feed, history, tf, quote, replay=False)
+
+
+def _check_replay_size(config: BacktestConfig, tf: Timeframe, settings: Settings) -> None:
+    """Refuse a replay over CRACKTRADER_MAX_REPLAY_BARS before it loads anything (it loads in this process)."""
+    start, end = resolve_range(config, tf, settings)
+    bars = tf.count(start, end)
+    total = bars * len(config.symbols)
+    if total > settings.max_replay_bars:
+        raise RunTooLargeError(
+            f"The replay is {bars:,} {tf} bars x {len(config.symbols)} symbols = {total:,} bars, more than this "
+            f"server's limit of {settings.max_replay_bars:,} for a replay (CRACKTRADER_MAX_REPLAY_BARS): shorten "
+            "the range, use a longer timeframe or fewer symbols, or run it as a backtest",
+            details={
+                "bars_per_symbol": bars,
+                "symbols": len(config.symbols),
+                "total_bars": total,
+                "max_total_bars": settings.max_replay_bars,
+            },
+        )
 
 
 def _quote(symbols: list[str]) -> str:
