@@ -4,6 +4,7 @@ stored lost, and no user reaching another's run by id."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import httpx
@@ -11,8 +12,10 @@ import pytest
 
 from auth_support import auth_client, bearer
 from cracktrader.clock import ManualClock
+from cracktrader.runs import sessions
+from cracktrader.runs.config import LiveConfig
 from cracktrader.settings import get_settings
-from web_support import SLOW_RUN, LiveServer, with_test_strategies
+from web_support import SLOW_RUN, LiveServer, app_client, with_test_strategies
 
 pytestmark = pytest.mark.anyio
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -131,3 +134,51 @@ async def test_a_replay_over_the_replay_bar_limit_is_refused_before_it_loads_any
             one = await c.post("/api/v1/runs", json={**body, "symbols": ["BTC/USDT"]})
             assert one.status_code == 201, one.text
             await c.post(f"/api/v1/runs/{one.json()['run_id']}/stop")
+
+
+async def test_a_session_start_stuck_on_its_exchange_does_not_hold_up_other_starts_nor_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A session on an unreachable exchange spends 15 s in its warm-up (ccxt's retries): every other user's start
+    # waited behind it. It still counts toward CRACKTRADER_MAX_LIVE_SESSIONS while it starts.
+    release = threading.Event()
+    real = sessions.prepare_paper
+
+    def slow_for_eth(config: LiveConfig, **kwargs: Any) -> Any:
+        if config.symbols == ["ETH/USDT"]:
+            assert release.wait(60), "the test never released the stuck start"
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(sessions, "prepare_paper", slow_for_eth)
+    settings = with_test_strategies(get_settings()).model_copy(update={"max_live_sessions": 2})
+    async with app_client(settings) as c:
+        c.app.state.sessions.clock = ManualClock(NOW + 10)  # type: ignore[attr-defined]
+        stuck = asyncio.create_task(c.post("/api/v1/runs", json={**SESSION, "symbols": ["ETH/USDT"]}))
+        while c.app.state.sessions._starting == 0:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.005)  # the stuck start has its place and is in its warm-up
+        other = await c.post("/api/v1/runs", json=SESSION)
+        assert other.status_code == 201, other.text
+        over = await c.post("/api/v1/runs", json=SESSION)
+        assert over.status_code == 409 and over.json()["error"]["code"] == "SESSION_LIMIT"
+        assert not stuck.done()
+        release.set()
+        late = await stuck
+        assert late.status_code == 201, late.text
+        for run_id in (other.json()["run_id"], late.json()["run_id"]):
+            assert (await c.post(f"/api/v1/runs/{run_id}/stop")).status_code == 200
+
+
+async def test_thirty_session_starts_at_once_admit_exactly_the_limit() -> None:
+    settings = with_test_strategies(get_settings()).model_copy(update={"max_live_sessions": 3})
+    with LiveServer(settings) as srv:
+        srv.app.state.sessions.clock = ManualClock(NOW + 10)
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=120) as c:
+            answers = await asyncio.gather(*[c.post("/api/v1/runs", json=SESSION) for _ in range(30)])
+            slot = await c.post("/api/v1/run/live", json=SESSION)
+            started = [r.json()["run_id"] for r in answers if r.status_code == 201]
+            codes = {r.json()["error"]["code"] for r in answers if r.status_code != 201}
+            assert len(started) == 3 and codes == {"SESSION_LIMIT"}
+            assert slot.status_code == 409 and slot.json()["error"]["code"] == "SESSION_LIMIT"
+            assert srv.app.state.sessions.active_count() == 3
+            for run_id in started:
+                assert (await c.post(f"/api/v1/runs/{run_id}/stop")).status_code == 200
