@@ -4,7 +4,9 @@ stored lost, and no user reaching another's run by id."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +17,8 @@ from cracktrader.clock import ManualClock
 from cracktrader.runs import sessions
 from cracktrader.runs.config import LiveConfig
 from cracktrader.settings import get_settings
+from cracktrader.strategies.builtin import SmaCross
+from cracktrader.strategies.pinning import pin
 from web_support import SLOW_RUN, LiveServer, app_client, with_test_strategies
 
 pytestmark = pytest.mark.anyio
@@ -182,3 +186,40 @@ async def test_thirty_session_starts_at_once_admit_exactly_the_limit() -> None:
             assert srv.app.state.sessions.active_count() == 3
             for run_id in started:
                 assert (await c.post(f"/api/v1/runs/{run_id}/stop")).status_code == 200
+
+
+def test_two_sessions_pinning_the_same_new_strategy_at_once_both_keep_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Concurrent starts of one strategy on a fresh data dir both found no kept copy, wrote the same `.part` file and
+    # renamed it: the second rename found nothing and the start was a 500. Both writers pass the barrier after
+    # writing, before either renames: the interleaving that failed, every time.
+    barrier = threading.Barrier(2, timeout=30)
+    real_write = Path.write_bytes
+
+    def write_then_wait(self: Path, data: bytes) -> int:
+        written = real_write(self, data)
+        barrier.wait()
+        return written
+
+    monkeypatch.setattr(Path, "write_bytes", write_then_wait)
+    settings = get_settings().model_copy(update={"data_dir": tmp_path})
+    digests: list[str | None] = []
+    errors: list[BaseException] = []
+
+    def pin_it() -> None:
+        try:
+            digests.append(pin(SmaCross, settings))
+        except BaseException as exc:  # what a start would have answered
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pin_it) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(digests) == 2 and digests[0] == digests[1]
+    kept = tmp_path / "pinned_strategies" / f"{digests[0]}.py"
+    assert kept.read_bytes() == Path(inspect.getfile(SmaCross)).read_bytes()
+    assert [p.name for p in kept.parent.iterdir()] == [kept.name]  # no partial file left behind
