@@ -54,10 +54,14 @@ class Settings(BaseSettings):
     # Admission limits of one run, checked before it starts: bars x symbols, and the memory that needs.
     max_run_bars: int = Field(20_000_000, ge=1)
     max_run_memory_mb: int = Field(4096, ge=1)
+    # Bars x symbols of a paper session's replay: it loads them into the server process itself, not a worker.
+    max_replay_bars: int = Field(1_000_000, ge=1)
     # Paper and live sessions a server runs at once; one more is refused (409 SESSION_LIMIT), never queued.
     max_live_sessions: int = Field(10, ge=1, le=10_000)
     # Backtests (and sweeps) run in this many worker processes at once; more wait in a queue, in order.
     max_concurrent_backtests: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    # Backtests that may wait for a worker; one more is refused (409 QUEUE_FULL): each waiting run holds memory.
+    max_queued_backtests: int = Field(100, ge=0, le=100_000)
     # How much lower than the server's the workers' OS priority is (os.nice), so the API stays responsive.
     backtest_niceness: int = Field(10, ge=0, le=19)
     # A paper session saves its results so far this often (seconds of its clock; 0: only when it ends).

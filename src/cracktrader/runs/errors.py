@@ -20,6 +20,13 @@ class RunNotResettableError(CracktraderError):
     status_code = 409
 
 
+class QueueFullError(CracktraderError):
+    """As many backtests run and wait as the server admits."""
+
+    code = "QUEUE_FULL"
+    status_code = 409
+
+
 class RunNotFoundError(CracktraderError):
     code = "NOT_FOUND"
     status_code = 404

@@ -16,7 +16,7 @@ from cracktrader.runs import events, worker
 from cracktrader.runs.backtest import validate_backtest
 from cracktrader.runs.config import BacktestConfig, LiveConfig, record_fields, redact
 from cracktrader.runs.document import iso_times, now_iso
-from cracktrader.runs.errors import NoActiveRunError, NotImplementedYetError, RunNotFoundError
+from cracktrader.runs.errors import NoActiveRunError, NotImplementedYetError, QueueFullError, RunNotFoundError
 from cracktrader.runs.lease import ServerLease
 from cracktrader.runs.pool import WorkerPool, shared_pool
 from cracktrader.runs.rerun import StoredRun
@@ -84,6 +84,7 @@ class RunRegistry:
         self.server_id = uuid.uuid4().hex
         self.lease = ServerLease(store, self.settings, self.server_id)
         self.backtests: dict[str, BacktestRun] = {}
+        self._admitting = 0  # backtests past the queue check, not yet in `backtests`
         self.sessions: SessionRegistry | None = None  # the server's paper sessions
         self.slots: dict[int | None, Slot] = {}
         self.outcomes: dict[str, int] = {"completed": 0, "failed": 0, "stopped": 0}
@@ -196,6 +197,34 @@ class RunRegistry:
         `on_accepted(run_id)` is called before its first event (a slot points at it, so its streams see that).
         """
         await asyncio.to_thread(validate_backtest, config, settings=self.settings)
+        self._admit_backtest()
+        self._admitting += 1
+        try:
+            return await self._accept_backtest(config, user_id=user_id, rerun_of=rerun_of, on_accepted=on_accepted)
+        finally:
+            self._admitting -= 1
+
+    def _admit_backtest(self) -> None:
+        """Refuse a backtest when as many run and wait as the settings admit (409 QUEUE_FULL)."""
+        running = self.settings.max_concurrent_backtests
+        queued = self.settings.max_queued_backtests
+        active = self._admitting + sum(1 for r in self.backtests.values() if r.state.active)
+        if active >= running + queued:
+            raise QueueFullError(
+                f"This server runs {running} backtests and has {queued} waiting (CRACKTRADER_MAX_CONCURRENT_BACKTESTS"
+                ", CRACKTRADER_MAX_QUEUED_BACKTESTS); try again when one has finished",
+                details={"max_concurrent_backtests": running, "max_queued_backtests": queued},
+            )
+
+    async def _accept_backtest(
+        self,
+        config: BacktestConfig,
+        *,
+        user_id: int | None,
+        rerun_of: StoredRun | None,
+        on_accepted: Callable[[str], None] | None,
+    ) -> BacktestRun:
+        """Record an admitted backtest and start its task (it waits its turn in the pool)."""
         run_id = uuid.uuid4().hex
         cfg = redact(config.model_dump())
         state = RunState(

@@ -37,6 +37,7 @@ INPUTS_KEY = "inputs"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,99}$")
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_EPOCH_MS = re.compile(r"-?[0-9]{1,20}")  # as runs/config.py's, which imports this module
 
 
 def _is_bool(v: Any) -> bool:
@@ -49,10 +50,14 @@ def _is_number(v: Any) -> bool:
 
 
 def _is_date(v: Any) -> bool:
+    """A date as a run accepts one (runs/config.py check_date): ISO 8601 or epoch milliseconds, spaces around."""
     if not isinstance(v, str) or len(v) > 40:
         return False
+    text = v.strip()
+    if _EPOCH_MS.fullmatch(text):
+        return True
     try:
-        datetime.fromisoformat(v.replace("Z", "+00:00"))
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return False
     return True

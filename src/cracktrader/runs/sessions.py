@@ -269,9 +269,11 @@ class SessionRegistry:
         self.clock: Clock = clock or SystemClock()
         self.runs: dict[str, LiveRun] = {}
         self._lock = asyncio.Lock()
+        self._starting = 0  # sessions past the limit check and still preparing (outside the lock)
 
     def active_count(self) -> int:
-        return sum(1 for r in self.runs.values() if r.active)
+        """Running sessions, and those still starting: both count toward the limit."""
+        return self._starting + sum(1 for r in self.runs.values() if r.active)
 
     async def start(self, config: LiveConfig, *, user_id: int | None = None) -> dict[str, Any]:
         """Validate, prepare and start a paper session; 409 SESSION_LIMIT when the server runs its maximum."""
@@ -283,41 +285,50 @@ class SessionRegistry:
                     "one first",
                     details={"max_live_sessions": limit},
                 )
+            self._starting += 1
+        try:
+            # Outside the lock: a warm-up from an unreachable exchange takes seconds, and other starts go on.
             plan = await asyncio.to_thread(prepare_paper, config, clock=self.clock, settings=self.settings)
-            run_id = uuid.uuid4().hex
-            strategy = type(plan.session.strategy)
-            # The session runs the class it loaded now: a copy of its source, kept under its hash, pins what it
-            # trades with, across edits of the file and restarts of the server.
-            digest = await asyncio.to_thread(pin, strategy, self.settings)
-            cfg = {
-                **redact(config.model_dump()),
-                "inputs": {
-                    "effective_params": plan.session.strategy.params.model_dump(mode="json"),
-                    "strategy": {"class": strategy.name, "source_sha256": digest},
-                    "cracktrader_version": __version__,
-                },
-            }
-            run = LiveRun(run_id, user_id, cfg, plan, self.clock)
-            if self.store is not None:
-                await self.store.create(
-                    run_id=run_id,
-                    mode=config.mode,
-                    status="running",
-                    config=cfg,
-                    **record_fields(config),
-                    user_id=user_id,
-                    server_id=self.server_id,
-                )
-                await self.store.update_status(run_id, status="running", started_at=datetime.now(UTC))
-                assert self.rows is not None
-                run.token = await self.rows.create(
-                    run_id, server_id=self.server_id, start_time=run.start_time, now=self.lease_now()
-                )
-                run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
-            run.orders = PaperOrders(plan.session.symbols, quote=plan.quote)
-            run.record = lambda: self._changed(run)
-            self.runs[run_id] = run
-            run.task = asyncio.create_task(self._drive(run), name=f"session-{run_id}")
+            return await self._launch(config, plan, user_id)
+        finally:
+            self._starting -= 1
+
+    async def _launch(self, config: LiveConfig, plan: PaperPlan, user_id: int | None) -> dict[str, Any]:
+        """Record a prepared session and start driving it."""
+        run_id = uuid.uuid4().hex
+        strategy = type(plan.session.strategy)
+        # The session runs the class it loaded now: a copy of its source, kept under its hash, pins what it
+        # trades with, across edits of the file and restarts of the server.
+        digest = await asyncio.to_thread(pin, strategy, self.settings)
+        cfg = {
+            **redact(config.model_dump()),
+            "inputs": {
+                "effective_params": plan.session.strategy.params.model_dump(mode="json"),
+                "strategy": {"class": strategy.name, "source_sha256": digest},
+                "cracktrader_version": __version__,
+            },
+        }
+        run = LiveRun(run_id, user_id, cfg, plan, self.clock)
+        if self.store is not None:
+            await self.store.create(
+                run_id=run_id,
+                mode=config.mode,
+                status="running",
+                config=cfg,
+                **record_fields(config),
+                user_id=user_id,
+                server_id=self.server_id,
+            )
+            await self.store.update_status(run_id, status="running", started_at=datetime.now(UTC))
+            assert self.rows is not None
+            run.token = await self.rows.create(
+                run_id, server_id=self.server_id, start_time=run.start_time, now=self.lease_now()
+            )
+            run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
+        run.orders = PaperOrders(plan.session.symbols, quote=plan.quote)
+        run.record = lambda: self._changed(run)
+        self.runs[run_id] = run
+        run.task = asyncio.create_task(self._drive(run), name=f"session-{run_id}")
         return {"run_id": run_id, "status": "running", "message": "Paper session started; watch /runs/{id}/status"}
 
     def get(self, run_id: str, *, owner: int | None = None) -> LiveRun:

@@ -26,7 +26,7 @@ from cracktrader.engine.strategy import Strategy
 from cracktrader.engine.window import window_length
 from cracktrader.errors import UserInputError
 from cracktrader.exchanges.markets import market_rules
-from cracktrader.runs.backtest import prepare_backtest
+from cracktrader.runs.backtest import RunTooLargeError, prepare_backtest, resolve_range
 from cracktrader.runs.config import BacktestConfig, LiveConfig, RunDate
 from cracktrader.runs.strategy_errors import strategy_errors
 from cracktrader.settings import Settings, get_settings
@@ -34,7 +34,7 @@ from cracktrader.strategies.registry import load_registry
 
 DEFAULT_BALANCE = 10_000.0
 # As a backtest's initial_cash: positive, finite, and small enough that cash arithmetic stays exact to the cent.
-Balance = Annotated[float, Field(gt=0, le=1e15, allow_inf_nan=False)]
+Balance = Annotated[float, Field(gt=0, le=1e15, strict=True, allow_inf_nan=False)]
 
 
 class ReplayConfig(BaseModel):
@@ -44,11 +44,17 @@ class ReplayConfig(BaseModel):
 
     start: RunDate = Field(..., description="First bar (ISO 8601)")
     end: RunDate = Field(..., description="End, exclusive (ISO 8601)")
-    speed: float = Field(1000.0, gt=0, le=1e9, allow_inf_nan=False, description="Bars' time divided by this")
+    speed: float = Field(
+        1000.0, gt=0, le=1e9, strict=True, allow_inf_nan=False, description="Bars' time divided by this"
+    )
 
 
 class PaperConfig(BaseModel):
-    """`exchange_config.paper`: how a paper session simulates the exchange."""
+    """`exchange_config.paper`: how a paper session simulates the exchange.
+
+    Strict types: a string is not a number or a boolean here, because the stored record (which a resumed session
+    is rebuilt from) keeps only values of the right type (runs/sanitize.py).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -60,13 +66,19 @@ class PaperConfig(BaseModel):
     fill_model: Literal["bar", "quote"] = Field(
         "bar", description="bar: the backtest's rules (next bar's open); quote: the exchange's best bid and ask"
     )
-    slippage_bps: float = Field(0.0, ge=0, le=10_000, allow_inf_nan=False)
+    slippage_bps: float = Field(0.0, ge=0, le=10_000, strict=True, allow_inf_nan=False)
     latency_ms: int = Field(
-        200, ge=0, le=60_000, description="quote fill model: an order sees the first quote at or after this long"
+        200,
+        ge=0,
+        le=60_000,
+        strict=True,
+        description="quote fill model: an order sees the first quote at or after this long",
     )
     replay: ReplayConfig | None = None
     exchange_rules: bool = Field(
-        True, description="The exchange's fees, amount and price precision, minimums; funds held by open orders"
+        True,
+        strict=True,
+        description="The exchange's fees, amount and price precision, minimums; funds held by open orders",
     )
 
 
@@ -152,6 +164,7 @@ def prepare_paper(
             slippage_bps=paper.slippage_bps,
             exchange_rules=paper.exchange_rules,
         )
+        _check_replay_size(backtest, tf, settings)
         prepared = prepare_backtest(backtest, settings=settings, strategy_cls=strategy_cls)
         data = prepared.data
         batches = market_batches(symbols, data.timestamp, (data.open, data.high, data.low, data.close, data.volume),
@@ -193,6 +206,25 @@ def prepare_paper(
         )
         feed = QuotedFeed(live, quotes, session.on_quote)
     return PaperPlan(session, feed, history, tf, quote, replay=False)
+
+
+def _check_replay_size(config: BacktestConfig, tf: Timeframe, settings: Settings) -> None:
+    """Refuse a replay over CRACKTRADER_MAX_REPLAY_BARS before it loads anything (it loads in this process)."""
+    start, end = resolve_range(config, tf, settings)
+    bars = tf.count(start, end)
+    total = bars * len(config.symbols)
+    if total > settings.max_replay_bars:
+        raise RunTooLargeError(
+            f"The replay is {bars:,} {tf} bars x {len(config.symbols)} symbols = {total:,} bars, more than this "
+            f"server's limit of {settings.max_replay_bars:,} for a replay (CRACKTRADER_MAX_REPLAY_BARS): shorten "
+            "the range, use a longer timeframe or fewer symbols, or run it as a backtest",
+            details={
+                "bars_per_symbol": bars,
+                "symbols": len(config.symbols),
+                "total_bars": total,
+                "max_total_bars": settings.max_replay_bars,
+            },
+        )
 
 
 def _quote(symbols: list[str]) -> str:

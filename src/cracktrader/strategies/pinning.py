@@ -10,6 +10,7 @@ import hashlib
 import inspect
 import logging
 import sys
+import uuid
 from pathlib import Path
 
 from cracktrader.engine.strategy import Strategy
@@ -53,7 +54,8 @@ def pin(cls: type[Strategy], settings: Settings) -> str | None:
     target = Path(settings.data_dir) / PINNED_DIR / f"{digest}.py"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".part")
+        # A partial file of its own: two sessions pinning the same new source at once must not rename each other's.
+        partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.part")
         partial.write_bytes(source)
         partial.replace(target)  # whole or absent: a crash mid-write leaves no half file under the hash
     return digest

@@ -255,7 +255,10 @@ async def download_equity(run_id: str, runs: RunsDep, store: RunStoreDep) -> Str
 async def delete_run(run_id: str, runs: RunsDep, store: RunStoreDep) -> Response:
     """Delete a finished run and its results; an active run cannot be deleted."""
     registry = runs.registry
-    known, _ = registry.owner_of(run_id)
+    known, user = registry.owner_of(run_id)
+    if known and runs.owner is not None and user != runs.owner:
+        # Another user's run: not found, without saying whether it is active.
+        raise RunNotFoundError(f"No run with id {run_id!r}", details={"run_id": run_id})
     if known and service.is_active(registry.find(run_id)):
         raise RunNotResettableError("Cannot delete the active run; stop it first", details={"run_id": run_id})
     # A stopped run may still be saving: let it finish, or the save would bring it back.
