@@ -21,12 +21,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from .account import Account, FakeOrder, FakeTrade, FeeAsset, VenueError
 from .binance import DEFAULT_LISTING_MS, DEFAULT_MARKETS, DEFAULT_NOW_MS, FakeMarket, Handler, _binance_error
 from .clock import VirtualClock
-from .venue import SETTLE_TIMEOUT_S, FakeVenue, interval_floor, interval_next
+from .venue import SETTLE_TIMEOUT_S, FakeVenue, interval_floor, interval_next, read_frames
 
 WS_API_PATH = "/ws-api/v3"  # ccxt.pro binance: urls['api']['ws']['ws-api']['spot'] after a rebase
 DEFAULT_KEYS: dict[str, str] = {"test-key": "test-secret"}
@@ -681,15 +681,7 @@ class TradingVenue(FakeVenue):
         if raw:
             await self._notify_user()
         try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    await self._on_ws_api(conn, msg.data)
-                elif msg.type == WSMsgType.PING:
-                    await ws.pong(msg.data)
-                elif msg.type == WSMsgType.PONG:
-                    future = conn.pongs.pop(bytes(msg.data), None)
-                    if future is not None and not future.done():
-                        future.set_result(None)
+            await read_frames(ws, conn.pongs, lambda data: self._on_ws_api(conn, data))
         finally:
             self._user_conns.discard(conn)
         return ws

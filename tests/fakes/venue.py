@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -103,6 +103,21 @@ class _Conn:
 class _Stall:
     since_ms: int
     rest: bool
+
+
+async def read_frames(
+    ws: web.WebSocketResponse, pongs: dict[bytes, asyncio.Future[None]], on_text: Callable[[str], Awaitable[None]]
+) -> None:
+    """Read a client's frames until it goes: text to `on_text`, pings answered, pongs settle their barrier."""
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            await on_text(msg.data)
+        elif msg.type == WSMsgType.PING:
+            await ws.pong(msg.data)
+        elif msg.type == WSMsgType.PONG:
+            future = pongs.pop(bytes(msg.data), None)
+            if future is not None and not future.done():
+                future.set_result(None)
 
 
 def _fmt(value: float) -> str:
@@ -581,15 +596,7 @@ class FakeVenue(FakeBinance):
         if "@" in tail:  # a raw stream URL such as /ws/btcusdt@kline_1m
             await self._subscribe(conn, tail.split("/"), None)
         try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    await self._on_text(conn, msg.data)
-                elif msg.type == WSMsgType.PING:
-                    await ws.pong(msg.data)
-                elif msg.type == WSMsgType.PONG:
-                    future = conn.pongs.pop(bytes(msg.data), None)
-                    if future is not None and not future.done():
-                        future.set_result(None)
+            await read_frames(ws, conn.pongs, lambda data: self._on_text(conn, data))
         finally:
             self._conns.discard(conn)
         return ws
