@@ -80,7 +80,7 @@ class PaperOrders:
         for o in open_orders:
             key = str(o.id)
             if key not in self.ledger and o.size is not None and o.size > 0:
-                spec = _Spec(o.id, o.symbol, o.side, o.type, o.size, _trigger(o.type, o.limit, o.stop), o.stop)
+                spec = _Spec(o.id, o.symbol, o.side, o.type, o.size, o.trigger, o.stop)
                 events += self._open(spec, int(timestamps[o.created]))
         return events
 
@@ -149,10 +149,6 @@ class PaperOrders:
         else:
             events.append(self.ledger.reject(key, at, reason))
         return events
-
-
-def _trigger(otype: int, limit: float, stop: float) -> float:
-    return stop if otype == TYPE_STOP else limit
 
 
 def _unbooked(row: Sequence[float], symbols: tuple[str, ...], at: int, reason: str) -> OrderEvent:

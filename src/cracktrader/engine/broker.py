@@ -111,6 +111,11 @@ class Order:
     fraction: float = 1.0  # share of cash an all-in (size=None) opening order uses
     children: list[int] = field(default_factory=list)
 
+    @property
+    def trigger(self) -> float:
+        """The price its record shows: the limit (limit, stop-limit), else the stop (NaN for market orders)."""
+        return self.limit if self.type in (TYPE_LIMIT, TYPE_STOP_LIMIT) else self.stop
+
 
 class EventSimulator:
     """Runs an event-driven strategy bar by bar over aligned market data."""
@@ -567,7 +572,7 @@ class EventSimulator:
                     )
                 )
             self._update(o, t, "filled" if status == STATUS_FILLED else _STATE_NAMES[status], reason)
-        trigger = o.limit if o.type in (TYPE_LIMIT, TYPE_STOP_LIMIT) else o.stop
+        trigger = o.trigger
         row = [
             float(o.id),
             float(o.created),
@@ -638,7 +643,7 @@ class EventSimulator:
         """All order rows, with still-working orders appended as open; sorted by order id."""
         rows = list(self.rows)
         for o in self.open_orders:
-            trigger = o.limit if o.type in (TYPE_LIMIT, TYPE_STOP_LIMIT) else o.stop
+            trigger = o.trigger
             rows.append(
                 [
                     float(o.id),

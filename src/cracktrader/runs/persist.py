@@ -35,8 +35,6 @@ from cracktrader.engine.records import (
     O_TYPE,
     STATUS_FILLED,
     STATUS_OPEN,
-    TYPE_LIMIT,
-    TYPE_STOP_LIMIT,
 )
 from cracktrader.engine.strategy import Strategy
 from cracktrader.errors import CracktraderError
@@ -190,7 +188,7 @@ class SessionRecorder:
         }
 
     def _open_row(self, o: Any, ts: np.ndarray) -> dict[str, Any]:
-        trigger = o.limit if o.type in (TYPE_LIMIT, TYPE_STOP_LIMIT) else o.stop
+        trigger = o.trigger
         return {
             "run_id": self.run_id,
             "order_id": o.id,
