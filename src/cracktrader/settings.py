@@ -64,8 +64,6 @@ class Settings(BaseSettings):
     max_queued_backtests: int = Field(100, ge=0, le=100_000)
     # How much lower than the server's the workers' OS priority is (os.nice), so the API stays responsive.
     backtest_niceness: int = Field(10, ge=0, le=19)
-    # A paper session saves its results so far this often (seconds of its clock; 0: only when it ends).
-    session_checkpoint_s: float = Field(10.0, ge=0, le=86_400)
     # Bars per symbol a synchronous `check` (CLI or POST /strategies/{name}/check) covers.
     max_check_bars: int = Field(200_000, ge=1)
     # Run history retention: 0 keeps everything. Live-trading records are never deleted.
