@@ -50,6 +50,17 @@ EXPECTED_TRANSITIONS = {
     (S.PARTIALLY_FILLED, S.FILLED),
     (S.PARTIALLY_FILLED, S.CANCELED),
     (S.PARTIALLY_FILLED, S.EXPIRED),
+    # live: an order sent without a known outcome, a cancel in flight, an unknown order never seen
+    (S.SUBMITTED, S.UNKNOWN),
+    (S.SUBMITTED, S.PENDING_CANCEL),
+    (S.OPEN, S.PENDING_CANCEL),
+    (S.PARTIALLY_FILLED, S.PENDING_CANCEL),
+    *((S.UNKNOWN, b) for b in (S.OPEN, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED)),
+    (S.UNKNOWN, S.REJECTED_UNCONFIRMED),
+    (S.UNKNOWN, S.PENDING_CANCEL),
+    *((S.PENDING_CANCEL, b) for b in (S.OPEN, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED)),
+    (S.PENDING_CANCEL, S.PENDING_CANCEL),
+    *((S.REJECTED_UNCONFIRMED, b) for b in (S.OPEN, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED)),
 }
 ALL_PAIRS = {(a, b) for a in S for b in S}
 
@@ -77,6 +88,9 @@ def ledger_with(status: OrderStatus) -> OrderLedger:
         S.CANCELED: ["cancel"],
         S.EXPIRED: ["submit", "expire"],
         S.REJECTED: ["reject"],
+        S.UNKNOWN: ["submit", "unknown"],
+        S.PENDING_CANCEL: ["submit", "ack", "pending_cancel"],
+        S.REJECTED_UNCONFIRMED: ["submit", "unknown", "rejected_unconfirmed"],
     }[status]
     for step in path:
         if step == "submit":
@@ -93,13 +107,20 @@ def ledger_with(status: OrderStatus) -> OrderLedger:
             book.expire("c1", T0 + 1)
         elif step == "reject":
             book.reject("c1", T0 + 1, "MAX_ORDER_NOTIONAL")
+        else:
+            book.transition("c1", OrderStatus(step), T0 + 3)
     assert book.get("c1").status is status
     return book
 
 
 def move(book: OrderLedger, target: OrderStatus) -> None:
     """Drive c1 to `target` the way the runtime would: fills for the filled states, transitions otherwise."""
-    if target is S.PARTIALLY_FILLED:
+    if book.get("c1").status is S.PENDING_CANCEL and target in (S.OPEN, S.PARTIALLY_FILLED):
+        if target is S.PARTIALLY_FILLED:  # a fill while the cancel is in flight keeps it pending_cancel
+            book.apply_fill(fill("t-move", 0.05, 101.0))
+            assert book.get("c1").status is S.PENDING_CANCEL
+        book.cancel_refused("c1", T0 + 50)
+    elif target is S.PARTIALLY_FILLED:
         book.apply_fill(fill("t-move", 0.05, 101.0))
     elif target is S.FILLED:
         book.apply_fill(fill("t-move", book.get("c1").remaining, 101.0))
@@ -149,7 +170,8 @@ def test_illegal_transition_message_lists_what_is_allowed() -> None:
     with pytest.raises(IllegalTransitionError) as err:
         book.transition("c1", S.SUBMITTED, T0 + 5)
     assert err.value.message == (
-        "order c1 cannot go from open to submitted: from open it may go to partially_filled, filled, canceled, expired"
+        "order c1 cannot go from open to submitted: "
+        "from open it may go to partially_filled, pending_cancel, filled, canceled, expired"
     )
     assert err.value.code == "ILLEGAL_ORDER_TRANSITION"
 

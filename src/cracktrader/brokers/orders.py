@@ -1,7 +1,9 @@
 """One order model for paper and live: the state machine, fills applied once, exact averages, `orders` events.
 
 An order is created `pending_new` (checked locally, not sent), becomes `submitted` when it goes to the venue,
-`open` once the venue confirms it rests, and ends `filled`, `canceled`, `expired` or `rejected`. Quantities are
+`open` once the venue confirms it rests, and ends `filled`, `canceled`, `expired` or `rejected`. Live orders add
+`unknown` (sent, outcome not known: looked up, never re-sent), `pending_cancel` (a cancel is on its way) and
+`rejected_unconfirmed` (an unknown order the venue never showed: watched, and brought back by any later evidence). Quantities are
 kept as exact fractions of the decimal numbers the venue sent (0.1 is 1/10, not the nearest binary float), so an
 average price is sum(qty * price) / sum(qty) without rounding and a fill can never push `filled` past `amount`.
 """
@@ -26,16 +28,19 @@ CHANNEL_KEYS = ("order_id", "status", "symbol", "side", "amount", "price", "time
 
 
 class OrderStatus(StrEnum):
-    """Where an order is in its life; the last four are final."""
+    """Where an order is in its life; filled, canceled, expired and rejected are final."""
 
     PENDING_NEW = "pending_new"
     SUBMITTED = "submitted"
+    UNKNOWN = "unknown"
     OPEN = "open"
     PARTIALLY_FILLED = "partially_filled"
+    PENDING_CANCEL = "pending_cancel"
     FILLED = "filled"
     CANCELED = "canceled"
     EXPIRED = "expired"
     REJECTED = "rejected"
+    REJECTED_UNCONFIRMED = "rejected_unconfirmed"
 
     @property
     def is_final(self) -> bool:
@@ -47,19 +52,27 @@ _S = OrderStatus
 FINAL_STATES = frozenset({_S.FILLED, _S.CANCELED, _S.EXPIRED, _S.REJECTED})
 # Allowed transitions. A market order can fill before the venue ever reports it `open`, so `submitted` may go
 # straight to a fill; only the venue rejects or expires, so `pending_new` is rejected locally (risk, rules) or
-# canceled before it was sent; another partial fill keeps `partially_filled`.
+# canceled before it was sent; another partial fill keeps `partially_filled`. An `unknown` order takes whatever the
+# venue shows; a cancel in flight may meet a fill (it ends `filled`) or a refusal (the order is still `open`); a
+# `rejected_unconfirmed` order is not final: later evidence of it brings it back.
+_EVIDENCE = frozenset({_S.OPEN, _S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELED, _S.EXPIRED})
 TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = {
     _S.PENDING_NEW: frozenset({_S.SUBMITTED, _S.REJECTED, _S.CANCELED}),
-    _S.SUBMITTED: frozenset({_S.OPEN, _S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELED, _S.EXPIRED, _S.REJECTED}),
-    _S.OPEN: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELED, _S.EXPIRED}),
-    _S.PARTIALLY_FILLED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELED, _S.EXPIRED}),
+    _S.SUBMITTED: _EVIDENCE | {_S.REJECTED, _S.UNKNOWN, _S.PENDING_CANCEL},
+    _S.UNKNOWN: _EVIDENCE | {_S.REJECTED, _S.REJECTED_UNCONFIRMED, _S.PENDING_CANCEL},
+    _S.OPEN: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELED, _S.EXPIRED, _S.PENDING_CANCEL}),
+    _S.PARTIALLY_FILLED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELED, _S.EXPIRED, _S.PENDING_CANCEL}),
+    _S.PENDING_CANCEL: _EVIDENCE | {_S.PENDING_CANCEL},
+    _S.REJECTED_UNCONFIRMED: _EVIDENCE,
     _S.FILLED: frozenset(),
     _S.CANCELED: frozenset(),
     _S.EXPIRED: frozenset(),
     _S.REJECTED: frozenset(),
 }
-# States in which the venue may still execute the order.
-WORKING_STATES = frozenset({_S.SUBMITTED, _S.OPEN, _S.PARTIALLY_FILLED})
+# States in which the venue may still execute the order (an unknown one counts at full size).
+WORKING_STATES = frozenset({_S.SUBMITTED, _S.UNKNOWN, _S.OPEN, _S.PARTIALLY_FILLED, _S.PENDING_CANCEL})
+# States a fill may arrive in: the working ones, and an unconfirmed order that turns out to exist.
+FILLABLE_STATES = WORKING_STATES | {_S.REJECTED_UNCONFIRMED}
 
 _SIDES: tuple[str, ...] = get_args(Side)
 _KINDS: tuple[str, ...] = get_args(OrderKind)
@@ -256,7 +269,7 @@ class ManagedOrder:
         qty = _positive(fill.qty, "fill qty")
         price = _positive(fill.price, "fill price")
         fee = exact(fill.fee, "fee")
-        if self.status not in WORKING_STATES:
+        if self.status not in FILLABLE_STATES:
             raise IllegalTransitionError(self.client_order_id, self.status, OrderStatus.PARTIALLY_FILLED)
         amount = exact(self.amount, "amount")
         total = self.filled_qty + qty
@@ -273,6 +286,8 @@ class ManagedOrder:
                 },
             )
         target = OrderStatus.FILLED if total == amount else OrderStatus.PARTIALLY_FILLED
+        if target is OrderStatus.PARTIALLY_FILLED and self.status is OrderStatus.PENDING_CANCEL:
+            target = OrderStatus.PENDING_CANCEL  # the cancel is still on its way
         self._move(target, fill.timestamp)
         self.filled_qty = total
         self.filled_cost += qty * price
@@ -385,8 +400,17 @@ class OrderLedger:
         return None if cid is None else self._orders[cid]
 
     def open_orders(self, symbol: str | None = None) -> list[ManagedOrder]:
-        """Orders not yet final (pending_new included: they hold a slot), optionally of one symbol."""
-        return [o for o in self._orders.values() if not o.status.is_final and (symbol is None or o.symbol == symbol)]
+        """Orders not yet final (pending_new and unknown included: they hold a slot), optionally of one symbol.
+
+        A `rejected_unconfirmed` order is only watched: it holds no slot.
+        """
+        return [
+            o
+            for o in self._orders.values()
+            if not o.status.is_final
+            and o.status is not OrderStatus.REJECTED_UNCONFIRMED
+            and (symbol is None or o.symbol == symbol)
+        ]
 
     def add(self, order: ManagedOrder) -> OrderEvent:
         """Register a new order (normally `pending_new`)."""
@@ -410,7 +434,7 @@ class OrderLedger:
         A later state (a fill or a cancel that overtook the acknowledgement) is kept; only the id is recorded.
         """
         order = self.get(client_order_id)
-        if order.status in (OrderStatus.PENDING_NEW, OrderStatus.SUBMITTED):
+        if order.status in (OrderStatus.SUBMITTED, OrderStatus.UNKNOWN, OrderStatus.REJECTED_UNCONFIRMED):
             order._move(OrderStatus.OPEN, timestamp)
         order.exchange_order_id = exchange_order_id
         order.updated_at = timestamp
@@ -430,6 +454,12 @@ class OrderLedger:
         order._move(status, timestamp)
         if reason is not None:
             order.reason = reason
+        return OrderEvent.of(order)
+
+    def cancel_refused(self, client_order_id: str, timestamp: int) -> OrderEvent:
+        """The venue still holds an order whose cancel was sent: back to `open` or `partially_filled`."""
+        order = self.get(client_order_id)
+        order._move(OrderStatus.PARTIALLY_FILLED if order.filled_qty else OrderStatus.OPEN, timestamp)
         return OrderEvent.of(order)
 
     def cancel(self, client_order_id: str, timestamp: int, reason: str = "canceled") -> OrderEvent:
