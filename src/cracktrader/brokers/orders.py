@@ -3,15 +3,16 @@
 An order is created `pending_new` (checked locally, not sent), becomes `submitted` when it goes to the venue,
 `open` once the venue confirms it rests, and ends `filled`, `canceled`, `expired` or `rejected`. Live orders add
 `unknown` (sent, outcome not known: looked up, never re-sent), `pending_cancel` (a cancel is on its way) and
-`rejected_unconfirmed` (an unknown order the venue never showed: watched, and brought back by any later evidence). Quantities are
-kept as exact fractions of the decimal numbers the venue sent (0.1 is 1/10, not the nearest binary float), so an
-average price is sum(qty * price) / sum(qty) without rounding and a fill can never push `filled` past `amount`.
+`rejected_unconfirmed` (an unknown order the venue never showed: watched, and brought back by any later evidence).
+Quantities are kept as exact fractions of the decimal numbers the venue sent (0.1 is 1/10, not the nearest binary
+float), so an average price is sum(qty * price) / sum(qty) without rounding and a fill can never push `filled` past
+`amount`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -423,6 +424,22 @@ class OrderLedger:
         if order.exchange_order_id is not None:
             self._index(order)
         return OrderEvent.of(order)
+
+    def load(self, order: ManagedOrder, fill_keys: Iterable[tuple[str, str, str]]) -> None:
+        """Put back a stored order as it was (a restart), with the keys of the fills already counted in it."""
+        if order.client_order_id in self._orders:
+            raise DuplicateOrderError(
+                f"an order with client_order_id {order.client_order_id!r} already exists",
+                details={"order_id": order.client_order_id},
+            )
+        self._orders[order.client_order_id] = order
+        if order.exchange_order_id is not None:
+            self._index(order)
+        self._seen.update(fill_keys)
+
+    def load_fill(self, fill: TradeFill) -> None:
+        """Remember a stored fill as applied (its order was loaded with it counted), so a re-delivery is a duplicate."""
+        self._seen.add(fill.key)
 
     def submit(self, client_order_id: str, timestamp: int) -> OrderEvent:
         """The order was sent to the venue."""

@@ -355,6 +355,32 @@ class EventSimulator:
         self._record(order, t, STATUS_REJECTED, 0.0, math.nan, 0.0, math.nan, math.nan, reason)
         return order.id
 
+    def take_id(self) -> int:
+        """A fresh order id (a live session numbers its venue orders from the same sequence as its refusals)."""
+        order_id = self._next_id
+        self._next_id += 1
+        return order_id
+
+    def reserve_ids(self, above: int) -> None:
+        """Never hand out an id at or below `above` again (ids already used by a restored session's orders)."""
+        self._next_id = max(self._next_id, above + 1)
+
+    def book_venue_fill(
+        self, t: int, order_id: int, symbol: int, side: int, qty: float, price: float, fee: float, otype: int,
+        reason: int,
+    ) -> None:  # fmt: skip
+        """Book a fill the venue executed (live trading) in bar t, through the one fill accounting.
+
+        `fee` is the fee in the quote currency the venue charged for it; the fill is recorded as a filled order
+        row, as a simulated one is, and reaches `on_fill` the same way.
+        """
+        rate = fee / (qty * price) if qty > 0 and price > 0 else 0.0
+        order = Order(order_id, symbol, side, qty, otype, math.nan, math.nan, t, t, reason=reason)
+        self.cash, qty, fee, pnl, ret, _ = apply_fill(self.book, symbol, self.cash, side, qty, price, rate)
+        self.pos[symbol] = float(self.book[symbol, 0])
+        self._position_log.append((t, list(self.pos)))
+        self._record(order, t, STATUS_FILLED, qty, price, fee, pnl, ret, reason)
+
     def close_now(self, t: int, symbol: int, price: float) -> None:
         """Close a position at `price` at once, at the taker rate (a session flattened when it stops)."""
         p = self.pos[symbol]
