@@ -63,6 +63,7 @@ def check(g: RiskGate, order: Order, last: float | None = 100_000.0, **kw: Any) 
 def test_defaults_are_ten_orders_per_second_a_five_percent_band_and_fifty_open_orders() -> None:
     limits = parse_risk_limits(None)
     assert limits.model_dump() == {
+        "capital": None,
         "max_order_notional": None,
         "max_position_notional": None,
         "max_open_orders": 50,

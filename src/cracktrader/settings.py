@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     max_replay_bars: int = Field(1_000_000, ge=1)
     # Paper and live sessions a server runs at once; one more is refused (409 SESSION_LIMIT), never queued.
     max_live_sessions: int = Field(10, ge=1, le=10_000)
+    # A live session does not start when the exchange's clock is further than this from ours (median of samples).
+    max_clock_skew_ms: int = Field(1_000, ge=1, le=600_000)
     # Backtests (and sweeps) run in this many worker processes at once; more wait in a queue, in order.
     max_concurrent_backtests: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     # Backtests that may wait for a worker; one more is refused (409 QUEUE_FULL): each waiting run holds memory.

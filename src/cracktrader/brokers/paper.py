@@ -129,12 +129,14 @@ class PaperSession:
         self.last_timestamp = timestamp
         return t, tradable
 
+    def _context(self) -> WindowContext:
+        """The context the strategy decides in this bar."""
+        if self.risk is None:
+            return WindowContext(self.ctx, self.strategy, self.window)
+        return _GatedContext(self.ctx, self.strategy, self.window, self)
+
     def _decide(self, tradable: np.ndarray) -> None:
-        wctx: WindowContext = (
-            WindowContext(self.ctx, self.strategy, self.window)
-            if self.risk is None
-            else _GatedContext(self.ctx, self.strategy, self.window, self)
-        )
+        wctx = self._context()
         if not self._vectorized:
             self.strategy.on_bar(wctx)
             return
@@ -142,6 +144,13 @@ class PaperSession:
         for j, symbol in enumerate(self.symbols):
             if tradable[j]:  # no decision on a bar without the symbol's candle, as in the kernel
                 act_on_signals(wctx, symbol, live_decision(self.strategy, wctx.bars(symbol)), allow_short=allow_short)
+
+    def runtime_state(self) -> dict[str, Any] | None:
+        """What a runtime built on this session keeps beside the simulator's state (live: fills booked)."""
+        return None
+
+    def restore_runtime_state(self, state: dict[str, Any] | None) -> None:
+        """Put back what `runtime_state` returned."""
 
     def result(self) -> BacktestResult:
         """Everything so far in a backtest's shape: orders, equity, positions, metrics."""
@@ -187,22 +196,24 @@ class _GatedContext(WindowContext):
         ctx = self._ctx
         name = self.symbols[ctx._j(symbol)]
         price = ctx.price(name)
-        position = ctx.position(name)
+        position = self.position(name)
         if size is not None:
             amount = size
         elif (position > 0) == (side == SELL) and position != 0:
             amount = abs(position)  # closes the whole position
         else:
-            amount = ctx.cash * fraction / price if price > 0 else 0.0
+            amount = self.cash * fraction / price if price > 0 else 0.0
         kind: OrderKind = "stop_limit" if limit is not None and stop is not None else (
             "limit" if limit is not None else ("stop" if stop is not None else "market"))  # fmt: skip
-        open_buy = sum(o.size or 0.0 for o in ctx.open_orders(name) if o.side == "buy")
-        open_sell = sum(o.size or 0.0 for o in ctx.open_orders(name) if o.side == "sell")
+        # The runtime's own views (the simulator's in paper, the venue orders' in live; unknown ones at full size).
+        working = self.open_orders(name)
+        open_buy = sum(o.size or 0.0 for o in working if o.side == "buy")
+        open_sell = sum(o.size or 0.0 for o in working if o.side == "sell")
         denial = gate.check(
             _Proposed(name, "buy" if side == BUY else "sell", kind, amount, limit, stop),
             last_price=price,
             exposure=Exposure(position, open_buy, open_sell),
-            open_orders=len(ctx.open_orders()),
+            open_orders=len(self.open_orders()),
         )
         if denial is None:
             return False
@@ -273,6 +284,7 @@ def export_state(session: PaperSession) -> dict[str, Any]:
         "last_timestamp": session.last_timestamp,
         "warmup_bars": session.warmup_bars,
         "risk": None if session.risk is None else session.risk.state(),
+        "runtime": session.runtime_state(),
     }
 
 
@@ -330,3 +342,4 @@ def restore_session(session: PaperSession, snapshot: SessionSnapshot) -> None:
     session.warmup_bars = int(state["warmup_bars"])
     if session.risk is not None and state.get("risk") is not None:
         session.risk.restore(state["risk"])
+    session.restore_runtime_state(state.get("runtime"))

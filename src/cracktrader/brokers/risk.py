@@ -61,6 +61,12 @@ class RiskLimits(BaseModel):
         le=1,
         description="The same as a fraction of the day's starting equity (0.05: halt after losing 5 %).",
     )
+    capital: float | None = Field(
+        None,
+        gt=0,
+        le=1e15,
+        description="Live: the quote currency this session may trade with (required); never the whole account.",
+    )
 
 
 class InvalidRiskLimitsError(UserInputError):

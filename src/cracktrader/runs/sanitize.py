@@ -100,6 +100,7 @@ EXCHANGE_CONFIG_ALLOWLIST: Mapping[str, Rule] = {
     },
     "risk": {
         # brokers/risk.py's RiskLimits
+        "capital": _is_number,
         "max_order_notional": _is_number,
         "max_position_notional": _is_number,
         "max_open_orders": _is_number,

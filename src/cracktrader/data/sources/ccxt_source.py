@@ -31,7 +31,7 @@ OFFLINE_HINT = (
     "To work offline, import candles from a CSV file with `cracktrader data import`, "
     "or use `--exchange synthetic` for generated candles."
 )
-OVERRIDE_KEYS: tuple[str, ...] = ("base_url", "options", "config")
+OVERRIDE_KEYS: tuple[str, ...] = ("base_url", "sandbox_base_url", "sandbox", "options", "config")
 # When base_url points an exchange at a local server, keep load_markets on the spot API so that it
 # does not wander to futures/margin/wallet endpoints the server may not implement (and for Binance,
 # those live on other hosts).
@@ -141,8 +141,7 @@ def make_exchange(exchange_id: str, settings: Settings | None = None) -> ccxt.Ex
         raise _unknown_exchange(exchange_id)
     config, base_url = _client_config(exchange_id, settings or get_settings())
     exchange: ccxt.Exchange = getattr(ccxt_module, exchange_id)(config)
-    if base_url:
-        point_exchange_at(exchange, base_url)
+    _route(exchange, exchange_id, settings or get_settings(), base_url)
     return exchange
 
 
@@ -159,9 +158,35 @@ def make_async_exchange(exchange_id: str, settings: Settings | None = None) -> A
     module: ModuleType = ccxt.pro if exchange_id in ccxt.pro.exchanges else ccxt.async_support
     config, base_url = _client_config(exchange_id, settings or get_settings())
     exchange = getattr(module, exchange_id)(config)
+    _route(exchange, exchange_id, settings or get_settings(), base_url)
+    return exchange
+
+
+def _route(exchange: Any, exchange_id: str, settings: Settings, base_url: str | None) -> None:
+    """Point a client at its server: the configured base URL, and with `sandbox` the exchange's test network.
+
+    `sandbox_base_url` stands in for the test network's URLs (a local fake of it); `set_sandbox_mode` then swaps
+    them in, so a sandbox client reaches only that server.
+    """
+    overrides = settings.exchange_options.get(exchange_id) or {}
+    sandbox_url = overrides.get("sandbox_base_url")
+    test_urls = None
+    if sandbox_url:
+        point_exchange_at(exchange, str(sandbox_url))
+        test_urls = exchange.urls.get("test")
     if base_url:
         point_exchange_at(exchange, base_url)
-    return exchange
+    if test_urls is not None:
+        exchange.urls = {**exchange.urls, "test": test_urls}
+    if overrides.get("sandbox") is True:
+        exchange.set_sandbox_mode(True)
+
+
+def sandbox_settings(settings: Settings, exchange_id: str) -> Settings:
+    """`settings` whose clients of `exchange_id` use the exchange's sandbox (its test network)."""
+    entry = dict(settings.exchange_options.get(exchange_id) or {})
+    entry["sandbox"] = True
+    return settings.model_copy(update={"exchange_options": {**settings.exchange_options, exchange_id: entry}})
 
 
 def _client_config(exchange_id: str, settings: Settings) -> tuple[dict[str, Any], str | None]:
