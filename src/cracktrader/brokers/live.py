@@ -170,6 +170,7 @@ class LiveOrders:
         self.sent = 0  # create requests that left the process
         self._sequence = next_sequence
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._last_fill: dict[str, int] = {}
         self._cancelling: set[str] = set()  # cancels on their way: an `open` snapshot meanwhile is not a refusal
 
     # --- ids ----------------------------------------------------------------------------------------------------
@@ -272,9 +273,50 @@ class LiveOrders:
             await self._mark_unknown(order, result.code or "UNKNOWN_OUTCOME")
 
     async def _mark_unknown(self, order: ManagedOrder, reason: str) -> None:
+        await self.mark_unknown(order, reason)
+
+    async def mark_unknown(self, order: ManagedOrder, reason: str) -> None:
+        """The order may have gone out, but nobody knows: `unknown` (a stored `pending_new` after a restart too)."""
+        now = self.clock.now_ms()
+        if order.status is OrderStatus.PENDING_NEW:
+            self._emit(self.ledger.submit(order.client_order_id, now))
         if order.status is OrderStatus.SUBMITTED:
-            self._emit(self.ledger.transition(order.client_order_id, OrderStatus.UNKNOWN, self.clock.now_ms(), reason))
+            self._emit(self.ledger.transition(order.client_order_id, OrderStatus.UNKNOWN, now, reason))
         await self._save(order)
+
+    async def adopt(self, snap: Mapping[str, Any]) -> ManagedOrder:
+        """Take in an order with the session's tag that the venue holds and the session's rows do not."""
+        order = ManagedOrder(
+            str(snap["clientOrderId"]),
+            self.exchange,
+            str(snap["symbol"]),
+            snap["side"],
+            "limit" if snap.get("type") == "limit" else "market",
+            float(snap["amount"]),
+            int(snap.get("timestamp") or self.clock.now_ms()),
+            price=float(snap["price"]) if snap.get("type") == "limit" and snap.get("price") else None,
+        )
+        self.ledger.add(order)
+        self.intents[order.client_order_id] = OrderIntent(order.symbol, order.side, order.type, order.amount,
+                                                          order.price, intent="adopted")  # fmt: skip
+        self._sequence = max(self._sequence, _sequence_of(order.client_order_id) + 1)
+        await self.store.insert_pending(self.run_id, self._token(), order, intent="adopted")
+        self.ledger.submit(order.client_order_id, self.clock.now_ms())
+        await self.apply_snapshot(order, snap)
+        await self._save(order)
+        return order
+
+    def owner_of(self, snap: Mapping[str, Any]) -> ManagedOrder | None:
+        """The session's order a venue order event is about (by client id, else by the venue's id)."""
+        cid = snap.get("clientOrderId")
+        if isinstance(cid, str) and cid in self.ledger:
+            return self.ledger.get(cid)
+        xid = snap.get("id")
+        return None if xid is None else self.ledger.find(self.exchange, str(xid))
+
+    def last_fill_ms(self, symbol: str) -> int | None:
+        """Time of the newest fill of `symbol` the session holds."""
+        return self._last_fill.get(symbol)
 
     async def resolve_unknown(self, client_order_id: str) -> ManagedOrder:
         """Look an unknown order up with backoff; found, it takes the venue's state; absent, `rejected_unconfirmed`."""
@@ -385,6 +427,7 @@ class LiveOrders:
         intent = self.intents.get(order.client_order_id)
         self.portfolio.book(order, fill, intent)
         self.last_prices.setdefault(fill.symbol, float(exact(fill.price, "price")))
+        self._last_fill[fill.symbol] = max(self._last_fill.get(fill.symbol, 0), fill.timestamp)
         bracket = None if intent is None else Bracket.of(order, intent)
         if bracket is not None:
             self.brackets[order.client_order_id] = bracket
@@ -487,6 +530,7 @@ class LiveOrders:
         for fill in fills:
             self.ledger.load_fill(fill)
             self.last_prices[fill.symbol] = float(exact(fill.price, "price"))
+            self._last_fill[fill.symbol] = max(self._last_fill.get(fill.symbol, 0), fill.timestamp)
 
     # --- plumbing -----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,559 @@
+"""Live trading on an exchange's sandbox: the request, the checks before trading, reconciliation, the venue loops.
+
+`prepare_live` validates a `mode: "live"` request and builds the session and its (public) candle feed;
+`LiveRuntime.open` signs in, checks markets, credentials and the clock, reconciles with the venue, and then
+follows the session's orders over the user-data socket (REST while it is down) and every 30 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cracktrader.brokers.live import LiveOrders, LiveStoreLike, OrderIntent
+from cracktrader.brokers.live_session import LiveSession
+from cracktrader.brokers.orders import ManagedOrder, OrderEvent, OrderStatus
+from cracktrader.brokers.risk import RiskGate, parse_risk_limits
+from cracktrader.clock import Clock
+from cracktrader.data.feeds.ccxt_feed import CcxtFeed
+from cracktrader.data.sources.ccxt_source import make_async_exchange, sandbox_settings
+from cracktrader.data.timeframes import parse_timeframe
+from cracktrader.engine.broker import SimSettings
+from cracktrader.engine.rules import MarketRules, amount_to_precision
+from cracktrader.engine.strategy import Strategy
+from cracktrader.engine.window import window_length
+from cracktrader.errors import CracktraderError, UserInputError
+from cracktrader.exchanges.client_ids import is_own, session_tag
+from cracktrader.exchanges.markets import rules_from_market
+from cracktrader.exchanges.order_calls import OrderCalls, RateGate
+from cracktrader.runs.config import LiveConfig
+from cracktrader.runs.sanitize import exchange_client_config
+from cracktrader.runs.strategy_errors import strategy_errors
+from cracktrader.runs.trade import PaperPlan, _quote
+from cracktrader.settings import Settings, get_settings
+from cracktrader.strategies.registry import load_registry
+
+log = logging.getLogger(__name__)
+
+# While running: orders not updated for this long are looked up, every RECONCILE_EVERY_MS.
+RECONCILE_EVERY_MS = 30_000
+STALE_ORDER_MS = 10_000
+# The clock offset is measured again this often and given to ccxt.
+CLOCK_EVERY_MS = 10 * 60_000
+# While the user-data socket is down, orders are followed over REST this often.
+REST_POLL_MS = 2_000
+# Between attempts to reopen the user-data socket.
+SOCKET_RETRY_MS = 1_000
+
+
+class LiveRequestError(UserInputError):
+    """A `mode: "live"` request that cannot run (no sandbox, no keys, no capital)."""
+
+    code = "INVALID_LIVE_REQUEST"
+    status_code = 422
+
+
+class LiveCheckError(CracktraderError):
+    """A check before trading failed; `check` is its code (AUTH_FAILED, CLOCK_SKEW, INVALID_SYMBOL, ...)."""
+
+    status_code = 422
+
+    def __init__(self, check: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details={"check": check, **(details or {})})
+        self.check = check
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.check, "message": self.message, "details": self.details}
+
+
+@dataclass(slots=True)
+class LivePlan(PaperPlan):
+    """A live session ready to open: the paper plan's parts, the capital and the keys (held in memory only)."""
+
+    capital: float = 0.0
+    credentials: dict[str, str] = field(default_factory=dict, repr=False)
+    settings: Settings | None = None
+
+
+def prepare_live(
+    config: LiveConfig, *, clock: Clock, settings: Settings | None = None, strategy_cls: type[Strategy] | None = None
+) -> LivePlan:
+    """Validate a live request and build its session and candle feed; nothing is signed yet.
+
+    Blocking (the warm-up window is read over REST): the server calls it in a thread.
+    """
+    base = settings or get_settings()
+    ec = config.exchange_config
+    if ec.get("sandbox") is not True:
+        raise LiveRequestError(
+            "Live trading needs exchange_config.sandbox: true for now (real money comes in a later release); "
+            "inline keys are accepted only with the exchange's sandbox",
+            details={"field": "exchange_config.sandbox", "accepted": [True]},
+        )
+    exchange = config.exchange.strip().lower()
+    limits = parse_risk_limits(ec)
+    if limits.capital is None:
+        raise LiveRequestError(
+            "Live trading needs exchange_config.risk.capital: the quote currency this session may trade with "
+            "(a session never trades the whole account)",
+            details={"field": "exchange_config.risk.capital"},
+        )
+    run_settings = sandbox_settings(base, exchange)
+    tf = parse_timeframe(config.timeframe)
+    quote = _quote(config.symbols)
+    symbols = tuple(config.symbols)
+    feed = CcxtFeed(exchange, symbols, tf, clock, settings=run_settings)  # public: the feed signs nothing
+    credentials = _credentials(exchange, ec)
+    cls = strategy_cls or load_registry(base).get(config.strategy_class or config.strategy_name)
+    with strategy_errors(cls):
+        strategy = cls(config.strategy_params)
+    sim = SimSettings(initial_cash=float(limits.capital), maker_fee=base.default_fee_rate,
+                      taker_fee=base.default_fee_rate)  # fmt: skip
+    session = LiveSession(
+        strategy, symbols, sim, tf.periods_per_year, risk=RiskGate(limits, clock.now_ms), timeframe_ms=tf.ms
+    )
+    history = feed.history(window_length(strategy))
+    return LivePlan(session, feed, history, tf, quote, replay=False, capital=float(limits.capital),
+                    credentials=credentials, settings=run_settings)  # fmt: skip
+
+
+def _credentials(exchange: str, exchange_config: dict[str, Any]) -> dict[str, str]:
+    import ccxt
+
+    names = [k for k, needed in (getattr(ccxt, exchange)().requiredCredentials or {}).items() if needed]
+    creds = {k: v for k, v in exchange_client_config(exchange_config, names).items() if k in names}
+    missing = [n for n in names if not creds.get(n)]
+    if missing:
+        raise LiveRequestError(
+            f"Live trading on {exchange} needs {', '.join(missing)} in exchange_config (used for this session only, "
+            "never stored)",
+            details={"missing": missing},
+        )
+    return {k: str(v) for k, v in creds.items()}
+
+
+@dataclass(slots=True)
+class ReconcileReport:
+    """What a reconciliation found, by kind (shown in `/status/detailed`)."""
+
+    looked_up: int = 0
+    updated: int = 0
+    missed_fills: int = 0
+    adopted: int = 0
+    external_orders: int = 0
+    unconfirmed: int = 0
+    at: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON."""
+        return {
+            "looked_up": self.looked_up,
+            "updated": self.updated,
+            "missed_fills": self.missed_fills,
+            "adopted": self.adopted,
+            "external_orders": self.external_orders,
+            "unconfirmed": self.unconfirmed,
+            "at": self.at,
+        }
+
+
+class LiveRuntime:
+    """A live session's link to the venue: the checks, reconciliation, the user-data loops and the order pump."""
+
+    def __init__(
+        self,
+        plan: LivePlan,
+        *,
+        run_id: str,
+        token: Callable[[], int],
+        store: LiveStoreLike,
+        clock: Clock,
+        on_event: Callable[[OrderEvent], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.session: LiveSession = plan.session  # type: ignore[assignment]
+        self.run_id = run_id
+        self.clock = clock
+        self.store = store
+        self._token = token
+        self._on_event = on_event
+        self._on_error = on_error
+        self.client: Any = None
+        self.calls: OrderCalls | None = None
+        self.orders: LiveOrders | None = None
+        self.report = ReconcileReport()
+        self.reconciliations = 0
+        self.socket_up = False
+        self.balances: dict[str, float] = {}
+        self.baseline: dict[str, float] = {}
+        self.drift: dict[str, float] = {}
+        self.clock_offset_ms: int | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    # --- opening ------------------------------------------------------------------------------------------------
+
+    async def open(self, stored: tuple[list[tuple[ManagedOrder, OrderIntent, int | None]], list[Any]] | None) -> None:
+        """Sign in, check, restore the stored orders, reconcile; raises LiveCheckError with the failing check."""
+        import ccxt
+
+        plan = self.plan
+        exchange = plan_exchange(plan)
+        assert plan.settings is not None
+        self.client = make_async_exchange(exchange, plan.settings)
+        for k, v in plan.credentials.items():
+            setattr(self.client, k, v)
+        gate = RateGate(self.clock)
+        self.calls = OrderCalls(self.client, exchange, clock=self.clock, gate=gate)
+        try:
+            markets = await self.client.load_markets()
+        except ccxt.BaseError as exc:
+            raise LiveCheckError("EXCHANGE_UNAVAILABLE", f"Could not load {exchange}'s markets: {exc}") from exc
+        rules = {s: self._market_rules(markets, s) for s in self.session.symbols}
+        try:
+            balance = await self.client.fetch_balance()
+        except ccxt.AuthenticationError as exc:
+            raise LiveCheckError("AUTH_FAILED", f"The exchange refused the credentials: {_short(exc)}") from exc
+        except ccxt.PermissionDenied as exc:
+            raise LiveCheckError("AUTH_FAILED", f"The credentials may not trade: {_short(exc)}") from exc
+        except ccxt.InvalidNonce as exc:
+            raise LiveCheckError("CLOCK_SKEW", f"The exchange refused our timestamps: {_short(exc)}") from exc
+        except ccxt.BaseError as exc:
+            raise LiveCheckError("EXCHANGE_UNAVAILABLE", f"Could not read the balance: {_short(exc)}") from exc
+        await self._check_clock()
+        self.orders = LiveOrders(
+            run_id=self.run_id,
+            token=self._token,
+            exchange=exchange,
+            tag=session_tag(self.run_id),
+            calls=self.calls,
+            store=self.store,
+            clock=self.clock,
+            portfolio=self.session,
+            rules=rules,
+            on_event=self._event,
+        )
+        self.session.orders = self.orders
+        self.session.sim.reserve_ids(0)
+        if stored is not None:
+            self.orders.restore(*stored)
+            self.session.sim.reserve_ids(self.orders.last_sequence)
+        try:
+            await self.reconcile(start=True)
+        except ccxt.BaseError as exc:
+            raise LiveCheckError("RECONCILIATION_FAILED", f"Reconciliation with {exchange} failed: {exc}") from exc
+        self._balances(balance)
+        self.baseline = self._expected_base_baseline()
+
+    def _market_rules(self, markets: dict[str, Any], symbol: str) -> MarketRules:
+        market = markets.get(symbol)
+        if market is None:
+            raise LiveCheckError(
+                "INVALID_SYMBOL", f"{symbol} is not a market on {plan_exchange(self.plan)}", details={"symbol": symbol}
+            )
+        if not market.get("spot") or market.get("type") not in (None, "spot"):
+            raise LiveCheckError(
+                "UNSUPPORTED_MARKET",
+                f"{symbol} is a {market.get('type')} market; live trading supports spot markets only",
+                details={"symbol": symbol, "type": market.get("type")},
+            )
+        if market.get("active") is False:
+            raise LiveCheckError("INVALID_SYMBOL", f"{symbol} is not trading now", details={"symbol": symbol})
+        return rules_from_market(market, int(self.client.precisionMode), default_fee=0.001)
+
+    async def _check_clock(self) -> None:
+        assert self.calls is not None
+        offset = await self.calls.measure_clock_offset()
+        self.clock_offset_ms = offset
+        limit = (self.plan.settings or get_settings()).max_clock_skew_ms
+        if abs(offset) > limit:
+            raise LiveCheckError(
+                "CLOCK_SKEW",
+                f"The exchange's clock is {offset:+d} ms from ours, more than CRACKTRADER_MAX_CLOCK_SKEW_MS "
+                f"({limit} ms): synchronise this machine's clock (NTP)",
+                details={"offset_ms": offset, "max_clock_skew_ms": limit},
+            )
+        await self.calls.resync_clock()
+
+    # --- reconciliation -----------------------------------------------------------------------------------------
+
+    async def reconcile(self, *, start: bool = False, stale_ms: int = 0) -> ReconcileReport:
+        """Look up the session's orders not final (all at start; else those not updated for `stale_ms`), adopt its
+        own orders found open, count the rest of the account as external, and fill in missed trades.
+        """
+        assert self.orders is not None and self.calls is not None
+        orders, calls = self.orders, self.calls
+        report = ReconcileReport(at=self.clock.now_ms())
+        now = self.clock.now_ms()
+        for order in list(orders.ledger):
+            watched = (
+                order.status is OrderStatus.REJECTED_UNCONFIRMED
+                and orders.watch_until.get(order.client_order_id, 0) > now
+            )
+            if order.status.is_final or (order.status is OrderStatus.REJECTED_UNCONFIRMED and not watched):
+                continue
+            if not start and now - (order.updated_at or 0) < stale_ms and not watched:
+                continue
+            report.looked_up += 1
+            before = (order.status, order.filled_qty)
+            if order.status in (OrderStatus.PENDING_NEW, OrderStatus.SUBMITTED, OrderStatus.UNKNOWN):
+                # Stored before its send and never confirmed: it may or may not have gone out. Found, it takes the
+                # venue's state; after the backoff, unconfirmed.
+                if order.status is not OrderStatus.UNKNOWN:
+                    await orders.mark_unknown(order, "RESTARTED")
+                await orders.resolve_unknown(order.client_order_id)
+            else:
+                snap = await calls.lookup(order.symbol, order.client_order_id)
+                if snap is not None:
+                    await orders.apply_snapshot(order, snap)
+            if order.status is OrderStatus.REJECTED_UNCONFIRMED and before[0] is not OrderStatus.REJECTED_UNCONFIRMED:
+                report.unconfirmed += 1
+            if (order.status, order.filled_qty) != before:
+                report.updated += 1
+        for symbol in self.session.symbols:
+            for snap in await calls.open_orders(symbol):
+                cid = snap.get("clientOrderId")
+                if cid in orders.ledger:
+                    continue
+                if is_own(cid, orders.tag):
+                    await orders.adopt(snap)
+                    report.adopted += 1
+                else:
+                    report.external_orders += 1
+            since = orders.last_fill_ms(symbol)
+            if since is None:
+                since = min((o.created_at for o in orders.ledger if o.symbol == symbol), default=None)
+            if since is not None:
+                report.missed_fills += await orders.apply_trades(await calls.trades(symbol, since))
+        self.report = report
+        self.reconciliations += 1
+        return report
+
+    # --- balances -----------------------------------------------------------------------------------------------
+
+    def _balances(self, balance: dict[str, Any]) -> None:
+        total = balance.get("total") or {}
+        self.balances = {k: float(v) for k, v in total.items() if isinstance(v, int | float)}
+
+    def _expected_base_baseline(self) -> dict[str, float]:
+        """Each base asset on the account less what the session holds: what stays when the session is flat."""
+        out = {}
+        for symbol in self.session.symbols:
+            base = symbol.split("/")[0]
+            out[base] = self.balances.get(base, 0.0) - self.session.position(symbol)
+        return out
+
+    async def check_balances(self) -> dict[str, float]:
+        """Compare the account's base assets with the baseline plus the session's positions; beyond one lot, drift."""
+        assert self.calls is not None and self.orders is not None
+        self._balances(await self.calls.balance())
+        drift: dict[str, float] = {}
+        for symbol in self.session.symbols:
+            base = symbol.split("/")[0]
+            expected = self.baseline.get(base, 0.0) + self.session.position(symbol)
+            rules = self.orders.rules.get(symbol)
+            lot = (rules.min_amount or 0.0) if rules is not None else 0.0
+            step = amount_to_precision(rules, lot) if rules is not None and lot else lot
+            diff = self.balances.get(base, 0.0) - expected
+            if abs(diff) > max(step, 1e-12):
+                drift[base] = diff
+        self.drift = drift
+        gate = self.session.risk
+        if drift:
+            if gate is not None:
+                gate.condition.add("BALANCE_DRIFT")
+            self.session.no_entries_reason = "BALANCE_DRIFT"
+        else:
+            if gate is not None:
+                gate.condition.discard("BALANCE_DRIFT")
+            if self.session.no_entries_reason == "BALANCE_DRIFT":
+                self.session.no_entries_reason = None
+        return drift
+
+    # --- running ------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start following the venue: the user-data socket, and the periodic check."""
+        self._loops = [
+            asyncio.create_task(self._watch_orders(), name=f"live-orders-{self.run_id}"),
+            asyncio.create_task(self._watch_trades(), name=f"live-trades-{self.run_id}"),
+            asyncio.create_task(self._periodic(), name=f"live-check-{self.run_id}"),
+        ]
+
+    def pump(self) -> None:
+        """Send what the strategy decided in the bar just processed (each send waits its own turn)."""
+        if self.orders is None:
+            return
+        intents, cancels = self.session.take_outbox()
+        for intent in intents:
+            self._spawn(self.orders.place(intent))
+        for cid in cancels:
+            self._spawn(self.orders.cancel(cid))
+
+    def place(self, intent: OrderIntent) -> asyncio.Task[Any]:
+        """Send one order (a control's) outside the bar loop."""
+        assert self.orders is not None
+        return self._spawn(self.orders.place(intent))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("live %s: order task failed: %r", self.run_id, exc)
+            if self._on_error is not None:
+                self._on_error(exc)
+
+    async def settle(self, timeout_s: float) -> None:
+        """Wait for the sends in flight (each ends in a known, unknown-but-stored, or looked-up state)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+    async def _watch_orders(self) -> None:
+        await self._watch("watchOrders", self._on_orders)
+
+    async def _watch_trades(self) -> None:
+        await self._watch("watchMyTrades", self._on_trades)
+
+    async def _watch(self, capability: str, handle: Callable[[list[dict[str, Any]]], Any]) -> None:
+        """One user-data stream: events in; on a drop, REST follows the orders until it is back, then a check."""
+        client = self.client
+        method = {"watchOrders": "watch_orders", "watchMyTrades": "watch_my_trades"}[capability]
+        if not client.has.get(capability):
+            await self._poll_forever()
+            return
+        down = False
+        while True:
+            try:
+                events = await getattr(client, method)()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not down:
+                    log.warning("live %s: %s dropped (%s); following orders over REST", self.run_id, method, exc)
+                down = True
+                self.socket_up = False
+                await self._rest_round()
+                await self.clock.sleep_until(self.clock.now_ms() + SOCKET_RETRY_MS)
+                continue
+            if down:
+                down = False
+                self.socket_up = True
+                await self._guarded(self.reconcile(stale_ms=0))
+            self.socket_up = True
+            await self._guarded(handle(events))
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await self._rest_round()
+            await self.clock.sleep_until(self.clock.now_ms() + REST_POLL_MS)
+
+    async def _rest_round(self) -> None:
+        await self._guarded(self.reconcile(stale_ms=0))
+
+    async def _on_orders(self, events: list[dict[str, Any]]) -> None:
+        assert self.orders is not None
+        for snap in events:
+            order = self.orders.owner_of(snap)
+            if order is not None:
+                await self.orders.apply_snapshot(order, snap)
+
+    async def _on_trades(self, events: list[dict[str, Any]]) -> None:
+        assert self.orders is not None
+        await self.orders.apply_trades(events)
+
+    async def _periodic(self) -> None:
+        last_clock = self.clock.now_ms()
+        while True:
+            await self.clock.sleep_until(self.clock.now_ms() + RECONCILE_EVERY_MS)
+            await self._guarded(self.reconcile(stale_ms=STALE_ORDER_MS))
+            await self._guarded(self.check_balances())
+            if self.clock.now_ms() - last_clock >= CLOCK_EVERY_MS and self.calls is not None:
+                last_clock = self.clock.now_ms()
+                await self._guarded(self.calls.resync_clock())
+
+    async def _guarded(self, coro: Any) -> Any:
+        """Run a venue check; a network failure is logged and the next round tries again."""
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            raise
+        except CracktraderError:
+            raise
+        except Exception as exc:
+            log.warning("live %s: venue check failed: %s", self.run_id, _short(exc))
+            return None
+
+    # --- stopping -----------------------------------------------------------------------------------------------
+
+    async def wind_down(self, *, flatten: bool) -> None:
+        """Cancel the session's working orders (and sell its positions with `flatten`), waiting for the answers."""
+        if self.orders is None:
+            return
+        await self.settle(5.0)
+        for order in list(self.orders.ledger.open_orders()):
+            if order.is_working:
+                await self._guarded(self.orders.cancel(order.client_order_id))
+        if flatten:
+            for symbol in self.session.symbols:
+                amount = self.orders.available_position(symbol)
+                if amount > 0:
+                    await self._guarded(self.orders.place(OrderIntent(symbol, "sell", "market", amount,
+                                                                      intent="control")))  # fmt: skip
+
+    async def close(self) -> None:
+        """Stop the loops and close the client."""
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.close()
+
+    def _event(self, event: OrderEvent) -> None:
+        self.session.order_changed(event)
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def status(self) -> dict[str, Any]:
+        """What `/status/detailed` shows of the venue link."""
+        orders = self.orders
+        return {
+            "reconciliation": self.report.to_dict(),
+            "reconciliations": self.reconciliations,
+            "user_stream": "up" if self.socket_up else "down",
+            "clock_offset_ms": self.clock_offset_ms,
+            "balance_drift": self.drift,
+            "orders_sent": 0 if orders is None else orders.sent,
+            "unknown_orders": [] if orders is None else [o.client_order_id for o in orders.unknown_orders()],
+            "watch_list": [] if orders is None else sorted(orders.watch_until),
+        }
+
+
+def plan_exchange(plan: LivePlan) -> str:
+    """The exchange id of a live plan (its feed's)."""
+    feed = plan.feed
+    assert isinstance(feed, CcxtFeed)
+    return feed.exchange_id
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+__all__ = ["LiveCheckError", "LivePlan", "LiveRequestError", "LiveRuntime", "ReconcileReport", "prepare_live"]
