@@ -182,6 +182,13 @@ class LiveOrders:
         self._sequence = max(self._sequence, sequence + 1)
         return make_client_id(self.tag, sequence)
 
+    def sequence_of(self, client_order_id: str) -> int:
+        """The order number a client id carries (what the strategy and the controls call the order)."""
+        intent = self.intents.get(client_order_id)
+        if intent is not None and intent.order_id is not None:
+            return intent.order_id
+        return _sequence_of(client_order_id)
+
     @property
     def last_sequence(self) -> int:
         """The highest order number used so far."""

@@ -395,10 +395,25 @@ class LiveRuntime:
         for cid in cancels:
             self._spawn(self.orders.cancel(cid))
 
-    def place(self, intent: OrderIntent) -> asyncio.Task[Any]:
-        """Send one order (a control's) outside the bar loop."""
+    def cancel(self, client_order_id: str) -> asyncio.Task[Any]:
+        """Cancel one order (a control's) outside the bar loop."""
         assert self.orders is not None
-        return self._spawn(self.orders.place(intent))
+        return self._spawn(self.orders.cancel(client_order_id))
+
+    def close_position(self, symbol: str) -> None:
+        """Cancel the symbol's working orders and sell its position at market (a control)."""
+        assert self.orders is not None
+        orders = self.orders
+
+        async def close() -> None:
+            for o in orders.ledger.open_orders(symbol):
+                if o.is_working:
+                    await orders.cancel(o.client_order_id)
+            amount = orders.available_position(symbol)
+            if amount > 0:
+                await orders.place(OrderIntent(symbol, "sell", "market", amount, intent="control"))
+
+        self._spawn(close())
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)

@@ -10,13 +10,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from cracktrader.runs import events, worker
 from cracktrader.runs.backtest import validate_backtest
-from cracktrader.runs.config import BacktestConfig, LiveConfig, record_fields, redact
+from cracktrader.runs.config import BacktestConfig, record_fields, redact
 from cracktrader.runs.document import iso_times, now_iso
-from cracktrader.runs.errors import NoActiveRunError, NotImplementedYetError, QueueFullError, RunNotFoundError
+from cracktrader.runs.errors import NoActiveRunError, QueueFullError, RunNotFoundError
 from cracktrader.runs.lease import ServerLease
 from cracktrader.runs.pool import WorkerPool, shared_pool
 from cracktrader.runs.rerun import StoredRun
@@ -258,36 +258,6 @@ class RunRegistry:
         self._publish_status(run, force=True)
         run.task = asyncio.create_task(self._run(run), name=f"run-{run_id}")
         return run
-
-    async def refuse_live(self, config: LiveConfig, *, user_id: int | None = None) -> NoReturn:
-        """Validate and record a live request, then refuse it: real orders are not available yet (501)."""
-        bt = BacktestConfig(
-            strategy_name=config.strategy_name,
-            strategy_params=config.strategy_params,
-            strategy_class=config.strategy_class,
-            symbols=config.symbols,
-            timeframe=config.timeframe,
-            exchange=config.exchange,
-        )
-        await asyncio.to_thread(validate_backtest, bt, settings=self.settings)
-        run_id = uuid.uuid4().hex
-        message = (
-            "Live trading with real orders is not available yet; the request was validated and recorded, and "
-            "nothing was traded: use mode paper"
-        )
-        if self.store is not None:
-            await self.store.create(
-                run_id=run_id,
-                mode=config.mode,
-                status="starting",
-                config=redact(config.model_dump()),
-                **record_fields(config),
-                user_id=user_id,
-            )
-            await self.store.update_status(
-                run_id, status="failed", ended_at=datetime.now(UTC), error=f"NOT_IMPLEMENTED: {message}"
-            )
-        raise NotImplementedYetError(message, details={"run_id": run_id, "mode": config.mode})
 
     async def stop_backtest(self, run: BacktestRun) -> dict[str, Any]:
         """Ask a backtest to stop; waits up to a second for it to wind down."""

@@ -20,12 +20,14 @@ from typing import Any
 import numpy as np
 
 from cracktrader import __version__
+from cracktrader.brokers.orders import OrderEvent
 from cracktrader.brokers.paper import PaperSession, restore_session
 from cracktrader.brokers.paper_orders import PaperOrders
 from cracktrader.brokers.risk import STALE_AFTER_MS
 from cracktrader.clock import Clock, SystemClock
 from cracktrader.data.candles import ms_to_iso
 from cracktrader.data.feeds.base import BarBatch
+from cracktrader.db.live_store import LiveOrderStore
 from cracktrader.db.session_store import FinalStatus, SessionDelta, SessionStore, StaleTokenError, StoredSession
 from cracktrader.engine.accounting import B_ENTRY_COST
 from cracktrader.engine.fills import BUY, SELL, market_fill_price
@@ -36,6 +38,7 @@ from cracktrader.runs import events
 from cracktrader.runs.config import LiveConfig, record_fields, redact
 from cracktrader.runs.document import now_iso, order_rows_to_dicts
 from cracktrader.runs.errors import RunNotFoundError
+from cracktrader.runs.live import LiveCheckError, LivePlan, LiveRequestError, LiveRuntime, prepare_live
 from cracktrader.runs.persist import SessionRecorder, finite, restore_strategy, snapshot_of
 from cracktrader.runs.results import RunResults, empty_results, from_backtest, json_safe
 from cracktrader.runs.session import resumed_feed, run_session
@@ -101,6 +104,8 @@ class LiveRun:
     resumed: bool = False  # taken over from a server that died
     record: Callable[[], None] | None = None  # writes and publishes what a control action (cancel, close) changed
     orders: PaperOrders | None = None  # the session's orders in the one order model, for the `orders` channel
+    live: LiveRuntime | None = None  # a live session's link to the venue (its orders are the venue's)
+    live_stored: Any = None  # a resumed live session's stored orders and fills, restored when it opens
     _trades_published: int = 0  # fills published as trades (numbered from 1, as the results' trades are)
     _rows_published: int = 0  # order rows already looked at for fills to publish
     _rows_summed: int = 0  # order rows already counted in the totals below
@@ -173,10 +178,11 @@ class LiveRun:
             reasons = sorted(set(reasons) | set(risk.condition.reasons))
         condition = "halted" if risk is not None and risk.halted else ("degraded" if reasons else "ok")
         runtime = round((self.ended_at or time.monotonic()) - self.started_at, 3)
+        live = self.live
         return {
             "run_id": self.run_id,
             "status": self.status,
-            "mode": "paper",
+            "mode": "paper" if live is None else "live",
             "start_time": self.start_time,
             "end_time": self.end_time,
             "runtime_seconds": runtime,
@@ -189,7 +195,7 @@ class LiveRun:
             "trade_count": fills,
             "error": self.error,
             "error_code": self.error_code,
-            "phase": "warming_up" if self.active and n == session.warmup_bars else None,
+            "phase": self._phase(n),
             "progress": 0.0,
             "bars_processed": n - session.warmup_bars,
             "bars_total": 0,
@@ -205,17 +211,43 @@ class LiveRun:
                 for j, s in enumerate(session.symbols)
                 if sim.pos[j]
             ],
-            "open_orders": [
-                {
-                    "order_id": o.id,
-                    "symbol": session.symbols[o.symbol],
-                    "side": "buy" if o.side == BUY else "sell",
-                    "amount": o.size,
-                    "reason": REASON_NAMES[o.reason],
-                }
-                for o in sim.open_orders
-            ],
+            "open_orders": self._open_orders(),
+            **({} if live is None else {"live": live.status()}),
         }
+
+    def _phase(self, bars: int) -> str | None:
+        if self.status == "starting" and self.live is not None:
+            return "checking"  # markets, credentials, the clock and reconciliation, before trading
+        return "warming_up" if self.active and bars == self.plan.session.warmup_bars else None
+
+    def _open_orders(self) -> list[dict[str, Any]]:
+        session = self.plan.session
+        if self.live is not None and self.live.orders is not None:
+            ledger = self.live.orders.ledger
+            return [
+                {
+                    "order_id": o.client_order_id,
+                    "symbol": o.symbol,
+                    "side": o.side,
+                    "type": o.type,
+                    "amount": o.amount,
+                    "filled": o.filled,
+                    "price": o.price,
+                    "status": str(o.status),
+                    "exchange_order_id": o.exchange_order_id,
+                }
+                for o in ledger.open_orders()
+            ]
+        return [
+            {
+                "order_id": o.id,
+                "symbol": session.symbols[o.symbol],
+                "side": "buy" if o.side == BUY else "sell",
+                "amount": o.size,
+                "reason": REASON_NAMES[o.reason],
+            }
+            for o in session.sim.open_orders
+        ]
 
     def current_results(self) -> RunResults:
         """The session's results so far, in the backtest's document shape."""
@@ -288,6 +320,11 @@ class SessionRegistry:
             self._starting += 1
         try:
             # Outside the lock: a warm-up from an unreachable exchange takes seconds, and other starts go on.
+            if config.mode == "live":
+                if self.store is None:
+                    raise LiveRequestError("Live trading needs the server's database (its orders are stored)")
+                live_plan = await asyncio.to_thread(prepare_live, config, clock=self.clock, settings=self.settings)
+                return await self._launch(config, live_plan, user_id)
             plan = await asyncio.to_thread(prepare_paper, config, clock=self.clock, settings=self.settings)
             return await self._launch(config, plan, user_id)
         finally:
@@ -325,11 +362,39 @@ class SessionRegistry:
                 run_id, server_id=self.server_id, start_time=run.start_time, now=self.lease_now()
             )
             run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
-        run.orders = PaperOrders(plan.session.symbols, quote=plan.quote)
+        if isinstance(plan, LivePlan):
+            run.live = self._runtime(run, plan)
+            run.status = "starting"
+        else:
+            run.orders = PaperOrders(plan.session.symbols, quote=plan.quote)
         run.record = lambda: self._changed(run)
         self.runs[run_id] = run
         run.task = asyncio.create_task(self._drive(run), name=f"session-{run_id}")
+        if run.live is not None:
+            return {"run_id": run_id, "status": "starting",
+                    "message": "Live session checking the exchange; watch /runs/{id}/status"}  # fmt: skip
         return {"run_id": run_id, "status": "running", "message": "Paper session started; watch /runs/{id}/status"}
+
+    def _runtime(self, run: LiveRun, plan: LivePlan) -> LiveRuntime:
+        """The venue link of a live session: its orders' rows under the run's fencing token, events on the bus."""
+        assert self.store is not None
+
+        def token() -> int:
+            assert run.token is not None
+            return run.token
+
+        def on_event(event: OrderEvent) -> None:
+            if self.bus is not None and self.bus.subscriber_count:
+                self.bus.publish(events.Event(events.ORDER_UPDATE, {"run_id": run.run_id, **event.to_dict()}))
+            self._changed(run)
+            self._publish(run)
+
+        def on_error(exc: BaseException) -> None:
+            if isinstance(exc, StaleTokenError):
+                self._fence(run)
+
+        return LiveRuntime(plan, run_id=run.run_id, token=token, store=LiveOrderStore(self.store.engine),
+                           clock=self.clock, on_event=on_event, on_error=on_error)  # fmt: skip
 
     def get(self, run_id: str, *, owner: int | None = None) -> LiveRun:
         """The session `run_id`; another user's is not found (`owner`: the caller's filter, None for all)."""
@@ -364,31 +429,46 @@ class SessionRegistry:
 
     async def _drive(self, run: LiveRun) -> None:
         plan = run.plan
+        live = run.live
         try:
 
             def on_bar(_session: PaperSession, batch: BarBatch) -> None:
                 if run.fenced:  # taken over: not one more bar, nothing written
                     run.stop.set()
                     return
+                if live is not None:
+                    live.pump()  # the orders it decided go out now, each stored before it is sent
                 if not plan.replay:
                     run.record_lag(batch)
                 self._changed(run, equity=True)
                 self._publish(run)
 
             self._publish(run)
+            if live is not None:
+                await live.open(run.live_stored)
+                run.status = "running"
+                self._publish(run)
+                live.start()
             await run_session(plan.session, plan.feed, history=plan.history, stop=run.stop, on_bar=on_bar)
             outcome = "stopped" if run.stop.is_set() or not plan.replay else "completed"
+        except LiveCheckError as exc:
+            outcome, run.error, run.error_code = "failed", exc.message, exc.check
         except CracktraderError as exc:
             outcome, run.error, run.error_code = "failed", exc.message, exc.code
         except Exception as exc:
             log.exception("Session %s failed", run.run_id)
             outcome, run.error, run.error_code = "failed", f"Internal error: {type(exc).__name__}", "INTERNAL_ERROR"
+        if live is not None:
+            if not run.fenced and outcome == "stopped":
+                await live.wind_down(flatten=run.flatten)  # cancels (and a flatten) on the venue, answers awaited
+            await live.close()
         if run.writer is not None:  # the final write below must come after the bars' writes, not race them
             await asyncio.gather(run.writer, return_exceptions=True)
         if run.fenced:
             self._abandon(run)
             return
-        self._wind_down(run)
+        if live is None:
+            self._wind_down(run)
         self._publish_changes(run)  # the cancels (and a flatten) of the stop
         end_time = now_iso()
         results = run.results_as(outcome, end_time)
@@ -571,9 +651,8 @@ class SessionRegistry:
         """Every order change and every fill since the last call on the bus; with `equity`, the bar's point."""
         session = run.plan.session
         sim = session.sim
-        if run.orders is None:
-            return
-        changes = run.orders.sync(sim.open_orders, sim.rows, sim.data.timestamp)
+        # A live session's order changes are the venue's, published as they happen (LiveRuntime's on_event).
+        changes = [] if run.orders is None else run.orders.sync(sim.open_orders, sim.rows, sim.data.timestamp)
         if self.bus is None or not self.bus.subscriber_count:  # nobody listens: only the counts move on
             new_rows = sim.rows[run._rows_published :]
             run._trades_published += sum(1 for r in new_rows if r[O_STATUS] == STATUS_FILLED)
@@ -672,8 +751,20 @@ def _active(run: LiveRun) -> PaperSession:
 
 
 def cancel_order(run: LiveRun, order_id: int) -> dict[str, Any]:
-    """Cancel one working order of a session."""
+    """Cancel one working order of a session (a live one: the cancel goes to the venue, its answer follows)."""
     session = _active(run)
+    if run.live is not None and run.live.orders is not None:
+        orders = run.live.orders
+        working = {o.client_order_id: o for o in orders.ledger.open_orders() if o.is_working}
+        for cid in working:
+            if orders.sequence_of(cid) == order_id:
+                run.live.cancel(cid)
+                return {"run_id": run.run_id, "status": run.status, "message": f"Order {order_id} cancel sent"}
+        raise OrderNotOpenError(
+            f"Session {run.run_id} has no open order {order_id}; open orders: "
+            f"{[orders.sequence_of(c) for c in working] or 'none'}",
+            details={"order_id": order_id, "open_orders": [orders.sequence_of(c) for c in working]},
+        )
     t = max(0, session.bars - 1)
     if not session.sim.cancel(t, order_id):
         open_ids = [o.id for o in session.sim.open_orders]
@@ -699,6 +790,9 @@ def close_position(run: LiveRun, symbol: str) -> dict[str, Any]:
     p = sim.pos[j]
     if p == 0.0 or session.bars == 0:
         raise NoPositionError(f"Session {run.run_id} holds no {symbol} position", details={"symbol": symbol})
+    if run.live is not None:
+        run.live.close_position(symbol)
+        return {"run_id": run.run_id, "status": run.status, "message": f"{symbol} position close sent"}
     t = session.bars - 1
     for order in [o for o in sim.open_orders if o.symbol == j]:
         sim.cancel(t, order.id)  # its brackets and pending orders go with it

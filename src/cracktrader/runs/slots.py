@@ -87,16 +87,15 @@ class Slot:
         return {"run_id": run.run_id, "status": "starting", "message": "Backtest accepted; poll /status or stream it"}
 
     async def start_live(self, config: LiveConfig) -> dict[str, Any]:
-        """Start a paper session in this slot; live trading (real orders) answers 501 until it lands."""
-        if config.mode == "live":
-            await self.registry.refuse_live(config, user_id=self.user_id)
+        """Start a paper or live session in this slot."""
         async with self._lock:
             self._require_idle()
             sessions = self.registry.sessions
             assert sessions is not None
             started = await sessions.start(config, user_id=self.user_id)
             self._point(started["run_id"])
-        return {**started, "message": "Paper session started; watch /status or stream /ws/status"}
+        kind = "Live" if config.mode == "live" else "Paper"
+        return {**started, "message": f"{kind} session started; watch /status or stream /ws/status"}
 
     async def stop(self, *, flatten: bool = False) -> dict[str, Any]:
         """Stop the slot's run; 409 NO_ACTIVE_RUN when none is active (a session still stopping answers 200)."""

@@ -51,8 +51,6 @@ async def start_run(body: RunRequest, runs: RunsDep, strategies: StrategiesDep) 
         return {"run_id": run.run_id, "status": "starting", "message": "Backtest accepted; watch /runs/{id}/status"}
     assert isinstance(body, LiveConfig)
     require_live_scope(body, runs.principal)
-    if body.mode == "live":
-        await registry.refuse_live(body, user_id=user_id)
     assert registry.sessions is not None
     return await registry.sessions.start(await _with_resolved_strategy(body, strategies), user_id=user_id)
 
