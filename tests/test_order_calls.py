@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import ccxt
@@ -67,6 +67,16 @@ async def calls_on(venue: TradingVenue, *, skew_ms: int = 0, **config: Any) -> A
         await client.close()
 
 
+@contextmanager
+def short_timeout(calls: OrderCalls, ms: int = 300) -> Iterator[None]:
+    """A short ccxt timeout for one held answer only (300 ms of real time, not 5 s); the other calls keep 5 s."""
+    before, calls.client.timeout = calls.client.timeout, ms
+    try:
+        yield
+    finally:
+        calls.client.timeout = before
+
+
 def sleeps(calls: OrderCalls) -> list[int]:
     clock = calls.clock
     assert isinstance(clock, VenueTime)
@@ -100,8 +110,11 @@ CLASSES: list[tuple[BaseException, Outcome, str]] = [
     (ccxt.AccountNotEnabled("x"), Outcome.REJECTED, "PERMISSION_DENIED"),
     (ccxt.RateLimitExceeded("binance 429 Too Many Requests"), Outcome.REJECTED, "RATE_LIMITED"),
     (ccxt.DDoSProtection("binance 429 Too Many Requests {}"), Outcome.REJECTED, "RATE_LIMITED"),
-    (ccxt.DDoSProtection("binance 418 I'm a Teapot {\"msg\":\"banned until 1717243200418\"}"), Outcome.REJECTED,
-     "RATE_BANNED"),  # fmt: skip
+    (
+        ccxt.DDoSProtection('binance 418 I\'m a Teapot {"msg":"banned until 1717243200418"}'),
+        Outcome.REJECTED,
+        "RATE_BANNED",
+    ),
     (ccxt.InvalidNonce("x"), Outcome.RESYNC, "CLOCK_SKEW"),
     (ccxt.ChecksumError("x"), Outcome.UNKNOWN, "NETWORK_ERROR"),  # an InvalidNonce subclass that is no clock error
     (ccxt.RequestTimeout("x"), Outcome.UNKNOWN, "REQUEST_TIMEOUT"),
@@ -116,13 +129,13 @@ CLASSES: list[tuple[BaseException, Outcome, str]] = [
     (ccxt.OperationRejected("x"), Outcome.UNKNOWN, "UNKNOWN_OUTCOME"),
     (ccxt.BaseError("x"), Outcome.UNKNOWN, "UNKNOWN_OUTCOME"),
     (asyncio.CancelledError(), Outcome.UNKNOWN, "CANCELLED"),
-    (asyncio.TimeoutError(), Outcome.UNKNOWN, "REQUEST_TIMEOUT"),
+    (TimeoutError(), Outcome.UNKNOWN, "REQUEST_TIMEOUT"),
     (ValueError("could not parse"), Outcome.UNKNOWN, "UNKNOWN_OUTCOME"),
     (KeyError("orderId"), Outcome.UNKNOWN, "UNKNOWN_OUTCOME"),
 ]
 
 
-@pytest.mark.parametrize(("exc", "outcome", "code"), CLASSES, ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None)
+@pytest.mark.parametrize(("exc", "outcome", "code"), CLASSES, ids=[f"{type(e).__name__}-{c}" for e, _, c in CLASSES])
 def test_each_error_class_is_classified_from_the_specific_to_the_general(
     exc: BaseException, outcome: Outcome, code: str
 ) -> None:
@@ -202,8 +215,9 @@ async def test_an_order_accepted_then_answered_ambiguously_is_unknown_sent_once_
     venue: TradingVenue, fault: str, code: str
 ) -> None:
     getattr(venue, fault)()
-    async with calls_on(venue, timeout=300) as calls:  # the held answer costs 300 ms of real time, not 5 s
-        result = await calls.create(order("tagabcde4"))
+    async with calls_on(venue) as calls:
+        with short_timeout(calls):
+            result = await calls.create(order("tagabcde4"))
         assert (result.outcome, result.code) == (Outcome.UNKNOWN, code)
         assert (posts(venue), len(venue.account.orders)) == (1, 1)  # never re-sent
         found = await calls.locate(SYMBOL, "tagabcde4")
@@ -225,8 +239,9 @@ async def test_an_order_refused_with_503_is_unknown_and_absent_after_31_5_s_of_l
 async def test_an_order_hidden_for_3_s_is_located_on_a_later_lookup(venue: TradingVenue) -> None:
     venue.hide_next_order(3)
     venue.accept_then_timeout()
-    async with calls_on(venue, timeout=300) as calls:
-        result = await calls.create(order("tagabcde6"))
+    async with calls_on(venue) as calls:
+        with short_timeout(calls):
+            result = await calls.create(order("tagabcde6"))
         assert result.outcome is Outcome.UNKNOWN
         found = await calls.locate(SYMBOL, "tagabcde6")
     assert found is not None and found["clientOrderId"] == "tagabcde6"
@@ -255,6 +270,16 @@ async def test_a_clock_3_s_ahead_is_refused_then_resynchronised_and_the_order_se
     assert (posts(venue), len(venue.account.orders)) == (2, 1)  # the refused send, then the one that went through
 
 
+async def test_a_clock_still_refused_after_the_resync_is_rejected_and_not_sent_a_third_time(
+    venue: TradingVenue,
+) -> None:
+    async with calls_on(venue, skew_ms=3_000) as calls:
+        calls.client.nonce = lambda: venue.clock.now_ms() + 3_000  # a client that ignores timeDifference
+        result = await calls.create(order("tagabcdec"))
+    assert (result.outcome, result.code) == (Outcome.REJECTED, "CLOCK_SKEW")
+    assert (posts(venue), len(venue.account.orders)) == (2, 0)
+
+
 @pytest.mark.parametrize("skew_ms", [3_000, -3_000])
 async def test_the_clock_offset_is_the_median_of_samples_against_the_server_time(
     venue: TradingVenue, skew_ms: int
@@ -281,17 +306,17 @@ async def test_a_429_rejects_the_order_and_the_next_send_waits_retry_after(venue
 
 async def test_a_418_bans_and_the_next_create_is_refused_without_a_request(venue: TradingVenue) -> None:
     async with calls_on(venue) as calls:
-        venue.ban(120)
+        venue.ban(300)  # binance's Retry-After (300 s), not the gate's 120 s default
         result = await calls.create(order("tagabcdea"))
         assert (result.outcome, result.code) == (Outcome.REJECTED, "RATE_BANNED")
         gate = calls.gate
-        assert gate is not None and gate.banned and gate.blocked_ms() == 120_000
+        assert gate is not None and gate.banned and gate.blocked_ms() == 300_000
         seen = len(venue.site_log)
         refused = await calls.create(order("tagabcdeb"))
         assert (refused.outcome, refused.code) == (Outcome.REJECTED, "RATE_BANNED")
         assert len(venue.site_log) == seen  # nothing reached the venue
         assert await calls.balance()  # a read waits the ban out instead
-    assert sleeps(calls) == [120_000] and len(venue.account.orders) == 0
+    assert sleeps(calls) == [300_000] and len(venue.account.orders) == 0
 
 
 # ---------------------------------------------------------------- trades
@@ -317,10 +342,9 @@ async def test_trades_are_paginated_by_trade_id_and_returned_once_each(venue: Tr
 class _RaisingClient:
     """A client whose create_order raises `exc`: for what the venue cannot provoke on demand."""
 
-    options: dict[str, Any] = {}
-
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
+        self.options: dict[str, Any] = {}
 
     async def create_order(self, *args: Any) -> Any:
         raise self.exc

@@ -113,20 +113,22 @@ class OrderCalls:
                 placed = await self._send(order)
             except asyncio.CancelledError:
                 raise  # the caller treats the order as unknown
-            except Exception as exc:  # noqa: BLE001 - every answer is classified, none escapes
+            except Exception as exc:  # every answer is classified: none escapes
                 outcome = classify(exc)
                 if outcome is Outcome.RESYNC and not resynced:
                     resynced = True
                     try:
                         await self.resync_clock()
-                    except ccxt.BaseError as resync_exc:
+                    except Exception as resync_exc:  # nothing was sent again: the refusal stands
                         return SendResult(Outcome.REJECTED, None, "CLOCK_SKEW", f"{exc}; resync: {resync_exc}")
                     continue
                 if outcome is Outcome.RESYNC:
                     outcome = Outcome.REJECTED  # refused again after the resync: the exchange still did not take it
                 return SendResult(outcome, None, reason_code(exc), str(exc) or type(exc).__name__)
             if not isinstance(placed, dict):
-                return SendResult(Outcome.UNKNOWN, None, "BAD_RESPONSE", f"create_order returned {type(placed).__name__}")
+                return SendResult(
+                    Outcome.UNKNOWN, None, "BAD_RESPONSE", f"create_order returned {type(placed).__name__}"
+                )
             return SendResult(Outcome.ACCEPTED, placed)
 
     async def _send(self, order: ManagedOrder) -> Any:
@@ -184,19 +186,20 @@ class OrderCalls:
     ) -> list[dict[str, Any]]:
         """Every trade on `symbol` from `since_ms` (None: the exchange's default window), page by page, each once."""
         out: dict[str, dict[str, Any]] = {}
-        since, params = since_ms, {}
+        since: int | None = since_ms
+        params: dict[str, Any] = {}
         while True:
             page: list[dict[str, Any]] = await self._read("fetch_my_trades", symbol, since, page_limit, params)
             new = [t for t in page if str(t["id"]) not in out]
             out.update((str(t["id"]), t) for t in new)
             if len(page) < page_limit or not new:
                 break  # a short page is the last; a full page of trades already seen would repeat forever
-            last = max(page, key=lambda t: (t["timestamp"], t["id"]))
             if self.exchange_id == "binance":
                 # fromId pages by trade id (inclusive) and cannot be combined with startTime.
-                since, params = None, {"fromId": int(last["id"]) + 1}
+                since, params = None, {"fromId": max(int(t["id"]) for t in page) + 1}
             else:
-                since = int(last["timestamp"])  # inclusive: the trades at that instant come again, and are skipped
+                # Inclusive: the trades at that instant come again, and are skipped.
+                since = max(int(t["timestamp"]) for t in page)
         return sorted(out.values(), key=lambda t: (t["timestamp"], str(t["id"])))
 
     async def balance(self) -> dict[str, Any]:
