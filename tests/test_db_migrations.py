@@ -42,6 +42,8 @@ OUR_TABLES = {
     "session_fills",
     "session_positions",
     "session_balances",
+    "live_orders",
+    "live_fills",
 }
 
 
