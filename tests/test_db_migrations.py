@@ -42,6 +42,8 @@ OUR_TABLES = {
     "session_fills",
     "session_positions",
     "session_balances",
+    "live_orders",
+    "live_fills",
 }
 
 
@@ -89,6 +91,18 @@ def test_upgrade_downgrade_and_upgrade_again(target: DatabaseTarget) -> None:
     upgrade(target.url, connect_args=target.connect_args)
     assert current(target.url, connect_args=target.connect_args) == head()
     assert tables(target) == OUR_TABLES | {"alembic_version"}
+
+
+def test_downgrading_to_0007_drops_only_the_live_tables(target: DatabaseTarget) -> None:
+    upgrade(target.url, connect_args=target.connect_args)
+
+    downgrade(target.url, "0007", connect_args=target.connect_args)
+    assert current(target.url, connect_args=target.connect_args) == "0007"
+    assert tables(target) == OUR_TABLES - {"live_orders", "live_fills"} | {"alembic_version"}
+
+    upgrade(target.url, connect_args=target.connect_args)
+    assert tables(target) == OUR_TABLES | {"alembic_version"}
+    assert schema_diff(target) == []
 
 
 def test_migrated_schema_matches_the_models(target: DatabaseTarget) -> None:

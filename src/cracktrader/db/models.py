@@ -1,4 +1,4 @@
-"""Database tables: runs, their symbols and compressed results; users, API keys, refresh tokens; stored strategies."""
+"""Database tables: runs and their results, session rows, live orders and fills, users and their keys, strategies."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    ForeignKeyConstraint,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -27,12 +29,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "LIVE_INTENTS",
     "ROLES",
     "RUN_MODES",
     "RUN_STATUSES",
     "ApiKeyRecord",
     "Base",
     "JSONType",
+    "LiveFillRecord",
+    "LiveOrderRecord",
     "RefreshTokenRecord",
     "RunRecord",
     "RunResultRecord",
@@ -54,6 +59,8 @@ __all__ = [
 RUN_MODES: tuple[str, ...] = ("backtest", "paper", "live")
 RUN_STATUSES: tuple[str, ...] = ("starting", "running", "completed", "failed", "stopped")
 ROLES: tuple[str, ...] = ("admin", "trader", "viewer")
+# Why a live order was sent: the strategy's signal, a stop-loss or take-profit the session manages, or a control.
+LIVE_INTENTS: tuple[str, ...] = ("signal", "stop_loss", "take_profit", "control")
 
 # Deterministic constraint names: Alembic needs names to drop or alter constraints, and SQLite's batch mode
 # (table rebuilds) can only recreate constraints that have one.
@@ -324,6 +331,75 @@ class SessionBalanceRecord(Base):
     used: Mapped[float] = mapped_column(Double)
     total: Mapped[float] = mapped_column(Double)
     ts: Mapped[int] = mapped_column(BigInteger)
+
+
+class LiveOrderRecord(Base):
+    """A live session's order, written `pending_new` before it is sent, then its latest state.
+
+    Numbers are exact text, never floats: amount, price and stop as the decimal the order was given, filled
+    quantity and cost as exact fractions ("0.1", "1/3"), fees as JSON {currency: exact text}.
+    """
+
+    __tablename__ = "live_orders"
+    __table_args__ = (
+        CheckConstraint(f"intent IN ({_in(LIVE_INTENTS)})", name="intent"),
+        # Reconciliation reads a session's orders that are not final yet.
+        Index("ix_live_orders_run_id_status", "run_id", "status"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    client_order_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    exchange: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(100))
+    side: Mapped[str] = mapped_column(String(4))
+    type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(24))
+    amount: Mapped[str] = mapped_column(Text)
+    price: Mapped[str | None] = mapped_column(Text)
+    stop: Mapped[str | None] = mapped_column(Text)
+    exchange_order_id: Mapped[str | None] = mapped_column(String(100))
+    filled_qty: Mapped[str] = mapped_column(Text)
+    filled_cost: Mapped[str] = mapped_column(Text)
+    fees: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    intent: Mapped[str] = mapped_column(String(16))
+    # Levels the session manages itself (not resting on the venue), so they hold across a restart.
+    stop_loss: Mapped[float | None] = mapped_column(Double)
+    take_profit: Mapped[float | None] = mapped_column(Double)
+    created_at: Mapped[int] = mapped_column(BigInteger)  # ms, the session's clock
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    # End of the watch of a `rejected_unconfirmed` order (ms); NULL otherwise.
+    watch_until: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class LiveFillRecord(Base):
+    """One fill of a live order, recorded once: unique on (run, exchange, symbol, trade id), whoever reports it."""
+
+    __tablename__ = "live_fills"
+    __table_args__ = (
+        # The constraint, not a check in code, is what counts a fill once when two code paths race.
+        UniqueConstraint("run_id", "exchange", "symbol", "trade_id", name="uq_live_fills_trade"),
+        ForeignKeyConstraint(
+            ["run_id", "client_order_id"],
+            ["live_orders.run_id", "live_orders.client_order_id"],
+            ondelete="CASCADE",
+        ),
+        # Reconciliation pages trades from the last known fill of each symbol.
+        Index("ix_live_fills_run_id_symbol_timestamp", "run_id", "symbol", "timestamp"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("runs.id", ondelete="CASCADE"))
+    exchange: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(100))
+    trade_id: Mapped[str] = mapped_column(String(64))
+    client_order_id: Mapped[str] = mapped_column(String(36))
+    exchange_order_id: Mapped[str | None] = mapped_column(String(100))
+    qty: Mapped[str] = mapped_column(Text)
+    price: Mapped[str] = mapped_column(Text)
+    fee: Mapped[str] = mapped_column(Text)
+    fee_currency: Mapped[str | None] = mapped_column(String(16))
+    timestamp: Mapped[int] = mapped_column(BigInteger)  # ms, the venue's
 
 
 class UserRecord(Base):

@@ -31,7 +31,7 @@ from cracktrader.db.models import (
 )
 from cracktrader.errors import CracktraderError
 
-__all__ = ["FinalStatus", "SessionDelta", "SessionStore", "StaleTokenError", "StoredSession"]
+__all__ = ["FinalStatus", "SessionDelta", "SessionStore", "StaleTokenError", "StoredSession", "fence"]
 
 ACTIVE = ("starting", "running")
 # Rows per INSERT statement: SQLite allows 32,766 bound parameters per statement (17 columns x 500 is well under).
@@ -155,6 +155,20 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+async def fence(conn: AsyncConnection, run_id: str, token: int, values: dict[str, Any]) -> None:
+    """Update the session's state row if `token` is still current; else raise StaleTokenError (nothing written)."""
+    # First statement of the transaction: SQLite takes its write lock here, PostgreSQL locks the row, so a
+    # takeover either commits before (and this finds a new token) or waits until this transaction ends.
+    result = await conn.execute(
+        update(_STATE).where(_STATE.c.run_id == run_id, _STATE.c.fencing_token == token).values(**values)
+    )
+    if _rowcount(result) == 0:
+        raise StaleTokenError(
+            f"Session {run_id} is owned by another server now (fencing token {token} is stale)",
+            details={"run_id": run_id, "fencing_token": token},
+        )
+
+
 class SessionStore:
     """The session tables; every method is one transaction."""
 
@@ -193,18 +207,6 @@ class SessionStore:
             )
         return 1
 
-    async def _fence(self, conn: AsyncConnection, run_id: str, token: int, values: dict[str, Any]) -> None:
-        # First statement of the transaction: SQLite takes its write lock here, PostgreSQL locks the row, so a
-        # takeover either commits before (and this finds a new token) or waits until this transaction ends.
-        result = await conn.execute(
-            update(_STATE).where(_STATE.c.run_id == run_id, _STATE.c.fencing_token == token).values(**values)
-        )
-        if _rowcount(result) == 0:
-            raise StaleTokenError(
-                f"Session {run_id} is owned by another server now (fencing token {token} is stale)",
-                details={"run_id": run_id, "fencing_token": token},
-            )
-
     async def append(
         self, run_id: str, token: int, delta: SessionDelta, *, now: datetime, final: FinalStatus | None = None
     ) -> None:
@@ -220,7 +222,7 @@ class SessionStore:
         if final is not None:
             values["end_time"] = final.end_time
         async with self._engine.begin() as conn:
-            await self._fence(conn, run_id, token, values)
+            await fence(conn, run_id, token, values)
             await _insert_all(conn, _CANDLES, delta.candles)
             await _insert_all(conn, _FILLS, delta.fills)  # a fill recorded twice breaks uq_session_fills_trade
             for table, keys, rows in (
@@ -250,7 +252,7 @@ class SessionStore:
     async def fail(self, run_id: str, token: int, *, error: str, now: datetime) -> None:
         """End a session as failed (one that could not be resumed), if `token` is current."""
         async with self._engine.begin() as conn:
-            await self._fence(conn, run_id, token, {"updated_at": _utc(now)})
+            await fence(conn, run_id, token, {"updated_at": _utc(now)})
             await conn.execute(
                 update(_RUNS).where(_RUNS.c.id == run_id).values(status="failed", error=error, ended_at=_utc(now))
             )

@@ -1,0 +1,295 @@
+"""A live session's orders and fills, every write fenced by the session's token; numbers stored as exact text.
+
+An order is inserted `pending_new` before it is sent, in the transaction that checks the fencing token, so a
+server that lost the session sends nothing it did not record. A fill is inserted once: the unique key (run,
+exchange, symbol, trade id) decides, so two code paths reporting the same trade at once count it once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Literal, cast
+
+from sqlalchemy import CursorResult, Table, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cracktrader.brokers.orders import (
+    FINAL_STATES,
+    DuplicateOrderError,
+    InvalidOrderError,
+    ManagedOrder,
+    Number,
+    OrderNotFoundError,
+    OrderStatus,
+    TradeFill,
+    exact,
+)
+from cracktrader.db.models import LIVE_INTENTS, LiveFillRecord, LiveOrderRecord
+from cracktrader.db.session_store import fence
+
+__all__ = ["Intent", "LiveOrderStore", "StoredLiveOrder", "exact_text", "parse_exact"]
+
+# The values of LIVE_INTENTS (the table checks them), as a type.
+Intent = Literal["signal", "stop_loss", "take_profit", "control"]
+
+_ORDERS = cast(Table, LiveOrderRecord.__table__)
+_FILLS = cast(Table, LiveFillRecord.__table__)
+_FINAL = tuple(str(s) for s in FINAL_STATES)
+_UNCONFIRMED = str(OrderStatus.REJECTED_UNCONFIRMED)
+
+
+def exact_text(value: Number) -> str:
+    """`value` exactly, as text: its decimal notation when it has one ("0.1", "1E-8"), else "num/den" ("1/3").
+
+    A float is taken by its shortest repr (0.1 is "0.1", not the binary value's 55 digits), as `exact` does.
+    """
+    f = exact(value, "value")
+    rest, twos, fives = f.denominator, 0, 0
+    while rest % 2 == 0:
+        rest, twos = rest // 2, twos + 1
+    while rest % 5 == 0:
+        rest, fives = rest // 5, fives + 1
+    if rest != 1:
+        return f"{f.numerator}/{f.denominator}"
+    places = max(twos, fives)
+    # Exact: the denominator divides 10**places. Decimal from a string never rounds.
+    digits = f.numerator * 10**places // f.denominator
+    return str(Decimal(f"{digits}E-{places}"))
+
+
+def parse_exact(text: str) -> Fraction:
+    """The exact number `exact_text` wrote ("0.1", "1E-8", "1/3")."""
+    return Fraction(text)
+
+
+def _fees_text(fees: dict[str, Fraction]) -> str:
+    return json.dumps({cur: exact_text(v) for cur, v in sorted(fees.items())}, separators=(",", ":"))
+
+
+def _fees(text: str) -> dict[str, Fraction]:
+    return {cur: parse_exact(v) for cur, v in json.loads(text).items()}
+
+
+def _optional(value: Number | None) -> str | None:
+    return None if value is None else exact_text(value)
+
+
+def _float(text: str | None) -> float | None:
+    # Correctly rounded (int / int), so the float an order was given comes back bit for bit.
+    return None if text is None else float(parse_exact(text))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLiveOrder:
+    """A stored live order: the order as it was saved, why it was sent and the levels the session manages."""
+
+    order: ManagedOrder
+    intent: Intent
+    stop_loss: float | None
+    take_profit: float | None
+    watch_until: int | None  # ms; set while a `rejected_unconfirmed` order is watched
+
+
+def _state(order: ManagedOrder, watch_until: int | None) -> dict[str, Any]:
+    """The columns that change over an order's life."""
+    return {
+        "status": str(order.status),
+        "exchange_order_id": order.exchange_order_id,
+        "filled_qty": exact_text(order.filled_qty),
+        "filled_cost": exact_text(order.filled_cost),
+        "fees": _fees_text(order.fees),
+        "reason": order.reason,
+        "updated_at": order.updated_at if order.updated_at is not None else order.created_at,
+        "watch_until": watch_until,
+    }
+
+
+def _stored(row: Any) -> StoredLiveOrder:
+    m = row._mapping
+    order = ManagedOrder(
+        client_order_id=m["client_order_id"],
+        exchange=m["exchange"],
+        symbol=m["symbol"],
+        side=m["side"],
+        type=m["type"],
+        amount=float(parse_exact(m["amount"])),
+        created_at=int(m["created_at"]),
+        price=_float(m["price"]),
+        stop=_float(m["stop"]),
+        exchange_order_id=m["exchange_order_id"],
+        status=OrderStatus(m["status"]),
+        updated_at=int(m["updated_at"]),
+        reason=m["reason"],
+        filled_qty=parse_exact(m["filled_qty"]),
+        filled_cost=parse_exact(m["filled_cost"]),
+        fees=_fees(m["fees"]),
+    )
+    return StoredLiveOrder(order, m["intent"], m["stop_loss"], m["take_profit"], m["watch_until"])
+
+
+def _fill(row: Any) -> TradeFill:
+    m = row._mapping
+    return TradeFill(
+        exchange=m["exchange"],
+        symbol=m["symbol"],
+        trade_id=m["trade_id"],
+        qty=parse_exact(m["qty"]),
+        price=parse_exact(m["price"]),
+        timestamp=int(m["timestamp"]),
+        client_order_id=m["client_order_id"],
+        exchange_order_id=m["exchange_order_id"],
+        fee=parse_exact(m["fee"]),
+        fee_currency=m["fee_currency"],
+    )
+
+
+def _insert(conn: AsyncConnection, table: Table) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT."""
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def _rowcount(result: Any) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+class LiveOrderStore:
+    """The live_orders and live_fills tables; every method is one transaction, every write fenced."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def _fence(self, conn: AsyncConnection, run_id: str, token: int) -> None:
+        # A no-op update of the state row: it checks the token and takes the lock, changing nothing.
+        await fence(conn, run_id, token, {"fencing_token": token})
+
+    async def insert_pending(
+        self,
+        run_id: str,
+        token: int,
+        order: ManagedOrder,
+        *,
+        intent: Intent = "signal",
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+    ) -> None:
+        """Record a new order before it is sent. StaleTokenError or DuplicateOrderError: nothing written."""
+        if intent not in LIVE_INTENTS:
+            raise InvalidOrderError(
+                f"intent must be one of {', '.join(LIVE_INTENTS)}, got {intent!r}", details={"field": "intent"}
+            )
+        row = {
+            "run_id": run_id,
+            "client_order_id": order.client_order_id,
+            "exchange": order.exchange,
+            "symbol": order.symbol,
+            "side": order.side,
+            "type": order.type,
+            "amount": exact_text(order.amount),
+            "price": _optional(order.price),
+            "stop": _optional(order.stop),
+            "intent": intent,
+            "stop_loss": stop_loss,
+            "take_profit": take_profit,
+            "created_at": order.created_at,
+            **_state(order, None),
+        }
+        async with self._engine.begin() as conn:
+            await self._fence(conn, run_id, token)
+            # ON CONFLICT rather than catching IntegrityError: a duplicate is told apart from any other failure.
+            result = await conn.execute(_insert(conn, _ORDERS).values(row).on_conflict_do_nothing())
+            if _rowcount(result) == 0:
+                raise DuplicateOrderError(
+                    f"session {run_id} already stored an order with client_order_id {order.client_order_id!r}",
+                    details={"run_id": run_id, "order_id": order.client_order_id},
+                )
+
+    async def save_order(self, run_id: str, token: int, order: ManagedOrder, *, watch_until: int | None = None) -> None:
+        """Store an order's status, exchange id, fill totals, fees and reason; `watch_until` replaces the stored one."""
+        async with self._engine.begin() as conn:
+            await self._fence(conn, run_id, token)
+            await self._save(conn, run_id, order, watch_until)
+
+    async def _save(self, conn: AsyncConnection, run_id: str, order: ManagedOrder, watch_until: int | None) -> None:
+        result = await conn.execute(
+            update(_ORDERS)
+            .where(_ORDERS.c.run_id == run_id, _ORDERS.c.client_order_id == order.client_order_id)
+            .values(**_state(order, watch_until))
+        )
+        if _rowcount(result) == 0:
+            raise OrderNotFoundError(
+                f"session {run_id} has no stored order {order.client_order_id!r} (insert_pending comes first)",
+                details={"run_id": run_id, "order_id": order.client_order_id},
+            )
+
+    async def record_fill(self, run_id: str, token: int, fill: TradeFill, order: ManagedOrder) -> bool:
+        """Store a fill once and `order` (with the fill applied) with it; False, order untouched, if it was stored."""
+        if fill.client_order_id not in (None, order.client_order_id) or (fill.exchange, fill.symbol) != (
+            order.exchange,
+            order.symbol,
+        ):
+            raise InvalidOrderError(
+                f"fill {fill.trade_id} ({fill.exchange} {fill.symbol}, order {fill.client_order_id}) is not of order "
+                f"{order.client_order_id} ({order.exchange} {order.symbol})",
+                details={"trade_id": fill.trade_id, "order_id": order.client_order_id},
+            )
+        row = {
+            "run_id": run_id,
+            "exchange": fill.exchange,
+            "symbol": fill.symbol,
+            "trade_id": fill.trade_id,
+            "client_order_id": order.client_order_id,
+            "exchange_order_id": fill.exchange_order_id or order.exchange_order_id,
+            "qty": exact_text(fill.qty),
+            "price": exact_text(fill.price),
+            "fee": exact_text(fill.fee),
+            "fee_currency": fill.fee_currency,
+            "timestamp": fill.timestamp,
+        }
+        async with self._engine.begin() as conn:
+            await self._fence(conn, run_id, token)
+            result = await conn.execute(_insert(conn, _FILLS).values(row).on_conflict_do_nothing())
+            if _rowcount(result) == 0:
+                return False
+            # A filled order is no longer watched: a fill is evidence that it exists.
+            await self._save(conn, run_id, order, None)
+        return True
+
+    async def load(self, run_id: str) -> builtins.list[StoredLiveOrder]:
+        """A session's orders, oldest first."""
+        query = select(_ORDERS).where(_ORDERS.c.run_id == run_id)
+        return await self._orders(query)
+
+    async def non_final(self, run_id: str, *, now_ms: int) -> builtins.list[StoredLiveOrder]:
+        """Orders that may still change: not filled, canceled, expired or rejected; unconfirmed ones while watched."""
+        watched = (_ORDERS.c.status != _UNCONFIRMED) | (_ORDERS.c.watch_until > now_ms)
+        query = select(_ORDERS).where(_ORDERS.c.run_id == run_id, _ORDERS.c.status.not_in(_FINAL), watched)
+        return await self._orders(query)
+
+    async def _orders(self, query: Any) -> builtins.list[StoredLiveOrder]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(query.order_by(_ORDERS.c.created_at, _ORDERS.c.client_order_id))
+            return [_stored(r) for r in rows]
+
+    async def fills(self, run_id: str) -> builtins.list[TradeFill]:
+        """A session's fills in the order they were recorded, numbers as exact fractions."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(_FILLS).where(_FILLS.c.run_id == run_id).order_by(_FILLS.c.id))
+            return [_fill(r) for r in rows]
+
+    async def last_fill_ms(self, run_id: str, symbol: str) -> int | None:
+        """Timestamp of the session's latest stored fill in `symbol`, where a trades gap-fill starts."""
+        query = select(func.max(_FILLS.c.timestamp)).where(_FILLS.c.run_id == run_id, _FILLS.c.symbol == symbol)
+        async with self._engine.connect() as conn:
+            value = (await conn.execute(query)).scalar_one()
+        return None if value is None else int(value)
+
+    async def client_ids(self, run_id: str) -> set[str]:
+        """Every client order id the session stored (a new id must not be one of them)."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(_ORDERS.c.client_order_id).where(_ORDERS.c.run_id == run_id))
+            return {str(r[0]) for r in rows}
