@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from cracktrader.brokers.orders import (
+    Intent,
     ManagedOrder,
     OrderEvent,
     OrderLedger,
@@ -77,7 +78,7 @@ class LiveStoreLike(Protocol):
         token: int,
         order: ManagedOrder,
         *,
-        intent: str = "signal",
+        intent: Intent = "signal",
         stop_loss: float | None = None,
         take_profit: float | None = None,
     ) -> None: ...
@@ -107,7 +108,7 @@ class OrderIntent:
     type: OrderKind
     amount: float
     price: float | None = None
-    intent: str = "signal"  # signal, stop_loss, take_profit, control
+    intent: Intent = "signal"
     stop_loss: float | None = None  # as the backtest's: a fraction of the entry price
     take_profit: float | None = None
     order_id: int | None = None  # the number the strategy was given; the client id's sequence

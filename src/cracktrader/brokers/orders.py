@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
-from typing import Any, ClassVar, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from cracktrader.engine.context import OrderKind, Side
 from cracktrader.errors import CracktraderError, UserInputError
 
 Number = int | float | str | Decimal | Fraction
+
+# Why a live order was sent: the strategy's signal, the session's brackets, a control, or found on the venue.
+Intent = Literal["signal", "stop_loss", "take_profit", "control", "adopted"]
 
 # The seed 001 `orders` channel message, key for key.
 CHANNEL_KEYS = ("order_id", "status", "symbol", "side", "amount", "price", "timestamp")

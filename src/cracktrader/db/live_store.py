@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from sqlalchemy import CursorResult, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cracktrader.brokers.orders import (
     FINAL_STATES,
     DuplicateOrderError,
+    Intent,
     InvalidOrderError,
     ManagedOrder,
     Number,
@@ -35,7 +36,6 @@ from cracktrader.db.session_store import fence
 __all__ = ["Intent", "LiveOrderStore", "StoredLiveOrder", "exact_text", "parse_exact"]
 
 # The values of LIVE_INTENTS (the table checks them), as a type.
-Intent = Literal["signal", "stop_loss", "take_profit", "control"]
 
 _ORDERS = cast(Table, LiveOrderRecord.__table__)
 _FILLS = cast(Table, LiveFillRecord.__table__)

@@ -60,7 +60,7 @@ RUN_MODES: tuple[str, ...] = ("backtest", "paper", "live")
 RUN_STATUSES: tuple[str, ...] = ("starting", "running", "completed", "failed", "stopped")
 ROLES: tuple[str, ...] = ("admin", "trader", "viewer")
 # Why a live order was sent: the strategy's signal, a stop-loss or take-profit the session manages, or a control.
-LIVE_INTENTS: tuple[str, ...] = ("signal", "stop_loss", "take_profit", "control")
+LIVE_INTENTS: tuple[str, ...] = ("signal", "stop_loss", "take_profit", "control", "adopted")
 
 # Deterministic constraint names: Alembic needs names to drop or alter constraints, and SQLite's batch mode
 # (table rebuilds) can only recreate constraints that have one.

@@ -48,7 +48,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
         sa.Column("watch_until", sa.BigInteger(), nullable=True),
         sa.CheckConstraint(
-            "intent IN ('signal', 'stop_loss', 'take_profit', 'control')", name=op.f("ck_live_orders_intent")
+            "intent IN ('signal', 'stop_loss', 'take_profit', 'control', 'adopted')", name=op.f("ck_live_orders_intent")
         ),
         _run_fk("live_orders"),
         sa.PrimaryKeyConstraint("run_id", "client_order_id", name=op.f("pk_live_orders")),
