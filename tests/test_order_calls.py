@@ -376,3 +376,46 @@ async def test_the_gate_defaults_to_1_s_for_a_429_and_120_s_for_a_418_and_reads_
     assert (gate.blocked_ms(), gate.banned) == (120_000, True)
     await gate.wait()
     assert not gate.banned and clock.now_ms() == T0 + 123_000
+
+
+# ---------------------------------------------------------------- the other exchanges' paths
+
+
+class _ListingClient:
+    """Open orders and trades from lists, recording each call: the lookup and paging paths of non-binance ids."""
+
+    def __init__(self, orders: list[dict[str, Any]], trades: list[dict[str, Any]]) -> None:
+        self.orders = orders
+        self.all_trades = trades
+        self.calls: list[tuple[str, Any, Any]] = []
+        self.options: dict[str, Any] = {}
+
+    async def fetch_open_orders(self, symbol: str, since: Any = None, limit: Any = None, params: Any = None) -> Any:
+        self.calls.append(("fetch_open_orders", symbol, params))
+        return self.orders
+
+    async def fetch_my_trades(self, symbol: str, since: int | None, limit: int, params: Any) -> Any:
+        self.calls.append(("fetch_my_trades", since, params))
+        return [t for t in self.all_trades if since is None or t["timestamp"] >= since][:limit]
+
+
+async def test_bybit_finds_an_order_among_the_open_ones_by_its_order_link_id() -> None:
+    orders = [
+        {"id": "1", "clientOrderId": None, "info": {"orderLinkId": "someone"}},
+        {"id": "2", "clientOrderId": None, "info": {"orderLinkId": "tagabcde1"}},
+    ]
+    client = _ListingClient(orders, [])
+    calls = OrderCalls(client, "bybit", ManualClock(T0, auto=True))
+    found = await calls.lookup(SYMBOL, "tagabcde1")
+    assert found is not None and found["id"] == "2"
+    assert client.calls == [("fetch_open_orders", SYMBOL, {"orderLinkId": "tagabcde1"})]
+    assert await calls.lookup(SYMBOL, "tagabcdez") is None
+
+
+async def test_trades_page_by_time_elsewhere_and_skip_the_repeats_at_each_page_boundary() -> None:
+    trades = [{"id": f"t{n}", "timestamp": T0 + 1_000 * (n // 2)} for n in range(7)]  # two trades a second
+    client = _ListingClient([], trades)
+    calls = OrderCalls(client, "okx", ManualClock(T0, auto=True))
+    got = await calls.trades(SYMBOL, T0, page_limit=3)
+    assert [t["id"] for t in got] == [f"t{n}" for n in range(7)]
+    assert [since for _, since, _ in client.calls] == [T0, T0 + 1_000, T0 + 2_000, T0 + 3_000]
