@@ -14,7 +14,7 @@ from cracktrader.brokers.orders import ManagedOrder
 from cracktrader.clock import ManualClock
 from cracktrader.exchanges.order_calls import OrderCalls, Outcome, classify, reason_code
 from cracktrader.exchanges.rate_gate import RateGate
-from fakes.trading import TradingVenue, trading_client
+from fakes.trading import TradingVenue, VenueTime, trading_client
 
 pytestmark = pytest.mark.anyio
 
@@ -33,24 +33,6 @@ def anyio_backend() -> str:
 def venue() -> Iterator[TradingVenue]:
     with TradingVenue(now_ms=T0 + 30_000) as server:
         yield server
-
-
-class VenueTime:
-    """The caller's clock: the venue's virtual clock plus a skew; a sleep records itself and moves the venue on."""
-
-    def __init__(self, venue: TradingVenue, skew_ms: int = 0) -> None:
-        self.venue = venue
-        self.skew_ms = skew_ms
-        self.sleeps: list[int] = []
-
-    def now_ms(self) -> int:
-        return self.venue.clock.now_ms() + self.skew_ms
-
-    async def sleep_until(self, when_ms: int) -> None:
-        self.sleeps.append(max(0, when_ms - self.now_ms()))
-        if when_ms > self.now_ms():
-            self.venue.clock.set(when_ms - self.skew_ms)
-        await asyncio.sleep(0)
 
 
 @asynccontextmanager

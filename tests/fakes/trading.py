@@ -732,6 +732,24 @@ class TradingVenue(FakeVenue):
 ClientKind = Literal["sync", "async", "pro"]
 
 
+class VenueTime:
+    """The caller's clock: the venue's virtual clock plus a skew; a sleep records itself and moves the venue on."""
+
+    def __init__(self, venue: TradingVenue, skew_ms: int = 0) -> None:
+        self.venue = venue
+        self.skew_ms = skew_ms
+        self.sleeps: list[int] = []
+
+    def now_ms(self) -> int:
+        return self.venue.clock.now_ms() + self.skew_ms
+
+    async def sleep_until(self, when_ms: int) -> None:
+        self.sleeps.append(max(0, when_ms - self.now_ms()))
+        if when_ms > self.now_ms():
+            self.venue.clock.set(when_ms - self.skew_ms)
+        await asyncio.sleep(0)
+
+
 def trading_client(
     venue: TradingVenue,
     kind: ClientKind = "async",
@@ -771,4 +789,4 @@ def trading_client(
     return client
 
 
-__all__ = ["ClientKind", "FeeAsset", "OrderRef", "TradingVenue", "sign", "trading_client"]
+__all__ = ["ClientKind", "FeeAsset", "OrderRef", "TradingVenue", "VenueTime", "sign", "trading_client"]

@@ -27,7 +27,7 @@ from cracktrader.brokers.orders import (
 )
 from cracktrader.clock import Clock
 from cracktrader.engine.context import OrderKind, Side
-from cracktrader.engine.records import REASON_BELOW_MIN_AMOUNT, REASON_NAMES
+from cracktrader.engine.records import REASON_BELOW_MIN_AMOUNT, REASON_BELOW_MIN_NOTIONAL
 from cracktrader.engine.rules import MarketRules, amount_to_precision, minimum_refusal, price_to_precision
 from cracktrader.exchanges.client_ids import ClientIdError, make_client_id, parse_client_id
 
@@ -202,17 +202,17 @@ class LiveOrders:
         est = price if price is not None else self.last_prices.get(intent.symbol)
         rules = self.rules.get(intent.symbol)
         if amount <= 0:
-            return REASON_NAMES[REASON_BELOW_MIN_AMOUNT]
+            return "BELOW_MIN_AMOUNT"
         if rules is not None:
             code = minimum_refusal(rules, amount, est if est is not None else float("nan"))
             if code is not None:
-                return REASON_NAMES[code]
+                return _LOCAL_CODES.get(code, "REJECTED_LOCALLY")
         if intent.side == "buy":
             fee = rules.taker_fee if rules is not None else 0.0
             if est is None or amount * est * (1 + fee) > self.available_cash() * (1 + 1e-9):
-                return "insufficient_capital"
+                return "INSUFFICIENT_CAPITAL"
         elif amount > self.available_position(intent.symbol) * (1 + 1e-9):
-            return "insufficient_position"
+            return "INSUFFICIENT_POSITION"
         return None
 
     def _shaped(self, intent: OrderIntent) -> tuple[float, float | None]:
@@ -357,7 +357,13 @@ class LiveOrders:
                 await self._booked(event)
         trades = snap.get("trades") or []
         if trades:
-            await self.apply_trades(trades)
+            # An order's own trades (binance's create response) name no order and often no time: they are its.
+            when = snap.get("lastTradeTimestamp") or snap.get("timestamp")
+            await self.apply_trades(
+                {**t, "order": t.get("order") or xid, "clientOrderId": order.client_order_id,
+                 "timestamp": t.get("timestamp") or when}
+                for t in trades
+            )  # fmt: skip
         filled = snap.get("filled")
         if isinstance(filled, int | float) and exact(filled, "filled") > order.filled_qty:
             # The venue shows more filled than the fills we hold: fetch the order's trades.
@@ -431,7 +437,8 @@ class LiveOrders:
         fill = event.fill
         assert fill is not None
         order = self.ledger.get(event.order_id)
-        await self.store.record_fill(self.run_id, self._token(), fill, order)
+        if not await self.store.record_fill(self.run_id, self._token(), fill, order):
+            return  # stored already (another path brought it first): booked then, not again
         intent = self.intents.get(order.client_order_id)
         self.portfolio.book(order, fill, intent)
         self.last_prices.setdefault(fill.symbol, float(exact(fill.price, "price")))
@@ -552,6 +559,7 @@ class LiveOrders:
             self.on_event(event)
 
 
+_LOCAL_CODES = {REASON_BELOW_MIN_AMOUNT: "BELOW_MIN_AMOUNT", REASON_BELOW_MIN_NOTIONAL: "BELOW_MIN_NOTIONAL"}
 _UNACKED = frozenset({OrderStatus.SUBMITTED, OrderStatus.UNKNOWN, OrderStatus.REJECTED_UNCONFIRMED})
 
 

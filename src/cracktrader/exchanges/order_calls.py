@@ -96,6 +96,9 @@ class OrderCalls:
         self.gate = gate
         self.ids = client_id_params(exchange_id)
         self.offset_ms = 0  # exchange clock minus ours, from the last resync_clock
+        # Signed requests carry our clock's time plus the measured offset: ccxt's own nonce reads the wall clock,
+        # which is the same thing in production and lets an injected clock sign in tests.
+        client.nonce = self._nonce
 
     # ------------------------------------------------------------ orders
 
@@ -220,6 +223,9 @@ class OrderCalls:
             after = self.clock.now_ms()
             offsets.append(server - (before + after) // 2)
         return int(statistics.median_low(offsets))
+
+    def _nonce(self) -> int:
+        return self.clock.now_ms() + self.offset_ms
 
     async def resync_clock(self) -> int:
         """Measure the offset and give it to ccxt (its nonce is our time minus `timeDifference`); returns it."""
