@@ -42,7 +42,6 @@ from cracktrader.client import (
     InvalidTimeframeError,
     NoActiveRunError,
     NotFoundError,
-    NotImplementedByServerError,
     PermissionDeniedError,
     RateLimitError,
     RunAlreadyActiveError,
@@ -388,9 +387,9 @@ def test_missing_required_fields_are_reported_by_the_server_as_validation_error(
         assert caught.value.details["errors"][0]["loc"] == ["body", "strategy_name"]
 
 
-def test_live_request_raises_not_implemented_by_server_and_is_recorded() -> None:
+def test_a_live_request_that_cannot_trade_raises_a_validation_error_and_is_recorded() -> None:
     with live_server() as srv, CrackTraderAPI(srv.base_url) as api:
-        with pytest.raises(NotImplementedByServerError) as caught:
+        with pytest.raises(ValidationError) as caught:
             api.start_live(
                 strategy_name="TestStrategy",
                 symbols="BTC/USDT",
@@ -398,7 +397,8 @@ def test_live_request_raises_not_implemented_by_server_and_is_recorded() -> None
                 exchange_config={"apiKey": "secret-key", "sandbox": True},
                 mode="live",
             )
-        assert isinstance(caught.value, ServerError) and caught.value.status_code == 501
+        assert (caught.value.status_code, caught.value.code) == (422, "INVALID_LIVE_REQUEST")
+        assert "synthetic exchange has no orders" in caught.value.message
         record = api.get_run(caught.value.details["run_id"])
         assert (record.mode, record.status) == ("live", "failed")
         assert record.config["exchange_config"] == {"sandbox": True}
@@ -585,7 +585,7 @@ async def test_async_client_round_trips_a_backtest_and_maps_errors() -> None:
             assert (await api.reset()).status == "idle"
             with pytest.raises(InvalidSymbolError):
                 await api.start_backtest(YEAR_1H, symbols=["BTCUSD"])
-            with pytest.raises(NotImplementedByServerError):
+            with pytest.raises(ValidationError, match="sandbox: true"):
                 await api.start_live(
                     strategy_name="TestStrategy", symbols=["BTC/USDT"], exchange="synthetic", mode="live"
                 )

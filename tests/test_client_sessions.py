@@ -21,8 +21,6 @@ from cracktrader.client import (
     InvalidPaperConfigError,
     NoActiveRunError,
     NotFoundError,
-    NotImplementedByServerError,
-    ServerError,
     SessionLimitError,
     SessionStatus,
     TimeoutError,
@@ -160,12 +158,9 @@ def test_sessions_that_cannot_start_or_do_not_exist_raise_typed_errors() -> None
         assert (missing.value.status_code, missing.value.code) == (404, "NOT_FOUND")
         with pytest.raises(NotFoundError):
             api.stop_session("no-such-session")
-        with pytest.raises(NotImplementedByServerError) as live:
+        with pytest.raises(ValidationError) as live:
             api.start_session("SmaCross", **LIVE, mode="live")
-        assert isinstance(live.value, ServerError) and (live.value.status_code, live.value.code) == (
-            501,
-            "NOT_IMPLEMENTED",
-        )
+        assert (live.value.status_code, live.value.code) == (422, "INVALID_LIVE_REQUEST")
         with pytest.raises(InvalidPaperConfigError) as bad:
             api.start_session("SmaCross", **LIVE, exchange_config={"paper": {"balance": 5}})
         assert isinstance(bad.value, ValidationError) and bad.value.status_code == 422

@@ -266,8 +266,9 @@ async def test_no_secret_sent_to_run_requests_is_returned_logged_or_stored(
     caplog.set_level(logging.DEBUG)
     async with app_client(settings) as c:
         run_ids = []
-        # Live is validated, recorded and refused (501); paper refuses these settings in exchange_config.paper (422).
-        for mode, code in (("live", 501), ("paper", 422)):
+        # Live is validated, recorded and refused (422: synthetic has no orders); paper refuses these settings in
+        # exchange_config.paper (422).
+        for mode, code in (("live", 422), ("paper", 422)):
             r = await c.post("/api/v1/run/live", json={**LIVE, "mode": mode, "exchange_config": secrets})
             assert r.status_code == code, r.text
             bodies.append(r.text)
@@ -319,7 +320,7 @@ async def test_run_listing_of_100_runs_with_900_kb_exchange_configs_stays_small(
         for _ in range(10):
             body = {**LIVE, "mode": "live", "exchange_config": {"note": "x" * 50_000, "sandbox": True}}
             r = await c.post("/api/v1/run/live", json=body)
-            assert r.status_code in (501, 413), r.text
+            assert r.status_code in (422, 413), r.text
         store = c.app.state.run_store  # type: ignore[attr-defined]
         legacy = {**LIVE, "strategy_params": {}, "exchange_config": {"note": "x" * 900_000, "sandbox": True}}
         for _ in range(100 - await _count_runs(c)):

@@ -240,11 +240,11 @@ LIVE_BODY = {
 }
 
 
-async def test_live_request_is_validated_recorded_and_refused_with_not_implemented() -> None:
+async def test_a_live_request_that_cannot_trade_is_validated_recorded_and_refused() -> None:
     async with app_client() as c:
         body = {**LIVE_BODY, "mode": "live"}
         r = await c.post("/api/v1/run/live", json=body)
-        assert r.status_code == 501 and r.json()["error"]["code"] == "NOT_IMPLEMENTED"
+        assert r.status_code == 422 and r.json()["error"]["code"] == "INVALID_LIVE_REQUEST"
         run_id = r.json()["error"]["details"]["run_id"]
         record = (await c.get(f"/api/v1/runs/{run_id}")).json()
         assert record["mode"] == "live" and record["status"] == "failed"

@@ -246,7 +246,7 @@ async def _invalid_body(c: httpx.AsyncClient) -> tuple[str, str, httpx.Response,
 async def _paper_run(c: httpx.AsyncClient) -> tuple[str, str, httpx.Response, int, str]:
     body = {"strategy_name": "TestStrategy", "symbols": ["BTC/USDT"], "exchange": "synthetic", "mode": "live"}
     r = await c.post("/api/v1/run/live", json=body)
-    return "/api/v1/run/live", "POST", r, 501, "NOT_IMPLEMENTED"
+    return "/api/v1/run/live", "POST", r, 422, "INVALID_LIVE_REQUEST"
 
 
 async def _unknown_strategy_live(c: httpx.AsyncClient) -> tuple[str, str, httpx.Response, int, str]:

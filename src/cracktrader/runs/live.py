@@ -16,12 +16,13 @@ from typing import Any
 
 from cracktrader.brokers.live import LiveOrders, LiveStoreLike, OrderIntent
 from cracktrader.brokers.live_session import LiveSession
-from cracktrader.brokers.orders import ManagedOrder, OrderEvent, OrderStatus
+from cracktrader.brokers.orders import ManagedOrder, OrderEvent, OrderStatus, TradeFill
 from cracktrader.brokers.risk import RiskGate, parse_risk_limits
 from cracktrader.clock import Clock
 from cracktrader.data.feeds.ccxt_feed import CcxtFeed
 from cracktrader.data.sources.ccxt_source import make_async_exchange, sandbox_settings
 from cracktrader.data.timeframes import parse_timeframe
+from cracktrader.db.live_store import LiveOrderStore
 from cracktrader.engine.broker import SimSettings
 from cracktrader.engine.rules import MarketRules, amount_to_precision
 from cracktrader.engine.strategy import Strategy
@@ -80,9 +81,17 @@ class LivePlan(PaperPlan):
 
 
 def prepare_live(
-    config: LiveConfig, *, clock: Clock, settings: Settings | None = None, strategy_cls: type[Strategy] | None = None
+    config: LiveConfig,
+    *,
+    clock: Clock,
+    settings: Settings | None = None,
+    strategy_cls: type[Strategy] | None = None,
+    resuming: bool = False,
 ) -> LivePlan:
     """Validate a live request and build its session and candle feed; nothing is signed yet.
+
+    `resuming`: a stored session taken over after a restart. Its keys were never stored, so it waits for them
+    (`supply_credentials`) instead of requiring them now.
 
     Blocking (the warm-up window is read over REST): the server calls it in a thread.
     """
@@ -95,6 +104,20 @@ def prepare_live(
             details={"field": "exchange_config.sandbox", "accepted": [True]},
         )
     exchange = config.exchange.strip().lower()
+    if exchange == "synthetic":
+        raise LiveRequestError(
+            "The synthetic exchange has no orders: live trading needs a ccxt exchange's sandbox "
+            "(use mode paper with synthetic)",
+            details={"field": "exchange"},
+        )
+    derivatives = [s for s in config.symbols if ":" in s]
+    if derivatives:
+        raise LiveCheckError(
+            "UNSUPPORTED_MARKET",
+            f"Live trading supports spot markets only; {', '.join(derivatives)} is a derivative (swap, future or "
+            "option) symbol",
+            details={"symbols": derivatives},
+        )
     limits = parse_risk_limits(ec)
     if limits.capital is None:
         raise LiveRequestError(
@@ -107,7 +130,7 @@ def prepare_live(
     quote = _quote(config.symbols)
     symbols = tuple(config.symbols)
     feed = CcxtFeed(exchange, symbols, tf, clock, settings=run_settings)  # public: the feed signs nothing
-    credentials = _credentials(exchange, ec)
+    credentials = {} if resuming else credentials_of(exchange, ec)
     cls = strategy_cls or load_registry(base).get(config.strategy_class or config.strategy_name)
     with strategy_errors(cls):
         strategy = cls(config.strategy_params)
@@ -116,12 +139,13 @@ def prepare_live(
     session = LiveSession(
         strategy, symbols, sim, tf.periods_per_year, risk=RiskGate(limits, clock.now_ms), timeframe_ms=tf.ms
     )
-    history = feed.history(window_length(strategy))
+    history = [] if resuming else feed.history(window_length(strategy))
     return LivePlan(session, feed, history, tf, quote, replay=False, capital=float(limits.capital),
                     credentials=credentials, settings=run_settings)  # fmt: skip
 
 
-def _credentials(exchange: str, exchange_config: dict[str, Any]) -> dict[str, str]:
+def credentials_of(exchange: str, exchange_config: dict[str, Any]) -> dict[str, str]:
+    """The keys `exchange` needs (ccxt's requiredCredentials) from a request; held in memory only."""
     import ccxt
 
     names = [k for k, needed in (getattr(ccxt, exchange)().requiredCredentials or {}).items() if needed]
@@ -134,6 +158,25 @@ def _credentials(exchange: str, exchange_config: dict[str, Any]) -> dict[str, st
             details={"missing": missing},
         )
     return {k: str(v) for k, v in creds.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLive:
+    """A resumed live session's rows: its orders (with their intents and watch ends) and its fills in order."""
+
+    orders: list[tuple[ManagedOrder, OrderIntent, int | None]]
+    fills: list[TradeFill]
+
+
+async def load_stored(store: LiveOrderStore, run_id: str) -> StoredLive:
+    """The stored orders and fills of a live session."""
+    rows = await store.load(run_id)
+    orders = [
+        (r.order, OrderIntent(r.order.symbol, r.order.side, r.order.type, r.order.amount, r.order.price,
+                              intent=r.intent, stop_loss=r.stop_loss, take_profit=r.take_profit), r.watch_until)
+        for r in rows
+    ]  # fmt: skip
+    return StoredLive(orders, await store.fills(run_id))
 
 
 @dataclass(slots=True)
@@ -195,14 +238,17 @@ class LiveRuntime:
         self.clock_offset_ms: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        self.credentials_ready = asyncio.Event()
 
     # --- opening ------------------------------------------------------------------------------------------------
 
-    async def open(self, stored: tuple[list[tuple[ManagedOrder, OrderIntent, int | None]], list[Any]] | None) -> None:
+    async def open(self, stored: StoredLive | None) -> None:
         """Sign in, check, restore the stored orders, reconcile; raises LiveCheckError with the failing check."""
         import ccxt
 
         plan = self.plan
+        if not plan.credentials:
+            await self.credentials_ready.wait()  # a resumed session: its keys come with POST /runs/{id}/resume
         exchange = plan_exchange(plan)
         assert plan.settings is not None
         self.client = make_async_exchange(exchange, plan.settings)
@@ -241,14 +287,33 @@ class LiveRuntime:
         self.session.orders = self.orders
         self.session.sim.reserve_ids(0)
         if stored is not None:
-            self.orders.restore(*stored)
+            self.orders.restore(stored.orders, stored.fills)
             self.session.sim.reserve_ids(self.orders.last_sequence)
+            self._book_unbooked(stored)
         try:
             await self.reconcile(start=True)
         except ccxt.BaseError as exc:
             raise LiveCheckError("RECONCILIATION_FAILED", f"Reconciliation with {exchange} failed: {exc}") from exc
         self._balances(balance)
         self.baseline = self._expected_base_baseline()
+
+    def _book_unbooked(self, stored: StoredLive) -> None:
+        """Book into the restored simulator the fills stored after its last saved bar (they are in order)."""
+        assert self.orders is not None
+        for fill in stored.fills[self.session.fills_booked :]:
+            cid = fill.client_order_id
+            if cid is not None and cid in self.orders.ledger:
+                self.session.book(self.orders.ledger.get(cid), fill, self.orders.intents.get(cid))
+
+    def supply_credentials(self, credentials: dict[str, str]) -> None:
+        """Give a resumed session its keys (used in memory only); it then signs in, reconciles and trades."""
+        self.plan.credentials = dict(credentials)
+        self.credentials_ready.set()
+
+    @property
+    def awaiting_credentials(self) -> bool:
+        """A resumed session waiting for its keys."""
+        return not self.plan.credentials
 
     def _market_rules(self, markets: dict[str, Any], symbol: str) -> MarketRules:
         market = markets.get(symbol)
@@ -556,6 +621,7 @@ class LiveRuntime:
             "orders_sent": 0 if orders is None else orders.sent,
             "unknown_orders": [] if orders is None else [o.client_order_id for o in orders.unknown_orders()],
             "watch_list": [] if orders is None else sorted(orders.watch_until),
+            "awaiting_credentials": self.awaiting_credentials,
         }
 
 

@@ -32,13 +32,14 @@ from cracktrader.db.session_store import FinalStatus, SessionDelta, SessionStore
 from cracktrader.engine.accounting import B_ENTRY_COST
 from cracktrader.engine.fills import BUY, SELL, market_fill_price
 from cracktrader.engine.records import O_FEE, O_PNL, O_STATUS, REASON_NAMES, STATUS_FILLED
+from cracktrader.engine.window import window_length
 from cracktrader.errors import CracktraderError
 from cracktrader.periodic import Periodic
 from cracktrader.runs import events
 from cracktrader.runs.config import LiveConfig, record_fields, redact
 from cracktrader.runs.document import now_iso, order_rows_to_dicts
 from cracktrader.runs.errors import RunNotFoundError
-from cracktrader.runs.live import LiveCheckError, LivePlan, LiveRequestError, LiveRuntime, prepare_live
+from cracktrader.runs.live import LiveCheckError, LivePlan, LiveRequestError, LiveRuntime, load_stored, prepare_live
 from cracktrader.runs.persist import SessionRecorder, finite, restore_strategy, snapshot_of
 from cracktrader.runs.results import RunResults, empty_results, from_backtest, json_safe
 from cracktrader.runs.session import resumed_feed, run_session
@@ -217,6 +218,8 @@ class LiveRun:
 
     def _phase(self, bars: int) -> str | None:
         if self.status == "starting" and self.live is not None:
+            if self.live.awaiting_credentials:
+                return "awaiting_credentials"  # resumed after a restart: keys are never stored
             return "checking"  # markets, credentials, the clock and reconciliation, before trading
         return "warming_up" if self.active and bars == self.plan.session.warmup_bars else None
 
@@ -323,12 +326,28 @@ class SessionRegistry:
             if config.mode == "live":
                 if self.store is None:
                     raise LiveRequestError("Live trading needs the server's database (its orders are stored)")
-                live_plan = await asyncio.to_thread(prepare_live, config, clock=self.clock, settings=self.settings)
+                try:
+                    live_plan = await asyncio.to_thread(prepare_live, config, clock=self.clock, settings=self.settings)
+                except CracktraderError as exc:
+                    await self._record_refused(config, exc, user_id)
+                    raise
                 return await self._launch(config, live_plan, user_id)
             plan = await asyncio.to_thread(prepare_paper, config, clock=self.clock, settings=self.settings)
             return await self._launch(config, plan, user_id)
         finally:
             self._starting -= 1
+
+    async def _record_refused(self, config: LiveConfig, exc: CracktraderError, user_id: int | None) -> None:
+        """Keep a refused live request in the run history (every live attempt is), its id in the error's details."""
+        assert self.store is not None
+        run_id = uuid.uuid4().hex
+        code = exc.check if isinstance(exc, LiveCheckError) else exc.code
+        await self.store.create(run_id=run_id, mode="live", status="starting", config=redact(config.model_dump()),
+                                **record_fields(config), user_id=user_id)  # fmt: skip
+        await self.store.update_status(
+            run_id, status="failed", ended_at=datetime.now(UTC), error=f"{code}: {exc.message}"
+        )
+        exc.details = {**exc.details, "run_id": run_id}
 
     async def _launch(self, config: LiveConfig, plan: PaperPlan, user_id: int | None) -> dict[str, Any]:
         """Record a prepared session and start driving it."""
@@ -445,6 +464,10 @@ class SessionRegistry:
 
             self._publish(run)
             if live is not None:
+                # Warmed first: fills that reconciliation books land in the bar the session is at.
+                for batch in plan.history:
+                    plan.session.warm(batch.timestamp, batch.candles)
+                plan.history = []
                 await live.open(run.live_stored)
                 run.status = "running"
                 self._publish(run)
@@ -609,9 +632,14 @@ class SessionRegistry:
         run.token, run.resumed = token, True
         run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
         run.recorder.resume_from(plan.session.bars)
-        run.orders = PaperOrders(plan.session.symbols, quote=plan.quote)
         sim = plan.session.sim
-        run.orders.sync(sim.open_orders, sim.rows, sim.data.timestamp)  # known already: published before the crash
+        if isinstance(plan, LivePlan):
+            run.live = self._runtime(run, plan)
+            run.live_stored = await load_stored(LiveOrderStore(self.store.engine), run_id)
+            run.status = "starting"
+        else:
+            run.orders = PaperOrders(plan.session.symbols, quote=plan.quote)
+            run.orders.sync(sim.open_orders, sim.rows, sim.data.timestamp)  # known already: published before
         run._trades_published = sum(1 for r in sim.rows if r[O_STATUS] == STATUS_FILLED)
         run._rows_published = len(sim.rows)
         run.record = lambda: self._changed(run)
@@ -628,15 +656,23 @@ class SessionRegistry:
         if pinned.get("class") and pinned.get("source_sha256"):
             current = load_registry(self.settings).get(config.strategy_class or config.strategy_name)
             strategy_cls = pinned_class(pinned["class"], pinned["source_sha256"], current, self.settings)
-        plan = prepare_paper(config, clock=self.clock, settings=self.settings, strategy_cls=strategy_cls)
+        plan: PaperPlan
+        if config.mode == "live":
+            plan = prepare_live(config, clock=self.clock, settings=self.settings, strategy_cls=strategy_cls,
+                                resuming=True)  # fmt: skip
+        else:
+            plan = prepare_paper(config, clock=self.clock, settings=self.settings, strategy_cls=strategy_cls)
         if stored.sim_state is None or stored.last_bar_ts is None:
+            if isinstance(plan, LivePlan):
+                plan.history = plan.feed.history(window_length(plan.session.strategy))  # type: ignore[attr-defined]
             return plan  # it never stored a bar: it starts again from its warm-up
         session = plan.session
         restore_session(session, snapshot_of(stored, len(session.symbols)))
         # A new instance on the restored window: it sees the session's positions and open orders through its
         # context, and gets back what it kept itself.
         restore_strategy(session.strategy, stored.strategy_state)
-        plan.feed = resumed_feed(plan, config, clock=self.clock, settings=self.settings, after=stored.last_bar_ts)
+        settings = plan.settings if isinstance(plan, LivePlan) and plan.settings is not None else self.settings
+        plan.feed = resumed_feed(plan, config, clock=self.clock, settings=settings, after=stored.last_bar_ts)
         plan.history = []
         if session.risk is not None and not plan.replay:
             session.risk.clock = _catch_up_time(session, plan.timeframe.ms, self.clock)
@@ -734,6 +770,13 @@ class OrderNotOpenError(CracktraderError):
     status_code = 404
 
 
+class CredentialsRequiredError(CracktraderError):
+    """A resumed live session cannot sign in: its keys were never stored."""
+
+    code = "CREDENTIALS_REQUIRED"
+    status_code = 409
+
+
 class NoPositionError(CracktraderError):
     """The session holds no position in this symbol."""
 
@@ -812,9 +855,21 @@ def pause(run: LiveRun) -> dict[str, Any]:
     return {"run_id": run.run_id, "status": run.status, "message": "New entries paused"}
 
 
-def resume(run: LiveRun) -> dict[str, Any]:
-    """Allow new entries again; also lifts a daily-loss halt (the day's loss then counts afresh)."""
+def resume(run: LiveRun, credentials: dict[str, str] | None = None) -> dict[str, Any]:
+    """Allow new entries again; also lifts a daily-loss halt (the day's loss then counts afresh).
+
+    A live session resumed after a restart waits for its keys: `credentials` gives them (held in memory only).
+    """
     session = _active(run)
+    if run.live is not None and run.live.awaiting_credentials:
+        if not credentials:
+            raise CredentialsRequiredError(
+                f"Session {run.run_id} was resumed after a restart and needs its exchange keys again (they are "
+                'never stored): POST them to /runs/{id}/resume as {"apiKey": ..., "secret": ...}',
+                details={"run_id": run.run_id, "needs": ["apiKey", "secret"]},
+            )
+        run.live.supply_credentials(credentials)
+        return {"run_id": run.run_id, "status": run.status, "message": "Keys received; reconciling, then trading"}
     if session.risk is not None:
         session.risk.resume()
     return {"run_id": run.run_id, "status": run.status, "message": "Entries resumed"}

@@ -13,10 +13,11 @@ from cracktrader.web.health.service import health_report
 from cracktrader.web.runs import service
 from cracktrader.web.runs.router import _with_resolved_strategy, require_live_scope
 from cracktrader.web.runs.schemas import DetailedStatusResponse, RunResponse
-from cracktrader.web.sessions.schemas import RunRequest, SessionStatus, StopRequest
+from cracktrader.web.sessions.schemas import ResumeRequest, RunRequest, SessionStatus, StopRequest
 
 router = APIRouter(tags=["sessions"])
 NO_FLATTEN = StopRequest()
+NO_KEYS = ResumeRequest()
 
 
 def get_sessions(request: Request) -> SessionRegistry:
@@ -103,6 +104,15 @@ async def pause_session(run_id: str, sessions: SessionsDep, runs: RunsDep) -> di
 
 
 @router.post("/runs/{run_id}/resume", response_model=RunResponse)
-async def resume_session(run_id: str, sessions: SessionsDep, runs: RunsDep) -> dict[str, Any]:
-    """Allow new entries again; also lifts a daily-loss halt."""
-    return resume(sessions.get(run_id, owner=runs.owner))
+async def resume_session(
+    run_id: str,
+    sessions: SessionsDep,
+    runs: RunsDep,
+    body: Annotated[ResumeRequest, Body()] = NO_KEYS,
+) -> dict[str, Any]:
+    """Allow new entries again; also lifts a daily-loss halt.
+
+    A live session taken over after a restart waits (`starting`, phase `awaiting_credentials`) for its exchange
+    keys, which are never stored: send them here (`apiKey`, `secret`); 409 CREDENTIALS_REQUIRED without them.
+    """
+    return resume(sessions.get(run_id, owner=runs.owner), body.credentials())

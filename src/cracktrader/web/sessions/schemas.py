@@ -58,6 +58,26 @@ class StopRequest(BaseModel):
     flatten: bool = Field(False, strict=True, description="Also close the positions (at the last close)")
 
 
+Secret = Annotated[str, Field(min_length=1, max_length=512, strict=True, pattern=r"^[\x21-\x7e]+$")]
+
+
+class ResumeRequest(BaseModel):
+    """How to resume a session; a live one resumed after a restart needs its exchange keys again (never stored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    apiKey: Secret | None = None
+    secret: Secret | None = None
+    password: Secret | None = None
+
+    def credentials(self) -> dict[str, str]:
+        """The keys sent, by ccxt's names."""
+        return {k: v for k, v in (("apiKey", self.apiKey), ("secret", self.secret), ("password", self.password)) if v}
+
+    def __repr__(self) -> str:
+        return f"ResumeRequest(keys={sorted(self.credentials())})"
+
+
 class BacktestRunRequest(BacktestConfig):
     """`POST /runs` of a backtest: `/run/backtest`'s body plus `mode: "backtest"`."""
 
