@@ -258,7 +258,7 @@ class SessionStore:
             )
 
     async def orphans(self, *, server_id: str, now: datetime, lease_ttl: timedelta) -> builtins.list[Orphan]:
-        """Active paper sessions of other servers whose lease lapsed (no heartbeat for `lease_ttl`, or no lease)."""
+        """Active paper and live sessions of other servers whose lease lapsed (no heartbeat for `lease_ttl`)."""
         fresh = _utc(now) - lease_ttl
         alive = exists().where(
             ServerRecord.id == SessionStateRecord.owner_server_id, ServerRecord.heartbeat_at >= fresh
@@ -268,7 +268,7 @@ class SessionStore:
             .join(RunRecord, RunRecord.id == SessionStateRecord.run_id)
             .where(
                 RunRecord.status.in_(ACTIVE),
-                RunRecord.mode == "paper",
+                RunRecord.mode.in_(("paper", "live")),
                 SessionStateRecord.owner_server_id != server_id,
                 ~alive,
             )

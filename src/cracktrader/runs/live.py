@@ -261,6 +261,7 @@ class LiveRuntime:
         except ccxt.BaseError as exc:
             raise LiveCheckError("EXCHANGE_UNAVAILABLE", f"Could not load {exchange}'s markets: {exc}") from exc
         rules = {s: self._market_rules(markets, s) for s in self.session.symbols}
+        await self._check_clock()  # before the first signed request: a skew gets its own clear error
         try:
             balance = await self.client.fetch_balance()
         except ccxt.AuthenticationError as exc:
@@ -271,7 +272,6 @@ class LiveRuntime:
             raise LiveCheckError("CLOCK_SKEW", f"The exchange refused our timestamps: {_short(exc)}") from exc
         except ccxt.BaseError as exc:
             raise LiveCheckError("EXCHANGE_UNAVAILABLE", f"Could not read the balance: {_short(exc)}") from exc
-        await self._check_clock()
         self.orders = LiveOrders(
             run_id=self.run_id,
             token=self._token,
@@ -333,7 +333,12 @@ class LiveRuntime:
 
     async def _check_clock(self) -> None:
         assert self.calls is not None
-        offset = await self.calls.measure_clock_offset()
+        import ccxt
+
+        try:
+            offset = await self.calls.measure_clock_offset()
+        except ccxt.BaseError as exc:
+            raise LiveCheckError("EXCHANGE_UNAVAILABLE", f"Could not read the exchange's time: {_short(exc)}") from exc
         self.clock_offset_ms = offset
         limit = (self.plan.settings or get_settings()).max_clock_skew_ms
         if abs(offset) > limit:
@@ -459,6 +464,11 @@ class LiveRuntime:
             self._spawn(self.orders.place(intent))
         for cid in cancels:
             self._spawn(self.orders.cancel(cid))
+
+    def place(self, intent: OrderIntent) -> asyncio.Task[Any]:
+        """Send one order outside the bar loop (a control's: the risk gate is the strategy's context's)."""
+        assert self.orders is not None
+        return self._spawn(self.orders.place(intent))
 
     def cancel(self, client_order_id: str) -> asyncio.Task[Any]:
         """Cancel one order (a control's) outside the bar loop."""
