@@ -619,6 +619,9 @@ class EventSimulator:
         stop = start + len(self._marked_cash)
         if stop == start:
             return
+        if stop == start + 1:
+            self._flush_one(start)
+            return
         cash = np.asarray(self._marked_cash)
         self.cash_curve[start:stop] = cash
         self._marked_cash.clear()
@@ -638,6 +641,24 @@ class EventSimulator:
                 value += held[:, j] * self._cols["close"][j][start:stop]
         self.equity[start:stop] = value
         self.in_market[start:stop] = (held != 0.0).any(axis=1)
+
+    def _flush_one(self, t: int) -> None:
+        """`flush_marks` of the one bar a live session marks at a time, in floats: numpy's pass over one-bar
+        arrays cost a paper session's bar ~70 us. Same additions in the same order, so the same values."""
+        cash = self._marked_cash[0]
+        self._marked_cash.clear()
+        held = self._position_log[-1][1] if self._position_log else self._held_at_flush
+        self._position_log.clear()
+        self._held_at_flush = list(self.pos)
+        value, in_market = cash, False
+        closes = self._cols["close"]
+        for j, h in enumerate(held):
+            if h != 0.0:  # NaN too, as numpy's `any` counts it
+                value += h * float(closes[j][t])
+                in_market = True
+        self.cash_curve[t] = cash
+        self.equity[t] = value
+        self.in_market[t] = in_market
 
     def order_records(self, last_bar: int) -> np.ndarray:
         """All order rows, with still-working orders appended as open; sorted by order id."""
