@@ -521,6 +521,11 @@ class CcxtFeed:
             except Exception:  # a full disk must not stop a trading session; the candles were delivered
                 log.exception("could not store %s %s %s candles", self.exchange_id, symbol, self.timeframe)
 
+    async def writes_done(self) -> None:
+        """Until the store write under way (if any) has finished; starts none."""
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
     async def flush(self) -> None:
         """Write every delivered candle to the store now, and wait until it is there."""
         while True:
