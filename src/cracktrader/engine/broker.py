@@ -643,11 +643,14 @@ class EventSimulator:
         self.in_market[start:stop] = (held != 0.0).any(axis=1)
 
     def _flush_one(self, t: int) -> None:
-        """`flush_marks` of the one bar a live session marks at a time, in floats: numpy's pass over one-bar
-        arrays cost a paper session's bar ~70 us. Same additions in the same order, so the same values."""
+        """`flush_marks` of one bar, in floats: the same additions in the same order, so the same values."""
+        # A live session flushes each bar; numpy's pass over one-row arrays cost its 10-symbol bar ~70 us.
         cash = self._marked_cash[0]
         self._marked_cash.clear()
-        held = self._position_log[-1][1] if self._position_log else self._held_at_flush
+        held = self._held_at_flush
+        for bar, positions in self._position_log:
+            if bar <= t:  # as `held[bar - start:] = positions` does for one row
+                held = positions
         self._position_log.clear()
         self._held_at_flush = list(self.pos)
         value, in_market = cash, False
