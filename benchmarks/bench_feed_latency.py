@@ -6,12 +6,13 @@
 
 The suite's fake Binance (tests/fakes/venue.py: REST and WebSocket on 127.0.0.1, on a virtual clock) lists 10
 markets. A 10-symbol paper session (SmaCrossEvents on 1s candles, exchange `binance` pointed at the venue) runs
-`prepare_paper` and `run_session` exactly as the server does: warmed from REST, then closed candles from ccxt
-`watch_ohlcv`. Each bar, the benchmark moves the venue's clock one second past the candle's end (the moment the
-candle closes at the exchange) and times, in wall-clock time, until the session's `on_bar` has the strategy's
-orders in the book: the venue's pushes, the WebSocket, ccxt's parsing, the feed's close detection across all 10
-symbols and the decision. Target: p99 < 5 ms. The session runs on uvloop, as the server's sessions do (uvicorn
-picks uvloop when it is installed, and `uvicorn[standard]` installs it); `--loop asyncio` measures the standard loop.
+`prepare_paper` and `run_session` exactly as the server does: warmed from REST, then closed candles from the
+streams ccxt `watch_ohlcv` subscribes to. Each bar, the benchmark moves the venue's clock one second past the
+candle's end (the moment the candle closes at the exchange) and times, in wall-clock time, until the session's
+`on_bar` has the strategy's orders in the book: the venue's pushes, the WebSocket, reading the klines (the feed
+takes Binance's from the raw message), the feed's close detection across all 10 symbols and the decision.
+Target: p99 < 5 ms. The session runs on uvloop, as the server's sessions do (uvicorn picks uvloop when it is
+installed, and `uvicorn[standard]` installs it); `--loop asyncio` measures the standard library's loop.
 """
 
 from __future__ import annotations
