@@ -12,6 +12,7 @@ import ccxt
 import pytest
 
 from cracktrader.brokers.paper import PaperSession
+from cracktrader.clock import ManualClock
 from cracktrader.data import service
 from cracktrader.data.feeds.base import BarBatch, ClosedCandle
 from cracktrader.data.feeds.ccxt_feed import CcxtFeed
@@ -155,6 +156,7 @@ async def test_closed_candles_arrive_in_order_once_the_clock_passes_each_end(ven
         assert c.arrivals == [T0 + MINUTE, T0 + 2 * MINUTE, T0 + 3 * MINUTE]  # at each close, no grace waited
         assert feed.rest_calls == 0  # the socket confirmed every close
         assert feed.closes_by_flag == 3 * len(SYMBOLS)  # each from Binance's final push (`x`), which ccxt drops
+        assert feed.raw_klines == len(venue.kline_messages()) == 16  # every push read raw, none parsed by ccxt
 
     store = service.open_store(settings)
     for s in SYMBOLS:  # every delivered candle is in the Parquet store, with its coverage
@@ -164,26 +166,45 @@ async def test_closed_candles_arrive_in_order_once_the_clock_passes_each_end(ven
         assert store.coverage("binance", s, "1m") == [(T0, T0 + 3 * MINUTE)]
 
 
+def kline_push(open_ms: int, *, final: bool, interval: str = "1m") -> dict[str, Any]:
+    """A Binance kline push of BTCUSDT as the exchange sends it (prices as strings, `x` the final flag)."""
+    return {
+        "e": "kline", "E": open_ms, "s": "BTCUSDT",
+        "k": {"t": open_ms, "T": open_ms + MINUTE - 1, "s": "BTCUSDT", "i": interval, "o": "1.0", "c": "1.5",
+              "h": "2.0", "l": "0.5", "v": "10.0", "x": final},
+    }  # fmt: skip
+
+
 async def test_a_final_push_closes_a_candle_at_its_end_and_a_forming_one_never_does(
     venue: FakeVenue, tmp_path: Path
 ) -> None:
-    feed = CcxtFeed("binance", SYMBOLS, M1, venue.clock, settings=settings_for(venue, tmp_path))
-    feed._client = venue_client(venue, "async")  # markets as the venue lists them
+    clock = ManualClock(T0 + 10_000)
+    feed = CcxtFeed("binance", SYMBOLS, M1, clock, settings=settings_for(venue, tmp_path), start_ms=T0)
+    feed._client = client = venue_client(venue, "pro")  # markets as the venue lists them
+    feed._read_raw_klines(client)
+    ws = client.client(venue.ws_url)  # a connection object, never dialled: pushes are handed to it below
     try:
-        await feed._client.load_markets()
-        row = [T0, 1.0, 2.0, 0.5, 1.5, 10.0]
-        # Without the exchange's final flag a lone update proves nothing, whenever it comes.
-        assert feed._on_socket_rows("BTC/USDT", [row], T0 + MINUTE) is False
-        feed._finals.add(("BTCUSDT", T0))
-        feed._seen["BTC/USDT"] = None
+        await client.load_markets()
         # Flagged final but read long before the candle's end (a clock far behind): not taken as the close.
-        assert feed._on_socket_rows("BTC/USDT", [row], T0 + 10_000) is False
-        feed._finals.add(("BTCUSDT", T0))
-        assert feed._on_socket_rows("BTC/USDT", [row], T0 + MINUTE) is True
+        client.handle_message(ws, kline_push(T0, final=True))
+        assert feed._closed["BTC/USDT"] == {} and feed.closes_by_flag == 0
+        await clock.advance(50_000)  # T0 + 1 min: the candle's end
+        # Without the exchange's final flag a lone update proves nothing, whenever it comes.
+        client.handle_message(ws, kline_push(T0, final=False))
+        assert feed._closed["BTC/USDT"] == {}
+        client.handle_message(ws, kline_push(T0, final=True))
+        client.handle_message(ws, kline_push(T0, final=True))  # the same close pushed twice
         assert feed._closed["BTC/USDT"] == {T0: ClosedCandle(1.0, 2.0, 0.5, 1.5, 10.0)}
-        assert feed.closes_by_flag == 1 and not feed._finals  # each flag is taken once
+        assert feed.closes_by_flag == 1 and feed.raw_klines == 4
+        # ccxt's own candle cache is kept as its handler keeps it, though ccxt never parsed these pushes.
+        assert [list(r) for r in client.ohlcvs["BTC/USDT"]["1m"]] == [[T0, 1.0, 2.0, 0.5, 1.5, 10.0]]
+        # A stream the feed does not read (another interval) is left to ccxt.
+        client.handle_message(ws, kline_push(T0, final=True, interval="5m"))
+        assert feed.raw_klines == 4 and [list(r) for r in client.ohlcvs["BTC/USDT"]["5m"]] == [
+            [T0, 1.0, 2.0, 0.5, 1.5, 10.0]
+        ]
     finally:
-        await feed._client.close()
+        await client.close()
 
 
 async def test_a_duplicated_close_is_delivered_once(venue: FakeVenue, tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ class PaperSession:
             raise UserInputError("A paper session needs at least one symbol")
         self.strategy = strategy
         self.symbols = symbols
+        self._symbol_set = frozenset(symbols)
         self.sim = EventSimulator.live(symbols, settings, periods_per_year, events=strategy.wants_events())
         self.ctx = BarContext(self.sim)
         self.window = window_length(strategy)
@@ -110,21 +111,26 @@ class PaperSession:
     def _append(self, timestamp: int, candles: Mapping[str, ClosedCandle]) -> tuple[int, np.ndarray]:
         if self.last_timestamp is not None and timestamp <= self.last_timestamp:
             raise UserInputError(f"Bar {timestamp} is not after the last bar {self.last_timestamp}")
-        unknown = set(candles) - set(self.symbols)
-        if unknown:
+        if not self._symbol_set.issuperset(candles):
+            unknown = set(candles) - self._symbol_set
             raise UserInputError(f"Candles for symbols this session does not trade: {sorted(unknown)}")
-        m = len(self.symbols)
-        cols = np.empty((5, m))
-        tradable = np.zeros(m, dtype=np.bool_)
+        # Rows built in floats and turned into arrays once: writing each symbol's column into numpy was ~40 us of
+        # a 10-symbol live bar.
+        rows: list[tuple[float, float, float, float, float]] = []
+        present: list[bool] = []
+        last_close = self._last_close
         for j, symbol in enumerate(self.symbols):
             c = candles.get(symbol)
             if c is None:
-                last = self._last_close[j]
-                cols[:, j] = (last, last, last, last, 0.0)
+                last = float(last_close[j])
+                rows.append((last, last, last, last, 0.0))
+                present.append(False)
             else:
-                cols[:, j] = (c.open, c.high, c.low, c.close, c.volume)
-                tradable[j] = True
-                self._last_close[j] = c.close
+                rows.append((c.open, c.high, c.low, c.close, c.volume))
+                present.append(True)
+                last_close[j] = c.close
+        cols = np.array(rows, dtype=np.float64).T
+        tradable = np.array(present, dtype=np.bool_)
         t = self.sim.append_bar(timestamp, cols[0], cols[1], cols[2], cols[3], cols[4], tradable)
         self.last_timestamp = timestamp
         return t, tradable

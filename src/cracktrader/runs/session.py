@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from cracktrader.brokers.paper import PaperSession
@@ -52,25 +51,34 @@ async def _feed_bars(
     max_bars: int | None,
 ) -> int:
     done = 0
-    while max_bars is None or done < max_bars:
-        next_bar = asyncio.ensure_future(anext(bars))
-        stopped = asyncio.ensure_future(stop.wait())
-        finished, _ = await asyncio.wait({next_bar, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if next_bar not in finished:
-            next_bar.cancel()
-            # Let the feed see its cancellation before it is closed (closing a running generator fails).
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await next_bar
-            break
+    # One stop watcher for the session, which cancels the bar being waited for; the bar itself is awaited
+    # directly. A stop task and `asyncio.wait` made per bar cost each bar's delivery an extra event-loop turn.
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while (max_bars is None or done < max_bars) and not stop.is_set():
+            next_bar = asyncio.ensure_future(anext(bars))
+
+            def cancel_bar(_: object, bar: asyncio.Future[BarBatch] = next_bar) -> None:
+                bar.cancel()
+
+            stopped.add_done_callback(cancel_bar)
+            try:
+                batch = await next_bar
+            except StopAsyncIteration:
+                break
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not stop.is_set() or (current is not None and current.cancelling()):
+                    raise  # cancelled from outside, not stopped
+                break  # the feed saw its cancellation before it is closed (closing a running generator fails)
+            finally:
+                stopped.remove_done_callback(cancel_bar)
+            session.on_bar(batch.timestamp, batch.candles)
+            done += 1
+            if on_bar is not None:
+                on_bar(session, batch)
+    finally:
         stopped.cancel()
-        try:
-            batch = next_bar.result()
-        except StopAsyncIteration:
-            break
-        session.on_bar(batch.timestamp, batch.candles)
-        done += 1
-        if on_bar is not None:
-            on_bar(session, batch)
     return done
 
 

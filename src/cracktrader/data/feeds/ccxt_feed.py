@@ -1,10 +1,11 @@
 """Closed candles from a ccxt exchange: WebSocket `watch_ohlcv` first, REST `fetch_ohlcv` to poll and to fill gaps.
 
 Each bar time is delivered once, in order, with every symbol's closed candle of that bar. A WebSocket candle counts
-as closed when the next candle of the same symbol arrives on the same connection (ccxt drops Binance's `x` flag);
-whatever the socket did not confirm by the bar's end plus a grace (or at the end, while the socket is down or the
-exchange has none) is asked from REST, so missed closes after a disconnect or a restart come in order before the
-next bar. Time comes from the injected clock only; every delivered candle is also merged into the Parquet store.
+as closed when the exchange flags its push final (Binance's `x`, read from the raw message since ccxt drops it) or
+when the next candle of the same symbol arrives on the same connection; whatever the socket did not confirm by the
+bar's end plus a grace (or at the end, while the socket is down or the exchange has none) is asked from REST, so
+missed closes after a disconnect or a restart come in order before the next bar. Time comes from the injected clock
+only; every delivered candle is also merged into the Parquet store.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ DEFAULT_PAGE_LIMIT = 500
 # Store writes at most this often (clock ms): each rewrites the dataset's file, and what a crash loses since the
 # last write, a restarted feed fetches again from REST.
 STORE_EVERY_MS = 60_000
-FINALS_KEPT = 10_000  # final-kline flags waiting to be taken, at most
 # ccxt's `requiredCredentials` names: a paper feed passes none of them, so it can never sign a request.
 CREDENTIAL_KEYS: frozenset[str] = frozenset(
     {"apiKey", "secret", "password", "uid", "login", "twofa", "privateKey", "walletAddress", "token", "accountId"}
@@ -109,7 +109,9 @@ class CcxtFeed:
         self._seen: dict[str, _Seen | None] = dict.fromkeys(symbols)
         self._ws_up: dict[str, bool] = dict.fromkeys(symbols, False)
         self._rest_at: dict[str, int] = dict.fromkeys(symbols, 0)  # no REST call for a symbol before this time
-        self._changed: asyncio.Event | None = None
+        self._news: asyncio.Future[None] | None = None  # resolved by the sockets or the timer: look again
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_at: int | None = None
         self._client: Any = None
         self._watchers: list[asyncio.Task[None]] = []
         self._unstored: dict[str, list[list[float]]] = {s: [] for s in symbols}
@@ -119,10 +121,10 @@ class CcxtFeed:
         self._flushed_at: int | None = None
         self._iterating = False
         self.rest_calls = 0  # fetch_ohlcv calls of the live loop (history not included)
-        # Klines the exchange marked final (Binance's `x`, which ccxt drops): (market id, open ms).
-        self._finals: set[tuple[str, int]] = set()
-        self._market_ids: dict[str, str] = {}
+        self._heard: dict[str, bool] = dict.fromkeys(symbols, False)  # a candle came since the last (re)dial
+        self._raw_ids: dict[str, str] | None = None  # market id -> symbol, for klines read before ccxt parses them
         self.closes_by_flag = 0  # closes known from the final push, without waiting for the next candle
+        self.raw_klines = 0  # socket candles read from the raw message (ccxt's parse and watch skipped)
 
     # ------------------------------------------------------------ warm-up
 
@@ -164,55 +166,94 @@ class CcxtFeed:
     async def _open(self) -> None:
         from cracktrader.data.sources.ccxt_source import make_async_exchange
 
-        self._changed = asyncio.Event()
         self._client = make_async_exchange(self.exchange_id, self._settings)
-        self._note_finals(self._client)
+        self._read_raw_klines(self._client)
         if self._client.has.get("watchOHLCV"):
             loop = asyncio.get_running_loop()
             for symbol in self.symbols:
                 self._ws_up[symbol] = True  # until it fails: a starting socket gets the grace too
                 self._watchers.append(loop.create_task(self._watch(symbol), name=f"watch {symbol}"))
 
-    def _note_finals(self, client: Any) -> None:
-        """Keep Binance's final-kline flag, which ccxt parses away: a close is then known from its own push.
+    def _read_raw_klines(self, client: Any) -> None:
+        """Take Binance kline pushes of this feed's streams from the raw message, before ccxt's dispatch and parse.
 
-        Otherwise a close is proven only by the next candle's first push: twice the messages to parse per bar.
+        ccxt would build its dispatch table, parse the kline, drop its final flag `x` and resolve a watch future
+        that wakes a watch loop, which calls watch_ohlcv again: per push, and a bar is two pushes per symbol. That
+        chain was most of the 10-symbol bar's latency; read here, a close is known and the bar's waiter woken on
+        the push itself. The watch loops stay subscribed (and see the socket's errors), their futures just never
+        resolve for these streams. ccxt's own candle cache (`client.ohlcvs`) is kept as it would keep it.
         """
         import ccxt.pro
 
         if not isinstance(client, ccxt.pro.binance):
-            return
-        handle, finals = client.handle_ohlcv, self._finals
+            return  # other exchanges: ccxt's watch_ohlcv rows, closes proven by the next candle
+        handle = client.handle_message
+        interval = str((getattr(client, "timeframes", None) or {}).get(self.timeframe.name, self.timeframe.name))
 
-        def handle_ohlcv(ws: Any, message: Any) -> Any:
-            kline = message.get("k") if isinstance(message, dict) else None
-            if isinstance(kline, dict) and kline.get("x") is True and isinstance(kline.get("t"), int):
-                if len(finals) > FINALS_KEPT:  # flags of symbols this feed does not watch are never taken
-                    finals.clear()
-                finals.add((str(kline.get("s")), kline["t"]))
+        def handle_message(ws: Any, message: Any) -> Any:
+            kline = message.get("k") if type(message) is dict and message.get("e") == "kline" else None
+            if type(kline) is dict and kline.get("i") == interval:
+                ids = self._raw_ids if self._raw_ids is not None else self._market_symbols(client)
+                market_id = kline.get("s")
+                symbol = ids.get(market_id) if type(market_id) is str else None
+                if symbol is not None and self._on_raw_kline(client, symbol, kline):
+                    return None
             return handle(ws, message)
 
-        client.handle_ohlcv = handle_ohlcv
+        client.handle_message = handle_message  # clients (connections) made from now on dispatch through it
 
-    def _final(self, symbol: str, open_ms: int) -> bool:
-        """Whether the exchange marked this candle final (taken once)."""
-        if not self._finals:
+    def _market_symbols(self, client: Any) -> dict[str, str]:
+        """Market id -> symbol for this feed's symbols, once ccxt has its markets; ambiguous ids stay with ccxt."""
+        if not client.markets:
+            return {}
+        ids: dict[str, str] = {}
+        taken: set[str] = set()
+        for symbol in self.symbols:
+            market = client.markets.get(symbol)
+            market_id = market.get("id") if isinstance(market, dict) else None
+            if not isinstance(market_id, str) or market_id in taken:
+                ids.pop(str(market_id), None)
+                continue
+            taken.add(market_id)
+            ids[market_id] = symbol
+        self._raw_ids = ids
+        return ids
+
+    def _on_raw_kline(self, client: Any, symbol: str, kline: dict[str, Any]) -> bool:
+        """Record one raw Binance kline of `symbol`; False when it is malformed (ccxt then handles it as usual)."""
+        try:
+            row = [int(kline["t"]), float(kline["o"]), float(kline["h"]), float(kline["l"]), float(kline["c"]),
+                   float(kline["v"])]  # fmt: skip
+        except (KeyError, TypeError, ValueError):
             return False
-        market_id = self._market_ids.get(symbol)
-        if market_id is None:
-            try:
-                market_id = self._market_ids[symbol] = str(self._client.market_id(symbol))
-            except Exception:  # markets not loaded: the next candle's first push proves the close instead
-                return False
-        key = (market_id, open_ms)
-        if key not in self._finals:
-            return False
-        self._finals.discard(key)
+        self.raw_klines += 1
+        self._cache(client, symbol, row)
+        self._heard[symbol] = self._ws_up[symbol] = True
+        closed = self._on_socket_candle(symbol, row, self._clock.now_ms(), final=kline.get("x") is True)
+        if closed and self._ready():
+            self._notify()
         return True
+
+    def _cache(self, client: Any, symbol: str, row: list[Any]) -> None:
+        """Append `row` to ccxt's candle cache, as its handle_ohlcv does (the feed itself never reads it)."""
+        by_tf = client.ohlcvs.get(symbol)
+        if by_tf is None:
+            by_tf = client.ohlcvs[symbol] = {}
+        stored = by_tf.get(self.timeframe.name)
+        if stored is None:
+            from ccxt.async_support.base.ws.cache import ArrayCacheByTimestamp
+
+            stored = by_tf[self.timeframe.name] = ArrayCacheByTimestamp(
+                client.safe_integer(client.options, "OHLCVLimit", 1000)
+            )
+        stored.append(row)
 
     async def aclose(self) -> None:
         """Stop the sockets, write what is not stored yet and close the client; safe to call twice."""
         watchers, self._watchers = self._watchers, []
+        if self._timer is not None:
+            watchers.append(self._timer)
+            self._timer = self._timer_at = None
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
@@ -226,12 +267,12 @@ class CcxtFeed:
 
     async def _next_batch(self) -> BarBatch:
         """The bar at `_next_open` once every symbol is decided for it (waiting on the sockets and the clock)."""
-        assert self._changed is not None
+        loop = asyncio.get_running_loop()
         tf = self.timeframe
         bar = self._next_open
         close = tf.next(bar)
         while True:
-            self._changed.clear()
+            self._news = loop.create_future()  # before the look: news from here on wakes the wait below
             missing = [s for s in self.symbols if not self._decided(s, bar)]
             if not missing:
                 break
@@ -254,19 +295,31 @@ class CcxtFeed:
         return bar in self._closed[symbol] or bar < self._decided_until[symbol]
 
     async def _wait(self, until_ms: int) -> None:
-        """Until the clock reaches `until_ms` or a socket brings news."""
-        assert self._changed is not None
+        """Until the clock reaches `until_ms` or a socket brings news (`_notify`)."""
+        news = self._news
+        assert news is not None
         if self._clock.now_ms() >= until_ms:
             await asyncio.sleep(0)
             return
-        timer = asyncio.ensure_future(self._clock.sleep_until(until_ms))
-        news = asyncio.ensure_future(self._changed.wait())
-        try:
-            await asyncio.wait({timer, news}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (timer, news):
-                task.cancel()
-            await asyncio.gather(timer, news, return_exceptions=True)
+        # One timer per deadline, kept across the waits of a bar: a timer and a news task made and cancelled
+        # (and awaited) on each wake cost the bar's delivery several event-loop turns.
+        if self._timer is None or self._timer.done() or self._timer_at != until_ms:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = until_ms
+            self._timer = asyncio.get_running_loop().create_task(self._clock.sleep_until(until_ms))
+            self._timer.add_done_callback(self._on_timer)
+        await news
+
+    def _on_timer(self, timer: asyncio.Task[None]) -> None:
+        if not timer.cancelled():
+            self._notify()
+
+    def _notify(self) -> None:
+        """Wake the bar's waiter (no-op when it is not waiting or already woken)."""
+        news = self._news
+        if news is not None and not news.done():
+            news.set_result(None)
 
     # ------------------------------------------------------------ WebSocket
 
@@ -280,7 +333,6 @@ class CcxtFeed:
     async def _watch_loop(self, symbol: str) -> None:
         import ccxt
 
-        assert self._changed is not None
         failures = 0
         while True:
             try:
@@ -289,7 +341,9 @@ class CcxtFeed:
                 # A new connection starts a new sequence: nothing from before the cut may confirm a close.
                 self._seen[symbol] = None
                 self._ws_up[symbol] = False
-                self._changed.set()
+                self._notify()
+                if self._heard[symbol]:  # raw klines came on the connection: a new cut, redial at once
+                    failures, self._heard[symbol] = 0, False
                 failures += 1
                 log.info("%s %s socket down (%s), attempt %d", self.exchange_id, symbol, type(exc).__name__, failures)
                 if failures > 1:  # redial at once after a cut, then back off
@@ -300,49 +354,60 @@ class CcxtFeed:
                             type(exc).__name__, exc)  # fmt: skip
                 self._seen[symbol] = None
                 self._ws_up[symbol] = False
-                self._changed.set()
+                self._notify()
                 return
             failures = 0
             self._ws_up[symbol] = True
             # The bar's waiter wakes once every symbol has closed the bar, not on each of a bar's many pushes:
             # each wake re-armed its timer, and 20 of them were a third of a 10-symbol bar's latency.
             if self._on_socket_rows(symbol, rows, self._clock.now_ms()) and self._ready():
-                self._changed.set()
+                self._notify()
 
     def _ready(self) -> bool:
         """Whether every symbol is decided for the bar being waited for."""
         return all(self._decided(s, self._next_open) for s in self.symbols)
 
     def _on_socket_rows(self, symbol: str, rows: Sequence[Sequence[Any]], now: int) -> bool:
-        """Record socket updates; the candle before a new one of the same connection is closed (no awaits here).
-
-        True when they closed a candle.
-        """
+        """Record ccxt's socket rows (no final flag: ccxt drops it); True when they closed a candle."""
         closed = False
-        tf = self.timeframe
         for row in sorted(rows, key=lambda r: r[0]):
-            candle = _candle(row)
-            if candle is None:
-                continue
-            open_ms = int(row[0])
-            seen = self._seen[symbol]
-            if seen is not None and open_ms < seen.open_ms:
-                continue  # an update of an older candle: not something binance sends
-            if seen is not None and open_ms > seen.open_ms:
-                end = tf.next(seen.open_ms)
-                if open_ms == end and seen.received_ms >= end - self._skew:
-                    self._confirm(symbol, seen.open_ms, seen.candle)
-                    closed = True
-            self._seen[symbol] = _Seen(open_ms, candle, now)
-            if self._final(symbol, open_ms) and now >= tf.next(open_ms) - self._skew:
-                self._confirm(symbol, open_ms, candle)  # the exchange's own final push of the candle
-                self.closes_by_flag += 1
-                closed = True
+            closed = self._on_socket_candle(symbol, row, now) or closed
         return closed
 
-    def _confirm(self, symbol: str, open_ms: int, candle: ClosedCandle) -> None:
-        if open_ms >= self._next_open:
-            self._closed[symbol].setdefault(open_ms, candle)
+    def _on_socket_candle(self, symbol: str, row: Sequence[Any], now: int, *, final: bool = False) -> bool:
+        """Record one socket update read at `now`; True when it closed a candle (no awaits here).
+
+        The candle before a new one of the same connection is closed, and so is one the exchange flags `final`
+        once its end is near.
+        """
+        candle = _candle(row)
+        if candle is None:
+            return False
+        tf = self.timeframe
+        closed = False
+        open_ms = int(row[0])
+        seen = self._seen[symbol]
+        if seen is not None and open_ms < seen.open_ms:
+            return False  # an update of an older candle: not something binance sends
+        if seen is not None and open_ms > seen.open_ms:
+            end = tf.next(seen.open_ms)
+            if open_ms == end and seen.received_ms >= end - self._skew:
+                self._confirm(symbol, seen.open_ms, seen.candle)
+                closed = True
+        self._seen[symbol] = _Seen(open_ms, candle, now)
+        if final and now >= tf.next(open_ms) - self._skew:
+            if self._confirm(symbol, open_ms, candle):  # the exchange's own final push of the candle
+                self.closes_by_flag += 1
+            closed = True
+        return closed
+
+    def _confirm(self, symbol: str, open_ms: int, candle: ClosedCandle) -> bool:
+        """Keep a closed candle of a bar not delivered yet; True when it is new (the first confirmation)."""
+        closed = self._closed[symbol]
+        if open_ms < self._next_open or open_ms in closed:
+            return False
+        closed[open_ms] = candle
+        return True
 
     # ------------------------------------------------------------ REST
 
@@ -455,6 +520,11 @@ class CcxtFeed:
                 self._store.write(self.exchange_id, symbol, self.timeframe, candles, covered=covered)
             except Exception:  # a full disk must not stop a trading session; the candles were delivered
                 log.exception("could not store %s %s %s candles", self.exchange_id, symbol, self.timeframe)
+
+    async def writes_done(self) -> None:
+        """Until the store write under way (if any) has finished; starts none."""
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
 
     async def flush(self) -> None:
         """Write every delivered candle to the store now, and wait until it is there."""
