@@ -100,6 +100,7 @@ async def until(condition: Callable[[], bool], what: str) -> None:
             return
         await asyncio.sleep(0.001)
     import sys
+
     for t in asyncio.all_tasks():
         t.print_stack(limit=6, file=sys.stdout)
     raise AssertionError(f"still not {what}")
@@ -223,7 +224,9 @@ async def test_after_a_crash_the_next_server_waits_for_the_keys_then_reconciles_
         price = venue.book_ticker("BTCUSDT")
         bid = float(price["bidPrice"])
         # Three resting buys well under the market, sent through the session's order path.
-        placed = [await live.place(OrderIntent(SYMBOL, "buy", "limit", 0.01, round(bid * k, 2))) for k in (0.97, 0.96, 0.95)]
+        placed = [
+            await live.place(OrderIntent(SYMBOL, "buy", "limit", 0.01, round(bid * k, 2))) for k in (0.97, 0.96, 0.95)
+        ]
         for order in placed:
             assert order.status is OrderStatus.OPEN
         await crash(a, run_a)
