@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from cracktrader.settings import Settings
 from db_support import DatabaseTarget
 from fakes.binance import exchange_options_for
 from fakes.trading import TradingVenue
-from web_support import with_test_strategies
+from web_support import app_client, wait_for_status, with_test_strategies
 
 pytestmark = pytest.mark.anyio
 
@@ -253,3 +254,64 @@ async def test_after_a_crash_the_next_server_waits_for_the_keys_then_reconciles_
         assert_ledger_equals_venue(run_b, venue)
         assert len(venue_orders(venue)) == 3  # nothing was sent again
         await b.stop(run_b.run_id)
+
+
+async def test_the_seeds_run_live_body_in_mode_live_with_a_sandbox_trades_on_the_fake_and_keeps_no_keys(
+    venue: TradingVenue, tmp_path: Path
+) -> None:
+    # Seed 000/001's body with mode live, plus the capital issue 11 requires of a live session.
+    body = {
+        "strategy_name": "BuyAndHold",
+        "strategy_params": {"size": 0.5},
+        "symbols": [SYMBOL],
+        "timeframe": "1m",
+        "exchange": "binance",
+        "exchange_config": {"apiKey": "test-key", "secret": "test-secret", "sandbox": True,
+                            "risk": {"capital": 1_000.0}},
+        "mode": "live",
+    }  # fmt: skip
+    async with app_client(settings_for(venue, tmp_path)) as c:
+        c.app.state.sessions.clock = venue.clock  # type: ignore[attr-defined]
+        r = await c.post("/api/v1/run/live", json=body)
+        assert r.status_code == 200, r.text
+        run_id = r.json()["run_id"]
+        await wait_for_status(c, {"running"})
+        await venue_ready(venue)
+        await venue.step(30)
+        for _ in range(int(SAFETY_S * 100)):
+            detailed = (await c.get("/api/v1/status/detailed")).json()
+            if detailed["trade_count"] == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert detailed["mode"] == "live" and detailed["condition"] == "ok"
+        assert detailed["live"]["reconciliation"]["looked_up"] == 0
+        assert detailed["live"]["user_stream"] in ("up", "down") and detailed["live"]["orders_sent"] == 1
+        assert (await c.post("/api/v1/run/stop", json={"flatten": True})).json()["status"] == "stopped"
+        results = (await c.get("/api/v1/results")).json()
+        record = (await c.get(f"/api/v1/runs/{run_id}")).json()
+    assert len(results["trades"]) == 2  # the buy and the flattening sell, as the venue filled them
+    assert "test-secret" not in json.dumps(record) and "test-key" not in json.dumps(record)
+    assert record["config"]["exchange_config"] == {"sandbox": True, "risk": {"capital": 1_000.0}}
+
+
+async def test_a_418_ban_is_honoured_nothing_is_sent_until_it_ends_and_the_session_is_degraded(
+    venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = registry.get((await registry.start(live_config()))["run_id"])
+        await until(lambda: run.status == "running", "running")
+        assert run.live is not None
+        await venue.wait_user_streams()  # subscribed before the ban (a dial during it fails inside ccxt's own task)
+        venue.ban(300)
+        intent = OrderIntent(SYMBOL, "buy", "limit", 0.001, 10_000.0)
+        first = await run.live.place(intent)
+        requests = len(venue.request_log)
+        second = await run.live.place(intent)
+
+        assert (first.status, first.reason) == (OrderStatus.REJECTED, "RATE_BANNED")
+        assert (second.status, second.reason) == (OrderStatus.REJECTED, "RATE_BANNED")
+        assert len(venue.request_log) == requests  # the second was refused here, not sent
+        status = run.snapshot()
+        assert status["condition"] == "degraded" and "RATE_BANNED" in status["reasons"]
+        assert venue_orders(venue) == []
+        await registry.stop(run.run_id)
