@@ -315,3 +315,82 @@ async def test_a_418_ban_is_honoured_nothing_is_sent_until_it_ends_and_the_sessi
         assert status["condition"] == "degraded" and "RATE_BANNED" in status["reasons"]
         assert venue_orders(venue) == []
         await registry.stop(run.run_id)
+
+
+async def _running(registry: SessionRegistry, venue: TradingVenue, **exchange_config: Any) -> LiveRun:
+    run = registry.get((await registry.start(live_config(**exchange_config)))["run_id"])
+    await until(lambda: run.status == "running", "running")
+    await venue.wait_user_streams()  # one socket carries both the orders and the trades streams
+    return run
+
+
+async def _resting_buy(run: LiveRun, venue: TradingVenue, amount: float = 0.01) -> Any:
+    assert run.live is not None
+    bid = float(venue.book_ticker("BTCUSDT")["bidPrice"])
+    order = await run.live.place(OrderIntent(SYMBOL, "buy", "limit", amount, round(bid * 0.97, 2)))
+    assert order.status is OrderStatus.OPEN
+    return order
+
+
+async def test_fills_pushed_twice_out_of_order_are_counted_once(
+    venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = await _running(registry, venue)
+        order = await _resting_buy(run, venue)
+        venue.duplicate_user_events(4)
+        venue.reorder_user_events(2)
+        venue.fill_order(order.client_order_id, SYMBOL, qty="0.004")
+        venue.fill_order(order.client_order_id, SYMBOL)
+        await until(lambda: run.plan.session.fills_booked == 2, "both fills booked")
+        await venue.user_settled()
+
+        assert order.status is OrderStatus.FILLED
+        assert run.live is not None and run.live.orders is not None
+        assert run.live.orders.ledger.duplicate_fills >= 1  # the repeats arrived, and were recognised
+        assert run.plan.session.fills_booked == 2
+        assert_ledger_equals_venue(run, venue)
+        assert len(await run.live.store.fills(run.run_id)) == 2
+        await registry.stop(run.run_id)
+
+
+async def test_an_order_that_fills_while_the_user_data_socket_is_down_is_followed_over_rest(
+    venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = await _running(registry, venue)
+        order = await _resting_buy(run, venue)
+        venue.drop_user_events(10)  # nothing of the fill reaches the socket
+        assert venue.drop_user_stream() == 1
+        venue.fill_order(order.client_order_id, SYMBOL)
+        for _ in range(20):  # 20 s of the venue's time, a second at a time
+            if order.status is OrderStatus.FILLED:
+                break
+            await venue.step(1)
+            await asyncio.sleep(0.01)
+        await until(lambda: run.plan.session.fills_booked == 1, "the fill booked")
+
+        assert order.status is OrderStatus.FILLED
+        assert_ledger_equals_venue(run, venue)
+        assert run.live is not None and run.live.store is not None
+        assert len(await run.live.store.fills(run.run_id)) == 1
+        await registry.stop(run.run_id)
+
+
+async def test_a_balance_that_moved_beyond_a_lot_degrades_the_session_until_it_is_back(
+    venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = await _running(registry, venue)
+        assert run.live is not None
+        venue.set_balance("BTC", "0.5")  # someone moved BTC into the account: not the session's
+        await run.live.check_balances()  # what the 30 s check does
+        status = run.snapshot()
+        assert status["condition"] == "degraded" and "BALANCE_DRIFT" in status["reasons"]
+        assert status["live"]["balance_drift"] == {"BTC": pytest.approx(0.5)}
+        assert run.plan.session.no_entries_reason == "BALANCE_DRIFT"
+
+        venue.set_balance("BTC", "0")
+        await run.live.check_balances()
+        assert run.snapshot()["condition"] == "ok" and run.plan.session.no_entries_reason is None
+        await registry.stop(run.run_id)
