@@ -33,7 +33,7 @@ from cracktrader.exchanges.rate_gate import RateGate
 from cracktrader.strategies.builtin import SmaCross
 from db_support import DatabaseTarget
 from fakes.binance import candle
-from fakes.trading import TradingVenue, VenueTime, trading_client
+from fakes.trading import VENUE_STATUS, TradingVenue, VenueTime, trading_client
 
 pytestmark = pytest.mark.anyio
 
@@ -43,13 +43,6 @@ SYMBOL = "BTC/USDT"
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 # ccxt's wait for an answer the venue holds back (accept_then_timeout): real time, kept short.
 HELD_TIMEOUT_MS = 300
-VENUE_STATUS = {
-    "NEW": "open",
-    "PARTIALLY_FILLED": "partially_filled",
-    "FILLED": "filled",
-    "CANCELED": "canceled",
-    "EXPIRED": "expired",
-}
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from cracktrader.runs.sessions import LiveRun, SessionRegistry, resume
 from cracktrader.settings import Settings
 from db_support import DatabaseTarget
 from fakes.binance import exchange_options_for
-from fakes.trading import TradingVenue
+from fakes.trading import VENUE_STATUS, TradingVenue
 from web_support import app_client, wait_for_status, with_test_strategies
 
 pytestmark = pytest.mark.anyio
@@ -35,7 +35,6 @@ TTL_S = 30.0
 SAFETY_S = 20.0  # a net for a broken session only: every wait ends on an event
 KEYS = {"apiKey": "test-key", "secret": "test-secret"}
 SERVER_A, SERVER_B = "a" * 32, "b" * 32
-VENUE_STATUS = {"NEW": "open", "PARTIALLY_FILLED": "partially_filled", "FILLED": "filled", "CANCELED": "canceled"}
 
 
 @pytest.fixture

@@ -750,6 +750,16 @@ class VenueTime:
         await asyncio.sleep(0)
 
 
+# The venue's order statuses as the order model names them.
+VENUE_STATUS = {
+    "NEW": "open",
+    "PARTIALLY_FILLED": "partially_filled",
+    "FILLED": "filled",
+    "CANCELED": "canceled",
+    "EXPIRED": "expired",
+}
+
+
 def trading_client(
     venue: TradingVenue,
     kind: ClientKind = "async",
@@ -789,4 +799,4 @@ def trading_client(
     return client
 
 
-__all__ = ["ClientKind", "FeeAsset", "OrderRef", "TradingVenue", "VenueTime", "sign", "trading_client"]
+__all__ = ["VENUE_STATUS", "ClientKind", "FeeAsset", "OrderRef", "TradingVenue", "VenueTime", "sign", "trading_client"]
