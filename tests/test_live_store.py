@@ -26,8 +26,8 @@ from cracktrader.brokers.orders import (
     TradeFill,
     exact,
 )
-from cracktrader.db.live_store import Intent, LiveOrderStore, exact_text, parse_exact
-from cracktrader.db.models import LIVE_INTENTS
+from cracktrader.db.live_store import _PENDING_COLUMNS, Intent, LiveOrderStore, exact_text, parse_exact
+from cracktrader.db.models import LIVE_INTENTS, LiveOrderRecord
 from cracktrader.db.run_store import RunStore
 from cracktrader.db.session_store import Orphan, SessionStore, StaleTokenError
 from db_support import DatabaseTarget
@@ -444,3 +444,7 @@ async def test_a_pending_insert_during_a_takeover_waits_for_it_and_then_writes_n
     finally:
         await other.dispose()
     assert await live.count("live_orders") == 0
+
+
+def test_the_pending_insert_writes_every_column_of_the_table() -> None:
+    assert set(_PENDING_COLUMNS) == {c.name for c in LiveOrderRecord.__table__.columns}
