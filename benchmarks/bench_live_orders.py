@@ -18,9 +18,9 @@ is a fresh SQLite file (WAL, synchronous=NORMAL) or a fresh schema in the Postgr
    its arrival at the venue process (`time.time_ns` there, CLOCK_REALTIME on one machine). Target p99 < 5 ms.
 2. sustained: the same session buys 2 of each symbol at market on every bar, one bar a second, for `--seconds`:
    10 orders/s, exactly the risk gate's default (10 in any sliding second, by its ms clock): a bar comes at least
-   1,000 ms after the previous bar's orders were checked, else the gate refuses the whole bar (at a plain 1 s
-   schedule it refused one bar of 10 in 60). Backlog = orders decided (in a bar's outbox) but not yet written out.
-   Target: 10/s, every order sent within its second, no backlog left at any bar.
+   1,000 ms after the previous bar's orders were checked, else the gate refuses some of the bar (a timer waking
+   a fraction of a ms early cost 5 of a bar's 10 once). Backlog = orders decided (in a bar's outbox) but not yet
+   written out. Target: 10/s, every order sent within its second, no backlog left at any bar.
 3. reconcile: 100 resting limit buys (half the market price) on 5 symbols, placed and stored; then a restart: a
    new ccxt client (throttle ON), the rows loaded and restored into new `LiveOrders`, and
    `LiveRuntime.reconcile(start=True)` (each order looked up by client id, open orders and trades per symbol).
@@ -309,8 +309,8 @@ async def bar_loop(
 
     Bars come `interval_ms` after the previous one was decided, or with `keep_rate` on a fixed schedule (one every
     `interval_ms` from the first), each at least one sliding second (the risk gate's window, by its ms clock) after
-    the previous bar's orders were checked: bar closes that arrive 999 ms apart would have the gate refuse a whole
-    bar of 10 orders, which would measure the gate, not the order path.
+    the previous bar's orders were checked: bar closes that arrive 999 ms apart would have the gate refuse the
+    bar's orders, which would measure the gate, not the order path.
     """
     session, pump = path.session, Pump(path.orders)
     decided: dict[str, int] = {}  # client id -> ns when its bar's on_bar was called
