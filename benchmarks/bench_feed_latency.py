@@ -43,19 +43,21 @@ SAFETY_S = 30.0  # a broken feed ends the benchmark instead of hanging it
 class Venue:
     """The fake Binance in its own process (benchmarks/venue_process.py), driven line by line."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, exchange_options: dict[str, Any]) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, exchange_options: dict[str, Any], base_url: str) -> None:
         self.proc = proc
         self.exchange_options = exchange_options
+        self.base_url = base_url
 
     @classmethod
-    async def start(cls, now_ms: int) -> Venue:
+    async def start(cls, now_ms: int, bases: tuple[str, ...] = BASES, *flags: str) -> Venue:
+        """Start the venue process (`flags`: venue_process.py's options, e.g. `--trading`)."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(HERE / "venue_process.py"), str(now_ms), ",".join(BASES),
+            sys.executable, str(HERE / "venue_process.py"), str(now_ms), ",".join(bases), *flags,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert proc.stdout is not None
         first = json.loads(await asyncio.wait_for(proc.stdout.readline(), SAFETY_S))
-        return cls(proc, first["exchange_options"])
+        return cls(proc, first["exchange_options"], first["base_url"])
 
     async def ask(self, command: str) -> Any:
         assert self.proc.stdin is not None and self.proc.stdout is not None

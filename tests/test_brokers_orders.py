@@ -375,6 +375,26 @@ def test_open_orders_are_the_non_final_ones_by_symbol() -> None:
     assert len(book) == 3 and "c" in book
 
 
+def test_open_orders_drop_the_finished_and_keep_an_unconfirmed_one_that_comes_back() -> None:
+    book = OrderLedger()
+    for cid in ("a", "b", "c", "d"):
+        book.add(limit_order(cid))
+        book.submit(cid, T0 + 1)
+    book.acknowledge("a", "x1", T0 + 2)
+    assert [o.client_order_id for o in book.open_orders()] == ["a", "b", "c", "d"]
+    book.cancel("b", T0 + 3)
+    book.transition("c", S.UNKNOWN, T0 + 3)
+    book.transition("c", S.REJECTED_UNCONFIRMED, T0 + 4)
+    assert [o.client_order_id for o in book.open_orders()] == ["a", "d"]  # an unconfirmed order holds no slot
+
+    book.acknowledge("c", "x3", T0 + 5)  # found after all: it holds its slot again
+    book.load(ManagedOrder("e", EX, SYM, "buy", "limit", 1.0, T0, price=100.0, status=S.OPEN), ())
+    book.load(ManagedOrder("f", EX, SYM, "buy", "limit", 1.0, T0, price=100.0, status=S.FILLED), ())
+
+    assert [o.client_order_id for o in book.open_orders()] == ["a", "c", "d", "e"]
+    assert [o.client_order_id for o in book] == ["a", "b", "c", "d", "e", "f"]
+
+
 def test_duplicate_client_order_id_and_unknown_id_are_refused() -> None:
     book = ledger_with(S.PENDING_NEW)
     with pytest.raises(DuplicateOrderError, match="'c1' already exists"):

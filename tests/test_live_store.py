@@ -26,8 +26,8 @@ from cracktrader.brokers.orders import (
     TradeFill,
     exact,
 )
-from cracktrader.db.live_store import Intent, LiveOrderStore, exact_text, parse_exact
-from cracktrader.db.models import LIVE_INTENTS
+from cracktrader.db.live_store import _PENDING_COLUMNS, Intent, LiveOrderStore, exact_text, parse_exact
+from cracktrader.db.models import LIVE_INTENTS, LiveOrderRecord
 from cracktrader.db.run_store import RunStore
 from cracktrader.db.session_store import Orphan, SessionStore, StaleTokenError
 from db_support import DatabaseTarget
@@ -422,3 +422,29 @@ async def test_the_table_itself_refuses_a_second_row_for_one_trade(live: Live) -
         async with live.engine.begin() as conn:
             await conn.execute(insert, {"run": RUN})
     assert await live.count("live_fills") == 1
+
+
+async def test_a_pending_insert_during_a_takeover_waits_for_it_and_then_writes_nothing(live: Live) -> None:
+    # The token check is inside the insert's one statement: it must wait for a takeover in progress, not read the
+    # old token beside it and write.
+    other = live.target.engine()
+    try:
+        async with other.connect() as takeover:
+            await takeover.begin()
+            await takeover.execute(
+                text("UPDATE session_state SET fencing_token = fencing_token + 1 WHERE run_id = :r"), {"r": RUN}
+            )
+            insert = asyncio.create_task(live.store.insert_pending(RUN, live.token, _order()))
+            done, _ = await asyncio.wait({insert}, timeout=0.3)
+            assert not done  # held back by the takeover's lock
+            await takeover.commit()
+
+            with pytest.raises(StaleTokenError):
+                await insert
+    finally:
+        await other.dispose()
+    assert await live.count("live_orders") == 0
+
+
+def test_the_pending_insert_writes_every_column_of_the_table() -> None:
+    assert set(_PENDING_COLUMNS) == {c.name for c in LiveOrderRecord.__table__.columns}

@@ -375,6 +375,10 @@ class OrderLedger:
 
     def __init__(self) -> None:
         self._orders: dict[str, ManagedOrder] = {}
+        # The orders not final when last looked at, in the order they were added: what `open_orders` scans, so a
+        # long session's thousands of filled orders cost nothing per bar. No transition leaves a final state, so
+        # an order found final is dropped for good.
+        self._unfinished: dict[str, ManagedOrder] = {}
         self._by_exchange_id: dict[tuple[str, str], str] = {}
         self._seen: set[tuple[str, str, str]] = set()
         self.orphans: list[OrphanFill] = []
@@ -408,12 +412,12 @@ class OrderLedger:
 
         A `rejected_unconfirmed` order is only watched: it holds no slot.
         """
+        for cid in [cid for cid, o in self._unfinished.items() if o.status.is_final]:
+            del self._unfinished[cid]
         return [
             o
-            for o in self._orders.values()
-            if not o.status.is_final
-            and o.status is not OrderStatus.REJECTED_UNCONFIRMED
-            and (symbol is None or o.symbol == symbol)
+            for o in self._unfinished.values()
+            if o.status is not OrderStatus.REJECTED_UNCONFIRMED and (symbol is None or o.symbol == symbol)
         ]
 
     def add(self, order: ManagedOrder) -> OrderEvent:
@@ -424,6 +428,8 @@ class OrderLedger:
                 details={"order_id": order.client_order_id},
             )
         self._orders[order.client_order_id] = order
+        if not order.status.is_final:
+            self._unfinished[order.client_order_id] = order
         if order.exchange_order_id is not None:
             self._index(order)
         return OrderEvent.of(order)

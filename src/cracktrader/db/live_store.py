@@ -14,7 +14,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, func, select, update
+from sqlalchemy import CursorResult, Table, bindparam, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -30,7 +30,7 @@ from cracktrader.brokers.orders import (
     TradeFill,
     exact,
 )
-from cracktrader.db.models import LIVE_INTENTS, LiveFillRecord, LiveOrderRecord
+from cracktrader.db.models import LIVE_INTENTS, LiveFillRecord, LiveOrderRecord, SessionStateRecord
 from cracktrader.db.session_store import fence
 
 __all__ = ["Intent", "LiveOrderStore", "StoredLiveOrder", "exact_text", "parse_exact"]
@@ -39,6 +39,7 @@ __all__ = ["Intent", "LiveOrderStore", "StoredLiveOrder", "exact_text", "parse_e
 
 _ORDERS = cast(Table, LiveOrderRecord.__table__)
 _FILLS = cast(Table, LiveFillRecord.__table__)
+_STATE = cast(Table, SessionStateRecord.__table__)
 _FINAL = tuple(str(s) for s in FINAL_STATES)
 _UNCONFIRMED = str(OrderStatus.REJECTED_UNCONFIRMED)
 
@@ -153,6 +154,35 @@ def _insert(conn: AsyncConnection, table: Table) -> Any:
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
+# The columns insert_pending writes (its row's keys: every column of the table), in the statement's order.
+_PENDING_COLUMNS = ("run_id", "client_order_id", "exchange", "symbol", "side", "type", "amount", "price", "stop",
+                    "intent", "stop_loss", "take_profit", "created_at", "status", "exchange_order_id", "filled_qty",
+                    "filled_cost", "fees", "reason", "updated_at", "watch_until")  # fmt: skip
+
+_STATEMENTS: dict[str, Any] = {}
+
+
+def _fenced_insert(dialect: str) -> Any:
+    """INSERT ... SELECT of one pending row, only while the token is current; ON CONFLICT DO NOTHING. Built once.
+
+    The token check is inside the statement: SQLite's INSERT holds the write lock while it runs, and PostgreSQL's
+    subquery locks the state row as the fence's UPDATE does (FOR NO KEY UPDATE), so a takeover either commits
+    before (no row is written) or waits until this one has committed.
+    """
+    stmt = _STATEMENTS.get(dialect)
+    if stmt is None:
+        current = select(_STATE.c.run_id).where(
+            _STATE.c.run_id == bindparam("run_id"), _STATE.c.fencing_token == bindparam("fence_token")
+        )
+        values = select(*(bindparam(c, type_=_ORDERS.c[c].type) for c in _PENDING_COLUMNS)).where(
+            exists(current.with_for_update(key_share=True))
+        )
+        ins = (postgresql if dialect == "postgresql" else sqlite).insert(_ORDERS)
+        # ON CONFLICT rather than catching IntegrityError: a duplicate is told apart from any other failure.
+        stmt = _STATEMENTS[dialect] = ins.from_select(list(_PENDING_COLUMNS), values).on_conflict_do_nothing()
+    return stmt
+
+
 def _rowcount(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount
 
@@ -198,11 +228,14 @@ class LiveOrderStore:
             "created_at": order.created_at,
             **_state(order, None),
         }
-        async with self._engine.begin() as conn:
-            await self._fence(conn, run_id, token)
-            # ON CONFLICT rather than catching IntegrityError: a duplicate is told apart from any other failure.
-            result = await conn.execute(_insert(conn, _ORDERS).values(row).on_conflict_do_nothing())
+        async with self._engine.connect() as conn:
+            # Committed on its own: on the path of every order before its send, each statement (and BEGIN and
+            # COMMIT) would be another round trip.
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            result = await conn.execute(_fenced_insert(conn.dialect.name), {**row, "fence_token": token})
             if _rowcount(result) == 0:
+                # Nothing written: a stale token (the fence's error), else a duplicate client id.
+                await self._fence(conn, run_id, token)
                 raise DuplicateOrderError(
                     f"session {run_id} already stored an order with client_order_id {order.client_order_id!r}",
                     details={"run_id": run_id, "order_id": order.client_order_id},

@@ -159,6 +159,9 @@ def make_async_exchange(exchange_id: str, settings: Settings | None = None) -> A
     config, base_url = _client_config(exchange_id, settings or get_settings())
     exchange = getattr(module, exchange_id)(config)
     _route(exchange, exchange_id, settings or get_settings(), base_url)
+    from cracktrader.exchanges.throttle import credit_idle_time
+
+    credit_idle_time(exchange)  # else every lone request (an order) waits its cost in ms for nothing
     return exchange
 
 
