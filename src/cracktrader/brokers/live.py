@@ -475,6 +475,9 @@ class LiveOrders:
             self._cancelling.discard(client_order_id)
         if snap is not None:
             await self.apply_snapshot(order, snap)
+            # Saved here whoever changed it: the user-data event often ends it first, and its write can still be in
+            # flight when a stop closes the streams (it was lost then, leaving the row `pending_cancel`).
+            await self._save(order)
         return order
 
     # --- capital ------------------------------------------------------------------------------------------------
