@@ -117,7 +117,6 @@ class Rows:
             result = await c.execute(select(LiveFillRecord).where(LiveFillRecord.run_id == run_id))
             return list(result.all())
 
-
     async def session_fill_ids(self, run_id: str) -> list[str]:
         async with self.engine.connect() as c:
             result = await c.execute(select(SessionFillRecord.trade_id).where(SessionFillRecord.run_id == run_id))
