@@ -33,7 +33,7 @@ from cracktrader.exchanges.rate_gate import RateGate
 from cracktrader.strategies.builtin import SmaCross
 from db_support import DatabaseTarget
 from fakes.binance import candle
-from fakes.trading import TradingVenue, VenueTime, trading_client
+from fakes.trading import VENUE_STATUS, TradingVenue, VenueTime, trading_client
 
 pytestmark = pytest.mark.anyio
 
@@ -43,13 +43,6 @@ SYMBOL = "BTC/USDT"
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 # ccxt's wait for an answer the venue holds back (accept_then_timeout): real time, kept short.
 HELD_TIMEOUT_MS = 300
-VENUE_STATUS = {
-    "NEW": "open",
-    "PARTIALLY_FILLED": "partially_filled",
-    "FILLED": "filled",
-    "CANCELED": "canceled",
-    "EXPIRED": "expired",
-}
 
 
 @pytest.fixture
@@ -325,3 +318,35 @@ async def test_orders_and_fills_restored_from_the_rows_are_the_ones_stored(
 
 def _intent(order: ManagedOrder) -> OrderIntent:
     return OrderIntent(order.symbol, order.side, order.type, order.amount, order.price)
+
+
+async def test_stop_loss_and_take_profit_are_held_by_the_session_and_survive_a_restore(
+    venue: TradingVenue, target: DatabaseTarget
+) -> None:
+    async with live_path(venue, target) as live:
+        entry = OrderIntent(SYMBOL, "buy", "market", 0.002, stop_loss=0.02, take_profit=0.05)
+        order = await live.orders.place(entry)
+        avg = order.average_price
+        assert avg is not None
+        bracket = live.orders.brackets[order.client_order_id]
+        assert (bracket.stop_loss, bracket.take_profit) == (pytest.approx(avg * 0.98), pytest.approx(avg * 1.05))
+
+        # Restored from the rows (a restart), the levels are the same.
+        stored = await live.store.load(RUN)
+        fresh = LiveOrders(run_id=RUN, token=lambda: 1, exchange="binance", tag=session_tag(RUN), calls=live.calls,
+                           store=live.store, clock=live.clock, portfolio=live.session)  # fmt: skip
+        fresh.restore(
+            [(s.order, OrderIntent(SYMBOL, s.order.side, s.order.type, s.order.amount, intent=s.intent,
+                                   stop_loss=s.stop_loss, take_profit=s.take_profit), s.watch_until) for s in stored],
+            await live.store.fills(RUN),
+        )  # fmt: skip
+        assert fresh.brackets == live.orders.brackets
+
+        # A closed candle whose low reaches the stop: the session sells the whole position at market.
+        ts = T0
+        _, o, h, _low, c, v = candle(SYMBOL, "1m", ts)
+        live.session.on_bar(ts, {SYMBOL: ClosedCandle(o, max(h, o), avg * 0.97, c, v)})
+        intents, _ = live.session.take_outbox()
+        exits = [i for i in intents if i.intent == "stop_loss"]
+        assert len(exits) == 1 and exits[0].side == "sell"
+        assert exits[0].amount == pytest.approx(live.session.position(SYMBOL))

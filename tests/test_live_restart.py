@@ -42,7 +42,7 @@ from cracktrader.db.migrate import upgrade
 from cracktrader.db.models import LiveFillRecord, LiveOrderRecord, SessionFillRecord
 from cracktrader.exchanges.client_ids import parse_client_id
 from fakes.binance import exchange_options_for
-from fakes.trading import TradingVenue
+from fakes.trading import VENUE_STATUS, TradingVenue
 from web_support import TEST_STRATEGY_DIR, ServerProcess
 
 pytestmark = pytest.mark.anyio
@@ -50,7 +50,6 @@ SYMBOL = "BTC/USDT"
 KEYS = {"apiKey": "test-key", "secret": "test-secret"}
 TTL_S = 2.0
 PATIENCE_S = 60.0  # a net for a loaded machine: every wait ends on its condition
-VENUE_STATUS = {"NEW": "open", "PARTIALLY_FILLED": "partially_filled", "FILLED": "filled", "CANCELED": "canceled"}
 SESSION: dict[str, Any] = {
     "strategy_name": "OneRestingBuy",
     "strategy_params": {"below": 0.97, "size": 0.01},

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,8 +22,8 @@ from cracktrader.runs.sessions import LiveRun, SessionRegistry, resume
 from cracktrader.settings import Settings
 from db_support import DatabaseTarget
 from fakes.binance import exchange_options_for
-from fakes.trading import TradingVenue
-from web_support import with_test_strategies
+from fakes.trading import VENUE_STATUS, TradingVenue
+from web_support import app_client, wait_for_status, with_test_strategies
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +35,6 @@ TTL_S = 30.0
 SAFETY_S = 20.0  # a net for a broken session only: every wait ends on an event
 KEYS = {"apiKey": "test-key", "secret": "test-secret"}
 SERVER_A, SERVER_B = "a" * 32, "b" * 32
-VENUE_STATUS = {"NEW": "open", "PARTIALLY_FILLED": "partially_filled", "FILLED": "filled", "CANCELED": "canceled"}
 
 
 @pytest.fixture
@@ -253,3 +253,143 @@ async def test_after_a_crash_the_next_server_waits_for_the_keys_then_reconciles_
         assert_ledger_equals_venue(run_b, venue)
         assert len(venue_orders(venue)) == 3  # nothing was sent again
         await b.stop(run_b.run_id)
+
+
+async def test_the_seeds_run_live_body_in_mode_live_with_a_sandbox_trades_on_the_fake_and_keeps_no_keys(
+    venue: TradingVenue, tmp_path: Path
+) -> None:
+    # Seed 000/001's body with mode live, plus the capital issue 11 requires of a live session.
+    body = {
+        "strategy_name": "BuyAndHold",
+        "strategy_params": {"size": 0.5},
+        "symbols": [SYMBOL],
+        "timeframe": "1m",
+        "exchange": "binance",
+        "exchange_config": {"apiKey": "test-key", "secret": "test-secret", "sandbox": True,
+                            "risk": {"capital": 1_000.0}},
+        "mode": "live",
+    }  # fmt: skip
+    async with app_client(settings_for(venue, tmp_path)) as c:
+        c.app.state.sessions.clock = venue.clock  # type: ignore[attr-defined]
+        r = await c.post("/api/v1/run/live", json=body)
+        assert r.status_code == 200, r.text
+        run_id = r.json()["run_id"]
+        await wait_for_status(c, {"running"})
+        await venue_ready(venue)
+        await venue.step(30)
+        for _ in range(int(SAFETY_S * 100)):
+            detailed = (await c.get("/api/v1/status/detailed")).json()
+            if detailed["trade_count"] == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert detailed["mode"] == "live" and detailed["condition"] == "ok"
+        assert detailed["live"]["reconciliation"]["looked_up"] == 0
+        assert detailed["live"]["user_stream"] in ("up", "down") and detailed["live"]["orders_sent"] == 1
+        assert (await c.post("/api/v1/run/stop", json={"flatten": True})).json()["status"] == "stopped"
+        results = (await c.get("/api/v1/results")).json()
+        record = (await c.get(f"/api/v1/runs/{run_id}")).json()
+    assert len(results["trades"]) == 2  # the buy and the flattening sell, as the venue filled them
+    assert "test-secret" not in json.dumps(record) and "test-key" not in json.dumps(record)
+    assert record["config"]["exchange_config"] == {"sandbox": True, "risk": {"capital": 1_000.0}}
+
+
+async def test_a_418_ban_is_honoured_nothing_is_sent_until_it_ends_and_the_session_is_degraded(
+    venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = registry.get((await registry.start(live_config()))["run_id"])
+        await until(lambda: run.status == "running", "running")
+        assert run.live is not None
+        await venue.wait_user_streams()  # subscribed before the ban (a dial during it fails inside ccxt's own task)
+        venue.ban(300)
+        intent = OrderIntent(SYMBOL, "buy", "limit", 0.001, 10_000.0)
+        first = await run.live.place(intent)
+        requests = len(venue.request_log)
+        second = await run.live.place(intent)
+
+        assert (first.status, first.reason) == (OrderStatus.REJECTED, "RATE_BANNED")
+        assert (second.status, second.reason) == (OrderStatus.REJECTED, "RATE_BANNED")
+        assert len(venue.request_log) == requests  # the second was refused here, not sent
+        status = run.snapshot()
+        assert status["condition"] == "degraded" and "RATE_BANNED" in status["reasons"]
+        assert venue_orders(venue) == []
+        await registry.stop(run.run_id)
+
+
+async def _running(registry: SessionRegistry, venue: TradingVenue, **exchange_config: Any) -> LiveRun:
+    run = registry.get((await registry.start(live_config(**exchange_config)))["run_id"])
+    await until(lambda: run.status == "running", "running")
+    await venue.wait_user_streams()  # one socket carries both the orders and the trades streams
+    return run
+
+
+async def _resting_buy(run: LiveRun, venue: TradingVenue, amount: float = 0.01) -> Any:
+    assert run.live is not None
+    bid = float(venue.book_ticker("BTCUSDT")["bidPrice"])
+    order = await run.live.place(OrderIntent(SYMBOL, "buy", "limit", amount, round(bid * 0.97, 2)))
+    assert order.status is OrderStatus.OPEN
+    return order
+
+
+async def test_fills_pushed_twice_out_of_order_are_counted_once(
+    venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = await _running(registry, venue)
+        order = await _resting_buy(run, venue)
+        venue.duplicate_user_events(4)
+        venue.reorder_user_events(2)
+        venue.fill_order(order.client_order_id, SYMBOL, qty="0.004")
+        venue.fill_order(order.client_order_id, SYMBOL)
+        await until(lambda: run.plan.session.fills_booked == 2, "both fills booked")
+        await venue.user_settled()
+
+        assert order.status is OrderStatus.FILLED
+        assert run.live is not None and run.live.orders is not None
+        assert run.live.orders.ledger.duplicate_fills >= 1  # the repeats arrived, and were recognised
+        assert run.plan.session.fills_booked == 2
+        assert_ledger_equals_venue(run, venue)
+        assert len(await run.live.store.fills(run.run_id)) == 2
+        await registry.stop(run.run_id)
+
+
+async def test_an_order_that_fills_while_the_user_data_socket_is_down_is_followed_over_rest(
+    venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = await _running(registry, venue)
+        order = await _resting_buy(run, venue)
+        venue.drop_user_events(10)  # nothing of the fill reaches the socket
+        assert venue.drop_user_stream() == 1
+        venue.fill_order(order.client_order_id, SYMBOL)
+        for _ in range(20):  # 20 s of the venue's time, a second at a time
+            if order.status is OrderStatus.FILLED:
+                break
+            await venue.step(1)
+            await asyncio.sleep(0.01)
+        await until(lambda: run.plan.session.fills_booked == 1, "the fill booked")
+
+        assert order.status is OrderStatus.FILLED
+        assert_ledger_equals_venue(run, venue)
+        assert run.live is not None and run.live.store is not None
+        assert len(await run.live.store.fills(run.run_id)) == 1
+        await registry.stop(run.run_id)
+
+
+async def test_a_balance_that_moved_beyond_a_lot_degrades_the_session_until_it_is_back(
+    venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = await _running(registry, venue)
+        assert run.live is not None
+        venue.set_balance("BTC", "0.5")  # someone moved BTC into the account: not the session's
+        await run.live.check_balances()  # what the 30 s check does
+        status = run.snapshot()
+        assert status["condition"] == "degraded" and "BALANCE_DRIFT" in status["reasons"]
+        assert status["live"]["balance_drift"] == {"BTC": pytest.approx(0.5)}
+        assert run.plan.session.no_entries_reason == "BALANCE_DRIFT"
+
+        venue.set_balance("BTC", "0")
+        await run.live.check_balances()
+        assert run.snapshot()["condition"] == "ok" and run.plan.session.no_entries_reason is None
+        await registry.stop(run.run_id)

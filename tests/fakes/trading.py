@@ -795,6 +795,16 @@ class VenueTime:
         await asyncio.sleep(0)
 
 
+# The venue's order statuses as the order model names them.
+VENUE_STATUS = {
+    "NEW": "open",
+    "PARTIALLY_FILLED": "partially_filled",
+    "FILLED": "filled",
+    "CANCELED": "canceled",
+    "EXPIRED": "expired",
+}
+
+
 def trading_client(
     venue: TradingVenue,
     kind: ClientKind = "async",
@@ -835,6 +845,7 @@ def trading_client(
 
 
 __all__ = [
+    "VENUE_STATUS",
     "ClientKind",
     "DroppedRequest",
     "FeeAsset",

@@ -174,6 +174,7 @@ class LiveOrders:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._last_fill: dict[str, int] = {}
         self._cancelling: set[str] = set()  # cancels on their way: an `open` snapshot meanwhile is not a refusal
+        self._placing: set[str] = set()  # sends on their way (their own task settles them, lookups included)
 
     # --- ids ----------------------------------------------------------------------------------------------------
 
@@ -246,31 +247,40 @@ class LiveOrders:
             refusal = self.local_refusal(intent, amount, price)
             self.ledger.add(order)
             self.intents[order.client_order_id] = intent
-            if refusal is not None:
-                self._emit(self.ledger.reject(order.client_order_id, now, refusal))
-                await self.store.insert_pending(self.run_id, self._token(), order, intent=intent.intent)
-                return order
-            failpoints.hit("live.before_store")
-            await self.store.insert_pending(
-                self.run_id,
-                self._token(),
-                order,
-                intent=intent.intent,
-                stop_loss=intent.stop_loss,
-                take_profit=intent.take_profit,
-            )
-            failpoints.hit("live.after_store")
-            self._emit(self.ledger.submit(order.client_order_id, self.clock.now_ms()))
-            self.sent += 1
+            self._placing.add(order.client_order_id)
             try:
-                result = await self.calls.create(order)
-            except asyncio.CancelledError:
-                await self._mark_unknown(order, "send cancelled")
-                raise
-            await self._take_outcome(order, result)
-            if order.status is OrderStatus.UNKNOWN:
-                await self.resolve_unknown(order.client_order_id)
+                return await self._send(order, intent, refusal)
+            finally:
+                self._placing.discard(order.client_order_id)
+
+    async def _send(self, order: ManagedOrder, intent: OrderIntent, refusal: str | None) -> ManagedOrder:
+        """Store, send once and settle one order (under its symbol and side's lock)."""
+        now = order.created_at
+        if refusal is not None:
+            self._emit(self.ledger.reject(order.client_order_id, now, refusal))
+            await self.store.insert_pending(self.run_id, self._token(), order, intent=intent.intent)
             return order
+        failpoints.hit("live.before_store")
+        await self.store.insert_pending(
+            self.run_id,
+            self._token(),
+            order,
+            intent=intent.intent,
+            stop_loss=intent.stop_loss,
+            take_profit=intent.take_profit,
+        )
+        failpoints.hit("live.after_store")
+        self._emit(self.ledger.submit(order.client_order_id, self.clock.now_ms()))
+        self.sent += 1
+        try:
+            result = await self.calls.create(order)
+        except asyncio.CancelledError:
+            await self._mark_unknown(order, "send cancelled")
+            raise
+        await self._take_outcome(order, result)
+        if order.status is OrderStatus.UNKNOWN:
+            await self.resolve_unknown(order.client_order_id)
+        return order
 
     async def _take_outcome(self, order: ManagedOrder, result: SendResultLike) -> None:
         outcome = SendOutcome(str(result.outcome))
@@ -505,6 +515,10 @@ class LiveOrders:
             float(exact(o.amount, "amount") - o.filled_qty) for o in self.ledger.open_orders(symbol) if o.side == "sell"
         )
         return self.portfolio.position(symbol) - held
+
+    def busy(self, client_order_id: str) -> bool:
+        """Whether a send or a cancel of this order is on its way here (its own task settles it)."""
+        return client_order_id in self._placing or client_order_id in self._cancelling
 
     def unknown_orders(self) -> list[ManagedOrder]:
         """Orders whose outcome is not known yet."""

@@ -430,14 +430,7 @@ class OrderLedger:
 
     def load(self, order: ManagedOrder, fill_keys: Iterable[tuple[str, str, str]]) -> None:
         """Put back a stored order as it was (a restart), with the keys of the fills already counted in it."""
-        if order.client_order_id in self._orders:
-            raise DuplicateOrderError(
-                f"an order with client_order_id {order.client_order_id!r} already exists",
-                details={"order_id": order.client_order_id},
-            )
-        self._orders[order.client_order_id] = order
-        if order.exchange_order_id is not None:
-            self._index(order)
+        self.add(order)
         self._seen.update(fill_keys)
 
     def load_fill(self, fill: TradeFill) -> None:

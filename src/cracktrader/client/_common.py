@@ -395,9 +395,9 @@ def stop_session(run_id: str, flatten: bool) -> Call[RunResponse]:
     return Call("POST", _path("/runs/{}/stop", run_id), model(RunResponse), json={"flatten": flatten})
 
 
-def session_control(run_id: str, action: str) -> Call[RunResponse]:
-    """`POST /runs/{id}/pause` or `/resume`."""
-    return Call("POST", _path("/runs/{}/" + action, run_id), model(RunResponse))
+def session_control(run_id: str, action: str, keys: dict[str, str] | None = None) -> Call[RunResponse]:
+    """`POST /runs/{id}/pause` or `/resume` (a live session resumed after a restart: with its exchange keys)."""
+    return Call("POST", _path("/runs/{}/" + action, run_id), model(RunResponse), json=keys or None)
 
 
 def cancel_order(run_id: str, order_id: int) -> Call[RunResponse]:

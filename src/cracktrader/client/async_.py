@@ -325,9 +325,17 @@ class AsyncCrackTraderAPI:
         """Refuse the session's new entries (`ENTRIES_PAUSED`); orders that reduce a position still go out."""
         return await self._call(api.session_control(run_id, "pause"))
 
-    async def resume_session(self, run_id: str) -> RunResponse:
-        """Allow new entries again; also lifts a daily-loss halt."""
-        return await self._call(api.session_control(run_id, "resume"))
+    async def resume_session(
+        self, run_id: str, *, api_key: str | None = None, secret: str | None = None, password: str | None = None
+    ) -> RunResponse:
+        """Allow new entries again; also lifts a daily-loss halt.
+
+        A live session taken over after a server restart waits for its exchange keys (they are never stored): pass
+        `api_key` and `secret` (and `password` where the exchange needs one); without them `ConflictError`
+        (`CREDENTIALS_REQUIRED`).
+        """
+        keys = {k: v for k, v in (("apiKey", api_key), ("secret", secret), ("password", password)) if v}
+        return await self._call(api.session_control(run_id, "resume", keys))
 
     async def cancel_order(self, run_id: str, order_id: int) -> RunResponse:
         """Cancel one working order of a session; `NotFoundError` (`ORDER_NOT_FOUND`) when it is not open."""

@@ -367,6 +367,8 @@ class LiveRuntime:
             )
             if order.status.is_final or (order.status is OrderStatus.REJECTED_UNCONFIRMED and not watched):
                 continue
+            if orders.busy(order.client_order_id):
+                continue  # its send or cancel is on its way here: that task settles it
             if not start and now - (order.updated_at or 0) < stale_ms and not watched:
                 continue
             report.looked_up += 1
@@ -618,6 +620,11 @@ class LiveRuntime:
         self.session.order_changed(event)
         if self._on_event is not None:
             self._on_event(event)
+
+    def reasons(self) -> list[str]:
+        """Why the venue link degrades the session: a rate ban (nothing is sent until it ends)."""
+        gate = None if self.calls is None else self.calls.gate
+        return ["RATE_BANNED"] if gate is not None and gate.banned else []
 
     def status(self) -> dict[str, Any]:
         """What `/status/detailed` shows of the venue link."""

@@ -177,6 +177,8 @@ class LiveRun:
         risk = session.risk
         if risk is not None:  # a read reports the gate's reasons; it does not change them
             reasons = sorted(set(reasons) | set(risk.condition.reasons))
+        if self.live is not None:
+            reasons = sorted(set(reasons) | set(self.live.reasons()))
         condition = "halted" if risk is not None and risk.halted else ("degraded" if reasons else "ok")
         runtime = round((self.ended_at or time.monotonic()) - self.started_at, 3)
         live = self.live
@@ -227,16 +229,19 @@ class LiveRun:
         session = self.plan.session
         if self.live is not None and self.live.orders is not None:
             ledger = self.live.orders.ledger
+            orders = self.live.orders
             return [
                 {
-                    "order_id": o.client_order_id,
+                    "order_id": orders.sequence_of(o.client_order_id),
                     "symbol": o.symbol,
                     "side": o.side,
-                    "type": o.type,
                     "amount": o.amount,
-                    "filled": o.filled,
-                    "price": o.price,
+                    "reason": orders.intents[o.client_order_id].intent,
+                    "client_order_id": o.client_order_id,
                     "status": str(o.status),
+                    "type": o.type,
+                    "price": o.price,
+                    "filled": o.filled,
                     "exchange_order_id": o.exchange_order_id,
                 }
                 for o in ledger.open_orders()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -38,8 +38,34 @@ class StatusResponse(BaseModel):
     bars_total: int = 0
 
 
+class ReconciliationReport(BaseModel):
+    """What the last reconciliation with the venue found, by kind."""
+
+    looked_up: int
+    updated: int
+    missed_fills: int
+    adopted: int
+    external_orders: int
+    unconfirmed: int
+    at: int | None = Field(None, description="When it ran (ms since the epoch)")
+
+
+class LiveLink(BaseModel):
+    """A live session's link to the venue."""
+
+    reconciliation: ReconciliationReport
+    reconciliations: int
+    user_stream: Literal["up", "down"]
+    clock_offset_ms: int | None = Field(None, description="The venue's clock minus ours, median of samples")
+    balance_drift: dict[str, float] = Field(description="Base assets whose balance differs from what is expected")
+    orders_sent: int
+    unknown_orders: list[str] = Field(description="Client ids of orders whose outcome is being looked up")
+    watch_list: list[str] = Field(description="Client ids of rejected_unconfirmed orders watched for 24 h")
+    awaiting_credentials: bool = Field(description="Resumed after a restart: POST the keys to /runs/{id}/resume")
+
+
 class DetailedStatusResponse(StatusResponse):
-    """`/status` plus recent activity, positions, equity and health."""
+    """`/status` plus recent activity, positions, equity and health (a session: its condition, a live one its link)."""
 
     recent_orders: list[OrderOut]
     recent_trades: list[TradeOut]
@@ -47,6 +73,9 @@ class DetailedStatusResponse(StatusResponse):
     equity_curve: list[EquityPoint]
     performance_metrics: dict[str, float | int | None]
     health: dict[str, Any]
+    condition: Literal["ok", "degraded", "halted"] | None = None
+    reasons: list[str] | None = None
+    live: LiveLink | None = None
 
 
 class PageInfo(BaseModel):

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from cracktrader.runs.config import BacktestConfig, LiveConfig
-from cracktrader.web.runs.schemas import StatusResponse
+from cracktrader.web.runs.schemas import LiveLink, StatusResponse
 
 
 class SessionPosition(BaseModel):
@@ -20,13 +20,19 @@ class SessionPosition(BaseModel):
 
 
 class SessionOrder(BaseModel):
-    """A working order of a session."""
+    """A working order of a session (a live one adds its venue state)."""
 
     order_id: int
     symbol: str
     side: Literal["buy", "sell"]
     amount: float | None = Field(description="None: all in (an entry) or the whole position (an exit)")
-    reason: str = Field(description="signal, stop_loss or take_profit")
+    reason: str = Field(description="signal, stop_loss or take_profit (live: also control, adopted)")
+    client_order_id: str | None = Field(None, description="Live: the id the venue knows it by, with the session's tag")
+    status: str | None = Field(None, description="Live: pending_new, submitted, unknown, open, partially_filled, ...")
+    type: str | None = None
+    price: float | None = None
+    filled: float | None = None
+    exchange_order_id: str | None = None
 
 
 class SessionStatus(StatusResponse):
@@ -48,6 +54,7 @@ class SessionStatus(StatusResponse):
     balances: dict[str, float] | None = None
     positions: list[SessionPosition] | None = None
     open_orders: list[SessionOrder] | None = None
+    live: LiveLink | None = Field(None, description="Live sessions: reconciliation, user stream, clock, drift")
 
 
 class StopRequest(BaseModel):
