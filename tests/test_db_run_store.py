@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from cracktrader.db import run_store
 from cracktrader.db.run_store import RunExistsError, RunNotFoundError, RunStore, decode_document, encode_document
+from cracktrader.db.session_store import SessionStore
 from cracktrader.engine.records import STATUS_FILLED, STATUS_REJECTED
 from cracktrader.runs.config import BacktestConfig, redact
 from cracktrader.runs.results import (
@@ -536,3 +537,21 @@ def test_documents_encode_to_compact_json_and_decode_to_equal_dicts() -> None:
     assert len(raw) == size
     assert json.loads(raw) == document
     assert b": " not in raw[:200]
+
+
+async def test_mark_interrupted_spares_paper_and_live_sessions_with_rows_for_the_next_server(store: RunStore) -> None:
+    sessions = SessionStore(store.engine)
+    live, paper, backtest, bare_live = (
+        await add_run(store, mode="live", status="running"),
+        await add_run(store, mode="paper", status="running"),
+        await add_run(store, mode="backtest", status="running"),
+        await add_run(store, mode="live", status="starting"),  # cut short before it had rows
+    )
+    for run_id in (live, paper):
+        await sessions.create(run_id, server_id="a" * 32, start_time="", now=T0)
+
+    assert await store.mark_interrupted(now=T0 + timedelta(hours=1)) == 2
+
+    runs = {run_id: await store.get(run_id) for run_id in (live, paper, backtest, bare_live)}
+    statuses = {run_id: None if run is None else run.status for run_id, run in runs.items()}
+    assert statuses == {live: "running", paper: "running", backtest: "failed", bare_live: "failed"}

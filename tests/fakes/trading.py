@@ -40,6 +40,21 @@ _BAD_KEY_MSG = "Invalid API-key, IP, or permissions for action."
 _TIMEOUT_1007 = "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
 
 
+HookWhen = Literal["received", "placed"]
+
+
+@dataclass(slots=True)
+class _RequestHook:
+    """A one-shot callback on the next new order or cancel: `received` drops the request after it, `placed` answers."""
+
+    callback: Callable[[], None]
+    when: HookWhen
+
+
+class DroppedRequest(Exception):
+    """A request the venue read and then dropped without acting on it (its connection is closed unanswered)."""
+
+
 @dataclass(slots=True)
 class _OrderFault:
     kind: Literal["hang", "error", "refuse"]
@@ -117,6 +132,7 @@ class TradingVenue(FakeVenue):
         self._user_conns: set[_UserConn] = set()
         self._user_ids = itertools.count(1)
         self._order_faults: list[_OrderFault] = []
+        self._hooks: dict[str, _RequestHook] = {}
         self._hide_next_s: float | None = None
         self._user_faults = _UserFaults()
         self._banned_until_ms = 0
@@ -187,6 +203,27 @@ class TradingVenue(FakeVenue):
     def refuse_with_503(self) -> None:
         """The next new order is answered 503 and NOT placed."""
         self._order_faults.append(_OrderFault("refuse", 503, "Service Unavailable"))
+
+    def on_next_order(self, callback: Callable[[], None], when: HookWhen = "placed") -> None:
+        """Call `callback` (on the venue's loop) at the next signed new order, once.
+
+        `received`: the request arrived and was checked, then the venue drops it unplaced (sent, never accepted).
+        `placed`: the order is placed, then `callback` runs, then the venue answers (accepted; the answer may be lost).
+        """
+        self._hooks["order"] = _RequestHook(callback, when)
+
+    def on_next_cancel(self, callback: Callable[[], None], when: HookWhen = "placed") -> None:
+        """Call `callback` at the next signed cancel, once: `received` drops it, `placed` cancels first then answers."""
+        self._hooks["cancel"] = _RequestHook(callback, when)
+
+    def _run_hook(self, kind: str, when: HookWhen) -> None:
+        hook = self._hooks.get(kind)
+        if hook is None or hook.when != when:
+            return
+        del self._hooks[kind]
+        hook.callback()
+        if when == "received":
+            raise DroppedRequest(kind)
 
     def hide_next_order(self, seconds: float = 3.0) -> None:
         """The next new order is invisible to order, openOrders, allOrders and myTrades queries for `seconds`."""
@@ -335,6 +372,10 @@ class TradingVenue(FakeVenue):
                 result = await fn(request)
             except VenueError as exc:
                 return _binance_error(exc.status, exc.code, exc.msg)
+            except DroppedRequest:
+                if request.transport is not None:
+                    request.transport.abort()  # no answer at all, as a venue whose backend lost the request
+                return web.Response(status=503, text="dropped")
             return result if isinstance(result, web.StreamResponse) else web.json_response(result)
 
         return handler
@@ -427,10 +468,12 @@ class TradingVenue(FakeVenue):
         fault = self._order_faults.pop(0) if self._order_faults else None
         if fault is not None and fault.kind == "refuse":
             return web.Response(status=fault.status, text=str(fault.body))
+        self._run_hook("order", "received")
         client_id = params.get("newClientOrderId") or f"fake{next(self._user_ids):022d}"
         order = await self._locked(
             self._place(market.id, side, type_, qty, price, client_id, params.get("timeInForce", "GTC"))
         )
+        self._run_hook("order", "placed")
         if fault is not None and fault.kind == "hang":
             assert self._held is not None
             await self._held.wait()
@@ -466,7 +509,9 @@ class TradingVenue(FakeVenue):
         order = self._order_from(params, market)
         if order is None or not self._visible(order):
             raise VenueError(400, -2011, "Unknown order sent.")
+        self._run_hook("cancel", "received")
         cancelled: FakeOrder = await self._locked(self._cancel_now(order.order_id, market.id))
+        self._run_hook("cancel", "placed")
         return cancelled.as_json()
 
     async def _open_orders(self, request: web.Request) -> list[dict[str, Any]]:
@@ -799,4 +844,15 @@ def trading_client(
     return client
 
 
-__all__ = ["VENUE_STATUS", "ClientKind", "FeeAsset", "OrderRef", "TradingVenue", "VenueTime", "sign", "trading_client"]
+__all__ = [
+    "VENUE_STATUS",
+    "ClientKind",
+    "DroppedRequest",
+    "FeeAsset",
+    "HookWhen",
+    "OrderRef",
+    "TradingVenue",
+    "VenueTime",
+    "sign",
+    "trading_client",
+]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from cracktrader import failpoints
 from cracktrader.brokers.orders import (
     Intent,
     ManagedOrder,
@@ -259,6 +260,7 @@ class LiveOrders:
             self._emit(self.ledger.reject(order.client_order_id, now, refusal))
             await self.store.insert_pending(self.run_id, self._token(), order, intent=intent.intent)
             return order
+        failpoints.hit("live.before_store")
         await self.store.insert_pending(
             self.run_id,
             self._token(),
@@ -267,6 +269,7 @@ class LiveOrders:
             stop_loss=intent.stop_loss,
             take_profit=intent.take_profit,
         )
+        failpoints.hit("live.after_store")
         self._emit(self.ledger.submit(order.client_order_id, self.clock.now_ms()))
         self.sent += 1
         try:
@@ -460,8 +463,6 @@ class LiveOrders:
 
     # --- cancels ------------------------------------------------------------------------------------------------
 
-    # --- cancels ------------------------------------------------------------------------------------------------
-
     async def cancel(self, client_order_id: str) -> ManagedOrder:
         """Cancel a working order: `pending_cancel`, then the venue's answer (a fill it met ends it `filled`)."""
         order = self.ledger.get(client_order_id)
@@ -471,6 +472,7 @@ class LiveOrders:
         try:
             self._emit(self.ledger.transition(client_order_id, OrderStatus.PENDING_CANCEL, self.clock.now_ms()))
             await self._save(order)
+            failpoints.hit("live.cancel_stored")
             try:
                 answer = await self.calls.cancel(order.symbol, client_order_id)
             except Exception as exc:  # any failure leaves it pending_cancel; a lookup settles it
@@ -483,6 +485,9 @@ class LiveOrders:
             self._cancelling.discard(client_order_id)
         if snap is not None:
             await self.apply_snapshot(order, snap)
+            # Saved here whoever changed it: the user-data event often ends it first, and its write can still be in
+            # flight when a stop closes the streams (it was lost then, leaving the row `pending_cancel`).
+            await self._save(order)
         return order
 
     # --- capital ------------------------------------------------------------------------------------------------

@@ -64,6 +64,9 @@ class LiveSession(PaperSession):
         self.outbox: list[OrderIntent] = []  # decided in this bar, to send after it
         self.cancels: list[str] = []  # client ids the strategy cancelled in this bar
         self.fills_booked = 0
+        # The venue's trade id of each booked fill, by its row in the simulator: the stored fill's key (two
+        # part-fills of one order share the order's number).
+        self.venue_trade_ids: dict[int, str] = {}
         self.no_entries_reason: str | None = None  # set while new entries must not go out (balance drift, a ban)
         self._index = {s: j for j, s in enumerate(symbols)}
 
@@ -101,6 +104,7 @@ class LiveSession(PaperSession):
             t, seq, self._index[order.symbol], BUY if order.side == "buy" else SELL, qty, price, quote_fee, kind,
             reason,
         )  # fmt: skip
+        self.venue_trade_ids[len(self.sim.rows) - 1] = fill.trade_id
         self.fills_booked += 1
 
     # --- strategy callbacks and the bar --------------------------------------------------------------------------

@@ -63,6 +63,8 @@ __all__ = [
 # Runs in these states when the process starts again were cut short by a crash or a restart.
 ACTIVE_STATUSES: tuple[str, ...] = ("starting", "running")
 INTERRUPTED_ERROR = "interrupted"
+# Modes whose sessions another server resumes from their rows after a crash.
+RESUMABLE_MODES = ("paper", "live")
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 # Rows per stored chunk (about 1.5 MB raw): a page of orders or a slice of the curve decompresses a few of them.
@@ -625,9 +627,10 @@ class RunStore:
                 if gone:
                     await session.execute(delete(ServerRecord).where(ServerRecord.id.in_(gone)))
                 conditions.append(or_(RunRecord.server_id.is_(None), RunRecord.server_id.not_in(sorted(alive))))
-            # A paper session recorded in rows is not cut short: another server takes it over and resumes it.
+            # A paper or live session recorded in rows is not cut short: another server takes it over and resumes it
+            # (a live one waits there for its keys); failing it here lost a live session at every restart.
             resumable = exists().where(SessionStateRecord.run_id == RunRecord.id)
-            conditions.append(or_(RunRecord.mode != "paper", ~resumable))
+            conditions.append(or_(RunRecord.mode.not_in(RESUMABLE_MODES), ~resumable))
             result = await session.execute(
                 update(RunRecord).where(*conditions).values(status="failed", error=INTERRUPTED_ERROR, ended_at=ended)
             )

@@ -129,11 +129,12 @@ class SessionRecorder:
                 "in_market": bool(sim.in_market[t]),
             }
         self._bars = n
-        for row in sim.rows[self._rows :]:
+        for index in range(self._rows, len(sim.rows)):
+            row = sim.rows[index]
             record = self._order_row(row, ts)
             delta.orders[record["order_id"]] = record
             if int(row[O_STATUS]) == STATUS_FILLED:
-                delta.fills.append(self._fill(row, ts))
+                delta.fills.append(self._fill(row, ts, index))
         self._rows = len(sim.rows)
         now_open = {}
         for o in sim.open_orders:
@@ -209,14 +210,16 @@ class SessionRecorder:
             "ret": None,
         }
 
-    def _fill(self, row: list[float], ts: np.ndarray) -> dict[str, Any]:
+    def _fill(self, row: list[float], ts: np.ndarray, index: int) -> dict[str, Any]:
         symbol = self.session.symbols[int(row[O_SYMBOL])]
+        # A live session's fills are keyed by the venue's trade id (an order may fill in parts); a paper order fills
+        # once, so its id is the trade's.
+        venue_ids: dict[int, str] = getattr(self.session, "venue_trade_ids", {})
         return {
             "run_id": self.run_id,
             "exchange": self.exchange,
             "symbol": symbol,
-            # A paper order fills once, so its id is the trade's; live fills carry the exchange's trade id.
-            "trade_id": str(int(row[O_ID])),
+            "trade_id": venue_ids.get(index, str(int(row[O_ID]))),
             "order_id": int(row[O_ID]),
             "ts": int(ts[int(row[O_BAR])]),
             "side": "buy" if row[O_SIDE] > 0 else "sell",

@@ -1,0 +1,18 @@
+"""Crash points for crash tests: `hit(name)` kills this process with SIGKILL when CRACKTRADER_FAILPOINT is `name`.
+
+For crash tests only (tests/test_live_restart.py): production never sets the variable, and then `hit` is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+# Read once at import: a failpoint is chosen when the process starts, and a hit costs one comparison.
+_ARMED = os.environ.get("CRACKTRADER_FAILPOINT") or None
+
+
+def hit(name: str) -> None:
+    """Die here, as SIGKILL does (no cleanup, no last write), if the failpoint `name` is armed; else nothing."""
+    if _ARMED is not None and name == _ARMED:
+        os.kill(os.getpid(), signal.SIGKILL)
