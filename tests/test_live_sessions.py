@@ -288,7 +288,11 @@ async def test_the_seeds_run_live_body_in_mode_live_with_a_sandbox_trades_on_the
         assert (await c.post("/api/v1/run/stop", json={"flatten": True})).json()["status"] == "stopped"
         results = (await c.get("/api/v1/results")).json()
         record = (await c.get(f"/api/v1/runs/{run_id}")).json()
-    assert len(results["trades"]) == 2  # the buy and the flattening sell, as the venue filled them
+        run = c.app.state.sessions.get(run_id)  # type: ignore[attr-defined]
+        ledger = [] if run.live is None or run.live.orders is None else list(run.live.orders.ledger)
+        seen = [(o.side, str(o.status), o.filled, o.reason) for o in ledger]
+    # The buy and the flattening sell, as the venue filled them.
+    assert len(results["trades"]) == 2, (seen, [(o.side, o.status, str(o.executed)) for o in venue_orders(venue)])
     assert "test-secret" not in json.dumps(record) and "test-key" not in json.dumps(record)
     assert record["config"]["exchange_config"] == {"sandbox": True, "risk": {"capital": 1_000.0}}
 

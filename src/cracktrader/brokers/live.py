@@ -257,6 +257,8 @@ class LiveOrders:
         """Store, send once and settle one order (under its symbol and side's lock)."""
         now = order.created_at
         if refusal is not None:
+            log.info("live %s: %s %s %s refused locally: %s", self.run_id, intent.intent, order.side, order.symbol,
+                     refusal)  # fmt: skip
             self._emit(self.ledger.reject(order.client_order_id, now, refusal))
             await self.store.insert_pending(self.run_id, self._token(), order, intent=intent.intent)
             return order
