@@ -167,6 +167,9 @@ class CcxtFeed:
         from cracktrader.data.sources.ccxt_source import make_async_exchange
 
         self._client = make_async_exchange(self.exchange_id, self._settings)
+        # ccxt backs off its WebSocket dials after refused handshakes by its own clock: on the feed's clock (the
+        # wall clock in production), a test's virtual time decides when the redial comes, not the machine's speed.
+        self._client.milliseconds = self._clock.now_ms
         self._read_raw_klines(self._client)
         if self._client.has.get("watchOHLCV"):
             loop = asyncio.get_running_loop()
