@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol
 
 from cracktrader import failpoints
@@ -31,20 +30,12 @@ from cracktrader.engine.context import OrderKind, Side
 from cracktrader.engine.records import REASON_BELOW_MIN_AMOUNT, REASON_BELOW_MIN_NOTIONAL
 from cracktrader.engine.rules import MarketRules, amount_to_precision, minimum_refusal, price_to_precision
 from cracktrader.exchanges.client_ids import ClientIdError, make_client_id, parse_client_id
+from cracktrader.exchanges.order_calls import Outcome
 
 log = logging.getLogger(__name__)
 
 # An unknown order that no lookup found stays on the watch list this long: any later sign of it revives it.
 WATCH_MS = 24 * 3600 * 1000
-
-
-class SendOutcome(StrEnum):
-    """What a create request proved (exchanges.order_calls classifies ccxt's errors into these)."""
-
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-    RESYNC = "resync"
-    UNKNOWN = "unknown"
 
 
 class SendResultLike(Protocol):
@@ -277,7 +268,7 @@ class LiveOrders:
         try:
             result = await self.calls.create(order)
         except asyncio.CancelledError:
-            await self._mark_unknown(order, "send cancelled")
+            await self.mark_unknown(order, "send cancelled")
             raise
         await self._take_outcome(order, result)
         if order.status is OrderStatus.UNKNOWN:
@@ -285,18 +276,15 @@ class LiveOrders:
         return order
 
     async def _take_outcome(self, order: ManagedOrder, result: SendResultLike) -> None:
-        outcome = SendOutcome(str(result.outcome))
+        outcome = Outcome(str(result.outcome))
         now = self.clock.now_ms()
-        if outcome is SendOutcome.ACCEPTED and result.order is not None:
+        if outcome is Outcome.ACCEPTED and result.order is not None:
             await self.apply_snapshot(order, result.order)
-        elif outcome is SendOutcome.REJECTED:
+        elif outcome is Outcome.REJECTED:
             self._emit(self.ledger.reject(order.client_order_id, now, result.code or "REJECTED"))
             await self._save(order)
         else:  # unknown (and an accepted answer without the order in it)
-            await self._mark_unknown(order, result.code or "UNKNOWN_OUTCOME")
-
-    async def _mark_unknown(self, order: ManagedOrder, reason: str) -> None:
-        await self.mark_unknown(order, reason)
+            await self.mark_unknown(order, result.code or "UNKNOWN_OUTCOME")
 
     async def mark_unknown(self, order: ManagedOrder, reason: str) -> None:
         """The order may have gone out, but nobody knows: `unknown` (a stored `pending_new` after a restart too)."""
