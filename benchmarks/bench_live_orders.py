@@ -232,6 +232,7 @@ async def live_path(
     stamps = Stamps()
     client = client_for(venue, stamps)
     run_id = run_id or uuid.uuid4().hex
+    store: LiveOrderStore | None = None
     try:
         await RunStore(engine).create(run_id=run_id, mode="live", status="running", config={},
                                       strategy_name=strategy.name, symbols=list(SYMBOLS), timeframe="1s",
@@ -249,6 +250,7 @@ async def live_path(
         warm = {s: closed(s, open_ms) for s in SYMBOLS}
         session.warm(open_ms, warm)
         store = LiveOrderStore(engine)
+        await store.hold()  # as LiveRuntime.open does
         timed_store(store, stamps)
         orders = LiveOrders(run_id=run_id, token=lambda: token, exchange="binance", tag=session_tag(run_id),
                             calls=calls, store=store, clock=clock, portfolio=session, rules=rules)  # fmt: skip
@@ -257,6 +259,8 @@ async def live_path(
         yield Path_(session, orders, calls, store, client, engine, stamps, run_id, token)
     finally:
         await client.close()
+        if store is not None:
+            await store.close()
         await engine.dispose()
 
 

@@ -161,7 +161,7 @@ async def test_a_sandbox_session_trades_its_strategys_orders_and_talks_only_to_t
         await until(lambda: run.plan.session.fills_booked == 1, "booked")  # stored, then booked
 
         status = run.snapshot()
-        assert status["mode"] == "live" and status["condition"] == "ok"
+        assert (status["mode"], status["condition"], status.get("reasons")) == ("live", "ok", [])
         position = status["positions"][0]
         bought = venue_orders(venue)[0]
         assert position["size"] == pytest.approx(float(bought.executed - bought.trades[0].commission))
@@ -377,6 +377,26 @@ async def test_an_order_that_fills_while_the_user_data_socket_is_down_is_followe
         assert_ledger_equals_venue(run, venue)
         assert run.live is not None and run.live.store is not None
         assert len(await run.live.store.fills(run.run_id)) == 1
+        await registry.stop(run.run_id)
+
+
+async def test_a_fill_the_venue_counts_but_the_session_has_not_booked_is_caught_up_not_called_drift(
+    venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = await _running(registry, venue)
+        assert run.live is not None
+        order = await _resting_buy(run, venue)
+        venue.drop_user_events(10)  # the fill's pushes never come: only the balance shows it
+        venue.fill_order(order.client_order_id, SYMBOL)
+        assert run.plan.session.fills_booked == 0
+
+        assert await run.live.check_balances() == {}  # what the 30 s check does
+        assert run.plan.session.fills_booked == 1 and order.status is OrderStatus.FILLED
+        status = run.snapshot()
+        assert (status["condition"], status["live"]["balance_drift"]) == ("ok", {})
+        assert run.plan.session.no_entries_reason is None
+        assert_ledger_equals_venue(run, venue)
         await registry.stop(run.run_id)
 
 

@@ -13,7 +13,7 @@ from typing import Any, get_args
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cracktrader.brokers.orders import (
@@ -448,3 +448,52 @@ async def test_a_pending_insert_during_a_takeover_waits_for_it_and_then_writes_n
 
 def test_the_pending_insert_writes_every_column_of_the_table() -> None:
     assert set(_PENDING_COLUMNS) == {c.name for c in LiveOrderRecord.__table__.columns}
+
+
+async def test_a_held_line_refuses_duplicates_and_stale_tokens_as_a_pooled_write_does(live: Live) -> None:
+    await live.store.hold()
+    try:
+        await live.store.insert_pending(RUN, live.token, _order(amount=0.1))
+        with pytest.raises(DuplicateOrderError, match="ctA1b2c3000001"):
+            await live.store.insert_pending(RUN, live.token, _order(amount=0.5))
+        await live.take_over()
+        with pytest.raises(StaleTokenError):
+            await live.store.insert_pending(RUN, live.token, _order("ctOther00000002"))
+    finally:
+        await live.store.close()
+
+    (stored,) = await live.store.load(RUN)
+    assert stored.order.amount == 0.1
+
+
+async def test_orders_written_at_once_with_a_held_line_are_all_stored(live: Live) -> None:
+    await live.store.hold()
+    try:
+        cids = [f"ctA1b2c300000{k}" for k in range(6)]
+        await asyncio.gather(*(live.store.insert_pending(RUN, live.token, _order(cid)) for cid in cids))
+    finally:
+        await live.store.close()
+
+    assert sorted(s.order.client_order_id for s in await live.store.load(RUN)) == cids
+
+
+async def test_a_held_line_the_database_closed_fails_one_write_and_the_next_opens_another(live: Live) -> None:
+    if live.engine.dialect.name != "postgresql":
+        pytest.skip("a server closing one connection: PostgreSQL's pg_terminate_backend")
+    await live.store.hold()
+    try:
+        await live.store.insert_pending(RUN, live.token, _order("ctA1b2c3000001"))
+        line = live.store._line  # the held connection, to end it from the server's side
+        assert line is not None
+        pid = (await line.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with live.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})).scalar_one() is True
+
+        with pytest.raises(DBAPIError):  # asyncpg's words for it vary with what it was doing
+            await live.store.insert_pending(RUN, live.token, _order("ctA1b2c3000002"))
+        await live.store.insert_pending(RUN, live.token, _order("ctA1b2c3000003"))
+    finally:
+        await live.store.close()
+
+    stored = sorted(s.order.client_order_id for s in await live.store.load(RUN))
+    assert stored == ["ctA1b2c3000001", "ctA1b2c3000003"]

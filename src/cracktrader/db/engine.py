@@ -48,15 +48,27 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def make_engine(url: str, *, echo: bool = False, connect_args: dict[str, Any] | None = None) -> AsyncEngine:
-    """An async engine for the URL (driverless URLs get the async driver); SQLite gets WAL, a busy timeout and FKs."""
+# SQLAlchemy's default overflow beyond the pool's 5 kept connections.
+_MAX_OVERFLOW = 10
+
+
+def make_engine(
+    url: str, *, echo: bool = False, connect_args: dict[str, Any] | None = None, held_connections: int = 0
+) -> AsyncEngine:
+    """An async engine for the URL (driverless URLs get the async driver); SQLite gets WAL, a busy timeout and FKs.
+
+    `held_connections`: how many connections may be kept out of the pool for good (a live session's order line),
+    on top of the pool's usual overflow, so they never starve the requests.
+    """
     url = normalize_database_url(url)
     kwargs: dict[str, Any] = {"echo": echo, "connect_args": dict(connect_args or {})}
     if is_sqlite(url):
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            kwargs["max_overflow"] = _MAX_OVERFLOW + held_connections
     else:
+        kwargs["max_overflow"] = _MAX_OVERFLOW + held_connections
         # Server connections die behind the app's back (restarts, idle timeouts); check before handing one out.
         kwargs["pool_pre_ping"] = True
     engine = create_async_engine(url, **kwargs)

@@ -7,6 +7,7 @@ exchange, symbol, trade id) decides, so two code paths reporting the same trade 
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 from dataclasses import dataclass
@@ -14,8 +15,9 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, bindparam, exists, func, select, update
+from sqlalchemy import CursorResult, Table, bindparam, exists, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cracktrader.brokers.orders import (
@@ -192,6 +194,37 @@ class LiveOrderStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._held = False
+        self._line: AsyncConnection | None = None
+        self._line_lock = asyncio.Lock()
+
+    async def hold(self) -> None:
+        """Keep one connection for `insert_pending`: the order path then pays no pool checkout, ping or reset."""
+        self._held = True
+        await self._open_line()
+
+    async def close(self) -> None:
+        """Give the held connection back."""
+        self._held = False
+        line, self._line = self._line, None
+        if line is not None:
+            await line.close()
+
+    async def _open_line(self) -> AsyncConnection:
+        conn = await self._engine.connect()
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        if conn.dialect.name == "sqlite":
+            # A checkpoint runs inside the commit that crosses the WAL's threshold, fsync included: let the
+            # session's other writes (every bar's rows) take it, never an order on its way out.
+            await conn.execute(text("PRAGMA wal_autocheckpoint=0"))
+        else:
+            # The durability SQLite's WAL with synchronous=NORMAL has: safe against this process dying, not
+            # against the database server's host losing power in the ~0.2 s before its WAL writer flushes. An
+            # order sent in that window is still found: reconciliation adopts the venue's orders that carry the
+            # session's tag. What it saves is the WAL fsync on the path of every order.
+            await conn.execute(text("SET synchronous_commit TO off"))
+        self._line = conn
+        return conn
 
     async def _fence(self, conn: AsyncConnection, run_id: str, token: int) -> None:
         # A no-op update of the state row: it checks the token and takes the lock, changing nothing.
@@ -228,18 +261,33 @@ class LiveOrderStore:
             "created_at": order.created_at,
             **_state(order, None),
         }
+        params = {**row, "fence_token": token}
+        if self._held and not self._line_lock.locked():
+            async with self._line_lock:  # taken at once: it was free and nothing awaited since
+                line = self._line or await self._open_line()
+                try:
+                    await self._write_pending(line, run_id, token, params)
+                except DBAPIError:
+                    # The connection may be broken: the next order opens another one.
+                    self._line = None
+                    await line.invalidate()
+                    raise
+            return
         async with self._engine.connect() as conn:
             # Committed on its own: on the path of every order before its send, each statement (and BEGIN and
             # COMMIT) would be another round trip.
             await conn.execution_options(isolation_level="AUTOCOMMIT")
-            result = await conn.execute(_fenced_insert(conn.dialect.name), {**row, "fence_token": token})
-            if _rowcount(result) == 0:
-                # Nothing written: a stale token (the fence's error), else a duplicate client id.
-                await self._fence(conn, run_id, token)
-                raise DuplicateOrderError(
-                    f"session {run_id} already stored an order with client_order_id {order.client_order_id!r}",
-                    details={"run_id": run_id, "order_id": order.client_order_id},
-                )
+            await self._write_pending(conn, run_id, token, params)
+
+    async def _write_pending(self, conn: AsyncConnection, run_id: str, token: int, params: dict[str, Any]) -> None:
+        result = await conn.execute(_fenced_insert(conn.dialect.name), params)
+        if _rowcount(result) == 0:
+            # Nothing written: a stale token (the fence's error), else a duplicate client id.
+            await self._fence(conn, run_id, token)
+            raise DuplicateOrderError(
+                f"session {run_id} already stored an order with client_order_id {params['client_order_id']!r}",
+                details={"run_id": run_id, "order_id": params["client_order_id"]},
+            )
 
     async def save_order(self, run_id: str, token: int, order: ManagedOrder, *, watch_until: int | None = None) -> None:
         """Store an order's status, exchange id, fill totals, fees and reason; `watch_until` replaces the stored one."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cracktrader.brokers.live import LiveOrders, LiveStoreLike, OrderIntent
+from cracktrader.brokers.live import LiveOrders, OrderIntent
 from cracktrader.brokers.live_session import LiveSession
 from cracktrader.brokers.orders import ManagedOrder, OrderEvent, OrderStatus, TradeFill
 from cracktrader.brokers.risk import RiskGate, parse_risk_limits
@@ -213,7 +213,7 @@ class LiveRuntime:
         *,
         run_id: str,
         token: Callable[[], int],
-        store: LiveStoreLike,
+        store: LiveOrderStore,
         clock: Clock,
         on_event: Callable[[OrderEvent], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
@@ -285,6 +285,7 @@ class LiveRuntime:
             on_event=self._event,
         )
         self.session.orders = self.orders
+        await self.store.hold()
         self.session.sim.reserve_ids(0)
         if stored is not None:
             self.orders.restore(stored.orders, stored.fills)
@@ -422,6 +423,29 @@ class LiveRuntime:
 
     async def check_balances(self) -> dict[str, float]:
         """Compare the account's base assets with the baseline plus the session's positions; beyond one lot, drift."""
+        drift = await self._drift()
+        if drift:
+            # A fill the venue already counts may not be booked here yet (a send in flight, a push on its way):
+            # let the sends settle, catch up on the venue's orders and trades, and read again. Only a difference
+            # that stays is drift.
+            await self.settle(5.0)
+            await self.reconcile(stale_ms=0)
+            drift = await self._drift()
+        self.drift = drift
+        gate = self.session.risk
+        if drift:
+            if gate is not None:
+                gate.condition.add("BALANCE_DRIFT")
+            self.session.no_entries_reason = "BALANCE_DRIFT"
+        else:
+            if gate is not None:
+                gate.condition.discard("BALANCE_DRIFT")
+            if self.session.no_entries_reason == "BALANCE_DRIFT":
+                self.session.no_entries_reason = None
+        return drift
+
+    async def _drift(self) -> dict[str, float]:
+        """The account's base assets now, minus the baseline plus the session's positions, where over one lot."""
         assert self.calls is not None and self.orders is not None
         self._balances(await self.calls.balance())
         drift: dict[str, float] = {}
@@ -434,17 +458,6 @@ class LiveRuntime:
             diff = self.balances.get(base, 0.0) - expected
             if abs(diff) > max(step, 1e-12):
                 drift[base] = diff
-        self.drift = drift
-        gate = self.session.risk
-        if drift:
-            if gate is not None:
-                gate.condition.add("BALANCE_DRIFT")
-            self.session.no_entries_reason = "BALANCE_DRIFT"
-        else:
-            if gate is not None:
-                gate.condition.discard("BALANCE_DRIFT")
-            if self.session.no_entries_reason == "BALANCE_DRIFT":
-                self.session.no_entries_reason = None
         return drift
 
     # --- running ------------------------------------------------------------------------------------------------
@@ -615,6 +628,8 @@ class LiveRuntime:
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.close()
+        with contextlib.suppress(Exception):
+            await self.store.close()
 
     def _event(self, event: OrderEvent) -> None:
         self.session.order_changed(event)

@@ -68,7 +68,7 @@ async def _open_database(app: FastAPI, settings: Settings) -> Any:
 
     url = settings.database_url
     await asyncio.to_thread(upgrade, url)
-    engine = make_engine(url, echo=settings.sqlalchemy_echo)
+    engine = make_engine(url, echo=settings.sqlalchemy_echo, held_connections=settings.max_live_sessions)
     app.state.db_engine = engine
     app.state.db_backend = engine.dialect.name
     from cracktrader.auth.store import AuthStore
