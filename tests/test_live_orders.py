@@ -6,6 +6,7 @@ Every scenario ends with the database equal to the venue and exactly one venue o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -350,3 +351,26 @@ async def test_stop_loss_and_take_profit_are_held_by_the_session_and_survive_a_r
         exits = [i for i in intents if i.intent == "stop_loss"]
         assert len(exits) == 1 and exits[0].side == "sell"
         assert exits[0].amount == pytest.approx(live.session.position(SYMBOL))
+
+
+async def test_a_bar_decided_again_after_a_restart_follows_the_order_it_sent_and_sends_nothing_twice(
+    venue: TradingVenue, target: DatabaseTarget
+) -> None:
+    from cracktrader.runs.live import load_stored
+
+    async with live_path(venue, target) as live:
+        decided = OrderIntent(SYMBOL, "buy", "limit", 0.001, 10_000.0, order_id=1, bar_ms=T0)
+        sent = await live.orders.place(decided)
+        # A restart from the bar before: the rows come back, and the strategy decides the bar at T0 again.
+        stored = await load_stored(live.store, RUN)
+        fresh = LiveOrders(run_id=RUN, token=lambda: 1, exchange="binance", tag=session_tag(RUN), calls=live.calls,
+                           store=live.store, clock=live.clock, portfolio=live.session)  # fmt: skip
+        fresh.restore(stored.orders, stored.fills)
+
+        again = await fresh.place(dataclasses.replace(decided, order_id=7))
+        assert again.client_order_id == sent.client_order_id and len(live.venue_orders()) == 1
+        assert fresh.intents[sent.client_order_id].order_id == 7  # the number the strategy holds this time
+        # The next bar's order of the same kind is a new decision: sent.
+        later = await fresh.place(dataclasses.replace(decided, order_id=8, bar_ms=T0 + 60_000))
+        assert later.client_order_id != sent.client_order_id and len(live.venue_orders()) == 2
+        await live.assert_equals_venue()

@@ -41,3 +41,15 @@ class OneRestingBuy(Strategy):
 
     def restore(self, state: Any) -> None:
         self.placed = bool(state["placed"])
+
+
+class OneRestingBuyByItsFlag(OneRestingBuy):
+    """OneRestingBuy that trusts only its own saved flag: after a crash it may decide its one order again."""
+
+    def on_bar(self, ctx: Context) -> None:
+        p: OneLimitParams = self.params  # type: ignore[assignment]
+        if self.placed:
+            return
+        self.placed = True
+        symbol = ctx.symbols[0]
+        ctx.buy(symbol, p.size, limit=round(ctx.price(symbol) * p.below, 2))

@@ -9,6 +9,7 @@ wins over the local state: `apply_snapshot` takes what it shows.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ class LiveStoreLike(Protocol):
         intent: Intent = "signal",
         stop_loss: float | None = None,
         take_profit: float | None = None,
+        bar_ms: int | None = None,
     ) -> None: ...
     async def save_order(
         self, run_id: str, token: int, order: ManagedOrder, *, watch_until: int | None = None
@@ -104,6 +106,7 @@ class OrderIntent:
     stop_loss: float | None = None  # as the backtest's: a fraction of the entry price
     take_profit: float | None = None
     order_id: int | None = None  # the number the strategy was given; the client id's sequence
+    bar_ms: int | None = None  # open time of the bar the strategy decided it on (None: not a strategy's order)
 
 
 @dataclass(slots=True)
@@ -162,6 +165,8 @@ class LiveOrders:
         self.last_prices: dict[str, float] = {}
         self.sent = 0  # create requests that left the process
         self._sequence = next_sequence
+        # Restored strategy orders a resumed session may decide again (their bar was not saved before a crash).
+        self._undecided: list[str] = []
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._last_fill: dict[str, int] = {}
         self._cancelling: set[str] = set()  # cancels on their way: an `open` snapshot meanwhile is not a refusal
@@ -223,6 +228,9 @@ class LiveOrders:
         """
         lock = self._locks.setdefault((intent.symbol, intent.side), asyncio.Lock())
         async with lock:
+            earlier = self._decided_before_restart(intent)
+            if earlier is not None:
+                return earlier
             amount, price = self._shaped(intent)
             now = self.clock.now_ms()
             order = ManagedOrder(
@@ -261,6 +269,7 @@ class LiveOrders:
             intent=intent.intent,
             stop_loss=intent.stop_loss,
             take_profit=intent.take_profit,
+            bar_ms=intent.bar_ms,
         )
         failpoints.hit("live.after_store")
         self._emit(self.ledger.submit(order.client_order_id, self.clock.now_ms()))
@@ -274,6 +283,32 @@ class LiveOrders:
         if order.status is OrderStatus.UNKNOWN:
             await self.resolve_unknown(order.client_order_id)
         return order
+
+    def _decided_before_restart(self, intent: OrderIntent) -> ManagedOrder | None:
+        """The stored order this intent already is, when the strategy decides again a bar it decided before a restart.
+
+        A restart resumes from the last bar whose state was saved; an order a later bar sent before the crash is in
+        the store. Decided again on the same bar, the same order (symbol, side, type, in the bar's order of
+        decisions) is that one: it is followed, not sent a second time.
+        """
+        if intent.bar_ms is None or intent.intent != "signal" or not self._undecided:
+            return None
+        bar = intent.bar_ms
+        # Bars come in time order: a stored order of an earlier bar can no longer be decided again.
+        self._undecided = [cid for cid in self._undecided if (self.intents[cid].bar_ms or 0) >= bar]
+        for cid in self._undecided:
+            stored = self.intents[cid]
+            if (stored.bar_ms, stored.symbol, stored.side, stored.type) == (bar, intent.symbol, intent.side,
+                                                                              intent.type):  # fmt: skip
+                self._undecided.remove(cid)
+                # The strategy's updates about it carry the number it was given this time.
+                self.intents[cid] = dataclasses.replace(stored, order_id=intent.order_id)
+                log.info("live %s: %s on the bar at %d was sent before the restart: followed, not sent again",
+                         self.run_id, cid, intent.bar_ms)  # fmt: skip
+                order = self.ledger.get(cid)
+                assert order is not None
+                return order
+        return None
 
     async def _take_outcome(self, order: ManagedOrder, result: SendResultLike) -> None:
         outcome = Outcome(str(result.outcome))
@@ -545,6 +580,8 @@ class LiveOrders:
         for order, intent, watch in orders:
             self.ledger.load(order, ())
             self.intents[order.client_order_id] = intent
+            if intent.bar_ms is not None and intent.intent == "signal":
+                self._undecided.append(order.client_order_id)
             if watch is not None:
                 self.watch_until[order.client_order_id] = watch
             self._sequence = max(self._sequence, _sequence_of(order.client_order_id) + 1)

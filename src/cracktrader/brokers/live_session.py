@@ -239,6 +239,7 @@ class LiveContext(_GatedContext):
                 stop_loss=kw.get("stop_loss"),
                 take_profit=kw.get("take_profit"),
                 order_id=order_id,
+                bar_ms=int(sim.data.timestamp[self._ctx.i]),
             )
         )
         return order_id

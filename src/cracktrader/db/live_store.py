@@ -96,6 +96,7 @@ class StoredLiveOrder:
     stop_loss: float | None
     take_profit: float | None
     watch_until: int | None  # ms; set while a `rejected_unconfirmed` order is watched
+    bar_ms: int | None = None  # open time of the bar the strategy decided it on
 
 
 def _state(order: ManagedOrder, watch_until: int | None) -> dict[str, Any]:
@@ -132,7 +133,7 @@ def _stored(row: Any) -> StoredLiveOrder:
         filled_cost=parse_exact(m["filled_cost"]),
         fees=_fees(m["fees"]),
     )
-    return StoredLiveOrder(order, m["intent"], m["stop_loss"], m["take_profit"], m["watch_until"])
+    return StoredLiveOrder(order, m["intent"], m["stop_loss"], m["take_profit"], m["watch_until"], m["bar_ms"])
 
 
 def _fill(row: Any) -> TradeFill:
@@ -159,7 +160,7 @@ def _insert(conn: AsyncConnection, table: Table) -> Any:
 # The columns insert_pending writes (its row's keys: every column of the table), in the statement's order.
 _PENDING_COLUMNS = ("run_id", "client_order_id", "exchange", "symbol", "side", "type", "amount", "price", "stop",
                     "intent", "stop_loss", "take_profit", "created_at", "status", "exchange_order_id", "filled_qty",
-                    "filled_cost", "fees", "reason", "updated_at", "watch_until")  # fmt: skip
+                    "filled_cost", "fees", "reason", "updated_at", "watch_until", "bar_ms")  # fmt: skip
 
 _STATEMENTS: dict[str, Any] = {}
 
@@ -239,6 +240,7 @@ class LiveOrderStore:
         intent: Intent = "signal",
         stop_loss: float | None = None,
         take_profit: float | None = None,
+        bar_ms: int | None = None,
     ) -> None:
         """Record a new order before it is sent. StaleTokenError or DuplicateOrderError: nothing written."""
         if intent not in LIVE_INTENTS:
@@ -259,6 +261,7 @@ class LiveOrderStore:
             "stop_loss": stop_loss,
             "take_profit": take_profit,
             "created_at": order.created_at,
+            "bar_ms": bar_ms,
             **_state(order, None),
         }
         params = {**row, "fence_token": token}

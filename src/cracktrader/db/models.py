@@ -370,6 +370,8 @@ class LiveOrderRecord(Base):
     updated_at: Mapped[int] = mapped_column(BigInteger)
     # End of the watch of a `rejected_unconfirmed` order (ms); NULL otherwise.
     watch_until: Mapped[int | None] = mapped_column(BigInteger)
+    # Open time (ms) of the bar the strategy decided the order on; NULL for controls, exits and adopted orders.
+    bar_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class LiveFillRecord(Base):

@@ -173,7 +173,8 @@ async def load_stored(store: LiveOrderStore, run_id: str) -> StoredLive:
     rows = await store.load(run_id)
     orders = [
         (r.order, OrderIntent(r.order.symbol, r.order.side, r.order.type, r.order.amount, r.order.price,
-                              intent=r.intent, stop_loss=r.stop_loss, take_profit=r.take_profit), r.watch_until)
+                              intent=r.intent, stop_loss=r.stop_loss, take_profit=r.take_profit, bar_ms=r.bar_ms),
+         r.watch_until)
         for r in rows
     ]  # fmt: skip
     return StoredLive(orders, await store.fills(run_id))
