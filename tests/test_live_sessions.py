@@ -400,6 +400,28 @@ async def test_a_fill_the_venue_counts_but_the_session_has_not_booked_is_caught_
         await registry.stop(run.run_id)
 
 
+async def test_two_sessions_on_one_account_do_not_see_each_others_fills_as_drift_but_both_see_an_outside_change(
+    venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        first = await _running(registry, venue)
+        second = registry.get((await registry.start(live_config()))["run_id"])
+        await until(lambda: second.status == "running", "the second running")
+        assert first.live is not None and second.live is not None
+        order = await _resting_buy(first, venue)
+        venue.fill_order(order.client_order_id, SYMBOL)
+        await until(lambda: first.plan.session.fills_booked == 1, "the first session's fill booked")
+
+        assert await first.live.check_balances() == {}
+        assert await second.live.check_balances() == {}  # the first one's BTC is the first one's
+        held = float(venue.account.balance("BTC").free)
+        venue.set_balance("BTC", str(held + 0.5))  # someone else's BTC
+        assert await first.live.check_balances() == {"BTC": pytest.approx(0.5)}
+        assert await second.live.check_balances() == {"BTC": pytest.approx(0.5)}
+        await registry.stop(second.run_id)
+        await registry.stop(first.run_id)
+
+
 async def test_a_balance_that_moved_beyond_a_lot_degrades_the_session_until_it_is_back(
     venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
 ) -> None:

@@ -32,6 +32,7 @@ from cracktrader.exchanges.client_ids import is_own, session_tag
 from cracktrader.exchanges.markets import rules_from_market
 from cracktrader.exchanges.order_calls import OrderCalls, RateGate
 from cracktrader.runs.config import LiveConfig
+from cracktrader.runs.live_accounts import Account, Accounts, account_key
 from cracktrader.runs.sanitize import exchange_client_config
 from cracktrader.runs.strategy_errors import strategy_errors
 from cracktrader.runs.trade import PaperPlan, _quote
@@ -218,8 +219,12 @@ class LiveRuntime:
         clock: Clock,
         on_event: Callable[[OrderEvent], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
         self.plan = plan
+        self.accounts = accounts if accounts is not None else Accounts()
+        self.account: Account | None = None
+        self._account_key = ""
         self.session: LiveSession = plan.session  # type: ignore[assignment]
         self.run_id = run_id
         self.clock = clock
@@ -234,7 +239,6 @@ class LiveRuntime:
         self.reconciliations = 0
         self.socket_up = False
         self.balances: dict[str, float] = {}
-        self.baseline: dict[str, float] = {}
         self.drift: dict[str, float] = {}
         self.clock_offset_ms: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -297,7 +301,9 @@ class LiveRuntime:
         except ccxt.BaseError as exc:
             raise LiveCheckError("RECONCILIATION_FAILED", f"Reconciliation with {exchange} failed: {exc}") from exc
         self._balances(balance)
-        self.baseline = self._expected_base_baseline()
+        where = plan.settings.exchange_options.get(exchange, {}).get("sandbox_base_url", "sandbox")
+        self._account_key = account_key(exchange, plan.credentials, str(where))
+        self.account = self.accounts.join(self._account_key, self, self.balances, self.held())
 
     def _book_unbooked(self, stored: StoredLive) -> None:
         """Book into the restored simulator the fills stored after its last saved bar (they are in order)."""
@@ -414,12 +420,12 @@ class LiveRuntime:
         total = balance.get("total") or {}
         self.balances = {k: float(v) for k, v in total.items() if isinstance(v, int | float)}
 
-    def _expected_base_baseline(self) -> dict[str, float]:
-        """Each base asset on the account less what the session holds: what stays when the session is flat."""
-        out = {}
+    def held(self) -> dict[str, float]:
+        """What the session holds of each base asset (the sum over its symbols of that base)."""
+        out: dict[str, float] = {}
         for symbol in self.session.symbols:
             base = symbol.split("/")[0]
-            out[base] = self.balances.get(base, 0.0) - self.session.position(symbol)
+            out[base] = out.get(base, 0.0) + self.session.position(symbol)
         return out
 
     async def check_balances(self) -> dict[str, float]:
@@ -446,20 +452,26 @@ class LiveRuntime:
         return drift
 
     async def _drift(self) -> dict[str, float]:
-        """The account's base assets now, minus the baseline plus the session's positions, where over one lot."""
-        assert self.calls is not None and self.orders is not None
+        """Each base asset on the account now less what is expected (the baseline and every session's holding
+        on it), where over one lot."""
+        assert self.calls is not None and self.orders is not None and self.account is not None
         self._balances(await self.calls.balance())
         drift: dict[str, float] = {}
-        for symbol in self.session.symbols:
-            base = symbol.split("/")[0]
-            expected = self.baseline.get(base, 0.0) + self.session.position(symbol)
-            rules = self.orders.rules.get(symbol)
-            lot = (rules.min_amount or 0.0) if rules is not None else 0.0
-            step = amount_to_precision(rules, lot) if rules is not None and lot else lot
-            diff = self.balances.get(base, 0.0) - expected
-            if abs(diff) > max(step, 1e-12):
+        for base in self.held():
+            diff = self.balances.get(base, 0.0) - self.account.expected(base)
+            if abs(diff) > max(self._lot(base), 1e-12):
                 drift[base] = diff
         return drift
+
+    def _lot(self, base: str) -> float:
+        """The smallest minimum amount among the session's markets of `base` (0 where none is known)."""
+        assert self.orders is not None
+        lots = []
+        for symbol in self.session.symbols:
+            rules = self.orders.rules.get(symbol)
+            if symbol.split("/")[0] == base and rules is not None and rules.min_amount:
+                lots.append(amount_to_precision(rules, rules.min_amount))
+        return min(lots, default=0.0)
 
     # --- running ------------------------------------------------------------------------------------------------
 
@@ -618,6 +630,9 @@ class LiveRuntime:
                 if amount > 0:
                     await self._guarded(self.orders.place(OrderIntent(symbol, "sell", "market", amount,
                                                                       intent="control")))  # fmt: skip
+        # The answers may say filled before their trades are booked (a push still on its way, a fetch that came
+        # early): one last look, so the session's final results hold every fill of its stop.
+        await self._guarded(self.reconcile(stale_ms=0))
 
     async def close(self) -> None:
         """Stop the loops and close the client."""
@@ -631,6 +646,9 @@ class LiveRuntime:
                 await self.client.close()
         with contextlib.suppress(Exception):
             await self.store.close()
+        if self.account is not None:
+            self.accounts.leave(self._account_key, self)
+            self.account = None
 
     def _event(self, event: OrderEvent) -> None:
         self.session.order_changed(event)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cracktrader import __version__
+from cracktrader import __version__, failpoints
 from cracktrader.brokers.orders import OrderEvent
 from cracktrader.brokers.paper import PaperSession, restore_session
 from cracktrader.brokers.paper_orders import PaperOrders
@@ -40,6 +40,7 @@ from cracktrader.runs.config import LiveConfig, record_fields, redact
 from cracktrader.runs.document import now_iso, order_rows_to_dicts
 from cracktrader.runs.errors import RunNotFoundError
 from cracktrader.runs.live import LiveCheckError, LivePlan, LiveRequestError, LiveRuntime, load_stored, prepare_live
+from cracktrader.runs.live_accounts import Accounts
 from cracktrader.runs.persist import SessionRecorder, finite, restore_strategy, snapshot_of
 from cracktrader.runs.results import RunResults, empty_results, from_backtest, json_safe
 from cracktrader.runs.session import resumed_feed, run_session
@@ -308,6 +309,7 @@ class SessionRegistry:
         self.bus = bus  # status_update events of sessions (streams filter them by run_id)
         self.clock: Clock = clock or SystemClock()
         self.runs: dict[str, LiveRun] = {}
+        self.accounts = Accounts()  # the exchange accounts the live sessions trade, for their balance checks
         self._lock = asyncio.Lock()
         self._starting = 0  # sessions past the limit check and still preparing (outside the lock)
 
@@ -418,7 +420,8 @@ class SessionRegistry:
                 self._fence(run)
 
         return LiveRuntime(plan, run_id=run.run_id, token=token, store=LiveOrderStore(self.store.engine),
-                           clock=self.clock, on_event=on_event, on_error=on_error)  # fmt: skip
+                           clock=self.clock, on_event=on_event, on_error=on_error,
+                           accounts=self.accounts)  # fmt: skip
 
     def get(self, run_id: str, *, owner: int | None = None) -> LiveRun:
         """The session `run_id`; another user's is not found (`owner`: the caller's filter, None for all)."""
@@ -520,6 +523,8 @@ class SessionRegistry:
     async def _write(self, run: LiveRun) -> None:
         """Write pending rows, one transaction per batch, until none are left; a stale token stops the session."""
         assert self.rows is not None and run.token is not None
+        if failpoints.armed("session.rows_unwritten"):  # a crash test: the process dies before any bar is saved
+            return
         while run.pending is not None and not run.fenced:
             delta, run.pending = run.pending, None
             try:
@@ -632,7 +637,9 @@ class SessionRegistry:
         # The request as recorded (redacted: paper sessions hold no secrets), without what the server added to it.
         config = LiveConfig.model_validate({k: v for k, v in cfg.items() if k in LiveConfig.model_fields})
         pinned = (cfg.get("inputs") or {}).get("strategy") or {}
-        plan = await asyncio.to_thread(self._rebuild, config, stored, pinned)
+        live_stored = await load_stored(LiveOrderStore(self.store.engine), run_id) if config.mode == "live" else None
+        decided = [] if live_stored is None else [i.bar_ms for _, i, _ in live_stored.orders if i.bar_ms is not None]
+        plan = await asyncio.to_thread(self._rebuild, config, stored, pinned, min(decided, default=None))
         run = LiveRun(run_id, summary.user_id, cfg, plan, self.clock, start_time=stored.start_time)
         run.token, run.resumed = token, True
         run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
@@ -640,7 +647,7 @@ class SessionRegistry:
         sim = plan.session.sim
         if isinstance(plan, LivePlan):
             run.live = self._runtime(run, plan)
-            run.live_stored = await load_stored(LiveOrderStore(self.store.engine), run_id)
+            run.live_stored = live_stored
             run.status = "starting"
         else:
             run.orders = PaperOrders(plan.session.symbols, quote=plan.quote)
@@ -652,10 +659,13 @@ class SessionRegistry:
         run.task = asyncio.create_task(self._drive(run), name=f"session-{run_id}")
         return run
 
-    def _rebuild(self, config: LiveConfig, stored: StoredSession, pinned: dict[str, Any]) -> PaperPlan:
+    def _rebuild(
+        self, config: LiveConfig, stored: StoredSession, pinned: dict[str, Any], first_decided: int | None = None
+    ) -> PaperPlan:
         """The session's plan with its simulator and strategy restored and its feed from the first missed bar.
 
         `pinned` is the recorded strategy (class name and source hash): the code it started with runs on.
+        `first_decided`: the earliest bar a live session's stored orders were decided on.
         """
         strategy_cls = None
         if pinned.get("class") and pinned.get("source_sha256"):
@@ -667,8 +677,14 @@ class SessionRegistry:
                                 resuming=True)  # fmt: skip
         else:
             plan = prepare_paper(config, clock=self.clock, settings=self.settings, strategy_cls=strategy_cls)
+        settings = plan.settings if isinstance(plan, LivePlan) and plan.settings is not None else self.settings
         if stored.sim_state is None or stored.last_bar_ts is None:
             if isinstance(plan, LivePlan):
+                if first_decided is not None:
+                    # Orders went out before any bar was saved: decide from their first bar again, so that the
+                    # strategy meets them as the orders it already sent (LiveOrders follows them, sends nothing).
+                    plan.feed = resumed_feed(plan, config, clock=self.clock, settings=settings,
+                                             after=plan.timeframe.floor(first_decided - 1))  # fmt: skip
                 plan.history = plan.feed.history(window_length(plan.session.strategy))  # type: ignore[attr-defined]
             return plan  # it never stored a bar: it starts again from its warm-up
         session = plan.session
@@ -676,7 +692,6 @@ class SessionRegistry:
         # A new instance on the restored window: it sees the session's positions and open orders through its
         # context, and gets back what it kept itself.
         restore_strategy(session.strategy, stored.strategy_state)
-        settings = plan.settings if isinstance(plan, LivePlan) and plan.settings is not None else self.settings
         plan.feed = resumed_feed(plan, config, clock=self.clock, settings=settings, after=stored.last_bar_ts)
         plan.history = []
         if session.risk is not None and not plan.replay:
