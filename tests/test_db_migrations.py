@@ -44,6 +44,7 @@ OUR_TABLES = {
     "session_balances",
     "live_orders",
     "live_fills",
+    "exchange_credentials",
 }
 
 
