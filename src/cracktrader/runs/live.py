@@ -29,10 +29,11 @@ from cracktrader.engine.strategy import Strategy
 from cracktrader.engine.window import window_length
 from cracktrader.errors import CracktraderError, UserInputError
 from cracktrader.exchanges.client_ids import is_own, session_tag
+from cracktrader.exchanges.credentials import ExchangeCredentials, required_fields
 from cracktrader.exchanges.markets import rules_from_market
 from cracktrader.exchanges.order_calls import OrderCalls, RateGate
 from cracktrader.runs.config import LiveConfig
-from cracktrader.runs.sanitize import exchange_client_config
+from cracktrader.runs.sanitize import EXCHANGE_CONFIG_ALLOWLIST, exchange_client_config
 from cracktrader.runs.strategy_errors import strategy_errors
 from cracktrader.runs.trade import PaperPlan, _quote
 from cracktrader.settings import Settings, get_settings
@@ -87,11 +88,13 @@ def prepare_live(
     settings: Settings | None = None,
     strategy_cls: type[Strategy] | None = None,
     resuming: bool = False,
+    stored: ExchangeCredentials | None = None,
 ) -> LivePlan:
     """Validate a live request and build its session and candle feed; nothing is signed yet.
 
-    `resuming`: a stored session taken over after a restart. Its keys were never stored, so it waits for them
-    (`supply_credentials`) instead of requiring them now.
+    `resuming`: a stored session taken over after a restart. Inline keys were never stored, so it waits for them
+    (`supply_credentials`) instead of requiring them now. `stored`: the opened credentials the request names
+    (`exchange_config.credentials`, see `resolve_stored`); a restart opens them again and waits for nothing.
 
     Blocking (the warm-up window is read over REST): the server calls it in a thread.
     """
@@ -118,6 +121,7 @@ def prepare_live(
             "option) symbol",
             details={"symbols": derivatives},
         )
+    credentials = stored_credentials(exchange, ec, stored)
     limits = parse_risk_limits(ec)
     if limits.capital is None:
         raise LiveRequestError(
@@ -130,7 +134,8 @@ def prepare_live(
     quote = _quote(config.symbols)
     symbols = tuple(config.symbols)
     feed = CcxtFeed(exchange, symbols, tf, clock, settings=run_settings)  # public: the feed signs nothing
-    credentials = {} if resuming else credentials_of(exchange, ec)
+    if credentials is None:
+        credentials = {} if resuming else credentials_of(exchange, ec, base)
     cls = strategy_cls or load_registry(base).get(config.strategy_class or config.strategy_name)
     with strategy_errors(cls):
         strategy = cls(config.strategy_params)
@@ -144,11 +149,52 @@ def prepare_live(
                     credentials=credentials, settings=run_settings)  # fmt: skip
 
 
-def credentials_of(exchange: str, exchange_config: dict[str, Any]) -> dict[str, str]:
-    """The keys `exchange` needs (ccxt's requiredCredentials) from a request; held in memory only."""
-    import ccxt
+def stored_credentials_name(exchange_config: dict[str, Any]) -> str | None:
+    """The name of the stored credentials a request uses (`"credentials": "NAME"` or `{"name": "NAME"}`), if any."""
+    ref = exchange_config.get("credentials")
+    if ref is None:
+        return None
+    name = ref.get("name") if isinstance(ref, dict) else ref
+    if not isinstance(name, str) or not 1 <= len(name) <= 64:
+        raise LiveRequestError(
+            'exchange_config.credentials names stored credentials: "NAME" or {"name": "NAME"} (see GET '
+            "/api/v1/credentials)",
+            details={"field": "exchange_config.credentials"},
+        )
+    return name
 
-    names = [k for k, needed in (getattr(ccxt, exchange)().requiredCredentials or {}).items() if needed]
+
+def stored_credentials(
+    exchange: str, exchange_config: dict[str, Any], stored: ExchangeCredentials | None
+) -> dict[str, str] | None:
+    """The keys of the stored credentials a request names (None: it names none and brings its own).
+
+    With stored credentials nothing in the request may change where they are sent: exchange_config may then hold
+    only the keys known to be harmless (an allowlist: a list of URL and proxy names to refuse always misses one).
+    """
+    name = stored_credentials_name(exchange_config)
+    if name is None:
+        return None
+    refused = sorted(str(k) for k in exchange_config if k not in EXCHANGE_CONFIG_ALLOWLIST)
+    if refused:
+        raise LiveRequestError(
+            f"With stored credentials, exchange_config may hold only {', '.join(EXCHANGE_CONFIG_ALLOWLIST)}; "
+            f"refused: {', '.join(refused)} (endpoints come from the server's configuration, keys from the store)",
+            details={"field": "exchange_config", "refused": refused, "accepted": list(EXCHANGE_CONFIG_ALLOWLIST)},
+        )
+    if stored is None or stored.name not in (None, name):
+        raise LiveRequestError(f"Stored credentials {name!r} were not opened for this request", details={"name": name})
+    if stored.exchange != exchange:
+        raise LiveRequestError(
+            f"Stored credentials {name!r} are for {stored.exchange}, not {exchange}",
+            details={"name": name, "exchange": stored.exchange},
+        )
+    return stored.as_ccxt()
+
+
+def credentials_of(exchange: str, exchange_config: dict[str, Any], settings: Settings | None = None) -> dict[str, str]:
+    """The keys `exchange` needs (ccxt's requiredCredentials) from a request; held in memory only."""
+    names = required_fields(exchange, settings)
     creds = {k: v for k, v in exchange_client_config(exchange_config, names).items() if k in names}
     missing = [n for n in names if not creds.get(n)]
     if missing:
