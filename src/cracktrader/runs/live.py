@@ -17,7 +17,7 @@ from typing import Any
 from cracktrader.brokers.live import LiveOrders, LiveStoreLike, OrderIntent
 from cracktrader.brokers.live_session import LiveSession
 from cracktrader.brokers.orders import ManagedOrder, OrderEvent, OrderStatus, TradeFill
-from cracktrader.brokers.risk import RiskGate, parse_risk_limits
+from cracktrader.brokers.risk import RiskGate, RiskLimits, parse_risk_limits
 from cracktrader.clock import Clock
 from cracktrader.data.feeds.ccxt_feed import CcxtFeed
 from cracktrader.data.sources.ccxt_source import make_async_exchange, sandbox_settings
@@ -100,6 +100,31 @@ def prepare_live(
     """
     base = settings or get_settings()
     ec = config.exchange_config
+    exchange, limits, capital = check_live_request(config)
+    credentials = stored_credentials(exchange, ec, stored)
+    run_settings = sandbox_settings(base, exchange)
+    tf = parse_timeframe(config.timeframe)
+    quote = _quote(config.symbols)
+    symbols = tuple(config.symbols)
+    feed = CcxtFeed(exchange, symbols, tf, clock, settings=run_settings)  # public: the feed signs nothing
+    if credentials is None:
+        credentials = {} if resuming else credentials_of(exchange, ec, base)
+    cls = strategy_cls or load_registry(base).get(config.strategy_class or config.strategy_name)
+    with strategy_errors(cls):
+        strategy = cls(config.strategy_params)
+    sim = SimSettings(initial_cash=capital, maker_fee=base.default_fee_rate,
+                      taker_fee=base.default_fee_rate)  # fmt: skip
+    session = LiveSession(
+        strategy, symbols, sim, tf.periods_per_year, risk=RiskGate(limits, clock.now_ms), timeframe_ms=tf.ms
+    )
+    history = [] if resuming else feed.history(window_length(strategy))
+    return LivePlan(session, feed, history, tf, quote, replay=False, capital=capital,
+                    credentials=credentials, settings=run_settings)  # fmt: skip
+
+
+def check_live_request(config: LiveConfig) -> tuple[str, RiskLimits, float]:
+    """What a live request must say before anything is opened or built: its exchange id, risk limits, capital."""
+    ec = config.exchange_config
     if ec.get("sandbox") is not True:
         raise LiveRequestError(
             "Live trading needs exchange_config.sandbox: true for now (real money comes in a later release); "
@@ -121,7 +146,8 @@ def prepare_live(
             "option) symbol",
             details={"symbols": derivatives},
         )
-    credentials = stored_credentials(exchange, ec, stored)
+    if stored_credentials_name(ec) is not None:
+        refuse_endpoint_overrides(ec)
     limits = parse_risk_limits(ec)
     if limits.capital is None:
         raise LiveRequestError(
@@ -129,24 +155,7 @@ def prepare_live(
             "(a session never trades the whole account)",
             details={"field": "exchange_config.risk.capital"},
         )
-    run_settings = sandbox_settings(base, exchange)
-    tf = parse_timeframe(config.timeframe)
-    quote = _quote(config.symbols)
-    symbols = tuple(config.symbols)
-    feed = CcxtFeed(exchange, symbols, tf, clock, settings=run_settings)  # public: the feed signs nothing
-    if credentials is None:
-        credentials = {} if resuming else credentials_of(exchange, ec, base)
-    cls = strategy_cls or load_registry(base).get(config.strategy_class or config.strategy_name)
-    with strategy_errors(cls):
-        strategy = cls(config.strategy_params)
-    sim = SimSettings(initial_cash=float(limits.capital), maker_fee=base.default_fee_rate,
-                      taker_fee=base.default_fee_rate)  # fmt: skip
-    session = LiveSession(
-        strategy, symbols, sim, tf.periods_per_year, risk=RiskGate(limits, clock.now_ms), timeframe_ms=tf.ms
-    )
-    history = [] if resuming else feed.history(window_length(strategy))
-    return LivePlan(session, feed, history, tf, quote, replay=False, capital=float(limits.capital),
-                    credentials=credentials, settings=run_settings)  # fmt: skip
+    return exchange, limits, float(limits.capital)
 
 
 def stored_credentials_name(exchange_config: dict[str, Any]) -> str | None:
@@ -164,17 +173,12 @@ def stored_credentials_name(exchange_config: dict[str, Any]) -> str | None:
     return name
 
 
-def stored_credentials(
-    exchange: str, exchange_config: dict[str, Any], stored: ExchangeCredentials | None
-) -> dict[str, str] | None:
-    """The keys of the stored credentials a request names (None: it names none and brings its own).
+def refuse_endpoint_overrides(exchange_config: dict[str, Any]) -> None:
+    """Beside stored credentials, exchange_config holds only the keys known to be harmless.
 
-    With stored credentials nothing in the request may change where they are sent: exchange_config may then hold
-    only the keys known to be harmless (an allowlist: a list of URL and proxy names to refuse always misses one).
+    Nothing in a request may change where stored keys are sent: an allowlist, as a list of URL, host and proxy
+    names to refuse always misses one. Inline keys are refused too (one source of keys per session).
     """
-    name = stored_credentials_name(exchange_config)
-    if name is None:
-        return None
     refused = sorted(str(k) for k in exchange_config if k not in EXCHANGE_CONFIG_ALLOWLIST)
     if refused:
         raise LiveRequestError(
@@ -182,6 +186,16 @@ def stored_credentials(
             f"refused: {', '.join(refused)} (endpoints come from the server's configuration, keys from the store)",
             details={"field": "exchange_config", "refused": refused, "accepted": list(EXCHANGE_CONFIG_ALLOWLIST)},
         )
+
+
+def stored_credentials(
+    exchange: str, exchange_config: dict[str, Any], stored: ExchangeCredentials | None
+) -> dict[str, str] | None:
+    """The keys of the stored credentials a request names (None: it names none and brings its own)."""
+    name = stored_credentials_name(exchange_config)
+    if name is None:
+        return None
+    refuse_endpoint_overrides(exchange_config)
     if stored is None or stored.name not in (None, name):
         raise LiveRequestError(f"Stored credentials {name!r} were not opened for this request", details={"name": name})
     if stored.exchange != exchange:

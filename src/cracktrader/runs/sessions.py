@@ -47,6 +47,7 @@ from cracktrader.runs.live import (
     LivePlan,
     LiveRequestError,
     LiveRuntime,
+    check_live_request,
     load_stored,
     prepare_live,
     stored_credentials_name,
@@ -362,6 +363,7 @@ class SessionRegistry:
         name = stored_credentials_name(config.exchange_config)
         if name is None:
             return None
+        check_live_request(config)  # a request refused anyway is refused before the keys are opened
         if self.credentials is None:
             assert self.store is not None
             self.credentials = CredentialStore(self.store.engine, SecretBox.from_settings(self.settings))
