@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from cracktrader.errors import UserInputError
 
 if TYPE_CHECKING:
+    from cracktrader.clock import Clock
     from cracktrader.settings import Settings
 
 # ccxt's requiredCredentials names; `passphrase` is accepted as the common name of ccxt's `password` (okx, kucoin).
@@ -102,16 +103,22 @@ class CheckResult:
     message: str
 
 
-async def check_balance(creds: ExchangeCredentials, settings: Settings, *, sandbox: bool) -> CheckResult:
+async def check_balance(
+    creds: ExchangeCredentials, settings: Settings, *, sandbox: bool, clock: Clock | None = None
+) -> CheckResult:
     """Read the balance with `creds` (on the sandbox with `sandbox`); the exchange's refusal is a result, not raised."""
+    from cracktrader.clock import SystemClock
     from cracktrader.data.sources.ccxt_source import make_async_exchange, sandbox_settings
-    from cracktrader.exchanges.order_calls import reason_code
+    from cracktrader.exchanges.order_calls import OrderCalls, reason_code
 
     client = make_async_exchange(creds.exchange, sandbox_settings(settings, creds.exchange) if sandbox else settings)
     for key, value in creds.values.items():
         setattr(client, key, value)
+    calls = OrderCalls(client, creds.exchange, clock=clock or SystemClock())
     try:
-        await client.fetch_balance()
+        if client.has.get("fetchTime"):
+            await calls.resync_clock()  # as a live session signs: a skewed clock is not a bad key
+        await calls.balance()
     except Exception as exc:
         text = str(exc) or type(exc).__name__
         message = scrub(text if len(text) <= 300 else text[:300] + "...", creds)
