@@ -406,3 +406,28 @@ def test_the_cli_reads_secrets_from_stdin_never_from_argv(venue: TradingVenue, m
     assert "no stored credentials" in runner.invoke(app, ["credentials", "list"]).output
     outputs = added.output + tested.output + rotated.output + failed.output + listed.output
     assert all(s not in outputs for s in SECRETS)
+
+
+# ---------------------------------------------------------------- the SDK
+
+
+def test_the_sdk_stores_tests_rotates_and_deletes_credentials_on_a_real_server(
+    venue: TradingVenue, tmp_path: Path
+) -> None:
+    from cracktrader.client import CrackTraderAPI, NotFoundError, ValidationError
+    from web_support import LiveServer
+
+    with LiveServer(on_venue(Settings(data_dir=tmp_path), venue)) as srv, CrackTraderAPI(srv.base_url) as api:
+        info = api.create_credentials("main", "binance", apiKey=KEY_A, secret=SECRET_A)
+        assert (info.name, info.exchange, info.last_used_at) == ("main", "binance", None)
+        assert api.test_credentials("main", sandbox=True).ok is True
+        assert [c.name for c in api.list_credentials().credentials] == ["main"]
+        api.rotate_credentials("main", apiKey=KEY_A, secret="wrong")
+        check = api.test_credentials("main", sandbox=True)
+        assert (check.ok, check.code) == (False, "AUTH_FAILED")
+        with pytest.raises(ValidationError, match="needs secret"):
+            api.create_credentials("other", "binance", apiKey=KEY_A)
+        api.delete_credentials("main")
+        with pytest.raises(NotFoundError):
+            api.delete_credentials("main")
+        assert api.list_credentials().credentials == []
