@@ -217,18 +217,26 @@ async def test_a_lone_surrogate_in_a_secret_is_refused() -> None:
         assert r.status_code == 422, r.text
 
 
-async def test_another_users_credentials_are_not_found(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{(tmp_path / 'c.db').as_posix()}"
-    await asyncio.to_thread(upgrade, url)
-    engine = make_engine(url)
-    try:
-        store = CredentialStore(engine, SecretBox.from_settings(Settings(data_dir=tmp_path)))
-        await store.add(1, "main", ExchangeCredentials("binance", {"apiKey": KEY_A, "secret": SECRET_A}))
-        assert await store.list(2) == []
-        with pytest.raises(Exception, match="No stored credentials named 'main'"):
-            await store.resolve(2, "main")
-    finally:
-        await engine.dispose()
+async def test_with_auth_on_each_user_sees_and_uses_only_their_own_credentials() -> None:
+    from auth_support import auth_client, bearer
+
+    async with auth_client() as c:
+        alice, bob = await bearer(c, "alice"), await bearer(c, "bob")
+        body = {"name": "main", "exchange": "binance", "apiKey": KEY_A, "secret": SECRET_A}
+        assert (await c.post(API, json=body, headers=alice)).status_code == 201
+        assert (await c.get(API, headers=bob)).json() == {"credentials": []}
+        secrets = {"apiKey": KEY_B, "secret": SECRET_B}
+        for method, path, sent in (
+            ("POST", f"{API}/main/test", {"sandbox": True}),
+            ("DELETE", f"{API}/main", None),
+            ("POST", f"{API}/main/rotate", secrets),
+        ):
+            r = await c.request(method, path, headers=bob, json=sent)
+            assert (r.status_code, r.json()["error"]["code"]) == (404, "CREDENTIALS_NOT_FOUND"), (method, path)
+        body_b = {**body, "apiKey": KEY_B, "secret": SECRET_B}
+        assert (await c.post(API, json=body_b, headers=bob)).status_code == 201  # the same name, another owner
+        assert [x["name"] for x in (await c.get(API, headers=alice)).json()["credentials"]] == ["main"]
+        assert (await c.get(API)).status_code == 401
 
 
 # ---------------------------------------------------------------- a lost key
