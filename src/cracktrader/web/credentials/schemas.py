@@ -52,6 +52,16 @@ class CredentialSecrets(BaseModel):
 class CredentialCreate(CredentialSecrets):
     """New credentials: a name, the exchange, and the exchange's fields."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [
+                {"name": "binance-testnet", "exchange": "binance", "apiKey": "your-api-key", "secret": "your-secret"}
+            ]
+        },
+    )
+
     name: str = Field(..., pattern=NAME_PATTERN, description=NAME_RULE, examples=["binance-testnet"])
     exchange: str = Field(..., min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$", examples=["binance"])
 
