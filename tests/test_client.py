@@ -214,7 +214,7 @@ def test_catalog_meta_and_health_are_typed() -> None:
     with live_server() as srv, CrackTraderAPI(srv.base_url) as api:
         health = api.get_health()
         assert health.status == "healthy" and health.is_healthy and health.api_version == "v1"
-        assert {"database", "data_store", "executor", "exchanges"} == set(health.checks)
+        assert {"database", "data_store", "executor", "exchanges", "credentials"} == set(health.checks)
         strategies = api.get_strategies()
         by_name = {s.name: s for s in strategies.items}
         assert strategies.total == len(strategies.items) and by_name["SmaCross"].parameters["slow"] == 30

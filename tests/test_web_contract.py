@@ -314,7 +314,7 @@ async def test_health_reports_checks_metrics_and_versions() -> None:
         for path in ("/api/v1/health", "/health"):
             h = (await c.get(path)).json()
             assert h["status"] == "healthy" and h["api_version"] == "v1" and h["version"]
-            assert {"database", "data_store", "executor", "exchanges"} == set(h["checks"])
+            assert {"database", "data_store", "executor", "exchanges", "credentials"} == set(h["checks"])
             assert h["checks"]["database"]["status"] == "ok" and h["checks"]["exchanges"]["required"] is False
             assert {"uptime_seconds", "runs", "requests_total", "latency_ms"} <= set(h["metrics"])
 

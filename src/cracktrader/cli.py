@@ -32,6 +32,11 @@ users_app = typer.Typer(help="Manage API users (needs the web extra).", no_args_
 app.add_typer(users_app, name="users")
 apikeys_app = typer.Typer(help="Manage API keys for programs (needs the web extra).", no_args_is_help=True)
 app.add_typer(apikeys_app, name="apikeys")
+credentials_app = typer.Typer(
+    help="Exchange keys stored encrypted under a name (needs the web extra); secrets come from a prompt or stdin.",
+    no_args_is_help=True,
+)
+app.add_typer(credentials_app, name="credentials")
 runs_app = typer.Typer(help="Runs on a server by id: status, results, stop.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 ServerOption = Annotated[
@@ -912,10 +917,16 @@ def _read_password(*, confirm: bool = True) -> str:
 
 def _auth_call(work: Callable[[Any], Any]) -> Any:
     """Migrate the configured database, then run `work(store)` with an AuthStore on it."""
+    from cracktrader.auth.store import AuthStore
+
+    return _db_call(lambda engine: work(AuthStore(engine)))
+
+
+def _db_call(work: Callable[[Any], Any]) -> Any:
+    """Migrate the configured database, then run `work(engine)` on an engine of it."""
     import asyncio
 
     try:
-        from cracktrader.auth.store import AuthStore
         from cracktrader.db.engine import make_engine
         from cracktrader.db.migrate import upgrade
     except ImportError as exc:
@@ -928,7 +939,7 @@ def _auth_call(work: Callable[[Any], Any]) -> Any:
     async def main() -> Any:
         engine = make_engine(url)
         try:
-            return await work(AuthStore(engine))
+            return await work(engine)
         finally:
             await engine.dispose()
 
@@ -1029,6 +1040,167 @@ def apikeys_revoke(key_id: Annotated[int, typer.Argument(help="Key id (see `crac
 
     row = _auth_call(lambda store: service.revoke_api_key(store=store, key_id=key_id))
     typer.echo(f"revoked API key {row.id} ({row.prefix})")
+
+
+CredentialName = Annotated[str, typer.Argument(help="The credentials' name")]
+ExchangeCheck = Annotated[str | None, typer.Option("--exchange", "-e", help="Check that they are this exchange's")]
+OwnerOption = Annotated[
+    str | None, typer.Option("--user", "-u", help="Owner's user name (default: the local operator, auth off)")
+]
+
+
+def _credentials_call(user: str | None, work: Callable[[Any, int], Any]) -> Any:
+    """Run `work(store, owner id)` with a CredentialStore on the configured database (migrated first)."""
+    from cracktrader.settings import get_settings
+
+    try:
+        from cracktrader.db.credential_store import LOCAL_OWNER, CredentialStore
+        from cracktrader.db.secret_box import SecretBox
+    except ImportError as exc:
+        fail(f"stored credentials need the web extra: pip install 'cracktrader[web]' ({exc.name} is missing)", 1)
+
+    from cracktrader.auth.store import AuthStore
+
+    async def with_owner(engine: Any) -> Any:
+        owner = LOCAL_OWNER
+        if user is not None:
+            row = await AuthStore(engine).get_user_by_username(user)
+            if row is None:
+                fail(f"no user named {user!r}")
+            owner = row.id
+        return await work(CredentialStore(engine, SecretBox.from_settings(get_settings())), owner)
+
+    return _db_call(with_owner)
+
+
+def _read_secrets(fields: list[str]) -> dict[str, str]:
+    """The credential fields from hidden prompts, or from stdin (a JSON object, or `field=value` lines); never argv."""
+    if not sys.stdin.isatty():
+        text = sys.stdin.read()
+        if text.lstrip().startswith("{"):
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                fail("stdin is not a JSON object of credential fields")
+            if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+                fail('stdin must be a JSON object of strings, e.g. {"apiKey": "...", "secret": "..."}')
+            return {str(k): v for k, v in parsed.items()}
+        values: dict[str, str] = {}
+        for line in text.splitlines():
+            if line.strip():
+                key, sep, value = line.partition("=")
+                if not sep:
+                    fail("stdin lines must be field=value (e.g. apiKey=...), or one JSON object")
+                values[key.strip()] = value
+        return values
+    return {f: typer.prompt(f, hide_input=True) for f in fields}
+
+
+def _checked_secrets(exchange: str) -> Any:
+    """The secrets for `exchange`, read and checked against its required fields and the API's bounds."""
+    from pydantic import ValidationError
+
+    from cracktrader.exchanges.credentials import credentials_for, required_fields
+    from cracktrader.web.credentials.schemas import CredentialSecrets
+
+    with user_errors():
+        fields = required_fields(exchange)
+    raw = _read_secrets(fields)
+    try:
+        secrets = CredentialSecrets.model_validate(raw)
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()))
+    with user_errors():
+        return credentials_for(exchange, secrets.fields())
+
+
+def _check_name(name: str) -> None:
+    import re
+
+    from cracktrader.web.credentials.schemas import NAME_PATTERN, NAME_RULE
+
+    if not re.fullmatch(NAME_PATTERN, name):
+        fail(f"credential names are {NAME_RULE}")
+
+
+@credentials_app.command("add")
+def credentials_add(
+    name: CredentialName,
+    exchange: Annotated[str, typer.Option("--exchange", "-e", help="ccxt exchange id, e.g. binance")],
+    user: OwnerOption = None,
+) -> None:
+    """Store an exchange's keys under NAME; each field it needs is asked for (hidden) or read from stdin."""
+    _check_name(name)
+    creds = _checked_secrets(exchange.strip().lower())
+    row = _credentials_call(user, lambda store, owner: store.add(owner, name, creds))
+    typer.echo(f"stored credentials {row.name} ({row.exchange})")
+
+
+@credentials_app.command("list")
+def credentials_list(user: OwnerOption = None) -> None:
+    """List stored credentials: name, exchange, created, last used (never a secret)."""
+    rows = _credentials_call(user, lambda store, owner: store.list(owner))
+    if not rows:
+        typer.echo("no stored credentials")
+    for row in rows:
+        used = row.last_used_at.isoformat() if row.last_used_at else "never used"
+        typer.echo(f"{row.name}\t{row.exchange}\t{row.created_at.isoformat()}\t{used}")
+
+
+@credentials_app.command("rotate")
+def credentials_rotate(
+    name: CredentialName,
+    exchange: ExchangeCheck = None,
+    user: OwnerOption = None,
+) -> None:
+    """Replace the secrets stored under NAME (prompt or stdin); the name and the exchange stay."""
+    current = _credentials_call(user, lambda store, owner: store.get(owner, name))
+    if exchange is not None and exchange.strip().lower() != current.exchange:
+        fail(f"credentials {name} are for {current.exchange}, not {exchange}")
+    creds = _checked_secrets(current.exchange)
+    row = _credentials_call(user, lambda store, owner: store.rotate(owner, name, creds))
+    typer.echo(f"rotated credentials {row.name} ({row.exchange})")
+
+
+@credentials_app.command("test")
+def credentials_test(
+    name: CredentialName,
+    exchange: ExchangeCheck = None,
+    sandbox: Annotated[bool, typer.Option("--sandbox", help="Test against the exchange's sandbox")] = False,
+    user: OwnerOption = None,
+) -> None:
+    """Read the balance through the stored credentials: `ok`, or the exchange's error code (exit status 1)."""
+    from cracktrader.exchanges.credentials import check_balance
+    from cracktrader.settings import get_settings
+
+    async def work(store: Any, owner: int) -> Any:
+        creds = await store.resolve(owner, name)
+        if exchange is not None and exchange.strip().lower() != creds.exchange:
+            fail(f"credentials {name} are for {creds.exchange}, not {exchange}")
+        return await check_balance(creds, get_settings(), sandbox=sandbox)
+
+    result = _credentials_call(user, work)
+    if not result.ok:
+        fail(f"{result.code}: {result.message}", 1)
+    typer.echo(f"ok: {result.message}")
+
+
+@credentials_app.command("delete")
+def credentials_delete(
+    name: CredentialName,
+    exchange: ExchangeCheck = None,
+    user: OwnerOption = None,
+) -> None:
+    """Delete the credentials stored under NAME."""
+
+    async def work(store: Any, owner: int) -> None:
+        current = await store.get(owner, name)
+        if exchange is not None and exchange.strip().lower() != current.exchange:
+            fail(f"credentials {name} are for {current.exchange}, not {exchange}")
+        await store.delete(owner, name)
+
+    _credentials_call(user, work)
+    typer.echo(f"deleted credentials {name}")
 
 
 # The top-level modules of the `web` extra that the server imports.

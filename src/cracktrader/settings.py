@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "", validation_alias=AliasChoices("CRACKTRADER_DATABASE_URL", "DATABASE_URL", "database_url")
     )
+    # Encrypts stored exchange credentials (any string of at least 32 characters). Empty: a key generated once
+    # into data_dir/secret.key, readable only by its owner. Losing it makes stored credentials unreadable.
+    secret_key: SecretStr | None = None
     sqlalchemy_echo: bool = Field(
         False, validation_alias=AliasChoices("CRACKTRADER_SQLALCHEMY_ECHO", "SQLALCHEMY_ECHO", "sqlalchemy_echo")
     )

@@ -34,6 +34,9 @@ from cracktrader.client.models import (
     FINISHED_STATUSES,
     BacktestRequest,
     CheckResult,
+    CredentialCheck,
+    CredentialInfo,
+    CredentialList,
     DetailedStatus,
     ExchangeList,
     Health,
@@ -295,6 +298,32 @@ def update_strategy(strategy_id: int, changes: Mapping[str, Any]) -> Call[Strate
 def delete_strategy(strategy_id: int) -> Call[None]:
     """`DELETE /strategies/{id}` (204)."""
     return Call("DELETE", _path("/strategies/{}", str(strategy_id)), _nothing)
+
+
+def credentials() -> Call[CredentialList]:
+    """`GET /credentials`."""
+    return Call("GET", _path("/credentials"), model(CredentialList))
+
+
+def create_credentials(name: str, exchange: str, secrets: Mapping[str, str]) -> Call[CredentialInfo]:
+    """`POST /credentials` (201): the secrets travel in the body only."""
+    body = {**secrets, "name": name, "exchange": exchange}
+    return Call("POST", _path("/credentials"), model(CredentialInfo), json=body)
+
+
+def rotate_credentials(name: str, secrets: Mapping[str, str]) -> Call[CredentialInfo]:
+    """`POST /credentials/{name}/rotate`."""
+    return Call("POST", _path("/credentials/{}/rotate", name), model(CredentialInfo), json=dict(secrets))
+
+
+def test_credentials(name: str, sandbox: bool) -> Call[CredentialCheck]:
+    """`POST /credentials/{name}/test`."""
+    return Call("POST", _path("/credentials/{}/test", name), model(CredentialCheck), json={"sandbox": sandbox})
+
+
+def delete_credentials(name: str) -> Call[None]:
+    """`DELETE /credentials/{name}` (204)."""
+    return Call("DELETE", _path("/credentials/{}", name), _nothing)
 
 
 def check_strategy(ref: int | str, body: dict[str, Any]) -> Call[CheckResult]:

@@ -16,6 +16,9 @@ from cracktrader.client.errors import NotFoundError, RunAlreadyActiveError
 from cracktrader.client.models import (
     BacktestRequest,
     CheckResult,
+    CredentialCheck,
+    CredentialInfo,
+    CredentialList,
     DetailedStatus,
     ExchangeList,
     Health,
@@ -108,6 +111,28 @@ class AsyncCrackTraderAPI:
     async def get_meta(self) -> Meta:
         """API and app versions and announced deprecations."""
         return await self._call(api.meta())
+
+    # Credentials ---------------------------------------------------------------------------------------
+
+    async def list_credentials(self) -> CredentialList:
+        """Your stored exchange credentials: names, exchanges and dates (never a secret)."""
+        return await self._call(api.credentials())
+
+    async def create_credentials(self, name: str, exchange: str, **secrets: str) -> CredentialInfo:
+        """Store an exchange's keys (`apiKey=`, `secret=`, `password=`, ... as it needs) encrypted under `name`."""
+        return await self._call(api.create_credentials(name, exchange, secrets))
+
+    async def rotate_credentials(self, name: str, **secrets: str) -> CredentialInfo:
+        """Replace the secrets stored under `name` (the exchange stays)."""
+        return await self._call(api.rotate_credentials(name, secrets))
+
+    async def test_credentials(self, name: str, *, sandbox: bool = False) -> CredentialCheck:
+        """Read the balance through stored credentials: `ok`, or the exchange's error `code`."""
+        return await self._call(api.test_credentials(name, sandbox))
+
+    async def delete_credentials(self, name: str) -> None:
+        """Delete stored credentials."""
+        await self._call(api.delete_credentials(name))
 
     # Catalog -----------------------------------------------------------------------------------------
 

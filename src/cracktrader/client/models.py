@@ -20,6 +20,9 @@ __all__ = [
     "CheckDifference",
     "CheckItem",
     "CheckResult",
+    "CredentialCheck",
+    "CredentialInfo",
+    "CredentialList",
     "DetailedStatus",
     "EquityPoint",
     "Event",
@@ -445,6 +448,30 @@ class ExchangeInfo(_Model):
     ohlcv: bool = False
     timeframes: list[str] = Field(default_factory=list)
     notes: str = ""
+
+
+class CredentialInfo(_Model):
+    """Stored exchange credentials as the server shows them: never a secret."""
+
+    name: str
+    exchange: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    rotated_at: datetime | None = None
+
+
+class CredentialList(_Model):
+    """`GET /credentials`: your stored credentials by name."""
+
+    credentials: list[CredentialInfo]
+
+
+class CredentialCheck(_Model):
+    """`POST /credentials/{name}/test`: ok, or the exchange's error code (AUTH_FAILED, NETWORK_ERROR, ...)."""
+
+    ok: bool
+    code: str
+    message: str = ""
 
 
 class ExchangeList(_Model):

@@ -15,6 +15,9 @@ from cracktrader.client.errors import NotFoundError, RunAlreadyActiveError
 from cracktrader.client.models import (
     BacktestRequest,
     CheckResult,
+    CredentialCheck,
+    CredentialInfo,
+    CredentialList,
     DetailedStatus,
     ExchangeList,
     Health,
@@ -103,6 +106,28 @@ class CrackTraderAPI:
     def get_meta(self) -> Meta:
         """API and app versions and announced deprecations."""
         return self._call(api.meta())
+
+    # Credentials ---------------------------------------------------------------------------------------
+
+    def list_credentials(self) -> CredentialList:
+        """Your stored exchange credentials: names, exchanges and dates (never a secret)."""
+        return self._call(api.credentials())
+
+    def create_credentials(self, name: str, exchange: str, **secrets: str) -> CredentialInfo:
+        """Store an exchange's keys (`apiKey=`, `secret=`, `password=`, ... as it needs) encrypted under `name`."""
+        return self._call(api.create_credentials(name, exchange, secrets))
+
+    def rotate_credentials(self, name: str, **secrets: str) -> CredentialInfo:
+        """Replace the secrets stored under `name` (the exchange stays)."""
+        return self._call(api.rotate_credentials(name, secrets))
+
+    def test_credentials(self, name: str, *, sandbox: bool = False) -> CredentialCheck:
+        """Read the balance through stored credentials: `ok`, or the exchange's error `code`."""
+        return self._call(api.test_credentials(name, sandbox))
+
+    def delete_credentials(self, name: str) -> None:
+        """Delete stored credentials."""
+        self._call(api.delete_credentials(name))
 
     # Catalog -----------------------------------------------------------------------------------------
 

@@ -475,3 +475,23 @@ class StrategyRecord(Base):
     is_active: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ExchangeCredentialRecord(Base):
+    """A user's exchange keys under a name: only their ciphertext, and the fingerprint of the key it needs."""
+
+    __tablename__ = "exchange_credentials"
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_exchange_credentials_user_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # users.id, or 0 for the local operator of an auth-off server (as strategies' owner_id; no foreign key).
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    exchange: Mapped[str] = mapped_column(String(64))
+    # AES-GCM: a 12-byte nonce then the sealed JSON of the fields, bound to (user_id, name, exchange).
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    # The key check value of the key that sealed it: rows a lost key left unreadable are found without decrypting.
+    key_id: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -17,7 +17,7 @@ from typing import Any
 from cracktrader.brokers.live import LiveOrders, OrderIntent
 from cracktrader.brokers.live_session import LiveSession
 from cracktrader.brokers.orders import ManagedOrder, OrderEvent, OrderStatus, TradeFill
-from cracktrader.brokers.risk import RiskGate, parse_risk_limits
+from cracktrader.brokers.risk import RiskGate, RiskLimits, parse_risk_limits
 from cracktrader.clock import Clock
 from cracktrader.data.feeds.ccxt_feed import CcxtFeed
 from cracktrader.data.sources.ccxt_source import make_async_exchange, sandbox_settings
@@ -29,11 +29,12 @@ from cracktrader.engine.strategy import Strategy
 from cracktrader.engine.window import window_length
 from cracktrader.errors import CracktraderError, UserInputError
 from cracktrader.exchanges.client_ids import is_own, session_tag
+from cracktrader.exchanges.credentials import ExchangeCredentials, required_fields
 from cracktrader.exchanges.markets import rules_from_market
 from cracktrader.exchanges.order_calls import OrderCalls, RateGate
 from cracktrader.runs.config import LiveConfig
 from cracktrader.runs.live_accounts import Account, Accounts, account_key
-from cracktrader.runs.sanitize import exchange_client_config
+from cracktrader.runs.sanitize import EXCHANGE_CONFIG_ALLOWLIST, exchange_client_config
 from cracktrader.runs.strategy_errors import strategy_errors
 from cracktrader.runs.trade import PaperPlan, _quote
 from cracktrader.settings import Settings, get_settings
@@ -88,15 +89,42 @@ def prepare_live(
     settings: Settings | None = None,
     strategy_cls: type[Strategy] | None = None,
     resuming: bool = False,
+    stored: ExchangeCredentials | None = None,
 ) -> LivePlan:
     """Validate a live request and build its session and candle feed; nothing is signed yet.
 
-    `resuming`: a stored session taken over after a restart. Its keys were never stored, so it waits for them
-    (`supply_credentials`) instead of requiring them now.
+    `resuming`: a stored session taken over after a restart. Inline keys were never stored, so it waits for them
+    (`supply_credentials`) instead of requiring them now. `stored`: the opened credentials the request names
+    (`exchange_config.credentials`, see `resolve_stored`); a restart opens them again and waits for nothing.
 
     Blocking (the warm-up window is read over REST): the server calls it in a thread.
     """
     base = settings or get_settings()
+    ec = config.exchange_config
+    exchange, limits, capital = check_live_request(config)
+    credentials = stored_credentials(exchange, ec, stored)
+    run_settings = sandbox_settings(base, exchange)
+    tf = parse_timeframe(config.timeframe)
+    quote = _quote(config.symbols)
+    symbols = tuple(config.symbols)
+    feed = CcxtFeed(exchange, symbols, tf, clock, settings=run_settings)  # public: the feed signs nothing
+    if credentials is None:
+        credentials = {} if resuming else credentials_of(exchange, ec, base)
+    cls = strategy_cls or load_registry(base).get(config.strategy_class or config.strategy_name)
+    with strategy_errors(cls):
+        strategy = cls(config.strategy_params)
+    sim = SimSettings(initial_cash=capital, maker_fee=base.default_fee_rate,
+                      taker_fee=base.default_fee_rate)  # fmt: skip
+    session = LiveSession(
+        strategy, symbols, sim, tf.periods_per_year, risk=RiskGate(limits, clock.now_ms), timeframe_ms=tf.ms
+    )
+    history = [] if resuming else feed.history(window_length(strategy))
+    return LivePlan(session, feed, history, tf, quote, replay=False, capital=capital,
+                    credentials=credentials, settings=run_settings)  # fmt: skip
+
+
+def check_live_request(config: LiveConfig) -> tuple[str, RiskLimits, float]:
+    """What a live request must say before anything is opened or built: its exchange id, risk limits, capital."""
     ec = config.exchange_config
     if ec.get("sandbox") is not True:
         raise LiveRequestError(
@@ -119,6 +147,8 @@ def prepare_live(
             "option) symbol",
             details={"symbols": derivatives},
         )
+    if stored_credentials_name(ec) is not None:
+        refuse_endpoint_overrides(ec)
     limits = parse_risk_limits(ec)
     if limits.capital is None:
         raise LiveRequestError(
@@ -126,30 +156,60 @@ def prepare_live(
             "(a session never trades the whole account)",
             details={"field": "exchange_config.risk.capital"},
         )
-    run_settings = sandbox_settings(base, exchange)
-    tf = parse_timeframe(config.timeframe)
-    quote = _quote(config.symbols)
-    symbols = tuple(config.symbols)
-    feed = CcxtFeed(exchange, symbols, tf, clock, settings=run_settings)  # public: the feed signs nothing
-    credentials = {} if resuming else credentials_of(exchange, ec)
-    cls = strategy_cls or load_registry(base).get(config.strategy_class or config.strategy_name)
-    with strategy_errors(cls):
-        strategy = cls(config.strategy_params)
-    sim = SimSettings(initial_cash=float(limits.capital), maker_fee=base.default_fee_rate,
-                      taker_fee=base.default_fee_rate)  # fmt: skip
-    session = LiveSession(
-        strategy, symbols, sim, tf.periods_per_year, risk=RiskGate(limits, clock.now_ms), timeframe_ms=tf.ms
-    )
-    history = [] if resuming else feed.history(window_length(strategy))
-    return LivePlan(session, feed, history, tf, quote, replay=False, capital=float(limits.capital),
-                    credentials=credentials, settings=run_settings)  # fmt: skip
+    return exchange, limits, float(limits.capital)
 
 
-def credentials_of(exchange: str, exchange_config: dict[str, Any]) -> dict[str, str]:
+def stored_credentials_name(exchange_config: dict[str, Any]) -> str | None:
+    """The name of the stored credentials a request uses (`"credentials": "NAME"` or `{"name": "NAME"}`), if any."""
+    ref = exchange_config.get("credentials")
+    if ref is None:
+        return None
+    name = ref.get("name") if isinstance(ref, dict) else ref
+    if not isinstance(name, str) or not 1 <= len(name) <= 64:
+        raise LiveRequestError(
+            'exchange_config.credentials names stored credentials: "NAME" or {"name": "NAME"} (see GET '
+            "/api/v1/credentials)",
+            details={"field": "exchange_config.credentials"},
+        )
+    return name
+
+
+def refuse_endpoint_overrides(exchange_config: dict[str, Any]) -> None:
+    """Beside stored credentials, exchange_config holds only the keys known to be harmless.
+
+    Nothing in a request may change where stored keys are sent: an allowlist, as a list of URL, host and proxy
+    names to refuse always misses one. Inline keys are refused too (one source of keys per session).
+    """
+    refused = sorted(str(k) for k in exchange_config if k not in EXCHANGE_CONFIG_ALLOWLIST)
+    if refused:
+        raise LiveRequestError(
+            f"With stored credentials, exchange_config may hold only {', '.join(EXCHANGE_CONFIG_ALLOWLIST)}; "
+            f"refused: {', '.join(refused)} (endpoints come from the server's configuration, keys from the store)",
+            details={"field": "exchange_config", "refused": refused, "accepted": list(EXCHANGE_CONFIG_ALLOWLIST)},
+        )
+
+
+def stored_credentials(
+    exchange: str, exchange_config: dict[str, Any], stored: ExchangeCredentials | None
+) -> dict[str, str] | None:
+    """The keys of the stored credentials a request names (None: it names none and brings its own)."""
+    name = stored_credentials_name(exchange_config)
+    if name is None:
+        return None
+    refuse_endpoint_overrides(exchange_config)
+    if stored is None or stored.name not in (None, name):
+        raise LiveRequestError(f"Stored credentials {name!r} were not opened for this request", details={"name": name})
+    if stored.exchange != exchange:
+        raise LiveRequestError(
+            f"Stored credentials {name!r} are for {stored.exchange}, not {exchange}",
+            details={"name": name, "exchange": stored.exchange},
+        )
+    return stored.as_ccxt()
+
+
+def credentials_of(exchange: str, exchange_config: dict[str, Any], settings: Settings | None = None) -> dict[str, str]:
     """The keys `exchange` needs (ccxt's requiredCredentials) from a request; held in memory only."""
-    import ccxt
-
-    names = [k for k, needed in (getattr(ccxt, exchange)().requiredCredentials or {}).items() if needed]
+    names = required_fields(exchange, settings)
     creds = {k: v for k, v in exchange_client_config(exchange_config, names).items() if k in names}
     missing = [n for n in names if not creds.get(n)]
     if missing:

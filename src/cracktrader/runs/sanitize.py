@@ -117,6 +117,8 @@ EXCHANGE_CONFIG_ALLOWLIST: Mapping[str, Rule] = {
     "replay": {"speed": _is_number, "start_date": _is_date, "end_date": _is_date},
     "credentials": {"name": _is_name, "id": _is_id},
 }
+# Sections that may also be given as one scalar: `"credentials": "NAME"` is `{"name": "NAME"}` said shortly.
+SECTION_SHORT_FORMS: Mapping[str, Check] = {"credentials": _is_name}
 # Keys of a request's exchange_config that may reach the ccxt constructor (besides the exchange's credentials).
 CCXT_ALLOWED_KEYS = ("enableRateLimit", "rateLimit")
 
@@ -202,6 +204,8 @@ def _allowlisted(value: Mapping[Any, Any], allow: Mapping[str, Any]) -> tuple[di
             if isinstance(item, Mapping):
                 kept[key], n = _allowlisted(item, rule)
                 dropped += n
+            elif key in SECTION_SHORT_FORMS and SECTION_SHORT_FORMS[key](item):
+                kept[key] = item
             else:
                 dropped += 1
         elif rule is not None and rule(item):

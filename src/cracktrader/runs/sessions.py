@@ -27,19 +27,31 @@ from cracktrader.brokers.risk import STALE_AFTER_MS
 from cracktrader.clock import Clock, SystemClock
 from cracktrader.data.candles import ms_to_iso
 from cracktrader.data.feeds.base import BarBatch
+from cracktrader.db.credential_store import LOCAL_OWNER, CredentialStore
 from cracktrader.db.live_store import LiveOrderStore
+from cracktrader.db.secret_box import SecretBox
 from cracktrader.db.session_store import FinalStatus, SessionDelta, SessionStore, StaleTokenError, StoredSession
 from cracktrader.engine.accounting import B_ENTRY_COST
 from cracktrader.engine.fills import BUY, SELL, market_fill_price
 from cracktrader.engine.records import O_FEE, O_PNL, O_STATUS, REASON_NAMES, STATUS_FILLED
 from cracktrader.engine.window import window_length
 from cracktrader.errors import CracktraderError
+from cracktrader.exchanges.credentials import ExchangeCredentials
 from cracktrader.periodic import Periodic
 from cracktrader.runs import events
 from cracktrader.runs.config import LiveConfig, record_fields, redact
 from cracktrader.runs.document import now_iso, order_rows_to_dicts
 from cracktrader.runs.errors import RunNotFoundError
-from cracktrader.runs.live import LiveCheckError, LivePlan, LiveRequestError, LiveRuntime, load_stored, prepare_live
+from cracktrader.runs.live import (
+    LiveCheckError,
+    LivePlan,
+    LiveRequestError,
+    LiveRuntime,
+    check_live_request,
+    load_stored,
+    prepare_live,
+    stored_credentials_name,
+)
 from cracktrader.runs.live_accounts import Accounts
 from cracktrader.runs.persist import SessionRecorder, finite, restore_strategy, snapshot_of
 from cracktrader.runs.results import RunResults, empty_results, from_backtest, json_safe
@@ -310,6 +322,7 @@ class SessionRegistry:
         self.clock: Clock = clock or SystemClock()
         self.runs: dict[str, LiveRun] = {}
         self.accounts = Accounts()  # the exchange accounts the live sessions trade, for their balance checks
+        self.credentials: CredentialStore | None = None  # stored exchange keys, opened when a session names them
         self._lock = asyncio.Lock()
         self._starting = 0  # sessions past the limit check and still preparing (outside the lock)
 
@@ -334,7 +347,10 @@ class SessionRegistry:
                 if self.store is None:
                     raise LiveRequestError("Live trading needs the server's database (its orders are stored)")
                 try:
-                    live_plan = await asyncio.to_thread(prepare_live, config, clock=self.clock, settings=self.settings)
+                    stored = await self._stored_credentials(config, user_id)
+                    live_plan = await asyncio.to_thread(
+                        prepare_live, config, clock=self.clock, settings=self.settings, stored=stored
+                    )
                 except CracktraderError as exc:
                     await self._record_refused(config, exc, user_id)
                     raise
@@ -343,6 +359,17 @@ class SessionRegistry:
             return await self._launch(config, plan, user_id)
         finally:
             self._starting -= 1
+
+    async def _stored_credentials(self, config: LiveConfig, user_id: int | None) -> ExchangeCredentials | None:
+        """The stored credentials a live request names, opened (their last use noted); None when it names none."""
+        name = stored_credentials_name(config.exchange_config)
+        if name is None:
+            return None
+        check_live_request(config)  # a request refused anyway is refused before the keys are opened
+        if self.credentials is None:
+            assert self.store is not None
+            self.credentials = CredentialStore(self.store.engine, SecretBox.from_settings(self.settings))
+        return await self.credentials.resolve(LOCAL_OWNER if user_id is None else user_id, name)
 
     async def _record_refused(self, config: LiveConfig, exc: CracktraderError, user_id: int | None) -> None:
         """Keep a refused live request in the run history (every live attempt is), its id in the error's details."""
@@ -639,7 +666,8 @@ class SessionRegistry:
         pinned = (cfg.get("inputs") or {}).get("strategy") or {}
         live_stored = await load_stored(LiveOrderStore(self.store.engine), run_id) if config.mode == "live" else None
         decided = [] if live_stored is None else [i.bar_ms for _, i, _ in live_stored.orders if i.bar_ms is not None]
-        plan = await asyncio.to_thread(self._rebuild, config, stored, pinned, min(decided, default=None))
+        keys = await self._stored_credentials(config, summary.user_id) if config.mode == "live" else None
+        plan = await asyncio.to_thread(self._rebuild, config, stored, pinned, keys, min(decided, default=None))
         run = LiveRun(run_id, summary.user_id, cfg, plan, self.clock, start_time=stored.start_time)
         run.token, run.resumed = token, True
         run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
@@ -660,12 +688,18 @@ class SessionRegistry:
         return run
 
     def _rebuild(
-        self, config: LiveConfig, stored: StoredSession, pinned: dict[str, Any], first_decided: int | None = None
+        self,
+        config: LiveConfig,
+        stored: StoredSession,
+        pinned: dict[str, Any],
+        keys: ExchangeCredentials | None,
+        first_decided: int | None = None,
     ) -> PaperPlan:
         """The session's plan with its simulator and strategy restored and its feed from the first missed bar.
 
-        `pinned` is the recorded strategy (class name and source hash): the code it started with runs on.
-        `first_decided`: the earliest bar a live session's stored orders were decided on.
+        `pinned` is the recorded strategy (class name and source hash): the code it started with runs on. `keys`:
+        the stored credentials a live session names, opened again (inline keys it waits for). `first_decided`: the
+        earliest bar a live session's stored orders were decided on.
         """
         strategy_cls = None
         if pinned.get("class") and pinned.get("source_sha256"):
@@ -674,7 +708,7 @@ class SessionRegistry:
         plan: PaperPlan
         if config.mode == "live":
             plan = prepare_live(config, clock=self.clock, settings=self.settings, strategy_cls=strategy_cls,
-                                resuming=True)  # fmt: skip
+                                resuming=True, stored=keys)  # fmt: skip
         else:
             plan = prepare_paper(config, clock=self.clock, settings=self.settings, strategy_cls=strategy_cls)
         settings = plan.settings if isinstance(plan, LivePlan) and plan.settings is not None else self.settings

@@ -33,6 +33,7 @@ from cracktrader.web.auth.deps import (
 from cracktrader.web.auth.router import account_router, public_router
 from cracktrader.web.catalog.router import router as catalog_router
 from cracktrader.web.config import WebSettings, get_web_settings
+from cracktrader.web.credentials.router import router as credentials_router
 from cracktrader.web.errors import ERROR_RESPONSES, install_error_handlers
 from cracktrader.web.health.router import metrics_router
 from cracktrader.web.health.router import router as health_router
@@ -76,7 +77,25 @@ async def _open_database(app: FastAPI, settings: Settings) -> Any:
 
     app.state.auth.attach(AuthStore(engine))
     app.state.strategy_store = StrategyStore(engine)
+    await _open_credentials(app, settings, engine)
     return RunStore(engine)
+
+
+async def _open_credentials(app: FastAPI, settings: Settings, engine: Any) -> None:
+    """The credential store; stored credentials the server's key cannot open are said at start, not at an order."""
+    from cracktrader.db.credential_store import CredentialStore
+    from cracktrader.db.secret_box import SecretBox, fix_hint
+
+    store = CredentialStore(engine, SecretBox.from_settings(settings))
+    app.state.credential_store = store
+    unreadable = await store.unreadable()
+    app.state.credentials_unreadable = unreadable
+    if unreadable:
+        log.error(
+            "%d stored exchange credential(s) cannot be read with the current key: %s",
+            unreadable,
+            fix_hint(settings),
+        )
 
 
 # A run's thread holds the GIL for Python strategies; each socket write hands it over and the event loop then
@@ -100,6 +119,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     manager.on_finish(lambda outcome, mode: app.state.request_metrics.runs.labels(mode, outcome).inc())
     app.state.manager = manager
     sessions = SessionRegistry(settings, store=store, bus=bus, server_id=manager.server_id)
+    sessions.credentials = app.state.credential_store
     manager.sessions = sessions
     app.state.sessions = sessions
     app.state.page_encoder = PageEncoder()
@@ -186,7 +206,15 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
     account = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     account.include_router(account_router)
     protected = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES, dependencies=[Depends(authorize_request)])
-    for router in (runs_router, sessions_router, strategies_router, catalog_router, meta_router, metrics_router):
+    for router in (
+        runs_router,
+        sessions_router,
+        strategies_router,
+        credentials_router,
+        catalog_router,
+        meta_router,
+        metrics_router,
+    ):
         protected.include_router(router)
     streams = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     streams.include_router(ws_router)

@@ -123,10 +123,15 @@ class StrategyContext:
     registry: StrategyRegistry
 
 
+def caller_owner_id(request: Request) -> int:
+    """Whose stored things (presets, credentials) the caller sees: their user id, or the local operator's."""
+    principal = _principal(request)
+    return principal.user_id if principal is not None and principal.user_id is not None else LOCAL_OWNER
+
+
 async def get_strategy_context(request: Request) -> StrategyContext:
     """The caller's presets (every user, admins included, sees only their own) and the current classes."""
-    principal = _principal(request)
-    owner_id = principal.user_id if principal is not None and principal.user_id is not None else LOCAL_OWNER
+    owner_id = caller_owner_id(request)
     # Re-read each time: files in the strategy folder may have been added since the last request.
     registry = await asyncio.to_thread(load_registry, request.app.state.settings)
     return StrategyContext(store=request.app.state.strategy_store, owner_id=owner_id, registry=registry)

@@ -1,11 +1,15 @@
-"""Keep credentials out of server logs: uvicorn logs request paths with their query strings."""
+"""Keep credentials out of server logs: uvicorn logs request paths with their query strings, and ccxt's debug
+log shows every exchange request with its headers (binance's X-MBX-APIKEY, okx's OK-ACCESS-KEY and passphrase)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["QuerySecretFilter", "install_log_redaction"]
+__all__ = ["ExchangeRequestFilter", "QuerySecretFilter", "install_log_redaction"]
 
 from cracktrader.runs.sanitize import REDACTED, looks_secret
 
@@ -13,6 +17,8 @@ from cracktrader.runs.sanitize import REDACTED, looks_secret
 # Any parameter whose name looks secret in any spelling (`api-secret=`, `X_MBX_APIKEY=`) is hidden the same way.
 _QUERY_PARAM = re.compile(r"(?<![\w.%-])([\w.%-]{1,64})=([^&\s\"']+)")
 LOGGERS = ("uvicorn.access", "uvicorn.error")
+# Every ccxt client (sync, async and pro) logs through its base module's logger.
+CCXT_LOGGER = "ccxt.base.exchange"
 
 
 def redact_query(text: str) -> str:
@@ -32,9 +38,46 @@ class QuerySecretFilter(logging.Filter):
         return True
 
 
+def _masked(value: Any) -> Any:
+    """`value` with the values under secret-looking names masked, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: REDACTED if looks_secret(k) and v not in (None, "") else _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    return value
+
+
+def _masked_arg(arg: Any) -> Any:
+    if isinstance(arg, Mapping):
+        return _masked(arg)
+    if isinstance(arg, str):
+        if arg.lstrip().startswith(("{", "[")):
+            try:
+                return json.dumps(_masked(json.loads(arg)))
+            except ValueError:
+                pass
+        return redact_query(arg)
+    return arg
+
+
+class ExchangeRequestFilter(logging.Filter):
+    """Masks credentials in ccxt's request and response lines: headers, query parameters and JSON bodies."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact in place; never drops a record."""
+        if isinstance(record.args, tuple):
+            record.args = tuple(_masked_arg(a) for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact_query(record.msg)
+        return True
+
+
 def install_log_redaction() -> None:
-    """Add the filter to uvicorn's loggers once (idempotent, as apps may be created many times)."""
+    """Add the filters to uvicorn's and ccxt's loggers once (idempotent, as apps may be created many times)."""
     for name in LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, QuerySecretFilter) for f in logger.filters):
             logger.addFilter(QuerySecretFilter())
+    ccxt_logger = logging.getLogger(CCXT_LOGGER)
+    if not any(isinstance(f, ExchangeRequestFilter) for f in ccxt_logger.filters):
+        ccxt_logger.addFilter(ExchangeRequestFilter())

@@ -54,6 +54,23 @@ def _exchanges(app: FastAPI) -> dict[str, Any]:
     return _check(ok, False, exchanges=seen, detail="" if seen else "no exchange contacted yet")
 
 
+async def _credentials(app: FastAPI) -> dict[str, Any]:
+    """Stored credentials the server's key cannot open (CRACKTRADER_SECRET_KEY changed or was lost)."""
+    store = getattr(app.state, "credential_store", None)
+    if store is None:
+        return _check(True, False, unreadable=0, detail="")
+    try:
+        unreadable = await asyncio.wait_for(store.unreadable(), DB_TIMEOUT_S)
+    except Exception as exc:
+        return _check(False, False, detail=f"{type(exc).__name__}")
+    if not unreadable:
+        return _check(True, False, unreadable=0, detail="")
+    from cracktrader.db.secret_box import fix_hint
+
+    detail = f"{unreadable} stored credential(s) unreadable with the current key: {fix_hint(app.state.settings)}"
+    return _check(False, False, unreadable=unreadable, detail=detail)
+
+
 async def health_report(app: FastAPI, *, detailed: bool = True) -> dict[str, Any]:
     """`{status, version, api_version, checks, metrics, timestamp}`; unhealthy when a required check fails."""
     checks = {
@@ -61,6 +78,7 @@ async def health_report(app: FastAPI, *, detailed: bool = True) -> dict[str, Any
         "data_store": _data_store(app),
         "executor": _executor(app),
         "exchanges": _exchanges(app),
+        "credentials": await _credentials(app),
     }
     failed_required = any(c["status"] != "ok" and c["required"] for c in checks.values())
     failed_optional = any(c["status"] != "ok" and not c["required"] for c in checks.values())

@@ -1,0 +1,1 @@
+"""Web API: exchange credentials stored encrypted, per user and name."""
