@@ -44,6 +44,7 @@ OUR_TABLES = {
     "session_balances",
     "live_orders",
     "live_fills",
+    "alerts",
 }
 
 
@@ -98,10 +99,21 @@ def test_downgrading_to_0007_drops_only_the_live_tables(target: DatabaseTarget) 
 
     downgrade(target.url, "0007", connect_args=target.connect_args)
     assert current(target.url, connect_args=target.connect_args) == "0007"
-    assert tables(target) == OUR_TABLES - {"live_orders", "live_fills"} | {"alembic_version"}
+    assert tables(target) == OUR_TABLES - {"live_orders", "live_fills", "alerts"} | {"alembic_version"}
 
     upgrade(target.url, connect_args=target.connect_args)
     assert tables(target) == OUR_TABLES | {"alembic_version"}
+    assert schema_diff(target) == []
+
+
+def test_downgrading_to_0008_drops_only_the_alerts(target: DatabaseTarget) -> None:
+    upgrade(target.url, connect_args=target.connect_args)
+
+    downgrade(target.url, "0008", connect_args=target.connect_args)
+    assert current(target.url, connect_args=target.connect_args) == "0008"
+    assert tables(target) == OUR_TABLES - {"alerts"} | {"alembic_version"}
+
+    upgrade(target.url, connect_args=target.connect_args)
     assert schema_diff(target) == []
 
 
