@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["QuerySecretFilter", "install_log_redaction"]
+__all__ = ["QuerySecretFilter", "UrlSecretFilter", "install_log_redaction", "redact_url"]
 
 from cracktrader.runs.sanitize import REDACTED, looks_secret
 
@@ -18,6 +19,43 @@ LOGGERS = ("uvicorn.access", "uvicorn.error")
 def redact_query(text: str) -> str:
     """The text with the values of credential query parameters replaced by `***`."""
     return _QUERY_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}" if looks_secret(m.group(1)) else m.group(0), text)
+
+
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
+# httpx logs every request's URL (INFO "HTTP Request: POST <url>"): a webhook's carries its credentials.
+URL_LOGGERS = ("httpx", "httpcore")
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials: its user info and its query (webhook tokens live in both) become `***`."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return REDACTED  # not a URL we can take apart: show none of it
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    if parts.username is not None or parts.password is not None:
+        netloc = f"{REDACTED}@{netloc}"
+    return urlunsplit((parts.scheme, netloc, parts.path, REDACTED if parts.query else "", ""))
+
+
+def redact_urls(text: str) -> str:
+    """The text with every URL in it passed through `redact_url`."""
+    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+
+
+class UrlSecretFilter(logging.Filter):
+    """Rewrites a record's message and arguments (URL objects included) so no URL credentials reach a handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact in place; never drops a record."""
+        if isinstance(record.args, tuple):
+            record.args = tuple(a if isinstance(a, int | float) else redact_urls(str(a)) for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact_urls(record.msg)
+        return True
 
 
 class QuerySecretFilter(logging.Filter):
@@ -33,8 +71,12 @@ class QuerySecretFilter(logging.Filter):
 
 
 def install_log_redaction() -> None:
-    """Add the filter to uvicorn's loggers once (idempotent, as apps may be created many times)."""
+    """Add the filters to uvicorn's and httpx's loggers once (idempotent, as apps may be created many times)."""
     for name in LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, QuerySecretFilter) for f in logger.filters):
             logger.addFilter(QuerySecretFilter())
+    for name in URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, UrlSecretFilter) for f in logger.filters):
+            logger.addFilter(UrlSecretFilter())
