@@ -46,7 +46,10 @@ class AlertStore:
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[Alert], int]:
-        """A page of alerts newest first and how many match; `user_id` None lists every owner's (admins)."""
+        """A page of alerts newest first and how many match; `user_id` None lists every owner's (admins).
+
+        Ids sort as the alerts were raised (runs.alerts.alert_id): they order alerts of the same instant.
+        """
         where: list[Any] = []
         if user_id is not None:
             where.append(_ALERTS.c.user_id == user_id)

@@ -6,7 +6,8 @@ is given (the server's web.alerts.service.AlertService) stores, streams and post
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
@@ -14,6 +15,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from cracktrader.clock import Clock
+from cracktrader.runs.sanitize import redact_urls
 
 
 class AlertKind(StrEnum):
@@ -91,6 +93,15 @@ class AlertSink(Protocol):
     def emit(self, alert: Alert) -> None: ...
 
 
+# Alerts of one process in the order raised, even within one millisecond of the (possibly virtual) clock.
+_SEQUENCE = itertools.count()
+
+
+def alert_id(now_ms: int) -> str:
+    """32 hex digits that sort as alerts were raised: the time, this process's counter, then randomness."""
+    return f"{max(0, now_ms):012x}{next(_SEQUENCE) % 16**8:08x}{secrets.token_hex(6)}"
+
+
 class RunAlerts:
     """One run's alerts: built with its id, its owner and the time, handed to the sink (nothing when there is none)."""
 
@@ -101,16 +112,20 @@ class RunAlerts:
         self.clock = clock
 
     def raise_(self, kind: AlertKind, message: str, details: AlertDetails | None = None) -> Alert:
-        """Make the alert and hand it over; returns it."""
+        """Make the alert and hand it over; returns it. URLs in its text lose their user info and query."""
+        now = self.clock.now_ms()
+        details = details or AlertDetails()
+        if details.error is not None:
+            details = details.model_copy(update={"error": redact_urls(details.error)})
         alert = Alert(
-            id=uuid.uuid4().hex,
+            id=alert_id(now),
             kind=kind,
             severity=SEVERITY[kind],
             run_id=self.run_id,
             user_id=self.user_id,
-            message=message,
-            details=details or AlertDetails(),
-            created_at=datetime.fromtimestamp(self.clock.now_ms() / 1000, UTC),
+            message=redact_urls(message),
+            details=details,
+            created_at=datetime.fromtimestamp(now / 1000, UTC),
         )
         if self.sink is not None:
             self.sink.emit(alert)

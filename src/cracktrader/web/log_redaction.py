@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
-from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["QuerySecretFilter", "UrlSecretFilter", "install_log_redaction", "redact_url"]
 
-from cracktrader.runs.sanitize import REDACTED, looks_secret
+from cracktrader.runs.sanitize import REDACTED, looks_secret, redact_url, redact_urls
 
 # WebSocket clients may send `?token=` (browsers cannot set headers on the handshake); never log its value.
 # Any parameter whose name looks secret in any spelling (`api-secret=`, `X_MBX_APIKEY=`) is hidden the same way.
@@ -21,29 +20,8 @@ def redact_query(text: str) -> str:
     return _QUERY_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}" if looks_secret(m.group(1)) else m.group(0), text)
 
 
-_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
 # httpx logs every request's URL (INFO "HTTP Request: POST <url>"): a webhook's carries its credentials.
 URL_LOGGERS = ("httpx", "httpcore")
-
-
-def redact_url(url: str) -> str:
-    """The URL without credentials: its user info and its query (webhook tokens live in both) become `***`."""
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "", parts.port
-    except ValueError:
-        return REDACTED  # not a URL we can take apart: show none of it
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None:
-        netloc += f":{port}"
-    if parts.username is not None or parts.password is not None:
-        netloc = f"{REDACTED}@{netloc}"
-    return urlunsplit((parts.scheme, netloc, parts.path, REDACTED if parts.query else "", ""))
-
-
-def redact_urls(text: str) -> str:
-    """The text with every URL in it passed through `redact_url`."""
-    return _URL.sub(lambda m: redact_url(m.group(0)), text)
 
 
 class UrlSecretFilter(logging.Filter):
