@@ -20,6 +20,7 @@ from cracktrader.clock import SystemClock
 from cracktrader.runs import events
 from cracktrader.runs.alerts import Alert, AlertDetails, AlertKind, RunAlerts
 from cracktrader.runs.sanitize import redact_url
+from cracktrader.settings import Settings
 from cracktrader.web.alerts.service import AlertService
 from cracktrader.web.alerts.webhook import WebhookPoster
 from web_support import LiveServer, app_client
@@ -273,3 +274,17 @@ def test_urls_lose_their_user_info_and_query_and_keep_the_rest() -> None:
     assert redact_url("https://hooks.example.com/a") == "https://hooks.example.com/a"
     assert redact_url("http://[::1]:9000/x?sig=1") == "http://[::1]:9000/x?***"
     assert json.dumps(redact_url("http://tok@h/")) == '"http://***@h/"'
+
+
+async def test_the_webhook_comes_from_CRACKTRADER_ALERT_WEBHOOK_and_its_url_shows_nowhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CRACKTRADER_ALERT_WEBHOOK", "https://bot:s3cr3t@hooks.example.com/a?key=s3cr3t")
+    monkeypatch.setenv("CRACKTRADER_ALERT_WEBHOOK_ATTEMPTS", "3")
+    settings = Settings()
+    service = AlertService.from_settings(settings, None, None)
+    assert service.webhook is not None and service.webhook.attempts == 3
+    assert service.webhook.shown_url == "https://***@hooks.example.com/a?***"
+    assert "s3cr3t" not in repr(settings) and "s3cr3t" not in repr(service.webhook)
+    await service.close()
+    assert AlertService.from_settings(Settings(alert_webhook=None), None, None).webhook is None
