@@ -268,6 +268,25 @@ async def test_a_reconciliation_the_venue_fails_before_trading_raises_reconcilia
     assert kinds == [AlertKind.RECONCILIATION_FAILED, AlertKind.SESSION_FAILED]
 
 
+async def test_a_running_reconciliation_that_fails_raises_reconciliation_failed_once_per_streak(
+    venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with alerting_server(target, venue, tmp_path) as server:
+        run = await server.running(venue, "OneRestingBuy")
+        venue.fail_next(2, 503, path="/api/v3/openOrders")  # the next two 30 s checks fail
+        await step_until(venue, lambda: not server.published.queue.empty(), "the 30 s check alerted")
+        assert run.live is not None
+        before = run.live.reconciliations
+        await step_until(venue, lambda: run.live is not None and run.live.reconciliations > before, "a check passed")
+
+        alerts = await server.stored(run)
+        assert [a.kind for a in alerts] == [AlertKind.RECONCILIATION_FAILED]  # the second failure is the same streak
+        assert alerts[0].details.code == "ExchangeNotAvailable" and "tried again" in alerts[0].message
+        assert "signature=" not in alerts[0].message  # the venue's URL is shown without its query
+        assert run.status == "running"
+        await server.registry.stop(run.run_id)
+
+
 async def test_a_session_that_fails_raises_session_failed_with_its_code(
     venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
 ) -> None:
