@@ -45,6 +45,7 @@ OUR_TABLES = {
     "live_orders",
     "live_fills",
     "exchange_credentials",
+    "alerts",
 }
 
 
@@ -99,21 +100,33 @@ def test_downgrading_to_0007_drops_only_the_live_tables(target: DatabaseTarget) 
 
     downgrade(target.url, "0007", connect_args=target.connect_args)
     assert current(target.url, connect_args=target.connect_args) == "0007"
-    assert tables(target) == OUR_TABLES - {"live_orders", "live_fills", "exchange_credentials"} | {"alembic_version"}
+    later = {"live_orders", "live_fills", "exchange_credentials", "alerts"}
+    assert tables(target) == OUR_TABLES - later | {"alembic_version"}
 
     upgrade(target.url, connect_args=target.connect_args)
     assert tables(target) == OUR_TABLES | {"alembic_version"}
     assert schema_diff(target) == []
 
 
-def test_downgrading_to_0009_drops_only_the_stored_credentials(target: DatabaseTarget) -> None:
+def test_downgrading_to_0009_drops_the_stored_credentials_and_the_alerts(target: DatabaseTarget) -> None:
     upgrade(target.url, connect_args=target.connect_args)
 
     downgrade(target.url, "0009", connect_args=target.connect_args)
-    assert tables(target) == OUR_TABLES - {"exchange_credentials"} | {"alembic_version"}
+    assert tables(target) == OUR_TABLES - {"exchange_credentials", "alerts"} | {"alembic_version"}
 
     upgrade(target.url, connect_args=target.connect_args)
     assert tables(target) == OUR_TABLES | {"alembic_version"}
+    assert schema_diff(target) == []
+
+
+def test_downgrading_to_0010_drops_only_the_alerts(target: DatabaseTarget) -> None:
+    upgrade(target.url, connect_args=target.connect_args)
+
+    downgrade(target.url, "0010", connect_args=target.connect_args)
+    assert current(target.url, connect_args=target.connect_args) == "0010"
+    assert tables(target) == OUR_TABLES - {"alerts"} | {"alembic_version"}
+
+    upgrade(target.url, connect_args=target.connect_args)
     assert schema_diff(target) == []
 
 

@@ -617,7 +617,7 @@ async def test_bad_channel_message_gets_an_error_message_not_a_dropped_socket(me
     assert error["channel"] == "error" and error["data"]["code"] == code and error["data"]["message"]
     assert ack["data"]["subscriptions"] == [{"channel": "equity", "symbol": None}]
     if code == "INVALID_CHANNEL":
-        assert error["data"]["details"]["accepted"] == ["equity", "orders", "status", "trades"]
+        assert error["data"]["details"]["accepted"] == ["alerts", "equity", "orders", "status", "trades"]
 
 
 # ------------------------------------------------------------------------------------------ origins

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     # Server leases: a run whose server has not renewed its lease for `server_lease_ttl_s` was cut short.
     server_heartbeat_s: float = Field(5.0, gt=0, le=3600)
     server_lease_ttl_s: float = Field(30.0, gt=0, le=86_400)
+    # Alerts are also POSTed (JSON) to this URL when set, retried with exponential backoff from
+    # `alert_webhook_backoff_s` up to `alert_webhook_attempts` times; it is never logged with its credentials.
+    alert_webhook: SecretStr | None = None
+    alert_webhook_attempts: int = Field(5, ge=1, le=20)
+    alert_webhook_backoff_s: float = Field(1.0, ge=0.0, le=600.0)
     # Run history and (later) users. Unprefixed DATABASE_URL is the conventional name hosting platforms set;
     # CRACKTRADER_DATABASE_URL wins when both are set. Empty means SQLite in data_dir (filled in below).
     database_url: str = Field(

@@ -39,6 +39,8 @@ from cracktrader.client.errors import (
     ValidationError,
 )
 from cracktrader.client.models import (
+    Alert,
+    AlertList,
     BacktestRequest,
     Balance,
     ChannelMessage,
@@ -79,6 +81,8 @@ from cracktrader.client.ws import AsyncChannelStream, AsyncEventStream, ChannelS
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "Alert",
+    "AlertList",
     "AsyncChannelStream",
     "AsyncCrackTraderAPI",
     "AsyncEventStream",

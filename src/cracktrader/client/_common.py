@@ -32,6 +32,7 @@ from cracktrader.client.errors import (
 )
 from cracktrader.client.models import (
     FINISHED_STATUSES,
+    AlertList,
     BacktestRequest,
     CheckResult,
     CredentialCheck,
@@ -367,6 +368,12 @@ def list_runs(
     """`GET /runs` with filters."""
     params = {"status": status, "mode": mode, "strategy": strategy, "symbol": symbol, "limit": limit, "offset": offset}
     return Call("GET", _path("/runs"), model(RunList), params={k: v for k, v in params.items() if v is not None})
+
+
+def alerts(run_id: str | None, kind: str | None, limit: int, offset: int) -> Call[AlertList]:
+    """`GET /alerts` with filters."""
+    params = {"run_id": run_id, "kind": kind, "limit": limit, "offset": offset}
+    return Call("GET", _path("/alerts"), model(AlertList), params={k: v for k, v in params.items() if v is not None})
 
 
 def get_run(run_id: str) -> Call[RunSummary]:

@@ -14,6 +14,7 @@ from cracktrader.client import _common as api
 from cracktrader.client._common import Call, ClientConfig
 from cracktrader.client.errors import NotFoundError, RunAlreadyActiveError
 from cracktrader.client.models import (
+    AlertList,
     BacktestRequest,
     CheckResult,
     CredentialCheck,
@@ -428,6 +429,12 @@ class AsyncCrackTraderAPI:
         """Run history, newest first, filtered by status, mode, strategy and symbol."""
         return await self._call(api.list_runs(status, mode, strategy, symbol, limit, offset))
 
+    async def alerts(
+        self, *, run_id: str | None = None, kind: str | None = None, limit: int = 50, offset: int = 0
+    ) -> AlertList:
+        """Alerts of your runs, newest first, filtered by run and kind (`GET /alerts`)."""
+        return await self._call(api.alerts(run_id, kind, limit, offset))
+
     async def get_run(self, run_id: str) -> RunSummary:
         """One run's record."""
         return await self._call(api.get_run(run_id))
@@ -477,7 +484,11 @@ class AsyncCrackTraderAPI:
         *,
         heartbeats: bool = False,
     ) -> AsyncChannelStream:
-        """`async for` over `(channel, data)` messages of `/ws` channels (status, orders, trades, equity)."""
+        """`async for` over `(channel, data)` messages of `/ws` channels (status, orders, trades, equity, alerts)."""
         return AsyncChannelStream(
             self._config, channels, symbol, heartbeats=heartbeats, open_timeout=self._config.timeout
         )
+
+    def stream_alerts(self, *, heartbeats: bool = False) -> AsyncChannelStream:
+        """Alerts as they are raised: the `alerts` channel of `/ws` (each message's `data` is an `Alert`'s fields)."""
+        return self.subscribe(("alerts",), heartbeats=heartbeats)

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = [
     "ACTIVE_STATUSES",
     "FINISHED_STATUSES",
+    "Alert",
+    "AlertList",
     "BacktestRequest",
     "Balance",
     "ChannelMessage",
@@ -343,6 +345,32 @@ class RunSummary(_Model):
     total_return: float | None = None
     metrics: dict[str, Any] | None = None
     rerun_of: str | None = None
+
+
+class Alert(_Model):
+    """Something a trader must see at once (`GET /alerts`, the `alerts` channel, the webhook).
+
+    `kind`: SESSION_HALTED, BALANCE_DRIFT, RATE_BANNED, ORDER_REJECTED_UNCONFIRMED, ORDER_REVIVED, EXTERNAL_ORDER,
+    STREAM_DISCONNECTED, RECONCILIATION_FAILED or SESSION_FAILED (a newer server may add kinds).
+    """
+
+    id: str
+    kind: str
+    severity: Literal["critical", "warning"] | str
+    run_id: str
+    user_id: int | None = None
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class AlertList(_Model):
+    """A page of alerts, newest first."""
+
+    items: list[Alert]
+    total: int
+    limit: int
+    offset: int
 
 
 class RunList(_Model):

@@ -29,10 +29,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "ALERT_SEVERITIES",
     "LIVE_INTENTS",
     "ROLES",
     "RUN_MODES",
     "RUN_STATUSES",
+    "AlertRecord",
     "ApiKeyRecord",
     "Base",
     "JSONType",
@@ -61,6 +63,7 @@ RUN_STATUSES: tuple[str, ...] = ("starting", "running", "completed", "failed", "
 ROLES: tuple[str, ...] = ("admin", "trader", "viewer")
 # Why a live order was sent: the strategy's signal, a stop-loss or take-profit the session manages, or a control.
 LIVE_INTENTS: tuple[str, ...] = ("signal", "stop_loss", "take_profit", "control", "adopted")
+ALERT_SEVERITIES: tuple[str, ...] = ("critical", "warning")
 
 # Deterministic constraint names: Alembic needs names to drop or alter constraints, and SQLite's batch mode
 # (table rebuilds) can only recreate constraints that have one.
@@ -402,6 +405,28 @@ class LiveFillRecord(Base):
     fee: Mapped[str] = mapped_column(Text)
     fee_currency: Mapped[str | None] = mapped_column(String(16))
     timestamp: Mapped[int] = mapped_column(BigInteger)  # ms, the venue's
+
+
+class AlertRecord(Base):
+    """One alert of a run, owned by the run's owner (copied when raised, so listing needs no join)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        CheckConstraint(f"severity IN ({_in(ALERT_SEVERITIES)})", name="severity"),
+        # Listing: an owner's alerts newest first, optionally of one run.
+        Index("ix_alerts_user_id_created_at", "user_id", "created_at"),
+        Index("ix_alerts_run_id_created_at", "run_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # No foreign key, as runs.user_id has none: an alert is a record of what happened and outlives run retention.
+    run_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class UserRecord(Base):

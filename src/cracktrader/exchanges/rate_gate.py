@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import ccxt
 
@@ -43,8 +43,16 @@ def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
 class RateGate:
     """When the next request to one exchange may go out, after its 429 and 418 answers."""
 
-    def __init__(self, clock: Clock, *, default_retry_s: float = DEFAULT_RETRY_S, ban_s: float = DEFAULT_BAN_S) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        default_retry_s: float = DEFAULT_RETRY_S,
+        ban_s: float = DEFAULT_BAN_S,
+        on_ban: Callable[[int], None] | None = None,
+    ) -> None:
         self._clock = clock
+        self._on_ban = on_ban  # told when a ban starts (not when a running one is extended), with its end (ms)
         self._default_retry_s = default_retry_s
         self._ban_s = ban_s
         self._until_ms = 0
@@ -62,7 +70,10 @@ class RateGate:
         # A later, shorter answer never shortens a wait already promised.
         self._until_ms = max(self._until_ms, until)
         if ban:
+            started = not self.banned
             self._banned_until_ms = max(self._banned_until_ms, until)
+            if started and self._on_ban is not None:
+                self._on_ban(self._banned_until_ms)
 
     def blocked_ms(self) -> int:
         """Milliseconds until a request may go out (0: now)."""

@@ -18,6 +18,7 @@ TRADE_EXECUTION = "trade_execution"
 ORDER_UPDATE = "order_update"
 EQUITY_UPDATE = "equity_update"
 ERROR = "error"
+ALERT = "alert"
 
 
 @dataclass(frozen=True)

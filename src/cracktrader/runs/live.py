@@ -32,6 +32,7 @@ from cracktrader.exchanges.client_ids import is_own, session_tag
 from cracktrader.exchanges.credentials import ExchangeCredentials, required_fields
 from cracktrader.exchanges.markets import rules_from_market
 from cracktrader.exchanges.order_calls import OrderCalls, RateGate
+from cracktrader.runs.alerts import AlertDetails, AlertKind, RunAlerts
 from cracktrader.runs.config import LiveConfig
 from cracktrader.runs.live_accounts import Account, Accounts, account_key
 from cracktrader.runs.sanitize import EXCHANGE_CONFIG_ALLOWLIST, exchange_client_config
@@ -51,6 +52,8 @@ CLOCK_EVERY_MS = 10 * 60_000
 REST_POLL_MS = 2_000
 # Between attempts to reopen the user-data socket.
 SOCKET_RETRY_MS = 1_000
+# A user-data socket down for longer than this raises an alert (once per outage).
+DISCONNECT_ALERT_MS = 60_000
 
 
 class LiveRequestError(UserInputError):
@@ -280,6 +283,7 @@ class LiveRuntime:
         on_event: Callable[[OrderEvent], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         accounts: Accounts | None = None,
+        alerts: RunAlerts | None = None,
     ) -> None:
         self.plan = plan
         self.accounts = accounts if accounts is not None else Accounts()
@@ -304,6 +308,11 @@ class LiveRuntime:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self.credentials_ready = asyncio.Event()
+        self.alerts = alerts or RunAlerts(None, run_id, None, clock)
+        self._unconfirmed: set[str] = set()  # orders last seen rejected_unconfirmed: any later state revives them
+        self._external_seen: set[str] = set()  # external orders already alerted on
+        self._reconcile_failing = False  # the last running reconciliation failed (alerted once per streak)
+        self._disconnect_alerted = False  # this outage of the user-data socket was alerted on
 
     # --- opening ------------------------------------------------------------------------------------------------
 
@@ -319,7 +328,7 @@ class LiveRuntime:
         self.client = make_async_exchange(exchange, plan.settings)
         for k, v in plan.credentials.items():
             setattr(self.client, k, v)
-        gate = RateGate(self.clock)
+        gate = RateGate(self.clock, on_ban=self._banned)
         self.calls = OrderCalls(self.client, exchange, clock=self.clock, gate=gate)
         try:
             markets = await self.client.load_markets()
@@ -354,11 +363,18 @@ class LiveRuntime:
         self.session.sim.reserve_ids(0)
         if stored is not None:
             self.orders.restore(stored.orders, stored.fills)
+            self._unconfirmed = {o.client_order_id for o in self.orders.ledger
+                                 if o.status is OrderStatus.REJECTED_UNCONFIRMED}  # fmt: skip
             self.session.sim.reserve_ids(self.orders.last_sequence)
             self._book_unbooked(stored)
         try:
             await self.reconcile(start=True)
         except ccxt.BaseError as exc:
+            self.alerts.raise_(
+                AlertKind.RECONCILIATION_FAILED,
+                f"Reconciliation with {exchange} before trading failed: {_short(exc)}; the session does not start",
+                AlertDetails(code=type(exc).__name__, error=_short(exc)),
+            )
             raise LiveCheckError("RECONCILIATION_FAILED", f"Reconciliation with {exchange} failed: {exc}") from exc
         self._balances(balance)
         where = plan.settings.exchange_options.get(exchange, {}).get("sandbox_base_url", "sandbox")
@@ -455,6 +471,7 @@ class LiveRuntime:
                 report.unconfirmed += 1
             if (order.status, order.filled_qty) != before:
                 report.updated += 1
+        external: list[dict[str, Any]] = []
         for symbol in self.session.symbols:
             for snap in await calls.open_orders(symbol):
                 cid = snap.get("clientOrderId")
@@ -465,6 +482,7 @@ class LiveRuntime:
                     report.adopted += 1
                 else:
                     report.external_orders += 1
+                    external.append(snap)
             since = orders.last_fill_ms(symbol)
             if since is None:
                 since = min((o.created_at for o in orders.ledger if o.symbol == symbol), default=None)
@@ -472,7 +490,23 @@ class LiveRuntime:
                 report.missed_fills += await orders.apply_trades(await calls.trades(symbol, since))
         self.report = report
         self.reconciliations += 1
+        self._alert_external(external)
         return report
+
+    def _alert_external(self, found: list[dict[str, Any]]) -> None:
+        """One alert for the orders on the account that are not the session's and were not alerted on before."""
+        new = [s for s in found if str(s.get("id")) not in self._external_seen]
+        if not new:
+            return
+        ids = [str(s.get("id")) for s in new]
+        self._external_seen.update(ids)
+        symbols = sorted({str(s.get("symbol")) for s in new})
+        self.alerts.raise_(
+            AlertKind.EXTERNAL_ORDER,
+            f"{len(ids)} order(s) on the account that this session did not place ({', '.join(symbols)}): left "
+            "untouched, but they share its balance",
+            AlertDetails(symbol=symbols[0] if len(symbols) == 1 else None, external_orders=ids),
+        )
 
     # --- balances -----------------------------------------------------------------------------------------------
 
@@ -498,6 +532,14 @@ class LiveRuntime:
             await self.settle(5.0)
             await self.reconcile(stale_ms=0)
             drift = await self._drift()
+        if drift and set(drift) != set(self.drift):
+            self.alerts.raise_(
+                AlertKind.BALANCE_DRIFT,
+                "The account's balance differs from what the session expects by more than a lot ("
+                + ", ".join(f"{k} {v:+g}" for k, v in sorted(drift.items()))
+                + "): no new entries until it is back",
+                AlertDetails(drift=dict(drift)),
+            )
         self.drift = drift
         gate = self.session.risk
         if drift:
@@ -613,6 +655,7 @@ class LiveRuntime:
             await self._poll_forever()
             return
         down = False
+        down_since = 0
         while True:
             try:
                 events = await getattr(client, method)()
@@ -621,15 +664,18 @@ class LiveRuntime:
             except Exception as exc:
                 if not down:
                     log.warning("live %s: %s dropped (%s); following orders over REST", self.run_id, method, exc)
+                    down_since = self.clock.now_ms()
                 down = True
                 self.socket_up = False
+                self._alert_disconnect(method, self.clock.now_ms() - down_since)
                 await self._rest_round()
                 await self.clock.sleep_until(self.clock.now_ms() + SOCKET_RETRY_MS)
                 continue
             if down:
                 down = False
                 self.socket_up = True
-                await self._guarded(self.reconcile(stale_ms=0))
+                self._disconnect_alerted = False
+                await self._reconcile_round(stale_ms=0)
             self.socket_up = True
             await self._guarded(handle(events))
 
@@ -639,7 +685,46 @@ class LiveRuntime:
             await self.clock.sleep_until(self.clock.now_ms() + REST_POLL_MS)
 
     async def _rest_round(self) -> None:
-        await self._guarded(self.reconcile(stale_ms=0))
+        await self._reconcile_round(stale_ms=0)
+
+    async def _reconcile_round(self, *, stale_ms: int) -> None:
+        """A running reconciliation; the first failure of a streak raises an alert, the next round tries again."""
+        try:
+            await self.reconcile(stale_ms=stale_ms)
+        except asyncio.CancelledError:
+            raise
+        except CracktraderError:
+            raise
+        except Exception as exc:
+            log.warning("live %s: reconciliation failed: %s", self.run_id, _short(exc))
+            if not self._reconcile_failing:
+                self.alerts.raise_(
+                    AlertKind.RECONCILIATION_FAILED,
+                    f"Reconciliation with {plan_exchange(self.plan)} failed: {_short(exc)}; it is tried again",
+                    AlertDetails(code=type(exc).__name__, error=_short(exc)),
+                )
+            self._reconcile_failing = True
+            return
+        self._reconcile_failing = False
+
+    def _alert_disconnect(self, method: str, down_ms: int) -> None:
+        """Alert once per outage when the user-data socket has been down for more than DISCONNECT_ALERT_MS."""
+        if down_ms <= DISCONNECT_ALERT_MS or self._disconnect_alerted:
+            return
+        self._disconnect_alerted = True
+        self.alerts.raise_(
+            AlertKind.STREAM_DISCONNECTED,
+            f"The user-data stream ({method}) has been down for {down_ms // 1000} s; orders are followed over REST",
+            AlertDetails(stream=method, down_ms=down_ms),
+        )
+
+    def _banned(self, until_ms: int) -> None:
+        self.alerts.raise_(
+            AlertKind.RATE_BANNED,
+            f"{plan_exchange(self.plan)} banned this client (418) for {(until_ms - self.clock.now_ms()) // 1000} s: "
+            "nothing is sent until it ends",
+            AlertDetails(banned_until_ms=until_ms),
+        )
 
     async def _on_orders(self, events: list[dict[str, Any]]) -> None:
         assert self.orders is not None
@@ -656,7 +741,7 @@ class LiveRuntime:
         last_clock = self.clock.now_ms()
         while True:
             await self.clock.sleep_until(self.clock.now_ms() + RECONCILE_EVERY_MS)
-            await self._guarded(self.reconcile(stale_ms=STALE_ORDER_MS))
+            await self._reconcile_round(stale_ms=STALE_ORDER_MS)
             await self._guarded(self.check_balances())
             if self.clock.now_ms() - last_clock >= CLOCK_EVERY_MS and self.calls is not None:
                 last_clock = self.clock.now_ms()
@@ -711,9 +796,33 @@ class LiveRuntime:
             self.account = None
 
     def _event(self, event: OrderEvent) -> None:
+        self._alert_order(event)
         self.session.order_changed(event)
         if self._on_event is not None:
             self._on_event(event)
+
+    def _alert_order(self, event: OrderEvent) -> None:
+        """An order that became `rejected_unconfirmed`, or that the venue showed after it had (off the watch list)."""
+        cid = event.order_id
+        if event.status is OrderStatus.REJECTED_UNCONFIRMED:
+            if cid not in self._unconfirmed:
+                self._unconfirmed.add(cid)
+                self.alerts.raise_(
+                    AlertKind.ORDER_REJECTED_UNCONFIRMED,
+                    f"{event.side} {event.amount:g} {event.symbol} ({cid}) got no answer and was not found on the "
+                    "exchange after 30 s: treated as not placed, and watched for 24 h",
+                    AlertDetails(symbol=event.symbol, client_order_id=cid, status=str(event.status),
+                                 reason=event.reason),
+                )  # fmt: skip
+        elif cid in self._unconfirmed:
+            self._unconfirmed.discard(cid)
+            self.alerts.raise_(
+                AlertKind.ORDER_REVIVED,
+                f"{event.side} {event.amount:g} {event.symbol} ({cid}), given up as rejected_unconfirmed, is on the "
+                f"exchange after all: it is {event.status} (filled {event.filled:g})",
+                AlertDetails(symbol=event.symbol, client_order_id=cid, exchange_order_id=event.exchange_order_id,
+                             status=str(event.status)),
+            )  # fmt: skip
 
     def reasons(self) -> list[str]:
         """Why the venue link degrades the session: a rate ban (nothing is sent until it ends)."""

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "EXCHANGE_CONFIG_ALLOWLIST",
@@ -23,6 +24,8 @@ __all__ = [
     "exchange_client_config",
     "looks_secret",
     "redact",
+    "redact_url",
+    "redact_urls",
 ]
 
 REDACTED = "***"
@@ -355,3 +358,27 @@ def _fit(out: dict[str, Any], budget: _Budget) -> None:
             total -= cost
             omitted += 1
         out["config_omitted_keys"] = omitted
+
+
+# A URL inside free text (an error message, a log line).
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials: its user info and its query (webhook tokens live in both) become `***`."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return REDACTED  # not a URL we can take apart: show none of it
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    if parts.username is not None or parts.password is not None:
+        netloc = f"{REDACTED}@{netloc}"
+    return urlunsplit((parts.scheme, netloc, parts.path, REDACTED if parts.query else "", ""))
+
+
+def redact_urls(text: str) -> str:
+    """The text with every URL in it passed through `redact_url`."""
+    return _URL.sub(lambda m: redact_url(m.group(0)), text)

@@ -39,6 +39,7 @@ from cracktrader.errors import CracktraderError
 from cracktrader.exchanges.credentials import ExchangeCredentials
 from cracktrader.periodic import Periodic
 from cracktrader.runs import events
+from cracktrader.runs.alerts import AlertDetails, AlertKind, AlertSink, RunAlerts
 from cracktrader.runs.config import LiveConfig, record_fields, redact
 from cracktrader.runs.document import now_iso, order_rows_to_dicts
 from cracktrader.runs.errors import RunNotFoundError
@@ -117,6 +118,8 @@ class LiveRun:
     fenced: bool = False  # another server took the session over: this one stopped driving it
     resumed: bool = False  # taken over from a server that died
     record: Callable[[], None] | None = None  # writes and publishes what a control action (cancel, close) changed
+    alerts: RunAlerts | None = None  # the session's alerts, raised to the registry's sink
+    halted: bool = False  # the risk gate's halt as last seen: a new halt raises an alert once
     orders: PaperOrders | None = None  # the session's orders in the one order model, for the `orders` channel
     live: LiveRuntime | None = None  # a live session's link to the venue (its orders are the venue's)
     live_stored: Any = None  # a resumed live session's stored orders and fills, restored when it opens
@@ -309,8 +312,10 @@ class SessionRegistry:
         bus: events.EventBus | None = None,
         server_id: str | None = None,
         lease_now: Callable[[], datetime] | None = None,
+        alerts: AlertSink | None = None,
     ) -> None:
         self.settings = settings
+        self.alerts = alerts  # where the sessions' alerts go (the server's AlertService)
         self.store = store
         # Sessions are owned under this server's lease (renewed by the run manager's heartbeat): if it lapses,
         # another server takes them over and resumes them.
@@ -399,6 +404,7 @@ class SessionRegistry:
             },
         }
         run = LiveRun(run_id, user_id, cfg, plan, self.clock)
+        run.alerts = RunAlerts(self.alerts, run_id, user_id, self.clock)
         if self.store is not None:
             await self.store.create(
                 run_id=run_id,
@@ -447,7 +453,7 @@ class SessionRegistry:
                 self._fence(run)
 
         return LiveRuntime(plan, run_id=run.run_id, token=token, store=LiveOrderStore(self.store.engine),
-                           clock=self.clock, on_event=on_event, on_error=on_error,
+                           clock=self.clock, on_event=on_event, on_error=on_error, alerts=run.alerts,
                            accounts=self.accounts)  # fmt: skip
 
     def get(self, run_id: str, *, owner: int | None = None) -> LiveRun:
@@ -495,6 +501,7 @@ class SessionRegistry:
                 if not plan.replay:
                     run.record_lag(batch)
                 self._changed(run, equity=True)
+                self._check_halt(run)
                 self._publish(run)
 
             self._publish(run)
@@ -535,7 +542,27 @@ class SessionRegistry:
             return
         run.results = results
         run.status, run.end_time, run.ended_at = outcome, end_time, time.monotonic()
+        if outcome == "failed" and run.alerts is not None:
+            run.alerts.raise_(
+                AlertKind.SESSION_FAILED,
+                f"Session {run.run_id} failed: {run.error}",
+                AlertDetails(code=run.error_code, error=run.error),
+            )
         self._publish(run)
+
+    def _check_halt(self, run: LiveRun) -> None:
+        """Raise an alert when the session's risk gate has just halted it (once per halt)."""
+        risk = run.plan.session.risk
+        halted = risk is not None and risk.halted
+        if halted and not run.halted and risk is not None and run.alerts is not None:
+            reasons = sorted(str(r) for r in risk.condition.reasons)
+            run.alerts.raise_(
+                AlertKind.SESSION_HALTED,
+                f"Session {run.run_id} is halted ({', '.join(reasons)}): only orders that reduce a position go out "
+                "until it is resumed or the UTC day ends",
+                AlertDetails(reason=", ".join(reasons)),
+            )
+        run.halted = halted
 
     # Rows, fencing and takeover ----------------------------------------------------------------------------
     def _record(self, run: LiveRun) -> None:
@@ -648,10 +675,26 @@ class SessionRegistry:
                         await self.rows.fail(
                             orphan.run_id, token, error=f"resume failed: {message}", now=self.lease_now()
                         )
+                    await self._resume_failed(orphan.run_id, exc, message)
                     continue
                 resumed.append(orphan.run_id)
                 log.info("Resumed session %s (fencing token %d)", orphan.run_id, token)
         return resumed
+
+    async def _resume_failed(self, run_id: str, exc: BaseException, message: str) -> None:
+        """Raise SESSION_FAILED for a session that could not be resumed, to its run's owner."""
+        if self.alerts is None or self.store is None:
+            return
+        try:
+            summary = await self.store.get(run_id)
+        except Exception:
+            summary = None
+        code = exc.code if isinstance(exc, CracktraderError) else "INTERNAL_ERROR"
+        RunAlerts(self.alerts, run_id, None if summary is None else summary.user_id, self.clock).raise_(
+            AlertKind.SESSION_FAILED,
+            f"Session {run_id} could not be resumed after a restart: {message}",
+            AlertDetails(code=code, error=f"resume failed: {message}"),
+        )
 
     async def _resume(self, run_id: str, token: int) -> LiveRun:
         """Rebuild a session from its rows and drive it on: the missed candles first, then live ones."""
@@ -669,6 +712,9 @@ class SessionRegistry:
         keys = await self._stored_credentials(config, summary.user_id) if config.mode == "live" else None
         plan = await asyncio.to_thread(self._rebuild, config, stored, pinned, keys, min(decided, default=None))
         run = LiveRun(run_id, summary.user_id, cfg, plan, self.clock, start_time=stored.start_time)
+        run.alerts = RunAlerts(self.alerts, run_id, summary.user_id, self.clock)
+        risk = plan.session.risk
+        run.halted = risk is not None and risk.halted  # a halt it was stored with was told already
         run.token, run.resumed = token, True
         run.recorder = SessionRecorder(run_id, plan.session, exchange=config.exchange, quote=plan.quote)
         run.recorder.resume_from(plan.session.bars)

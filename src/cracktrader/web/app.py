@@ -23,6 +23,8 @@ from cracktrader.runs.events import EventBus
 from cracktrader.runs.registry import RunRegistry
 from cracktrader.runs.sessions import SessionRegistry
 from cracktrader.settings import Settings, get_settings
+from cracktrader.web.alerts.router import router as alerts_router
+from cracktrader.web.alerts.service import AlertService
 from cracktrader.web.auth.deps import (
     AuthState,
     authorize_request,
@@ -118,7 +120,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     manager.on_finish(lambda outcome, mode: app.state.request_metrics.runs.labels(mode, outcome).inc())
     app.state.manager = manager
-    sessions = SessionRegistry(settings, store=store, bus=bus, server_id=manager.server_id)
+    from cracktrader.db.alert_store import AlertStore
+
+    alerts = AlertService.from_settings(settings, AlertStore(store.engine), bus)
+    alerts.bind(asyncio.get_running_loop())
+    app.state.alerts = alerts
+    sessions = SessionRegistry(settings, store=store, bus=bus, server_id=manager.server_id, alerts=alerts)
     sessions.credentials = app.state.credential_store
     manager.sessions = sessions
     app.state.sessions = sessions
@@ -140,6 +147,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         warm.cancel()
         await sessions.close()  # each session saves what it has
+        await alerts.close()  # what the stops raised is still stored and posted
         await app.state.auth.close()
         await manager.close()
         app.state.page_encoder.close()
@@ -214,6 +222,7 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
         catalog_router,
         meta_router,
         metrics_router,
+        alerts_router,
     ):
         protected.include_router(router)
     streams = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)

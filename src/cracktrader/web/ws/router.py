@@ -30,8 +30,15 @@ CHANNELS = {
     events.TRADE_EXECUTION: "trades",
     events.ORDER_UPDATE: "orders",
     events.EQUITY_UPDATE: "equity",
+    events.ALERT: "alerts",
 }
-STATUS_STREAM_TYPES = frozenset({events.STATUS_UPDATE, events.TRADE_EXECUTION, events.ERROR})
+CHANNEL_NAMES = "status, orders, trades, equity or alerts"
+STATUS_STREAM_TYPES = frozenset({events.STATUS_UPDATE, events.TRADE_EXECUTION, events.ERROR, events.ALERT})
+
+
+def owns_alert(principal: Any, event: events.Event) -> bool:
+    """Whether a connection may receive an alert: auth off, admins, and the owner of the alert's run."""
+    return principal is None or principal.is_admin or event.user_id == principal.user_id
 
 
 async def _send(ws: WebSocket, message: dict[str, Any] | str) -> bool:
@@ -97,10 +104,10 @@ async def _serve(ws: WebSocket, stream: str, sub: events.Subscription, forward: 
 
 @router.websocket("/ws/status")
 async def status_stream(ws: WebSocket) -> None:
-    """A snapshot on connect, then status_update, trade_execution and error events, plus heartbeats.
+    """A snapshot on connect, then status_update, trade_execution, error and alert events, plus heartbeats.
 
     Without `run_id`: the caller's runner slot. `?run_id=ID`: one run (backtest or session); `?run_id=*`: all of
-    the caller's runs on this server.
+    the caller's runs on this server. Alerts of all the caller's runs come without a filter and with `*`.
     """
     if not await ws.app.state.authorize_websocket(ws):
         return
@@ -134,6 +141,8 @@ async def status_stream(ws: WebSocket) -> None:
     def wanted(event: events.Event) -> bool:
         """The slot's run without a filter; one run, or all of the caller's, with one."""
         run_id = event.payload.get("run_id")
+        if event.type == events.ALERT:
+            return owns_alert(view.principal, event) and (follow in (None, "*") or run_id == follow)
         if follow is None:
             if run_id is None:  # a reset slot's idle status
                 return event.type == events.STATUS_UPDATE and event.user_id == slot.user_id
@@ -233,7 +242,7 @@ class ChannelSession:
         if not channels or not all(isinstance(c, str) for c in channels):
             await self.error(
                 "INVALID_CHANNEL",
-                "Name a channel: status, orders, trades or equity",
+                f"Name a channel: {CHANNEL_NAMES}",
                 accepted=sorted(set(CHANNELS.values())),
             )
             return
@@ -241,7 +250,7 @@ class ChannelSession:
         if unknown:
             await self.error(
                 "INVALID_CHANNEL",
-                f"Unknown channel(s) {unknown}; use status, orders, trades or equity",
+                f"Unknown channel(s) {unknown}; use {CHANNEL_NAMES}",
                 accepted=sorted(set(CHANNELS.values())),
             )
             return
@@ -283,7 +292,7 @@ class ChannelSession:
 
 @router.websocket("/ws")
 async def channel_stream(ws: WebSocket) -> None:
-    """Subscribe to status, orders, trades and equity; messages are `{"channel", "data"}`."""
+    """Subscribe to status, orders, trades, equity and alerts; messages are `{"channel", "data"}`."""
     if not await ws.app.state.authorize_websocket(ws):
         return
     view = RunView(ws)
@@ -296,6 +305,8 @@ async def channel_stream(ws: WebSocket) -> None:
         channel = CHANNELS.get(event.type)
         if channel is None or not session.wants(channel, event.payload.get("symbol")):
             return True
+        if event.type == events.ALERT:
+            return not owns_alert(view.principal, event) or await _send(ws, {"channel": channel, "data": event.payload})
         if not await view.sees(event.payload.get("run_id")):
             if channel != "status":
                 return True

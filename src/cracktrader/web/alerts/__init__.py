@@ -1,0 +1,1 @@
+"""Alerts: `GET /alerts`, the `alerts` stream channel and the webhook."""
