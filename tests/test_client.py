@@ -585,7 +585,7 @@ async def test_async_client_round_trips_a_backtest_and_maps_errors() -> None:
             assert (await api.reset()).status == "idle"
             with pytest.raises(InvalidSymbolError):
                 await api.start_backtest(YEAR_1H, symbols=["BTCUSD"])
-            with pytest.raises(ValidationError, match="sandbox: true"):
+            with pytest.raises(ValidationError, match="synthetic exchange has no orders"):
                 await api.start_live(
                     strategy_name="TestStrategy", symbols=["BTC/USDT"], exchange="synthetic", mode="live"
                 )

@@ -135,7 +135,7 @@ async def test_sessions_over_the_limit_are_refused_with_409_session_limit() -> N
 @pytest.mark.parametrize(
     ("body", "status", "code", "text"),
     [
-        ({**LIVE, "mode": "live"}, 422, "INVALID_LIVE_REQUEST", "sandbox: true"),
+        ({**LIVE, "mode": "live"}, 422, "INVALID_LIVE_REQUEST", "synthetic exchange has no orders"),
         ({**LIVE, "exchange": "binanse"}, 400, "UNKNOWN_EXCHANGE", "Did you mean binance"),
         (
             {**REPLAY, "exchange_config": {"paper": {**REPLAY["exchange_config"]["paper"], "fill_model": "quote"}}},  # type: ignore[index]

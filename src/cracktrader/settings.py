@@ -6,7 +6,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     max_live_sessions: int = Field(10, ge=1, le=10_000)
     # A live session does not start when the exchange's clock is further than this from ours (median of samples).
     max_clock_skew_ms: int = Field(1_000, ge=1, le=600_000)
+    # Real money (live sessions off the exchange's sandbox) only when the server's operator says so.
+    live_trading: Literal["disabled", "enabled"] = "disabled"
+    # A live session on a venue without a dead man's switch, down longer than this, cancels its resting orders
+    # before its strategy runs again.
+    max_offline_s: float = Field(300.0, gt=0, le=86_400 * 7)
     # Backtests (and sweeps) run in this many worker processes at once; more wait in a queue, in order.
     max_concurrent_backtests: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     # Backtests that may wait for a worker; one more is refused (409 QUEUE_FULL): each waiting run holds memory.

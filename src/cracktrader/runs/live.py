@@ -48,6 +48,10 @@ RECONCILE_EVERY_MS = 30_000
 STALE_ORDER_MS = 10_000
 # The clock offset is measured again this often and given to ccxt.
 CLOCK_EVERY_MS = 10 * 60_000
+# The dead man's switch (ccxt's cancelAllOrdersAfter): the venue cancels the session's orders this long after the
+# last refresh, refreshed three times within it.
+DEAD_MAN_TIMEOUT_MS = 60_000
+DEAD_MAN_REFRESH_MS = 20_000
 # While the user-data socket is down, orders are followed over REST this often.
 REST_POLL_MS = 2_000
 # Between attempts to reopen the user-data socket.
@@ -61,6 +65,18 @@ class LiveRequestError(UserInputError):
 
     code = "INVALID_LIVE_REQUEST"
     status_code = 422
+
+
+class LiveTradingDisabledError(CracktraderError):
+    """A real-money live request on a server where the operator has not enabled real money."""
+
+    code = "LIVE_TRADING_DISABLED"
+    status_code = 403
+
+
+# Of `exchange_config.risk`, what a real-money session must set beyond its capital: a cap on its size, a cap on
+# its daily loss (either of each pair).
+REAL_MONEY_LIMITS = (("max_position_notional", "max_order_notional"), ("daily_loss_limit", "daily_loss_fraction"))
 
 
 class LiveCheckError(CracktraderError):
@@ -104,9 +120,10 @@ def prepare_live(
     """
     base = settings or get_settings()
     ec = config.exchange_config
-    exchange, limits, capital = check_live_request(config)
+    exchange, limits, capital = check_live_request(config, base)
     credentials = stored_credentials(exchange, ec, stored)
-    run_settings = sandbox_settings(base, exchange)
+    # The exchange's test network only when asked for: a real-money session talks to the real one.
+    run_settings = sandbox_settings(base, exchange) if ec.get("sandbox") is True else base
     tf = parse_timeframe(config.timeframe)
     quote = _quote(config.symbols)
     symbols = tuple(config.symbols)
@@ -126,15 +143,9 @@ def prepare_live(
                     credentials=credentials, settings=run_settings)  # fmt: skip
 
 
-def check_live_request(config: LiveConfig) -> tuple[str, RiskLimits, float]:
+def check_live_request(config: LiveConfig, settings: Settings | None = None) -> tuple[str, RiskLimits, float]:
     """What a live request must say before anything is opened or built: its exchange id, risk limits, capital."""
     ec = config.exchange_config
-    if ec.get("sandbox") is not True:
-        raise LiveRequestError(
-            "Live trading needs exchange_config.sandbox: true for now (real money comes in a later release); "
-            "inline keys are accepted only with the exchange's sandbox",
-            details={"field": "exchange_config.sandbox", "accepted": [True]},
-        )
     exchange = config.exchange.strip().lower()
     if exchange == "synthetic":
         raise LiveRequestError(
@@ -142,6 +153,14 @@ def check_live_request(config: LiveConfig) -> tuple[str, RiskLimits, float]:
             "(use mode paper with synthetic)",
             details={"field": "exchange"},
         )
+    sandbox = ec.get("sandbox", False)
+    if not isinstance(sandbox, bool):
+        raise LiveRequestError(
+            "exchange_config.sandbox is true (the exchange's test environment) or false (real money)",
+            details={"field": "exchange_config.sandbox", "accepted": [True, False]},
+        )
+    if not sandbox:
+        _check_real_money(ec, settings or get_settings())
     derivatives = [s for s in config.symbols if ":" in s]
     if derivatives:
         raise LiveCheckError(
@@ -160,6 +179,31 @@ def check_live_request(config: LiveConfig) -> tuple[str, RiskLimits, float]:
             details={"field": "exchange_config.risk.capital"},
         )
     return exchange, limits, float(limits.capital)
+
+
+def _check_real_money(ec: dict[str, Any], settings: Settings) -> None:
+    """A real-money request: enabled on this server, on stored credentials, with size and loss limits set."""
+    if settings.live_trading != "enabled":
+        raise LiveTradingDisabledError(
+            "Real-money trading is disabled on this server: its operator enables it with "
+            "CRACKTRADER_LIVE_TRADING=enabled (use exchange_config.sandbox: true for the exchange's test environment)",
+            details={"setting": "CRACKTRADER_LIVE_TRADING", "accepted": ["enabled"]},
+        )
+    if stored_credentials_name(ec) is None:
+        raise LiveRequestError(
+            "Real-money sessions use stored credentials only (so that a restart can resume them): store them with "
+            'POST /api/v1/credentials or `cracktrader credentials add`, then name them: "credentials": "NAME"',
+            details={"field": "exchange_config.credentials"},
+        )
+    raw = ec.get("risk")
+    risk: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    missing = [" or ".join(pair) for pair in REAL_MONEY_LIMITS if all(risk.get(k) is None for k in pair)]
+    if missing:
+        raise LiveRequestError(
+            "A real-money session needs its risk limits set in exchange_config.risk beyond its capital: "
+            + "; ".join(missing),
+            details={"field": "exchange_config.risk", "missing": missing},
+        )
 
 
 def stored_credentials_name(exchange_config: dict[str, Any]) -> str | None:
@@ -304,6 +348,10 @@ class LiveRuntime:
         self.socket_up = False
         self.balances: dict[str, float] = {}
         self.drift: dict[str, float] = {}
+        self.free: dict[str, float] = {}  # the account's free balances at the last read
+        self.last_alive_ms: int | None = None  # a resumed session: when its last server last saw it (session clock)
+        self.dead_man = "off"  # armed | unsupported | failed
+        self.offline_cancels = 0  # resting orders cancelled at a resume that came too late for them
         self.clock_offset_ms: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -377,9 +425,42 @@ class LiveRuntime:
             )
             raise LiveCheckError("RECONCILIATION_FAILED", f"Reconciliation with {exchange} failed: {exc}") from exc
         self._balances(balance)
-        where = plan.settings.exchange_options.get(exchange, {}).get("sandbox_base_url", "sandbox")
+        entry = plan.settings.exchange_options.get(exchange, {})
+        where = entry.get("sandbox_base_url", "sandbox") if entry.get("sandbox") else "live"
         self._account_key = account_key(exchange, plan.credentials, str(where))
         self.account = self.accounts.join(self._account_key, self, self.balances, self.held())
+        await self._arm_dead_man()
+        if self.dead_man != "armed":
+            await self._cancel_if_offline_too_long(plan.settings.max_offline_s)
+
+    async def _arm_dead_man(self) -> None:
+        """Arm the venue's dead man's switch where ccxt has one: if this server goes silent, the venue cancels."""
+        if not self.client.has.get("cancelAllOrdersAfter"):
+            self.dead_man = "unsupported"
+            return
+        try:
+            await self.client.cancel_all_orders_after(DEAD_MAN_TIMEOUT_MS)
+        except Exception as exc:
+            log.warning("live %s: the dead man's switch could not be armed: %s", self.run_id, _short(exc))
+            self.dead_man = "failed"
+            return
+        self.dead_man = "armed"
+
+    async def _cancel_if_offline_too_long(self, max_offline_s: float) -> None:
+        """A resumed session down longer than `max_offline_s` on a venue without a dead man's switch: its resting
+        orders were decided on a market that has moved; cancel them before the strategy runs again."""
+        assert self.orders is not None
+        if self.last_alive_ms is None:
+            return
+        offline_ms = self.clock.now_ms() - self.last_alive_ms
+        if offline_ms <= max_offline_s * 1000:
+            return
+        working = [o.client_order_id for o in self.orders.ledger.open_orders() if o.is_working]
+        log.warning("live %s: down %.0f s (over %.0f s, no dead man's switch): cancelling %d resting orders",
+                    self.run_id, offline_ms / 1000, max_offline_s, len(working))  # fmt: skip
+        for cid in working:
+            await self.orders.cancel(cid)
+        self.offline_cancels = len(working)
 
     def _book_unbooked(self, stored: StoredLive) -> None:
         """Book into the restored simulator the fills stored after its last saved bar (they are in order)."""
@@ -513,6 +594,8 @@ class LiveRuntime:
     def _balances(self, balance: dict[str, Any]) -> None:
         total = balance.get("total") or {}
         self.balances = {k: float(v) for k, v in total.items() if isinstance(v, int | float)}
+        free = balance.get("free") or {}
+        self.free = {k: float(v) for k, v in free.items() if isinstance(v, int | float)}
 
     def held(self) -> dict[str, float]:
         """What the session holds of each base asset (the sum over its symbols of that base)."""
@@ -584,6 +667,20 @@ class LiveRuntime:
             asyncio.create_task(self._watch_trades(), name=f"live-trades-{self.run_id}"),
             asyncio.create_task(self._periodic(), name=f"live-check-{self.run_id}"),
         ]
+        if self.dead_man == "armed":
+            self._loops.append(asyncio.create_task(self._refresh_dead_man(), name=f"live-dms-{self.run_id}"))
+
+    async def _refresh_dead_man(self) -> None:
+        while True:
+            await self.clock.sleep_until(self.clock.now_ms() + DEAD_MAN_REFRESH_MS)
+            try:
+                await self.client.cancel_all_orders_after(DEAD_MAN_TIMEOUT_MS)
+                self.dead_man = "armed"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next refresh tries again; the venue's timer still runs meanwhile
+                log.warning("live %s: the dead man's switch refresh failed: %s", self.run_id, _short(exc))
+                self.dead_man = "failed"
 
     def pump(self) -> None:
         """Send what the strategy decided in the bar just processed (each send waits its own turn)."""
@@ -778,6 +875,12 @@ class LiveRuntime:
         # The answers may say filled before their trades are booked (a push still on its way, a fetch that came
         # early): one last look, so the session's final results hold every fill of its stop.
         await self._guarded(self.reconcile(stale_ms=0))
+        # The venue's timer is the account's: it ends with the last of this server's sessions on that account.
+        last_on_account = self.account is None or self.account.members == [self]
+        if self.dead_man == "armed" and last_on_account:
+            with contextlib.suppress(Exception):
+                await self.client.cancel_all_orders_after(0)
+            self.dead_man = "off"
 
     async def close(self) -> None:
         """Stop the loops and close the client."""
@@ -824,6 +927,21 @@ class LiveRuntime:
                              status=str(event.status)),
             )  # fmt: skip
 
+    def echo(self) -> dict[str, Any]:
+        """What the session will do: where, with how much of the account, under which limits (the start's answer)."""
+        session = self.session
+        quote = self.plan.quote
+        return {
+            "exchange": plan_exchange(self.plan),
+            "sandbox": bool((self.plan.settings.exchange_options.get(plan_exchange(self.plan)) or {}).get("sandbox"))
+            if self.plan.settings is not None
+            else False,
+            "capital": self.plan.capital,
+            "quote": quote,
+            "tradable_balance": self.free.get(quote) if self.free else None,
+            "risk": None if session.risk is None else session.risk.limits.model_dump(),
+        }
+
     def reasons(self) -> list[str]:
         """Why the venue link degrades the session: a rate ban (nothing is sent until it ends)."""
         gate = None if self.calls is None else self.calls.gate
@@ -842,6 +960,8 @@ class LiveRuntime:
             "unknown_orders": [] if orders is None else [o.client_order_id for o in orders.unknown_orders()],
             "watch_list": [] if orders is None else sorted(orders.watch_until),
             "awaiting_credentials": self.awaiting_credentials,
+            "dead_man_switch": self.dead_man,
+            "offline_cancels": self.offline_cancels,
         }
 
 

@@ -63,6 +63,8 @@ from cracktrader.strategies.pinning import pin, pinned_class
 from cracktrader.strategies.registry import load_registry
 
 log = logging.getLogger(__name__)
+# How long a real-money start waits for its checks (markets, keys, clock, balance, reconciliation) to answer.
+REAL_MONEY_ECHO_WAIT_S = 30.0
 
 # No closed candle for a whole timeframe plus this long: the session's data is stale.
 STALE_AFTER_S = STALE_AFTER_MS / 1000
@@ -123,6 +125,7 @@ class LiveRun:
     orders: PaperOrders | None = None  # the session's orders in the one order model, for the `orders` channel
     live: LiveRuntime | None = None  # a live session's link to the venue (its orders are the venue's)
     live_stored: Any = None  # a resumed live session's stored orders and fills, restored when it opens
+    checked: asyncio.Event = field(default_factory=asyncio.Event)  # a live session's checks ended (either way)
     _trades_published: int = 0  # fills published as trades (numbered from 1, as the results' trades are)
     _rows_published: int = 0  # order rows already looked at for fills to publish
     _rows_summed: int = 0  # order rows already counted in the totals below
@@ -370,7 +373,7 @@ class SessionRegistry:
         name = stored_credentials_name(config.exchange_config)
         if name is None:
             return None
-        check_live_request(config)  # a request refused anyway is refused before the keys are opened
+        check_live_request(config, self.settings)  # a request refused anyway is refused before the keys are opened
         if self.credentials is None:
             assert self.store is not None
             self.credentials = CredentialStore(self.store.engine, SecretBox.from_settings(self.settings))
@@ -430,8 +433,16 @@ class SessionRegistry:
         self.runs[run_id] = run
         run.task = asyncio.create_task(self._drive(run), name=f"session-{run_id}")
         if run.live is not None:
-            return {"run_id": run_id, "status": "starting",
-                    "message": "Live session checking the exchange; watch /runs/{id}/status"}  # fmt: skip
+            if config.exchange_config.get("sandbox") is not True:
+                # Real money: answer once the checks have read the account, with what the session will do.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(run.checked.wait(), REAL_MONEY_ECHO_WAIT_S)
+                if run.status == "failed":
+                    raise LiveCheckError(run.error_code or "LIVE_CHECK_FAILED", run.error or "The checks failed",
+                                         details={"run_id": run_id})  # fmt: skip
+            return {"run_id": run_id, "status": run.status, "live": run.live.echo(),
+                    "message": "Live session checking the exchange; watch /runs/{id}/status"
+                    if run.status == "starting" else "Live session running; watch /runs/{id}/status"}  # fmt: skip
         return {"run_id": run_id, "status": "running", "message": "Paper session started; watch /runs/{id}/status"}
 
     def _runtime(self, run: LiveRun, plan: LivePlan) -> LiveRuntime:
@@ -510,7 +521,10 @@ class SessionRegistry:
                 for batch in plan.history:
                     plan.session.warm(batch.timestamp, batch.candles)
                 plan.history = []
-                await live.open(run.live_stored)
+                try:
+                    await live.open(run.live_stored)
+                finally:
+                    run.checked.set()
                 run.status = "running"
                 self._publish(run)
                 live.start()
@@ -722,6 +736,13 @@ class SessionRegistry:
         if isinstance(plan, LivePlan):
             run.live = self._runtime(run, plan)
             run.live_stored = live_stored
+            assert live_stored is not None
+            # When its last server last saw it: its last saved bar's close, its last order change or fill.
+            seen = [o.updated_at or o.created_at for o, _, _ in live_stored.orders]
+            seen += [f.timestamp for f in live_stored.fills]
+            if stored.last_bar_ts is not None:
+                seen.append(plan.timeframe.next(stored.last_bar_ts))
+            run.live.last_alive_ms = max(seen, default=None)
             run.status = "starting"
         else:
             run.orders = PaperOrders(plan.session.symbols, quote=plan.quote)

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from cracktrader.runs.document import EquityPoint, OrderOut, PositionOut, ResultsDocument, RunStatus, TradeOut
+
+
+class LiveEcho(BaseModel):
+    """What a live session will do, as its start answers it (a real-money start after its checks)."""
+
+    exchange: str
+    sandbox: bool
+    capital: float | None
+    quote: str
+    tradable_balance: float | None = Field(description="The account's free quote currency when the checks read it")
+    risk: dict[str, float | int | None] | None = Field(description="The risk limits the session trades under")
 
 
 class RunResponse(BaseModel):
@@ -15,6 +26,15 @@ class RunResponse(BaseModel):
     run_id: str | None
     status: RunStatus
     message: str
+    live: LiveEcho | None = Field(None, description="A live session's start: what it will do (absent otherwise)")
+
+    @model_serializer(mode="wrap")
+    def _without_absent_live(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Seed 003's answer has three fields: `live` is added only where a live session started.
+        out: dict[str, Any] = handler(self)
+        if out.get("live") is None:
+            out.pop("live", None)
+        return out
 
 
 class StatusResponse(BaseModel):
