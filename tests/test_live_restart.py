@@ -343,3 +343,58 @@ async def _resting(rows: Rows, run_id: str) -> list[Any] | None:
 
 async def _count_fills(rows: Rows, run_id: str, n: int) -> bool:
     return len(await rows.fills(run_id)) >= n
+
+
+SECRET_KEY = "test-secret-key-for-stored-credentials-0123456789"
+REAL_MONEY_RISK = {"capital": 1_000.0, "max_position_notional": 900.0, "daily_loss_limit": 50.0}
+
+
+async def test_a_real_money_session_killed_after_the_venue_accepted_resumes_on_its_stored_credentials(
+    venue: TradingVenue, db_url: str, rows: Rows, tmp_path: Path
+) -> None:
+    from pydantic import SecretStr
+
+    from cracktrader.db.credential_store import CredentialStore
+    from cracktrader.db.secret_box import SecretBox
+    from cracktrader.exchanges.credentials import ExchangeCredentials
+    from cracktrader.settings import Settings
+
+    box = SecretBox.from_settings(Settings(data_dir=tmp_path, secret_key=SecretStr(SECRET_KEY)))
+    await CredentialStore(rows.engine, box).add(0, "main", ExchangeCredentials("binance", dict(KEYS)))
+    money = {"CRACKTRADER_LIVE_TRADING": "enabled", "CRACKTRADER_SECRET_KEY": SECRET_KEY}
+
+    def real_money_server(name: str) -> ServerProcess:
+        srv = _server(venue, db_url, tmp_path, name)
+        srv.env.update(money)
+        return srv
+
+    first = await asyncio.to_thread(real_money_server("first").start)
+    second: ServerProcess | None = None
+    try:
+        venue.on_next_order(killer(first), when="placed")
+        body = {**SESSION, "exchange_config": {"credentials": "main", "risk": REAL_MONEY_RISK}}
+        async with httpx.AsyncClient(base_url=first.base_url, timeout=60) as c:
+            r = await c.post("/api/v1/runs", json=body)
+            assert r.status_code == 201, r.text
+            assert (r.json()["status"], r.json()["live"]["sandbox"]) == ("running", False)
+            run_id = str(r.json()["run_id"])
+        await until("the first server to die", lambda: dead(first))
+
+        second = await asyncio.to_thread(real_money_server("second").start)
+        async with httpx.AsyncClient(base_url=second.base_url, timeout=30) as c:
+
+            async def running() -> bool:
+                body = (await c.get(f"/api/v1/runs/{run_id}/status/detailed")).json()
+                assert body.get("phase") != "awaiting_credentials", body  # stored credentials: nothing to wait for
+                return bool(body.get("status") == "running")
+
+            await until("the resumed session to run on its stored credentials", running)
+        found = await settled_equal(rows, run_id, venue)
+        await stop_session(second, run_id)
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+    sent = sum(1 for _, method, path in venue.site_log if (method, path) == ("POST", "/api/v3/order"))
+    assert (sent, found["venue_orders"], list(found["stored"].values())) == (1, 1, ["open"])
+    assert "sandbox" not in venue.sites_used()
