@@ -1,0 +1,1 @@
+"""Parameter sweeps: a grid of combinations, each with exactly its single backtest's metrics."""
