@@ -185,7 +185,8 @@ class SignalArrays:
 
 def signal_arrays(strategy: Strategy, data: MarketData, *, allow_short: bool = False) -> SignalArrays:
     """Evaluate a vectorized strategy on every symbol and stack its signals for the kernel."""
-    return stack_signals(data, [strategy.signals(data.bars(j)) for j in range(len(data.symbols))], allow_short=allow_short)
+    sigs = [strategy.signals(data.bars(j)) for j in range(len(data.symbols))]
+    return stack_signals(data, sigs, allow_short=allow_short)
 
 
 def stack_signals(data: MarketData, sigs: list[Signals], *, allow_short: bool = False) -> SignalArrays:

@@ -7,8 +7,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from concurrent.futures import FIRST_COMPLETED
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,7 +123,9 @@ class _TopK:
         return sorted(self.rows, key=self.key)[: self.k]
 
 
-def _chunks(items: Sequence[tuple[Combination, StrategyParams]], size: int) -> Iterator[list[Any]]:
+def _chunks(
+    items: Sequence[tuple[Combination, StrategyParams]], size: int
+) -> Iterator[list[tuple[Combination, StrategyParams]]]:
     for i in range(0, len(items), size):
         yield list(items[i : i + size])
 
@@ -207,8 +208,8 @@ def run_plan(
                         cancelled = True
                         exhausted = True
                         break
-                    chunk = next(pending, None)
-                    if chunk is None:
+                    chunk = next(pending, [])
+                    if not chunk:
                         exhausted = True
                         break
                     fn = _evaluate_in_worker if is_process else plan.evaluate
@@ -272,7 +273,9 @@ def sweep(
     cls = strategy if isinstance(strategy, type) else load_registry(settings).get(strategy)
     expanded = expand(cls, grid, params)
     names = list(dict.fromkeys([*(params or {}), *grid]))
-    result = SweepResult(cls.name, tuple(metrics), [], expanded.skipped, expanded.total, 0, sort=sort, param_names=names)
+    result = SweepResult(
+        cls.name, tuple(metrics), [], expanded.skipped, expanded.total, 0, sort=sort, param_names=names
+    )
     if not expanded.valid:
         return result
     config = BacktestConfig(
