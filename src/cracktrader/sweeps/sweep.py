@@ -218,10 +218,12 @@ def run_plan(
                     break
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    collect(fut.result())
-                if cancel is not None and cancel.is_set() and not exhausted:
-                    cancelled = True
-                    exhausted = True
+                    if not fut.cancelled():
+                        collect(fut.result())
+                if cancel is not None and cancel.is_set():
+                    cancelled = exhausted = True
+                    for fut in running:
+                        fut.cancel()  # queued chunks never start; running ones finish and are kept
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
