@@ -96,18 +96,23 @@ def _drawdown_kernel(eq: np.ndarray, ts: np.ndarray, initial: float, t_before: f
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _return_stats_kernel(eq: np.ndarray, initial: float) -> tuple[bool, float, float, float]:
+def _return_stats_kernel(eq: np.ndarray, initial: float, buf: np.ndarray) -> tuple[bool, float, float, float]:
     """(all returns finite, mean, std with ddof=1 or NaN, downside deviation) of per-bar simple returns.
 
     Two passes over the equity without temporaries: numpy's version built four 8 MB arrays per million bars.
+    A `buf` as long as `eq` keeps the first pass's returns for the second (a sweep passes a scratch array);
+    an empty one recomputes them. Either way each return is the same division, so the results are identical.
     """
     n = eq.shape[0]
+    keep = buf.shape[0] == n
     prev = initial
     total = 0.0
     for i in range(n):
         r = eq[i] / prev - 1.0
         if not math.isfinite(r):
             return False, math.nan, math.nan, math.nan
+        if keep:
+            buf[i] = r
         total += r
         prev = eq[i]
     mean = total / n
@@ -115,13 +120,19 @@ def _return_stats_kernel(eq: np.ndarray, initial: float) -> tuple[bool, float, f
     sq = 0.0
     down = 0.0
     for i in range(n):
-        r = eq[i] / prev - 1.0
-        prev = eq[i]
+        if keep:
+            r = buf[i]
+        else:
+            r = eq[i] / prev - 1.0
+            prev = eq[i]
         sq += (r - mean) * (r - mean)
         if r < 0.0:
             down += r * r
     std = math.sqrt(sq / (n - 1)) if n >= 2 else math.nan
     return True, mean, std, math.sqrt(down / n)
+
+
+_NO_BUFFER = np.empty(0)
 
 
 def _as_float_array(values: np.ndarray) -> np.ndarray:
@@ -176,7 +187,7 @@ def compute_metrics(
     curve = None
     if n and math.isfinite(initial) and initial > 0.0:
         with np.errstate(all="ignore"):
-            finite, mean, std, downside = _return_stats_kernel(eq, initial)
+            finite, mean, std, downside = _return_stats_kernel(eq, initial, _NO_BUFFER)
         max_dd, max_len, max_ms = _drawdown_kernel(eq, ts, initial, t_before(float(ts[0]), periods_per_year))
         curve = CurveStats(float(eq[-1]), bool(finite), mean, std, downside, max_dd, int(max_len), max_ms)
     return metrics_from_stats(

@@ -218,12 +218,12 @@ class CrossPlan(_Base):
             for key in cross_keys(cls, params) or ():
                 self.index.setdefault(key, len(self.index))
         n, m = data.n_bars, len(data.symbols)
-        self.columns = np.empty((len(self.index), n, m))
+        self.columns = np.empty((len(self.index), m, n))  # each series contiguous for the kernel
         bars = [data.bars(j) for j in range(m)]
         for (name, window), i in self.index.items():
             for j, b in enumerate(bars):
                 # The very function the strategy's `signals` calls, on the same close.
-                self.columns[i, :, j] = _INDICATORS[name](b.close, window)
+                self.columns[i, j] = _INDICATORS[name](b.close, window)
         self.fallback = SignalPlan(self.inputs)
 
     def evaluate(self, chunk: Sequence[tuple[Combination, StrategyParams]]) -> list[SweepRow]:
