@@ -69,9 +69,9 @@ class _Scratch:
 @dataclass(slots=True)
 class _Base:
     inputs: SweepInputs
-    _local: threading.local = field(default_factory=threading.local)
-    _bh: float = 0.0
-    _t_before: float = 0.0
+    _local: threading.local = field(default_factory=threading.local, init=False)
+    _bh: float = field(default=0.0, init=False)
+    _t_before: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         data = self.inputs.data
@@ -128,8 +128,8 @@ def _market(data: MarketData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 class SignalPlan(_Base):
     """A vectorized strategy's own `signals` per combination, then the compiled simulation and reduction."""
 
-    cache: ta.IndicatorCache | None = None
-    _bars: list[Bars] = field(default_factory=list)
+    cache: ta.IndicatorCache | None = field(default=None, init=False)
+    _bars: list[Bars] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         _Base.__post_init__(self)
@@ -206,9 +206,9 @@ class CrossPlan(_Base):
     """Crossover built-ins: every distinct window computed once, signals derived in the compiled block kernel."""
 
     combos: Sequence[tuple[Combination, StrategyParams]] = ()
-    columns: np.ndarray = field(default_factory=lambda: np.empty((0, 0, 0)))
-    index: dict[tuple[str, int], int] = field(default_factory=dict)
-    fallback: SignalPlan | None = None
+    columns: np.ndarray = field(default_factory=lambda: np.empty((0, 0, 0)), init=False)
+    index: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
+    fallback: SignalPlan | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         _Base.__post_init__(self)
