@@ -31,6 +31,7 @@ from cracktrader.engine.context import OrderKind, Side
 from cracktrader.engine.records import REASON_BELOW_MIN_AMOUNT, REASON_BELOW_MIN_NOTIONAL
 from cracktrader.engine.rules import MarketRules, amount_to_precision, minimum_refusal, price_to_precision
 from cracktrader.exchanges.client_ids import ClientIdError, make_client_id, parse_client_id
+from cracktrader.exchanges.fees import paid_fee
 from cracktrader.exchanges.order_calls import Outcome
 
 log = logging.getLogger(__name__)
@@ -445,7 +446,7 @@ class LiveOrders:
             timestamp=int(trade.get("timestamp") or self.clock.now_ms()),
             client_order_id=trade.get("clientOrderId"),
             exchange_order_id=None if trade.get("order") is None else str(trade["order"]),
-            fee=fee.get("cost") or 0,
+            fee=paid_fee(self.exchange, trade),
             fee_currency=fee.get("currency"),
         )
 
