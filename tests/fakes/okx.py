@@ -28,7 +28,7 @@ from aiohttp import web
 from .account import FakeOrder, FakeTrade, VenueError
 from .binance import DEFAULT_LISTING_MS, DEFAULT_MARKETS, DEFAULT_NOW_MS, FakeMarket, Handler, _Failure
 from .clock import VirtualClock
-from .trading import TradingVenue, _OrderFault, _UserConn
+from .trading import DroppedRequest, TradingVenue, _OrderFault, _UserConn
 from .venue import _Conn, read_frames
 
 API = "/api/v5"
@@ -40,7 +40,6 @@ CANDLES_LIMIT = 300
 CL_ORD_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")  # OKX: letters and digits, at most 32
 # OKX bar names <-> the core's (binance-style) intervals.
 BARS: dict[str, str] = {
-    "1s": "1s",
     "1m": "1m", "3m": "3m", "5m": "5m", "15m": "15m", "30m": "30m", "1H": "1h", "2H": "2h", "4H": "4h",
     "6Hutc": "6h", "12Hutc": "12h", "1Dutc": "1d", "1Wutc": "1w", "1Mutc": "1M",
     "6H": "6h", "12H": "12h", "1D": "1d", "1W": "1w", "1M": "1M",
@@ -211,6 +210,10 @@ class OkxVenue(TradingVenue):
             except VenueError as exc:
                 code, msg = _CODES.get(exc.code, ("51000", exc.msg))
                 return web.json_response({"code": code, "msg": msg, "data": []})
+            except DroppedRequest:
+                if request.transport is not None:
+                    request.transport.abort()  # read, then dropped unanswered (the shared hook's `received`)
+                return web.Response(status=503, text="dropped")
             if isinstance(result, web.StreamResponse):
                 return result
             return web.json_response({"code": "0", "msg": "", "data": result})
