@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,15 @@ from cracktrader.runs.sessions import LiveRun, SessionRegistry, resume
 from cracktrader.settings import Settings
 from db_support import DatabaseTarget
 from fakes.binance import exchange_options_for
+from fakes.okx import VENUE_STATUS as OKX_STATUS
 from fakes.okx import OkxVenue
-from test_live_sessions import LEASE_T0, SERVER_B, T0, TTL_S, crash, server, until
+from test_live_sessions import LEASE_T0, SAFETY_S, SERVER_B, T0, TTL_S, ShiftedClock, crash, server, until
 from web_support import with_test_strategies
 
 pytestmark = pytest.mark.anyio
 
 SYMBOL = "BTC/USDT"
 KEYS = {"apiKey": "test-key", "secret": "test-secret", "password": "test-passphrase"}
-# OKX's states as the order model names them (the core's EXPIRED is a cancelled rest on OKX).
-OKX_STATUS = {"NEW": "open", "PARTIALLY_FILLED": "partially_filled", "FILLED": "filled", "CANCELED": "canceled",
-              "EXPIRED": "canceled"}  # fmt: skip
 
 
 @pytest.fixture
@@ -124,3 +121,161 @@ async def test_an_okx_sandbox_session_trades_its_strategys_orders_and_talks_only
     assert venue.sites_used() == {"sandbox"}
     fills = await run.live.store.fills(run.run_id)
     assert [f.fee for f in fills] == [pytest.approx(float(t.commission)) for o in venue_orders(venue) for t in o.trades]
+
+
+@pytest.mark.parametrize(
+    ("change", "check", "text"),
+    [
+        ({"secret": "wrong-secret"}, "AUTH_FAILED", "refused the credentials"),
+        ({"password": "wrong-passphrase"}, "AUTH_FAILED", "refused the credentials"),
+        ({"clock_offset_ms": 3_000}, "CLOCK_SKEW", "-3000 ms from ours"),
+    ],
+)
+async def test_a_failed_check_before_trading_on_okx_ends_the_session_failed_with_its_code(
+    venue: OkxVenue, target: DatabaseTarget, tmp_path: Path, change: dict[str, Any], check: str, text: str
+) -> None:
+    change = dict(change)
+    offset = change.pop("clock_offset_ms", 0)
+    async with server(target, settings_for(venue, tmp_path), ShiftedClock(venue, offset)) as registry:
+        run = registry.get((await registry.start(live_config(**change)))["run_id"])
+        await until(lambda: run.status == "failed", "failed")
+
+    assert run.error_code == check
+    assert run.error is not None and text in run.error
+    assert venue_orders(venue) == []
+
+
+async def test_after_a_crash_on_okx_the_next_server_takes_the_passphrase_too_and_reconciles_what_changed(
+    venue: OkxVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    settings = settings_for(venue, tmp_path)
+    async with server(target, settings, venue.clock) as a:
+        run_a = a.get((await a.start(live_config(risk={"capital": 5_000.0})))["run_id"])
+        await until(lambda: run_a.status == "running", "running")
+        assert run_a.live is not None
+        bid = float(venue.book_ticker("BTCUSDT")["bidPrice"])
+        placed = [
+            await run_a.live.place(OrderIntent(SYMBOL, "buy", "limit", 0.01, round(bid * k, 2)))
+            for k in (0.97, 0.96, 0.95)
+        ]
+        assert [o.status for o in placed] == [OrderStatus.OPEN] * 3
+        await crash(a, run_a)
+
+    first, second, third = placed
+    venue.fill_order(first.client_order_id, SYMBOL)
+    venue.fill_order(second.client_order_id, SYMBOL, qty="0.004")
+    venue.cancel_order(third.client_order_id, SYMBOL)
+    venue.add_external_order(SYMBOL, "BUY", "0.001", str(round(bid * 0.5, 2)))
+
+    later = LEASE_T0 + timedelta(seconds=TTL_S + 1)
+    async with server(target, settings, venue.clock, server_id=SERVER_B, lease=later) as b:
+        assert await b.scan() == [run_a.run_id]
+        run_b = b.get(run_a.run_id)
+        assert run_b.snapshot()["phase"] == "awaiting_credentials"
+        resume(run_b, dict(KEYS))
+        await until(lambda: run_b.status == "running", "running")
+        assert run_b.live is not None
+        report = run_b.live.report
+        assert (report.looked_up, report.updated, report.external_orders) == (3, 3, 1)
+        assert_ledger_equals_venue(run_b, venue)
+        assert len(venue_orders(venue)) == 3  # nothing was sent again
+        assert len(await run_b.live.store.fills(run_b.run_id)) == 2
+        await b.stop(run_b.run_id)
+    assert_ledger_equals_venue(run_b, venue)
+
+
+async def test_okx_order_pushes_twice_and_out_of_order_count_each_fill_once(
+    venue: OkxVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = await _running(registry, venue)
+        order = await _resting_buy(run, venue)
+        venue.duplicate_user_events(4)
+        venue.reorder_user_events(2)
+        venue.fill_order(order.client_order_id, SYMBOL, qty="0.004")
+        venue.fill_order(order.client_order_id, SYMBOL)
+        await until(lambda: run.plan.session.fills_booked == 2, "both fills booked")
+        await venue.user_settled()
+
+        assert order.status is OrderStatus.FILLED
+        assert_ledger_equals_venue(run, venue)
+        assert run.live is not None
+        fills = await run.live.store.fills(run.run_id)
+        assert sorted(f.trade_id for f in fills) == sorted(str(t.id) for t in venue_orders(venue)[0].trades)
+        assert all(f.fee > 0 for f in fills)  # charged, as OKX's negative fillFee means
+        await registry.stop(run.run_id)
+
+
+async def test_an_okx_order_that_fills_while_its_socket_is_down_is_followed_over_rest(
+    venue: OkxVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = await _running(registry, venue)
+        order = await _resting_buy(run, venue)
+        venue.drop_user_events(10)  # nothing of the fill reaches the socket
+        assert venue.drop_user_stream() == 1
+        venue.fill_order(order.client_order_id, SYMBOL)
+        for _ in range(20):  # 20 s of the venue's time, a second at a time
+            if order.status is OrderStatus.FILLED:
+                break
+            await venue.step(1)
+            await asyncio.sleep(0.01)
+        await until(lambda: run.plan.session.fills_booked == 1, "the fill booked")
+
+        assert order.status is OrderStatus.FILLED
+        assert_ledger_equals_venue(run, venue)
+        assert run.live is not None
+        assert len(await run.live.store.fills(run.run_id)) == 1
+        await registry.stop(run.run_id)
+
+
+async def test_an_okx_429_refuses_the_order_unplaced_and_the_next_one_goes_out_once(
+    venue: OkxVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = await _running(registry, venue)
+        assert run.live is not None
+        venue.rate_limit_next(1, retry_after_s=1, path="/api/v5/trade/batch-orders")
+        bid = float(venue.book_ticker("BTCUSDT")["bidPrice"])
+        refused = await run.live.place(OrderIntent(SYMBOL, "buy", "limit", 0.01, round(bid * 0.97, 2)))
+        assert (refused.status, refused.reason) == (OrderStatus.REJECTED, "RATE_LIMITED")
+        assert venue_orders(venue) == []
+        # The next request waits out OKX's Retry-After (1 s of the venue's clock), then goes out once.
+        sending = asyncio.ensure_future(run.live.place(OrderIntent(SYMBOL, "buy", "limit", 0.01, round(bid * 0.97, 2))))
+        await venue.step(1)
+        placed = await asyncio.wait_for(sending, SAFETY_S)
+        assert placed.status is OrderStatus.OPEN
+        assert [o.client_id for o in venue_orders(venue)] == [placed.client_order_id]
+        assert_ledger_equals_venue(run, venue)
+        await registry.stop(run.run_id)
+
+
+async def test_an_okx_order_hidden_for_3_s_after_a_503_is_found_by_its_clordid_and_not_sent_again(
+    venue: OkxVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = await _running(registry, venue)
+        venue.hide_next_order(3.0)
+        venue.accept_then_503()
+        order = await _resting_buy(run, venue)
+        assert run.live is not None and run.live.orders is not None
+        assert run.live.orders.sent == 1 and len(venue_orders(venue)) == 1
+        assert_ledger_equals_venue(run, venue)
+        await venue.step(3)  # visible again: the stop's cancel finds it
+        await registry.stop(run.run_id)
+    assert order.status is OrderStatus.CANCELED and venue_orders(venue)[0].status == "CANCELED"
+
+
+async def test_a_balance_that_moved_on_okx_degrades_the_session_until_it_is_back(
+    venue: OkxVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    async with server(target, settings_for(venue, tmp_path), venue.clock) as registry:
+        run = await _running(registry, venue)
+        assert run.live is not None
+        venue.set_balance("BTC", "0.5")
+        await run.live.check_balances()
+        assert run.snapshot()["live"]["balance_drift"] == {"BTC": pytest.approx(0.5)}
+        venue.set_balance("BTC", "0")
+        await run.live.check_balances()
+        assert run.snapshot()["condition"] == "ok"
+        await registry.stop(run.run_id)
