@@ -224,6 +224,8 @@ def test_catalog_meta_and_health_are_typed() -> None:
         by_id = {e.id: e for e in exchanges.items}
         assert exchanges.default == "binance" and by_id["synthetic"].ohlcv and by_id["binance"].sandbox
         assert "1h" in by_id["synthetic"].timeframes
+        okx = by_id["okx"].live_trading
+        assert okx is not None and okx.supported and okx.client_order_ids and okx.missing == []
         meta = api.get_meta()
         assert meta.api_version == "v1" and meta.app_version and meta.deprecations[0]["path"] == "/api/v1/run/status"
 

@@ -42,6 +42,8 @@ from cracktrader.db.migrate import upgrade
 from cracktrader.db.models import LiveFillRecord, LiveOrderRecord, SessionFillRecord
 from cracktrader.exchanges.client_ids import parse_client_id
 from fakes.binance import exchange_options_for
+from fakes.okx import VENUE_STATUS as OKX_STATUS
+from fakes.okx import OkxVenue
 from fakes.trading import VENUE_STATUS, TradingVenue
 from web_support import TEST_STRATEGY_DIR, ServerProcess
 
@@ -49,7 +51,7 @@ pytestmark = pytest.mark.anyio
 SYMBOL = "BTC/USDT"
 KEYS = {"apiKey": "test-key", "secret": "test-secret"}
 TTL_S = 2.0
-PATIENCE_S = 60.0  # a net for a loaded machine: every wait ends on its condition
+PATIENCE_S = 150.0  # a net for a loaded machine (and okx's first 1m bar): every wait ends on its condition
 SESSION: dict[str, Any] = {
     "strategy_name": "OneRestingBuy",
     "strategy_params": {"below": 0.97, "size": 0.01},
@@ -81,9 +83,28 @@ class WallClockFollower:
                 self.venue.clock.set(now)
 
 
+# Per protocol: the keys a session needs (okx: a passphrase too), and the path its create requests take.
+VENUE_KEYS: dict[str, dict[str, str]] = {"binance": KEYS, "okx": {**KEYS, "password": "test-passphrase"}}
+CREATE_PATH = {"binance": "/api/v3/order", "okx": "/api/v5/trade/batch-orders"}
+# ccxt's okx has no 1s candles: its session trades on 1m bars, so its first order waits for the next minute.
+TIMEFRAME = {"binance": "1s", "okx": "1m"}
+
+
+def exchange_of(venue: TradingVenue) -> str:
+    """The ccxt exchange id the venue is reached as."""
+    return "okx" if isinstance(venue, OkxVenue) else "binance"
+
+
+def session_for(venue: TradingVenue) -> dict[str, Any]:
+    exchange = exchange_of(venue)
+    config = {**SESSION["exchange_config"], **VENUE_KEYS[exchange]}
+    return {**SESSION, "exchange": exchange, "timeframe": TIMEFRAME[exchange], "exchange_config": config}
+
+
 @pytest.fixture
-def venue() -> Iterator[TradingVenue]:
-    with TradingVenue(now_ms=int(time.time() * 1000), balances={"USDT": "10000", "BTC": "0"}) as server:
+def venue(request: pytest.FixtureRequest) -> Iterator[TradingVenue]:
+    cls = OkxVenue if request.param == "okx" else TradingVenue
+    with cls(now_ms=int(time.time() * 1000), balances={"USDT": "10000", "BTC": "0"}) as server:
         follower = WallClockFollower(server)
         follower.thread.start()
         try:
@@ -132,8 +153,9 @@ async def rows(db_url: str) -> AsyncIterator[Rows]:
 
 
 def _server(venue: TradingVenue, url: str, tmp_path: Path, name: str, failpoint: str | None = None) -> ServerProcess:
-    options = exchange_options_for(venue.base_url)
-    options["binance"]["sandbox_base_url"] = venue.sandbox_base_url
+    exchange = exchange_of(venue)
+    options = exchange_options_for(venue.base_url, exchange)
+    options[exchange]["sandbox_base_url"] = venue.sandbox_base_url
     env = {
         "CRACKTRADER_DATABASE_URL": url,
         "CRACKTRADER_STRATEGY_DIR": str(TEST_STRATEGY_DIR),
@@ -172,7 +194,7 @@ def venue_orders(venue: TradingVenue) -> list[Any]:
     return [o for o in venue.account.orders.values() if not o.external]
 
 
-async def resumed_on(second: ServerProcess, run_id: str) -> dict[str, Any]:
+async def resumed_on(second: ServerProcess, run_id: str, keys: dict[str, str]) -> dict[str, Any]:
     """Take the session over on `second`: wait for it to ask for the keys, give them, wait until it runs."""
     async with httpx.AsyncClient(base_url=second.base_url, timeout=30) as c:
 
@@ -182,7 +204,7 @@ async def resumed_on(second: ServerProcess, run_id: str) -> dict[str, Any]:
             return body if body.get("phase") == "awaiting_credentials" else None
 
         await until("the second server to wait for the keys", waiting_for_keys)
-        r = await c.post(f"/api/v1/runs/{run_id}/resume", json=KEYS)
+        r = await c.post(f"/api/v1/runs/{run_id}/resume", json=keys)
         assert r.status_code == 200, r.text
 
         async def running() -> dict[str, Any] | None:
@@ -204,7 +226,8 @@ async def assert_rows_equal_venue(rows: Rows, run_id: str, venue: TradingVenue) 
     for cid, row in stored.items():
         if cid in by_cid:
             o = by_cid[cid][0]
-            assert (row.status, Fraction(row.filled_qty)) == (VENUE_STATUS[o.status], Fraction(str(o.executed))), cid
+            statuses = OKX_STATUS if isinstance(venue, OkxVenue) else VENUE_STATUS
+            assert (row.status, Fraction(row.filled_qty)) == (statuses[o.status], Fraction(str(o.executed))), cid
             assert row.exchange_order_id == str(o.order_id)
         else:  # never reached the venue: the session says so
             assert row.status in ("rejected_unconfirmed", "rejected"), (cid, row.status)
@@ -230,9 +253,9 @@ async def settled_equal(rows: Rows, run_id: str, venue: TradingVenue) -> dict[st
     return await assert_rows_equal_venue(rows, run_id, venue)  # the assertion's own message if they never agree
 
 
-async def start_session(first: ServerProcess, strategy: str = "OneRestingBuy") -> str:
+async def start_session(first: ServerProcess, session: dict[str, Any], strategy: str = "OneRestingBuy") -> str:
     async with httpx.AsyncClient(base_url=first.base_url, timeout=30) as c:
-        r = await c.post("/api/v1/runs", json={**SESSION, "strategy_name": strategy})
+        r = await c.post("/api/v1/runs", json={**session, "strategy_name": strategy})
         assert r.status_code == 201, r.text
         return str(r.json()["run_id"])
 
@@ -250,10 +273,17 @@ def dead(server: ServerProcess) -> bool:
 POINTS = ["before_store", "after_store", "sent", "accepted", "between_fills", "cancel"]
 # A strategy that trusts only its own state decides its order again when that state was saved a bar before the
 # order went out: the resumed session must follow the stored order, not send another.
-CASES = [(p, "OneRestingBuy") for p in POINTS] + [(p, "OneRestingBuyByItsFlag") for p in ("sent", "accepted")]
+# Every kill point on both protocols; the decided-again cases (about the session's own state) on binance.
+CASES = (
+    [("binance", p, "OneRestingBuy") for p in POINTS]
+    + [("binance", p, "OneRestingBuyByItsFlag") for p in ("sent", "accepted")]
+    + [("okx", p, "OneRestingBuy") for p in POINTS]
+)
 
 
-@pytest.mark.parametrize(("point", "strategy"), CASES, ids=[f"{p}-{s}" for p, s in CASES])
+@pytest.mark.parametrize(
+    ("venue", "point", "strategy"), CASES, ids=[f"{v}-{p}-{s}" for v, p, s in CASES], indirect=["venue"]
+)
 async def test_a_live_session_killed_at_each_step_of_its_order_resumes_equal_to_the_venue_without_a_duplicate(
     point: str, strategy: str, venue: TradingVenue, db_url: str, rows: Rows, tmp_path: Path
 ) -> None:
@@ -268,7 +298,7 @@ async def test_a_live_session_killed_at_each_step_of_its_order_resumes_equal_to_
             venue.on_next_order(killer(first), when="received")
         elif point == "accepted":
             venue.on_next_order(killer(first), when="placed")
-        run_id = await start_session(first, strategy)
+        run_id = await start_session(first, session_for(venue), strategy)
         if point in ("between_fills", "cancel"):
             (row,) = await until("the order to rest on the venue", lambda: _resting(rows, run_id))
             cid = row.client_order_id
@@ -289,7 +319,7 @@ async def test_a_live_session_killed_at_each_step_of_its_order_resumes_equal_to_
         venue_at_kill = len(venue_orders(venue))
 
         second = await asyncio.to_thread(_server(venue, db_url, tmp_path, "second").start)
-        detailed = await resumed_on(second, run_id)
+        detailed = await resumed_on(second, run_id, VENUE_KEYS[exchange_of(venue)])
         if point == "before_store":  # nothing was stored: the next server makes the bar's decision again
             await until("the next server to send the order", lambda: venue_orders(venue))
         found = await settled_equal(rows, run_id, venue)
@@ -309,9 +339,11 @@ async def test_a_live_session_killed_at_each_step_of_its_order_resumes_equal_to_
         first.kill()
         if second is not None:
             second.stop()
-    sent = sum(1 for _, method, path in venue.site_log if (method, path) == ("POST", "/api/v3/order"))
+    create = ("POST", CREATE_PATH[exchange_of(venue)])
+    sent = sum(1 for _, method, path in venue.site_log if (method, path) == create)
     print(
-        f"\n[{point}] at kill: rows {at_kill}, venue orders {venue_at_kill}; resumed: {found}; create requests {sent}; "
+        f"\n[{exchange_of(venue)} {point}] at kill: rows {at_kill}, venue orders {venue_at_kill}; resumed: {found}; "
+        f"create requests {sent}; "
         f"after stop: {after_stop}; status {detailed['status']}"
     )
     rows_at_kill, venue_after, statuses = list(at_kill.values()), found["venue_orders"], list(found["stored"].values())

@@ -14,6 +14,7 @@ from cracktrader.brokers.orders import ManagedOrder
 from cracktrader.clock import ManualClock
 from cracktrader.exchanges.order_calls import OrderCalls, Outcome, classify, reason_code
 from cracktrader.exchanges.rate_gate import RateGate
+from fakes.okx import OkxVenue, okx_client
 from fakes.trading import TradingVenue, VenueTime, trading_client
 
 pytestmark = pytest.mark.anyio
@@ -397,7 +398,26 @@ async def test_bybit_finds_an_order_among_the_open_ones_by_its_order_link_id() -
 async def test_trades_page_by_time_elsewhere_and_skip_the_repeats_at_each_page_boundary() -> None:
     trades = [{"id": f"t{n}", "timestamp": T0 + 1_000 * (n // 2)} for n in range(7)]  # two trades a second
     client = _ListingClient([], trades)
-    calls = OrderCalls(client, "okx", ManualClock(T0, auto=True))
+    calls = OrderCalls(client, "kucoin", ManualClock(T0, auto=True))
     got = await calls.trades(SYMBOL, T0, page_limit=3)
     assert [t["id"] for t in got] == [f"t{n}" for n in range(7)]
     assert [since for _, since, _ in client.calls] == [T0, T0 + 1_000, T0 + 2_000, T0 + 3_000]
+
+
+async def test_okx_fills_page_back_by_bill_id_and_come_once_each_even_within_one_millisecond() -> None:
+    with OkxVenue(now_ms=T0 + 30_000) as okx:
+        resting = okx.add_external_order(SYMBOL, "BUY", "0.25", "30000", client_id="web1")
+        for _ in range(250):  # 250 fills at the same virtual millisecond: a page boundary cannot be a time
+            okx.fill_order(resting.order_id, SYMBOL, qty="0.001")
+        client = okx_client(okx)
+        try:
+            await client.load_markets()
+            calls = OrderCalls(client, "okx", VenueTime(okx))
+            trades = await calls.trades(SYMBOL, T0)
+        finally:
+            await client.close()
+    assert sorted(int(t["id"]) for t in trades) == [t.id for t in okx.account.trades]
+    pages = [p for m, path, p in okx.request_log if path == "/api/v5/trade/fills-history"]
+    assert [p.get("after") for p in pages] == [None, str(okx._bill(okx.account.trades[150])),
+                                               str(okx._bill(okx.account.trades[50]))]  # fmt: skip
+    assert {p["begin"] for p in pages} == {str(T0)}

@@ -344,6 +344,22 @@ async def test_strategies_and_exchanges_list_capabilities_for_forms() -> None:
         assert "1h" in ids["binance"]["timeframes"]
 
 
+async def test_exchanges_say_whether_live_trading_can_use_them_and_what_each_lacks() -> None:
+    async with app_client() as c:
+        exchanges = (await c.get("/api/v1/exchanges")).json()
+    ids = {e["id"]: e["live_trading"] for e in exchanges["items"]}
+    every = {"supported": True, "spot": True, "client_order_ids": True, "order_queries": True, "sandbox": True,
+             "missing": []}  # fmt: skip
+    assert ids["binance"] == ids["okx"] == every  # the two venues the suite trades on
+    assert ids["kraken"] == {**every, "supported": False, "sandbox": False, "missing": ["sandbox"]}
+    assert ids["bitstamp"]["missing"] == ["client_order_ids", "sandbox"]  # no known client-id field
+    assert ids["synthetic"]["supported"] is False and ids["synthetic"]["missing"] == [
+        "spot", "client_order_ids", "order_queries", "sandbox"
+    ]  # fmt: skip
+    assert all(set(v["missing"]) == {k for k in every if k not in ("supported", "missing") and not v[k]}
+               for v in ids.values())  # fmt: skip
+
+
 async def test_prometheus_metrics_count_requests() -> None:
     async with app_client() as c:
         await c.get("/api/v1/status")

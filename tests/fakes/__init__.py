@@ -2,6 +2,7 @@
 
 from .binance import FakeBinance, FakeMarket, candle, exchange_options_for
 from .clock import VirtualClock
+from .okx import OkxVenue, okx_client
 from .trading import TradingVenue, trading_client
 from .venue import FakeVenue, venue_client
 
@@ -9,10 +10,12 @@ __all__ = [
     "FakeBinance",
     "FakeMarket",
     "FakeVenue",
+    "OkxVenue",
     "TradingVenue",
     "VirtualClock",
     "candle",
     "exchange_options_for",
+    "okx_client",
     "trading_client",
     "venue_client",
 ]

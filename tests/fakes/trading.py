@@ -465,14 +465,29 @@ class TradingVenue(FakeVenue):
             raise VenueError(400, -1116, "Invalid orderType.")
         qty = _dec(params.get("quantity"), "quantity")
         price = _dec(params.get("price"), "price") if type_ != "MARKET" else None
+        client_id = params.get("newClientOrderId") or f"fake{next(self._user_ids):022d}"
+        order = await self._accept_order(
+            market.id, side, type_, qty, price, client_id, params.get("timeInForce", "GTC")
+        )
+        if isinstance(order, web.StreamResponse):
+            return order
+        if params.get("newOrderRespType") == "ACK":
+            return {"symbol": order.symbol, "orderId": order.order_id, "clientOrderId": order.client_id,
+                    "transactTime": order.time}  # fmt: skip
+        return order.as_json(full=params.get("newOrderRespType", "FULL") == "FULL")
+
+    async def _accept_order(
+        self, sid: str, side: str, type_: str, qty: Decimal, price: Decimal | None, client_id: str, tif: str
+    ) -> FakeOrder | web.Response:
+        """Place a checked new order through the order faults and hooks: the order, or the fault's answer.
+
+        Shared by every protocol the venue speaks, so a fault means the same on each of them.
+        """
         fault = self._order_faults.pop(0) if self._order_faults else None
         if fault is not None and fault.kind == "refuse":
             return web.Response(status=fault.status, text=str(fault.body))
         self._run_hook("order", "received")
-        client_id = params.get("newClientOrderId") or f"fake{next(self._user_ids):022d}"
-        order = await self._locked(
-            self._place(market.id, side, type_, qty, price, client_id, params.get("timeInForce", "GTC"))
-        )
+        order: FakeOrder = await self._locked(self._place(sid, side, type_, qty, price, client_id, tif))
         self._run_hook("order", "placed")
         if fault is not None and fault.kind == "hang":
             assert self._held is not None
@@ -481,10 +496,7 @@ class TradingVenue(FakeVenue):
             if isinstance(fault.body, dict):
                 return web.json_response(fault.body, status=fault.status)
             return web.Response(status=fault.status, text=str(fault.body))
-        if params.get("newOrderRespType") == "ACK":
-            return {"symbol": order.symbol, "orderId": order.order_id, "clientOrderId": order.client_id,
-                    "transactTime": order.time}  # fmt: skip
-        return order.as_json(full=params.get("newOrderRespType", "FULL") == "FULL")
+        return order
 
     def _order_from(self, params: dict[str, str], market: FakeMarket) -> FakeOrder | None:
         if "orderId" in params:
@@ -678,13 +690,18 @@ class TradingVenue(FakeVenue):
         now = self.clock.now_ms()
         await self._push_user({"e": "outboundAccountPosition", "E": now, "u": now, "B": self.account.positions()})
 
+    def _user_frame(self, conn: _UserConn, event: dict[str, Any]) -> dict[str, Any] | None:
+        """What `conn` receives for `event` (None: nothing); another protocol's venue overrides it."""
+        if conn.raw:
+            return event
+        if conn.subscription_id is not None:
+            return {"subscriptionId": conn.subscription_id, "event": event}
+        return None
+
     async def _push_user(self, event: dict[str, Any]) -> None:
         for conn in sorted(self._user_conns, key=lambda c: c.id):
-            if conn.raw:
-                frame: dict[str, Any] = event
-            elif conn.subscription_id is not None:
-                frame = {"subscriptionId": conn.subscription_id, "event": event}
-            else:
+            frame = self._user_frame(conn, event)
+            if frame is None:
                 continue
             try:
                 await conn.ws.send_str(json.dumps(frame))

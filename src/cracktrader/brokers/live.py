@@ -9,11 +9,14 @@ wins over the local state: `apply_snapshot` takes what it shows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import ccxt
 
 from cracktrader import failpoints
 from cracktrader.brokers.orders import (
@@ -31,6 +34,7 @@ from cracktrader.engine.context import OrderKind, Side
 from cracktrader.engine.records import REASON_BELOW_MIN_AMOUNT, REASON_BELOW_MIN_NOTIONAL
 from cracktrader.engine.rules import MarketRules, amount_to_precision, minimum_refusal, price_to_precision
 from cracktrader.exchanges.client_ids import ClientIdError, make_client_id, parse_client_id
+from cracktrader.exchanges.fees import paid_fee
 from cracktrader.exchanges.order_calls import Outcome
 
 log = logging.getLogger(__name__)
@@ -171,6 +175,10 @@ class LiveOrders:
         self._last_fill: dict[str, int] = {}
         self._cancelling: set[str] = set()  # cancels on their way: an `open` snapshot meanwhile is not a refusal
         self._placing: set[str] = set()  # sends on their way (their own task settles them, lookups included)
+        # Fills the ledger applied whose store write is on its way (another path may have met them first).
+        self._storing = 0
+        self._stored = asyncio.Event()
+        self._stored.set()
 
     # --- ids ----------------------------------------------------------------------------------------------------
 
@@ -315,11 +323,23 @@ class LiveOrders:
         now = self.clock.now_ms()
         if outcome is Outcome.ACCEPTED and result.order is not None:
             await self.apply_snapshot(order, result.order)
+            if result.order.get("status") is None:
+                await self._read_back(order)
         elif outcome is Outcome.REJECTED:
             self._emit(self.ledger.reject(order.client_order_id, now, result.code or "REJECTED"))
             await self._save(order)
         else:  # unknown (and an accepted answer without the order in it)
             await self.mark_unknown(order, result.code or "UNKNOWN_OUTCOME")
+
+    async def _read_back(self, order: ManagedOrder) -> None:
+        """Read an accepted order's state once: some venues (OKX) answer a new order with its ids, not its fills."""
+        try:
+            snap = await self.calls.lookup(order.symbol, order.client_order_id)
+        except ccxt.BaseError as exc:  # the socket and the periodic reconciliation follow it instead
+            log.info("live %s: reading back %s failed: %s", self.run_id, order.client_order_id, exc)
+            return
+        if snap is not None:
+            await self.apply_snapshot(order, snap)
 
     async def mark_unknown(self, order: ManagedOrder, reason: str) -> None:
         """The order may have gone out, but nobody knows: `unknown` (a stored `pending_new` after a restart too)."""
@@ -445,7 +465,7 @@ class LiveOrders:
             timestamp=int(trade.get("timestamp") or self.clock.now_ms()),
             client_order_id=trade.get("clientOrderId"),
             exchange_order_id=None if trade.get("order") is None else str(trade["order"]),
-            fee=fee.get("cost") or 0,
+            fee=paid_fee(self.exchange, trade),
             fee_currency=fee.get("currency"),
         )
 
@@ -470,12 +490,25 @@ class LiveOrders:
                 applied += 1
         return applied
 
+    async def fills_stored(self, timeout_s: float) -> None:
+        """Wait until every fill the ledger applied is stored (a socket's fill may be on its way while a stop ends)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stored.wait(), timeout_s)
+
     async def _booked(self, event: OrderEvent) -> None:
         """Store a fill the ledger applied (with its order, in one transaction), book it, arm its brackets."""
         fill = event.fill
         assert fill is not None
         order = self.ledger.get(event.order_id)
-        if not await self.store.record_fill(self.run_id, self._token(), fill, order):
+        self._storing += 1
+        self._stored.clear()
+        try:
+            recorded = await self.store.record_fill(self.run_id, self._token(), fill, order)
+        finally:
+            self._storing -= 1
+            if self._storing == 0:
+                self._stored.set()
+        if not recorded:
             return  # stored already (another path brought it first): booked then, not again
         intent = self.intents.get(order.client_order_id)
         self.portfolio.book(order, fill, intent)

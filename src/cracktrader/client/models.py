@@ -33,6 +33,7 @@ __all__ = [
     "FieldChange",
     "Health",
     "LiveRequest",
+    "LiveTradingInfo",
     "Meta",
     "Order",
     "PageInfo",
@@ -467,6 +468,17 @@ class CheckResult(_Model):
         return [c for c in self.checks if not c.passed]
 
 
+class LiveTradingInfo(_Model):
+    """Whether live trading can use an exchange (`supported`), each of its needs, and the ones it lacks."""
+
+    supported: bool = False
+    spot: bool = False
+    client_order_ids: bool = False
+    order_queries: bool = False
+    sandbox: bool = False
+    missing: list[str] = Field(default_factory=list)
+
+
 class ExchangeInfo(_Model):
     """An exchange a run can use."""
 
@@ -476,6 +488,7 @@ class ExchangeInfo(_Model):
     ohlcv: bool = False
     timeframes: list[str] = Field(default_factory=list)
     notes: str = ""
+    live_trading: LiveTradingInfo | None = None  # servers before 2026-12 do not send it
 
 
 class CredentialInfo(_Model):

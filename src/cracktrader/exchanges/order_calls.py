@@ -24,6 +24,8 @@ from cracktrader.exchanges.rate_gate import RateGate, is_ban
 
 LOCATE_DELAYS_S: tuple[float, ...] = (0.5, 1, 2, 4, 8, 16)  # 31.5 s in all, then the open orders are scanned
 TRADES_PAGE_LIMIT = 500
+# OKX's fill list answers the newest 100 (at most) from `begin` on and pages back by bill id (`after`, exclusive).
+OKX_FILLS_PAGE = 100
 SENDABLE_TYPES = ("market", "limit")  # stops are held by the session and sent as one of these when triggered
 
 
@@ -188,6 +190,8 @@ class OrderCalls:
         self, symbol: str, since_ms: int | None, *, page_limit: int = TRADES_PAGE_LIMIT
     ) -> list[dict[str, Any]]:
         """Every trade on `symbol` from `since_ms` (None: the exchange's default window), page by page, each once."""
+        if self.exchange_id == "okx":
+            return await self._okx_trades(symbol, since_ms)
         out: dict[str, dict[str, Any]] = {}
         since: int | None = since_ms
         params: dict[str, Any] = {}
@@ -203,6 +207,21 @@ class OrderCalls:
             else:
                 # Inclusive: the trades at that instant come again, and are skipped.
                 since = max(int(t["timestamp"]) for t in page)
+        return sorted(out.values(), key=lambda t: (t["timestamp"], str(t["id"])))
+
+    async def _okx_trades(self, symbol: str, since_ms: int | None) -> list[dict[str, Any]]:
+        """OKX's fills from `since_ms`, newest page first, each page older than the last one's oldest bill id."""
+        out: dict[str, dict[str, Any]] = {}
+        params: dict[str, Any] = {}
+        while True:
+            # With a `since` ccxt sends `begin` and no limit: OKX's page is then its default, 100.
+            page: list[dict[str, Any]] = await self._call("fetch_my_trades", symbol, since_ms, None, params)
+            new = [t for t in page if str(t["id"]) not in out]
+            out.update((str(t["id"]), t) for t in new)
+            bills = [int(t["info"]["billId"]) for t in page if str((t.get("info") or {}).get("billId", "")).isdigit()]
+            if len(page) < OKX_FILLS_PAGE or not new or not bills:
+                break
+            params = {"after": str(min(bills))}
         return sorted(out.values(), key=lambda t: (t["timestamp"], str(t["id"])))
 
     async def balance(self) -> dict[str, Any]:

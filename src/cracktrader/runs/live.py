@@ -875,6 +875,7 @@ class LiveRuntime:
         # The answers may say filled before their trades are booked (a push still on its way, a fetch that came
         # early): one last look, so the session's final results hold every fill of its stop.
         await self._guarded(self.reconcile(stale_ms=0))
+        await self.orders.fills_stored(5.0)  # and a fill a socket brought first is stored before the streams close
         # The venue's timer is the account's: it ends with the last of this server's sessions on that account.
         last_on_account = self.account is None or self.account.members == [self]
         if self.dead_man == "armed" and last_on_account:

@@ -10,8 +10,24 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from cracktrader.data.timeframes import SUPPORTED_TIMEFRAMES
+from cracktrader.exchanges.capabilities import live_support
 
 router = APIRouter()
+# The offline generator has no orders: paper sessions only.
+SYNTHETIC_LIVE: dict[str, Any] = {"supported": False, "spot": False, "client_order_ids": False,
+                                  "order_queries": False, "sandbox": False,
+                                  "missing": ["spot", "client_order_ids", "order_queries", "sandbox"]}  # fmt: skip
+
+
+class LiveTradingInfo(BaseModel):
+    """Whether live trading (`mode: "live"`) can use an exchange, and which of its needs it lacks."""
+
+    supported: bool
+    spot: bool
+    client_order_ids: bool
+    order_queries: bool
+    sandbox: bool
+    missing: list[str]
 
 
 class ExchangeInfo(BaseModel):
@@ -23,6 +39,7 @@ class ExchangeInfo(BaseModel):
     ohlcv: bool
     timeframes: list[str]
     notes: str
+    live_trading: LiveTradingInfo
 
 
 class ExchangeList(BaseModel):
@@ -44,6 +61,7 @@ def exchange_catalog() -> list[dict[str, Any]]:
             "ohlcv": True,
             "timeframes": list(SUPPORTED_TIMEFRAMES),
             "notes": "Built-in offline exchange: deterministic, realistic candles for any BASE/QUOTE symbol.",
+            "live_trading": SYNTHETIC_LIVE,
         }
     ]
     for exchange_id in ccxt.exchanges:
@@ -60,6 +78,7 @@ def exchange_catalog() -> list[dict[str, Any]]:
                 "ohlcv": ohlcv,
                 "timeframes": [tf for tf in SUPPORTED_TIMEFRAMES if tf in (ex.timeframes or {})],
                 "notes": "; ".join(notes),
+                "live_trading": live_support(ex).to_dict(),
             }
         )
     return items
