@@ -286,3 +286,34 @@ async def test_a_balance_that_moved_on_okx_degrades_the_session_until_it_is_back
         await run.live.check_balances()
         assert run.snapshot()["condition"] == "ok"
         await registry.stop(run.run_id)
+
+
+async def test_okx_arms_and_refreshes_its_dead_man_switch_so_the_venue_cancels_for_a_crashed_server(
+    venue: OkxVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    settings = settings_for(venue, tmp_path)
+    async with server(target, settings, venue.clock) as a:
+        run_a = await _running(a, venue)
+        assert run_a.live is not None
+        assert run_a.snapshot()["live"]["dead_man_switch"] == "armed" and venue.dead_man_calls == [60]
+        bid = float(venue.book_ticker("BTCUSDT")["bidPrice"])
+        resting = await run_a.live.place(OrderIntent(SYMBOL, "buy", "limit", 0.01, round(bid * 0.97, 2)))
+        assert resting.status is OrderStatus.OPEN
+        await venue.step(20)  # the session refreshes the timer every 20 s of its clock
+        await until(lambda: venue.dead_man_calls == [60, 60], "the timer refreshed")
+        await crash(a, run_a)
+
+    venue.clock.advance(61)  # nobody refreshed it: the venue's timer runs out
+    assert venue.expire_dead_man() == 1
+    later = LEASE_T0 + timedelta(seconds=TTL_S + 1)
+    async with server(target, settings, venue.clock, server_id=SERVER_B, lease=later) as b:
+        assert await b.scan() == [run_a.run_id]
+        run_b = b.get(run_a.run_id)
+        resume(run_b, dict(KEYS))
+        await until(lambda: run_b.status == "running", "running")
+        assert run_b.live is not None and run_b.live.offline_cancels == 0  # the venue did it, armed again now
+        (order,) = run_b.live.orders.ledger if run_b.live.orders is not None else ()
+        assert order.status is OrderStatus.CANCELED and venue_orders(venue)[0].status == "CANCELED"
+        assert venue.dead_man_calls[-1] == 60
+        await b.stop(run_b.run_id)
+    assert venue.dead_man_calls[-1] == 0  # the last session of the account stopped: the timer is off

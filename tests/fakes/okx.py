@@ -145,6 +145,9 @@ class OkxVenue(TradingVenue):
         self._private: dict[int, list[Subscription]] = {}  # private socket id -> its `orders` subscriptions
         self._logged_in: set[int] = set()
         self._bill_ids: dict[int, int] = {}  # trade id -> OKX bill id
+        # The dead man's switch (`trade/cancel-all-after`): every timeOut it was given, and when it fires (ms).
+        self.dead_man_calls: list[int] = []
+        self.dead_man_deadline: int | None = None
 
     # ------------------------------------------------------------ faults OKX names its own way
 
@@ -153,6 +156,16 @@ class OkxVenue(TradingVenue):
         body = {"code": "50004", "msg": "API endpoint request timeout (does not mean that the request was successful "
                 "or failed, please check the request result).", "data": []}  # fmt: skip
         self._order_faults.append(_OrderFault("error", 200, body))
+
+    def expire_dead_man(self) -> int:
+        """What OKX does when the timer of `cancel-all-after` runs out: cancel every open order; how many it did."""
+        if self.dead_man_deadline is None or self.clock.now_ms() < self.dead_man_deadline:
+            return 0
+        self.dead_man_deadline = None
+        open_orders = [o for o in self.account.open_orders() if not o.external]
+        for o in open_orders:
+            self.cancel_order(o.order_id, o.symbol)  # the venue's own symbol id: `cancel_order` takes it as it is
+        return len(open_orders)
 
     # ------------------------------------------------------------ markets and ids
 
@@ -197,6 +210,7 @@ class OkxVenue(TradingVenue):
             ("POST", f"{API}/trade/order", self._okx(self._place_v5)),
             ("POST", f"{API}/trade/batch-orders", self._okx(self._place_v5)),
             ("POST", f"{API}/trade/cancel-order", self._okx(self._cancel_v5)),
+            ("POST", f"{API}/trade/cancel-all-after", self._okx(self._cancel_all_after)),
             *super().method_routes(),
         ]
 
@@ -423,6 +437,19 @@ class OkxVenue(TradingVenue):
         self._run_hook("cancel", "placed")
         return [{"clOrdId": order.client_id, "ordId": str(order.order_id), "ts": str(self.clock.now_ms()),
                  "sCode": "0", "sMsg": ""}]  # fmt: skip
+
+    async def _cancel_all_after(self, request: web.Request, params: dict[str, Any]) -> list[dict[str, str]]:
+        """Arm (timeOut 10-120 s), refresh, or with 0 disarm the dead man's switch."""
+        try:
+            seconds = int(params.get("timeOut"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise OkxError("51000", "Parameter timeOut error") from None
+        if seconds != 0 and not 10 <= seconds <= 120:
+            raise OkxError("51000", "Parameter timeOut error")
+        now = self.clock.now_ms()
+        self.dead_man_calls.append(seconds)
+        self.dead_man_deadline = now + seconds * 1000 if seconds else None
+        return [{"triggerTime": str(self.dead_man_deadline or 0), "ts": str(now)}]
 
     async def _orders_pending(self, request: web.Request, params: dict[str, Any]) -> list[dict[str, Any]]:
         sid = self.market_of(params["instId"]).id if params.get("instId") else None
