@@ -6,18 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncCrackTraderAPI", "CrackTraderAPI", "__version__", "sweep"]
+__all__ = ["AsyncCrackTraderAPI", "CrackTraderAPI", "__version__"]
 
 if TYPE_CHECKING:
     from cracktrader.client import AsyncCrackTraderAPI, CrackTraderAPI
-    from cracktrader.sweeps.sweep import sweep as sweep
 
-# Imported on first access so that `import cracktrader` (the engine, the CLI, the server) never loads httpx or numba.
-_LAZY = {
-    "CrackTraderAPI": "cracktrader.client",
-    "AsyncCrackTraderAPI": "cracktrader.client",
-    "sweep": "cracktrader.sweeps",
-}
+# Imported on first access so that `import cracktrader` (the engine, the CLI, the server) never loads httpx.
+_LAZY = {"CrackTraderAPI": "cracktrader.client", "AsyncCrackTraderAPI": "cracktrader.client"}
 
 
 def __getattr__(name: str) -> Any:
