@@ -611,9 +611,12 @@ class LiveRuntime:
         if drift:
             # A fill the venue already counts may not be booked here yet (a send in flight, a push on its way):
             # let the sends settle, catch up on the venue's orders and trades, and read again. Only a difference
-            # that stays is drift.
+            # that stays is drift. A socket's fill the reconcile skips as applied may still be being stored and
+            # booked: wait for that too.
+            assert self.orders is not None
             await self.settle(5.0)
             await self.reconcile(stale_ms=0)
+            await self.orders.fills_stored(5.0)
             drift = await self._drift()
         if drift and set(drift) != set(self.drift):
             self.alerts.raise_(
