@@ -6,13 +6,18 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncCrackTraderAPI", "CrackTraderAPI", "__version__"]
+__all__ = ["AsyncCrackTraderAPI", "CrackTraderAPI", "__version__", "sweep"]
 
 if TYPE_CHECKING:
     from cracktrader.client import AsyncCrackTraderAPI, CrackTraderAPI
+    from cracktrader.sweeps.sweep import sweep as sweep
 
-# Imported on first access so that `import cracktrader` (the engine, the CLI, the server) never loads httpx.
-_LAZY = {"CrackTraderAPI": "cracktrader.client", "AsyncCrackTraderAPI": "cracktrader.client"}
+# Imported on first access so that `import cracktrader` (the engine, the CLI, the server) never loads httpx or numba.
+_LAZY = {
+    "CrackTraderAPI": "cracktrader.client",
+    "AsyncCrackTraderAPI": "cracktrader.client",
+    "sweep": "cracktrader.sweeps",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -94,23 +95,66 @@ def parse_param(raw: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+# The options of a backtest, shared by `backtest` and `sweep` (one definition of each).
+StrategyOption = Annotated[str, typer.Option("--strategy", "-s", help="Strategy name (see `cracktrader strategies`)")]
+SymbolOption = Annotated[list[str], typer.Option("--symbol", help="Symbol such as BTC/USDT; repeat for several")]
+TimeframeOption = Annotated[str, typer.Option("--timeframe", "-t", help="Candle timeframe, e.g. 1h")]
+ParamOption = Annotated[list[str] | None, typer.Option("--param", "-p", help="Strategy parameter key=value")]
+StartOption = Annotated[str | None, typer.Option(help="Start (ISO 8601), inclusive")]
+EndOption = Annotated[str | None, typer.Option(help="End (ISO 8601), exclusive")]
+CashOption = Annotated[float, typer.Option(help="Initial cash")]
+ExchangeOption = Annotated[str | None, typer.Option(help="Exchange id (ccxt id, or `synthetic` offline)")]
+CommissionOption = Annotated[float | None, typer.Option(help="Fee rate, e.g. 0.001; default: exchange's")]
+SlippageOption = Annotated[float, typer.Option("--slippage-bps", help="Slippage in basis points")]
+LatencyOption = Annotated[int, typer.Option(help="Bars between a decision and its fill")]
+AllowShortOption = Annotated[bool, typer.Option("--allow-short", help="Allow short positions")]
+ExchangeRulesOption = Annotated[
+    bool, typer.Option("--exchange-rules", help="The exchange's fees, precision, minimums and locked funds")
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CostOptions:
+    """The cost and fill options of a backtest as `BacktestConfig` fields."""
+
+    initial_cash: float
+    commission: float | None
+    slippage_bps: float
+    latency_bars: int
+    allow_short: bool
+    exchange_rules: bool
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "initial_cash": self.initial_cash,
+            "commission": self.commission,
+            "slippage_bps": self.slippage_bps,
+            "latency_bars": self.latency_bars,
+            "allow_short": self.allow_short,
+            "exchange_rules": self.exchange_rules,
+        }
+
+
+def validation_message(exc: Any) -> str:
+    """A pydantic ValidationError as one line."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
 @app.command()
 def backtest(
-    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Strategy name (see `cracktrader strategies`)")],
-    symbol: Annotated[list[str], typer.Option("--symbol", help="Symbol such as BTC/USDT; repeat for several")],
-    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Candle timeframe, e.g. 1h")] = "1h",
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Strategy parameter key=value")] = None,
-    start: Annotated[str | None, typer.Option(help="Start (ISO 8601), inclusive")] = None,
-    end: Annotated[str | None, typer.Option(help="End (ISO 8601), exclusive")] = None,
-    cash: Annotated[float, typer.Option(help="Initial cash")] = 10_000.0,
-    exchange: Annotated[str | None, typer.Option(help="Exchange id (ccxt id, or `synthetic` offline)")] = None,
-    commission: Annotated[float | None, typer.Option(help="Fee rate, e.g. 0.001; default: exchange's")] = None,
-    slippage_bps: Annotated[float, typer.Option("--slippage-bps", help="Slippage in basis points")] = 0.0,
-    latency: Annotated[int, typer.Option(help="Bars between a decision and its fill")] = 1,
-    allow_short: Annotated[bool, typer.Option("--allow-short", help="Allow short positions")] = False,
-    exchange_rules: Annotated[
-        bool, typer.Option("--exchange-rules", help="The exchange's fees, precision, minimums and locked funds")
-    ] = False,
+    strategy: StrategyOption,
+    symbol: SymbolOption,
+    timeframe: TimeframeOption = "1h",
+    param: ParamOption = None,
+    start: StartOption = None,
+    end: EndOption = None,
+    cash: CashOption = 10_000.0,
+    exchange: ExchangeOption = None,
+    commission: CommissionOption = None,
+    slippage_bps: SlippageOption = 0.0,
+    latency: LatencyOption = 1,
+    allow_short: AllowShortOption = False,
+    exchange_rules: ExchangeRulesOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results document as JSON")] = False,
     save: Annotated[
         bool, typer.Option("--save", help="Store the run in the history the server shows (rerun it by id)")
@@ -137,16 +181,11 @@ def backtest(
                 timeframe=timeframe,
                 start_date=start,
                 end_date=end,
-                initial_cash=cash,
                 exchange=exchange or get_settings().default_exchange,
-                commission=commission,
-                slippage_bps=slippage_bps,
-                latency_bars=latency,
-                allow_short=allow_short,
-                exchange_rules=exchange_rules,
+                **CostOptions(cash, commission, slippage_bps, latency, allow_short, exchange_rules).fields(),
             )
         except ValidationError as exc:
-            fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+            fail(validation_message(exc))
         if server is not None:
             _backtest_on_server(server, api_key, config, wait=wait, as_json=as_json)
             return
@@ -154,6 +193,91 @@ def backtest(
     _print_results(results, as_json=as_json)
     if save:
         _save(results, config, as_json=as_json)
+
+
+@app.command()
+def sweep(
+    strategy: StrategyOption,
+    grid: Annotated[
+        list[str], typer.Option("--grid", "-g", help="Swept parameter: name=start:end:step (end inclusive) or name=a,b")
+    ],
+    symbol: SymbolOption,
+    timeframe: TimeframeOption = "1h",
+    param: ParamOption = None,
+    start: StartOption = None,
+    end: EndOption = None,
+    cash: CashOption = 10_000.0,
+    exchange: ExchangeOption = None,
+    commission: CommissionOption = None,
+    slippage_bps: SlippageOption = 0.0,
+    latency: LatencyOption = 1,
+    allow_short: AllowShortOption = False,
+    exchange_rules: ExchangeRulesOption = False,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", "-m", help="Metric to keep; repeat (default: the main six)")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Threads (processes for event-driven strategies)")] = None,
+    sort: Annotated[str, typer.Option(help="Rank rows by this metric (drawdowns: smaller first)")] = "sharpe_ratio",
+    top: Annotated[int, typer.Option(help="Rows to print")] = 20,
+    out: Annotated[Path | None, typer.Option(help="Write every row to results.parquet or results.csv")] = None,
+) -> None:
+    """Backtest every combination of a parameter grid and print the best rows."""
+    from pydantic import ValidationError
+
+    from cracktrader.sweeps.grid import parse_grid_option
+    from cracktrader.sweeps.sweep import DEFAULT_METRICS
+    from cracktrader.sweeps.sweep import sweep as run_sweep
+
+    with user_errors():
+        swept = dict(parse_grid_option(g) for g in grid)
+        bar, update = _progress_bar("sweep")
+        try:
+            with bar:
+                result = run_sweep(
+                    strategy,
+                    swept,
+                    symbol,
+                    timeframe,
+                    start,
+                    end,
+                    exchange,
+                    metrics=tuple(metric or DEFAULT_METRICS),
+                    params=dict(parse_param(p) for p in (param or [])),
+                    sort=sort,
+                    workers=workers,
+                    progress=update,
+                    **CostOptions(cash, commission, slippage_bps, latency, allow_short, exchange_rules).fields(),
+                )
+        except ValidationError as exc:
+            fail(validation_message(exc))
+        if out is not None:
+            result.write(out)
+    _print_sweep(result, top=top, out=out)
+
+
+def _print_sweep(result: Any, *, top: int, out: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.strategy}: best {min(top, len(result.rows))} of {len(result.rows)} by {result.sort}")
+    table.add_column("#", justify="right")
+    for name in result.param_names:
+        table.add_column(name, justify="right")
+    for name in result.metrics:
+        table.add_column(name, justify="right")
+    for rank, row in enumerate(result.best(top), 1):
+        cells = [str(rank), *(str(row.params.get(n)) for n in result.param_names)]
+        cells += [_fmt(row.metrics[n], pct=n in _PCT) for n in result.metrics]
+        table.add_row(*cells)
+    console = Console()
+    console.print(table)
+    if result.skipped:
+        first = result.skipped[0]
+        console.print(
+            f"skipped {len(result.skipped)} combination(s) the strategy rejects, e.g. {first.params}: {first.reason}"
+        )
+    if out is not None:
+        console.print(f"wrote {len(result.rows)} rows to {out}")
 
 
 def _backtest_on_server(server: str, api_key: str | None, config: Any, *, wait: bool, as_json: bool) -> None:

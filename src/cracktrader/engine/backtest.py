@@ -126,8 +126,8 @@ def _signal_decider(strategy: Strategy, sim: EventSimulator) -> Callable[[BarCon
     return on_bar
 
 
-def _stack(data: MarketData, values: list[Any], dtype: type, default: Any) -> np.ndarray:
-    """Stack per-symbol signal columns into (n, m), broadcasting scalars as (1, 1)."""
+def stack_values(data: MarketData, values: list[Any], dtype: type, default: Any) -> np.ndarray:
+    """Stack per-symbol signal columns into (n, m), broadcasting scalars as (1, 1) (a sweep stacks its risk params)."""
     n, m = data.n_bars, len(data.symbols)
     if all(v is None or np.ndim(v) == 0 for v in values) and len({_scalar(v, default) for v in values}) == 1:
         return np.full((1, 1), _scalar(values[0], default), dtype=dtype)
@@ -155,7 +155,7 @@ def _bool_matrix(data: MarketData, cols: list[np.ndarray | None]) -> np.ndarray:
         if arr.shape[0] != n:
             raise UserInputError(f"Signal array has {arr.shape[0]} bars, expected {n}")
         return arr.reshape(n, 1)
-    return _stack(data, list(cols), np.bool_, False)
+    return stack_values(data, list(cols), np.bool_, False)
 
 
 def _eventful_bars(n: int, signals: list[np.ndarray]) -> np.ndarray:
@@ -185,7 +185,12 @@ class SignalArrays:
 
 def signal_arrays(strategy: Strategy, data: MarketData, *, allow_short: bool = False) -> SignalArrays:
     """Evaluate a vectorized strategy on every symbol and stack its signals for the kernel."""
-    sigs: list[Signals] = [strategy.signals(data.bars(j)) for j in range(len(data.symbols))]
+    sigs = [strategy.signals(data.bars(j)) for j in range(len(data.symbols))]
+    return stack_signals(data, sigs, allow_short=allow_short)
+
+
+def stack_signals(data: MarketData, sigs: list[Signals], *, allow_short: bool = False) -> SignalArrays:
+    """Each symbol's signals stacked for the kernel (a sweep evaluates them itself, on cached indicators)."""
     entries = _bool_matrix(data, [s.entries for s in sigs])
     exits = _bool_matrix(data, [s.exits for s in sigs])
     short_entries = _bool_matrix(data, [s.short_entries for s in sigs])
@@ -195,9 +200,9 @@ def signal_arrays(strategy: Strategy, data: MarketData, *, allow_short: bool = F
         exits,
         short_entries,
         short_exits,
-        _stack(data, [s.stop_loss for s in sigs], np.float64, np.nan),
-        _stack(data, [s.take_profit for s in sigs], np.float64, np.nan),
-        _stack(data, [s.size for s in sigs], np.float64, 1.0),
+        stack_values(data, [s.stop_loss for s in sigs], np.float64, np.nan),
+        stack_values(data, [s.take_profit for s in sigs], np.float64, np.nan),
+        stack_values(data, [s.size for s in sigs], np.float64, 1.0),
         _eventful_bars(data.n_bars, [entries, exits, *((short_entries, short_exits) if allow_short else ())]),
     )
 
@@ -411,19 +416,15 @@ def _result(
         if size != 0.0:
             price = float(data.close[last, j])
             open_positions.append(Position(data.symbols[j], size, entry, price, size * price, size * (price - entry)))
-    filled = orders[orders[:, O_STATUS] == STATUS_FILLED]
-    # Fills in time order (bar, symbol, side), whatever order a simulator numbered them in: sums over them
-    # (fees, pnl statistics) then round the same way in the kernel, the event simulator and paper trading.
-    filled = filled[np.lexsort((filled[:, O_SIDE], filled[:, O_SYMBOL], filled[:, O_BAR]))]
-    closing = filled[~np.isnan(filled[:, O_PNL])]
+    fills = fill_summary(orders)
     metrics = compute_metrics(
         equity=equity,
         initial_cash=settings.initial_cash,
         timestamps_ms=timestamp,
         periods_per_year=data.periods_per_year,
-        trade_pnls=closing[:, O_PNL],
-        trade_returns=closing[:, O_RETURN],
-        fees_paid=float(filled[:, O_FEE].sum()),
+        trade_pnls=fills.pnls,
+        trade_returns=fills.returns,
+        fees_paid=fills.fees,
         in_market=in_market,
         buy_and_hold_return=buy_and_hold_return(data, done),
     )
@@ -441,6 +442,25 @@ def _result(
         done == data.n_bars,
         style,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FillSummary:
+    """What the metrics take of a run's order rows: round-trip pnls and returns, and the fees paid."""
+
+    pnls: np.ndarray
+    returns: np.ndarray
+    fees: float
+
+
+def fill_summary(orders: np.ndarray) -> FillSummary:
+    """Round trips and fees of order rows (see engine.records), summed in time order."""
+    filled = orders[orders[:, O_STATUS] == STATUS_FILLED]
+    # Fills in time order (bar, symbol, side), whatever order a simulator numbered them in: sums over them
+    # (fees, pnl statistics) then round the same way in the kernel, the event simulator and paper trading.
+    filled = filled[np.lexsort((filled[:, O_SIDE], filled[:, O_SYMBOL], filled[:, O_BAR]))]
+    closing = filled[~np.isnan(filled[:, O_PNL])]
+    return FillSummary(closing[:, O_PNL], closing[:, O_RETURN], float(filled[:, O_FEE].sum()))
 
 
 def buy_and_hold_return(data: MarketData, done: int) -> float:

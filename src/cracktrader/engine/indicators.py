@@ -9,6 +9,11 @@ influence decays geometrically. Strategies add them up to return an exact `warmu
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 import numpy as np
 import talib
@@ -17,6 +22,58 @@ from numba import njit
 # Weight left of a recursive indicator's seed once its warm-up has passed: 1e-12 of the seed's error keeps
 # decisions identical to the full history far beyond the 1e-9 that float rounding already moves them.
 RECURSIVE_TOLERANCE = 1e-12
+
+
+T = TypeVar("T")
+
+
+class IndicatorCache:
+    """Indicator values by (function, input array, arguments): a sweep computes each distinct window once.
+
+    Entries keep their input array, so its id cannot be reused by another array while cached. Cached arrays are
+    read-only: combinations share them.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, int, tuple[Any, ...]], tuple[np.ndarray, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, values: np.ndarray, args: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """The cached value, computing it on the first request (two threads may both compute it: same value)."""
+        key = (name, id(values), args)
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and entry[0] is values:
+            result: T = entry[1]
+            return result
+        value = compute()
+        for arr in value if isinstance(value, tuple) else (value,):
+            if isinstance(arr, np.ndarray):
+                arr.setflags(write=False)
+        with self._lock:
+            stored: T = self._entries.setdefault(key, (values, value))[1]
+        return stored
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_ACTIVE: ContextVar[IndicatorCache | None] = ContextVar("cracktrader_indicator_cache", default=None)
+
+
+@contextmanager
+def cached_indicators(cache: IndicatorCache) -> Iterator[IndicatorCache]:
+    """Within the block, the indicator functions below memoize their results in `cache`."""
+    token = _ACTIVE.set(cache)
+    try:
+        yield cache
+    finally:
+        _ACTIVE.reset(token)
+
+
+def _memo(name: str, values: np.ndarray, args: tuple[Any, ...], compute: Callable[[], T]) -> T:
+    cache = _ACTIVE.get()
+    return compute() if cache is None else cache.get(name, values, args, compute)
 
 
 def _f64(values: np.ndarray) -> np.ndarray:
@@ -75,19 +132,23 @@ def rolling_sum(values: np.ndarray, period: int) -> np.ndarray:
     return np.asarray(_rolling_sum(_f64(values), int(period), 1.0))
 
 
+def _sma(values: np.ndarray, period: int) -> np.ndarray:
+    return np.asarray(_rolling_sum(_f64(values), int(period), float(period)))
+
+
 def sma(values: np.ndarray, period: int) -> np.ndarray:
     """Simple moving average (NaN during warm-up); the same value on any history that holds its window."""
-    return np.asarray(_rolling_sum(_f64(values), int(period), float(period)))
+    return _memo("sma", values, (int(period),), lambda: _sma(values, period))
 
 
 def ema(values: np.ndarray, period: int) -> np.ndarray:
     """Exponential moving average seeded with the SMA, as TA-Lib defines it."""
-    return np.asarray(talib.EMA(_f64(values), timeperiod=period))
+    return _memo("ema", values, (int(period),), lambda: np.asarray(talib.EMA(_f64(values), timeperiod=period)))
 
 
 def rsi(values: np.ndarray, period: int) -> np.ndarray:
     """Wilder's relative strength index."""
-    return np.asarray(talib.RSI(_f64(values), timeperiod=period))
+    return _memo("rsi", values, (int(period),), lambda: np.asarray(talib.RSI(_f64(values), timeperiod=period)))
 
 
 def bollinger(values: np.ndarray, period: int, stdev: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,27 +156,35 @@ def bollinger(values: np.ndarray, period: int, stdev: float) -> tuple[np.ndarray
 
     As TA-Lib's BBANDS, but from exact window sums (see `rolling_sum`), so each band depends on its window only.
     """
-    x = _f64(values)
-    middle = sma(x, period)
-    variance = np.maximum(sma(x * x, period) - middle * middle, 0.0)
+    middle, variance = _memo("bands", values, (int(period),), lambda: _band_parts(_f64(values), period))
     width = stdev * np.sqrt(variance)
     return middle + width, middle, middle - width
 
 
+def _band_parts(x: np.ndarray, period: int) -> tuple[np.ndarray, np.ndarray]:
+    """The middle band and the population variance of each window (what every band width shares)."""
+    middle = _sma(x, period)
+    return middle, np.maximum(_sma(x * x, period) - middle * middle, 0.0)
+
+
 def macd(values: np.ndarray, fast: int, slow: int, signal: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(macd, signal, histogram)."""
-    line, sig, hist = talib.MACD(_f64(values), fastperiod=fast, slowperiod=slow, signalperiod=signal)
-    return np.asarray(line), np.asarray(sig), np.asarray(hist)
+
+    def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        line, sig, hist = talib.MACD(_f64(values), fastperiod=fast, slowperiod=slow, signalperiod=signal)
+        return np.asarray(line), np.asarray(sig), np.asarray(hist)
+
+    return _memo("macd", values, (int(fast), int(slow), int(signal)), compute)
 
 
 def rolling_max(values: np.ndarray, period: int) -> np.ndarray:
     """Highest value of the last `period` bars, including the current one."""
-    return np.asarray(talib.MAX(_f64(values), timeperiod=period))
+    return _memo("max", values, (int(period),), lambda: np.asarray(talib.MAX(_f64(values), timeperiod=period)))
 
 
 def rolling_min(values: np.ndarray, period: int) -> np.ndarray:
     """Lowest value of the last `period` bars, including the current one."""
-    return np.asarray(talib.MIN(_f64(values), timeperiod=period))
+    return _memo("min", values, (int(period),), lambda: np.asarray(talib.MIN(_f64(values), timeperiod=period)))
 
 
 def shift(values: np.ndarray, periods: int = 1, fill: float = np.nan) -> np.ndarray:
@@ -128,25 +197,46 @@ def shift(values: np.ndarray, periods: int = 1, fill: float = np.nan) -> np.ndar
     return out
 
 
+@njit(cache=True, nogil=True)
+def crosses(a_prev: float, a_now: float, b_prev: float, b_now: float, up: bool) -> bool:
+    """Whether `a` crosses `b` (above when `up`, else below) between two bars; a NaN on the previous bar is not one."""
+    if a_prev != a_prev or b_prev != b_prev:
+        return False
+    if up:
+        return a_now > b_now and not a_prev > b_prev
+    return a_now < b_now and not a_prev < b_prev
+
+
+@njit(cache=True, nogil=True)
+def _crossed(a: np.ndarray, b: np.ndarray, up: bool) -> np.ndarray:
+    out = np.zeros(a.shape[0], dtype=np.bool_)
+    for t in range(1, a.shape[0]):
+        out[t] = crosses(a[t - 1], a[t], b[t - 1], b[t], up)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _crossed_level(a: np.ndarray, level: float, up: bool) -> np.ndarray:
+    out = np.zeros(a.shape[0], dtype=np.bool_)
+    for t in range(1, a.shape[0]):
+        out[t] = crosses(a[t - 1], a[t], level, level, up)
+    return out
+
+
+def _cross(a: np.ndarray, b: np.ndarray | float, up: bool) -> np.ndarray:
+    if isinstance(b, np.ndarray):
+        return np.asarray(_crossed(_f64(a), _f64(b), up))
+    return np.asarray(_crossed_level(_f64(a), float(b), up))
+
+
 def crossed_above(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
     """True on bars where `a` closes above `b` after closing at or below it on the previous bar."""
-    above = a > b
-    out = np.zeros(above.shape[0], dtype=np.bool_)
-    out[1:] = above[1:] & ~above[:-1]
-    # A NaN on the previous bar (warm-up) is not a cross.
-    prev_valid = ~np.isnan(a[:-1]) & (~np.isnan(b[:-1]) if isinstance(b, np.ndarray) else True)
-    out[1:] &= prev_valid
-    return out
+    return _cross(a, b, True)
 
 
 def crossed_below(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
     """True on bars where `a` closes below `b` after closing at or above it on the previous bar."""
-    below = a < b
-    out = np.zeros(below.shape[0], dtype=np.bool_)
-    out[1:] = below[1:] & ~below[:-1]
-    prev_valid = ~np.isnan(a[:-1]) & (~np.isnan(b[:-1]) if isinstance(b, np.ndarray) else True)
-    out[1:] &= prev_valid
-    return out
+    return _cross(a, b, False)
 
 
 def _decay_bars(alpha: float) -> int:

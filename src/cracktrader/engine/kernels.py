@@ -52,12 +52,13 @@ ACT_OPEN_SHORT = 3
 ACT_CLOSE_SHORT = 4
 
 
+@njit(cache=True, nogil=True)
 def new_state(n_symbols: int, initial_cash: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fresh (cash, float state, int state) arrays for `simulate_signals`."""
+    """Fresh (cash, float state, int state) arrays for `simulate_signals` (compiled: a sweep's kernel calls it)."""
     fstate = np.zeros((n_symbols, N_FSTATE), dtype=np.float64)
     fstate[:, S_SL_LEVEL] = np.nan
     fstate[:, S_TP_LEVEL] = np.nan
-    return np.array([initial_cash], dtype=np.float64), fstate, np.zeros((n_symbols, N_ISTATE), dtype=np.int64)
+    return np.full(1, initial_cash, dtype=np.float64), fstate, np.zeros((n_symbols, N_ISTATE), dtype=np.int64)
 
 
 @njit(cache=True, nogil=True)

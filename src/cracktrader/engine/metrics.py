@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
-__all__ = ["METRIC_KEYS", "compute_metrics"]
+__all__ = ["METRIC_KEYS", "CurveStats", "compute_metrics", "metrics_from_stats"]
 
 # Every key compute_metrics returns, in report order; docs/metrics.md defines each one.
 METRIC_KEYS: tuple[str, ...] = (
@@ -95,18 +96,23 @@ def _drawdown_kernel(eq: np.ndarray, ts: np.ndarray, initial: float, t_before: f
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _return_stats_kernel(eq: np.ndarray, initial: float) -> tuple[bool, float, float, float]:
+def _return_stats_kernel(eq: np.ndarray, initial: float, buf: np.ndarray) -> tuple[bool, float, float, float]:
     """(all returns finite, mean, std with ddof=1 or NaN, downside deviation) of per-bar simple returns.
 
     Two passes over the equity without temporaries: numpy's version built four 8 MB arrays per million bars.
+    A `buf` as long as `eq` keeps the first pass's returns for the second (a sweep passes a scratch array);
+    an empty one recomputes them. Either way each return is the same division, so the results are identical.
     """
     n = eq.shape[0]
+    keep = buf.shape[0] == n
     prev = initial
     total = 0.0
     for i in range(n):
         r = eq[i] / prev - 1.0
         if not math.isfinite(r):
             return False, math.nan, math.nan, math.nan
+        if keep:
+            buf[i] = r
         total += r
         prev = eq[i]
     mean = total / n
@@ -114,8 +120,11 @@ def _return_stats_kernel(eq: np.ndarray, initial: float) -> tuple[bool, float, f
     sq = 0.0
     down = 0.0
     for i in range(n):
-        r = eq[i] / prev - 1.0
-        prev = eq[i]
+        if keep:
+            r = buf[i]
+        else:
+            r = eq[i] / prev - 1.0
+            prev = eq[i]
         sq += (r - mean) * (r - mean)
         if r < 0.0:
             down += r * r
@@ -123,9 +132,32 @@ def _return_stats_kernel(eq: np.ndarray, initial: float) -> tuple[bool, float, f
     return True, mean, std, math.sqrt(down / n)
 
 
+_NO_BUFFER = np.empty(0)
+
+
 def _as_float_array(values: np.ndarray) -> np.ndarray:
     """A contiguous 1-D float64 view or copy."""
     return np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+
+
+@dataclass(frozen=True, slots=True)
+class CurveStats:
+    """What the metrics need of an equity curve: the two kernels' outputs (a sweep computes them in its kernel)."""
+
+    final: float
+    finite: bool
+    mean: float
+    std: float
+    downside: float
+    max_dd: float
+    max_len: int
+    max_ms: float
+
+
+def t_before(first_ts_ms: float, periods_per_year: float) -> float:
+    """Time of the initial cash: one nominal bar before the first close (a placeholder without a valid ppy)."""
+    ppy = float(periods_per_year)
+    return float(first_ts_ms) - (_MS_PER_YEAR / ppy if math.isfinite(ppy) and ppy > 0.0 else 0.0)
 
 
 def compute_metrics(
@@ -143,8 +175,6 @@ def compute_metrics(
     """Summary statistics of one backtest; undefined values are None so the dict is JSON-safe."""
     eq = _as_float_array(equity)
     ts = np.ascontiguousarray(timestamps_ms).reshape(-1)  # int64 ms: no float copy
-    pnls = _as_float_array(trade_pnls)
-    rets = _as_float_array(trade_returns)
     market = np.ascontiguousarray(in_market, dtype=np.bool_).reshape(-1)
     n = int(eq.shape[0])
     # Mismatched inputs are a caller bug that would silently skew every number, so fail loudly.
@@ -153,16 +183,51 @@ def compute_metrics(
             f"equity, timestamps_ms and in_market must have one entry per bar; "
             f"got {n}, {ts.shape[0]} and {market.shape[0]}"
         )
+    initial = float(initial_cash)
+    curve = None
+    if n and math.isfinite(initial) and initial > 0.0:
+        with np.errstate(all="ignore"):
+            finite, mean, std, downside = _return_stats_kernel(eq, initial, _NO_BUFFER)
+        max_dd, max_len, max_ms = _drawdown_kernel(eq, ts, initial, t_before(float(ts[0]), periods_per_year))
+        curve = CurveStats(float(eq[-1]), bool(finite), mean, std, downside, max_dd, int(max_len), max_ms)
+    return metrics_from_stats(
+        n=n,
+        initial_cash=initial,
+        periods_per_year=periods_per_year,
+        final=float(eq[-1]) if n else initial,
+        curve=curve,
+        trade_pnls=trade_pnls,
+        trade_returns=trade_returns,
+        fees_paid=fees_paid,
+        exposure=float(market.mean()) if n else None,
+        buy_and_hold_return=buy_and_hold_return,
+    )
+
+
+def metrics_from_stats(
+    *,
+    n: int,
+    initial_cash: float,
+    periods_per_year: float,
+    final: float,
+    curve: CurveStats | None,
+    trade_pnls: np.ndarray,
+    trade_returns: np.ndarray,
+    fees_paid: float,
+    exposure: float | None,
+    buy_and_hold_return: float,
+) -> dict[str, float | int | None]:
+    """The metrics of a curve already reduced to its `CurveStats` (None without bars or a valid cash)."""
+    pnls = _as_float_array(trade_pnls)
+    rets = _as_float_array(trade_returns)
     if pnls.shape[0] != rets.shape[0]:
         raise ValueError(
             f"trade_pnls and trade_returns must have one entry per round trip; got {pnls.shape[0]} and {rets.shape[0]}"
         )
-
     initial = float(initial_cash)
     ppy = float(periods_per_year)
     valid_cash = math.isfinite(initial) and initial > 0.0
     valid_ppy = math.isfinite(ppy) and ppy > 0.0
-    final = float(eq[-1]) if n else initial
 
     out: dict[str, float | int | None] = dict.fromkeys(METRIC_KEYS)
     out["periods"] = n
@@ -170,7 +235,7 @@ def compute_metrics(
     out["final_equity"] = _clean(final)
     out["fees_paid"] = _clean(fees_paid)
     out["buy_and_hold_return"] = _clean(buy_and_hold_return)
-    out["exposure"] = float(market.mean()) if n else None
+    out["exposure"] = exposure
 
     years = _clean(n / ppy) if valid_ppy and n else None
     out["years"] = years
@@ -181,9 +246,9 @@ def compute_metrics(
             # A non-positive final equity is a total loss; a fractional power of it is undefined.
             out["cagr"] = -1.0 if growth <= 0.0 else _clean(_safe_pow(growth, 1.0 / years) - 1.0)
 
-    if n and valid_cash:
-        _return_metrics(out, eq, initial, ppy if valid_ppy else None)
-        _drawdown_metrics(out, eq, ts, initial, ppy if valid_ppy else None)
+    if n and valid_cash and curve is not None:
+        _return_metrics(out, curve, n, ppy if valid_ppy else None)
+        _drawdown_metrics(out, curve, ppy if valid_ppy else None)
     elif valid_cash:
         # No bars: equity never left the initial cash, so there was no drawdown at all.
         out["max_drawdown"] = 0.0
@@ -206,40 +271,27 @@ def _safe_pow(base: float, exponent: float) -> float:
         return math.inf
 
 
-def _return_metrics(out: dict[str, float | int | None], eq: np.ndarray, initial: float, ppy: float | None) -> None:
+def _return_metrics(out: dict[str, float | int | None], curve: CurveStats, n: int, ppy: float | None) -> None:
     """Sharpe, Sortino and volatility from per-bar simple returns (equity before bar 0 = initial cash)."""
-    if ppy is None:
-        return
-    with np.errstate(all="ignore"):
-        finite, mean, std, downside_dev = _return_stats_kernel(eq, initial)
     # A return after a zero equity is undefined and would poison every statistic; report none.
-    if not finite:
+    if ppy is None or not curve.finite:
         return
     sqrt_ppy = math.sqrt(ppy)
-    if eq.shape[0] >= 2:
-        out["volatility"] = _clean(std * sqrt_ppy)
-        if std > _MIN_DEVIATION:
-            out["sharpe_ratio"] = _clean(mean / std * sqrt_ppy)
-    if downside_dev > _MIN_DEVIATION:
-        out["sortino_ratio"] = _clean(mean / downside_dev * sqrt_ppy)
+    if n >= 2:
+        out["volatility"] = _clean(curve.std * sqrt_ppy)
+        if curve.std > _MIN_DEVIATION:
+            out["sharpe_ratio"] = _clean(curve.mean / curve.std * sqrt_ppy)
+    if curve.downside > _MIN_DEVIATION:
+        out["sortino_ratio"] = _clean(curve.mean / curve.downside * sqrt_ppy)
 
 
-def _drawdown_metrics(
-    out: dict[str, float | int | None],
-    eq: np.ndarray,
-    ts: np.ndarray,
-    initial: float,
-    ppy: float | None,
-) -> None:
+def _drawdown_metrics(out: dict[str, float | int | None], curve: CurveStats, ppy: float | None) -> None:
     """Max drawdown and its durations over the curve [initial cash, equity...]."""
-    # The initial cash is the state one nominal bar before the first close; without ppy that time is
-    # unknown, so the kernel gets a placeholder and the calendar duration is withheld below.
-    t_before = float(ts[0]) - (_MS_PER_YEAR / ppy if ppy is not None else 0.0)
-    max_dd, max_len, max_ms = _drawdown_kernel(eq, ts, initial, t_before)
-    out["max_drawdown"] = _clean(max_dd)
+    out["max_drawdown"] = _clean(curve.max_dd)
     # The contract's key, and the same figure under a name that says its unit.
-    out["max_drawdown_duration"] = out["max_drawdown_duration_bars"] = int(max_len)
-    out["max_drawdown_duration_days"] = _clean(max_ms / _MS_PER_DAY) if ppy is not None else None
+    out["max_drawdown_duration"] = out["max_drawdown_duration_bars"] = int(curve.max_len)
+    # Without ppy the time before the first bar is unknown, so the calendar duration is withheld.
+    out["max_drawdown_duration_days"] = _clean(curve.max_ms / _MS_PER_DAY) if ppy is not None else None
 
 
 def _trade_metrics(out: dict[str, float | int | None], pnls: np.ndarray, rets: np.ndarray) -> None:

@@ -1,0 +1,333 @@
+"""Parameter sweeps: cracktrader's `sweep` against vectorbt's one-call broadcast, and against one backtest at a time.
+
+Every measurement runs in its own process (a warm-up on 10,000 bars first, for the JIT), so each peak RSS is that
+engine's alone: `ru_maxrss` of the process, and its rise above the RSS after imports and data loading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from benchlib import (
+    FEE,
+    INITIAL_CASH,
+    PERIODS_PER_YEAR,
+    SYMBOL,
+    Market,
+    Row,
+    Section,
+    child_env,
+    machine_info,
+    make_market,
+    print_section,
+    python_exe,
+    rel_diff,
+)
+
+SMA_GRID = {"fast": list(range(5, 51, 5)), "slow": list(range(20, 201, 20))}
+BIG_GRID = {"fast": list(range(5, 105)), "slow": list(range(110, 309, 2))}
+WARMUP_BARS = 10_000
+# One 100-combination grid per vectorized built-in.
+BUILTIN_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "SmaCross": SMA_GRID,
+    "EmaCross": SMA_GRID,
+    "TestStrategy": {"period": list(range(5, 51, 5)), "slow": list(range(60, 241, 20))},
+    "RsiMeanReversion": {"period": list(range(5, 24, 2)), "oversold": [20.0 + 2 * i for i in range(10)]},
+    "BollingerReversion": {"period": list(range(10, 56, 5)), "stdev": [1.0 + 0.25 * i for i in range(10)]},
+    "MacdTrend": {"fast": list(range(4, 14)), "slow": list(range(20, 39, 2))},
+    "DonchianBreakout": {"entry_period": list(range(10, 56, 5)), "exit_period": list(range(5, 51, 5))},
+}
+# One backtest at a time is timed on this many combinations of each grid and scaled to the grid's size.
+SERIAL_SAMPLE = 20
+
+
+def _rss_now() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# -- children ------------------------------------------------------------------------------------------
+
+
+def _ct_inputs(market: Market, strategy: str) -> Any:
+    from cracktrader.engine.broker import SimSettings
+    from cracktrader.engine.market import align
+    from cracktrader.strategies import builtin
+    from cracktrader.sweeps.plans import SweepInputs
+
+    settings = SimSettings(initial_cash=INITIAL_CASH, maker_fee=FEE, taker_fee=FEE, slippage=0.0, latency=1)
+    return SweepInputs(
+        getattr(builtin, strategy), align({SYMBOL: market}, PERIODS_PER_YEAR), settings, ("total_return",)
+    )
+
+
+def _ct_sweep(market: Market, strategy: str, combos_of: Any, workers: int) -> tuple[list[Any], int]:
+    from cracktrader.sweeps.plans import make_plan
+    from cracktrader.sweeps.sweep import run_plan
+
+    inputs = _ct_inputs(market, strategy)
+    combos = combos_of(inputs.strategy_cls)
+    plan = make_plan(inputs, combos)
+    rows, _, _ = run_plan(plan, combos, workers=workers)
+    return rows, len(combos)
+
+
+def _grid_combos(grid: dict[str, list[Any]], keep: Any = None) -> Any:
+    def make(cls: Any) -> list[Any]:
+        from cracktrader.sweeps.grid import expand
+
+        valid = expand(cls, grid).valid
+        return [v for v in valid if keep is None or keep(v[0].params)]
+
+    return make
+
+
+def _same_windows_1000(params: dict[str, Any]) -> bool:
+    """1,000 of BIG_GRID's pairs that still use all its 200 distinct windows."""
+    return ((params["slow"] - 110) // 2 - (params["fast"] - 5)) % 10 == 0
+
+
+def child(job: str, folder: Path, workers: int) -> dict[str, Any]:
+    """Run one measurement in this process; returns its figures."""
+    market = Market.load(folder)
+    small = market.head(WARMUP_BARS)
+    out: dict[str, Any] = {}
+    if job.startswith("ct:"):
+        _, strategy, which = job.split(":")
+        if which == "big":
+            combos_of = _grid_combos(BIG_GRID)
+        elif which == "big1000":
+            combos_of = _grid_combos(BIG_GRID, _same_windows_1000)
+        else:
+            combos_of = _grid_combos(BUILTIN_GRIDS[strategy] if which == "grid" else SMA_GRID)
+        _ct_sweep(small, strategy, _grid_combos({k: v[:2] for k, v in BUILTIN_GRIDS[strategy].items()}), 1)
+        base = _rss_now()
+        t0 = time.perf_counter()
+        rows, n = _ct_sweep(market, strategy, combos_of, workers)
+        out["seconds"] = time.perf_counter() - t0
+        out["combos"] = n
+        out["total_return"] = {":".join(map(str, r.params.values())): r.metrics["total_return"] for r in rows}
+    elif job.startswith("serial:"):
+        from cracktrader.engine.backtest import run_backtest
+
+        strategy = job.split(":")[1]
+        inputs = _ct_inputs(market, strategy)
+        combos = _grid_combos(BUILTIN_GRIDS[strategy])(inputs.strategy_cls)
+        run_backtest(inputs.strategy_cls(combos[0][1].model_dump()), _ct_inputs(small, strategy).data, inputs.sim)
+        base = _rss_now()
+        sample = combos[:: max(1, len(combos) // SERIAL_SAMPLE)][:SERIAL_SAMPLE]
+        t0 = time.perf_counter()
+        for _, params in sample:
+            run_backtest(inputs.strategy_cls(params.model_dump()), inputs.data, inputs.sim)
+        out["seconds"] = (time.perf_counter() - t0) * len(combos) / len(sample)
+        out["combos"] = len(combos)
+    elif job == "vbt":
+        _vbt(small)
+        base = _rss_now()
+        t0 = time.perf_counter()
+        out["total_return"] = _vbt(market)
+        out["seconds"] = time.perf_counter() - t0
+        out["combos"] = len(SMA_GRID["fast"]) * len(SMA_GRID["slow"])
+        out["peak_rss"] = _peak_rss()
+        out["same_sma"] = _vbt(market, same_sma=True)  # after the peak is read: informational, not timed
+    else:
+        raise SystemExit(f"unknown job {job}")
+    out.setdefault("peak_rss", _peak_rss())
+    out["base_rss"] = base
+    return out
+
+
+def _vbt(market: Market, *, same_sma: bool = False) -> dict[str, float]:
+    """vectorbt's one-call broadcast: MA.run with parameter lists, crossovers, from_signals on all columns.
+
+    `same_sma`: the crossovers of cracktrader's exact SMAs instead (vectorbt's simulator only), to show where the
+    two disagree: at SMA ties only.
+    """
+    import vectorbt as vbt
+
+    pairs = [(f, s) for f in SMA_GRID["fast"] for s in SMA_GRID["slow"]]
+    if same_sma:
+        from cracktrader.engine.indicators import crossed_above, crossed_below, sma
+
+        entries = np.stack([crossed_above(sma(market.close, f), sma(market.close, s)) for f, s in pairs], axis=1)
+        exits = np.stack([crossed_below(sma(market.close, f), sma(market.close, s)) for f, s in pairs], axis=1)
+    else:
+        fast = vbt.MA.run(market.close, [f for f, _ in pairs], short_name="fast")
+        slow = vbt.MA.run(market.close, [s for _, s in pairs], short_name="slow")
+        entries = np.asarray(fast.ma_crossed_above(slow))
+        exits = np.asarray(fast.ma_crossed_below(slow))
+    # A decision at bar t's close fills at bar t+1's open, as in cracktrader (vectorbt fills on the signal's bar).
+    entries = np.vstack([np.zeros((1, entries.shape[1]), bool), entries[:-1]])
+    exits = np.vstack([np.zeros((1, exits.shape[1]), bool), exits[:-1]])
+    pf = vbt.Portfolio.from_signals(
+        market.close[:, None],
+        entries,
+        exits,
+        price=market.open[:, None],
+        fees=FEE,
+        size=np.inf,
+        init_cash=INITIAL_CASH,
+    )
+    returns = np.asarray(pf.total_return())
+    return {f"{f}:{s}": float(r) for (f, s), r in zip(pairs, returns, strict=True)}
+
+
+def run_child(job: str, folder: Path, workers: int, python: str) -> dict[str, Any]:
+    cmd = ["nice", "-n", "19", python, __file__, "--child", job, "--data", str(folder), "--workers", str(workers)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{job} failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:,.0f} MB"
+
+
+def run(folder: Path, workers: int, python: str, only: set[str]) -> Section:
+    section = Section()
+    n = len(Market.load(folder))
+    if not only or "vbt" in only:
+        ct = run_child("ct:SmaCross:sma", folder, workers, python)
+        vb = run_child("vbt", folder, workers, python)
+        ratio = vb["seconds"] / ct["seconds"]
+        mem_ratio = vb["peak_rss"] / ct["peak_rss"]
+        common = sorted(set(ct["total_return"]) & set(vb["total_return"]))
+        diffs = [rel_diff(ct["total_return"][k], vb["total_return"][k]) for k in common]
+        worst = max(diffs)
+        within = sum(d <= 1e-9 for d in diffs)
+        section.rows += [
+            Row(
+                f"1. sweep 100 SmaCross pairs x {n:,} bars: time",
+                f"{ct['seconds']:.2f} s ({ct['combos']} run, fast>=slow skipped)",
+                "vectorbt MA.run + from_signals",
+                f"{vb['seconds']:.2f} s ({vb['combos']} columns)",
+                f"{ratio:.1f}x",
+                ">= 30x",
+                ratio >= 30,
+            ),
+            Row(
+                "1b. same: peak RSS (own process)",
+                f"{_mb(ct['peak_rss'])} (+{_mb(ct['peak_rss'] - ct['base_rss'])})",
+                "vectorbt",
+                f"{_mb(vb['peak_rss'])} (+{_mb(vb['peak_rss'] - vb['base_rss'])})",
+                f"1/{mem_ratio:.1f}",
+                "<= 1/10",
+                mem_ratio >= 10,
+            ),
+            Row(
+                "1c. same: total return vs vectorbt",
+                f"max rel diff {worst:.1e}",
+                "vectorbt",
+                f"{within}/{len(common)} pairs within 1e-9",
+                "-",
+                "<= 1e-9",
+                worst <= 1e-9,
+            ),
+        ]
+        same = [rel_diff(ct["total_return"][k], vb["same_sma"][k]) for k in common]
+        section.rows.append(
+            Row(
+                "1d. total return vs vectorbt given the same SMAs (info)",
+                f"max rel diff {max(same):.1e}",
+                "vectorbt from_signals",
+                f"{sum(d <= 1e-9 for d in same)}/{len(common)} pairs within 1e-9",
+                "-",
+                "-",
+                None,
+            )
+        )
+        section.data["sma100"] = {"ct": {k: v for k, v in ct.items() if k != "total_return"}, "vbt_s": vb["seconds"]}
+        if worst > 1e-9:
+            bad = sorted(zip(diffs, common, strict=True), reverse=True)[:3]
+            section.notes.append(
+                "largest total-return differences (fast:slow rel diff): "
+                + ", ".join(f"{k} {d:.1e}" for d, k in bad)
+                + "; vbt.MA's running-sum rolling mean rounds exact ties (fast SMA == slow SMA on 0.01 prices) either "
+                "way, cracktrader's window sums are exact (see bench_vectorized.py's tie diagnostics)"
+            )
+    if not only or "big" in only:
+        big = run_child("ct:SmaCross:big", folder, workers, python)
+        small = run_child("ct:SmaCross:big1000", folder, workers, python)
+        added = big["peak_rss"] - small["peak_rss"]
+        section.rows += [
+            Row(
+                f"2. sweep 10,000 SmaCross pairs x {n:,} bars",
+                f"{big['seconds']:.1f} s, peak {_mb(big['peak_rss'])}",
+                "-",
+                "-",
+                f"{big['combos'] / big['seconds']:.0f} combos/s",
+                "< 60 s, <= 2.5 GB",
+                big["seconds"] < 60 and big["peak_rss"] <= 2.5 * 2**30,
+            ),
+            Row(
+                "2b. 1,000 -> 10,000 pairs, same 200 windows",
+                f"+{_mb(added)} peak ({_mb(small['peak_rss'])} -> {_mb(big['peak_rss'])})",
+                "-",
+                "-",
+                f"1,000 in {small['seconds']:.1f} s",
+                "< 150 MB added",
+                added < 150 * 2**20,
+            ),
+        ]
+    if not only or "builtins" in only:
+        for strategy in BUILTIN_GRIDS:
+            sw = run_child(f"ct:{strategy}:grid", folder, workers, python)
+            serial = run_child(f"serial:{strategy}", folder, workers, python)
+            ratio = serial["seconds"] / sw["seconds"]
+            section.rows.append(
+                Row(
+                    f"3. {strategy}: {sw['combos']} combos x {n:,} bars",
+                    f"{sw['seconds']:.2f} s",
+                    "one backtest at a time",
+                    f"{serial['seconds']:.1f} s",
+                    f"{ratio:.1f}x",
+                    ">= 10x",
+                    ratio >= 10,
+                )
+            )
+    section.notes += [
+        f"workers: {workers} threads; each figure from its own process under nice; warm-up on {WARMUP_BARS:,} bars",
+        f"one backtest at a time: run_backtest per combination, {SERIAL_SAMPLE} combinations timed, scaled to the grid",
+        "vectorbt: entries/exits = vbt.MA crossovers shifted one bar, price=open, fees=0.0001, size=np.inf, "
+        f"init_cash={INITIAL_CASH:,.0f}; all 100 pairs (cracktrader skips the 10 with fast >= slow)",
+        machine_info(),
+    ]
+    return section
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--child")
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", action="append", default=[], help="vbt, big or builtins (repeatable)")
+    parser.add_argument("--python", default=python_exe(), help="interpreter for the children (the bench venv's)")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.data, args.workers)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "market"
+        make_market().save(folder)
+        section = run(folder, args.workers, args.python, set(args.only))
+    print_section("sweeps", section)
+
+
+if __name__ == "__main__":
+    main()

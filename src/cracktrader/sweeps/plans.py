@@ -1,0 +1,324 @@
+"""How a chunk of combinations is evaluated: a pure function of (candles, strategy, params chunk, costs) -> rows.
+
+Three plans, chosen per sweep:
+- `CrossPlan`: the crossover built-ins; each distinct indicator window is computed once per sweep and a compiled
+  block kernel derives the signals, simulates and reduces each combination.
+- `SignalPlan`: any other vectorized strategy; its own `signals` runs per combination (built-ins read their
+  indicators from a per-sweep cache), then the compiled kernel simulates and reduces it.
+- `EnginePlan`: event-driven strategies and exchange rules; the ordinary engine runs each combination.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cracktrader.engine import indicators as ta
+from cracktrader.engine.backtest import buy_and_hold_return, fill_summary, run_backtest, stack_signals, stack_values
+from cracktrader.engine.broker import SimSettings
+from cracktrader.engine.market import Bars, MarketData
+from cracktrader.engine.metrics import CurveStats, metrics_from_stats, t_before
+from cracktrader.engine.records import N_COLS
+from cracktrader.engine.strategy import Strategy, StrategyParams
+from cracktrader.runs.strategy_errors import strategy_errors
+from cracktrader.strategies import builtin
+from cracktrader.sweeps import kernel as k
+from cracktrader.sweeps.grid import Combination
+
+Metrics = dict[str, float | int | None]
+# Combinations per call of the crossover block kernel.
+CROSS_BLOCK = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SweepRow:
+    """One evaluated combination: its index in grid order, its parameters and the chosen metrics."""
+
+    index: int
+    params: dict[str, Any]
+    metrics: Metrics
+
+
+@dataclass(frozen=True, slots=True)
+class SweepInputs:
+    """What every chunk of a sweep shares: the candles, the strategy class, the costs and the metrics kept."""
+
+    strategy_cls: type[Strategy]
+    data: MarketData
+    sim: SimSettings
+    metrics: tuple[str, ...]
+
+
+class _Scratch:
+    """Per-thread arrays of one bar length that each combination overwrites (never bars x combinations)."""
+
+    def __init__(self, n: int, m: int) -> None:
+        self.entries = np.zeros((n, m), dtype=np.bool_)
+        self.exits = np.zeros((n, m), dtype=np.bool_)
+        self.eventful = np.zeros(n, dtype=np.bool_)
+        self.equity = np.empty(n)
+        self.cash = np.empty(n)
+        self.in_market = np.zeros(n, dtype=np.bool_)
+        self.orders = np.empty((4096, N_COLS))
+
+
+@dataclass(slots=True)
+class _Base:
+    inputs: SweepInputs
+    _local: threading.local = field(default_factory=threading.local, init=False)
+    _bh: float = field(default=0.0, init=False)
+    _t_before: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        data = self.inputs.data
+        self._bh = buy_and_hold_return(data, data.n_bars)
+        self._t_before = t_before(float(data.timestamp[0]), data.periods_per_year)
+
+    def scratch(self) -> _Scratch:
+        s: _Scratch | None = getattr(self._local, "scratch", None)
+        if s is None:
+            s = _Scratch(self.inputs.data.n_bars, len(self.inputs.data.symbols))
+            self._local.scratch = s
+        return s
+
+    def finish(self, combo: Combination, stats: np.ndarray, orders: np.ndarray) -> SweepRow:
+        """The row of a combination from its kernel stats and order rows, through the backtest's metric code."""
+        data, sim = self.inputs.data, self.inputs.sim
+        fills = fill_summary(orders)
+        curve = CurveStats(
+            float(stats[k.ST_FINAL]),
+            bool(stats[k.ST_FINITE]),
+            float(stats[k.ST_MEAN]),
+            float(stats[k.ST_STD]),
+            float(stats[k.ST_DOWNSIDE]),
+            float(stats[k.ST_MAX_DD]),
+            int(stats[k.ST_MAX_LEN]),
+            float(stats[k.ST_MAX_MS]),
+        )
+        n = data.n_bars
+        metrics = metrics_from_stats(
+            n=n,
+            initial_cash=sim.initial_cash,
+            periods_per_year=data.periods_per_year,
+            final=curve.final,
+            curve=curve,
+            trade_pnls=fills.pnls,
+            trade_returns=fills.returns,
+            fees_paid=fills.fees,
+            exposure=int(stats[k.ST_IN_MARKET]) / n,
+            buy_and_hold_return=self._bh,
+        )
+        return SweepRow(combo.index, combo.params, pick(metrics, self.inputs.metrics))
+
+
+def pick(metrics: Metrics, names: Sequence[str]) -> Metrics:
+    """The chosen metrics, in the order asked."""
+    return {name: metrics[name] for name in names}
+
+
+def _market(data: MarketData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return data.open, data.high, data.low, data.close, data.tradable
+
+
+@dataclass(slots=True)
+class SignalPlan(_Base):
+    """A vectorized strategy's own `signals` per combination, then the compiled simulation and reduction."""
+
+    cache: ta.IndicatorCache | None = field(default=None, init=False)
+    _bars: list[Bars] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        _Base.__post_init__(self)
+        data = self.inputs.data
+        # The same Bars objects every combination: the indicator cache keys on the arrays they hold.
+        self._bars = [data.bars(j) for j in range(len(data.symbols))]
+        if self.inputs.strategy_cls in builtin.BUILTIN_STRATEGIES:
+            # Built-ins never write into an indicator array, so combinations can share them.
+            self.cache = ta.IndicatorCache()
+
+    def evaluate(self, chunk: Sequence[tuple[Combination, StrategyParams]]) -> list[SweepRow]:
+        """Rows of a chunk of combinations, in the chunk's order."""
+        data, sim = self.inputs.data, self.inputs.sim
+        cls = self.inputs.strategy_cls
+        s = self.scratch()
+        stats = np.empty(k.N_STATS)
+        rows = []
+        for combo, params in chunk:
+            strategy = cls(params.model_dump())
+            with strategy_errors(cls):
+                if self.cache is not None:
+                    with ta.cached_indicators(self.cache):
+                        sigs = [strategy.signals(b) for b in self._bars]
+                else:
+                    sigs = [strategy.signals(b) for b in self._bars]
+            sig = stack_signals(data, sigs, allow_short=sim.allow_short)
+            s.orders, n_orders = k.run_signals(
+                *_market(data),
+                sig.entries,
+                sig.exits,
+                sig.short_entries,
+                sig.short_exits,
+                sig.stop_loss,
+                sig.take_profit,
+                sig.size,
+                sim.maker_fee,
+                sim.taker_fee,
+                sim.slippage,
+                sim.latency,
+                sim.allow_short,
+                float(sim.initial_cash),
+                sig.eventful,
+                data.timestamp,
+                self._t_before,
+                s.equity,
+                s.cash,
+                s.in_market,
+                s.orders,
+                0,
+                stats,
+            )
+            rows.append(self.finish(combo, stats, s.orders[:n_orders]))
+        return rows
+
+
+# The crossover built-ins: the two indicator series each one crosses, as (function, window) pairs.
+CrossKeys = Callable[[Any], tuple[tuple[str, int], tuple[str, int]] | None]
+CROSS_STRATEGIES: dict[type[Strategy], CrossKeys] = {
+    builtin.SmaCross: lambda p: (("sma", p.fast), ("sma", p.slow)),
+    builtin.EmaCross: lambda p: (("ema", p.fast), ("ema", p.slow)),
+    builtin.TestStrategy: lambda p: (("sma", p.period), ("sma", p.slow)) if p.slow is not None else None,
+}
+_INDICATORS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {"sma": ta.sma, "ema": ta.ema}
+
+
+def cross_keys(cls: type[Strategy], params: StrategyParams) -> tuple[tuple[str, int], tuple[str, int]] | None:
+    """The (function, window) pairs a crossover built-in crosses with these params, or None when it is not one."""
+    keys = CROSS_STRATEGIES.get(cls)
+    return keys(params) if keys is not None else None
+
+
+@dataclass(slots=True)
+class CrossPlan(_Base):
+    """Crossover built-ins: every distinct window computed once, signals derived in the compiled block kernel."""
+
+    combos: Sequence[tuple[Combination, StrategyParams]] = ()
+    columns: np.ndarray = field(default_factory=lambda: np.empty((0, 0, 0)), init=False)
+    index: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
+    fallback: SignalPlan | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        _Base.__post_init__(self)
+        data = self.inputs.data
+        cls = self.inputs.strategy_cls
+        for _, params in self.combos:
+            for key in cross_keys(cls, params) or ():
+                self.index.setdefault(key, len(self.index))
+        n, m = data.n_bars, len(data.symbols)
+        self.columns = np.empty((len(self.index), m, n))  # each series contiguous for the kernel
+        bars = [data.bars(j) for j in range(m)]
+        for (name, window), i in self.index.items():
+            for j, b in enumerate(bars):
+                # The very function the strategy's `signals` calls, on the same close.
+                self.columns[i, j] = _INDICATORS[name](b.close, window)
+        self.fallback = SignalPlan(self.inputs)
+
+    def evaluate(self, chunk: Sequence[tuple[Combination, StrategyParams]]) -> list[SweepRow]:
+        """Rows of a chunk of combinations, in the chunk's order."""
+        cls = self.inputs.strategy_cls
+        out: list[SweepRow] = []
+        block: list[tuple[Combination, StrategyParams]] = []
+        for item in chunk:
+            if cross_keys(cls, item[1]) is None:
+                out += self._block(block)
+                block = []
+                assert self.fallback is not None
+                out += self.fallback.evaluate([item])
+                continue
+            block.append(item)
+            if len(block) == CROSS_BLOCK:
+                out += self._block(block)
+                block = []
+        return out + self._block(block)
+
+    def _block(self, block: Sequence[tuple[Combination, StrategyParams]]) -> list[SweepRow]:
+        if not block:
+            return []
+        data, sim = self.inputs.data, self.inputs.sim
+        cls = self.inputs.strategy_cls
+        size = len(block)
+        fast_idx = np.empty(size, dtype=np.int64)
+        slow_idx = np.empty(size, dtype=np.int64)
+        risk = np.empty((size, 3))
+        for c, (_, params) in enumerate(block):
+            keys = cross_keys(cls, params)
+            assert keys is not None
+            fast_idx[c], slow_idx[c] = self.index[keys[0]], self.index[keys[1]]
+            p: Any = params
+            # The (1, 1) broadcasts the backtest stacks a built-in's scalar risk params into.
+            risk[c, 0] = stack_values(data, [p.size], np.float64, 1.0)[0, 0]
+            risk[c, 1] = stack_values(data, [p.stop_loss], np.float64, np.nan)[0, 0]
+            risk[c, 2] = stack_values(data, [p.take_profit], np.float64, np.nan)[0, 0]
+        s = self.scratch()
+        offsets = np.zeros(size + 1, dtype=np.int64)
+        stats = np.empty((size, k.N_STATS))
+        s.orders = k.cross_block(
+            self.columns,
+            fast_idx,
+            slow_idx,
+            risk,
+            *_market(data),
+            sim.maker_fee,
+            sim.taker_fee,
+            sim.slippage,
+            sim.latency,
+            sim.allow_short,
+            float(sim.initial_cash),
+            data.timestamp,
+            self._t_before,
+            s.entries,
+            s.exits,
+            s.eventful,
+            s.equity,
+            s.cash,
+            s.in_market,
+            s.orders,
+            offsets,
+            stats,
+        )
+        return [
+            self.finish(combo, stats[c], s.orders[offsets[c] : offsets[c + 1]]) for c, (combo, _) in enumerate(block)
+        ]
+
+
+@dataclass(slots=True)
+class EnginePlan:
+    """Event-driven strategies (and runs with exchange rules): the ordinary engine, one combination at a time."""
+
+    inputs: SweepInputs
+
+    def evaluate(self, chunk: Sequence[tuple[Combination, StrategyParams]]) -> list[SweepRow]:
+        """Rows of a chunk of combinations, in the chunk's order."""
+        cls = self.inputs.strategy_cls
+        rows = []
+        for combo, params in chunk:
+            with strategy_errors(cls):
+                result = run_backtest(cls(params.model_dump()), self.inputs.data, self.inputs.sim)
+            rows.append(SweepRow(combo.index, combo.params, pick(result.metrics, self.inputs.metrics)))
+        return rows
+
+
+Plan = CrossPlan | SignalPlan | EnginePlan
+
+
+def make_plan(inputs: SweepInputs, combos: Sequence[tuple[Combination, StrategyParams]]) -> Plan:
+    """The fastest plan that gives each combination exactly its single backtest's metrics."""
+    cls = inputs.strategy_cls
+    if cls.style() != "vectorized" or inputs.sim.rules is not None:
+        return EnginePlan(inputs)
+    if cls in CROSS_STRATEGIES:
+        return CrossPlan(inputs, combos=combos)
+    return SignalPlan(inputs)

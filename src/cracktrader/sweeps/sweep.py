@@ -1,0 +1,306 @@
+"""`sweep`: run a strategy over a parameter grid in this process and keep one row of metrics per combination."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cracktrader.data.sources.base import CandleSource
+from cracktrader.engine.metrics import METRIC_KEYS
+from cracktrader.engine.strategy import Strategy, StrategyParams
+from cracktrader.errors import UserInputError
+from cracktrader.runs.backtest import prepare_backtest
+from cracktrader.runs.config import BacktestConfig
+from cracktrader.settings import Settings, get_settings
+from cracktrader.strategies.registry import load_registry
+from cracktrader.sweeps.grid import Combination, Skipped, expand
+from cracktrader.sweeps.plans import EnginePlan, Plan, SweepInputs, SweepRow, make_plan
+
+DEFAULT_METRICS: tuple[str, ...] = (
+    "total_return",
+    "sharpe_ratio",
+    "max_drawdown",
+    "total_trades",
+    "win_rate",
+    "profit_factor",
+)
+# Metrics where a smaller value ranks higher.
+LOWER_IS_BETTER = frozenset(
+    {"max_drawdown", "max_drawdown_duration", "max_drawdown_duration_bars", "max_drawdown_duration_days", "volatility"}
+    | {"fees_paid"}
+)
+# Called with (combinations done, combinations to do) after each chunk.
+SweepProgress = Callable[[int, int], None]
+# Chunks per worker over the whole sweep: enough to balance the threads and report progress often.
+CHUNKS_PER_WORKER = 8
+MAX_CHUNK = 64
+
+
+class SweepExecutorError(UserInputError):
+    """An executor this version cannot use."""
+
+    code = "UNSUPPORTED_EXECUTOR"
+    status_code = 422
+
+
+@dataclass(slots=True)
+class SweepResult:
+    """A sweep's rows (grid order, or best first with `top_k`) and the combinations the schema rejected."""
+
+    strategy: str
+    metrics: tuple[str, ...]
+    rows: list[SweepRow]
+    skipped: list[Skipped]
+    total: int
+    evaluated: int
+    cancelled: bool = False
+    sort: str | None = None
+    param_names: list[str] = field(default_factory=list)
+
+    def columns(self) -> dict[str, list[Any]]:
+        """One column per parameter and per metric, one entry per row."""
+        cols: dict[str, list[Any]] = {name: [r.params.get(name) for r in self.rows] for name in self.param_names}
+        for name in self.metrics:
+            cols[name] = [r.metrics[name] for r in self.rows]
+        return cols
+
+    def best(self, n: int, by: str | None = None) -> list[SweepRow]:
+        """The `n` best rows by a metric (the sweep's sort, else sharpe_ratio), ties in grid order."""
+        return sorted(self.rows, key=rank_key(by or self.sort or "sharpe_ratio"))[:n]
+
+    def write(self, path: str | Path) -> Path:
+        """Write every row as .parquet or .csv (pyarrow): parameters and metrics as columns."""
+        import pyarrow as pa
+
+        out = Path(path)
+        table = pa.table(self.columns())
+        if out.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, out)
+        elif out.suffix == ".csv":
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(table, out)
+        else:
+            raise UserInputError(f"--out must end in .parquet or .csv, got {out.name!r}")
+        return out
+
+
+def rank_key(metric: str) -> Callable[[SweepRow], tuple[bool, float, int]]:
+    """Sort key putting the best value of `metric` first, a missing value last and ties in grid order."""
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+
+    def key(row: SweepRow) -> tuple[bool, float, int]:
+        value = row.metrics.get(metric)
+        missing = value is None or not math.isfinite(float(value))
+        return (missing, 0.0 if missing else sign * float(value), row.index)  # type: ignore[arg-type]
+
+    return key
+
+
+class _TopK:
+    """The k best rows seen so far; memory stays within 2k rows whatever the grid's size."""
+
+    def __init__(self, k: int, metric: str) -> None:
+        self.k = k
+        self.key = rank_key(metric)
+        self.rows: list[SweepRow] = []
+
+    def add(self, rows: Sequence[SweepRow]) -> None:
+        self.rows += rows
+        if len(self.rows) > 2 * self.k:
+            self.rows = sorted(self.rows, key=self.key)[: self.k]
+
+    def result(self) -> list[SweepRow]:
+        return sorted(self.rows, key=self.key)[: self.k]
+
+
+def _chunks(
+    items: Sequence[tuple[Combination, StrategyParams]], size: int
+) -> Iterator[list[tuple[Combination, StrategyParams]]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+# The plan a process-pool worker evaluates; set once per worker by `_init_worker` (inherited through fork).
+_WORKER_PLAN: Plan | None = None
+
+
+def _init_worker(plan: Plan) -> None:
+    global _WORKER_PLAN
+    _WORKER_PLAN = plan
+
+
+def _evaluate_in_worker(chunk: list[tuple[Combination, StrategyParams]]) -> list[SweepRow]:
+    assert _WORKER_PLAN is not None
+    return _WORKER_PLAN.evaluate(chunk)
+
+
+def _pool(plan: Plan, workers: int) -> Executor:
+    """Threads over the compiled kernels (they release the GIL); processes for the Python engine, which holds it."""
+    if isinstance(plan, EnginePlan) and workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        # fork: the candles and the strategy class (even one loaded from a user file) reach workers without pickling.
+        ctx = multiprocessing.get_context("fork")
+        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,))
+    return ThreadPoolExecutor(workers, thread_name_prefix="cracktrader-sweep")
+
+
+def run_plan(
+    plan: Plan,
+    combos: Sequence[tuple[Combination, StrategyParams]],
+    *,
+    workers: int,
+    chunk_size: int | None = None,
+    progress: SweepProgress | None = None,
+    cancel: threading.Event | None = None,
+    top_k: int | None = None,
+    sort: str = "sharpe_ratio",
+) -> tuple[list[SweepRow], int, bool]:
+    """Evaluate combinations in chunks on `workers`; returns (rows, combinations evaluated, cancelled).
+
+    Rows come back in grid order (or the top_k best first), whatever order the chunks complete in.
+    """
+    total = len(combos)
+    size = chunk_size or max(1, min(MAX_CHUNK, math.ceil(total / (workers * CHUNKS_PER_WORKER))))
+    pending = _chunks(combos, size)
+    keep = _TopK(top_k, sort) if top_k else None
+    rows: list[SweepRow] = []
+    done = 0
+    cancelled = False
+    if progress is not None:
+        progress(0, total)
+    in_process = workers <= 1
+    pool = None if in_process else _pool(plan, workers)
+    is_process = isinstance(pool, ProcessPoolExecutor)
+
+    def collect(chunk_rows: list[SweepRow]) -> None:
+        nonlocal done
+        done += len(chunk_rows)
+        if keep is not None:
+            keep.add(chunk_rows)
+        else:
+            rows.extend(chunk_rows)
+        if progress is not None:
+            progress(done, total)
+
+    try:
+        if pool is None:
+            for chunk in pending:
+                if cancel is not None and cancel.is_set():
+                    cancelled = True
+                    break
+                collect(plan.evaluate(chunk))
+        else:
+            running: set[Future[list[SweepRow]]] = set()
+            exhausted = False
+            while True:
+                # At most two chunks per worker in flight: a cancel leaves little to finish, memory stays bounded.
+                while not exhausted and len(running) < 2 * workers:
+                    if cancel is not None and cancel.is_set():
+                        cancelled = True
+                        exhausted = True
+                        break
+                    chunk = next(pending, [])
+                    if not chunk:
+                        exhausted = True
+                        break
+                    fn = _evaluate_in_worker if is_process else plan.evaluate
+                    running.add(pool.submit(fn, chunk))
+                if not running:
+                    break
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    if not fut.cancelled():
+                        collect(fut.result())
+                if cancel is not None and cancel.is_set():
+                    cancelled = exhausted = True
+                    for fut in running:
+                        fut.cancel()  # queued chunks never start; running ones finish and are kept
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if keep is not None:
+        return keep.result(), done, cancelled
+    rows.sort(key=lambda r: r.index)
+    return rows, done, cancelled
+
+
+def sweep(
+    strategy: str | type[Strategy],
+    grid: Mapping[str, Any],
+    symbols: str | Sequence[str],
+    timeframe: str = "1h",
+    start: str | None = None,
+    end: str | None = None,
+    exchange: str | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    executor: str | None = None,
+    top_k: int | None = None,
+    *,
+    params: Mapping[str, Any] | None = None,
+    sort: str = "sharpe_ratio",
+    workers: int | None = None,
+    chunk_size: int | None = None,
+    progress: SweepProgress | None = None,
+    cancel: threading.Event | None = None,
+    settings: Settings | None = None,
+    source: CandleSource | None = None,
+    **options: Any,
+) -> SweepResult:
+    """Backtest every combination of `grid` (with the fixed `params`) and return one row of metrics for each.
+
+    `options` are the backtest's cost and fill settings (initial_cash, commission, slippage_bps, latency_bars,
+    allow_short, exchange_rules), as in `BacktestConfig`. Rows are in grid order, or the `top_k` best by `sort`
+    first. Each row's metrics equal its single backtest's, whatever the workers or the chunking.
+    """
+    settings = settings or get_settings()
+    if executor not in (None, "local"):
+        raise SweepExecutorError(f"executor {executor!r} is not supported yet; use None (in process)")
+    unknown = [m for m in (*metrics, sort) if m not in METRIC_KEYS]
+    if unknown:
+        raise UserInputError(
+            f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(METRIC_KEYS)}",
+            details={"unknown": unknown, "available": list(METRIC_KEYS)},
+        )
+    if top_k is not None and top_k < 1:
+        raise UserInputError("top_k must be at least 1")
+    cls = strategy if isinstance(strategy, type) else load_registry(settings).get(strategy)
+    expanded = expand(cls, grid, params)
+    names = list(dict.fromkeys([*(params or {}), *grid]))
+    result = SweepResult(
+        cls.name, tuple(metrics), [], expanded.skipped, expanded.total, 0, sort=sort, param_names=names
+    )
+    if not expanded.valid:
+        return result
+    config = BacktestConfig(
+        strategy_name=cls.name,
+        strategy_params=expanded.valid[0][0].params,
+        symbols=[symbols] if isinstance(symbols, str) else list(symbols),
+        timeframe=timeframe,
+        start_date=start,
+        end_date=end,
+        exchange=exchange or settings.default_exchange,
+        **options,
+    )
+    prepared = prepare_backtest(config, settings=settings, source=source, strategy_cls=cls)
+    inputs = SweepInputs(cls, prepared.data, prepared.sim, tuple(metrics))
+    plan = make_plan(inputs, expanded.valid)
+    result.rows, result.evaluated, result.cancelled = run_plan(
+        plan,
+        expanded.valid,
+        workers=workers or os.cpu_count() or 1,
+        chunk_size=chunk_size,
+        progress=progress,
+        cancel=cancel,
+        top_k=top_k,
+        sort=sort,
+    )
+    return result
