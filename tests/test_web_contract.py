@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +50,33 @@ async def test_backtest_completes_and_results_have_the_seed_fields() -> None:
         assert results["final_value"] == pytest.approx(status["value"])
         assert results["performance_metrics"]["total_trades"] > 0
         assert status["trade_count"] == len(results["trades"]) == results["page"]["trades"]["total"]
+
+
+async def test_a_completed_run_counts_its_trades_even_when_the_workers_last_messages_come_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under load the worker's orders and progress messages can arrive after its outcome: the results decide."""
+    from cracktrader.runs import registry, worker
+
+    monkeypatch.setattr(registry, "END_WAIT_S", 0.0)
+    async with app_client() as c:
+        pool = c.app.state.manager.pool  # type: ignore[attr-defined]
+        submit = pool.submit
+
+        def late_messages(job: Any, on_message: Any, on_done: Any) -> None:
+            def dropping(kind: str, payload: dict[str, Any]) -> None:
+                if kind not in (worker.ORDERS, worker.PROGRESS, worker.END):
+                    on_message(kind, payload)
+
+            submit(job, dropping, on_done)
+
+        monkeypatch.setattr(pool, "submit", late_messages)
+        await c.post("/api/v1/run/backtest", json=YEAR_1H)
+        status = await wait_for_status(c, {"completed", "failed"})
+        results = (await c.get("/api/v1/results")).json()
+    assert status["status"] == "completed"
+    assert status["trade_count"] == results["page"]["trades"]["total"] > 0
+    assert status["bars_processed"] == status["bars_total"] == 8784
 
 
 async def test_start_when_not_idle_returns_409_run_already_active() -> None:

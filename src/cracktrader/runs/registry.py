@@ -449,11 +449,12 @@ class RunRegistry:
         st.end_time, st.ended_at, st.phase = end_time, time.monotonic(), None
         st.error, st.error_code = error, error_code
         if status == "completed" and results.equity.shape[0]:
-            # From the results, not the worker's last progress message: under load it can come after the outcome
-            # (past END_WAIT_S), and a completed run must not show 0 bars processed.
+            # From the results, not the worker's last progress and orders messages: under load they can come after
+            # the outcome (past END_WAIT_S), and a completed run must not show 0 bars processed or 0 trades.
             last = results.equity[-1]
             st.bars_processed = st.bars_total = int(results.equity.shape[0])
             st.cash, st.value = float(last["cash"]), float(last["value"])
+            st.trade_count = results.n_fills
         st.status = status
         self.outcomes[status] = self.outcomes.get(status, 0) + 1
         if error is not None:
