@@ -29,6 +29,7 @@ JS_DIR = ROOT / "tests" / "js"
 SDK_TESTS = JS_DIR / "sdk"
 SDK_DIR = ROOT / "src" / "cracktrader" / "web" / "static" / "sdk"
 SDK_DOC = ROOT / "docs" / "sdk.md"
+DOC_URL = "http://127.0.0.1:8000"
 NODE_TIMEOUT_S = 300  # a safety net: the suites take seconds
 
 
@@ -92,8 +93,39 @@ def test_js_sdk_suite_with_auth_on_logs_in_uses_keys_and_streams_with_credential
     assert re.search(r"^ok \d+ - an API key made by a login runs a backtest", out, re.M), out
 
 
-def _js_blocks() -> list[str]:
-    return re.findall(r"```js\n(.*?)```", SDK_DOC.read_text(), flags=re.DOTALL)
+def test_type_definitions_compile_strictly_and_reject_misuse() -> None:
+    node = _node()
+    tsc = JS_DIR / "node_modules" / "typescript" / "bin" / "tsc"
+    if not tsc.is_file():
+        pytest.fail("typescript is not in tests/js/node_modules: run scripts/test.sh (or npm ci --prefix tests/js)")
+    # sdk/typecheck.mts uses the SDK as a TypeScript user would; its `@ts-expect-error` lines must be errors.
+    done = subprocess.run(
+        [node, str(tsc), "-p", str(SDK_TESTS / "tsconfig.json")],
+        capture_output=True,
+        text=True,
+        timeout=NODE_TIMEOUT_S,
+        check=False,
+        cwd=JS_DIR,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _js_blocks(doc: Path = SDK_DOC) -> list[str]:
+    return re.findall(r"```js\n(.*?)```", doc.read_text(), flags=re.DOTALL)
+
+
+def _run_module(node: str, block: str, base_url: str) -> subprocess.CompletedProcess[str]:
+    """Run a docs block as an ES module piped in: `cracktrader-js` then resolves from tests/js, the cwd."""
+    return subprocess.run(
+        [node, "--input-type=module"],
+        input=block.replace(DOC_URL, base_url),
+        capture_output=True,
+        text=True,
+        timeout=NODE_TIMEOUT_S,
+        check=False,
+        cwd=JS_DIR,
+        env=_env(base_url),
+    )
 
 
 def test_sdk_doc_javascript_examples_run_as_printed_against_a_live_server() -> None:
@@ -104,23 +136,25 @@ def test_sdk_doc_javascript_examples_run_as_printed_against_a_live_server() -> N
     with live_server() as srv:
         for number, block in enumerate(blocks, 1):
             assert "from 'cracktrader-js'" in block or 'from "cracktrader-js"' in block, f"block {number}"
-            # Piped in as a module: `cracktrader-js` then resolves from tests/js, the working directory.
-            done = subprocess.run(
-                [node, "--input-type=module"],
-                input=block,
-                capture_output=True,
-                text=True,
-                timeout=NODE_TIMEOUT_S,
-                check=False,
-                cwd=JS_DIR,
-                env=_env(srv.base_url),
-            )
+            done = _run_module(node, block, srv.base_url)
             assert done.returncode == 0 and done.stderr == "", f"docs/sdk.md js block {number}:\n{done.stderr}"
             outputs.append(done.stdout)
     out = "".join(outputs)
     assert 'balance {"USDT":10000}' in out and "stopped stopped" in out, out
     assert re.search(r"^Final value: \$\d[\d,]*\.\d\d$", out, re.M), out
     assert "400 INVALID_SYMBOL BTC/USDT,ETH/USDT,SOL/USDT" in out and "snapshot idle" in out, out
+    assert "RUN_ALREADY_ACTIVE true" in out and "NOT_FOUND No run with id 'no-such-run'" in out, out
+    assert re.search(r"^completed after [1-9]\d* trade messages$", out, re.MULTILINE), out
+
+
+def test_readme_and_sdk_readme_javascript_examples_run_against_a_live_server() -> None:
+    node = _node()
+    blocks = _js_blocks(ROOT / "README.md") + _js_blocks(SDK_DIR / "README.md")
+    assert len(blocks) == 2
+    with live_server() as srv:
+        for block in blocks:
+            done = _run_module(node, block, srv.base_url)
+            assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
 def test_seed_001_javascript_example_is_in_the_docs_verbatim() -> None:
