@@ -76,12 +76,13 @@ async def _create_user(username: str) -> None:
 
 def test_js_sdk_suite_with_auth_off_runs_backtests_maps_errors_and_streams() -> None:
     with live_server() as srv:
-        out = _node_test(srv.base_url, "auth_off.test.mjs")
+        out = _node_test(srv.base_url, "auth_off.test.mjs", "offline.test.mjs")
     for name in (
         "a backtest started, polled and its results read",
         "server errors are thrown as their typed classes with the envelope",
         "the status stream sends a snapshot, then the run's updates until it completes",
         "an injected WebSocket (the browser's API) streams too",
+        "a proxy's HTML error page still throws the class of its status",
     ):
         assert re.search(rf"^ok \d+ - {re.escape(name)}$", out, re.MULTILINE), out
 

@@ -635,6 +635,8 @@ export declare class CrackTrader {
   subscribe(channels?: Channel[], options?: { symbol?: string | null; heartbeats?: boolean }): Promise<ChannelStream>;
   streamAlerts(options?: { heartbeats?: boolean }): Promise<ChannelStream>;
   wsUrl(path: string, search?: string): string;
+  /** The WebSocket constructor streams use, and whether it sends handshake headers (ws in Node does). */
+  webSocketClass(): Promise<{ Impl: new (url: string, ...rest: unknown[]) => WebSocket; headers: boolean }>;
 }
 
 export default CrackTrader;

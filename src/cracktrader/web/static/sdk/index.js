@@ -611,7 +611,9 @@ export class CrackTrader {
       try {
         mod = await import("ws");
       } catch (err) {
-        throw new NotSupportedError(`Streams in Node.js need the ws package: npm install ws (${err.message})`);
+        // Node 22+ has a global WebSocket (without handshake headers): use it when ws is not installed.
+        if (typeof globalThis.WebSocket === "function") return { Impl: globalThis.WebSocket, headers: false };
+        throw new NotSupportedError(`Streams in Node.js 20 need the ws package: npm install ws (${err.message})`);
       }
       return { Impl: mod.WebSocket ?? mod.default, headers: true };
     }
