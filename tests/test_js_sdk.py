@@ -8,6 +8,7 @@ dependency `cracktrader-js`, so the tests import it by its name, as users do. No
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -166,6 +167,34 @@ def test_seed_001_javascript_example_is_in_the_docs_verbatim() -> None:
         "const balance = await api.getBalance();",
     ):
         assert line in text, line
+
+
+def test_in_chromium_a_page_of_the_dashboard_imports_the_sdk_and_calls_and_streams_with_the_browsers_apis() -> None:
+    node = _node()
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("Chromium is not installed: apt-get install chromium")
+    with live_server() as srv:
+        done = subprocess.run(
+            [node, str(SDK_TESTS / "browser.mjs"), chromium, srv.base_url],
+            capture_output=True,
+            text=True,
+            timeout=NODE_TIMEOUT_S,
+            check=False,
+            cwd=JS_DIR,
+        )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    # The default base URL is the page's origin; fetch, WebSocket and the typed errors are the browser's.
+    assert seen == {
+        "baseUrl": srv.base_url,
+        "status": "idle",
+        "error": ["NotFoundError", 404, "NOT_FOUND"],
+        "snapshot": "snapshot",
+        "channel": "status",
+        "nodeGlobals": False,
+        "cspViolations": 0,
+    }
 
 
 def test_dashboard_serves_the_sdk_as_modules_under_a_strict_csp() -> None:
