@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[all]'
+# The docs' Node examples and the JavaScript SDK's tests: axios, jsdom, ws, typescript, and the SDK linked.
 npm ci --prefix tests/js --no-audit --no-fund --silent
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

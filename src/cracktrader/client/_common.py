@@ -6,6 +6,7 @@ how they send it, so the behaviour cannot drift between them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +34,8 @@ from cracktrader.client.errors import (
 from cracktrader.client.models import (
     FINISHED_STATUSES,
     AlertList,
+    ApiKeyCreated,
+    ApiKeyList,
     BacktestRequest,
     CheckResult,
     CredentialCheck,
@@ -42,6 +45,8 @@ from cracktrader.client.models import (
     ExchangeList,
     Health,
     LiveRequest,
+    LogoutResult,
+    Me,
     Meta,
     Results,
     RunList,
@@ -51,6 +56,7 @@ from cracktrader.client.models import (
     Status,
     StrategyInfo,
     StrategyList,
+    Tokens,
 )
 
 T = TypeVar("T")
@@ -97,6 +103,10 @@ class ClientConfig:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
         return cls(base_url.rstrip("/"), api_key, token, timeout)
+
+    def with_token(self, token: str | None) -> ClientConfig:
+        """The same settings with another bearer token (after a login, a refresh or a logout)."""
+        return dataclasses.replace(self, token=token)
 
     def headers(self) -> dict[str, str]:
         """Default headers: JSON, the SDK's user agent and the credentials that were given."""
@@ -175,6 +185,10 @@ def _nothing(response: httpx.Response) -> None:
 
 def _content(response: httpx.Response) -> bytes:
     return response.content
+
+
+def _text(response: httpx.Response) -> str:
+    return response.text
 
 
 def transport_error(exc: httpx.TransportError, method: str, url: str) -> CrackTraderError:
@@ -355,6 +369,50 @@ def check_body(
 def exchanges() -> Call[ExchangeList]:
     """`GET /exchanges`."""
     return Call("GET", _path("/exchanges"), model(ExchangeList))
+
+
+def metrics() -> Call[str]:
+    """`GET /metrics`: Prometheus exposition text."""
+    return Call("GET", _path("/metrics"), _text, headers={"Accept": "text/plain"})
+
+
+def login(username: str, password: str) -> Call[Tokens]:
+    """`POST /auth/login` (the JSON form of the OAuth2 password form)."""
+    return Call("POST", _path("/auth/login"), model(Tokens), json={"username": username, "password": password})
+
+
+def refresh(refresh_token: str) -> Call[Tokens]:
+    """`POST /auth/refresh`: the old refresh token stops working."""
+    return Call("POST", _path("/auth/refresh"), model(Tokens), json={"refresh_token": refresh_token})
+
+
+def logout(refresh_token: str | None) -> Call[LogoutResult]:
+    """`POST /auth/logout`: one login (with its refresh token) or all of the user's (without)."""
+    body = {"refresh_token": refresh_token} if refresh_token else {}
+    return Call("POST", _path("/auth/logout"), model(LogoutResult), json=body)
+
+
+def me() -> Call[Me]:
+    """`GET /auth/me`."""
+    return Call("GET", _path("/auth/me"), model(Me))
+
+
+def api_keys() -> Call[ApiKeyList]:
+    """`GET /auth/apikeys`."""
+    return Call("GET", _path("/auth/apikeys"), model(ApiKeyList))
+
+
+def create_api_key(name: str, scopes: Sequence[str] | None, expires_at: str | datetime | None) -> Call[ApiKeyCreated]:
+    """`POST /auth/apikeys` (201); None drops out so the server's defaults apply (read only, no expiry)."""
+    body = request_body(
+        None, {"name": name, "scopes": None if scopes is None else list(scopes), "expires_at": expires_at}
+    )
+    return Call("POST", _path("/auth/apikeys"), model(ApiKeyCreated), json=body)
+
+
+def revoke_api_key(key_id: int) -> Call[None]:
+    """`DELETE /auth/apikeys/{id}` (204)."""
+    return Call("DELETE", _path("/auth/apikeys/{}", str(key_id)), _nothing)
 
 
 def meta() -> Call[Meta]:

@@ -15,6 +15,8 @@ from cracktrader.client._common import Call, ClientConfig
 from cracktrader.client.errors import NotFoundError, RunAlreadyActiveError
 from cracktrader.client.models import (
     AlertList,
+    ApiKeyCreated,
+    ApiKeyList,
     BacktestRequest,
     CheckResult,
     CredentialCheck,
@@ -24,6 +26,8 @@ from cracktrader.client.models import (
     ExchangeList,
     Health,
     LiveRequest,
+    LogoutResult,
+    Me,
     Meta,
     Results,
     RunList,
@@ -33,6 +37,7 @@ from cracktrader.client.models import (
     Status,
     StrategyInfo,
     StrategyList,
+    Tokens,
 )
 from cracktrader.client.ws import AsyncChannelStream, AsyncEventStream
 
@@ -112,6 +117,53 @@ class AsyncCrackTraderAPI:
     async def get_meta(self) -> Meta:
         """API and app versions and announced deprecations."""
         return await self._call(api.meta())
+
+    async def get_metrics(self) -> str:
+        """The server's Prometheus metrics, as exposition text."""
+        return await self._call(api.metrics())
+
+    # Accounts ------------------------------------------------------------------------------------------
+
+    def _use_token(self, token: str | None) -> None:
+        """Send `token` as the bearer credential from now on (requests and streams)."""
+        self._config = self._config.with_token(token)
+        self._http.headers = self._config.headers()
+
+    async def login(self, username: str, password: str) -> Tokens:
+        """Sign in; the access token is used for this client's later requests and streams."""
+        tokens = await self._call(api.login(username, password))
+        self._use_token(tokens.access_token)
+        return tokens
+
+    async def refresh(self, refresh_token: str) -> Tokens:
+        """Rotate a refresh token (the old one stops working); the new access token is used from now on."""
+        tokens = await self._call(api.refresh(refresh_token))
+        self._use_token(tokens.access_token)
+        return tokens
+
+    async def logout(self, refresh_token: str | None = None) -> LogoutResult:
+        """End this login (with its refresh token) or every login of the user (without); drops the token."""
+        result = await self._call(api.logout(refresh_token))
+        self._use_token(None)
+        return result
+
+    async def get_me(self) -> Me:
+        """Who the credentials belong to, with role and scopes."""
+        return await self._call(api.me())
+
+    async def list_api_keys(self) -> ApiKeyList:
+        """Your API keys (every key for an admin), without secrets."""
+        return await self._call(api.api_keys())
+
+    async def create_api_key(
+        self, name: str, *, scopes: Sequence[str] | None = None, expires_at: str | datetime | None = None
+    ) -> ApiKeyCreated:
+        """Create an API key (scopes default to read only); its `key` is in this answer only."""
+        return await self._call(api.create_api_key(name, scopes, expires_at))
+
+    async def revoke_api_key(self, key_id: int) -> None:
+        """Revoke an API key; it stops working at once."""
+        await self._call(api.revoke_api_key(key_id))
 
     # Credentials ---------------------------------------------------------------------------------------
 

@@ -16,6 +16,9 @@ __all__ = [
     "FINISHED_STATUSES",
     "Alert",
     "AlertList",
+    "ApiKey",
+    "ApiKeyCreated",
+    "ApiKeyList",
     "BacktestRequest",
     "Balance",
     "ChannelMessage",
@@ -34,6 +37,8 @@ __all__ = [
     "Health",
     "LiveRequest",
     "LiveTradingInfo",
+    "LogoutResult",
+    "Me",
     "Meta",
     "Order",
     "PageInfo",
@@ -50,6 +55,7 @@ __all__ = [
     "Status",
     "StrategyInfo",
     "StrategyList",
+    "Tokens",
     "Trade",
 ]
 
@@ -547,6 +553,61 @@ class Meta(_Model):
     deprecation_policy: dict[str, Any] = Field(default_factory=dict)
     deprecations: list[dict[str, Any]] = Field(default_factory=list)
     changelog: str | None = None
+
+
+# Accounts ------------------------------------------------------------------------------------------------
+
+
+class Tokens(_Model):
+    """`POST /auth/login` and `/auth/refresh`: an access token and the refresh token that renews it."""
+
+    access_token: str
+    token_type: str = "bearer"
+    refresh_token: str
+    expires_in: int
+
+
+class LogoutResult(_Model):
+    """`POST /auth/logout`: how many refresh tokens were revoked."""
+
+    revoked: int
+
+
+class Me(_Model):
+    """`GET /auth/me`: who the credentials belong to."""
+
+    user_id: int | None = None
+    username: str
+    role: str
+    scopes: list[str] = Field(default_factory=list)
+    auth: str
+    api_key_id: int | None = None
+    auth_mode: str
+
+
+class ApiKey(_Model):
+    """An API key without its secret."""
+
+    id: int
+    name: str
+    prefix: str
+    scopes: list[str] = Field(default_factory=list)
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    user_id: int
+
+
+class ApiKeyCreated(ApiKey):
+    """A new API key: `key` is in this answer only."""
+
+    key: str
+
+
+class ApiKeyList(_Model):
+    """`GET /auth/apikeys`."""
+
+    items: list[ApiKey]
 
 
 # Streams -------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The local dashboard at `/ui`, mounted last; only the files shipped in the UI folder are ever served."""
+"""The local dashboard at `/ui` and its JavaScript SDK at `/ui/sdk`, mounted last; only shipped files are served."""
 
 from __future__ import annotations
 
@@ -10,19 +10,32 @@ from fastapi.responses import FileResponse, RedirectResponse
 from cracktrader.errors import CracktraderError
 
 UI_DIR = (Path(__file__).resolve().parent.parent / "static" / "ui").resolve()
+# The cracktrader-js package (static/sdk), served to the dashboard and other pages as ES modules.
+SDK_DIR = (Path(__file__).resolve().parent.parent / "static" / "sdk").resolve()
+SDK_PREFIX = "sdk/"
+# Types the browser must not sniff or guess: `.ts` would be served as MPEG transport stream video.
+MEDIA_TYPES = {".ts": "text/plain; charset=utf-8", ".md": "text/markdown; charset=utf-8"}
 MAX_UI_PATH = 200
 
 router = APIRouter(include_in_schema=False)
 
 
-def _ui_files() -> dict[str, Path]:
-    """Every file of the UI folder by its URL path; requests are looked up here, never joined onto the disk."""
-    return {p.relative_to(UI_DIR).as_posix(): p for p in UI_DIR.rglob("*") if p.is_file()}
+def _files(folder: Path, prefix: str = "") -> dict[str, Path]:
+    """Every file of a folder by its URL path; requests are looked up here, never joined onto the disk."""
+    if not folder.is_dir():
+        return {}
+    # An `npm install` run inside the SDK's folder must not publish its node_modules.
+    return {
+        prefix + p.relative_to(folder).as_posix(): p
+        for p in folder.rglob("*")
+        if p.is_file() and "node_modules" not in p.relative_to(folder).parts
+    }
 
 
 # Built once: the dashboard ships with the package. Looking names up (no path joins, no stat of what the client
-# sent) rules out traversal, NUL bytes and names too long for the filesystem at once.
-UI_FILES = _ui_files()
+# sent) rules out traversal, NUL bytes and names too long for the filesystem at once. The SDK's files come
+# after the UI's so that the SDK under `sdk/` is the one served even if the UI ever had an `sdk` folder.
+UI_FILES = {**_files(UI_DIR), **_files(SDK_DIR, SDK_PREFIX)}
 
 
 class UiFileNotFound(CracktraderError):
@@ -47,7 +60,7 @@ async def asset(path: str) -> FileResponse:
     """A dashboard asset; a name with an extension that is not shipped is a 404, anything else a client route."""
     target = UI_FILES.get(path)
     if target is not None:
-        return FileResponse(target)
+        return FileResponse(target, media_type=MEDIA_TYPES.get(target.suffix))
     shown = path if len(path) <= MAX_UI_PATH else f"{path[:MAX_UI_PATH]}..."
     if len(path) > MAX_UI_PATH or "." in PurePosixPath(path).name or ".." in path.split("/"):
         raise UiFileNotFound(f"No UI file {shown!r}", details={"path": shown})

@@ -1,0 +1,188 @@
+// cracktrader-js against a live server with authentication off (the default local model).
+import test from "node:test";
+import assert from "node:assert/strict";
+import { WebSocket as NodeWebSocket } from "ws";
+
+import CrackTrader, {
+  ConflictError,
+  ConnectionError,
+  CrackTraderError,
+  InvalidSymbolError,
+  NoActiveRunError,
+  NotFoundError,
+  OPERATIONS,
+  RunAlreadyActiveError,
+  ValidationError,
+} from "cracktrader-js";
+import { BACKTEST, BASE_URL, RECV_TIMEOUT_MS, RUN_TIMEOUT_MS } from "./support.mjs";
+
+const api = new CrackTrader(); // $CRACKTRADER_BASE_URL
+
+test("the client takes its base URL from the environment and reads health, meta and the catalog", async () => {
+  assert.equal(api.baseUrl, BASE_URL);
+  const health = await api.getHealth();
+  assert.equal(health.status, "healthy");
+  assert.equal(health.api_version, "v1");
+  const meta = await api.getMeta();
+  assert.equal(meta.api_version, "v1");
+  const strategies = await api.getStrategies({ limit: 1000 });
+  assert.ok(strategies.items.some((s) => s.name === "TestStrategy"));
+  const exchanges = await api.getExchanges();
+  assert.ok(exchanges.items.some((x) => x.id === "synthetic"));
+  const me = await api.getMe();
+  assert.equal(me.auth_mode, "off");
+  assert.match(await api.getMetrics(), /^# HELP /m);
+});
+
+test("a backtest started, polled and its results read", async () => {
+  await api.reset();
+  const started = await api.startBacktest(BACKTEST);
+  assert.equal(started.status, "starting");
+  assert.match(started.run_id, /^[0-9a-f]{32}$/);
+  const status = await api.waitForCompletion(started.run_id, { timeout: RUN_TIMEOUT_MS, pollInterval: 50 });
+  assert.equal(status.status, "completed");
+  assert.equal(status.run_id, started.run_id);
+
+  const results = await api.getResults({ maxPoints: 100, limit: 3 });
+  assert.equal(results.run_id, started.run_id);
+  assert.equal(results.status, "completed");
+  assert.equal(results.final_value, status.value);
+  assert.ok(results.equity_curve.length <= 100);
+  assert.equal(results.page.trades.limit, 3);
+  assert.ok(results.page.trades.total > 3 && results.trades.length === 3);
+
+  const byId = await api.getRunResults(started.run_id, { limit: 2, offset: 1 });
+  assert.deepEqual(byId.trades, results.trades.slice(1, 3));
+  const record = await api.getRun(started.run_id);
+  assert.equal(record.status, "completed");
+  assert.equal(record.final_value, results.final_value);
+  const history = await api.listRuns({ mode: "backtest", limit: 5 });
+  assert.ok(history.items.some((r) => r.run_id === started.run_id));
+  const csv = await api.tradesCsv(started.run_id);
+  assert.equal(csv.split("\n").length - 2, results.page.trades.total); // a header and a final newline
+  assert.match((await api.equityCsv(started.run_id)).split("\n")[0], /timestamp/);
+  const byIdStatus = await api.runStatus(started.run_id);
+  assert.equal(byIdStatus.value, status.value);
+});
+
+test("backtest() resets a finished runner, waits and returns the results", async () => {
+  const results = await api.backtest(BACKTEST, { timeout: RUN_TIMEOUT_MS, pollInterval: 50, limit: 1 });
+  assert.equal(results.status, "completed");
+  assert.equal(results.trades.length, 1);
+  assert.ok(results.final_value > 0);
+});
+
+test("server errors are thrown as their typed classes with the envelope", async () => {
+  await api.reset();
+  const bad = await api.startBacktest({ ...BACKTEST, symbols: ["BTCUSD"] }).catch((e) => e);
+  assert.ok(bad instanceof InvalidSymbolError && bad instanceof ValidationError && bad instanceof CrackTraderError);
+  assert.equal(bad.status, 400);
+  assert.equal(bad.code, "INVALID_SYMBOL");
+  assert.equal(bad.path, "/api/v1/run/backtest");
+  assert.deepEqual(bad.details.supported_symbols.slice(0, 3), ["BTC/USDT", "ETH/USDT", "SOL/USDT"]);
+  assert.equal(bad.name, "InvalidSymbolError");
+
+  const missing = await api.getRun("no-such-run").catch((e) => e);
+  assert.ok(missing instanceof NotFoundError);
+  assert.equal(missing.status, 404);
+  assert.equal(missing.message, "No run with id 'no-such-run'");
+
+  const stop = await api.stop().catch((e) => e);
+  assert.ok(stop instanceof NoActiveRunError && stop instanceof ConflictError);
+  assert.equal(stop.code, "NO_ACTIVE_RUN");
+
+  const invalid = await api.startBacktest({ strategy_name: "TestStrategy", symbols: ["BTC/USDT"], initial_cash: "lots" }).catch((e) => e);
+  assert.ok(invalid instanceof ValidationError);
+  assert.equal(invalid.code, "VALIDATION_ERROR");
+  assert.equal(invalid.status, 422);
+  assert.ok(Array.isArray(invalid.details.errors));
+
+  const started = await api.startBacktest({ ...BACKTEST, start_date: "2023-01-01" });
+  const twice = await api.startBacktest(BACKTEST).catch((e) => e);
+  assert.ok(twice instanceof RunAlreadyActiveError);
+  assert.equal(twice.details.run_id, started.run_id);
+  await api.waitForCompletion(started.run_id, { timeout: RUN_TIMEOUT_MS, pollInterval: 50 });
+
+  const closed = new CrackTrader({ baseUrl: "http://127.0.0.1:9" });
+  const unreachable = await closed.getStatus().catch((e) => e);
+  assert.ok(unreachable instanceof ConnectionError);
+  assert.equal(unreachable.status, null);
+});
+
+test("getBalance() reads the session this client started (seed 001), then asks for a run id", async () => {
+  const client = new CrackTrader({ apiKey: "your_key" });
+  await assert.rejects(client.getBalance(), NoActiveRunError);
+  const session = await client.startSession({ strategy_name: "SmaCross", symbols: "BTC/USDT", timeframe: "1m", exchange: "synthetic" });
+  assert.deepEqual(await client.getBalance(), { USDT: 10000 });
+  const stopped = await client.stopRun(session.run_id);
+  assert.equal(stopped.status, "stopped");
+  await assert.rejects(client.getBalance(), NoActiveRunError);
+  assert.deepEqual(await client.getBalance(session.run_id), { USDT: 10000 });
+});
+
+test("the status stream sends a snapshot, then the run's updates until it completes", async () => {
+  await api.reset();
+  const events = await api.streamStatus();
+  const snapshot = await events.recv({ timeout: RECV_TIMEOUT_MS });
+  assert.equal(snapshot.type, "snapshot");
+  assert.equal(snapshot.payload.status, "idle");
+  const started = await api.startBacktest(BACKTEST);
+  const seen = new Set();
+  let last;
+  for await (const event of events) {
+    seen.add(event.type);
+    if (event.type === "status_update" && event.payload.run_id === started.run_id && ["completed", "failed"].includes(event.payload.status)) {
+      last = event.payload;
+      break;
+    }
+  }
+  assert.equal(events.closed, true); // leaving the loop closes the socket
+  assert.equal(last.status, "completed");
+  assert.ok(seen.has("trade_execution"), [...seen].join(","));
+  const status = await api.getStatus();
+  assert.equal(last.value, status.value);
+});
+
+test("channel subscriptions are confirmed, refused ones throw, and messages arrive by channel", async () => {
+  await api.reset();
+  const messages = await api.subscribe(["trades"], { symbol: "BTC/USDT" });
+  assert.deepEqual(messages.subscriptions, [{ channel: "trades", symbol: "BTC/USDT" }]);
+  const refused = await messages.subscribe(["nonsense"]).catch((e) => e);
+  assert.ok(refused instanceof ValidationError);
+  assert.equal(refused.code, "INVALID_CHANNEL");
+  const all = await messages.subscribe(["status"]);
+  assert.equal(all.length, 2);
+  const first = await messages.recv({ timeout: RECV_TIMEOUT_MS }); // the status snapshot of a new subscription
+  assert.equal(first.channel, "status");
+  await api.startBacktest(BACKTEST);
+  let fills = 0;
+  for await (const { channel, data } of messages) {
+    if (channel === "trades") {
+      fills += 1;
+      assert.equal(data.symbol, "BTC/USDT");
+      assert.equal(typeof data.timestamp, "number");
+    } else if (channel === "status" && data.status === "completed") {
+      break;
+    }
+  }
+  assert.ok(fills > 0);
+});
+
+test("an injected WebSocket (the browser's API) streams too", async () => {
+  const browserLike = new CrackTrader({ WebSocket: NodeWebSocket, apiKey: "ignored-with-auth-off" });
+  const messages = await browserLike.subscribe(["status"]);
+  const first = await messages.recv({ timeout: RECV_TIMEOUT_MS });
+  assert.equal(first.channel, "status"); // the auth message's INVALID_ACTION reply (auth is off) was dropped
+  messages.close();
+  const events = await browserLike.streamStatus({ runId: "*" });
+  const snapshot = await events.recv({ timeout: RECV_TIMEOUT_MS });
+  assert.equal(snapshot.type, "snapshot");
+  assert.ok(Array.isArray(snapshot.payload.runs));
+  events.close();
+});
+
+test("every operation in the table is a method of the client", () => {
+  for (const [operation, name] of Object.entries(OPERATIONS)) {
+    assert.equal(typeof CrackTrader.prototype[name], "function", `${operation} -> ${name}`);
+  }
+});

@@ -1,0 +1,42 @@
+// Compiled (never run) by tests/test_js_sdk.py with `tsc --noEmit --strict`: index.d.ts is valid TypeScript,
+// the seed 001 example type-checks, and misuse is a type error.
+import CrackTrader, {
+  CrackTraderError,
+  InvalidSymbolError,
+  OPERATIONS,
+  RateLimitError,
+  type ChannelMessage,
+  type Results,
+  type StatusEvent,
+} from "cracktrader-js";
+
+const api = new CrackTrader({ apiKey: "your_key" });
+const balance: Record<string, number> = await api.getBalance();
+
+export async function usage(): Promise<number> {
+  const started = await api.startBacktest({ strategy_name: "TestStrategy", symbols: ["BTC/USDT"], timeframe: "1h" });
+  const status = await api.waitForCompletion(started.run_id, { timeout: 60_000 });
+  const results: Results = await api.getRunResults(status.run_id ?? "", { maxPoints: 100, limit: 10 });
+  const events = await api.streamStatus({ runId: "*" });
+  for await (const event of events) {
+    const e: StatusEvent = event;
+    if (e.type === "snapshot") break;
+  }
+  const messages = await api.subscribe(["trades", "status"], { symbol: "BTC/USDT" });
+  const first: ChannelMessage | undefined = await messages.recv({ timeout: 1000 });
+  try {
+    await api.getRun("x");
+  } catch (err) {
+    if (err instanceof InvalidSymbolError) return err.details.supported_symbols as never;
+    if (err instanceof RateLimitError) return err.retryAfter ?? 0;
+    if (err instanceof CrackTraderError) return err.status ?? 0;
+  }
+  const method: keyof CrackTrader = OPERATIONS["GET /api/v1/status"];
+  // @ts-expect-error strategy_name is required
+  await api.startBacktest({ symbols: ["BTC/USDT"] });
+  // @ts-expect-error not a channel
+  await api.subscribe(["nonsense"]);
+  // @ts-expect-error revokeApiKey takes the key's numeric id
+  await api.revokeApiKey("1");
+  return (results.final_value ?? 0) + Object.keys(balance).length + (first ? 1 : 0) + method.length;
+}
