@@ -131,6 +131,15 @@ def test_shorts_latency_and_two_symbols_match_single_backtests() -> None:
     assert_rows_equal_backtests(rsi, "RsiMeanReversion", **kw)
 
 
+def test_one_symbol_crossovers_with_latency_and_costs_match_single_backtests() -> None:
+    # One symbol without stops runs the fused crossover kernel: every row against its own backtest.
+    kw: dict[str, Any] = {"commission": 0.0005, "slippage_bps": 3.0, "latency_bars": 3, "initial_cash": 2_500.0}
+    grid = {"fast": [3, 6, 9], "slow": [12, 40], "size": [1.0, 0.5]}
+    result = sweep("EmaCross", grid, metrics=ALL, workers=2, **kw, **RANGE)
+    assert len(result.rows) == 12
+    assert_rows_equal_backtests(result, "EmaCross", **kw)
+
+
 def test_event_driven_strategies_sweep_through_the_engine_in_worker_processes() -> None:
     result = sweep("SmaCrossEvents", {"fast": [5, 10], "slow": [20, 40]}, metrics=ALL, workers=2, **RANGE)
     assert len(result.rows) == 4

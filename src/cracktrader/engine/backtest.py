@@ -458,7 +458,11 @@ def fill_summary(orders: np.ndarray) -> FillSummary:
     filled = orders[orders[:, O_STATUS] == STATUS_FILLED]
     # Fills in time order (bar, symbol, side), whatever order a simulator numbered them in: sums over them
     # (fees, pnl statistics) then round the same way in the kernel, the event simulator and paper trading.
-    filled = filled[np.lexsort((filled[:, O_SIDE], filled[:, O_SYMBOL], filled[:, O_BAR]))]
+    # At most one fill per bar, in bar order (one symbol), is that order already: the sort would cost a sweep
+    # of 10,000 rows a third of its time.
+    bars = filled[:, O_BAR]
+    if not bool(np.all(bars[1:] > bars[:-1])):
+        filled = filled[np.lexsort((filled[:, O_SIDE], filled[:, O_SYMBOL], bars))]
     closing = filled[~np.isnan(filled[:, O_PNL])]
     return FillSummary(closing[:, O_PNL], closing[:, O_RETURN], float(filled[:, O_FEE].sum()))
 

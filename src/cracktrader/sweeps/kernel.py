@@ -7,13 +7,38 @@ curve lives in per-thread scratch arrays of one bar length, so memory never grow
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
+from cracktrader.engine.fills import BUY, SELL, market_fill_price
 from cracktrader.engine.indicators import crosses
-from cracktrader.engine.kernels import new_state, simulate_signals
+from cracktrader.engine.kernels import (
+    ACT_CLOSE_LONG,
+    ACT_OPEN_LONG,
+    P_ACTION,
+    P_CREATED,
+    P_DUE,
+    S_PEND_SIZE,
+    S_PEND_SL,
+    S_PEND_TP,
+    S_POS,
+    _close_position,
+    _open_position,
+    _record,
+    new_state,
+    simulate_signals,
+)
 from cracktrader.engine.metrics import _drawdown_kernel, _return_stats_kernel
-from cracktrader.engine.records import N_COLS
+from cracktrader.engine.records import (
+    N_COLS,
+    REASON_INSUFFICIENT_CASH,
+    REASON_SIGNAL,
+    STATUS_FILLED,
+    STATUS_REJECTED,
+    TYPE_MARKET,
+)
 
 # Columns of a combination's stats row (see `metrics.CurveStats`), plus the bars in the market.
 ST_FINAL = 0
@@ -163,7 +188,30 @@ def cross_block(
     stop_loss = np.empty((1, 1))
     take_profit = np.empty((1, 1))
     n_orders = offsets[0]
+    segs = np.empty((orders.shape[0], N_SEG))
     for c in range(fast_idx.shape[0]):
+        if m == 1 and risk[c, 1] != risk[c, 1] and risk[c, 2] != risk[c, 2]:
+            # One symbol, no stop-loss or take-profit: the fused kernel, no entries/exits/equity arrays.
+            orders, segs, n_orders = run_cross(
+                columns[fast_idx[c], 0],
+                columns[slow_idx[c], 0],
+                open_,
+                close,
+                tradable,
+                risk[c, 0],
+                taker_fee,
+                slippage,
+                latency,
+                initial_cash,
+                timestamp,
+                t_before,
+                orders,
+                n_orders,
+                segs,
+                stats[c],
+            )
+            offsets[c + 1] = n_orders
+            continue
         # The strategy's `crossed_above` / `crossed_below`, bar by bar through the same `crosses`.
         eventful[0] = False
         for j in range(m):
@@ -212,3 +260,342 @@ def cross_block(
         )
         offsets[c + 1] = n_orders
     return orders
+
+
+# Columns of a segment row of the fused crossover kernel: the bars from `start` on hold this cash and position.
+SEG_START = 0
+SEG_CASH = 1
+SEG_POS = 2
+N_SEG = 3
+
+
+@njit(cache=True, nogil=True)
+def _decide(a: np.ndarray, b: np.ndarray, t: int, long: bool) -> bool:
+    """Whether bar t's close decides an order: the strategy's exit when long, its entry when flat (`crosses`)."""
+    up = crosses(a[t - 1], a[t], b[t - 1], b[t], True)
+    down = crosses(a[t - 1], a[t], b[t - 1], b[t], False)
+    return (down and not up) if long else (up and not down)
+
+
+@njit(cache=True, nogil=True)
+def _next_decision(a: np.ndarray, b: np.ndarray, tradable: np.ndarray, t: int, t1: int, long: bool) -> int:
+    """The first bar in [t, t1) (t >= 1) whose close decides an order by `_decide`, or t1.
+
+    A cheap necessary condition (the comparison flips the right way) filters the bars before `_decide` confirms,
+    so the rule stays `crosses`; the loop is 3x faster than calling it on every bar.
+    """
+    if long:
+        while t < t1:
+            if a[t] < b[t] and not a[t - 1] < b[t - 1] and tradable[t, 0] and _decide(a, b, t, long):
+                return t
+            t += 1
+    else:
+        while t < t1:
+            if a[t] > b[t] and not a[t - 1] > b[t - 1] and tradable[t, 0] and _decide(a, b, t, long):
+                return t
+            t += 1
+    return t1
+
+
+@njit(cache=True, nogil=True)
+def _pend(fs: np.ndarray, long: bool, size_frac: float) -> int:
+    """The action decided (close when long, open when flat), with an entry's size and no stop or target."""
+    if long:
+        return ACT_CLOSE_LONG
+    fs[0, S_PEND_SIZE] = size_frac
+    fs[0, S_PEND_SL] = math.nan
+    fs[0, S_PEND_TP] = math.nan
+    return ACT_OPEN_LONG
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _simulate_cross(
+    t0: int,
+    t1: int,
+    a: np.ndarray,
+    b: np.ndarray,
+    open_: np.ndarray,
+    tradable: np.ndarray,
+    size_frac: float,
+    taker_fee: float,
+    slippage: float,
+    latency: int,
+    cash: np.ndarray,
+    fs: np.ndarray,
+    ist: np.ndarray,
+    orders: np.ndarray,
+    n_orders: int,
+    segs: np.ndarray,
+    n_segs: int,
+) -> tuple[int, int, int]:
+    """`simulate_signals` specialised to one symbol, long-only crossover signals and no stop or target.
+
+    The signals are derived bar by bar from the two indicator series (no entries/exits arrays) and the equity
+    curve is not written: each fill appends a segment (first bar, cash, position) from which the stats pass
+    recomputes every bar's equity with the simulator's own expression. Fills go through the same
+    `_open_position` / `_close_position` / `_record`, in the same order, so every float is the simulator's.
+    Returns (first bar not simulated, order rows, segments); it stops early when the buffers may be full.
+    """
+    capacity = min(orders.shape[0], segs.shape[0])
+    c = cash[0]
+    act = ist[0, P_ACTION]
+    due = ist[0, P_DUE]
+    created = ist[0, P_CREATED]
+    t = t0
+    while t < t1:
+        if n_orders + 2 > capacity or n_segs + 2 > capacity:
+            break
+        # 1) The due market order at the open.
+        if act != 0 and due <= t and tradable[t, 0]:
+            o = open_[t, 0]
+            if act == ACT_CLOSE_LONG:
+                if fs[0, S_POS] != 0.0:
+                    price = market_fill_price(SELL, o, slippage)
+                    c, qty, fee, pnl, ret = _close_position(c, fs, 0, price, taker_fee)
+                    _record(
+                        orders,
+                        n_orders,
+                        created,
+                        t,
+                        0,
+                        SELL,
+                        TYPE_MARKET,
+                        STATUS_FILLED,
+                        qty,
+                        price,
+                        fee,
+                        pnl,
+                        ret,
+                        REASON_SIGNAL,
+                        math.nan,
+                    )
+                    n_orders += 1
+                    segs[n_segs, SEG_START] = t
+                    segs[n_segs, SEG_CASH] = c
+                    segs[n_segs, SEG_POS] = fs[0, S_POS]
+                    n_segs += 1
+            else:
+                price = market_fill_price(BUY, o, slippage)
+                c, qty, fee = _open_position(c, fs, 0, BUY, price, taker_fee)
+                _record(
+                    orders,
+                    n_orders,
+                    created,
+                    t,
+                    0,
+                    BUY,
+                    TYPE_MARKET,
+                    STATUS_FILLED if qty > 0.0 else STATUS_REJECTED,
+                    qty,
+                    price,
+                    fee,
+                    math.nan,
+                    math.nan,
+                    REASON_SIGNAL if qty > 0.0 else REASON_INSUFFICIENT_CASH,
+                    math.nan,
+                )
+                n_orders += 1
+                if qty > 0.0:
+                    segs[n_segs, SEG_START] = t
+                    segs[n_segs, SEG_CASH] = c
+                    segs[n_segs, SEG_POS] = fs[0, S_POS]
+                    n_segs += 1
+            act = 0
+            # 3) The decision on this fill bar's close.
+            if t > 0 and _decide(a, b, t, fs[0, S_POS] > 0.0):
+                act = _pend(fs, fs[0, S_POS] > 0.0, size_frac)
+                due = t + latency
+                created = t
+            t += 1
+            continue
+        if act != 0:
+            t += 1  # an order is pending: no decision until it fills
+            continue
+        # No order pending: only a decision bar changes anything, so scan to the next one in a tight loop.
+        long = fs[0, S_POS] > 0.0
+        if t == 0:
+            t = 1  # no decision on the first bar: no previous value to cross from
+        t = _next_decision(a, b, tradable, t, t1, long)
+        if t < t1:
+            act = _pend(fs, long, size_frac)
+            due = t + latency
+            created = t
+            t += 1
+    cash[0] = c
+    ist[0, P_ACTION] = act
+    ist[0, P_DUE] = due
+    ist[0, P_CREATED] = created
+    return t, n_orders, n_segs
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _segment_stats(
+    segs: np.ndarray,
+    n_segs: int,
+    close: np.ndarray,
+    ts: np.ndarray,
+    initial: float,
+    t_before: float,
+    stats: np.ndarray,
+) -> None:
+    """The stats row of `_return_stats_kernel` and `_drawdown_kernel` over the equity the segments describe.
+
+    Each bar's equity is the simulator's mark (`cash`, plus `position * close` when holding) and each return,
+    sum and comparison is the metric kernels' own, in bar order. Flat bars after a segment's first one have a
+    return of exactly 0 (x / x - 1 for a finite x > 0) and a constant equity, so the first pass skips them in
+    O(1); the second still adds their (0 - mean)^2 one by one, as the metric kernel rounds it.
+    """
+    n = close.shape[0]
+    prev = initial
+    total = 0.0
+    finite = True
+    peak = initial
+    peak_idx = 0
+    peak_t = t_before
+    underwater = False
+    max_dd = 0.0
+    max_len = 0
+    max_ms = 0.0
+    held = 0
+    value = initial
+    for s in range(n_segs):
+        start = int(segs[s, SEG_START])
+        end = int(segs[s + 1, SEG_START]) if s + 1 < n_segs else n
+        c = segs[s, SEG_CASH]
+        pos = segs[s, SEG_POS]
+        flat = pos == 0.0
+        quick = flat and c > 0.0 and math.isfinite(c)
+        stop = start + 1 if quick else end
+        for k in range(start, min(stop, end)):
+            value = c
+            if not flat:
+                value += pos * close[k, 0]
+                held += 1
+            r = value / prev - 1.0
+            if finite:
+                if not math.isfinite(r):
+                    finite = False
+                else:
+                    total += r
+            prev = value
+            if value >= peak:
+                if underwater:
+                    max_len = max(max_len, k + 1 - peak_idx)
+                    max_ms = max(max_ms, float(ts[k]) - peak_t)
+                    underwater = False
+                peak = value
+                peak_idx = k + 1
+                peak_t = float(ts[k])
+            else:
+                underwater = True
+                if peak > 0.0:
+                    max_dd = max(max_dd, (peak - value) / peak)
+        if quick and end > start + 1 and not underwater:
+            # The flat run's later bars each equal the peak: no episode closes, the peak only moves on.
+            peak_idx = end
+            peak_t = float(ts[end - 1])
+    if underwater:
+        max_len = max(max_len, n - peak_idx)
+        max_ms = max(max_ms, float(ts[n - 1]) - peak_t)
+    mean = math.nan
+    std = math.nan
+    downside = math.nan
+    if finite:
+        mean = total / n
+        prev = initial
+        sq = 0.0
+        down = 0.0
+        zero_sq = (0.0 - mean) * (0.0 - mean)
+        for s in range(n_segs):
+            start = int(segs[s, SEG_START])
+            end = int(segs[s + 1, SEG_START]) if s + 1 < n_segs else n
+            c = segs[s, SEG_CASH]
+            pos = segs[s, SEG_POS]
+            flat = pos == 0.0
+            stop = start + 1 if flat else end
+            for k in range(start, min(stop, end)):
+                v = c
+                if not flat:
+                    v += pos * close[k, 0]
+                r = v / prev - 1.0
+                sq += (r - mean) * (r - mean)
+                if r < 0.0:
+                    down += r * r
+                prev = v
+            if flat:
+                # finite returns imply c > 0 here: each later flat bar's return is exactly 0.
+                for _ in range(start + 1, end):
+                    sq += zero_sq
+        std = math.sqrt(sq / (n - 1)) if n >= 2 else math.nan
+        downside = math.sqrt(down / n)
+    stats[ST_FINAL] = value
+    stats[ST_FINITE] = 1.0 if finite else 0.0
+    stats[ST_MEAN] = mean
+    stats[ST_STD] = std
+    stats[ST_DOWNSIDE] = downside
+    stats[ST_MAX_DD] = max_dd
+    stats[ST_MAX_LEN] = max_len
+    stats[ST_MAX_MS] = max_ms
+    stats[ST_IN_MARKET] = held
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def run_cross(
+    a: np.ndarray,
+    b: np.ndarray,
+    open_: np.ndarray,
+    close: np.ndarray,
+    tradable: np.ndarray,
+    size_frac: float,
+    taker_fee: float,
+    slippage: float,
+    latency: int,
+    initial_cash: float,
+    timestamp: np.ndarray,
+    t_before: float,
+    orders: np.ndarray,
+    n_orders: int,
+    segs: np.ndarray,
+    stats: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One single-symbol crossover combination without stops: simulate, then reduce, with no per-bar array.
+
+    Returns the order buffer and segment buffer (grown when they filled up) and the order row count.
+    """
+    n = close.shape[0]
+    cash, fstate, istate = new_state(1, initial_cash)
+    segs[0, SEG_START] = 0
+    segs[0, SEG_CASH] = initial_cash
+    segs[0, SEG_POS] = 0.0
+    n_segs = 1
+    done = 0
+    while done < n:
+        reached, n_orders, n_segs = _simulate_cross(
+            done,
+            n,
+            a,
+            b,
+            open_,
+            tradable,
+            size_frac,
+            taker_fee,
+            slippage,
+            latency,
+            cash,
+            fstate,
+            istate,
+            orders,
+            n_orders,
+            segs,
+            n_segs,
+        )
+        if reached < n:
+            grown = np.empty((orders.shape[0] * 2, N_COLS))
+            grown[:n_orders] = orders[:n_orders]
+            orders = grown
+            more = np.empty((segs.shape[0] * 2, N_SEG))
+            more[:n_segs] = segs[:n_segs]
+            segs = more
+        done = reached
+    _segment_stats(segs, n_segs, close, timestamp, initial_cash, t_before, stats)
+    return orders, segs, n_orders
