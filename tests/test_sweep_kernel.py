@@ -104,3 +104,24 @@ def test_fused_cross_kernel_equals_the_generic_simulator_bit_for_bit(seed: int) 
         np.testing.assert_array_equal(orders[:n_orders], want_orders)
         # Bit for bit, NaN included: compare the float64 bytes.
         assert stats.tobytes() == want_stats.tobytes(), (fast, slow, kw)
+
+
+def _loop(s: float, x: float, count: int) -> float:
+    for _ in range(count):
+        s += x
+    return s
+
+
+def test_add_repeated_rounds_like_a_loop_of_additions() -> None:
+    rng = np.random.default_rng(7)
+    cases = [(0.0, 1e-8, 5_000), (1.0, 2.0**-53, 100), (1.0, 3 * 2.0**-54, 1_000), (0.5, 0.0, 50), (1e-310, 1e-312, 400)]
+    cases += [(1.0, 2.0**-52 * 1.5, 3_000), (2.0**52 - 10, 1.0, 40), (3.0, 5e-17, 2_000)]
+    for _ in range(300):
+        s = float(rng.choice([0.0, rng.random() * 10.0 ** rng.integers(-30, 5)]))
+        x = float(rng.random() * 10.0 ** rng.integers(-40, 1))
+        if rng.random() < 0.2:
+            # x exactly halfway between two multiples of s's ulp: ties round to even, alternately.
+            x = (int(rng.integers(0, 5)) + 0.5) * np.spacing(max(s, 1e-300))
+        cases.append((s, x, int(rng.integers(0, 20_000))))
+    for s, x, count in cases:
+        assert k.add_repeated(s, x, count) == _loop(s, x, count), (s, x, count)

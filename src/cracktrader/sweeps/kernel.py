@@ -428,6 +428,40 @@ def _simulate_cross(
     return t, n_orders, n_segs
 
 
+@njit(cache=True, nogil=True)
+def add_repeated(s: float, x: float, count: int) -> float:
+    """`count` additions of x to s, rounded exactly as a loop of `s += x` rounds them, in a few steps per binade.
+
+    While s stays in one binade [2^(e-1), 2^e) every representable value is a multiple of its ulp u, so each
+    `s += x` adds the same multiple d of u (x rounded to u), unless x is exactly halfway between two multiples,
+    where ties-to-even alternates: those, and every case outside a normal binade, add one by one.
+    """
+    while count > 0:
+        if count <= 8 or not (2.2250738585072014e-308 <= s < 1e300 and 0.0 <= x < s):
+            s += x
+            count -= 1
+            continue
+        _, e = math.frexp(s)
+        u = math.ldexp(1.0, e - 53)
+        q = x / u  # exact: a power-of-two scaling
+        if q - math.floor(q) == 0.5:
+            s += x
+            count -= 1
+            continue
+        d = (s + x) - s  # exact: both are multiples of u
+        if d == 0.0:
+            return s  # x is under half an ulp of s: no addition changes s, now or later
+        # Steps whose exact sums s + i * d + x all stay below 2^e (two spare for the rounding of this estimate).
+        j = min(int((math.ldexp(1.0, e) - s - x) / d) - 2, count)
+        if j <= 0:
+            s += x
+            count -= 1
+            continue
+        s += j * d  # exact: j * d is a multiple of u and s + j * d stays in the binade
+        count -= j
+    return s
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _segment_stats(
     segs: np.ndarray,
@@ -443,7 +477,7 @@ def _segment_stats(
     Each bar's equity is the simulator's mark (`cash`, plus `position * close` when holding) and each return,
     sum and comparison is the metric kernels' own, in bar order. Flat bars after a segment's first one have a
     return of exactly 0 (x / x - 1 for a finite x > 0) and a constant equity, so the first pass skips them in
-    O(1); the second still adds their (0 - mean)^2 one by one, as the metric kernel rounds it.
+    O(1); the second adds their (0 - mean)^2 with `add_repeated`, rounded as the metric kernel's loop rounds it.
     """
     n = close.shape[0]
     prev = initial
@@ -522,10 +556,9 @@ def _segment_stats(
                 if r < 0.0:
                     down += r * r
                 prev = v
-            if flat:
-                # finite returns imply c > 0 here: each later flat bar's return is exactly 0.
-                for _ in range(start + 1, end):
-                    sq += zero_sq
+            if flat and end > start + 1:
+                # Finite returns imply c != 0 here: each later flat bar's return is exactly 0.
+                sq = add_repeated(sq, zero_sq, end - start - 1)
         std = math.sqrt(sq / (n - 1)) if n >= 2 else math.nan
         downside = math.sqrt(down / n)
     stats[ST_FINAL] = value
