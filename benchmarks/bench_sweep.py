@@ -116,9 +116,10 @@ def child(job: str, folder: Path, workers: int) -> dict[str, Any]:
             combos_of = _grid_combos(BUILTIN_GRIDS[strategy] if which == "grid" else SMA_GRID)
         _ct_sweep(small, strategy, _grid_combos({k: v[:2] for k, v in BUILTIN_GRIDS[strategy].items()}), 1)
         base = _rss_now()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         rows, n = _ct_sweep(market, strategy, combos_of, workers)
         out["seconds"] = time.perf_counter() - t0
+        out["cpu"] = time.process_time() - c0
         out["combos"] = n
         out["total_return"] = {":".join(map(str, r.params.values())): r.metrics["total_return"] for r in rows}
     elif job.startswith("serial:"):
@@ -130,17 +131,19 @@ def child(job: str, folder: Path, workers: int) -> dict[str, Any]:
         run_backtest(inputs.strategy_cls(combos[0][1].model_dump()), _ct_inputs(small, strategy).data, inputs.sim)
         base = _rss_now()
         sample = combos[:: max(1, len(combos) // SERIAL_SAMPLE)][:SERIAL_SAMPLE]
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         for _, params in sample:
             run_backtest(inputs.strategy_cls(params.model_dump()), inputs.data, inputs.sim)
         out["seconds"] = (time.perf_counter() - t0) * len(combos) / len(sample)
+        out["cpu"] = (time.process_time() - c0) * len(combos) / len(sample)
         out["combos"] = len(combos)
     elif job == "vbt":
         _vbt(small)
         base = _rss_now()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         out["total_return"] = _vbt(market)
         out["seconds"] = time.perf_counter() - t0
+        out["cpu"] = time.process_time() - c0
         out["combos"] = len(SMA_GRID["fast"]) * len(SMA_GRID["slow"])
         out["peak_rss"] = _peak_rss()
         out["same_sma"] = _vbt(market, same_sma=True)  # after the peak is read: informational, not timed
@@ -186,6 +189,27 @@ def _vbt(market: Market, *, same_sma: bool = False) -> dict[str, float]:
     return {f"{f}:{s}": float(r) for (f, s), r in zip(pairs, returns, strict=True)}
 
 
+def run_pair(jobs: list[str], folder: Path, workers: int, python: str, repeat: int) -> list[dict[str, Any]]:
+    """Each job `repeat` times, interleaved so drifting load hits all; each job's run of median wall time."""
+    runs: list[list[dict[str, Any]]] = [[] for _ in jobs]
+    for _ in range(repeat):
+        for i, job in enumerate(jobs):
+            runs[i].append(run_child(job, folder, workers, python))
+    out = []
+    for job_runs in runs:
+        ordered = sorted(job_runs, key=lambda r: r["seconds"])
+        med = dict(ordered[len(ordered) // 2])
+        med["all_seconds"] = [r["seconds"] for r in job_runs]
+        out.append(med)
+    return out
+
+
+def _ratios(slow: dict[str, Any], fast: dict[str, Any]) -> str:
+    """Median of the per-repeat wall ratios, and the CPU-time ratio of the median runs (robust to load)."""
+    pairs = sorted(a / b for a, b in zip(slow["all_seconds"], fast["all_seconds"], strict=True))
+    return f"{pairs[len(pairs) // 2]:.1f}x (CPU {slow['cpu'] / fast['cpu']:.1f}x)"
+
+
 def run_child(job: str, folder: Path, workers: int, python: str) -> dict[str, Any]:
     cmd = ["nice", "-n", "19", python, __file__, "--child", job, "--data", str(folder), "--workers", str(workers)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), check=False)
@@ -199,12 +223,11 @@ def _mb(n: float) -> str:
     return f"{n / 2**20:,.0f} MB"
 
 
-def run(folder: Path, workers: int, python: str, only: set[str]) -> Section:
+def run(folder: Path, workers: int, python: str, only: set[str], repeat: int = 1) -> Section:
     section = Section()
     n = len(Market.load(folder))
     if not only or "vbt" in only:
-        ct = run_child("ct:SmaCross:sma", folder, workers, python)
-        vb = run_child("vbt", folder, workers, python)
+        ct, vb = run_pair(["ct:SmaCross:sma", "vbt"], folder, workers, python, repeat)
         ratio = vb["seconds"] / ct["seconds"]
         mem_ratio = vb["peak_rss"] / ct["peak_rss"]
         common = sorted(set(ct["total_return"]) & set(vb["total_return"]))
@@ -217,7 +240,7 @@ def run(folder: Path, workers: int, python: str, only: set[str]) -> Section:
                 f"{ct['seconds']:.2f} s ({ct['combos']} run, fast>=slow skipped)",
                 "vectorbt MA.run + from_signals",
                 f"{vb['seconds']:.2f} s ({vb['combos']} columns)",
-                f"{ratio:.1f}x",
+                _ratios(vb, ct),
                 ">= 30x",
                 ratio >= 30,
             ),
@@ -262,13 +285,12 @@ def run(folder: Path, workers: int, python: str, only: set[str]) -> Section:
                 "way, cracktrader's window sums are exact (see bench_vectorized.py's tie diagnostics)"
             )
     if not only or "big" in only:
-        big = run_child("ct:SmaCross:big", folder, workers, python)
-        small = run_child("ct:SmaCross:big1000", folder, workers, python)
+        big, small = run_pair(["ct:SmaCross:big", "ct:SmaCross:big1000"], folder, workers, python, repeat)
         added = big["peak_rss"] - small["peak_rss"]
         section.rows += [
             Row(
                 f"2. sweep 10,000 SmaCross pairs x {n:,} bars",
-                f"{big['seconds']:.1f} s, peak {_mb(big['peak_rss'])}",
+                f"{big['seconds']:.1f} s (CPU {big['cpu']:.0f} s), peak {_mb(big['peak_rss'])}",
                 "-",
                 "-",
                 f"{big['combos'] / big['seconds']:.0f} combos/s",
@@ -287,8 +309,7 @@ def run(folder: Path, workers: int, python: str, only: set[str]) -> Section:
         ]
     if not only or "builtins" in only:
         for strategy in BUILTIN_GRIDS:
-            sw = run_child(f"ct:{strategy}:grid", folder, workers, python)
-            serial = run_child(f"serial:{strategy}", folder, workers, python)
+            sw, serial = run_pair([f"ct:{strategy}:grid", f"serial:{strategy}"], folder, workers, python, repeat)
             ratio = serial["seconds"] / sw["seconds"]
             section.rows.append(
                 Row(
@@ -296,13 +317,15 @@ def run(folder: Path, workers: int, python: str, only: set[str]) -> Section:
                     f"{sw['seconds']:.2f} s",
                     "one backtest at a time",
                     f"{serial['seconds']:.1f} s",
-                    f"{ratio:.1f}x",
+                    _ratios(serial, sw),
                     ">= 10x",
                     ratio >= 10,
                 )
             )
     section.notes += [
-        f"workers: {workers} threads; each figure from its own process under nice; warm-up on {WARMUP_BARS:,} bars",
+        f"workers: {workers} threads; each figure from its own process under nice; warm-up on {WARMUP_BARS:,} bars; "
+        f"{repeat} interleaved repeat(s): median wall time, median of the per-repeat ratios, and the CPU-time ratio "
+        "(process CPU seconds, all threads; less sensitive to other load)",
         f"one backtest at a time: run_backtest per combination, {SERIAL_SAMPLE} combinations timed, scaled to the grid",
         "vectorbt: entries/exits = vbt.MA crossovers shifted one bar, price=open, fees=0.0001, size=np.inf, "
         f"init_cash={INITIAL_CASH:,.0f}; all 100 pairs (cracktrader skips the 10 with fast >= slow)",
@@ -318,6 +341,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", action="append", default=[], help="vbt, big or builtins (repeatable)")
     parser.add_argument("--python", default=python_exe(), help="interpreter for the children (the bench venv's)")
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved repeats of each pair; medians reported")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.data, args.workers)))
@@ -325,7 +349,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "market"
         make_market().save(folder)
-        section = run(folder, args.workers, args.python, set(args.only))
+        section = run(folder, args.workers, args.python, set(args.only), args.repeat)
     print_section("sweeps", section)
 
 

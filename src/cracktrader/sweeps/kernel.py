@@ -298,6 +298,26 @@ def _next_decision(a: np.ndarray, b: np.ndarray, tradable: np.ndarray, t: int, t
 
 
 @njit(cache=True, nogil=True)
+def _decide_flags(entries: np.ndarray, exits: np.ndarray, t: int, long: bool) -> bool:
+    """`simulate_signals`' decision from signal arrays: exit and not entry when long, entry and not exit when flat."""
+    if long:
+        return exits[t, 0] and not entries[t, 0]
+    return entries[t, 0] and not exits[t, 0]
+
+
+@njit(cache=True, nogil=True)
+def _next_flag_decision(
+    entries: np.ndarray, exits: np.ndarray, tradable: np.ndarray, t: int, t1: int, long: bool
+) -> int:
+    """The first bar in [t, t1) whose signals decide an order by `_decide_flags`, or t1."""
+    while t < t1:
+        if tradable[t, 0] and _decide_flags(entries, exits, t, long):
+            return t
+        t += 1
+    return t1
+
+
+@njit(cache=True, nogil=True)
 def _pend(fs: np.ndarray, long: bool, size_frac: float) -> int:
     """The action decided (close when long, open when flat), with an entry's size and no stop or target."""
     if long:
@@ -314,6 +334,9 @@ def _simulate_cross(
     t1: int,
     a: np.ndarray,
     b: np.ndarray,
+    entries: np.ndarray,
+    exits: np.ndarray,
+    flags: bool,
     open_: np.ndarray,
     tradable: np.ndarray,
     size_frac: float,
@@ -330,7 +353,8 @@ def _simulate_cross(
 ) -> tuple[int, int, int]:
     """`simulate_signals` specialised to one symbol, long-only crossover signals and no stop or target.
 
-    The signals are derived bar by bar from the two indicator series (no entries/exits arrays) and the equity
+    The signals are derived bar by bar from the two indicator series (no entries/exits arrays; with `flags`, a
+    vectorized strategy's own (n, 1) entries/exits are read instead, and a, b are unused) and the equity
     curve is not written: each fill appends a segment (first bar, cash, position) from which the stats pass
     recomputes every bar's equity with the simulator's own expression. Fills go through the same
     `_open_position` / `_close_position` / `_record`, in the same order, so every float is the simulator's.
@@ -402,8 +426,9 @@ def _simulate_cross(
                     n_segs += 1
             act = 0
             # 3) The decision on this fill bar's close.
-            if t > 0 and _decide(a, b, t, fs[0, S_POS] > 0.0):
-                act = _pend(fs, fs[0, S_POS] > 0.0, size_frac)
+            long = fs[0, S_POS] > 0.0
+            if _decide_flags(entries, exits, t, long) if flags else (t > 0 and _decide(a, b, t, long)):
+                act = _pend(fs, long, size_frac)
                 due = t + latency
                 created = t
             t += 1
@@ -413,9 +438,11 @@ def _simulate_cross(
             continue
         # No order pending: only a decision bar changes anything, so scan to the next one in a tight loop.
         long = fs[0, S_POS] > 0.0
-        if t == 0:
-            t = 1  # no decision on the first bar: no previous value to cross from
-        t = _next_decision(a, b, tradable, t, t1, long)
+        if flags:
+            t = _next_flag_decision(entries, exits, tradable, t, t1, long)
+        else:
+            # No crossing on the first bar: there is no previous value to cross from.
+            t = _next_decision(a, b, tradable, max(t, 1), t1, long)
         if t < t1:
             act = _pend(fs, long, size_frac)
             due = t + latency
@@ -573,9 +600,12 @@ def _segment_stats(
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def run_cross(
+def _run_fused(
     a: np.ndarray,
     b: np.ndarray,
+    entries: np.ndarray,
+    exits: np.ndarray,
+    flags: bool,
     open_: np.ndarray,
     close: np.ndarray,
     tradable: np.ndarray,
@@ -591,7 +621,7 @@ def run_cross(
     segs: np.ndarray,
     stats: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """One single-symbol crossover combination without stops: simulate, then reduce, with no per-bar array.
+    """One single-symbol long-only combination without stops: simulate, then reduce, with no per-bar array.
 
     Returns the order buffer and segment buffer (grown when they filled up) and the order row count.
     """
@@ -608,6 +638,9 @@ def run_cross(
             n,
             a,
             b,
+            entries,
+            exits,
+            flags,
             open_,
             tradable,
             size_frac,
@@ -632,3 +665,93 @@ def run_cross(
         done = reached
     _segment_stats(segs, n_segs, close, timestamp, initial_cash, t_before, stats)
     return orders, segs, n_orders
+
+
+_NO_FLAGS = np.zeros((1, 1), dtype=np.bool_)
+_NO_SERIES = np.zeros(1)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def run_cross(
+    a: np.ndarray,
+    b: np.ndarray,
+    open_: np.ndarray,
+    close: np.ndarray,
+    tradable: np.ndarray,
+    size_frac: float,
+    taker_fee: float,
+    slippage: float,
+    latency: int,
+    initial_cash: float,
+    timestamp: np.ndarray,
+    t_before: float,
+    orders: np.ndarray,
+    n_orders: int,
+    segs: np.ndarray,
+    stats: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One single-symbol crossover combination without stops (a crossing above b enters, below exits): `_run_fused`."""
+    return _run_fused(
+        a,
+        b,
+        _NO_FLAGS,
+        _NO_FLAGS,
+        False,
+        open_,
+        close,
+        tradable,
+        size_frac,
+        taker_fee,
+        slippage,
+        latency,
+        initial_cash,
+        timestamp,
+        t_before,
+        orders,
+        n_orders,
+        segs,
+        stats,
+    )
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def run_flags(
+    entries: np.ndarray,
+    exits: np.ndarray,
+    open_: np.ndarray,
+    close: np.ndarray,
+    tradable: np.ndarray,
+    size_frac: float,
+    taker_fee: float,
+    slippage: float,
+    latency: int,
+    initial_cash: float,
+    timestamp: np.ndarray,
+    t_before: float,
+    orders: np.ndarray,
+    n_orders: int,
+    segs: np.ndarray,
+    stats: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One single-symbol long-only combination without stops from its (n, 1) entries/exits; see `_run_fused`."""
+    return _run_fused(
+        _NO_SERIES,
+        _NO_SERIES,
+        entries,
+        exits,
+        True,
+        open_,
+        close,
+        tradable,
+        size_frac,
+        taker_fee,
+        slippage,
+        latency,
+        initial_cash,
+        timestamp,
+        t_before,
+        orders,
+        n_orders,
+        segs,
+        stats,
+    )

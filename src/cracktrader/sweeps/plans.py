@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from cracktrader.engine import indicators as ta
-from cracktrader.engine.backtest import buy_and_hold_return, fill_summary, run_backtest, stack_signals, stack_values
+from cracktrader.engine.backtest import (
+    SignalArrays,
+    buy_and_hold_return,
+    fill_summary,
+    run_backtest,
+    stack_signals,
+    stack_values,
+)
 from cracktrader.engine.broker import SimSettings
 from cracktrader.engine.market import Bars, MarketData
 from cracktrader.engine.metrics import CurveStats, metrics_from_stats, t_before
@@ -64,6 +71,7 @@ class _Scratch:
         self.cash = np.empty(n)
         self.in_market = np.zeros(n, dtype=np.bool_)
         self.orders = np.empty((4096, N_COLS))
+        self.segs = np.empty((4096, k.N_SEG))
 
 
 @dataclass(slots=True)
@@ -156,6 +164,28 @@ class SignalPlan(_Base):
                 else:
                     sigs = [strategy.signals(b) for b in self._bars]
             sig = stack_signals(data, sigs, allow_short=sim.allow_short)
+            if _long_only_one_symbol(sig, data.n_bars, sim.allow_short):
+                # The fused kernel: no eventful/equity/cash/in-market arrays, the stats from fill segments.
+                s.orders, s.segs, n_orders = k.run_flags(
+                    sig.entries,
+                    sig.exits,
+                    data.open,
+                    data.close,
+                    data.tradable,
+                    float(sig.size[0, 0]),
+                    sim.taker_fee,
+                    sim.slippage,
+                    sim.latency,
+                    float(sim.initial_cash),
+                    data.timestamp,
+                    self._t_before,
+                    s.orders,
+                    0,
+                    s.segs,
+                    stats,
+                )
+                rows.append(self.finish(combo, stats, s.orders[:n_orders]))
+                continue
             s.orders, n_orders = k.run_signals(
                 *_market(data),
                 sig.entries,
@@ -183,6 +213,22 @@ class SignalPlan(_Base):
             )
             rows.append(self.finish(combo, stats, s.orders[:n_orders]))
         return rows
+
+
+def _long_only_one_symbol(sig: SignalArrays, n: int, allow_short: bool) -> bool:
+    """Whether `kernel.run_flags` simulates these signals: one symbol, (n, 1) entries/exits, no stop or target,
+    one size, and no short entry the run would take."""
+    full = (n, 1)
+    return (
+        sig.entries.shape == full
+        and sig.exits.shape == full
+        and sig.size.shape == (1, 1)
+        and sig.stop_loss.shape == (1, 1)
+        and sig.take_profit.shape == (1, 1)
+        and bool(np.isnan(sig.stop_loss[0, 0]))
+        and bool(np.isnan(sig.take_profit[0, 0]))
+        and not (allow_short and bool(sig.short_entries.any()))
+    )
 
 
 # The crossover built-ins: the two indicator series each one crosses, as (function, window) pairs.
