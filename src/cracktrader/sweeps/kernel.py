@@ -1,8 +1,13 @@
-"""Compiled sweep kernels: many combinations per call, each through the backtest's own simulator and metric kernels.
+"""Compiled sweep kernels: many combinations per call, each giving exactly its single backtest's rows and stats.
 
-Nothing here decides a fill or a metric: `kernels.simulate_signals` (and through it `accounting.apply_fill`)
-simulates, `metrics._return_stats_kernel` and `metrics._drawdown_kernel` reduce the equity curve. A combination's
-curve lives in per-thread scratch arrays of one bar length, so memory never grows with bars x combinations.
+Two paths. The general one (`run_signals`) calls the backtest's own simulator (`kernels.simulate_signals`, and
+through it `accounting.apply_fill`) and metric kernels (`metrics._return_stats_kernel`, `_drawdown_kernel`) on
+per-thread scratch curves of one bar length. The fused one (`run_cross`, `run_flags`: one symbol, long only, no stop
+or target, the common sweep) derives each decision from the cached indicator windows (or the signal arrays) in a
+tight scan, fills through the same `_open_position` / `_close_position` / `_record`, and keeps no curve at all: each
+fill starts a segment (bar, cash, position) and `_segment_stats` recomputes every bar's equity with the simulator's
+expression and reduces it in the metric kernels' order, with flat runs in O(1) (first pass) and `add_repeated`
+(second pass). Memory never grows with bars x combinations; tests compare both paths bit for bit.
 """
 
 from __future__ import annotations
@@ -188,7 +193,7 @@ def cross_block(
     stop_loss = np.empty((1, 1))
     take_profit = np.empty((1, 1))
     n_orders = offsets[0]
-    segs = np.empty((orders.shape[0], N_SEG))
+    segs = np.empty((4096, N_SEG))
     for c in range(fast_idx.shape[0]):
         if m == 1 and risk[c, 1] != risk[c, 1] and risk[c, 2] != risk[c, 2]:
             # One symbol, no stop-loss or take-profit: the fused kernel, no entries/exits/equity arrays.
@@ -360,14 +365,13 @@ def _simulate_cross(
     `_open_position` / `_close_position` / `_record`, in the same order, so every float is the simulator's.
     Returns (first bar not simulated, order rows, segments); it stops early when the buffers may be full.
     """
-    capacity = min(orders.shape[0], segs.shape[0])
     c = cash[0]
     act = ist[0, P_ACTION]
     due = ist[0, P_DUE]
     created = ist[0, P_CREATED]
     t = t0
     while t < t1:
-        if n_orders + 2 > capacity or n_segs + 2 > capacity:
+        if n_orders + 2 > orders.shape[0] or n_segs + 2 > segs.shape[0]:
             break
         # 1) The due market order at the open.
         if act != 0 and due <= t and tradable[t, 0]:
@@ -655,10 +659,11 @@ def _run_fused(
             segs,
             n_segs,
         )
-        if reached < n:
+        if reached < n and n_orders + 2 > orders.shape[0]:
             grown = np.empty((orders.shape[0] * 2, N_COLS))
             grown[:n_orders] = orders[:n_orders]
             orders = grown
+        if reached < n and n_segs + 2 > segs.shape[0]:
             more = np.empty((segs.shape[0] * 2, N_SEG))
             more[:n_segs] = segs[:n_segs]
             segs = more
