@@ -455,7 +455,9 @@ class FillSummary:
 
 def fill_summary(orders: np.ndarray) -> FillSummary:
     """Round trips and fees of order rows (see engine.records), summed in time order."""
-    filled = orders[orders[:, O_STATUS] == STATUS_FILLED]
+    filled_rows = orders[:, O_STATUS] == STATUS_FILLED
+    # Copying rows through a boolean mask cost a sweep row 4 ms on 25,000 orders: skip it when every order filled.
+    filled = orders if bool(filled_rows.all()) else orders[filled_rows]
     # Fills in time order (bar, symbol, side), whatever order a simulator numbered them in: sums over them
     # (fees, pnl statistics) then round the same way in the kernel, the event simulator and paper trading.
     # At most one fill per bar, in bar order (one symbol), is that order already: the sort would cost a sweep
@@ -463,8 +465,10 @@ def fill_summary(orders: np.ndarray) -> FillSummary:
     bars = filled[:, O_BAR]
     if not bool(np.all(bars[1:] > bars[:-1])):
         filled = filled[np.lexsort((filled[:, O_SIDE], filled[:, O_SYMBOL], bars))]
-    closing = filled[~np.isnan(filled[:, O_PNL])]
-    return FillSummary(closing[:, O_PNL], closing[:, O_RETURN], float(filled[:, O_FEE].sum()))
+    # The closing fills' two columns only (the same values in the same order), not copies of whole rows.
+    pnl = filled[:, O_PNL]
+    closing = ~np.isnan(pnl)
+    return FillSummary(pnl[closing], filled[:, O_RETURN][closing], float(filled[:, O_FEE].sum()))
 
 
 def buy_and_hold_return(data: MarketData, done: int) -> float:
