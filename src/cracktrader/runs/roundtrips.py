@@ -105,9 +105,9 @@ def round_trips(results: RunResults) -> np.ndarray:
                 pos, avg, opened, entry_fee = left * side, price, ts, fee - exit_fee
         else:
             if pos == 0.0:
-                opened = ts
-            total = abs(pos) + size
-            avg = (avg * abs(pos) + price * size) / total if total else price
+                opened, avg = ts, price  # exactly the fill's price, not a rounded average of one
+            else:
+                avg = (avg * abs(pos) + price * size) / (abs(pos) + size)
             pos += size * side
             entry_fee += fee
         state[sym] = [pos, avg, opened, entry_fee]
