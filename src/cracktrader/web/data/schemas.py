@@ -74,9 +74,11 @@ class DownloadRequest(BaseModel):
 
     exchange: str = Field(..., min_length=1, max_length=64, examples=["synthetic"])
     symbol: str = Field(..., min_length=1, max_length=64, examples=["BTC/USDT"])
-    timeframe: str = Field("1h", min_length=1, max_length=16)
-    start: str = Field(..., min_length=1, max_length=40, description="ISO 8601 or epoch ms")
-    end: str | None = Field(None, max_length=40, description="ISO 8601 or epoch ms, exclusive; default now")
+    timeframe: str = Field("1h", min_length=1, max_length=16, examples=["1h"])
+    start: str = Field(..., min_length=1, max_length=40, description="ISO 8601 or epoch ms", examples=["2024-01-01"])
+    end: str | None = Field(
+        None, max_length=40, description="ISO 8601 or epoch ms, exclusive; default now", examples=["2024-02-01"]
+    )
 
 
 class DownloadProgress(BaseModel):
