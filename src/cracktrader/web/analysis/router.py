@@ -15,6 +15,8 @@ router = APIRouter()
 # A chart shows a few thousand candles; 20,000 bounds a response to about 1.5 MB.
 MAX_POINTS_CAP = 20_000
 DEFAULT_POINTS = 5_000
+# A chart's whole range shows a few hundred trades legibly; 2,000 keeps a long run's response near 1 MB.
+DEFAULT_MARKERS = 2_000
 Time = Annotated[
     str | None,
     Query(max_length=40, description="ISO 8601 (2024-01-01T00:00:00Z) or epoch milliseconds"),
@@ -42,7 +44,7 @@ async def get_run_candles(
     max_points: Annotated[int, Query(ge=2, le=MAX_POINTS_CAP, description="Candles at most (bucketed above)")] = (
         DEFAULT_POINTS
     ),
-    max_markers: Annotated[int, Query(ge=0, le=MAX_POINTS_CAP, description="Round trips at most")] = DEFAULT_POINTS,
+    max_markers: Annotated[int, Query(ge=0, le=MAX_POINTS_CAP, description="Round trips at most")] = DEFAULT_MARKERS,
 ) -> dict[str, Any]:
     """A run's candles of one symbol with its round trips as markers and the strategy's plotted indicators.
 
