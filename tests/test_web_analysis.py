@@ -14,6 +14,8 @@ import pytest
 
 from auth_support import auth_client, bearer, wait_done
 from cracktrader.client import AsyncCrackTraderAPI, CrackTraderAPI
+from cracktrader.data import service as data_service
+from cracktrader.data.candles import Candles
 from cracktrader.runs.roundtrips import SORT_FIELDS
 from cracktrader.settings import get_settings
 from cracktrader.web.analysis.router import SortColumn
@@ -247,3 +249,56 @@ def test_with_auth_on_only_the_owner_and_admins_see_a_run() -> None:
     import asyncio
 
     asyncio.run(_owned_run())
+
+
+BROKEN_PLOT = '''
+from cracktrader.strategies.builtin import SmaCross
+
+
+class BrokenPlot(SmaCross):
+    """SmaCross whose plot() raises."""
+
+    def plot(self, bars):
+        raise RuntimeError("no chart today")
+'''
+
+
+def test_a_run_of_two_symbols_charts_each_and_a_failing_plot_keeps_the_candles(tmp_path: Any) -> None:
+    folder = tmp_path / "strategies"
+    folder.mkdir()
+    (folder / "broken.py").write_text(BROKEN_PLOT)
+    settings = get_settings().model_copy(update={"strategy_dir": folder})
+    body = {**RISKY, "strategy_name": "BrokenPlot", "symbols": ["BTC/USDT", "ETH/USDT"], "end_date": "2024-03-01"}
+    with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as http:
+        run_id = _backtest(http, body)
+        eth = http.get(f"/api/v1/runs/{run_id}/candles", params={"symbol": "eth/usdt"}).json()
+        assert eth["symbol"] == "ETH/USDT" and eth["symbols"] == ["BTC/USDT", "ETH/USDT"] and eth["bars"] == 1440
+        assert eth["indicators"] == [] and eth["indicators_error"] == "RuntimeError: no chart today"
+        assert eth["markers"] and {m["symbol"] for m in eth["markers"]} == {"ETH/USDT"}
+        btc = http.get(f"/api/v1/runs/{run_id}/candles").json()
+        assert btc["symbol"] == "BTC/USDT" and {m["symbol"] for m in btc["markers"]} == {"BTC/USDT"}
+        assert btc["candles"]["close"] != eth["candles"]["close"]
+        parts = http.get(f"/api/v1/runs/{run_id}/breakdowns").json()["by_symbol"]
+        total = http.get(f"/api/v1/runs/{run_id}/roundtrips").json()["total"]
+        assert [p["symbol"] for p in parts] == ["BTC/USDT", "ETH/USDT"]
+        assert sum(p["trades"] for p in parts) == total
+        assert parts[1]["trades"] == eth["markers_total"]
+        # A deleted run is gone from these too, whatever was computed for it before.
+        assert http.delete(f"/api/v1/runs/{run_id}").status_code == 204
+        for path in ("candles", "roundtrips", "breakdowns"):
+            assert http.get(f"/api/v1/runs/{run_id}/{path}").status_code == 404
+
+
+def test_a_run_on_stored_candles_charts_the_stored_candles() -> None:
+    ts = np.arange(500, dtype=np.int64) * 3_600_000 + 1_704_067_200_000
+    close = 100 + 10 * np.sin(np.arange(500) / 12)
+    candles = Candles.from_columns(ts, close, close + 1, close - 1, close, np.ones(500))
+    data_service.open_store(get_settings()).write("csv", "ABC/USD", "1h", candles)
+    body = {**YEAR_1H, "strategy_name": "SmaCross", "exchange": "csv", "symbols": ["ABC/USD"]}
+    body.pop("start_date"), body.pop("end_date")
+    with LiveServer(get_settings()) as server, httpx.Client(base_url=server.base_url, timeout=60) as http:
+        run_id = _backtest(http, body)
+        doc = http.get(f"/api/v1/runs/{run_id}/candles").json()
+        assert doc["exchange"] == "csv" and doc["bucket_bars"] == 1 and doc["bars"] == 500
+        assert doc["candles"]["timestamp"] == ts.tolist() and doc["candles"]["close"] == close.tolist()
+        assert doc["markers_total"] == http.get(f"/api/v1/runs/{run_id}/roundtrips").json()["total"] > 0

@@ -212,14 +212,19 @@ def test_the_log_tail_is_redacted_and_filtered(http: httpx.Client) -> None:
     log.setLevel(logging.INFO)
     log.warning("fetching https://bob:hunter2@example.test/x?apiKey=%s&limit=5", "s3cr3t-value")
     log.info("about a run", extra={"run_id": "run-42"})
+    log.error("Run %s failed", "ab" * 16)
     log.debug("below the logger's level: never recorded")
     doc = http.get("/api/v1/logs", params={"level": "WARNING"}).json()
-    [line] = [item for item in doc["items"] if item["logger"] == "cracktrader.test_logs"]
+    mine = [item for item in doc["items"] if item["logger"] == "cracktrader.test_logs"]
+    assert [i["level"] for i in mine] == ["WARNING", "ERROR"]
+    line = mine[0]
     assert line["level"] == "WARNING" and line["time"].endswith("Z")
     assert "s3cr3t-value" not in line["message"] and "hunter2" not in line["message"]
     assert line["message"].startswith("fetching https://") and "example.test/x" in line["message"]
     by_run = http.get("/api/v1/logs", params={"run_id": "run-42", "level": "DEBUG"}).json()["items"]
     assert [(i["message"], i["run_id"]) for i in by_run] == [("about a run", "run-42")]
+    [failed] = http.get("/api/v1/logs", params={"run_id": "ab" * 16}).json()["items"]
+    assert failed["message"] == f"Run {'ab' * 16} failed" and failed["level"] == "ERROR"
     assert http.get("/api/v1/logs", params={"limit": 1}).json()["total"] == 1
     for bad in ({"level": "LOUD"}, {"limit": 10**6}, {"limit": 0}):
         r = http.get("/api/v1/logs", params=bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import deque
 from datetime import UTC, datetime
@@ -13,6 +14,8 @@ from cracktrader.web.log_redaction import redact_query
 
 MAX_LINES = 2000
 MAX_MESSAGE_CHARS = 4000
+# Run ids are uuid4 hex; the runs' log calls pass them as arguments ("Run %s failed", run_id).
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _redacted(text: str) -> str:
@@ -34,6 +37,8 @@ class LogTail(logging.Handler):
             if record.exc_info and record.exc_info[1] is not None:
                 message = f"{message}\n{self.formatException(record.exc_info)}"
             run_id = getattr(record, "run_id", None)
+            if run_id is None and isinstance(record.args, tuple):
+                run_id = next((a for a in record.args if isinstance(a, str) and _RUN_ID.fullmatch(a)), None)
             line = {
                 "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
                 "level": record.levelname,
