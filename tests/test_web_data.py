@@ -276,3 +276,22 @@ def test_the_sdks_cover_data_and_logs(server: LiveServer, tmp_path: Path) -> Non
             assert (await api.get_logs(limit=1)).capacity == 2000
 
     asyncio.run(read())
+
+
+def test_a_ccxt_exchange_is_searched_and_downloaded_through_the_cli_s_code(fake_binance: Any) -> None:
+    with LiveServer(get_settings()) as server, httpx.Client(base_url=server.base_url, timeout=60) as http:
+        found = http.get("/api/v1/exchanges/binance/markets", params={"q": "Usdt"}).json()
+        assert found["any_symbol"] is False
+        assert [m["symbol"] for m in found["items"]] == ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+        body = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1m", "start": "2024-05-01",
+                "end": "2024-05-03"}  # fmt: skip
+        job = _wait(http, http.post("/api/v1/data/downloads", json=body).json()["id"], {"completed", "failed"})
+        assert job["status"] == "completed", job
+        assert job["progress"]["done"] == job["progress"]["total"] == 2880
+        assert job["dataset"]["count"] == 2880 and job["dataset"]["gaps"] == 0
+        assert len(fake_binance.requests_to("/api/v3/klines")) == 3  # 1000 + 1000 + 880, as the CLI fetches
+        stored = http.get("/api/v1/candles", params={**body, "limit": 5000}).json()
+        assert stored["count"] == 2880 and stored["candles"]["timestamp"][0] == 1_714_521_600_000
+        again = _wait(http, http.post("/api/v1/data/downloads", json=body).json()["id"], {"completed", "failed"})
+        assert again["status"] == "completed"
+        assert len(fake_binance.requests_to("/api/v3/klines")) == 3  # the store had it all
