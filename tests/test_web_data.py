@@ -295,3 +295,22 @@ def test_a_ccxt_exchange_is_searched_and_downloaded_through_the_cli_s_code(fake_
         again = _wait(http, http.post("/api/v1/data/downloads", json=body).json()["id"], {"completed", "failed"})
         assert again["status"] == "completed"
         assert len(fake_binance.requests_to("/api/v3/klines")) == 3  # the store had it all
+
+
+def test_the_log_tail_leaves_warnings_on_stderr_where_python_prints_them() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import logging\n"
+        "from cracktrader.web.logs.buffer import LogTail\n"
+        "tail = LogTail()\n"
+        "tail.attach()\n"
+        "logging.getLogger('cracktrader.x').warning('seen on stderr')\n"
+        "assert [line['message'] for line in tail.tail(level=0, run_id=None, limit=5)] == ['seen on stderr']\n"
+        "tail.detach()\n"
+        "assert logging.getLogger().handlers == []\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "seen on stderr\n"

@@ -64,9 +64,30 @@ class LogTail(logging.Handler):
         return [{k: v for k, v in line.items() if k != "levelno"} for line in picked[-limit:]]
 
     def attach(self) -> None:
-        """Receive every record that reaches the root logger."""
-        logging.getLogger().addHandler(self)
+        """Receive every record that reaches the root logger (stderr output stays as it was)."""
+        root = logging.getLogger()
+        with _ATTACH_GUARD:
+            # Python prints warnings to stderr (`logging.lastResort`) only while no handler exists anywhere: a
+            # tail alone would silence them, so it brings that handler along when it is the first.
+            if not _ATTACHED and not root.handlers and logging.lastResort is not None:
+                root.addHandler(logging.lastResort)
+                _LAST_RESORT.append(logging.lastResort)
+            _ATTACHED.append(self)
+            root.addHandler(self)
 
     def detach(self) -> None:
         """Stop receiving records."""
-        logging.getLogger().removeHandler(self)
+        root = logging.getLogger()
+        with _ATTACH_GUARD:
+            root.removeHandler(self)
+            if self in _ATTACHED:
+                _ATTACHED.remove(self)
+            if not _ATTACHED:
+                for handler in _LAST_RESORT:
+                    root.removeHandler(handler)
+                _LAST_RESORT.clear()
+
+
+_ATTACH_GUARD = threading.Lock()
+_ATTACHED: list[LogTail] = []
+_LAST_RESORT: list[logging.Handler] = []
