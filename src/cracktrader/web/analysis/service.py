@@ -134,7 +134,9 @@ def equity_range(equity: np.ndarray, tf: Timeframe) -> tuple[int, int] | None:
     return (int(ts[0]), tf.next(int(ts[-1]))) if ts.shape[0] else None
 
 
-def _columns(candles: Candles) -> dict[str, list[Any]]:
+def candle_columns(candles: Candles) -> dict[str, list[Any]]:
+    """Candles as the API's columns (non-finite values as null)."""
+
     def floats(values: np.ndarray) -> list[float | None]:
         out: list[float | None] = values.tolist()
         return out if np.isfinite(values).all() else [v if math.isfinite(v) else None for v in values.tolist()]
@@ -143,11 +145,6 @@ def _columns(candles: Candles) -> dict[str, list[Any]]:
         "timestamp": candles.timestamp.tolist(),
         **{name: floats(getattr(candles, name)) for name in ("open", "high", "low", "close", "volume")},
     }
-
-
-def candle_columns(candles: Candles) -> dict[str, list[Any]]:
-    """Candles as the API's columns (non-finite values as null)."""
-    return _columns(candles)
 
 
 def _indicators(head: Mapping[str, Any], symbol: str, candles: Candles, settings: Settings) -> dict[str, np.ndarray]:
@@ -219,7 +216,7 @@ def _chart(
         "end": ms_to_iso(hi) if len(visible) else None,
         "bars": len(visible),
         "bucket_bars": size,
-        "candles": _columns(bucket_candles(visible, size)),
+        "candles": candle_columns(bucket_candles(visible, size)),
         "indicators": [
             {"name": name, "values": [v if math.isfinite(v) else None for v in bucket_last(arr[a:b], size).tolist()]}
             for name, arr in base.series.items()
