@@ -155,6 +155,28 @@ def test_a_backtest_started_from_the_form_completes_and_opens_with_its_chart(
     page.close()
 
 
+def test_a_running_backtest_shows_its_phase_and_eta_and_stops_from_the_form(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "backtest")
+    p.select_option("#strategy", "SlowStrategy")  # at least 5 ms a bar: 8,784 bars take 44 s or more
+    p.wait_for_selector("#param-bar_ms")
+    p.fill("#start", "2024-01-01")
+    p.fill("#end", "2025-01-01")
+    p.click("#start-run")
+    expect(p.locator("#phase")).to_contain_text("simulating", timeout=60_000)
+    expect(p.locator("#eta")).to_contain_text("ETA")
+    assert api.get("/api/v1/status").json()["status"] == "running"
+    p.click("#stop-run")
+    expect(p.locator("#status-pill")).to_have_text("stopped", timeout=30_000)
+    assert api.get("/api/v1/status").json()["status"] == "stopped"
+    p.click("#reset-run")
+    expect(p.locator("#status-pill")).to_have_text("idle")
+    page.assert_clean()
+    page.close()
+
+
 def test_two_runs_picked_in_the_history_are_compared(
     server: LiveServer, api: httpx.Client, browser_context: Any
 ) -> None:

@@ -28,7 +28,7 @@ export async function renderSession(view, runId) {
   const positions = h("tbody");
   const orders = h("tbody");
   const fills = h("tbody");
-  const alerts = h("ul", { id: "alerts", className: "alerts" });
+  const alerts = h("ul", { id: "alerts", className: "alerts" }, h("li", { className: "empty" }, "No alerts"));
   const conn = h("span", { className: "pill", id: "stream-state" }, "connecting");
   let last = null;
 
@@ -81,6 +81,7 @@ export async function renderSession(view, runId) {
     while (fills.children.length > MAX_ROWS) { fills.lastChild.remove(); }
   };
   const addAlert = (a) => {
+    alerts.querySelector(".empty")?.remove();
     alerts.prepend(h("li", { className: a.severity }, `${fmt.time(a.created_at)} ${a.kind}: ${a.message}`));
     while (alerts.children.length > MAX_ROWS) { alerts.lastChild.remove(); }
   };
@@ -88,13 +89,14 @@ export async function renderSession(view, runId) {
     api.runResults(runId, { max_points: 2, limit: 50 }).catch(() => ({ trades: [] }))]);
   for (const t of recent.trades) { addFill(t); }
   for (const a of [...(past.items || past.alerts || [])].reverse()) { addAlert(a); }
-  const table = (head, body) => h("div", { className: "scroll" }, h("table", {}, h("thead", {}, h("tr", {}, head.map((t) => h("th", {}, t)))), body));
+  // Headers of numeric columns align with their numbers (a leading "#" marks them).
+  const th = (t) => (t.startsWith("#") ? h("th", { className: "num" }, t.slice(1)) : h("th", {}, t));
+  const table = (head, body, id) => h("div", { className: "scroll" }, h("table", { id }, h("thead", {}, h("tr", {}, head.map(th))), body));
   view.append(h("h1", {}, `${run.mode} session · ${run.strategy_name} · ${run.symbols.join(", ")} · ${run.timeframe}`),
     h("section", { className: "card" }, h("p", {}, "Stream ", conn, " · run ", h("code", {}, runId)), condition, summary, controls, message),
-    h("section", { className: "card" }, h("h2", {}, "Positions"), table(["Symbol", "Size", "Entry", "Market", ""], positions)),
-    h("section", { className: "card" }, h("h2", {}, "Open orders"), table(["Id", "Symbol", "Side", "Amount", "Reason", ""], orders)),
-    h("section", { className: "card" }, h("h2", {}, "Fills"), h("div", { className: "scroll" }, h("table", { id: "fills" },
-      h("thead", {}, h("tr", {}, ["Time", "Symbol", "Side", "Size", "Price", "PnL"].map((t) => h("th", {}, t)))), fills))),
+    h("section", { className: "card" }, h("h2", {}, "Positions"), table(["Symbol", "#Size", "#Entry", "#Market", ""], positions, "positions")),
+    h("section", { className: "card" }, h("h2", {}, "Open orders"), table(["Id", "Symbol", "Side", "#Amount", "Reason", ""], orders, "open-orders")),
+    h("section", { className: "card" }, h("h2", {}, "Fills"), table(["Time", "Symbol", "Side", "#Size", "#Price", "#PnL"], fills, "fills")),
     h("section", { className: "card" }, h("h2", {}, "Alerts"), alerts));
   // Everything after the first paint comes from the stream: its snapshot, then status, fills and alerts.
   const stop = api.streamStatus(runId, (e) => {
