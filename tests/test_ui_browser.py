@@ -212,6 +212,13 @@ def test_a_paper_session_is_stopped_from_its_live_view_after_confirming(
     p.wait_for_selector("#session-status")
     expect(p.locator("#session-status")).to_have_text("running")
     expect(p.locator("#stream-state")).to_have_text("live")
+    # Live data comes from the stream: while candles close, the page asks the API nothing.
+    asked: list[str] = []
+    p.on("request", lambda r: asked.append(r.url) if "/api/" in r.url else None)
+    bars = int(p.text_content('[data-field="bars_processed"] .value') or 0)
+    expect(p.locator('[data-field="bars_processed"] .value')).not_to_have_text(str(bars), timeout=30_000)
+    expect(p.locator('[data-field="bars_processed"] .value')).not_to_have_text(str(bars + 1), timeout=30_000)
+    assert asked == []
     p.click("#stop")
     p.click("dialog.confirm button.danger")  # the confirmation
     expect(p.locator("#session-status")).to_have_text("stopped", timeout=30_000)
@@ -233,8 +240,17 @@ def test_with_auth_on_a_user_signs_in_makes_an_api_key_and_signs_out(browser_con
     assert made.returncode == 0, made.stderr
     with LiveServer(auth_mode="on", jwt_secret_key=SECRET) as srv:
         page = WatchedPage(browser_context)
-        # The API's own 401 is logged by the browser as a failed resource; that one is expected.
-        p = page.open(srv.base_url, "account")
+        # Not signed in, a page sends the user to the sign-in form (the browser logs the API's 401 as a failed
+        # resource: that one is expected), and back to that page once signed in.
+        p = page.open(srv.base_url, "backtest")
+        p.wait_for_selector("#login-form")
+        p.fill("#username", "alice")
+        p.fill("#password", PASSWORD)
+        p.click("#sign-in")
+        expect(p.locator("#stream-state")).to_have_text("live")  # the stream took the token as its first message
+        expect(p.locator("#status-pill")).to_have_text("idle")
+        p.click('nav a[data-page="account"]')
+        p.click("#sign-out")
         p.wait_for_selector("#login-form")
         p.fill("#username", "alice")
         p.fill("#password", "wrong password")

@@ -150,8 +150,10 @@ export function streamStatus(runId, onEvent, onState = () => {}) {
       const e = JSON.parse(msg.data);
       if (e.type !== "heartbeat") { onEvent(e); }
     };
-    ws.onclose = () => {
+    ws.onclose = async (ev) => {
       if (closed) { return; }
+      // 1008: the credential was refused or ended (expiry, logout): refresh once, else ask to sign in again.
+      if (ev.code === 1008 && !(await refreshOnce())) { onState("signed out"); onSignInNeeded(); return; }
       onState("reconnecting");
       setTimeout(() => { if (!closed) { open(); } }, delay);
       delay = Math.min(delay * 2, 30000);

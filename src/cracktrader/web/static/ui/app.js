@@ -41,7 +41,8 @@ async function route() {
 }
 
 api.setSignInHandler(() => {
-  if (location.hash !== "#/account") { location.hash = "#/account"; }
+  // Back to where the user was once signed in (pages/account.js reads it).
+  if (location.hash !== "#/account") { sessionStorage.setItem("cracktrader.next", location.hash); location.hash = "#/account"; }
 });
 
 window.addEventListener("hashchange", route);

@@ -11,6 +11,9 @@ function signInForm(view, message) {
     try {
       await api.login(user.value, pass.value);
       pass.value = "";
+      const next = sessionStorage.getItem("cracktrader.next");
+      sessionStorage.removeItem("cracktrader.next");
+      if (next && next !== "#/account") { location.hash = next; return; }
       view.replaceChildren();
       await renderAccount(view);
     } catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }

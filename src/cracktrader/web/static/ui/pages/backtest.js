@@ -125,10 +125,11 @@ export async function renderBacktest(view) {
     }
   };
   renderStatus(await api.slotStatus());
+  const conn = h("span", { className: "pill", id: "stream-state" }, "connecting");
   const stop = api.streamStatus(null, (e) => {
     if (e.type === "snapshot" || e.type === "status_update") { renderStatus(e.payload); }
-  });
+  }, (state) => { conn.textContent = state; });
   view.append(h("h1", {}, "Backtest"), form, message,
-    h("section", { className: "card", id: "progress-card" }, h("h2", {}, "Progress"), progress, statusLine, resultLink));
+    h("section", { className: "card", id: "progress-card" }, h("h2", {}, "Progress ", conn), progress, statusLine, resultLink));
   return stop;
 }
