@@ -155,6 +155,31 @@ def test_a_backtest_started_from_the_form_completes_and_opens_with_its_chart(
     page.close()
 
 
+def test_parameters_saved_as_a_preset_come_back_as_its_defaults(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "backtest")
+    p.select_option("#strategy", "SmaCross")
+    expect(p.locator("#param-fast")).to_have_value("10")
+    p.fill("#param-fast", "7")
+    p.fill("#preset-name", "sma-7")
+    p.click("#save-preset")
+    expect(p.locator("#message")).to_have_text("Preset sma-7 saved")
+    stored = next(
+        s for s in api.get("/api/v1/strategies", params={"kind": "preset"}).json()["items"] if s["name"] == "sma-7"
+    )
+    assert (stored["kind"], stored["base_strategy"], stored["parameters"]) == ("preset", "SmaCross", {"fast": 7})
+    assert p.input_value("#strategy") == "sma-7"
+    expect(p.locator("#param-fast")).to_have_value("7")
+    page.open(server.base_url, "history")  # and after a reload it is in the list
+    p = page.open(server.base_url, "backtest")
+    p.select_option("#strategy", "sma-7")
+    expect(p.locator("#param-fast")).to_have_value("7")
+    page.assert_clean()
+    page.close()
+
+
 def test_a_running_backtest_shows_its_phase_and_eta_and_stops_from_the_form(
     server: LiveServer, api: httpx.Client, browser_context: Any
 ) -> None:

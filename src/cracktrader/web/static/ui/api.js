@@ -80,6 +80,7 @@ export const health = () => call("GET", "/health");
 export const listStrategies = () => call("GET", "/strategies?limit=1000&active_only=true");
 export const getStrategy = (ref) => call("GET", `/strategies/${enc(ref)}`);
 export const listExchanges = () => call("GET", "/exchanges");
+export const createPreset = (body) => call("POST", "/strategies", body);
 
 // The caller's runner slot (the backtest form)
 export const slotStatus = () => call("GET", "/status");

@@ -46,7 +46,7 @@ function parse(p, raw) {
 
 /**
  * Build the fields of `schema` into `container`; `values` (a preset's parameters) override the defaults.
- * Returns `{values(): object | null}`: the parameters that differ from the defaults, or null when a field is invalid
+ * Returns `{values(): object | null}`: the parameters changed from their initial values, or null when a field is invalid
  * (its message is shown next to it).
  */
 export function buildParamsForm(container, schema, values = {}) {
@@ -84,7 +84,7 @@ export function buildParamsForm(container, schema, values = {}) {
       .filter(Boolean).join(" ");
     container.append(h("div", { className: "field" },
       h("label", { htmlFor: id }, p.title || name), input, h("small", { id: `${id}-help`, className: "help" }, help), msg));
-    fields.push({ name, p, input, check });
+    fields.push({ name, p, input, check, initial });
   }
   return {
     values() {
@@ -93,7 +93,8 @@ export function buildParamsForm(container, schema, values = {}) {
       for (const f of fields) {
         if (f.check()) { ok = false; continue; }
         const v = parse(f.p, f.p.type === "boolean" ? f.input.checked : f.input.value);
-        if (v !== undefined && JSON.stringify(v) !== JSON.stringify(f.p.default)) { out[f.name] = v; }
+        // Only what differs from what the field started with (a preset's value, else the default) is sent.
+        if (v !== undefined && JSON.stringify(v) !== JSON.stringify(f.initial)) { out[f.name] = v; }
       }
       return ok ? out : null;
     },

@@ -51,6 +51,27 @@ export async function renderBacktest(view) {
   await loadParams();
 
   const message = h("p", { id: "message", className: "message", role: "status" });
+  const presetName = h("input", { id: "preset-name", name: "preset-name", placeholder: "my-sma-10-30", maxLength: 100 });
+  const savePreset = async () => {
+    const s = byName.get(strategy.value);
+    const values = params.values();
+    if (values === null || !presetName.value.trim()) {
+      say(message, values === null ? "Fix the fields marked in red" : "Name the preset first", "error");
+      return;
+    }
+    const base = s.kind === "preset" ? s.base_strategy : s.name;
+    try {
+      // A preset stores the whole parameter set it runs with, on top of its class's defaults.
+      const merged = { ...(s.kind === "preset" ? s.parameters : {}), ...values };
+      const made = await api.createPreset({ name: presetName.value.trim(), base_strategy: base, parameters: merged });
+      byName.set(made.name, made);
+      strategy.append(h("option", { value: made.name }, `${made.name} (preset of ${base})`));
+      strategy.value = made.name;
+      presetName.value = "";
+      await loadParams();
+      say(message, `Preset ${made.name} saved`, "ok");
+    } catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
+  };
   const progress = h("progress", { id: "progress", max: 1, value: 0 });
   const statusLine = h("p", { id: "run-status", className: "status-line" });
   const resultLink = h("p", { id: "result-link" });
@@ -59,7 +80,9 @@ export async function renderBacktest(view) {
 
   const form = h("form", { id: "run-form", noValidate: true },
     h("section", { className: "card" }, h("h2", {}, "Strategy"),
-      field("Strategy", strategy), strategyHelp, h("h3", {}, "Parameters"), paramsBox),
+      field("Strategy", strategy), strategyHelp, h("h3", {}, "Parameters"), paramsBox,
+      h("div", { className: "buttons" }, presetName,
+        h("button", { type: "button", id: "save-preset", onclick: savePreset }, "Save as preset"))),
     h("section", { className: "card" }, h("h2", {}, "Market and costs"),
       h("div", { className: "grid" },
         field("Exchange", exchange), field("Symbols", symbols, "Comma-separated; any BASE/QUOTE on synthetic"),
