@@ -244,11 +244,50 @@ def test_a_paper_session_is_stopped_from_its_live_view_after_confirming(
     expect(p.locator('[data-field="bars_processed"] .value')).not_to_have_text(str(bars), timeout=30_000)
     expect(p.locator('[data-field="bars_processed"] .value')).not_to_have_text(str(bars + 1), timeout=30_000)
     assert asked == []
+    p.click("#pause")
+    p.click("dialog.confirm button.danger")
+    expect(p.locator("#paused")).to_be_visible(timeout=30_000)
+    assert api.get(f"/api/v1/runs/{session}/status").json()["risk"]["paused"] is True
+    p.click("#resume")
+    p.click("dialog.confirm button.danger")
+    expect(p.locator("#paused")).to_have_count(0, timeout=30_000)
+    p.click("#stop")
+    p.click("dialog.confirm button:not(.danger)")  # Cancel: nothing happens
+    assert api.get(f"/api/v1/runs/{session}").json()["status"] == "running"
     p.click("#stop")
     p.click("dialog.confirm button.danger")  # the confirmation
     expect(p.locator("#session-status")).to_have_text("stopped", timeout=30_000)
     assert wait_run(api, session)["status"] == "stopped"
     assert p.is_disabled("#stop")
+    page.assert_clean()
+    page.close()
+
+
+def test_stored_credentials_are_added_rotated_and_deleted_without_their_secrets_on_the_page(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "account")
+    expect(p.locator("#whoami")).to_contain_text("Authentication is off")
+    p.fill("#cred-name", "main")
+    p.select_option("#cred-exchange", "binance")
+    p.fill("#cred-apiKey", "KEY-visible-nowhere-1")
+    p.fill("#cred-secret", "SECRET-visible-nowhere-1")
+    p.click("#cred-form button[type=submit]")
+    expect(p.locator('#credentials tr[data-name="main"]')).to_contain_text("binance")
+    assert api.get("/api/v1/credentials").json()["credentials"][0]["name"] == "main"
+    p.fill("#cred-apiKey", "KEY-visible-nowhere-2")
+    p.fill("#cred-secret", "SECRET-visible-nowhere-2")
+    p.click('#credentials tr[data-name="main"] button:text("Rotate")')
+    p.click("dialog.confirm button.danger")
+    expect(p.locator("#account-message")).to_have_text("main rotated")
+    assert api.get("/api/v1/credentials").json()["credentials"][0]["rotated_at"] is not None
+    html = p.content() + "".join(p.eval_on_selector_all("input", "els => els.map((e) => e.value)"))
+    assert "visible-nowhere" not in html  # neither shown nor left in the form
+    p.click('#credentials tr[data-name="main"] button:text("Delete")')
+    p.click("dialog.confirm button.danger")
+    expect(p.locator("#credentials td.empty")).to_have_text("No stored credentials")
+    assert api.get("/api/v1/credentials").json()["credentials"] == []
     page.assert_clean()
     page.close()
 

@@ -20,7 +20,7 @@ export function metricsGrid(metrics, help) {
 const num = (digits) => (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US", { maximumFractionDigits: digits }));
 
 export const TRADE_COLUMNS = [
-  { key: "timestamp", label: "Time", format: fmt.time },
+  { key: "timestamp", label: "Time (UTC)", format: fmt.time },
   { key: "symbol", label: "Symbol" },
   { key: "side", label: "Side" },
   { key: "size", label: "Size", num: true, format: num(8) },
@@ -32,7 +32,7 @@ export const TRADE_COLUMNS = [
   { key: "reason", label: "Reason" },
 ];
 const ORDER_COLUMNS = [
-  { key: "created_at", label: "Created", format: fmt.time },
+  { key: "created_at", label: "Created (UTC)", format: fmt.time },
   { key: "symbol", label: "Symbol" },
   { key: "side", label: "Side" },
   { key: "type", label: "Type" },

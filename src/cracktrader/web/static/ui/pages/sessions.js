@@ -59,7 +59,7 @@ export async function renderSession(view, runId) {
       kv("Balances", Object.entries(s.balances || {}).map(([c, v]) => `${fmt.money(v)} ${c}`).join(", ") || "–", "balances"));
     const reasons = s.reasons?.length ? ` (${s.reasons.join(", ")})` : "";
     condition.replaceChildren("Condition ", h("span", { className: `pill ${s.condition || "ok"}`, id: "condition-value" },
-      s.condition || "–"), reasons, s.risk?.paused ? h("span", { className: "pill warn" }, " paused") : "",
+      s.condition || "–"), reasons, s.risk?.paused ? h("span", { className: "pill warn", id: "paused" }, "entries paused") : "",
       s.error ? h("span", { className: "error" }, ` ${s.error}`) : "");
     positions.replaceChildren(...((s.positions || []).length ? s.positions.map((p) => h("tr", {},
       h("td", {}, p.symbol), h("td", { className: "num" }, fmt.number(p.size)), h("td", { className: "num" }, fmt.money(p.entry_price)),
@@ -93,7 +93,8 @@ export async function renderSession(view, runId) {
   const th = (t) => (t.startsWith("#") ? h("th", { className: "num" }, t.slice(1)) : h("th", {}, t));
   const table = (head, body, id) => h("div", { className: "scroll" }, h("table", { id }, h("thead", {}, h("tr", {}, head.map(th))), body));
   view.append(h("h1", {}, `${run.mode} session · ${run.strategy_name} · ${run.symbols.join(", ")} · ${run.timeframe}`),
-    h("section", { className: "card" }, h("p", {}, "Stream ", conn, " · run ", h("code", {}, runId)), condition, summary, controls, message),
+    h("section", { className: "card" }, h("p", {}, "Stream ", conn, " · run ", h("code", {}, runId), " · ",
+      h("a", { href: `#/runs/${runId}`, id: "session-results" }, "results so far")), condition, summary, controls, message),
     h("section", { className: "card" }, h("h2", {}, "Positions"), table(["Symbol", "#Size", "#Entry", "#Market", ""], positions, "positions")),
     h("section", { className: "card" }, h("h2", {}, "Open orders"), table(["Id", "Symbol", "Side", "#Amount", "Reason", ""], orders, "open-orders")),
     h("section", { className: "card" }, h("h2", {}, "Fills"), table(["Time", "Symbol", "Side", "#Size", "#Price", "#PnL"], fills, "fills")),
