@@ -44,9 +44,13 @@ def screenshot_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_context() -> Iterator[Any]:
-    """One Chromium with a fresh, empty profile for the session (each test opens its own pages)."""
+    """One Chromium with a fresh, empty profile per test module (each test opens its own pages).
+
+    Module scope, not session: Playwright's sync API holds an event loop on this thread while it is open, and the
+    suite's async tests in later modules need the thread free.
+    """
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
             pytest.fail("/usr/bin/chromium is missing: scripts/test.sh installs it (apt-get install chromium)")
