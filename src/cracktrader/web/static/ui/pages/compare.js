@@ -13,7 +13,8 @@ export async function renderCompare(view, idList) {
   const keys = Object.keys(help).filter((k) => docs.some(([, r]) => r.performance_metrics && k in r.performance_metrics));
   const ordered = Object.keys(docs[0]?.[1].performance_metrics || {}).filter((k) => keys.includes(k));
   const table = h("table", { id: "compare-metrics" },
-    h("thead", {}, h("tr", {}, h("th", {}, "Metric"), docs.map((d) => h("th", { className: "num" }, label(d))))),
+    h("thead", {}, h("tr", {}, h("th", {}, "Metric"), docs.map((d) => h("th", { className: "num", title: label(d) },
+      `${d[0].strategy_name} ${d[0].run_id.slice(0, 6)}`)))),
     h("tbody", {}, ordered.map((k) => h("tr", { dataset: { metric: k } },
       h("th", { scope: "row", title: help[k].help }, fmt.label(k)),
       docs.map(([, r]) => h("td", { className: "num" }, fmt.metric(help[k].kind, r.performance_metrics?.[k])))))));
