@@ -263,6 +263,34 @@ def test_a_paper_session_is_stopped_from_its_live_view_after_confirming(
     page.close()
 
 
+def test_a_paper_session_started_from_the_form_opens_its_live_view(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "backtest")
+    p.select_option("#strategy", "SmaCross")
+    p.fill("#param-fast", "2")
+    p.fill("#param-slow", "3")
+    p.select_option("#timeframe", "1s")
+    p.fill("#cash", "2500")
+    p.click("#start-paper")
+    expect(p.locator("#session-status")).to_have_text("running", timeout=30_000)
+    run_id = p.url.rsplit("/", 1)[1]
+    try:
+        run = api.get(f"/api/v1/runs/{run_id}").json()
+        assert (run["mode"], run["timeframe"], run["config"]["strategy_params"]) == (
+            "paper",
+            "1s",
+            {"fast": 2, "slow": 3},
+        )
+        expect(p.locator('[data-field="balances"] .value')).to_contain_text("USDT")
+        assert api.get(f"/api/v1/runs/{run_id}/status").json()["balances"]["USDT"] <= 2500
+    finally:
+        api.post(f"/api/v1/runs/{run_id}/stop", json={})
+    page.assert_clean()
+    page.close()
+
+
 def test_stored_credentials_are_added_rotated_and_deleted_without_their_secrets_on_the_page(
     server: LiveServer, api: httpx.Client, browser_context: Any
 ) -> None:

@@ -95,6 +95,7 @@ export const runResults = (id, params) => call("GET", `/runs/${enc(id)}/results$
 export const deleteRun = (id) => call("DELETE", `/runs/${enc(id)}`);
 export const rerun = (id) => call("POST", `/runs/${enc(id)}/rerun`);
 export const runStatus = (id) => call("GET", `/runs/${enc(id)}/status`);
+export const startRun = (body) => call("POST", "/runs", body);
 
 // Session controls
 export const stopRun = (id, flatten = false) => call("POST", `/runs/${enc(id)}/stop`, { flatten });

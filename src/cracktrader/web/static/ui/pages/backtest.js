@@ -96,7 +96,8 @@ export async function renderBacktest(view) {
       } }, "Stop"),
       h("button", { type: "button", id: "reset-run", onclick: async () => {
         try { say(message, (await api.resetSlot()).message, "ok"); resultLink.replaceChildren(); } catch (e) { say(message, e.message, "error"); }
-      } }, "Reset")));
+      } }, "Reset"),
+      h("button", { type: "button", id: "start-paper", onclick: () => startPaper() }, "Start paper session")));
 
   const fieldError = (input, text) => {
     const box = input.closest(".field").querySelector(".field-error");
@@ -104,14 +105,34 @@ export async function renderBacktest(view) {
     input.classList.toggle("invalid", Boolean(text));
     return Boolean(text);
   };
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
+  /** The form's run request, or null after marking what is wrong. */
+  const request = () => {
     const list = symbols.value.split(",").map((s) => s.trim()).filter(Boolean);
     let bad = fieldError(symbols, list.length ? "" : "At least one symbol");
     bad = fieldError(cash, Number(cash.value) > 0 ? "" : "Must be more than 0") || bad;
     bad = fieldError(end, start.value && end.value && end.value <= start.value ? "After the start" : "") || bad;
     const values = params.values();
-    if (bad || values === null) { say(message, "Fix the fields marked in red", "error"); return; }
+    if (bad || values === null) { say(message, "Fix the fields marked in red", "error"); return null; }
+    return { list, values };
+  };
+  // A paper session runs the same strategy and market on candles as they close (dates do not apply); the cash
+  // becomes its balance in the symbols' quote currency.
+  const startPaper = async () => {
+    const r = request();
+    if (!r) { return; }
+    const quote = r.list[0].split("/")[1] || "USDT";
+    const paper = { balances: { [quote]: Number(cash.value) }, slippage_bps: Number(slippage.value || 0) };
+    try {
+      const made = await api.startRun({ mode: "paper", strategy_name: strategy.value, strategy_params: r.values,
+        symbols: r.list, timeframe: timeframe.value, exchange: exchange.value, exchange_config: { paper } });
+      location.hash = `#/sessions/${made.run_id}`;
+    } catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
+  };
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const r = request();
+    if (!r) { return; }
+    const { list, values } = r;
     const body = {
       strategy_name: strategy.value, strategy_params: values, symbols: list, timeframe: timeframe.value,
       start_date: start.value || null, end_date: end.value || null, initial_cash: Number(cash.value),

@@ -8,7 +8,7 @@ export async function renderSessions(view) {
   const items = [...paper.items, ...live.items].sort((a, b) =>
     (b.status === "running") - (a.status === "running") || String(b.created_at).localeCompare(String(a.created_at)));
   view.append(h("h1", {}, "Sessions"), h("section", { className: "card" },
-    h("p", { className: "help" }, "Start a session with POST /runs (mode paper or live) or `cracktrader trade`."),
+    h("p", { className: "help" }, "Start a paper session from the Backtest form (Start paper session), or a live one with POST /runs."),
     h("div", { className: "scroll" }, h("table", { id: "sessions" },
       h("thead", {}, h("tr", {}, ["Started", "Strategy", "Symbols", "TF", "Mode", "Status", "Final value", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, items.length ? items.map((r) => h("tr", { dataset: { run: r.run_id } },
