@@ -79,7 +79,12 @@ const enc = encodeURIComponent;
 export const health = () => call("GET", "/health");
 export const listStrategies = () => call("GET", "/strategies?limit=1000&active_only=true");
 export const getStrategy = (ref) => call("GET", `/strategies/${enc(ref)}`);
-export const listExchanges = () => call("GET", "/exchanges");
+// The exchange list is fixed while the server runs: asked once per tab (the rate limit counts every request).
+let exchangesCache = null;
+export function listExchanges() {
+  exchangesCache ??= call("GET", "/exchanges").catch((e) => { exchangesCache = null; throw e; });
+  return exchangesCache;
+}
 export const createPreset = (body) => call("POST", "/strategies", body);
 
 // The caller's runner slot (the backtest form)
