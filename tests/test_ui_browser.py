@@ -358,6 +358,10 @@ def test_with_auth_on_a_user_signs_in_makes_an_api_key_and_signs_out(browser_con
         key = p.text_content("#new-key code")
         with httpx.Client(base_url=srv.base_url) as c:
             assert c.get("/api/v1/auth/me", headers={"X-API-Key": key}).json()["username"] == "alice"
+            p.click('#apikeys button:text("Revoke")')
+            p.click("dialog.confirm button.danger")
+            expect(p.locator('#apikeys tr[data-key="laptop"]')).to_contain_text("revoked")
+            assert c.get("/api/v1/auth/me", headers={"X-API-Key": key}).status_code == 401
         p.click("#refresh")
         expect(p.locator("#account-message")).to_have_text("Token refreshed")
         p.click("#sign-out")

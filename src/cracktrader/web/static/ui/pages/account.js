@@ -32,10 +32,11 @@ function apiKeysCard(message) {
   const scope = h("select", { id: "key-scope" }, ["read", "trade", "live"].map((s) => h("option", { value: s }, s)));
   const load = async () => {
     const keys = await api.listApiKeys();
-    list.replaceChildren(...(keys.items.length ? keys.items.map((k) => h("tr", {},
+    list.replaceChildren(...(keys.items.length ? keys.items.map((k) => h("tr", { dataset: { key: k.name } },
       h("td", {}, k.name), h("td", {}, h("code", {}, `${k.prefix}…`)), h("td", {}, k.scopes.join(", ")),
       h("td", {}, fmt.time(k.created_at)), h("td", {}, fmt.time(k.expires_at)),
-      h("td", {}, h("button", { type: "button", className: "small danger", onclick: async () => {
+      h("td", {}, k.revoked_at ? h("span", { className: "pill failed" }, `revoked ${fmt.time(k.revoked_at)}`)
+        : h("button", { type: "button", className: "small danger", onclick: async () => {
         if (!(await confirmAction(`Revoke API key ${k.name}?`))) { return; }
         try { await api.revokeApiKey(k.id); await load(); } catch (e) { say(message, e.message, "error"); }
       } }, "Revoke"))))

@@ -95,7 +95,14 @@ export async function renderResults(view, runId) {
     } }, `Load more (${total.toLocaleString()} in all)`);
     return btn;
   };
-  view.append(head, equity, candles,
+  const open = (res.positions || []).length ? h("section", { className: "card", id: "end-positions" },
+    h("h2", {}, "Positions still open at the end"),
+    h("div", { className: "scroll" }, h("table", {}, h("thead", {}, h("tr", {}, ["Symbol", "Size", "Entry", "Market", "Value", "Unrealized"]
+      .map((t, i) => h("th", { className: i ? "num" : "" }, t)))),
+    h("tbody", {}, res.positions.map((x) => h("tr", {}, h("td", {}, x.symbol), h("td", { className: "num" }, fmt.number(x.size)),
+      h("td", { className: "num" }, fmt.money(x.entry_price)), h("td", { className: "num" }, fmt.money(x.market_price)),
+      h("td", { className: "num" }, fmt.money(x.value)), h("td", { className: "num" }, fmt.money(x.unrealized_pnl)))))))) : "";
+  view.append(head, equity, candles, open,
     h("section", { className: "card" }, h("h2", {}, "Metrics"), metricsGrid(res.performance_metrics || {}, help)),
     h("section", { className: "card" }, h("h2", {}, "Fills"), trades.el,
       more("trades", tradeRows, trades, res.page?.trades?.total ?? tradeRows.length)),
