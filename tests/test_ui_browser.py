@@ -291,6 +291,35 @@ def test_a_paper_session_started_from_the_form_opens_its_live_view(
     page.close()
 
 
+def test_a_position_is_closed_from_the_live_view(server: LiveServer, api: httpx.Client, browser_context: Any) -> None:
+    r = api.post(
+        "/api/v1/runs",
+        json={
+            "mode": "paper",
+            "strategy_name": "BuyAndHold",
+            "symbols": ["BTC/USDT"],
+            "timeframe": "1s",
+            "exchange": "synthetic",
+        },
+    )
+    session = r.json()["run_id"]
+    page = WatchedPage(browser_context)
+    try:
+        p = page.open(server.base_url, f"sessions/{session}")
+        close = p.locator('#positions button:text("Close")')
+        expect(close).to_have_count(1, timeout=30_000)  # BuyAndHold buys on its first candle
+        p.click('#positions button:text("Close")')
+        p.click("dialog.confirm button.danger")
+        expect(p.locator("#session-message")).to_have_text("BTC/USDT position closed")
+        expect(p.locator("#fills tbody")).to_contain_text("sell", timeout=30_000)  # the closing fill, from the stream
+        sells = [t for t in api.get(f"/api/v1/runs/{session}/results").json()["trades"] if t["side"] == "sell"]
+        assert sells and sells[0]["reason"]
+    finally:
+        api.post(f"/api/v1/runs/{session}/stop", json={})
+    page.assert_clean()
+    page.close()
+
+
 def test_stored_credentials_are_added_rotated_and_deleted_without_their_secrets_on_the_page(
     server: LiveServer, api: httpx.Client, browser_context: Any
 ) -> None:
