@@ -34,11 +34,11 @@ export async function renderHistory(view) {
     } });
     return h("tr", { dataset: { run: r.run_id } },
       h("td", {}, box),
-      h("td", {}, fmt.time(r.created_at)),
+      h("td", { className: "wide-only" }, fmt.time(r.created_at)),
       h("td", {}, r.strategy_name),
       h("td", {}, r.symbols.join(", ")),
-      h("td", {}, r.timeframe),
-      h("td", {}, r.mode),
+      h("td", { className: "wide-only" }, r.timeframe),
+      h("td", { className: "wide-only" }, r.mode),
       h("td", {}, h("span", { className: `pill ${r.status}` }, r.status)),
       h("td", { className: "num" }, fmt.percent(r.total_return)),
       h("td", { className: "num" }, fmt.money(r.final_value)),
@@ -75,7 +75,7 @@ export async function renderHistory(view) {
   view.append(h("h1", {}, "History"), h("section", { className: "card" }, filters, message,
     h("div", { className: "scroll" }, h("table", { id: "runs" },
       h("thead", {}, h("tr", {}, ["", "Created", "Strategy", "Symbols", "TF", "Mode", "Status", "Return", "Final value", ""]
-        .map((t, i) => h("th", { className: i === 7 || i === 8 ? "num" : "" }, t)))), tbody)),
+        .map((t, i) => h("th", { className: `${i === 7 || i === 8 ? "num" : ""} ${[1, 4, 5].includes(i) ? "wide-only" : ""}` }, t)))), tbody)),
     h("div", { className: "pager" }, prev, info, next)));
   await load();
 }
