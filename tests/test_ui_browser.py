@@ -429,3 +429,57 @@ def test_the_ui_files_are_served_with_a_strict_csp(server: LiveServer, api: http
         csp = r.headers["content-security-policy"]
         assert "script-src 'self';" in csp and "unsafe-eval" not in csp
     assert json.loads(api.get("/ui/metrics-help.json").text)["total_return"]["kind"] == "percent"
+
+
+def test_results_page_draws_candles_with_trades_and_the_api_round_trips_and_breakdowns(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    run_id = backtest(api, start_date="2023-01-01", end_date="2024-03-01")
+    chart = api.get(f"/api/v1/runs/{run_id}/candles", params={"max_points": 2000}).json()
+    trips = api.get(f"/api/v1/runs/{run_id}/roundtrips", params={"limit": 25}).json()
+    by_pnl = api.get(f"/api/v1/runs/{run_id}/roundtrips", params={"limit": 25, "sort": "pnl", "order": "desc"}).json()
+    bd = api.get(f"/api/v1/runs/{run_id}/breakdowns").json()
+    assert chart["bucket_bars"] > 1 and trips["total"] > 25  # a long run: bucketed candles, several pages
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, f"runs/{run_id}")
+    p.wait_for_selector("main[data-data-ready]")
+    assert p.evaluate("performance.getEntriesByName('data-ready').length") == 1
+    assert p.locator("#candle-chart canvas").count() > 0
+    box = p.locator("#candle-chart")
+    assert box.get_attribute("data-candles") == str(len(chart["candles"]["timestamp"]))
+    assert box.get_attribute("data-bucket-bars") == str(chart["bucket_bars"])
+    info = p.text_content("#candle-info")
+    assert f"{chart['markers_total']:,} round trips" in info and "sma_10, sma_30" in info
+    # Round trips: the server's first page, then sorted by pnl on the server.
+    assert p.text_content("#roundtrips .pager-info") == f"1–25 of {trips['total']}"
+    first = p.locator("#roundtrips tbody tr").first.locator("td")
+    assert first.nth(3).text_content() == f"{trips['items'][0]['entry_price']:,.8f}".rstrip("0").rstrip(".")
+    p.click('#roundtrips th[data-key="pnl"]')
+    p.click('#roundtrips th[data-key="pnl"]')
+    expect(p.locator("#roundtrips")).to_have_attribute("data-loaded", "pnl:desc:0")
+    best = p.locator("#roundtrips tbody tr").first.locator("td").nth(7)
+    assert best.text_content() == money(by_pnl["items"][0]["pnl"])
+    p.click("#roundtrips .pager button:last-child")
+    expect(p.locator("#roundtrips .pager-info")).to_have_text(f"26–{min(50, trips['total'])} of {trips['total']}")
+    # Breakdowns: per symbol and monthly, as the API computed them.
+    row = p.locator("#by-symbol tbody tr").first
+    assert row.locator('td[data-key="trades"]').text_content() == str(bd["by_symbol"][0]["trades"])
+    assert row.locator('td[data-key="pnl"]').text_content() == money(bd["by_symbol"][0]["pnl"])
+    months = p.locator("#monthly tbody tr")
+    assert months.count() == len(bd["monthly"])
+    first_month = months.nth(0).locator('td[data-key="return_pct"]')
+    assert first_month.text_content() == f"{bd['monthly'][0]['return_pct']:.2f} %"
+    # Zooming in loads the visible range at full detail from the server.
+    p.evaluate("document.querySelector('#candle-chart').scrollIntoView()")
+    canvas = p.locator("#candle-chart").bounding_box()
+    assert canvas is not None
+    p.mouse.move(canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2)
+    for _ in range(40):  # each reload (debounced) narrows the buckets until they are single bars
+        if box.get_attribute("data-bucket-bars") == "1":
+            break
+        p.mouse.wheel(0, -400)
+        p.wait_for_timeout(250)
+    expect(box).to_have_attribute("data-bucket-bars", "1", timeout=15_000)
+    shoot(page, "results-zoomed", DESKTOP)
+    page.assert_clean()
+    page.close()

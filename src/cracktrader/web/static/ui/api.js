@@ -1,19 +1,14 @@
-// Every HTTP and WebSocket call of the dashboard, in one module: the JS SDK (static/sdk/) replaces this file's
-// internals later, so pages import only these functions and never call fetch or WebSocket themselves.
+// Every HTTP and WebSocket call of the dashboard, in one module, as a thin layer over the JavaScript SDK
+// (served at /ui/sdk/): pages import only these functions and never call fetch or WebSocket themselves.
+// The layer adds what a browser tab needs on top of the SDK: tokens kept in sessionStorage, one shared
+// refresh on a 401, a sign-in prompt when that fails, and streams that reconnect.
+import CrackTrader, { CrackTraderError } from "./sdk/index.js";
 
-const BASE = "/api/v1";
 const TOKEN_KEY = "cracktrader.token";
 const REFRESH_KEY = "cracktrader.refresh";
 
-/** An error answer of the API, from its envelope. */
-export class ApiError extends Error {
-  constructor(status, code, message, details) {
-    super(message);
-    this.status = status;
-    this.code = code;
-    this.details = details || {};
-  }
-}
+/** An error answer of the API: the SDK's typed errors (status, code, message, details from the envelope). */
+export const ApiError = CrackTraderError;
 
 let onSignInNeeded = () => {};
 /** Called when the API answers 401 and no refresh helped (the app shows the sign-in form). */
@@ -29,111 +24,108 @@ export const tokens = {
   clear() { sessionStorage.removeItem(TOKEN_KEY); sessionStorage.removeItem(REFRESH_KEY); },
 };
 
-async function send(method, path, body) {
-  const headers = {};
-  if (tokens.access) { headers.Authorization = `Bearer ${tokens.access}`; }
-  const opts = { method, headers };
-  if (body !== undefined) { headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
-  return fetch(BASE + path, opts);
-}
+// One client for the tab; its token follows sessionStorage (another tab may have refreshed it).
+const client = new CrackTrader({ timeout: 120_000 });
+const sdk = () => { client.token = tokens.access; return client; };
 
 let refreshing = null;
 async function refreshOnce() {
   // Concurrent 401s share one refresh: a refresh token is single-use (reuse revokes the login).
   if (!tokens.refresh) { return false; }
   refreshing ??= (async () => {
-    const res = await send("POST", "/auth/refresh", { refresh_token: tokens.refresh });
-    if (!res.ok) { tokens.clear(); return false; }
-    tokens.set(await res.json());
-    return true;
+    try { tokens.set(await sdk().refresh(tokens.refresh)); return true; }
+    catch { tokens.clear(); return false; }
   })().finally(() => { setTimeout(() => { refreshing = null; }, 0); });
   return refreshing;
 }
 
-/** One API call: JSON in, JSON out; an error answer throws ApiError. */
-export async function call(method, path, body) {
-  let res = await send(method, path, body);
-  if (res.status === 401 && !path.startsWith("/auth/") && (await refreshOnce())) {
-    res = await send(method, path, body);
+/** One SDK call `fn(client)`; a 401 refreshes once and retries, then asks to sign in. */
+async function call(fn, { auth = false } = {}) {
+  try {
+    return await fn(sdk());
+  } catch (e) {
+    if (auth || !(e instanceof CrackTraderError) || e.status !== 401) { throw e; }
+    if (await refreshOnce()) {
+      try { return await fn(sdk()); } catch (again) { if (again.status !== 401) { throw again; } }
+    }
+    tokens.clear();
+    onSignInNeeded();
+    throw e;
   }
-  const text = res.status === 204 ? "" : await res.text();
-  let data = null;
-  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
-  if (!res.ok) {
-    const err = (data && data.error) || {};
-    if (res.status === 401 && path !== "/auth/login") { tokens.clear(); onSignInNeeded(); }
-    throw new ApiError(res.status, err.code || `HTTP_${res.status}`, err.message || res.statusText, err.details);
-  }
-  return data;
 }
 
-const q = (params) => {
-  const u = new URLSearchParams();
-  for (const [k, v] of Object.entries(params || {})) { if (v !== undefined && v !== null && v !== "") { u.set(k, v); } }
-  const s = u.toString();
-  return s ? `?${s}` : "";
-};
-const enc = encodeURIComponent;
+// The SDK takes camelCase options; the pages name filters as the API does.
+const camel = (params) => Object.fromEntries(Object.entries(params || {})
+  .filter(([, v]) => v !== undefined && v !== null && v !== "")
+  .map(([k, v]) => [k.replace(/_([a-z])/g, (_, c) => c.toUpperCase()), v]));
 
 // Meta and catalogues
-export const health = () => call("GET", "/health");
-export const listStrategies = () => call("GET", "/strategies?limit=1000&active_only=true");
-export const getStrategy = (ref) => call("GET", `/strategies/${enc(ref)}`);
+export const health = () => call((c) => c.getHealth());
+export const listStrategies = () => call((c) => c.getStrategies({ limit: 1000, activeOnly: true }));
+export const getStrategy = (ref) => call((c) => c.getStrategy(ref));
+export const checkStrategy = (ref, body) => call((c) => c.checkStrategy(ref, body));
 // The exchange list is fixed while the server runs: asked once per tab (the rate limit counts every request).
 let exchangesCache = null;
 export function listExchanges() {
-  exchangesCache ??= call("GET", "/exchanges").catch((e) => { exchangesCache = null; throw e; });
+  exchangesCache ??= call((c) => c.getExchanges()).catch((e) => { exchangesCache = null; throw e; });
   return exchangesCache;
 }
-export const createPreset = (body) => call("POST", "/strategies", body);
+export const createPreset = (body) => call((c) => c.createStrategy(body));
+export const getMarkets = (exchange, params) => call((c) => c.getMarkets(exchange, camel(params)));
 
 // The caller's runner slot (the backtest form)
-export const slotStatus = () => call("GET", "/status");
-export const startBacktest = (body) => call("POST", "/run/backtest", body);
-export const stopSlot = () => call("POST", "/run/stop", {});
-export const resetSlot = () => call("DELETE", "/run/reset");
+export const slotStatus = () => call((c) => c.getStatus());
+export const startBacktest = (body) => call((c) => c.startBacktest(body));
+export const stopSlot = () => call((c) => c.stop());
+export const resetSlot = () => call((c) => c.reset());
 
 // Runs by id
-export const listRuns = (filters) => call("GET", `/runs${q(filters)}`);
-export const getRun = (id) => call("GET", `/runs/${enc(id)}`);
-export const runResults = (id, params) => call("GET", `/runs/${enc(id)}/results${q(params)}`);
-export const deleteRun = (id) => call("DELETE", `/runs/${enc(id)}`);
-export const rerun = (id) => call("POST", `/runs/${enc(id)}/rerun`);
-export const runStatus = (id) => call("GET", `/runs/${enc(id)}/status`);
-export const startRun = (body) => call("POST", "/runs", body);
+export const listRuns = (filters) => call((c) => c.listRuns(camel(filters)));
+export const getRun = (id) => call((c) => c.getRun(id));
+export const runResults = (id, params) => call((c) => c.getRunResults(id, camel(params)));
+export const deleteRun = (id) => call((c) => c.deleteRun(id));
+export const rerun = (id) => call((c) => c.rerun(id));
+export const runStatus = (id) => call((c) => c.runStatus(id));
+export const startRun = (body) => call((c) => c.startRun(body));
+export const runCandles = (id, params) => call((c) => c.runCandles(id, camel(params)));
+export const roundTrips = (id, params) => call((c) => c.roundTrips(id, camel(params)));
+export const breakdowns = (id) => call((c) => c.breakdowns(id));
 
 // Session controls
-export const stopRun = (id, flatten = false) => call("POST", `/runs/${enc(id)}/stop`, { flatten });
-export const pauseRun = (id) => call("POST", `/runs/${enc(id)}/pause`);
-export const resumeRun = (id) => call("POST", `/runs/${enc(id)}/resume`);
-export const cancelOrder = (id, orderId) => call("POST", `/runs/${enc(id)}/orders/${enc(orderId)}/cancel`);
-export const closePosition = (id, symbol) => call("POST", `/runs/${enc(id)}/positions/${enc(symbol)}/close`);
-export const listAlerts = (params) => call("GET", `/alerts${q(params)}`);
+export const stopRun = (id, flatten = false) => call((c) => c.stopRun(id, { flatten }));
+export const pauseRun = (id) => call((c) => c.pauseSession(id));
+export const resumeRun = (id) => call((c) => c.resumeSession(id));
+export const cancelOrder = (id, orderId) => call((c) => c.cancelOrder(id, orderId));
+export const closePosition = (id, symbol) => call((c) => c.closePosition(id, symbol));
+export const listAlerts = (params) => call((c) => c.listAlerts(camel(params)));
 
-// MERGE POINT (candles): another branch adds GET /runs/{id}/candles (candles + trade markers), /roundtrips and
-// /breakdowns. Their calls belong here; results.js has the matching place for the candle chart.
-export const runCandles = (id, params) => call("GET", `/runs/${enc(id)}/candles${q(params)}`);
+// Candle data, downloads, logs
+export const listCandleSets = (params) => call((c) => c.listCandleSets(camel(params)));
+export const startDownload = ({ exchange, symbol, ...rest }) => call((c) => c.startDownload(exchange, symbol, rest));
+export const getDownload = (id) => call((c) => c.getDownload(id));
+export const cancelDownload = (id) => call((c) => c.cancelDownload(id));
+export const getLogs = (params) => call((c) => c.getLogs(camel(params)));
 
 // Accounts
-export const me = () => call("GET", "/auth/me");
+export const me = () => call((c) => c.getMe());
 export async function login(username, password) {
-  const t = await call("POST", "/auth/login", { username, password });
+  const t = await call((c) => c.login(username, password), { auth: true });
   tokens.set(t);
   return t;
 }
 export async function logout() {
-  try { await call("POST", "/auth/logout", tokens.refresh ? { refresh_token: tokens.refresh } : undefined); }
+  try { await call((c) => c.logout(tokens.refresh), { auth: true }); }
   finally { tokens.clear(); }
 }
 export const refreshTokens = () => refreshOnce();
-export const listApiKeys = () => call("GET", "/auth/apikeys");
-export const createApiKey = (body) => call("POST", "/auth/apikeys", body);
-export const revokeApiKey = (id) => call("DELETE", `/auth/apikeys/${enc(id)}`);
-export const listCredentials = () => call("GET", "/credentials");
-export const createCredentials = (body) => call("POST", "/credentials", body);
-export const rotateCredentials = (name, body) => call("PUT", `/credentials/${enc(name)}`, body);
-export const testCredentials = (name, sandbox) => call("POST", `/credentials/${enc(name)}/test`, { sandbox });
-export const deleteCredentials = (name) => call("DELETE", `/credentials/${enc(name)}`);
+export const listApiKeys = () => call((c) => c.listApiKeys());
+export const createApiKey = ({ name, scopes, expires_at: expiresAt }) => call((c) => c.createApiKey(name, { scopes, expiresAt }));
+export const revokeApiKey = (id) => call((c) => c.revokeApiKey(id));
+export const listCredentials = () => call((c) => c.listCredentials());
+export const createCredentials = ({ name, exchange, ...secrets }) => call((c) => c.createCredentials(name, exchange, secrets));
+export const rotateCredentials = (name, secrets) => call((c) => c.rotateCredentials(name, secrets));
+export const testCredentials = (name, sandbox) => call((c) => c.testCredentials(name, { sandbox }));
+export const deleteCredentials = (name) => call((c) => c.deleteCredentials(name));
 
 /**
  * Follow `/ws/status` (the slot, or one run with `runId`): `onEvent({type, payload})` for every event but
@@ -141,38 +133,37 @@ export const deleteCredentials = (name) => call("DELETE", `/credentials/${enc(na
  * Returns `close()`.
  */
 export function streamStatus(runId, onEvent, onState = () => {}) {
-  let ws = null;
+  let stream = null;
   let closed = false;
   let delay = 1000;
-  const open = () => {
-    const proto = location.protocol === "https:" ? "wss" : "ws";
-    ws = new WebSocket(`${proto}://${location.host}${BASE}/ws/status${q({ run_id: runId })}`);
-    ws.onopen = () => {
-      // The token goes in the first message, not the URL (servers log URLs).
-      if (tokens.access) { ws.send(JSON.stringify({ action: "auth", token: tokens.access })); }
-      delay = 1000;
-      onState("live");
-    };
-    ws.onmessage = (msg) => {
-      const e = JSON.parse(msg.data);
-      if (e.type !== "heartbeat") { onEvent(e); }
-    };
-    ws.onclose = async (ev) => {
+  const again = () => {
+    onState("reconnecting");
+    setTimeout(() => { if (!closed) { open(); } }, delay);
+    delay = Math.min(delay * 2, 30000);
+  };
+  const open = async () => {
+    try {
+      stream = await sdk().streamStatus({ runId });
+    } catch { again(); return; }
+    if (closed) { stream.close(); return; }
+    delay = 1000;
+    onState("live");
+    try {
+      for await (const e of stream) { onEvent(e); }
+    } catch (e) {
       if (closed) { return; }
       // 1008: the credential was refused or ended (expiry, logout): refresh once, else ask to sign in again.
-      if (ev.code === 1008 && !(await refreshOnce())) { onState("signed out"); onSignInNeeded(); return; }
-      onState("reconnecting");
-      setTimeout(() => { if (!closed) { open(); } }, delay);
-      delay = Math.min(delay * 2, 30000);
-    };
+      if (e.details?.close_code === 1008 && !(await refreshOnce())) { onState("signed out"); onSignInNeeded(); return; }
+    }
+    if (!closed) { again(); }
   };
   open();
-  return () => { closed = true; if (ws) { ws.close(); } };
+  return () => { closed = true; if (stream) { stream.close(); } };
 }
 
 /** The metric help generated from docs/metrics.md (a static file of the dashboard, not an API call). */
 let helpCache = null;
 export function metricsHelp() {
-  helpCache ??= fetch("/ui/metrics-help.json").then((r) => r.json());
+  helpCache ??= client.request("GET", "/ui/metrics-help.json");
   return helpCache;
 }

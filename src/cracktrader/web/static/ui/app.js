@@ -32,6 +32,7 @@ async function route() {
   const args = hash.match(re).slice(1).map(decodeURIComponent);
   view.replaceChildren();
   delete document.body.dataset.ready;
+  delete view.dataset.dataReady;
   try {
     cleanup = (await get()(view, ...args)) || null;
   } catch (e) {

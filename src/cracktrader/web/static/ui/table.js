@@ -55,3 +55,54 @@ export function sortableTable(columns, { pageSize = 25, id = "", empty = "Nothin
   render();
   return { el, setRows(r) { rows = r; render(); } };
 }
+
+/**
+ * A table sorted and paged by the server: `fetchPage({sort, order, limit, offset})` answers `{items, total}`.
+ * Clicking a sortable header asks the server again. Returns `{el, load()}`: nothing is asked until `load()`.
+ */
+export function serverTable(columns, fetchPage, { pageSize = 25, id = "", empty = "Nothing yet", sort = null, order = "asc" } = {}) {
+  let offset = 0;
+  let total = 0;
+  const thead = h("thead");
+  const tbody = h("tbody");
+  const info = h("span", { className: "pager-info" });
+  const failed = h("p", { className: "message error", hidden: true });
+  const prev = h("button", { type: "button", className: "small", onclick: () => { offset -= pageSize; load(); } }, "‹ Prev");
+  const next = h("button", { type: "button", className: "small", onclick: () => { offset += pageSize; load(); } }, "Next ›");
+  const el = h("div", { className: "table-wrap", id },
+    h("div", { className: "scroll" }, h("table", {}, thead, tbody)),
+    h("div", { className: "pager" }, prev, info, next), failed);
+
+  const header = () => {
+    thead.replaceChildren(h("tr", {}, columns.map((c) => h("th", {
+      className: `${c.num ? "num" : ""}${c.sort ? " sortable" : ""}`, scope: "col", dataset: { key: c.key },
+      ariaSort: c.sort && sort === c.sort ? (order === "asc" ? "ascending" : "descending") : "none",
+      onclick: c.sort ? () => { order = sort === c.sort && order === "asc" ? "desc" : "asc"; sort = c.sort; offset = 0; load(); } : undefined,
+    }, c.label, c.sort && sort === c.sort ? (order === "asc" ? " ▲" : " ▼") : ""))));
+  };
+  async function load() {
+    offset = Math.max(0, offset);
+    let page;
+    try {
+      page = await fetchPage({ sort: sort ?? undefined, order, limit: pageSize, offset });
+      failed.hidden = true;
+    } catch (e) {
+      failed.hidden = false;
+      failed.textContent = `${e.code}: ${e.message}`;
+      return;
+    }
+    total = page.total;
+    header();
+    tbody.replaceChildren(...(page.items.length ? page.items.map((r) => h("tr", {}, columns.map((c) => {
+      const v = r[c.key];
+      const content = c.format ? c.format(v, r) : (v === null || v === undefined ? "–" : String(v));
+      return h("td", { className: c.num ? "num" : "" }, content);
+    }))) : [h("tr", {}, h("td", { colSpan: columns.length, className: "empty" }, empty))]));
+    info.textContent = `${total ? offset + 1 : 0}–${Math.min(total, offset + page.items.length)} of ${total}`;
+    prev.disabled = offset === 0;
+    next.disabled = offset + pageSize >= total;
+    el.dataset.loaded = `${sort}:${order}:${offset}`;
+  }
+  header();
+  return { el, load };
+}

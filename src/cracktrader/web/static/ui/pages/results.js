@@ -1,11 +1,15 @@
-// Results of one run: equity and drawdown, formatted metrics with help from docs/metrics.md, trades and orders.
+// Results of one run: candles with trades and indicators, equity and drawdown with buy and hold, formatted
+// metrics with help from docs/metrics.md, round trips, breakdowns, fills and orders. Sets the `data-ready`
+// performance mark (and `data-data-ready` on <main>) once the charts and first table pages are drawn.
 import * as api from "../api.js";
 import { h, say, confirmAction } from "../dom.js";
-import { equityChart } from "../charts.js";
-import { sortableTable } from "../table.js";
+import { equityChart, equityColumns, buyAndHold, candleChart } from "../charts.js";
+import { sortableTable, serverTable } from "../table.js";
 import * as fmt from "../format.js";
 
-const PAGE = 1000;
+const PAGE = 200;
+// The whole run as at most this many candles: a 1 M-bar run stays a light page; zooming loads full detail.
+const MAX_CANDLES = 2000;
 
 /** The metrics as a definition grid, each with its help line; `data-metric` carries the key for tests. */
 export function metricsGrid(metrics, help) {
@@ -44,9 +48,49 @@ const ORDER_COLUMNS = [
   { key: "reason", label: "Reason" },
 ];
 
+const pct = (v) => (v === null || v === undefined ? "–" : `${Number(v).toFixed(2)} %`);
+
+export const ROUNDTRIP_COLUMNS = [
+  { key: "symbol", label: "Symbol", sort: "symbol" },
+  { key: "side", label: "Side" },
+  { key: "entry_time", label: "Entry (UTC)", format: fmt.time, sort: "entry_time" },
+  { key: "entry_price", label: "Entry price", num: true, format: num(8), sort: "entry_price" },
+  { key: "exit_time", label: "Exit (UTC)", format: fmt.time, sort: "exit_time" },
+  { key: "exit_price", label: "Exit price", num: true, format: num(8), sort: "exit_price" },
+  { key: "size", label: "Size", num: true, format: num(8), sort: "size" },
+  { key: "pnl", label: "PnL", num: true, format: fmt.money, sort: "pnl" },
+  { key: "pnl_pct", label: "PnL %", num: true, format: pct, sort: "pnl_pct" },
+  { key: "duration_s", label: "Duration", num: true, format: fmt.seconds, sort: "duration" },
+  { key: "fees", label: "Fees", num: true, format: fmt.money, sort: "fees" },
+  { key: "exit_reason", label: "Exit" },
+];
+
+/** A small static table: `cols` [[label, key, format, num]]. */
+function plainTable(id, cols, rows, empty) {
+  return h("div", { className: "scroll", id }, h("table", {},
+    h("thead", {}, h("tr", {}, cols.map(([label, , , isNum]) => h("th", { className: isNum ? "num" : "", scope: "col" }, label)))),
+    h("tbody", {}, rows.length ? rows.map((r) => h("tr", {}, cols.map(([, key, f, isNum]) =>
+      h("td", { className: isNum ? "num" : "", dataset: { key } }, f ? f(r[key]) : String(r[key] ?? "–")))))
+      : h("tr", {}, h("td", { colSpan: cols.length, className: "empty" }, empty)))));
+}
+
+function breakdownSection(b) {
+  return h("section", { className: "card", id: "breakdowns" }, h("h2", {}, "Breakdowns"),
+    h("div", { className: "grid2" },
+      h("div", {}, h("h3", {}, "Per symbol"), plainTable("by-symbol", [
+        ["Symbol", "symbol"], ["Trades", "trades", null, true], ["Wins", "wins", null, true],
+        ["Win rate", "win_rate", fmt.percent, true], ["PnL", "pnl", fmt.money, true], ["Fees", "fees", fmt.money, true],
+        ["Return", "return_pct", pct, true]], b.by_symbol, "No symbols")),
+      h("div", {}, h("h3", {}, "Monthly"), plainTable("monthly", [
+        ["Month", "month"], ["Start", "start_value", fmt.money, true], ["End", "end_value", fmt.money, true],
+        ["Return", "return_pct", pct, true]], b.monthly, "No months"))));
+}
+
 export async function renderResults(view, runId) {
-  const [run, res, help] = await Promise.all([
-    api.getRun(runId), api.runResults(runId, { max_points: 2000, limit: PAGE }), api.metricsHelp()]);
+  const candlesOf = (symbol, range = {}) => api.runCandles(runId, { symbol, max_points: MAX_CANDLES, ...range });
+  const [run, res, help, firstCandles, bd] = await Promise.all([
+    api.getRun(runId), api.runResults(runId, { max_points: 2000, limit: PAGE }), api.metricsHelp(),
+    api.runCandles(runId, { max_points: MAX_CANDLES }).catch((e) => e), api.breakdowns(runId).catch((e) => e)]);
   const message = h("p", { className: "message", role: "status" });
   const cfg = run.config || {};
   const head = h("section", { className: "card run-head" },
@@ -75,10 +119,14 @@ export async function renderResults(view, runId) {
       `${(res.page?.equity_points_total ?? res.equity_curve.length).toLocaleString()}`,
       bh !== null && bh !== undefined ? ` · buy and hold over the same bars: ${fmt.percent(bh)}` : ""),
     chartBox);
-  // MERGE POINT (candles): GET /runs/{id}/candles (api.runCandles) feeds charts.candleChart(el, candles, markers)
-  // here, with the trade markers; until that endpoint lands this section stays empty.
-  const candles = h("section", { className: "card", id: "candles", hidden: true }, h("h2", {}, "Candles"),
-    h("div", { id: "candle-chart", className: "chart" }));
+  const candleBox = h("div", { id: "candle-chart", className: "chart candles" });
+  const candleInfo = h("p", { className: "help", id: "candle-info" });
+  const symbolPick = run.symbols.length > 1 ? h("select", { id: "candle-symbol", "aria-label": "Symbol" },
+    run.symbols.map((x) => h("option", { value: x }, x))) : "";
+  const candles = h("section", { className: "card", id: "candles" },
+    h("div", { className: "row-head" }, h("h2", {}, "Candles and trades"), symbolPick), candleInfo, candleBox);
+  const roundTrips = serverTable(ROUNDTRIP_COLUMNS, (p) => api.roundTrips(runId, p),
+    { id: "roundtrips", empty: "No round trips", sort: "exit_time", order: "asc" });
 
   const trades = sortableTable(TRADE_COLUMNS, { id: "trades", empty: "No fills" });
   const orders = sortableTable(ORDER_COLUMNS, { id: "orders", empty: "No orders" });
@@ -102,12 +150,43 @@ export async function renderResults(view, runId) {
     h("tbody", {}, res.positions.map((x) => h("tr", {}, h("td", {}, x.symbol), h("td", { className: "num" }, fmt.number(x.size)),
       h("td", { className: "num" }, fmt.money(x.entry_price)), h("td", { className: "num" }, fmt.money(x.market_price)),
       h("td", { className: "num" }, fmt.money(x.value)), h("td", { className: "num" }, fmt.money(x.unrealized_pnl)))))))) : "";
-  view.append(head, equity, candles, open,
+  view.append(head, candles, equity, open,
     h("section", { className: "card" }, h("h2", {}, "Metrics"), metricsGrid(res.performance_metrics || {}, help)),
+    h("section", { className: "card" }, h("h2", {}, "Round trips"), roundTrips.el),
+    bd instanceof Error ? h("p", { className: "message error" }, `Breakdowns: ${bd.message}`) : breakdownSection(bd),
     h("section", { className: "card" }, h("h2", {}, "Fills"), trades.el,
       more("trades", tradeRows, trades, res.page?.trades?.total ?? tradeRows.length)),
     h("section", { className: "card" }, h("h2", {}, "Orders"), orders.el,
       more("orders", orderRows, orders, res.page?.orders?.total ?? orderRows.length)));
-  if (res.equity_curve.length) { equityChart(chartBox, res.equity_curve); }
-  else { chartBox.append(h("p", { className: "empty" }, "No equity yet")); }
+  const tablesDrawn = roundTrips.load();
+  let chart = null;
+  const describe = (d) => {
+    candleInfo.textContent = `${d.symbol} · ${d.bars.toLocaleString()} bars ${d.bucket_bars > 1 ? `as ${d.candles.timestamp.length.toLocaleString()} candles of ${d.bucket_bars} bars (zoom in for full detail)` : "at full detail"}`
+      + ` · ${d.markers_total.toLocaleString()} round trips${d.indicators.length ? ` · ${d.indicators.map((x) => x.name).join(", ")}` : ""}`
+      + (d.indicators_error ? ` · indicators: ${d.indicators_error}` : "");
+  };
+  if (firstCandles instanceof Error) {
+    candleBox.append(h("p", { className: "message error" }, `${firstCandles.code}: ${firstCandles.message}`));
+  } else {
+    chart = await candleChart(candleBox, firstCandles, (range) => candlesOf(chart.doc.symbol, range), { onLoaded: describe });
+    if (symbolPick) {
+      symbolPick.addEventListener("change", async () => {
+        try {
+          const d = await candlesOf(symbolPick.value);
+          chart.destroy();
+          chart = await candleChart(candleBox, d, (range) => candlesOf(d.symbol, range), { onLoaded: describe });
+        } catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
+      });
+    }
+  }
+  if (res.equity_curve.length) {
+    const cash = bd instanceof Error ? cfg.initial_cash : bd.initial_cash;
+    const hold = firstCandles instanceof Error || !cash ? null
+      : buyAndHold(equityColumns(res.equity_curve)[0], firstCandles.candles, cash);
+    equityChart(chartBox, res.equity_curve, { buyAndHold: hold });
+  } else { chartBox.append(h("p", { className: "empty" }, "No equity yet")); }
+  await tablesDrawn;
+  performance.mark("data-ready");
+  view.dataset.dataReady = "true";
+  return () => { if (chart) { chart.destroy(); } };
 }
