@@ -483,3 +483,35 @@ def test_results_page_draws_candles_with_trades_and_the_api_round_trips_and_brea
     shoot(page, "results-zoomed", DESKTOP)
     page.assert_clean()
     page.close()
+
+
+def test_symbols_are_picked_from_the_markets_search_and_refused_symbols_are_marked_on_the_field(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    markets = api.get("/api/v1/exchanges/synthetic/markets", params={"q": "eth", "limit": 20}).json()
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "backtest")
+    assert p.locator("#symbol-chips .chip").all_text_contents() == ["BTC/USDT×"]
+    p.fill("#symbols", "eth")
+    options = p.locator("#symbol-options .option")
+    expect(options).to_have_count(len(markets["items"]))
+    assert options.all_text_contents() == [m["symbol"] for m in markets["items"]]
+    expect(p.locator("#symbol-hint")).to_contain_text(f"{markets['total']} markets match")
+    p.click('#symbol-options .option[data-symbol="ETH/USDT"]')
+    p.click('#symbol-chips .chip[data-symbol="BTC/USDT"] .chip-x')
+    # Free text on synthetic (any_symbol): a well-formed BASE/QUOTE is taken, anything else is refused.
+    p.fill("#symbols", "xyz/usdt")
+    p.press("#symbols", "Enter")
+    assert p.locator("#symbol-chips .chip").evaluate_all("els => els.map(e => e.dataset.symbol)") == [
+        "ETH/USDT",
+        "XYZ/USDT",
+    ]
+    shoot(page, "backtest-symbols", DESKTOP)
+    # Left typed without Enter, a malformed symbol goes to the server: its typed error lands next to the field.
+    p.fill("#symbols", "BTCUSDT")
+    p.click("#start-run")
+    expect(p.locator("#message")).to_contain_text("INVALID_SYMBOL")
+    error = p.locator("#symbols").locator("xpath=ancestor::div[@class='field']//span[@class='field-error']")
+    expect(error).to_contain_text("BTCUSDT")
+    page.assert_clean(400)
+    page.close()

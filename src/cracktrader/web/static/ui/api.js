@@ -2,7 +2,11 @@
 // (served at /ui/sdk/): pages import only these functions and never call fetch or WebSocket themselves.
 // The layer adds what a browser tab needs on top of the SDK: tokens kept in sessionStorage, one shared
 // refresh on a 401, a sign-in prompt when that fails, and streams that reconnect.
-import CrackTrader, { CrackTraderError } from "./sdk/index.js";
+import CrackTrader, * as errors from "./sdk/index.js";
+
+const { CrackTraderError } = errors;
+/** The SDK's error classes (`errors.InvalidSymbolError`, ...) for pages to tell errors apart. */
+export { errors };
 
 const TOKEN_KEY = "cracktrader.token";
 const REFRESH_KEY = "cracktrader.refresh";

@@ -2,6 +2,7 @@
 import * as api from "../api.js";
 import { h, say } from "../dom.js";
 import { buildParamsForm } from "../schemaform.js";
+import { symbolPicker } from "../symbolpicker.js";
 import * as fmt from "../format.js";
 
 const DEFAULTS = { symbols: "BTC/USDT", timeframe: "1h", start: "2024-01-01", end: "2024-07-01", cash: 10000 };
@@ -27,9 +28,9 @@ export async function renderBacktest(view) {
     timeframe.replaceChildren(...x.timeframes.map((tf) => h("option", { value: tf, selected: tf === keep }, tf)));
   };
   fillTimeframes();
-  exchange.addEventListener("change", fillTimeframes);
-  const symbols = h("input", { id: "symbols", name: "symbols", value: DEFAULTS.symbols, required: true,
-    placeholder: "BTC/USDT, ETH/USDT" });
+  const picker = symbolPicker(() => exchange.value, [DEFAULTS.symbols]);
+  const symbols = picker.input;
+  exchange.addEventListener("change", () => { fillTimeframes(); picker.exchangeChanged(); });
   const start = h("input", { id: "start", name: "start", type: "date", value: DEFAULTS.start });
   const end = h("input", { id: "end", name: "end", type: "date", value: DEFAULTS.end });
   const cash = h("input", { id: "cash", name: "cash", type: "number", min: "1", step: "any", value: DEFAULTS.cash });
@@ -75,7 +76,7 @@ export async function renderBacktest(view) {
   const progress = h("progress", { id: "progress", max: 1, value: 0 });
   const statusLine = h("p", { id: "run-status", className: "status-line" });
   const resultLink = h("p", { id: "result-link" });
-  const field = (text, input, help) => h("div", { className: "field" }, h("label", { htmlFor: input.id }, text), input,
+  const field = (text, input, help, control = input) => h("div", { className: "field" }, h("label", { htmlFor: input.id }, text), control,
     help ? h("small", { className: "help" }, help) : null, h("span", { className: "field-error", role: "alert" }));
 
   const form = h("form", { id: "run-form", noValidate: true },
@@ -85,7 +86,7 @@ export async function renderBacktest(view) {
         h("button", { type: "button", id: "save-preset", onclick: savePreset }, "Save as preset"))),
     h("section", { className: "card" }, h("h2", {}, "Market and costs"),
       h("div", { className: "grid" },
-        field("Exchange", exchange), field("Symbols", symbols, "Comma-separated; any BASE/QUOTE on synthetic"),
+        field("Exchange", exchange), field("Symbols", symbols, "Pick from the exchange's markets; Enter adds what you typed", picker.el),
         field("Timeframe", timeframe), field("Start", start), field("End", end),
         field("Cash", cash), field("Fee (fraction)", fee, "0.001 = 0.1 % per fill; empty: the exchange's"),
         field("Slippage (bps)", slippage))),
@@ -105,9 +106,22 @@ export async function renderBacktest(view) {
     input.classList.toggle("invalid", Boolean(text));
     return Boolean(text);
   };
+  // The SDK's typed errors say which field the server refused; a validation list names it in `loc`.
+  const FIELD_OF = [[api.errors.InvalidSymbolError, symbols], [api.errors.InvalidTimeframeError, timeframe],
+    [api.errors.InvalidDateRangeError, end], [api.errors.UnknownExchangeError, exchange],
+    [api.errors.UnknownStrategyError, strategy]];
+  const showError = (e) => {
+    for (const el of form.querySelectorAll(".field-error")) { el.textContent = ""; }
+    let input = (FIELD_OF.find(([cls]) => e instanceof cls) || [])[1];
+    const loc = e.details?.errors?.[0]?.loc;
+    const name = Array.isArray(loc) ? loc[loc.length - 1] : null;
+    input ??= name ? form.querySelector(`[name="${name}"], [name="${name === "start_date" ? "start" : name === "end_date" ? "end" : name}"]`) : null;
+    if (input) { fieldError(input, e.message); }
+    say(message, `${e.code}: ${e.message}`, "error");
+  };
   /** The form's run request, or null after marking what is wrong. */
   const request = () => {
-    const list = symbols.value.split(",").map((s) => s.trim()).filter(Boolean);
+    const list = picker.values();
     let bad = fieldError(symbols, list.length ? "" : "At least one symbol");
     bad = fieldError(cash, Number(cash.value) > 0 ? "" : "Must be more than 0") || bad;
     bad = fieldError(end, start.value && end.value && end.value <= start.value ? "After the start" : "") || bad;
@@ -126,7 +140,7 @@ export async function renderBacktest(view) {
       const made = await api.startRun({ mode: "paper", strategy_name: strategy.value, strategy_params: r.values,
         symbols: r.list, timeframe: timeframe.value, exchange: exchange.value, exchange_config: { paper } });
       location.hash = `#/sessions/${made.run_id}`;
-    } catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
+    } catch (e) { showError(e); }
   };
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -143,14 +157,7 @@ export async function renderBacktest(view) {
       const r = await api.startBacktest(body);
       resultLink.replaceChildren();
       say(message, `${r.message} (${r.run_id})`, "ok");
-    } catch (e) {
-      // A field the server refused is shown next to it when the error names it.
-      const loc = e.details?.errors?.[0]?.loc;
-      const name = Array.isArray(loc) ? loc[loc.length - 1] : null;
-      const input = name && form.querySelector(`[name="${name}"]`);
-      if (input) { fieldError(input, e.message); }
-      say(message, `${e.code}: ${e.message}`, "error");
-    }
+    } catch (e) { showError(e); }
   });
 
   const renderStatus = (s) => {
