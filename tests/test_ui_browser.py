@@ -72,6 +72,9 @@ def test_every_page_renders_cleanly_at_desktop_and_phone_widths(
         "sessions": "sessions",
         "session": f"sessions/{session}",
         "account": "account",
+        "strategies": "strategies/SmaCross",
+        "data": "data",
+        "logs": "logs",
     }
     try:
         for viewport in (DESKTOP, PHONE):
@@ -403,21 +406,48 @@ def test_with_auth_on_a_user_signs_in_makes_an_api_key_and_signs_out(browser_con
 def test_the_vendored_candle_library_draws_under_the_csp(server: LiveServer, browser_context: Any) -> None:
     page = WatchedPage(browser_context)
     p = page.open(server.base_url, "backtest")
-    candles = [
-        {"time": 1704067200 + 3600 * i, "open": 100 + i, "high": 102 + i, "low": 99 + i, "close": 101 + i}
-        for i in range(50)
-    ]
+    t0 = 1704067200000
+    n = 50
+    doc = {
+        "symbol": "BTC/USDT",
+        "run_range": {"start": "2024-01-01T00:00:00Z", "end": "2024-01-03T02:00:00Z"},
+        "start": "2024-01-01T00:00:00Z",
+        "end": "2024-01-03T02:00:00Z",
+        "bucket_bars": 1,
+        "bars": n,
+        "candles": {
+            "timestamp": [t0 + 3_600_000 * i for i in range(n)],
+            "open": [100 + i for i in range(n)],
+            "high": [102 + i for i in range(n)],
+            "low": [99 + i for i in range(n)],
+            "close": [101 + i for i in range(n)],
+            "volume": [5.0] * n,
+        },
+        "indicators": [{"name": "sma_3", "values": [None, None] + [100.0 + i for i in range(n - 2)]}],
+        "markers": [
+            {
+                "side": "long",
+                "entry_time": "2024-01-01T10:00:00Z",
+                "exit_time": "2024-01-01T20:00:00Z",
+                "pnl": 3.0,
+                "pnl_pct": 2.5,
+                "stop_loss": 95.0,
+                "take_profit": 120.0,
+            }
+        ],
+        "markers_total": 1,
+    }
     p.evaluate(
-        """async (candles) => {
+        """async (doc) => {
             const el = document.createElement('div'); el.id = 'candle-test'; el.style.width = '600px';
             document.body.append(el);
             const charts = await import('/ui/charts.js');
-            await charts.candleChart(el, candles, [{time: candles[10].time, position: 'belowBar', shape: 'arrowUp',
-                                                     color: '#10b981', text: 'buy'}]);
+            await charts.candleChart(el, doc, async () => doc);
         }""",
-        candles,
+        doc,
     )
     p.wait_for_selector("#candle-test canvas")
+    assert p.get_attribute("#candle-test", "data-candles") == "50"
     page.assert_clean()
     page.close()
 
@@ -515,3 +545,118 @@ def test_symbols_are_picked_from_the_markets_search_and_refused_symbols_are_mark
     expect(error).to_contain_text("BTCUSDT")
     page.assert_clean(400)
     page.close()
+
+
+def test_a_strategy_s_parameters_are_listed_and_its_check_shows_the_api_s_result(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    body = {
+        "symbols": ["BTC/USDT"],
+        "timeframe": "1h",
+        "exchange": "synthetic",
+        "start_date": "2024-01-01",
+        "end_date": "2024-03-01",
+    }
+    expected = api.post("/api/v1/strategies/SmaCross/check", json=body).json()
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "strategies")
+    p.click('#strategy-list tr[data-strategy="SmaCross"] a')
+    expect(p.locator("#strategy-detail h2")).to_have_text("SmaCross")
+    assert p.text_content('#strategy-params tr[data-param="fast"] td[data-key="value"]') == "10"
+    p.click("#run-check")
+    expect(p.locator("#check-passed")).to_have_text("passed" if expected["passed"] else "failed", timeout=120_000)
+    for check in expected["checks"]:
+        row = p.locator(f'#check-result tr[data-check="{check["name"]}"]')
+        assert row.locator('td[data-key="compared"]').text_content() == str(check["compared"])
+        assert row.locator('td[data-key="differing"]').text_content() == str(check["differing"])
+    assert f"{expected['entries']} entries, {expected['exits']} exits" in p.text_content("#check-result")
+    shoot(page, "strategies", DESKTOP)
+    page.assert_clean()
+    page.close()
+
+
+def test_the_data_page_lists_stored_sets_and_downloads_with_progress_and_cancel(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "data")
+    expect(p.locator("#candle-sets td.empty")).to_have_text("No stored candles yet")
+    p.fill("#dl-symbol", "SOL/USDT")
+    p.select_option("#dl-timeframe", "1d")
+    p.fill("#dl-start", "2024-01-01")
+    p.fill("#dl-end", "2024-02-01")
+    p.click("#dl-start-button")
+    expect(p.locator("#dl-job-status")).to_have_text("completed", timeout=60_000)
+    assert p.get_attribute("#dl-progress", "value") == "1"
+    sets = api.get("/api/v1/data/sets").json()["items"]
+    row = p.locator("#candle-sets tbody tr").first
+    expect(row).to_contain_text("SOL/USDT")
+    assert row.locator("td").nth(5).text_content() == f"{sets[0]['count']:,}"
+    assert row.locator("td").nth(7).text_content() == str(sets[0]["gaps"])
+    # A long download is canceled from the form.
+    p.select_option("#dl-timeframe", "1m")
+    p.fill("#dl-start", "2015-01-01")
+    p.fill("#dl-end", "2024-01-01")
+    p.click("#dl-start-button")
+    expect(p.locator("#dl-cancel")).to_be_enabled()
+    p.click("#dl-cancel")
+    expect(p.locator("#dl-job-status")).to_have_text("canceled", timeout=60_000)
+    shoot(page, "data", DESKTOP)
+    page.assert_clean()
+    page.close()
+
+
+def test_the_logs_page_shows_the_server_lines_by_level_and_run(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    r = api.post(
+        "/api/v1/runs",
+        json={
+            "strategy_name": "SmaCross",
+            "symbols": ["BTC/USDT"],
+            "exchange": "synthetic",
+            "end_date": "2020-01-01",
+            "start_date": "2019-12-01",
+            "strategy_params": {"fast": 50, "slow": 10},
+        },
+    )
+    run_id = r.json()["run_id"] if r.status_code == 201 else None
+    if run_id:
+        wait_run(api, run_id)
+    doc = api.get("/api/v1/logs", params={"level": "WARNING", "limit": 500}).json()
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "logs")
+    p.select_option("#log-level", "WARNING")
+    expect(p.locator("#log-info")).to_have_text(
+        f"{len(doc['items'])} of {doc['total']} lines (the server keeps the last {doc['capacity']})"
+    )
+    if doc["items"]:
+        assert (
+            p.locator("#log-lines tbody tr").first.locator("td.log-msg").text_content() == doc["items"][-1]["message"]
+        )
+    p.fill("#log-run", "no-such-run")
+    p.click("#log-refresh")
+    expect(p.locator("#log-lines td.empty")).to_have_text("No lines")
+    page.assert_clean()
+    page.close()
+
+
+def test_with_auth_on_the_logs_page_shows_the_api_s_403_to_a_trader(browser_context: Any) -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "cracktrader", "users", "create", "bob", "--role", "trader"],
+        input=f"{PASSWORD}\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    with LiveServer(auth_mode="on", jwt_secret_key=SECRET) as srv:
+        page = WatchedPage(browser_context)
+        p = page.open(srv.base_url, "logs")
+        p.wait_for_selector("#login-form")
+        p.fill("#username", "bob")
+        p.fill("#password", PASSWORD)
+        p.click("#sign-in")
+        expect(p.locator("#log-message")).to_contain_text("FORBIDDEN")
+        page.assert_clean(401, 403)
+        page.close()

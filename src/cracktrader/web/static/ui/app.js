@@ -8,6 +8,9 @@ import { renderHistory } from "./pages/history.js";
 import { renderCompare } from "./pages/compare.js";
 import { renderSessions, renderSession } from "./pages/sessions.js";
 import { renderAccount } from "./pages/account.js";
+import { renderStrategies } from "./pages/strategies.js";
+import { renderData } from "./pages/data.js";
+import { renderLogs } from "./pages/logs.js";
 
 const routes = [
   [/^#\/backtest$/, "backtest", () => renderBacktest],
@@ -17,6 +20,10 @@ const routes = [
   [/^#\/sessions$/, "sessions", () => renderSessions],
   [/^#\/sessions\/([^/]+)$/, "sessions", () => renderSession],
   [/^#\/account$/, "account", () => renderAccount],
+  [/^#\/strategies$/, "strategies", () => renderStrategies],
+  [/^#\/strategies\/([^/]+)$/, "strategies", () => renderStrategies],
+  [/^#\/data$/, "data", () => renderData],
+  [/^#\/logs$/, "logs", () => renderLogs],
 ];
 
 let cleanup = null;
