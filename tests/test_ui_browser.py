@@ -48,6 +48,7 @@ def percent(v: float) -> str:
 
 def shoot(page: WatchedPage, name: str, viewport: dict[str, int]) -> None:
     """A full-page screenshot named after the page and the screen width."""
+    page.page.evaluate("window.scrollTo(0, 0)")  # a sticky header would otherwise sit mid-page
     page.page.wait_for_timeout(300)  # let charts settle after their resize observer
     page.page.screenshot(path=str(screenshot_dir() / f"{name}-{viewport['width']}.png"), full_page=True)
 
