@@ -481,6 +481,15 @@ def test_results_page_draws_candles_with_trades_and_the_api_round_trips_and_brea
     assert box.get_attribute("data-bucket-bars") == str(chart["bucket_bars"])
     info = p.text_content("#candle-info")
     assert f"{chart['markers_total']:,} round trips" in info and "sma_10, sma_30" in info
+    # Buy and hold on the equity chart: the first close scaled to the initial cash.
+    expect(p.locator("#equity-chart .u-legend").first).to_contain_text("Buy & hold")
+    hold = p.evaluate(
+        """async ([candles, cash]) => (await import('/ui/charts.js')).buyAndHold(
+            [candles.timestamp[0] / 1000, candles.timestamp.at(-1) / 1000], candles, cash)""",
+        [chart["candles"], bd["initial_cash"]],
+    )
+    closes = chart["candles"]["close"]
+    assert hold == pytest.approx([bd["initial_cash"], bd["initial_cash"] * closes[-1] / closes[0]])
     # Round trips: the server's first page, then sorted by pnl on the server.
     assert p.text_content("#roundtrips .pager-info") == f"1–25 of {trips['total']}"
     first = p.locator("#roundtrips tbody tr").first.locator("td")
