@@ -581,7 +581,12 @@ def test_a_strategy_s_parameters_are_listed_and_its_check_shows_the_api_s_result
         assert row.locator('td[data-key="differing"]').text_content() == str(check["differing"])
     assert f"{expected['entries']} entries, {expected['exits']} exits" in p.text_content("#check-result")
     shoot(page, "strategies", DESKTOP)
-    page.assert_clean()
+    # A timeframe the API does not know: its typed error lands next to that field.
+    p.fill("#check-timeframe", "7x")
+    p.click("#run-check")
+    expect(p.locator("#check-message")).to_contain_text("INVALID_TIMEFRAME")
+    expect(p.locator("#check-timeframe")).to_have_class("invalid")
+    page.assert_clean(400, 422)
     page.close()
 
 
@@ -612,7 +617,13 @@ def test_the_data_page_lists_stored_sets_and_downloads_with_progress_and_cancel(
     p.click("#dl-cancel")
     expect(p.locator("#dl-job-status")).to_have_text("canceled", timeout=60_000)
     shoot(page, "data", DESKTOP)
-    page.assert_clean()
+    # Over the bar cap: the API's typed error is shown next to the start of the range.
+    p.fill("#dl-start", "2000-01-01")
+    p.click("#dl-start-button")
+    expect(p.locator("#dl-message")).to_contain_text("DOWNLOAD_TOO_LARGE")
+    expect(p.locator("#dl-start")).to_have_class("invalid")
+    expect(p.locator("#dl-form .field-error").nth(3)).to_contain_text("5,000,000")
+    page.assert_clean(422)
     page.close()
 
 

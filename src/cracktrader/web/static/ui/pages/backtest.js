@@ -3,6 +3,7 @@ import * as api from "../api.js";
 import { h, say } from "../dom.js";
 import { buildParamsForm } from "../schemaform.js";
 import { symbolPicker } from "../symbolpicker.js";
+import { field, fieldError, showError as showFormError } from "../forms.js";
 import * as fmt from "../format.js";
 
 const DEFAULTS = { symbols: "BTC/USDT", timeframe: "1h", start: "2024-01-01", end: "2024-07-01", cash: 10000 };
@@ -76,8 +77,6 @@ export async function renderBacktest(view) {
   const progress = h("progress", { id: "progress", max: 1, value: 0 });
   const statusLine = h("p", { id: "run-status", className: "status-line" });
   const resultLink = h("p", { id: "result-link" });
-  const field = (text, input, help, control = input) => h("div", { className: "field" }, h("label", { htmlFor: input.id }, text), control,
-    help ? h("small", { className: "help" }, help) : null, h("span", { className: "field-error", role: "alert" }));
 
   const form = h("form", { id: "run-form", noValidate: true },
     h("section", { className: "card" }, h("h2", {}, "Strategy"),
@@ -100,25 +99,11 @@ export async function renderBacktest(view) {
       } }, "Reset"),
       h("button", { type: "button", id: "start-paper", onclick: () => startPaper() }, "Start paper session")));
 
-  const fieldError = (input, text) => {
-    const box = input.closest(".field").querySelector(".field-error");
-    box.textContent = text;
-    input.classList.toggle("invalid", Boolean(text));
-    return Boolean(text);
-  };
   // The SDK's typed errors say which field the server refused; a validation list names it in `loc`.
   const FIELD_OF = [[api.errors.InvalidSymbolError, symbols], [api.errors.InvalidTimeframeError, timeframe],
     [api.errors.InvalidDateRangeError, end], [api.errors.UnknownExchangeError, exchange],
     [api.errors.UnknownStrategyError, strategy]];
-  const showError = (e) => {
-    for (const el of form.querySelectorAll(".field-error")) { el.textContent = ""; }
-    let input = (FIELD_OF.find(([cls]) => e instanceof cls) || [])[1];
-    const loc = e.details?.errors?.[0]?.loc;
-    const name = Array.isArray(loc) ? loc[loc.length - 1] : null;
-    input ??= name ? form.querySelector(`[name="${name}"], [name="${name === "start_date" ? "start" : name === "end_date" ? "end" : name}"]`) : null;
-    if (input) { fieldError(input, e.message); }
-    say(message, `${e.code}: ${e.message}`, "error");
-  };
+  const showError = (e) => showFormError(form, message, e, FIELD_OF, { start_date: "start", end_date: "end" });
   /** The form's run request, or null after marking what is wrong. */
   const request = () => {
     const list = picker.values();

@@ -2,6 +2,7 @@
 import * as api from "../api.js";
 import { h, say } from "../dom.js";
 import { serverTable } from "../table.js";
+import { field, showError } from "../forms.js";
 import * as fmt from "../format.js";
 
 const bytes = (n) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MB` : `${Math.ceil(n / 1024)} kB`);
@@ -37,9 +38,9 @@ export async function renderData(view) {
   };
   fillTimeframes();
   exchange.addEventListener("change", fillTimeframes);
-  const symbol = h("input", { id: "dl-symbol", value: "BTC/USDT", required: true });
-  const start = h("input", { id: "dl-start", type: "date", value: "2024-01-01", required: true });
-  const end = h("input", { id: "dl-end", type: "date", value: "" });
+  const symbol = h("input", { id: "dl-symbol", name: "symbol", value: "BTC/USDT", required: true });
+  const start = h("input", { id: "dl-start", name: "start", type: "date", value: "2024-01-01", required: true });
+  const end = h("input", { id: "dl-end", name: "end", type: "date", value: "" });
   const message = h("p", { className: "message", role: "status", id: "dl-message" });
   const bar = h("progress", { id: "dl-progress", max: 1, value: 0 });
   const jobLine = h("p", { id: "dl-status", className: "status-line" });
@@ -68,8 +69,8 @@ export async function renderData(view) {
     try { clearTimeout(timer); show(await api.cancelDownload(job.id)); timer = setTimeout(follow, POLL_MS); }
     catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
   });
-  const field = (text, input) => h("div", { className: "field" }, h("label", { htmlFor: input.id }, text), input);
-  const form = h("form", { id: "dl-form", noValidate: true, onsubmit: async (ev) => {
+  const form = h("form", { id: "dl-form", noValidate: true });
+  form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     clearTimeout(timer);
     try {
@@ -77,8 +78,12 @@ export async function renderData(view) {
         start: start.value, end: end.value || undefined }));
       say(message, `Download ${job.id} started`, "ok");
       timer = setTimeout(follow, Math.min(POLL_MS, 500));
-    } catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
-  } }, h("div", { className: "grid" }, field("Exchange", exchange), field("Symbol", symbol), field("Timeframe", timeframe),
+    } catch (e) {
+      showError(form, message, e, [[api.errors.InvalidSymbolError, symbol], [api.errors.InvalidTimeframeError, timeframe],
+        [api.errors.UnknownExchangeError, exchange], [api.errors.InvalidDateRangeError, end], ["DOWNLOAD_TOO_LARGE", start]]);
+    }
+  });
+  form.append(h("div", { className: "grid" }, field("Exchange", exchange), field("Symbol", symbol), field("Timeframe", timeframe),
     field("Start", start), field("End (empty: now)", end)),
   h("div", { className: "buttons" }, h("button", { type: "submit", className: "primary", id: "dl-start-button" }, "Download"), cancel));
   view.append(h("h1", {}, "Data"),

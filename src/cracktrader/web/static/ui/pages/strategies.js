@@ -2,6 +2,7 @@
 import * as api from "../api.js";
 import { h, say } from "../dom.js";
 import * as fmt from "../format.js";
+import { field, showError } from "../forms.js";
 
 /** One row per parameter of a JSON Schema: name, type, default, bounds, description. */
 function paramRows(schema, values) {
@@ -53,15 +54,15 @@ export async function renderStrategies(view, selected = null) {
   const exchanges = await api.listExchanges();
   const message = h("p", { className: "message", role: "status", id: "check-message" });
   const out = h("div");
-  const symbol = h("input", { id: "check-symbol", value: "BTC/USDT" });
-  const timeframe = h("input", { id: "check-timeframe", value: "1h" });
+  const symbol = h("input", { id: "check-symbol", name: "symbols", value: "BTC/USDT" });
+  const timeframe = h("input", { id: "check-timeframe", name: "timeframe", value: "1h" });
   const exchange = h("select", { id: "check-exchange" },
     exchanges.items.map((x) => h("option", { value: x.id, selected: x.id === "synthetic" }, x.name)));
-  const start = h("input", { id: "check-start", type: "date", value: "2024-01-01" });
-  const end = h("input", { id: "check-end", type: "date", value: "2024-03-01" });
+  const start = h("input", { id: "check-start", name: "start", type: "date", value: "2024-01-01" });
+  const end = h("input", { id: "check-end", name: "end", type: "date", value: "2024-03-01" });
   const run = h("button", { type: "submit", className: "primary", id: "run-check" }, "Run check");
-  const field = (text, input) => h("div", { className: "field" }, h("label", { htmlFor: input.id }, text), input);
-  const form = h("form", { id: "check-form", onsubmit: async (ev) => {
+  const form = h("form", { id: "check-form" });
+  form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     run.disabled = true;
     say(message, "Checking…");
@@ -70,9 +71,13 @@ export async function renderStrategies(view, selected = null) {
         exchange: exchange.value, start_date: start.value || null, end_date: end.value || null });
       out.replaceChildren(checkResult(doc));
       say(message, "");
-    } catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
-    finally { run.disabled = false; }
-  } }, h("div", { className: "grid" }, field("Symbol", symbol), field("Timeframe", timeframe), field("Exchange", exchange),
+    } catch (e) {
+      showError(form, message, e, [[api.errors.InvalidSymbolError, symbol], [api.errors.InvalidTimeframeError, timeframe],
+        [api.errors.UnknownExchangeError, exchange], [api.errors.InvalidDateRangeError, end], ["CHECK_TOO_LARGE", start]],
+        { start_date: "start", end_date: "end" });
+    } finally { run.disabled = false; }
+  });
+  form.append(h("div", { className: "grid" }, field("Symbol", symbol), field("Timeframe", timeframe), field("Exchange", exchange),
     field("Start", start), field("End", end)), h("div", { className: "buttons" }, run));
   view.append(h("section", { className: "card", id: "strategy-detail" }, h("h2", {}, detail.name),
     h("p", { className: "help" }, detail.description || ""),
