@@ -66,7 +66,12 @@ export async function renderData(view) {
   };
   cancel.addEventListener("click", async () => {
     if (!job) { return; }
-    try { clearTimeout(timer); show(await api.cancelDownload(job.id)); timer = setTimeout(follow, POLL_MS); }
+    try {
+      clearTimeout(timer);
+      show(await api.cancelDownload(job.id));
+      // What was stored before the cancel stays: the table shows it at once when the job has already ended.
+      if (FINISHED.includes(job.status)) { await sets.load(); } else { timer = setTimeout(follow, POLL_MS); }
+    }
     catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
   });
   const form = h("form", { id: "dl-form", noValidate: true });
