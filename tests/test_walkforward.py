@@ -237,6 +237,27 @@ def test_later_data_never_changes_an_earlier_window() -> None:
     assert [w.model_dump() for w in short.windows] == [w.model_dump() for w in long.windows[: len(short.windows)]]
 
 
+def test_event_driven_strategy_on_two_symbols_walks_forward_through_the_engine() -> None:
+    symbols = ["BTC/USDT", "ETH/USDT"]
+    rng = {**RANGE, "symbols": symbols, "end": "2023-03-01"}
+    grid = {"fast": [5, 10], "slow": [20, 40]}
+    report = walk_forward("SmaCrossEvents", grid, **rng, train=600, test=300, workers=2, **COSTS)
+    assert report.symbols == symbols
+    assert (report.bars, len(report.windows)) == (1416, 2)
+    for window in report.windows:
+        config = BacktestConfig(
+            strategy_name="SmaCrossEvents",
+            strategy_params=window.params,
+            symbols=symbols,
+            timeframe="1h",
+            start_date=window.test.start_date,
+            end_date=window.test.end_date,
+            exchange="synthetic",
+            **COSTS,
+        )
+        assert window.out_of_sample == run_prepared(prepare_backtest(config)).metrics
+
+
 def test_walk_forward_is_exported_like_sweep() -> None:
     assert cracktrader.walk_forward is walk_forward
     assert cracktrader.cpcv is cpcv
