@@ -180,7 +180,11 @@ def test_bad_cpcv_arguments_are_clear_errors(folds: int, tests: int, purge: int,
 
 
 def test_each_test_window_equals_a_plain_backtest_of_its_dates() -> None:
-    report = walk_forward("SmaCross", GRID, **RANGE, train=1000, test=500, **COSTS)
+    calls: list[tuple[int, int]] = []
+    report = walk_forward(
+        "SmaCross", GRID, **RANGE, train=1000, test=500, progress=lambda d, t: calls.append((d, t)), **COSTS
+    )
+    assert calls == [(i, 5) for i in range(6)]
     assert report.bars == 3624
     assert [(w.test.start, w.test.stop) for w in report.windows] == [
         (1000, 1500),
@@ -277,7 +281,19 @@ def test_unknown_metric_and_fully_rejected_grid_are_user_errors() -> None:
 
 
 def test_cpcv_fold_tests_equal_plain_backtests_and_paths_chain_them() -> None:
-    report = cpcv("SmaCross", GRID, **RANGE, n_folds=4, n_test_folds=2, purge=10, embargo=5, **COSTS)
+    calls: list[tuple[int, int]] = []
+    report = cpcv(
+        "SmaCross",
+        GRID,
+        **RANGE,
+        n_folds=4,
+        n_test_folds=2,
+        purge=10,
+        embargo=5,
+        progress=lambda d, t: calls.append((d, t)),
+        **COSTS,
+    )
+    assert calls == [(i, 6) for i in range(7)]
     assert (len(report.splits), len(report.paths)) == (6, 3)
     assert [(f.start, f.stop) for f in report.folds] == [(0, 906), (906, 1812), (1812, 2718), (2718, 3624)]
     for split in report.splits:

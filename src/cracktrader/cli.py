@@ -336,27 +336,40 @@ def walkforward(
         swept = dict(parse_grid_option(g) for g in grid)
         args = (strategy, swept, symbol, timeframe, start, end, exchange)
         report: Any
+        if cpcv is not None:
+            if train is not None or test is not None or step is not None or anchored or partial_last:
+                fail("--cpcv takes no --train, --test, --step, --anchored or --partial-last")
+            n_folds, n_test = _parse_cpcv(cpcv)
+        elif train is None or test is None:
+            fail("walk-forward needs --train and --test (bars, or durations such as 90d), or use --cpcv")
+        elif embargo:
+            fail("--embargo applies to --cpcv only; walk-forward tests never precede training")
+        bar, update = _progress_bar("cpcv splits" if cpcv is not None else "walk-forward windows")
         try:
-            if cpcv is not None:
-                if train is not None or test is not None or step is not None or anchored or partial_last:
-                    fail("--cpcv takes no --train, --test, --step, --anchored or --partial-last")
-                n_folds, n_test = _parse_cpcv(cpcv)
-                report = run_cpcv(*args, n_folds=n_folds, n_test_folds=n_test, purge=purge, embargo=embargo, **common)
-            else:
-                if train is None or test is None:
-                    fail("walk-forward needs --train and --test (bars, or durations such as 90d), or use --cpcv")
-                if embargo:
-                    fail("--embargo applies to --cpcv only; walk-forward tests never precede training")
-                report = walk_forward(
-                    *args,
-                    train=train,
-                    test=test,
-                    step=step,
-                    anchored=anchored,
-                    purge=purge,
-                    partial_last=partial_last,
-                    **common,
-                )
+            with bar:
+                if cpcv is not None:
+                    report = run_cpcv(
+                        *args,
+                        n_folds=n_folds,
+                        n_test_folds=n_test,
+                        purge=purge,
+                        embargo=embargo,
+                        progress=update,
+                        **common,
+                    )
+                else:
+                    assert train is not None and test is not None  # refused above without them
+                    report = walk_forward(
+                        *args,
+                        train=train,
+                        test=test,
+                        step=step,
+                        anchored=anchored,
+                        purge=purge,
+                        partial_last=partial_last,
+                        progress=update,
+                        **common,
+                    )
         except ValidationError as exc:
             fail(validation_message(exc))
         if out is not None:

@@ -24,6 +24,7 @@ from cracktrader.sweeps.oos import (
     write_json,
 )
 from cracktrader.sweeps.plans import SweepRow
+from cracktrader.sweeps.sweep import SweepProgress
 from cracktrader.sweeps.windows import CpcvSplit, Span, cpcv_plan
 
 
@@ -114,6 +115,7 @@ def cpcv(
     metric: str = "sharpe_ratio",
     params: Mapping[str, Any] | None = None,
     workers: int | None = None,
+    progress: SweepProgress | None = None,
     settings: Settings | None = None,
     source: CandleSource | None = None,
     **options: Any,
@@ -144,6 +146,8 @@ def cpcv(
     tested: dict[tuple[int, str], Piece] = {}
     results: list[dict[int, Piece]] = []
     reports = []
+    if progress is not None:
+        progress(0, len(plan.splits))
     for i, split in enumerate(plan.splits):
         best = _choose(study, split.train, metric)
         results.append(_test(study, split, best.params, tested))
@@ -159,6 +163,8 @@ def cpcv(
                 ],
             )
         )
+        if progress is not None:
+            progress(i + 1, len(plan.splits))
     paths = [
         PathReport(
             index=p,

@@ -23,6 +23,7 @@ from cracktrader.sweeps.oos import (
     stitch,
     write_json,
 )
+from cracktrader.sweeps.sweep import SweepProgress
 from cracktrader.sweeps.windows import parse_length, walk_forward_windows
 
 
@@ -79,6 +80,7 @@ def walk_forward(
     metric: str = "sharpe_ratio",
     params: Mapping[str, Any] | None = None,
     workers: int | None = None,
+    progress: SweepProgress | None = None,
     settings: Settings | None = None,
     source: CandleSource | None = None,
     **options: Any,
@@ -112,6 +114,8 @@ def walk_forward(
         study.bars, train_bars, test_bars, step_bars, anchored=anchored, purge=purge, partial_last=partial_last
     )
     reports, pieces = [], []
+    if progress is not None:
+        progress(0, len(windows))
     for i, window in enumerate(windows):
         swept = study.sweep(window.train)
         best = best_row(swept.rows, metric)
@@ -127,6 +131,8 @@ def walk_forward(
                 out_of_sample=piece.metrics,
             )
         )
+        if progress is not None:
+            progress(i + 1, len(windows))
     return WalkForwardReport(
         strategy=study.cls.name,
         symbols=study.symbols,
