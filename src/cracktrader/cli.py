@@ -383,6 +383,7 @@ def walkforward(
 
 
 def _parse_cpcv(raw: str) -> tuple[int, int]:
+    """`--cpcv 6:2` as (folds, test folds)."""
     folds, sep, tests = raw.partition(":")
     if not sep or not folds.strip().isdigit() or not tests.strip().isdigit():
         fail(f"--cpcv expects N_FOLDS:N_TEST_FOLDS such as 6:2, got {raw!r}")
@@ -394,6 +395,7 @@ _OOS = {"total_return": "return", "sharpe_ratio": "sharpe", "max_drawdown": "max
 
 
 def _print_walk_forward(report: Any) -> None:
+    """The windows as a table, then the stitched out-of-sample result."""
     from rich.console import Console
     from rich.table import Table
 
@@ -426,6 +428,7 @@ def _print_walk_forward(report: Any) -> None:
 
 
 def _print_cpcv(report: Any) -> None:
+    """The splits and the paths as tables."""
     from rich.console import Console
     from rich.table import Table
 

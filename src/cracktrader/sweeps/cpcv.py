@@ -195,6 +195,7 @@ def cpcv(
 def _test(
     study: Study, split: CpcvSplit, params: dict[str, Any], tested: dict[tuple[int, str], Piece]
 ) -> dict[int, Piece]:
+    """Each test fold of the split backtested with `params` (from `tested` when already run)."""
     out = {}
     key = json.dumps(params, sort_keys=True, default=str)
     for fold, span in zip(split.test_folds, split.tests, strict=True):

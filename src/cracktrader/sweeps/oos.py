@@ -66,6 +66,7 @@ class Piece:
 
     @classmethod
     def of(cls, result: BacktestResult) -> Piece:
+        """What stitching needs of a backtest's result."""
         fills = fill_summary(result.orders)
         bh = result.metrics.get("buy_and_hold_return")
         return cls(
@@ -102,6 +103,7 @@ class Study:
 
     @property
     def bars(self) -> int:
+        """Bars of the whole run."""
         return int(self.timestamp.shape[0])
 
     def bounds(self, span: Span) -> tuple[int, int]:
@@ -110,6 +112,7 @@ class Study:
         return int(self.timestamp[span.start]), end
 
     def report(self, span: Span) -> SpanReport:
+        """The span's bars and dates as reported."""
         start, end = self.bounds(span)
         return SpanReport(start=span.start, stop=span.stop, start_date=ms_to_iso(start), end_date=ms_to_iso(end))
 
@@ -151,6 +154,7 @@ class Study:
         return run_prepared(prepared)
 
     def config(self, params: dict[str, Any], start: str | None, end: str | None) -> BacktestConfig:
+        """The backtest request of these params and dates, with the study's symbols, exchange and costs."""
         return BacktestConfig(
             strategy_name=self.cls.name,
             strategy_params=params,
@@ -227,6 +231,7 @@ def best_row(rows: Sequence[SweepRow], metric: str) -> SweepRow:
 
 
 def in_sample(row: SweepRow, metric: str) -> float | None:
+    """The row's value of `metric`, None when undefined."""
     value = row.metrics.get(metric)
     return None if value is None or not np.isfinite(float(value)) else float(value)
 
