@@ -309,3 +309,16 @@ def test_unknown_executor_and_unreachable_scheduler_are_clear_errors(monkeypatch
     monkeypatch.setattr(executors, "CONNECT_SECONDS", 1.0)
     with pytest.raises(DaskExecutorError, match="cannot reach"):
         sweep("SmaCross", {"fast": [5]}, executor=f"tcp://127.0.0.1:{_free_port()}", cache=False, **RANGE)
+
+
+def test_chunks_are_sized_so_the_per_task_cost_stays_under_one_percent() -> None:
+    sizer = executors._Sizer(total=100_000, workers=2, fixed=None)
+    assert sizer.size(100_000) == executors.PROBE  # before any measurement: a small probe per worker
+    sizer.record(16, 0.016)  # 1 ms per combination
+    size = sizer.size(100_000 - 32)
+    # At least MIN_TASK_SECONDS of work per task (Dask's ~2 ms is then under 1 %), at most MAX_TASK_SECONDS.
+    assert size * 0.001 >= 0.2 and size * 0.001 <= executors.MAX_TASK_SECONDS
+    assert sizer.size(1_000) == 250  # near the end: still at least 0.25 s, not split finer for balance
+    slow = executors._Sizer(total=50, workers=2, fixed=None)
+    slow.record(1, 3.0)  # one combination takes longer than a task should: one per chunk
+    assert slow.size(49) == 1

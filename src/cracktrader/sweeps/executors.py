@@ -39,7 +39,7 @@ CHUNKS_PER_WORKER = 4
 # Combinations in each worker's first chunk, which measures the cost per combination.
 PROBE = 16
 # How often the loop looks at the cancel event while chunks run.
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.05
 WORKER_WAIT_SECONDS = 60.0
 CONNECT_SECONDS = 30.0
 # Plans a worker keeps (candles and indicator columns): the current sweep and the one before.
@@ -175,8 +175,6 @@ def run_on_dask(
 
     A cancel returns within about `POLL_SECONDS`: chunks still running are dropped, completed ones are kept.
     """
-    from distributed import wait
-
     try:
         client.wait_for_workers(1, timeout=WORKER_WAIT_SECONDS)
     except TimeoutError:
@@ -186,8 +184,16 @@ def run_on_dask(
     shared = client.scatter(spec, broadcast=True, hash=False)
     sizer = _Sizer(len(combos), workers, chunk_size)
     running: dict[Future, tuple[int, int]] = {}
-    pos = done = 0
+    redo: list[tuple[int, int]] = []  # ranges whose task was lost with the data it needed
+    pos = done = submitted = 0
     cancelled = False
+
+    def submit(lo: int, hi: int) -> None:
+        nonlocal submitted
+        key = f"cracktrader-sweep-{spec.key}-{submitted}"
+        submitted += 1
+        running[client.submit(evaluate_chunk, shared, lo, hi, key=key, pure=False)] = (lo, hi)
+
     try:
         while True:
             if cancel is not None and cancel.is_set():
@@ -195,25 +201,32 @@ def run_on_dask(
                 break
             # Before the cost is known, one probe chunk per worker; then at most two chunks per worker in flight.
             limit = workers if not sizer.measured and not chunk_size else 2 * workers
+            while redo and len(running) < limit:
+                submit(*redo.pop())
             while pos < len(combos) and len(running) < limit:
                 hi = min(len(combos), pos + sizer.size(len(combos) - pos))
-                fut = client.submit(
-                    evaluate_chunk, shared, pos, hi, key=f"cracktrader-sweep-{spec.key}-{pos}", pure=False
-                )
-                running[fut] = (pos, hi)
+                submit(pos, hi)
                 pos = hi
             if not running:
                 break
-            try:
-                finished, _ = wait(list(running), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
-            except TimeoutError:
+            # Polled rather than `distributed.wait`, which raises on the first cancelled future instead of returning.
+            finished = [fut for fut in running if fut.done()]
+            if not finished:
+                time.sleep(POLL_SECONDS)
                 continue
             for fut in finished:
                 lo, hi = running.pop(fut)
+                if fut.cancelled():
+                    # Dask redoes a dead worker's tasks itself, unless the scattered sweep left with it: send it again.
+                    redo.append((lo, hi))
+                    continue
                 rows, seconds = fut.result()
                 sizer.record(hi - lo, seconds)
                 done += len(rows)
                 on_chunk(rows)
+            if redo and shared.status != "finished":
+                log.info("The sweep's scattered data was lost with a worker; scattering it again")
+                shared = client.scatter(spec, broadcast=True, hash=False)
     finally:
         if running:
             client.cancel(list(running))
