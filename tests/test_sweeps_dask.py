@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from cracktrader.cli import app
 from cracktrader.engine.metrics import METRIC_KEYS
+from cracktrader.runs.strategy_errors import StrategyRuntimeError
 from cracktrader.sweeps import SweepResult, executors, sweep
 from cracktrader.sweeps.code import StrategyCode, StrategyCodeError, load_strategy, strategy_code
 from cracktrader.sweeps.executors import DaskExecutorError
@@ -166,6 +167,21 @@ def test_a_user_strategy_travels_with_its_source_and_runs_the_same_on_workers(
     remote = sweep("UserBand", grid, metrics=ALL, executor=cluster.address, cache=False, **RANGE)
     assert len(remote.rows) == 9
     assert_same_rows(remote, local)
+
+
+def test_an_error_in_the_strategy_on_a_worker_is_the_same_clear_error(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "strategies"
+    folder.mkdir()
+    broken = STRATEGY_FILE.replace(
+        "        mean = ", "        if self.params.window == 20:\n            raise ValueError('boom')\n        mean = "
+    )
+    (folder / "user_band.py").write_text(broken)
+    monkeypatch.setenv("CRACKTRADER_STRATEGY_DIR", str(folder))
+    with pytest.raises(StrategyRuntimeError, match="boom") as remote:
+        sweep("UserBand", {"window": [5, 20]}, executor=cluster.address, cache=False, **RANGE)
+    assert remote.value.code == "STRATEGY_ERROR"
 
 
 def test_a_source_that_does_not_match_its_hash_is_refused_on_the_worker() -> None:
