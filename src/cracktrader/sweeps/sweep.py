@@ -67,10 +67,10 @@ class SweepResult:
     total: int
     evaluated: int
     cancelled: bool = False
-    # Rows read from the chunk cache (a resumed sweep) rather than computed by this call.
-    cached: int = 0
     sort: str | None = None
     param_names: list[str] = field(default_factory=list)
+    # Rows read from the chunk cache (a resumed sweep) rather than computed by this call.
+    cached: int = 0
 
     def columns(self) -> dict[str, list[Any]]:
         """One column per parameter and per metric, one entry per row."""
