@@ -338,3 +338,22 @@ def test_chunks_are_sized_so_the_per_task_cost_stays_under_one_percent() -> None
     slow = executors._Sizer(total=50, workers=2, fixed=None)
     slow.record(1, 3.0)  # one combination takes longer than a task should: one per chunk
     assert slow.size(49) == 1
+
+
+def test_a_cancel_on_a_local_cluster_keeps_the_completed_chunks() -> None:
+    reference = sweep("SmaCrossEvents", {"fast": list(range(2, 14)), "slow": [30]}, metrics=ALL, cache=False, **RANGE)
+    cancel, stop = _cancel_at(1)
+    part = sweep(
+        "SmaCrossEvents",
+        {"fast": list(range(2, 14)), "slow": [30]},
+        metrics=ALL,
+        executor="dask",
+        workers=2,
+        chunk_size=1,
+        cancel=cancel,
+        progress=stop,
+        cache=False,
+        **RANGE,
+    )
+    assert part.cancelled and 1 <= part.evaluated < 12 and len(part.rows) == part.evaluated
+    assert part.rows == [r for r in reference.rows if r.index in {p.index for p in part.rows}]

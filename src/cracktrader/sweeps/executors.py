@@ -73,8 +73,12 @@ def is_dask_executor(executor: object) -> bool:
 
 
 @contextmanager
-def dask_client(executor: str | Client, workers: int) -> Iterator[Client]:
-    """A client on `executor`: a new loopback-only `LocalCluster` of `workers` processes, or an existing cluster."""
+def dask_client(executor: str | Client, workers: int, cancel: threading.Event | None = None) -> Iterator[Client]:
+    """A client on `executor`: a new loopback-only `LocalCluster` of `workers` processes, or an existing cluster.
+
+    After a cancel, the local cluster closes in the background (stopping busy workers takes seconds), so a
+    cancelled sweep returns at once.
+    """
     try:
         from distributed import Client, LocalCluster
     except ImportError:  # pragma: no cover - the dask extra is part of `all`
@@ -97,7 +101,11 @@ def dask_client(executor: str | Client, workers: int) -> Iterator[Client]:
             with Client(cluster) as client:
                 yield client
         finally:
-            cluster.close()
+            if cancel is not None and cancel.is_set():
+                # Not a daemon: the interpreter still waits for the workers to stop before it exits.
+                threading.Thread(target=cluster.close, name="cracktrader-dask-close").start()
+            else:
+                cluster.close()
         return
     try:
         client = Client(executor, timeout=CONNECT_SECONDS)

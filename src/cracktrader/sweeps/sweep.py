@@ -363,7 +363,7 @@ def sweep(
             report(done, len(todo))
 
         report(0, len(todo))
-        with dask_client(executor, workers or os.cpu_count() or 1) as client:
+        with dask_client(executor, workers or os.cpu_count() or 1, cancel) as client:
             done, cancelled = run_on_dask(
                 client,
                 code=code,
