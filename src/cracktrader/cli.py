@@ -216,7 +216,14 @@ def sweep(
     metric: Annotated[
         list[str] | None, typer.Option("--metric", "-m", help="Metric to keep; repeat (default: the main six)")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Threads (processes for event-driven strategies)")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Threads (processes for event-driven strategies); Dask workers with --executor dask"),
+    ] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (this process), dask (a local Dask cluster) or tcp://host:8786 (a scheduler)")
+    ] = "local",
+    cache: Annotated[bool, typer.Option(help="Keep completed chunks so a rerun resumes where it stopped")] = True,
     sort: Annotated[str, typer.Option(help="Rank rows by this metric (drawdowns: smaller first)")] = "sharpe_ratio",
     top: Annotated[int, typer.Option(help="Rows to print")] = 20,
     out: Annotated[Path | None, typer.Option(help="Write every row to results.parquet or results.csv")] = None,
@@ -245,6 +252,8 @@ def sweep(
                     params=dict(parse_param(p) for p in (param or [])),
                     sort=sort,
                     workers=workers,
+                    executor=executor,
+                    cache=cache,
                     progress=update,
                     **CostOptions(cash, commission, slippage_bps, latency, allow_short, exchange_rules).fields(),
                 )
