@@ -342,12 +342,15 @@ class AsyncCrackTraderAPI:
         /,
         *,
         mode: str = "backtest",
+        idempotency_key: str | None = None,
         **fields: Any,
     ) -> RunResponse:
         """Start a run by id (`POST /runs`, 201): a backtest by default (it waits its turn in the worker pool,
         `starting` with phase `queued`), or `mode="paper"` for a session. It never occupies the runner slot.
+
+        `idempotency_key` (yours, e.g. a UUID): a retry with it after a timeout answers the same run, not a second.
         """
-        return await self._call(api.start_run(api.run_body(config, fields, mode)))
+        return await self._call(api.start_run(api.run_body(config, fields, mode), idempotency_key))
 
     async def run_status(self, run_id: str) -> SessionStatus:
         """A run's status by id: a backtest's v1 fields, a session's with pnl parts, condition and book."""

@@ -84,6 +84,10 @@ async def _open_database(app: FastAPI, settings: Settings) -> Any:
 
     app.state.auth.attach(AuthStore(engine))
     app.state.strategy_store = StrategyStore(engine)
+    from cracktrader.db.idempotency_store import IdempotencyStore
+    from cracktrader.web.idempotency import KEY_TTL
+
+    app.state.idempotency_store = IdempotencyStore(engine, ttl=KEY_TTL)
     await _open_credentials(app, settings, engine)
     return RunStore(engine)
 

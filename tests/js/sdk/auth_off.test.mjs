@@ -65,6 +65,20 @@ test("a backtest started, polled and its results read", async () => {
   assert.equal(byIdStatus.value, status.value);
 });
 
+test("startRun with an idempotencyKey answers a retry with the same run", async () => {
+  const key = `js-${Date.now()}`;
+  const first = await api.startRun(BACKTEST, { idempotencyKey: key });
+  const again = await api.startRun(BACKTEST, { idempotencyKey: key });
+  assert.equal(again.run_id, first.run_id);
+  await assert.rejects(api.startRun({ ...BACKTEST, initial_cash: 5 }, { idempotencyKey: key }), (error) => {
+    assert.ok(error instanceof ValidationError || error instanceof CrackTraderError);
+    assert.equal(error.code, "IDEMPOTENCY_KEY_REUSED");
+    assert.equal(error.status, 422);
+    return true;
+  });
+  await api.waitForRun(first.run_id, { timeout: RUN_TIMEOUT_MS, pollInterval: 50 });
+});
+
 test("a run's chart, round trips and breakdowns agree with its results", async () => {
   await api.reset();
   const started = await api.startBacktest(BACKTEST);

@@ -697,7 +697,8 @@ export declare class CrackTrader {
 
   // Runs by id
   listRuns(filter?: RunFilter): Promise<RunList>;
-  startRun(request: RunRequest): Promise<RunResponse>;
+  /** `idempotencyKey`: a retry with the same key answers the same run instead of starting a second. */
+  startRun(request: RunRequest, options?: { idempotencyKey?: string }): Promise<RunResponse>;
   startSession(request: Omit<LiveRequest, "mode"> & { mode?: "paper" | "live" }): Promise<RunResponse>;
   getRun(runId: string): Promise<RunSummary>;
   deleteRun(runId: string): Promise<void>;

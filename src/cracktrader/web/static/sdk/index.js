@@ -455,7 +455,10 @@ export class CrackTrader {
   }
 
   /** Start a run by id outside the slot (201): a backtest by default, or `mode: "paper"` for a session. */
-  startRun(request) { return this.#api("POST", "/runs", { json: runBody({ mode: "backtest", ...request }) }); }
+  startRun(request, { idempotencyKey } = {}) {
+    const headers = idempotencyKey === undefined ? undefined : { "Idempotency-Key": idempotencyKey };
+    return this.#api("POST", "/runs", { json: runBody({ mode: "backtest", ...request }), headers });
+  }
 
   /** Start a paper session (201); `getBalance()` then reads it. */
   async startSession(request) {
