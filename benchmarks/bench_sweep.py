@@ -45,6 +45,10 @@ BUILTIN_GRIDS: dict[str, dict[str, list[Any]]] = {
     "MacdTrend": {"fast": list(range(4, 14)), "slow": list(range(20, 39, 2))},
     "DonchianBreakout": {"entry_period": list(range(10, 56, 5)), "exit_period": list(range(5, 51, 5))},
 }
+# Dask LocalCluster vs in process: 2,000 SmaCross pairs (90 distinct windows) on the first DASK_BARS bars.
+DASK_GRID = {"fast": list(range(5, 45)), "slow": list(range(50, 300, 5))}
+DASK_BARS = 250_000
+DASK_REPEAT = 2
 # One backtest at a time is timed on this many combinations of each grid and scaled to the grid's size.
 SERIAL_SAMPLE = 20
 
@@ -147,11 +151,65 @@ def child(job: str, folder: Path, workers: int) -> dict[str, Any]:
         out["combos"] = len(SMA_GRID["fast"]) * len(SMA_GRID["slow"])
         out["peak_rss"] = _peak_rss()
         out["same_sma"] = _vbt(market, same_sma=True)  # after the peak is read: informational, not timed
+    elif job.startswith("dask:"):
+        out.update(_dask_job(market.head(DASK_BARS), small, job.split(":")[1], workers))
+        base = _rss_now()
     else:
         raise SystemExit(f"unknown job {job}")
     out.setdefault("peak_rss", _peak_rss())
     out["base_rss"] = base
     return out
+
+
+def _dask_job(market: Market, small: Market, where: str, workers: int) -> dict[str, Any]:
+    """DASK_GRID in process (`where` = local) or on a LocalCluster of `workers` processes (cluster start excluded)."""
+    if where == "local":
+        _ct_sweep(small, "SmaCross", _grid_combos({"fast": [5], "slow": [50]}), 1)
+        t0 = time.perf_counter()
+        rows, n = _ct_sweep(market, "SmaCross", _grid_combos(DASK_GRID), workers)
+        return {"seconds": time.perf_counter() - t0, "combos": n, "rows": [repr(r.metrics) for r in rows]}
+    from distributed import Client, LocalCluster
+
+    from cracktrader.sweeps.code import strategy_code
+    from cracktrader.sweeps.executors import run_on_dask
+
+    chunks: list[int] = []
+
+    def on_chunk(rows: list[Any], into: list[Any]) -> None:
+        chunks.append(len(rows))
+        into.extend(rows)
+
+    def on_cluster(client: Any, m: Market, grid: dict[str, list[Any]]) -> tuple[list[Any], int]:
+        chunks.clear()
+        inputs = _ct_inputs(m, "SmaCross")
+        combos = _grid_combos(grid)(inputs.strategy_cls)
+        code = strategy_code(inputs.strategy_cls)
+        assert code is not None
+        rows: list[Any] = []
+        run_on_dask(
+            client,
+            code=code,
+            data=inputs.data,
+            sim=inputs.sim,
+            metrics=inputs.metrics,
+            combos=combos,
+            chunk_size=None,
+            on_chunk=lambda chunk: on_chunk(chunk, rows),
+            cancel=None,
+        )
+        return sorted(rows, key=lambda r: r.index), len(combos)
+
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        on_cluster(client, small, {"fast": [5], "slow": [50]})  # the workers load the compiled kernels
+        t0 = time.perf_counter()
+        rows, n = on_cluster(client, market, DASK_GRID)
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "combos": n, "rows": [repr(r.metrics) for r in rows], "tasks": len(chunks)}
 
 
 def _vbt(market: Market, *, same_sma: bool = False) -> dict[str, float]:
@@ -307,6 +365,32 @@ def run(folder: Path, workers: int, python: str, only: set[str], repeat: int = 1
                 added < 150 * 2**20,
             ),
         ]
+    if not only or "dask" in only:
+        # Alternated and the best of DASK_REPEAT kept: on a shared machine the load of other processes varies a lot.
+        runs = [
+            (run_child("dask:local", folder, workers, python), run_child("dask:cluster", folder, workers, python))
+            for _ in range(DASK_REPEAT)
+        ]
+        local = min((r[0] for r in runs), key=lambda r: r["seconds"])
+        dask = min((r[1] for r in runs), key=lambda r: r["seconds"])
+        ratio = dask["seconds"] / local["seconds"]
+        section.rows.append(
+            Row(
+                f"4. Dask LocalCluster, {workers} workers: {dask['combos']:,} SmaCross pairs x {DASK_BARS:,} bars",
+                f"{dask['seconds']:.2f} s ({dask['tasks']} tasks)",
+                f"in process, {workers} threads",
+                f"{local['seconds']:.2f} s",
+                f"{ratio:.2f}x",
+                "<= 1.3x",
+                ratio <= 1.3,
+            )
+        )
+        if any(r[1]["rows"] != r[0]["rows"] for r in runs):
+            section.notes.append("Dask rows differ from the in-process rows")
+        section.notes.append(
+            f"Dask: best of {DASK_REPEAT} alternated runs each; cluster start and the workers' kernel load excluded, "
+            "scatter and plan included"
+        )
     if not only or "builtins" in only:
         for strategy in BUILTIN_GRIDS:
             sw, serial = run_pair([f"ct:{strategy}:grid", f"serial:{strategy}"], folder, workers, python, repeat)
@@ -339,7 +423,7 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", action="append", default=[], help="vbt, big or builtins (repeatable)")
+    parser.add_argument("--only", action="append", default=[], help="vbt, big, dask or builtins (repeatable)")
     parser.add_argument("--python", default=python_exe(), help="interpreter for the children (the bench venv's)")
     parser.add_argument("--repeat", type=int, default=1, help="interleaved repeats of each pair; medians reported")
     args = parser.parse_args()

@@ -2,6 +2,11 @@
 # Install the project with its test dependencies into .venv, then lint, type-check and run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The dashboard's browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
+if [ ! -x /usr/bin/chromium ]; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[all]'

@@ -70,6 +70,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 
     data_dir = tmp_path / "data"
     monkeypatch.setenv("CRACKTRADER_DATA_DIR", str(data_dir))
+    # A sweep's chunk cache would otherwise carry rows from one test (or run) into the next.
+    monkeypatch.setenv("CRACKTRADER_SWEEP_CACHE_DIR", str(tmp_path / "sweep-cache"))
     monkeypatch.delenv("CRACKTRADER_STRATEGY_DIR", raising=False)
     monkeypatch.delenv("CRACKTRADER_EXCHANGE_OPTIONS", raising=False)
     # Tests pick their database themselves; an ambient one must never be written to.

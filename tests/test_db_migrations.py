@@ -46,6 +46,7 @@ OUR_TABLES = {
     "live_fills",
     "exchange_credentials",
     "alerts",
+    "idempotency_keys",
 }
 
 
@@ -95,38 +96,27 @@ def test_upgrade_downgrade_and_upgrade_again(target: DatabaseTarget) -> None:
     assert tables(target) == OUR_TABLES | {"alembic_version"}
 
 
-def test_downgrading_to_0007_drops_only_the_live_tables(target: DatabaseTarget) -> None:
+# Each revision a downgrade may stop at, and the tables the revisions after it add.
+DOWNGRADES = [
+    ("0007", {"live_orders", "live_fills", "exchange_credentials", "alerts", "idempotency_keys"}),
+    ("0009", {"exchange_credentials", "alerts", "idempotency_keys"}),
+    ("0010", {"alerts", "idempotency_keys"}),
+    ("0011", {"idempotency_keys"}),
+]
+
+
+@pytest.mark.parametrize(("revision", "later"), DOWNGRADES, ids=[r for r, _ in DOWNGRADES])
+def test_downgrading_drops_only_the_later_tables_and_upgrading_restores_the_schema(
+    target: DatabaseTarget, revision: str, later: set[str]
+) -> None:
     upgrade(target.url, connect_args=target.connect_args)
 
-    downgrade(target.url, "0007", connect_args=target.connect_args)
-    assert current(target.url, connect_args=target.connect_args) == "0007"
-    later = {"live_orders", "live_fills", "exchange_credentials", "alerts"}
+    downgrade(target.url, revision, connect_args=target.connect_args)
+    assert current(target.url, connect_args=target.connect_args) == revision
     assert tables(target) == OUR_TABLES - later | {"alembic_version"}
 
     upgrade(target.url, connect_args=target.connect_args)
     assert tables(target) == OUR_TABLES | {"alembic_version"}
-    assert schema_diff(target) == []
-
-
-def test_downgrading_to_0009_drops_the_stored_credentials_and_the_alerts(target: DatabaseTarget) -> None:
-    upgrade(target.url, connect_args=target.connect_args)
-
-    downgrade(target.url, "0009", connect_args=target.connect_args)
-    assert tables(target) == OUR_TABLES - {"exchange_credentials", "alerts"} | {"alembic_version"}
-
-    upgrade(target.url, connect_args=target.connect_args)
-    assert tables(target) == OUR_TABLES | {"alembic_version"}
-    assert schema_diff(target) == []
-
-
-def test_downgrading_to_0010_drops_only_the_alerts(target: DatabaseTarget) -> None:
-    upgrade(target.url, connect_args=target.connect_args)
-
-    downgrade(target.url, "0010", connect_args=target.connect_args)
-    assert current(target.url, connect_args=target.connect_args) == "0010"
-    assert tables(target) == OUR_TABLES - {"alerts"} | {"alembic_version"}
-
-    upgrade(target.url, connect_args=target.connect_args)
     assert schema_diff(target) == []
 
 

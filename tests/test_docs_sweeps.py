@@ -50,3 +50,21 @@ def test_cli_examples_run_and_write_their_file(path: Path, tmp_path: Path, monke
         assert result.exit_code == 0, result.output
         assert "SmaCross: best 5 of 90 by sharpe_ratio" in result.output
         assert (tmp_path / args[args.index("--out") + 1]).stat().st_size > 0
+
+
+def test_walkforward_cli_examples_run_and_write_their_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "docs" / "sweeps.md").read_text()
+    lines = [
+        line
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+        for line in block.splitlines()
+        if line.startswith("cracktrader walkforward")
+    ]
+    assert len(lines) == 2
+    for line in lines:
+        args = shlex.split(line)[1:]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "SmaCross: " in result.output
+        assert (tmp_path / args[args.index("--out") + 1]).stat().st_size > 0

@@ -17,7 +17,7 @@ from cracktrader.db.credential_store import CredentialStore
 from cracktrader.db.secret_box import SecretBox
 from cracktrader.exchanges.credentials import ExchangeCredentials
 from cracktrader.runs.config import LiveConfig
-from cracktrader.runs.live import LiveRequestError, LiveTradingDisabledError
+from cracktrader.runs.live import LiveCheckError, LiveRequestError, LiveTradingDisabledError
 from cracktrader.runs.sessions import resume
 from cracktrader.settings import Settings
 from db_support import DatabaseTarget
@@ -64,11 +64,11 @@ def enabled(settings: Settings) -> Settings:
     return settings.model_copy(update={"live_trading": "enabled"})
 
 
-async def store_keys(target: DatabaseTarget, settings: Settings) -> None:
+async def store_keys(target: DatabaseTarget, settings: Settings, **change: str) -> None:
     engine = target.engine()
     try:
         store = CredentialStore(engine, SecretBox.from_settings(settings))
-        await store.add(0, "main", ExchangeCredentials("binance", dict(KEYS)))
+        await store.add(0, "main", ExchangeCredentials("binance", {**KEYS, **change}))
     finally:
         await engine.dispose()
 
@@ -125,6 +125,20 @@ async def test_a_real_money_start_echoes_the_account_and_limits_and_trades_on_th
         assert order.status is OrderStatus.OPEN
         await registry.stop(run.run_id)
     assert venue.sites_used() == {"main"}
+
+
+async def test_a_real_money_start_whose_checks_fail_answers_the_failed_check_not_starting(
+    venue: TradingVenue, target: DatabaseTarget, tmp_path: Path
+) -> None:
+    settings = enabled(settings_for(venue, tmp_path))
+    await store_keys(target, settings, secret="a-rotated-away-secret")
+    async with server(target, settings, venue.clock) as registry:
+        with pytest.raises(LiveCheckError, match="refused the credentials") as refused:
+            await registry.start(real_money())
+        run_id = refused.value.details["run_id"]
+        await until(lambda: registry.get(run_id).status == "failed", "failed")
+    assert refused.value.check == "AUTH_FAILED"
+    assert venue_orders(venue) == []
 
 
 @pytest.mark.parametrize(

@@ -381,8 +381,7 @@ SECRET_KEY = "test-secret-key-for-stored-credentials-0123456789"
 REAL_MONEY_RISK = {"capital": 1_000.0, "max_position_notional": 900.0, "daily_loss_limit": 50.0}
 
 
-# binance only for now: on okx's main site the session did not get past its checks in time (not yet looked into).
-@pytest.mark.parametrize("venue", ["binance"], indirect=True)
+@pytest.mark.parametrize("venue", ["binance", "okx"], indirect=True)
 async def test_a_real_money_session_killed_after_the_venue_accepted_resumes_on_its_stored_credentials(
     venue: TradingVenue, db_url: str, rows: Rows, tmp_path: Path
 ) -> None:

@@ -215,7 +215,10 @@ def test_progress_reports_each_chunk_and_cancel_keeps_partial_results() -> None:
         if done >= 3:
             cancel.set()
 
-    part = sweep("SmaCross", grid, workers=1, chunk_size=3, progress=stop_after_first, cancel=cancel, **RANGE)
+    # Without the chunk cache: the first sweep above completed this grid, so a cached rerun would have no chunk to stop.
+    part = sweep(
+        "SmaCross", grid, workers=1, chunk_size=3, progress=stop_after_first, cancel=cancel, cache=False, **RANGE
+    )
     full = sweep("SmaCross", grid, workers=1, **RANGE)
     assert part.cancelled and part.evaluated == 3 and part.rows == full.rows[:3]
     # With threads, chunks already running finish (at most two per worker are in flight); no new one starts.

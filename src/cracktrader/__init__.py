@@ -6,17 +6,21 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncCrackTraderAPI", "CrackTraderAPI", "__version__", "sweep"]
+__all__ = ["AsyncCrackTraderAPI", "CrackTraderAPI", "__version__", "cpcv", "sweep", "walk_forward"]
 
 if TYPE_CHECKING:
     from cracktrader.client import AsyncCrackTraderAPI, CrackTraderAPI
+    from cracktrader.sweeps.cpcv import cpcv as cpcv
     from cracktrader.sweeps.sweep import sweep as sweep
+    from cracktrader.sweeps.walkforward import walk_forward as walk_forward
 
 # Imported on first access so that `import cracktrader` (the engine, the CLI, the server) never loads httpx or numba.
 _LAZY = {
     "CrackTraderAPI": "cracktrader.client",
     "AsyncCrackTraderAPI": "cracktrader.client",
     "sweep": "cracktrader.sweeps",
+    "walk_forward": "cracktrader.sweeps",
+    "cpcv": "cracktrader.sweeps",
 }
 
 

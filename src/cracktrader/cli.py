@@ -216,7 +216,14 @@ def sweep(
     metric: Annotated[
         list[str] | None, typer.Option("--metric", "-m", help="Metric to keep; repeat (default: the main six)")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Threads (processes for event-driven strategies)")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Threads (processes for event-driven strategies); Dask workers with --executor dask"),
+    ] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (this process), dask (a local Dask cluster) or tcp://host:8786 (a scheduler)")
+    ] = "local",
+    cache: Annotated[bool, typer.Option(help="Keep completed chunks so a rerun resumes where it stopped")] = True,
     sort: Annotated[str, typer.Option(help="Rank rows by this metric (drawdowns: smaller first)")] = "sharpe_ratio",
     top: Annotated[int, typer.Option(help="Rows to print")] = 20,
     out: Annotated[Path | None, typer.Option(help="Write every row to results.parquet or results.csv")] = None,
@@ -245,6 +252,8 @@ def sweep(
                     params=dict(parse_param(p) for p in (param or [])),
                     sort=sort,
                     workers=workers,
+                    executor=executor,
+                    cache=cache,
                     progress=update,
                     **CostOptions(cash, commission, slippage_bps, latency, allow_short, exchange_rules).fields(),
                 )
@@ -278,6 +287,183 @@ def _print_sweep(result: Any, *, top: int, out: Path | None) -> None:
         )
     if out is not None:
         console.print(f"wrote {len(result.rows)} rows to {out}")
+
+
+@app.command()
+def walkforward(
+    strategy: StrategyOption,
+    grid: Annotated[
+        list[str], typer.Option("--grid", "-g", help="Swept parameter: name=start:end:step (end inclusive) or name=a,b")
+    ],
+    symbol: SymbolOption,
+    timeframe: TimeframeOption = "1h",
+    train: Annotated[str | None, typer.Option(help="Train window: bars, or a duration such as 90d")] = None,
+    test: Annotated[str | None, typer.Option(help="Test window: bars, or a duration such as 30d")] = None,
+    step: Annotated[str | None, typer.Option(help="Bars (or duration) between test starts; default: --test")] = None,
+    anchored: Annotated[bool, typer.Option("--anchored", help="Every train window starts at the first bar")] = False,
+    partial_last: Annotated[
+        bool, typer.Option("--partial-last", help="Keep a last test window cut short by the end of the data")
+    ] = False,
+    cpcv: Annotated[
+        str | None,
+        typer.Option("--cpcv", help="Combinatorial purged CV instead: N_FOLDS:N_TEST_FOLDS, e.g. 6:2"),
+    ] = None,
+    purge: Annotated[int, typer.Option(help="Bars dropped from training next to each test window")] = 0,
+    embargo: Annotated[int, typer.Option(help="With --cpcv: further bars dropped after each test block")] = 0,
+    param: ParamOption = None,
+    start: StartOption = None,
+    end: EndOption = None,
+    cash: CashOption = 10_000.0,
+    exchange: ExchangeOption = None,
+    commission: CommissionOption = None,
+    slippage_bps: SlippageOption = 0.0,
+    latency: LatencyOption = 1,
+    allow_short: AllowShortOption = False,
+    exchange_rules: ExchangeRulesOption = False,
+    metric: Annotated[str, typer.Option(help="Choose each train window's best combination by this metric")] = (
+        "sharpe_ratio"
+    ),
+    workers: Annotated[int | None, typer.Option(help="Threads (processes for event-driven strategies)")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the report to report.json")] = None,
+) -> None:
+    """Walk forward (sweep each train window, backtest its best on the next test window), or --cpcv."""
+    from pydantic import ValidationError
+
+    from cracktrader.sweeps.cpcv import cpcv as run_cpcv
+    from cracktrader.sweeps.grid import parse_grid_option
+    from cracktrader.sweeps.walkforward import walk_forward
+
+    with user_errors():
+        if out is not None and out.suffix != ".json":
+            fail(f"--out must end in .json, got {out.name!r}")
+        common: dict[str, Any] = {
+            "metric": metric,
+            "params": dict(parse_param(p) for p in (param or [])),
+            "workers": workers,
+            **CostOptions(cash, commission, slippage_bps, latency, allow_short, exchange_rules).fields(),
+        }
+        swept = dict(parse_grid_option(g) for g in grid)
+        args = (strategy, swept, symbol, timeframe, start, end, exchange)
+        report: Any
+        if cpcv is not None:
+            if train is not None or test is not None or step is not None or anchored or partial_last:
+                fail("--cpcv takes no --train, --test, --step, --anchored or --partial-last")
+            n_folds, n_test = _parse_cpcv(cpcv)
+        elif train is None or test is None:
+            fail("walk-forward needs --train and --test (bars, or durations such as 90d), or use --cpcv")
+        elif embargo:
+            fail("--embargo applies to --cpcv only; walk-forward tests never precede training")
+        bar, update = _progress_bar("cpcv splits" if cpcv is not None else "walk-forward windows")
+        try:
+            with bar:
+                if cpcv is not None:
+                    report = run_cpcv(
+                        *args,
+                        n_folds=n_folds,
+                        n_test_folds=n_test,
+                        purge=purge,
+                        embargo=embargo,
+                        progress=update,
+                        **common,
+                    )
+                else:
+                    assert train is not None and test is not None  # refused above without them
+                    report = walk_forward(
+                        *args,
+                        train=train,
+                        test=test,
+                        step=step,
+                        anchored=anchored,
+                        purge=purge,
+                        partial_last=partial_last,
+                        progress=update,
+                        **common,
+                    )
+        except ValidationError as exc:
+            fail(validation_message(exc))
+        if out is not None:
+            report.write(out)
+    if cpcv is not None:
+        _print_cpcv(report)
+    else:
+        _print_walk_forward(report)
+    if out is not None:
+        typer.echo(f"wrote the report to {out}")
+
+
+def _parse_cpcv(raw: str) -> tuple[int, int]:
+    """`--cpcv 6:2` as (folds, test folds)."""
+    folds, sep, tests = raw.partition(":")
+    if not sep or not folds.strip().isdigit() or not tests.strip().isdigit():
+        fail(f"--cpcv expects N_FOLDS:N_TEST_FOLDS such as 6:2, got {raw!r}")
+    return int(folds), int(tests)
+
+
+# Out-of-sample columns of the walk-forward and CPCV tables, with their short headers.
+_OOS = {"total_return": "return", "sharpe_ratio": "sharpe", "max_drawdown": "max dd", "total_trades": "trades"}
+
+
+def _print_walk_forward(report: Any) -> None:
+    """The windows as a table, then the stitched out-of-sample result."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"{report.strategy}: {len(report.windows)} walk-forward windows, best in sample by {report.metric}"
+    )
+    for name in ("#", "train", "test", "params", "in-sample", *_OOS.values()):
+        table.add_column(name, justify="left" if name == "params" else "right")
+    for w in report.windows:
+        table.add_row(
+            str(w.index + 1),
+            f"{w.train.start}-{w.train.stop}",
+            f"{w.test.start}-{w.test.stop}",
+            " ".join(f"{k}={v}" for k, v in w.params.items()),
+            _fmt(w.in_sample),
+            *(_fmt(w.out_of_sample[n], pct=n in _PCT) for n in _OOS),
+        )
+    console = Console()
+    console.print(table)
+    first, last = report.windows[0], report.windows[-1]
+    console.print(
+        f"bars of {report.timeframe} from {first.train.start_date}; tested {first.test.start_date} to "
+        f"{last.test.end_date}"
+    )
+    m = report.stitched.metrics
+    console.print(
+        f"stitched out-of-sample, {len(report.stitched.equity)} bars: "
+        + ", ".join(f"{n} {_fmt(m[n], pct=n in _PCT)}" for n in _OOS)
+    )
+
+
+def _print_cpcv(report: Any) -> None:
+    """The splits and the paths as tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    splits = Table(title=f"{report.strategy}: {len(report.splits)} CPCV splits, best in sample by {report.metric}")
+    for name in ("#", "test folds", "params", "in-sample", "test total_return"):
+        splits.add_column(name, justify="left" if name in ("params", "test total_return") else "right")
+    for s in report.splits:
+        splits.add_row(
+            str(s.index + 1),
+            ",".join(str(t.fold) for t in s.tests),
+            " ".join(f"{k}={v}" for k, v in s.params.items()),
+            _fmt(s.in_sample),
+            "  ".join(_fmt(t.metrics["total_return"], pct=True) for t in s.tests),
+        )
+    paths = Table(title=f"{len(report.paths)} paths, each one test of every fold")
+    for name in ("#", "splits", *_OOS.values()):
+        paths.add_column(name, justify="right")
+    for p in report.paths:
+        paths.add_row(
+            str(p.index + 1),
+            ",".join(str(s + 1) for s in p.splits),
+            *(_fmt(p.metrics[n], pct=n in _PCT) for n in _OOS),
+        )
+    console = Console()
+    console.print(splits)
+    console.print(paths)
 
 
 def _backtest_on_server(server: str, api_key: str | None, config: Any, *, wait: bool, as_json: bool) -> None:

@@ -17,6 +17,10 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("cracktrader", appauthor=False))
 
 
+def _default_sweep_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("cracktrader", appauthor=False)) / "sweeps"
+
+
 def normalize_database_url(url: str) -> str:
     """The URL with an async driver: `postgres(ql)://` -> `postgresql+asyncpg://`, `sqlite://` -> `sqlite+aiosqlite://`."""
     url = url.strip()
@@ -43,6 +47,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=_default_data_dir)
     strategy_dir: Path | None = None
+    # Where a sweep keeps its completed chunks so an interrupted one resumes (default: the user cache dir).
+    sweep_cache_dir: Path = Field(default_factory=_default_sweep_cache_dir)
     default_exchange: str = "binance"
     # Per-exchange overrides, e.g. {"binance": {"base_url": "http://127.0.0.1:9000", "options": {...}}}.
     exchange_options: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -464,9 +464,13 @@ def start_session(body: dict[str, Any]) -> Call[RunResponse]:
     return Call("POST", _path("/runs"), model(RunResponse), json=body)
 
 
-def start_run(body: dict[str, Any]) -> Call[RunResponse]:
-    """`POST /runs` (201): a backtest (`mode: "backtest"`) or a session by id, outside the runner slot."""
-    return Call("POST", _path("/runs"), model(RunResponse), json=body)
+def start_run(body: dict[str, Any], idempotency_key: str | None = None) -> Call[RunResponse]:
+    """`POST /runs` (201): a backtest (`mode: "backtest"`) or a session by id, outside the runner slot.
+
+    With `idempotency_key`, a retry of the same request answers the same run instead of starting another.
+    """
+    headers = None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+    return Call("POST", _path("/runs"), model(RunResponse), json=body, headers=headers)
 
 
 def run_detailed_status(run_id: str) -> Call[DetailedStatus]:

@@ -11,7 +11,19 @@ from typing import Any, Literal, TypeVar, overload
 import httpx
 
 from cracktrader.client import _common as api
+from cracktrader.client import _dashboard as dash
 from cracktrader.client._common import Call, ClientConfig
+from cracktrader.client._dashboard import TimeArg
+from cracktrader.client.dashboard import (
+    Breakdowns,
+    CandleSetList,
+    DownloadJob,
+    LogTail,
+    MarketList,
+    RoundTripList,
+    RunCandles,
+    StoredCandles,
+)
 from cracktrader.client.errors import NotFoundError, RunAlreadyActiveError
 from cracktrader.client.models import (
     AlertList,
@@ -330,12 +342,15 @@ class AsyncCrackTraderAPI:
         /,
         *,
         mode: str = "backtest",
+        idempotency_key: str | None = None,
         **fields: Any,
     ) -> RunResponse:
         """Start a run by id (`POST /runs`, 201): a backtest by default (it waits its turn in the worker pool,
         `starting` with phase `queued`), or `mode="paper"` for a session. It never occupies the runner slot.
+
+        `idempotency_key` (yours, e.g. a UUID): a retry with it after a timeout answers the same run, not a second.
         """
-        return await self._call(api.start_run(api.run_body(config, fields, mode)))
+        return await self._call(api.start_run(api.run_body(config, fields, mode), idempotency_key))
 
     async def run_status(self, run_id: str) -> SessionStatus:
         """A run's status by id: a backtest's v1 fields, a session's with pnl parts, condition and book."""
@@ -504,6 +519,70 @@ class AsyncCrackTraderAPI:
     async def delete_run(self, run_id: str) -> None:
         """Delete a finished run and its results."""
         await self._call(api.delete_run(run_id))
+
+    # Dashboard: a run's chart, round trips and breakdowns; data and logs ------------------------------
+
+    async def run_candles(
+        self,
+        run_id: str,
+        *,
+        symbol: str | None = None,
+        start: TimeArg = None,
+        end: TimeArg = None,
+        max_points: int | None = None,
+        max_markers: int | None = None,
+    ) -> RunCandles:
+        """A run's candles of one symbol (OHLC buckets beyond `max_points`), its round trips and plotted indicators."""
+        return await self._call(dash.run_candles(run_id, symbol, start, end, max_points, max_markers))
+
+    async def round_trips(
+        self, run_id: str, *, sort: str = "exit_time", order: str = "asc", limit: int = 100, offset: int = 0
+    ) -> RoundTripList:
+        """A run's round-trip trades, sorted by a column (`pnl`, `duration`, ...) and paged."""
+        return await self._call(dash.round_trips(run_id, sort, order, limit, offset))
+
+    async def breakdowns(self, run_id: str) -> Breakdowns:
+        """A run's per-symbol figures and monthly returns."""
+        return await self._call(dash.breakdowns(run_id))
+
+    async def get_candles(
+        self,
+        symbol: str,
+        *,
+        exchange: str | None = None,
+        timeframe: str = "1h",
+        start: TimeArg = None,
+        end: TimeArg = None,
+        limit: int = 1000,
+    ) -> StoredCandles:
+        """Stored candles (generated for `synthetic`); nothing is downloaded."""
+        return await self._call(dash.candles(symbol, exchange, timeframe, start, end, limit))
+
+    async def get_markets(self, exchange: str, *, q: str | None = None, limit: int = 50) -> MarketList:
+        """An exchange's markets whose symbol contains `q` (any case)."""
+        return await self._call(dash.markets(exchange, q, limit))
+
+    async def list_candle_sets(self, *, limit: int = 200, offset: int = 0) -> CandleSetList:
+        """The stored candle sets with their ranges and gaps."""
+        return await self._call(dash.candle_sets(limit, offset))
+
+    async def start_download(
+        self, exchange: str, symbol: str, *, timeframe: str = "1h", start: TimeArg, end: TimeArg = None
+    ) -> DownloadJob:
+        """Start a download job for what the store lacks of [start, end); poll it with `get_download`."""
+        return await self._call(dash.start_download(exchange, symbol, timeframe, start, end))
+
+    async def get_download(self, job_id: str) -> DownloadJob:
+        """A download job's status and progress."""
+        return await self._call(dash.download(job_id))
+
+    async def cancel_download(self, job_id: str) -> DownloadJob:
+        """Cancel a download job (it stops after its current chunk)."""
+        return await self._call(dash.cancel_download(job_id))
+
+    async def get_logs(self, *, level: str = "INFO", run_id: str | None = None, limit: int = 200) -> LogTail:
+        """The server's recent log lines (admins only when auth is on)."""
+        return await self._call(dash.logs(level, run_id, limit))
 
     @overload
     async def trades_csv(self, run_id: str, *, as_text: Literal[False] = False) -> bytes: ...

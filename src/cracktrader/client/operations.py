@@ -58,6 +58,16 @@ OPERATIONS: dict[str, str] = {
     "GET /api/v1/metrics": "get_metrics",
     "GET /metrics": "get_metrics",  # the same exposition outside /api/v1, for Prometheus
     "GET /api/v1/alerts": "alerts",
+    "GET /api/v1/runs/{run_id}/candles": "run_candles",
+    "GET /api/v1/runs/{run_id}/roundtrips": "round_trips",
+    "GET /api/v1/runs/{run_id}/breakdowns": "breakdowns",
+    "GET /api/v1/candles": "get_candles",
+    "GET /api/v1/exchanges/{exchange}/markets": "get_markets",
+    "GET /api/v1/data/sets": "list_candle_sets",
+    "POST /api/v1/data/downloads": "start_download",
+    "GET /api/v1/data/downloads/{job_id}": "get_download",
+    "DELETE /api/v1/data/downloads/{job_id}": "cancel_download",
+    "GET /api/v1/logs": "get_logs",
 }
 
 # The WebSocket streams (not in the OpenAPI document) and their methods.

@@ -429,6 +429,22 @@ class AlertRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class IdempotencyKeyRecord(Base):
+    """A start request's `Idempotency-Key` of one user: the first request's body hash and its answer, so a retry
+    with the same key gets the same run instead of a second one (across every server process sharing the database).
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0: no authentication
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the route and the canonical JSON body
+    run_id: Mapped[str | None] = mapped_column(String(32))  # None while the first request is being answered
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class UserRecord(Base):
     """A person (or service account) that logs in: Argon2 password hash, role, and whether it may log in."""
 

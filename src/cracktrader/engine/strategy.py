@@ -191,6 +191,10 @@ class Strategy:
         """Entry and exit decisions for every bar of one symbol."""
         raise NotImplementedError
 
+    def plot(self, bars: Bars) -> Mapping[str, np.ndarray]:
+        """Series to draw over one symbol's candles (name to one value per bar); nothing by default."""
+        return {}
+
     # Event-driven style -----------------------------------------------------------------------
     def indicators(self, bars: Bars) -> Mapping[str, np.ndarray]:
         """Causal arrays over one symbol's bars (same length), read in `on_bar` with `ctx.indicator`."""

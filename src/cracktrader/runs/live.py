@@ -32,6 +32,7 @@ from cracktrader.exchanges.client_ids import is_own, session_tag
 from cracktrader.exchanges.credentials import ExchangeCredentials, required_fields
 from cracktrader.exchanges.markets import rules_from_market
 from cracktrader.exchanges.order_calls import OrderCalls, RateGate
+from cracktrader.exchanges.socket_futures import quiet_rejected_socket_futures
 from cracktrader.runs.alerts import AlertDetails, AlertKind, RunAlerts
 from cracktrader.runs.config import LiveConfig
 from cracktrader.runs.live_accounts import Account, Accounts, account_key
@@ -665,6 +666,7 @@ class LiveRuntime:
 
     def start(self) -> None:
         """Start following the venue: the user-data socket, and the periodic check."""
+        quiet_rejected_socket_futures(asyncio.get_running_loop())
         self._loops = [
             asyncio.create_task(self._watch_orders(), name=f"live-orders-{self.run_id}"),
             asyncio.create_task(self._watch_trades(), name=f"live-trades-{self.run_id}"),

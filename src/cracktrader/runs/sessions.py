@@ -437,7 +437,7 @@ class SessionRegistry:
                 # Real money: answer once the checks have read the account, with what the session will do.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(run.checked.wait(), REAL_MONEY_ECHO_WAIT_S)
-                if run.status == "failed":
+                if run.status == "failed" or run.error_code is not None:
                     raise LiveCheckError(run.error_code or "LIVE_CHECK_FAILED", run.error or "The checks failed",
                                          details={"run_id": run_id})  # fmt: skip
             return {"run_id": run_id, "status": run.status, "live": run.live.echo(),
@@ -523,6 +523,9 @@ class SessionRegistry:
                 plan.history = []
                 try:
                     await live.open(run.live_stored)
+                except LiveCheckError as exc:  # known before the run ends: a real-money start answers with it
+                    run.error, run.error_code = exc.message, exc.check
+                    raise
                 finally:
                     run.checked.set()
                 run.status = "running"

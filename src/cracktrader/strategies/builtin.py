@@ -51,6 +51,10 @@ class SmaCross(Strategy):
         fast, slow = ta.sma(bars.close, p.fast), ta.sma(bars.close, p.slow)
         return _signals(p, ta.crossed_above(fast, slow), ta.crossed_below(fast, slow))
 
+    def plot(self, bars: Bars) -> dict[str, np.ndarray]:
+        p: CrossParams = self.params  # type: ignore[assignment]
+        return {f"sma_{p.fast}": ta.sma(bars.close, p.fast), f"sma_{p.slow}": ta.sma(bars.close, p.slow)}
+
 
 class EmaCrossParams(CrossParams):
     fast: int = Field(12, ge=1, le=10_000, description="Fast EMA period")
@@ -69,6 +73,10 @@ class EmaCross(Strategy):
         p: EmaCrossParams = self.params  # type: ignore[assignment]
         fast, slow = ta.ema(bars.close, p.fast), ta.ema(bars.close, p.slow)
         return _signals(p, ta.crossed_above(fast, slow), ta.crossed_below(fast, slow))
+
+    def plot(self, bars: Bars) -> dict[str, np.ndarray]:
+        p: EmaCrossParams = self.params  # type: ignore[assignment]
+        return {f"ema_{p.fast}": ta.ema(bars.close, p.fast), f"ema_{p.slow}": ta.ema(bars.close, p.slow)}
 
 
 class RsiParams(RiskParams):
@@ -115,6 +123,11 @@ class BollingerReversion(Strategy):
         p: BollingerParams = self.params  # type: ignore[assignment]
         _, middle, lower = ta.bollinger(bars.close, p.period, p.stdev)
         return _signals(p, bars.close < lower, bars.close > middle)
+
+    def plot(self, bars: Bars) -> dict[str, np.ndarray]:
+        p: BollingerParams = self.params  # type: ignore[assignment]
+        upper, middle, lower = ta.bollinger(bars.close, p.period, p.stdev)
+        return {"bb_upper": upper, "bb_middle": middle, "bb_lower": lower}
 
 
 class MacdParams(RiskParams):
@@ -163,6 +176,13 @@ class DonchianBreakout(Strategy):
         upper = ta.shift(ta.rolling_max(bars.high, p.entry_period))
         lower = ta.shift(ta.rolling_min(bars.low, p.exit_period))
         return _signals(p, bars.close > upper, bars.close < lower)
+
+    def plot(self, bars: Bars) -> dict[str, np.ndarray]:
+        p: DonchianParams = self.params  # type: ignore[assignment]
+        return {
+            f"high_{p.entry_period}": ta.shift(ta.rolling_max(bars.high, p.entry_period)),
+            f"low_{p.exit_period}": ta.shift(ta.rolling_min(bars.low, p.exit_period)),
+        }
 
 
 class BuyAndHoldParams(StrategyParams):
@@ -218,6 +238,13 @@ class TestStrategy(Strategy):
             return _signals(p, ta.crossed_above(fast, slow), ta.crossed_below(fast, slow))
         return _signals(p, bars.close > fast * (1 + p.threshold), bars.close < fast * (1 - p.threshold))
 
+    def plot(self, bars: Bars) -> dict[str, np.ndarray]:
+        p: TestParams = self.params  # type: ignore[assignment]
+        fast = ta.sma(bars.close, p.period)
+        if p.slow is not None:
+            return {f"sma_{p.period}": fast, f"sma_{p.slow}": ta.sma(bars.close, p.slow)}
+        return {f"sma_{p.period}": fast, "band_upper": fast * (1 + p.threshold), "band_lower": fast * (1 - p.threshold)}
+
 
 class SmaCrossEvents(Strategy):
     """SmaCross written in the event-driven style: an example of `indicators` and `on_bar`."""
@@ -232,6 +259,10 @@ class SmaCrossEvents(Strategy):
         fast, slow = ta.sma(bars.close, p.fast), ta.sma(bars.close, p.slow)
         # +1 on a cross up, -1 on a cross down: one int8 series, so on_bar reads one value a bar.
         return {"cross": ta.crossed_above(fast, slow).view(np.int8) - ta.crossed_below(fast, slow).view(np.int8)}
+
+    def plot(self, bars: Bars) -> dict[str, np.ndarray]:
+        p: CrossParams = self.params  # type: ignore[assignment]
+        return {f"sma_{p.fast}": ta.sma(bars.close, p.fast), f"sma_{p.slow}": ta.sma(bars.close, p.slow)}
 
     def on_bar(self, ctx: Context) -> None:
         for symbol in ctx.symbols:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cracktrader.data.sources.base import CandleSource
 from cracktrader.engine.metrics import METRIC_KEYS
@@ -20,8 +20,14 @@ from cracktrader.runs.backtest import prepare_backtest
 from cracktrader.runs.config import BacktestConfig
 from cracktrader.settings import Settings, get_settings
 from cracktrader.strategies.registry import load_registry
+from cracktrader.sweeps.cache import ChunkCache, sweep_key
+from cracktrader.sweeps.code import strategy_code
+from cracktrader.sweeps.executors import dask_client, is_dask_executor, run_on_dask
 from cracktrader.sweeps.grid import Combination, Skipped, expand
 from cracktrader.sweeps.plans import EnginePlan, Plan, SweepInputs, SweepRow, make_plan
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 DEFAULT_METRICS: tuple[str, ...] = (
     "total_return",
@@ -63,6 +69,8 @@ class SweepResult:
     cancelled: bool = False
     sort: str | None = None
     param_names: list[str] = field(default_factory=list)
+    # Rows read from the chunk cache (a resumed sweep) rather than computed by this call.
+    cached: int = 0
 
     def columns(self) -> dict[str, list[Any]]:
         """One column per parameter and per metric, one entry per row."""
@@ -163,10 +171,12 @@ def run_plan(
     cancel: threading.Event | None = None,
     top_k: int | None = None,
     sort: str = "sharpe_ratio",
+    on_chunk: Callable[[list[SweepRow]], None] | None = None,
 ) -> tuple[list[SweepRow], int, bool]:
     """Evaluate combinations in chunks on `workers`; returns (rows, combinations evaluated, cancelled).
 
-    Rows come back in grid order (or the top_k best first), whatever order the chunks complete in.
+    Rows come back in grid order (or the top_k best first), whatever order the chunks complete in. `on_chunk`
+    sees each completed chunk's rows (the sweep caches them there).
     """
     total = len(combos)
     size = chunk_size or max(1, min(MAX_CHUNK, math.ceil(total / (workers * CHUNKS_PER_WORKER))))
@@ -184,6 +194,8 @@ def run_plan(
     def collect(chunk_rows: list[SweepRow]) -> None:
         nonlocal done
         done += len(chunk_rows)
+        if on_chunk is not None:
+            on_chunk(chunk_rows)
         if keep is not None:
             keep.add(chunk_rows)
         else:
@@ -233,6 +245,16 @@ def run_plan(
     return rows, done, cancelled
 
 
+def _merge(cached: Sequence[SweepRow], computed: list[SweepRow], top_k: int | None, sort: str) -> list[SweepRow]:
+    """Cached and freshly computed rows together: grid order, or the top_k best first."""
+    if top_k:
+        keep = _TopK(top_k, sort)
+        keep.add(list(cached))
+        keep.add(computed)
+        return keep.result()
+    return sorted([*cached, *computed], key=lambda r: r.index)
+
+
 def sweep(
     strategy: str | type[Strategy],
     grid: Mapping[str, Any],
@@ -242,7 +264,7 @@ def sweep(
     end: str | None = None,
     exchange: str | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
-    executor: str | None = None,
+    executor: str | Client | None = None,
     top_k: int | None = None,
     *,
     params: Mapping[str, Any] | None = None,
@@ -251,6 +273,7 @@ def sweep(
     chunk_size: int | None = None,
     progress: SweepProgress | None = None,
     cancel: threading.Event | None = None,
+    cache: bool = True,
     settings: Settings | None = None,
     source: CandleSource | None = None,
     **options: Any,
@@ -259,11 +282,18 @@ def sweep(
 
     `options` are the backtest's cost and fill settings (initial_cash, commission, slippage_bps, latency_bars,
     allow_short, exchange_rules), as in `BacktestConfig`. Rows are in grid order, or the `top_k` best by `sort`
-    first. Each row's metrics equal its single backtest's, whatever the workers or the chunking.
+    first. Each row's metrics equal its single backtest's, whatever the executor, the workers or the chunking.
+    `executor`: None or "local" (this process), "dask" (a LocalCluster of `workers` processes), a "tcp://host:port"
+    scheduler or a `distributed.Client`. With `cache`, completed chunks are kept under the settings'
+    `sweep_cache_dir`, so the same sweep run again (after a cancel or a crash) computes only what is missing.
     """
     settings = settings or get_settings()
-    if executor not in (None, "local"):
-        raise SweepExecutorError(f"executor {executor!r} is not supported yet; use None (in process)")
+    on_dask = is_dask_executor(executor)
+    if executor not in (None, "local") and not on_dask:
+        raise SweepExecutorError(
+            f"executor {executor!r} is not supported; use None or 'local' (in process), 'dask' (a local cluster), "
+            "a 'tcp://host:port' scheduler address or a distributed.Client"
+        )
     unknown = [m for m in (*metrics, sort) if m not in METRIC_KEYS]
     if unknown:
         raise UserInputError(
@@ -272,7 +302,12 @@ def sweep(
         )
     if top_k is not None and top_k < 1:
         raise UserInputError("top_k must be at least 1")
+    if workers is not None and workers < 1:
+        raise UserInputError("workers must be at least 1")
     cls = strategy if isinstance(strategy, type) else load_registry(settings).get(strategy)
+    code = strategy_code(cls)
+    if on_dask and code is None:
+        raise SweepExecutorError(f"strategy {cls.name} has no source file, so Dask workers cannot load it")
     expanded = expand(cls, grid, params)
     names = list(dict.fromkeys([*(params or {}), *grid]))
     result = SweepResult(
@@ -291,16 +326,69 @@ def sweep(
         **options,
     )
     prepared = prepare_backtest(config, settings=settings, source=source, strategy_cls=cls)
-    inputs = SweepInputs(cls, prepared.data, prepared.sim, tuple(metrics))
-    plan = make_plan(inputs, expanded.valid)
-    result.rows, result.evaluated, result.cancelled = run_plan(
-        plan,
-        expanded.valid,
-        workers=workers or os.cpu_count() or 1,
-        chunk_size=chunk_size,
-        progress=progress,
-        cancel=cancel,
-        top_k=top_k,
-        sort=sort,
-    )
+    store = None
+    if cache and code is not None:
+        key = sweep_key(code, prepared.data, prepared.sim, tuple(metrics), expanded.valid)
+        store = ChunkCache.for_sweep(settings.sweep_cache_dir, key)
+    cached = list(store.load(expanded.valid).values()) if store is not None else []
+    done_before = {row.index for row in cached}
+    todo = [item for item in expanded.valid if item[0].index not in done_before]
+    total = len(expanded.valid)
+    offset = len(cached)
+
+    def report(done: int, _todo: int) -> None:
+        if progress is not None:
+            progress(offset + done, total)
+
+    def keep(rows: list[SweepRow]) -> None:
+        if store is not None:
+            store.store(rows)
+
+    computed: list[SweepRow] = []
+    done, cancelled = 0, False
+    if not todo:
+        report(0, 0)
+    elif on_dask:
+        assert code is not None and executor is not None
+        collected = _TopK(top_k, sort) if top_k else None
+
+        def on_chunk(rows: list[SweepRow]) -> None:
+            nonlocal done
+            keep(rows)
+            done += len(rows)
+            if collected is not None:
+                collected.add(rows)
+            else:
+                computed.extend(rows)
+            report(done, len(todo))
+
+        report(0, len(todo))
+        with dask_client(executor, workers or os.cpu_count() or 1, cancel) as client:
+            done, cancelled = run_on_dask(
+                client,
+                code=code,
+                data=prepared.data,
+                sim=prepared.sim,
+                metrics=tuple(metrics),
+                combos=todo,
+                chunk_size=chunk_size,
+                on_chunk=on_chunk,
+                cancel=cancel,
+            )
+        computed = collected.result() if collected is not None else computed
+    else:
+        plan = make_plan(SweepInputs(cls, prepared.data, prepared.sim, tuple(metrics)), todo)
+        computed, done, cancelled = run_plan(
+            plan,
+            todo,
+            workers=workers or os.cpu_count() or 1,
+            chunk_size=chunk_size,
+            progress=report,
+            cancel=cancel,
+            top_k=top_k,
+            sort=sort,
+            on_chunk=keep,
+        )
+    result.rows = _merge(cached, computed, top_k, sort)
+    result.evaluated, result.cached, result.cancelled = offset + done, offset, cancelled
     return result

@@ -25,6 +25,7 @@ from cracktrader.runs.sessions import SessionRegistry
 from cracktrader.settings import Settings, get_settings
 from cracktrader.web.alerts.router import router as alerts_router
 from cracktrader.web.alerts.service import AlertService
+from cracktrader.web.analysis.router import router as analysis_router
 from cracktrader.web.auth.deps import (
     AuthState,
     authorize_request,
@@ -36,10 +37,14 @@ from cracktrader.web.auth.router import account_router, public_router
 from cracktrader.web.catalog.router import router as catalog_router
 from cracktrader.web.config import WebSettings, get_web_settings
 from cracktrader.web.credentials.router import router as credentials_router
+from cracktrader.web.data.jobs import DownloadJobs
+from cracktrader.web.data.router import router as data_router
 from cracktrader.web.errors import ERROR_RESPONSES, install_error_handlers
 from cracktrader.web.health.router import metrics_router
 from cracktrader.web.health.router import router as health_router
 from cracktrader.web.log_redaction import install_log_redaction
+from cracktrader.web.logs.buffer import LogTail
+from cracktrader.web.logs.router import router as logs_router
 from cracktrader.web.meta.router import router as meta_router
 from cracktrader.web.metrics import RequestMetrics
 from cracktrader.web.middleware import EdgeMiddleware
@@ -79,6 +84,10 @@ async def _open_database(app: FastAPI, settings: Settings) -> Any:
 
     app.state.auth.attach(AuthStore(engine))
     app.state.strategy_store = StrategyStore(engine)
+    from cracktrader.db.idempotency_store import IdempotencyStore
+    from cracktrader.web.idempotency import KEY_TTL
+
+    app.state.idempotency_store = IdempotencyStore(engine, ttl=KEY_TTL)
     await _open_credentials(app, settings, engine)
     return RunStore(engine)
 
@@ -110,6 +119,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app.state.log_tail.attach()
     store = await _open_database(app, settings)
     app.state.run_store = store
     # Revocations by other processes (the CLI) reach the auth caches by polling, not a query per request.
@@ -146,12 +156,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         warm.cancel()
+        await app.state.downloads.close()
         await sessions.close()  # each session saves what it has
         await alerts.close()  # what the stops raised is still stored and posted
         await app.state.auth.close()
         await manager.close()
         app.state.page_encoder.close()
         await app.state.db_engine.dispose()
+        app.state.log_tail.detach()
 
 
 def _auth_state(web_settings: WebSettings) -> AuthState:
@@ -199,6 +211,8 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
     app.state.web_settings = web_settings
     app.state.request_metrics = RequestMetrics()
     app.state.fast_get = {}
+    app.state.downloads = DownloadJobs(settings)
+    app.state.log_tail = LogTail()
     app.state.auth = _auth_state(web_settings)
     app.state.authorize_websocket = authorize_websocket
     app.state.health_detail_allowed = health_detail_allowed
@@ -216,10 +230,13 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
     protected = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES, dependencies=[Depends(authorize_request)])
     for router in (
         runs_router,
+        analysis_router,
         sessions_router,
         strategies_router,
         credentials_router,
         catalog_router,
+        data_router,
+        logs_router,
         meta_router,
         metrics_router,
         alerts_router,

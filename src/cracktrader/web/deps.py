@@ -13,6 +13,7 @@ from cracktrader.auth.principal import Principal
 from cracktrader.db.strategy_store import LOCAL_OWNER, StrategyStore
 from cracktrader.runs.registry import RunRegistry
 from cracktrader.runs.results import RunResults
+from cracktrader.settings import Settings
 from cracktrader.strategies.registry import StrategyRegistry, load_registry
 from cracktrader.web.config import WebSettings
 from cracktrader.web.runs.encoder import PageEncoder
@@ -160,3 +161,27 @@ WebSettingsDep = Annotated[WebSettings, Depends(get_web_settings)]
 RunStoreDep = Annotated["RunStore", Depends(get_run_store)]
 EncoderDep = Annotated[PageEncoder, Depends(get_page_encoder)]
 StrategiesDep = Annotated[StrategyContext, Depends(get_strategy_context)]
+
+
+def get_app_settings(request: Request) -> Settings:
+    """The settings the app was created with (data folder, strategy folder, limits)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+AppSettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def caller_user_filter(request: Request) -> int | None:
+    """Whose things the caller sees: their user id, or None for everyone (admins, and auth off)."""
+    principal = _principal(request)
+    return principal.owner_filter if principal is not None else None
+
+
+def require_admin(request: Request) -> None:
+    """403 FORBIDDEN unless the caller is an admin (everyone is, with auth off)."""
+    principal = _principal(request)
+    if principal is not None and not principal.is_admin:
+        from cracktrader.auth.errors import ForbiddenError
+
+        raise ForbiddenError("Only admins may read this", details={"required_role": "admin"})

@@ -65,6 +65,40 @@ test("a backtest started, polled and its results read", async () => {
   assert.equal(byIdStatus.value, status.value);
 });
 
+test("startRun with an idempotencyKey answers a retry with the same run", async () => {
+  const key = `js-${Date.now()}`;
+  const first = await api.startRun(BACKTEST, { idempotencyKey: key });
+  const again = await api.startRun(BACKTEST, { idempotencyKey: key });
+  assert.equal(again.run_id, first.run_id);
+  await assert.rejects(api.startRun({ ...BACKTEST, initial_cash: 5 }, { idempotencyKey: key }), (error) => {
+    assert.ok(error instanceof ValidationError || error instanceof CrackTraderError);
+    assert.equal(error.code, "IDEMPOTENCY_KEY_REUSED");
+    assert.equal(error.status, 422);
+    return true;
+  });
+  await api.waitForRun(first.run_id, { timeout: RUN_TIMEOUT_MS, pollInterval: 50 });
+});
+
+test("a run's chart, round trips and breakdowns agree with its results", async () => {
+  await api.reset();
+  const started = await api.startBacktest(BACKTEST);
+  await api.waitForCompletion(started.run_id, { timeout: RUN_TIMEOUT_MS, pollInterval: 50 });
+  const results = await api.getRunResults(started.run_id, { limit: 1 });
+
+  const chart = await api.runCandles(started.run_id, { maxPoints: 500 });
+  assert.equal(chart.symbol, "BTC/USDT");
+  assert.ok(chart.candles.timestamp.length <= 500 && chart.bucket_bars > 1);
+  const trips = await api.roundTrips(started.run_id, { sort: "pnl", order: "desc", limit: 5 });
+  assert.equal(trips.total, results.performance_metrics.total_trades);
+  assert.equal(chart.markers_total, trips.total);
+  assert.ok(trips.items.every((t, i) => i === 0 || (trips.items[i - 1].pnl ?? 0) >= (t.pnl ?? 0)));
+  const breakdowns = await api.breakdowns(started.run_id);
+  assert.deepEqual(breakdowns.by_symbol.map((b) => [b.symbol, b.trades]), [["BTC/USDT", trips.total]]);
+  const markets = await api.getMarkets("synthetic", { q: "btc" });
+  assert.ok(markets.items.some((m) => m.symbol === "BTC/USDT"));
+  assert.ok(Array.isArray((await api.getLogs({ level: "WARNING", limit: 5 })).items));
+});
+
 test("backtest() resets a finished runner, waits and returns the results", async () => {
   const results = await api.backtest(BACKTEST, { timeout: RUN_TIMEOUT_MS, pollInterval: 50, limit: 1 });
   assert.equal(results.status, "completed");

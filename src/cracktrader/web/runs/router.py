@@ -22,6 +22,7 @@ from cracktrader.web.deps import (
     WebSettingsDep,
 )
 from cracktrader.web.health.service import health_report
+from cracktrader.web.idempotency import IdempotencyDep
 from cracktrader.web.runs import service
 from cracktrader.web.runs.encoder import PageEncoder
 from cracktrader.web.runs.schemas import (
@@ -64,9 +65,15 @@ async def _with_resolved_strategy(config: ConfigT, ctx: StrategyContext) -> Conf
 
 
 @router.post("/run/backtest", response_model=RunResponse, tags=["runs"])
-async def start_backtest(config: BacktestConfig, runs: RunsDep, strategies: StrategiesDep) -> dict[str, Any]:
+async def start_backtest(
+    config: BacktestConfig, runs: RunsDep, strategies: StrategiesDep, once: IdempotencyDep, response: Response
+) -> dict[str, Any]:
     """Start a backtest in the caller's runner slot; 409 RUN_ALREADY_ACTIVE unless the slot is idle."""
-    return await runs.slot.start_backtest(await _with_resolved_strategy(config, strategies))
+
+    async def start() -> dict[str, Any]:
+        return await runs.slot.start_backtest(await _with_resolved_strategy(config, strategies))
+
+    return await once(route="POST /run/backtest", body=config.model_dump(mode="json"), response=response, start=start)
 
 
 @router.post(
@@ -75,10 +82,16 @@ async def start_backtest(config: BacktestConfig, runs: RunsDep, strategies: Stra
     tags=["runs"],
     responses={501: {"description": "Live trading with real orders is not available yet (mode live)"}},
 )
-async def start_live(config: LiveConfig, runs: RunsDep, strategies: StrategiesDep) -> dict[str, Any]:
+async def start_live(
+    config: LiveConfig, runs: RunsDep, strategies: StrategiesDep, once: IdempotencyDep, response: Response
+) -> dict[str, Any]:
     """Start a paper session in the caller's runner slot; mode live is validated, recorded and answers 501."""
     require_live_scope(config, runs.principal)
-    return await runs.slot.start_live(await _with_resolved_strategy(config, strategies))
+
+    async def start() -> dict[str, Any]:
+        return await runs.slot.start_live(await _with_resolved_strategy(config, strategies))
+
+    return await once(route="POST /run/live", body=config.model_dump(mode="json"), response=response, start=start)
 
 
 @router.post("/run/stop", response_model=RunResponse, tags=["runs"])
@@ -201,17 +214,23 @@ async def get_run(run_id: str, store: RunStoreDep) -> dict[str, Any]:
         422: {"description": "The run cannot be repeated (RERUN_NOT_POSSIBLE), e.g. not a backtest"},
     },
 )
-async def rerun(run_id: str, runs: RunsDep, store: RunStoreDep) -> dict[str, Any]:
+async def rerun(
+    run_id: str, runs: RunsDep, store: RunStoreDep, once: IdempotencyDep, response: Response
+) -> dict[str, Any]:
     """Run a stored backtest again with the same inputs (its resolved range too); 202 with the new run's id.
 
     When it finishes, its results carry `rerun`: `{of, identical, changes: [{field, before, after}]}`.
     """
     if store is None:
         raise RunNotFoundError(f"No run with id {run_id!r} (this server keeps no history)", details={"run_id": run_id})
-    original = await load_stored_run(store, run_id)
-    result: dict[str, Any] = await runs.slot.start_backtest(rerun_config(original), rerun_of=original)
-    result["message"] = f"Rerun of {run_id} accepted; when it finishes its results' `rerun` lists what changed"
-    return result
+
+    async def start() -> dict[str, Any]:
+        original = await load_stored_run(store, run_id)
+        result: dict[str, Any] = await runs.slot.start_backtest(rerun_config(original), rerun_of=original)
+        result["message"] = f"Rerun of {run_id} accepted; when it finishes its results' `rerun` lists what changed"
+        return result
+
+    return await once(route=f"POST /runs/{run_id}/rerun", body={}, response=response, start=start)
 
 
 @router.get("/runs/{run_id}/results", response_model=ResultsResponse, tags=["history"])

@@ -64,12 +64,12 @@ async def results_page(
     if store is not None:
         page = await store.read_page(run_id, max_points=max_points, limit=limit, offset=offset)
     if page is None:
-        await _missing(store, run_id)
+        await missing_results(store, run_id)
     assert page is not None
     return page
 
 
-async def _missing(store: Any, run_id: str) -> None:
+async def missing_results(store: Any, run_id: str) -> None:
     """Raise the 404 that says whether the run does not exist or has no results."""
     summary = await store.get(run_id) if store is not None else None
     if summary is None:
@@ -106,7 +106,7 @@ async def export_head(manager: Any, store: Any, run_id: str) -> dict[str, Any]:
         return results.head
     head = await store.read_head(run_id) if store is not None and await store.get(run_id) is not None else None
     if head is None:
-        await _missing(store, run_id)
+        await missing_results(store, run_id)
     assert head is not None
     if head.get("format") != HEAD_FORMAT:
         head = (await asyncio.to_thread(from_document, head)).head

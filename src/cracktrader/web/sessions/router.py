@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Request, Response
 
 from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.sessions import SessionRegistry, cancel_order, close_position, pause, resume
 from cracktrader.web.deps import RunsDep, StrategiesDep
 from cracktrader.web.health.service import health_report
+from cracktrader.web.idempotency import IdempotencyDep
 from cracktrader.web.runs import service
 from cracktrader.web.runs.router import _with_resolved_strategy, require_live_scope
 from cracktrader.web.runs.schemas import DetailedStatusResponse, RunResponse
@@ -37,13 +38,21 @@ SessionsDep = Annotated[SessionRegistry, Depends(get_sessions)]
         501: {"description": "Live trading with real orders and the quote fill model are not available yet"},
     },
 )
-async def start_run(body: RunRequest, runs: RunsDep, strategies: StrategiesDep) -> dict[str, Any]:
+async def start_run(
+    body: RunRequest, runs: RunsDep, strategies: StrategiesDep, once: IdempotencyDep, response: Response
+) -> dict[str, Any]:
     """Start a run by id, outside the caller's slot; 201 with its `run_id`.
 
     `mode: "backtest"` takes `/run/backtest`'s body and waits its turn in the worker pool (`starting`, phase
     `queued`) when CRACKTRADER_MAX_CONCURRENT_BACKTESTS run already. `mode: "paper"` (the default) takes
-    `/run/live`'s body and starts a session at once, or answers 409 SESSION_LIMIT.
+    `/run/live`'s body and starts a session at once, or answers 409 SESSION_LIMIT. With an `Idempotency-Key`,
+    a retry answers the same run.
     """
+    dump = body.model_dump(mode="json")
+    return await once(route="POST /runs", body=dump, response=response, start=lambda: _start(body, runs, strategies))
+
+
+async def _start(body: RunRequest, runs: RunsDep, strategies: StrategiesDep) -> dict[str, Any]:
     registry = runs.registry
     user_id = runs.slot.user_id
     if body.mode == "backtest":

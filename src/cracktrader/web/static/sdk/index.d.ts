@@ -476,6 +476,107 @@ export interface ErrorFields {
 }
 
 /** Base of every SDK error, carrying the server's envelope. */
+// Charts, round trips, breakdowns, candle data, downloads, logs ------------------------------------------------
+
+/** A time as ISO 8601 text or epoch milliseconds. */
+export type TimeArg = string | number;
+
+export interface CandleColumns {
+  timestamp: number[];
+  open: (number | null)[];
+  high: (number | null)[];
+  low: (number | null)[];
+  close: (number | null)[];
+  volume: (number | null)[];
+}
+
+export interface IndicatorSeries { name: string; values: (number | null)[] }
+
+export interface RoundTrip {
+  symbol: string;
+  side: "long" | "short";
+  entry_time: string;
+  exit_time: string;
+  entry_price: number | null;
+  exit_price: number | null;
+  size: number;
+  pnl: number | null;
+  pnl_pct: number | null;
+  duration_s: number;
+  fees: number;
+  stop_loss?: number | null;
+  take_profit?: number | null;
+  exit_reason?: string;
+  exit_order_id?: number;
+}
+
+export interface RunCandles {
+  run_id: string;
+  exchange: string;
+  symbol: string;
+  symbols: string[];
+  timeframe: string;
+  run_range: { start: string | null; end: string | null };
+  start: string | null;
+  end: string | null;
+  bars: number;
+  bucket_bars: number;
+  candles: CandleColumns;
+  indicators: IndicatorSeries[];
+  indicators_error?: string | null;
+  markers: RoundTrip[];
+  markers_total: number;
+  markers_truncated: boolean;
+}
+
+export interface RoundTripList { items: RoundTrip[]; total: number; limit: number; offset: number; sort: string; order: "asc" | "desc" }
+
+export interface SymbolBreakdown {
+  symbol: string; trades: number; wins: number; losses: number; win_rate: number | null; pnl: number; fees: number;
+  return_pct: number | null;
+}
+
+export interface MonthBreakdown { month: string; start_value: number; end_value: number; return_pct: number | null }
+
+export interface Breakdowns { run_id: string; initial_cash: number; by_symbol: SymbolBreakdown[]; monthly: MonthBreakdown[] }
+
+export interface StoredCandles {
+  exchange: string; symbol: string; timeframe: string; candles: CandleColumns; count: number; truncated: boolean;
+  next_start?: number | null;
+}
+
+export interface Market { symbol: string; base: string; quote: string }
+
+export interface MarketList { exchange: string; items: Market[]; total: number; limit: number; any_symbol: boolean }
+
+export interface Gap { start: string; end: string; missing_bars: number }
+
+export interface CandleSet {
+  exchange: string; symbol: string; timeframe: string; first: string | null; last: string | null; count: number;
+  size_bytes: number; gaps: number; missing_bars: number; largest_gaps: Gap[];
+}
+
+export interface CandleSetList { items: CandleSet[]; total: number; limit: number; offset: number }
+
+export interface DownloadJob {
+  id: string;
+  status: "queued" | "running" | "completed" | "failed" | "canceled";
+  exchange: string;
+  symbol: string;
+  timeframe: string;
+  start: string;
+  end: string;
+  created_at: string;
+  finished_at?: string | null;
+  progress: { done: number; total: number; fraction: number; eta_s?: number | null };
+  error?: Record<string, string> | null;
+  dataset?: CandleSet | null;
+}
+
+export interface LogLine { time: string; level: string; logger: string; run_id?: string | null; message: string }
+
+export interface LogTail { items: LogLine[]; total: number; capacity: number }
+
 export declare class CrackTraderError extends Error {
   static readonly defaultCode: string;
   constructor(message: string, fields?: ErrorFields);
@@ -596,7 +697,8 @@ export declare class CrackTrader {
 
   // Runs by id
   listRuns(filter?: RunFilter): Promise<RunList>;
-  startRun(request: RunRequest): Promise<RunResponse>;
+  /** `idempotencyKey`: a retry with the same key answers the same run instead of starting a second. */
+  startRun(request: RunRequest, options?: { idempotencyKey?: string }): Promise<RunResponse>;
   startSession(request: Omit<LiveRequest, "mode"> & { mode?: "paper" | "live" }): Promise<RunResponse>;
   getRun(runId: string): Promise<RunSummary>;
   deleteRun(runId: string): Promise<void>;
@@ -629,6 +731,18 @@ export declare class CrackTrader {
   testCredentials(name: string, options?: { sandbox?: boolean }): Promise<CredentialCheck>;
   deleteCredentials(name: string): Promise<void>;
   listAlerts(filter?: { runId?: string; kind?: string; limit?: number; offset?: number }): Promise<AlertList>;
+
+  // Charts, round trips, breakdowns, candle data, downloads, logs
+  runCandles(runId: string, options?: { symbol?: string; start?: TimeArg; end?: TimeArg; maxPoints?: number; maxMarkers?: number }): Promise<RunCandles>;
+  roundTrips(runId: string, options?: { sort?: string; order?: "asc" | "desc"; limit?: number; offset?: number }): Promise<RoundTripList>;
+  breakdowns(runId: string): Promise<Breakdowns>;
+  getCandles(symbol: string, options?: { exchange?: string; timeframe?: string; start?: TimeArg; end?: TimeArg; limit?: number }): Promise<StoredCandles>;
+  getMarkets(exchange: string, options?: { q?: string; limit?: number }): Promise<MarketList>;
+  listCandleSets(options?: { limit?: number; offset?: number }): Promise<CandleSetList>;
+  startDownload(exchange: string, symbol: string, options: { timeframe?: string; start: TimeArg; end?: TimeArg | null }): Promise<DownloadJob>;
+  getDownload(jobId: string): Promise<DownloadJob>;
+  cancelDownload(jobId: string): Promise<DownloadJob>;
+  getLogs(options?: { level?: "DEBUG" | "INFO" | "WARNING" | "ERROR" | "CRITICAL"; runId?: string; limit?: number }): Promise<LogTail>;
 
   // Streams
   streamStatus(options?: { runId?: string | null; heartbeats?: boolean }): Promise<EventStream>;

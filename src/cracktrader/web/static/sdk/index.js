@@ -59,6 +59,16 @@ export const OPERATIONS = Object.freeze({
   "GET /api/v1/metrics": "getMetrics",
   "GET /metrics": "getMetrics", // the same exposition outside /api/v1, for Prometheus
   "GET /api/v1/alerts": "listAlerts",
+  "GET /api/v1/runs/{run_id}/candles": "runCandles",
+  "GET /api/v1/runs/{run_id}/roundtrips": "roundTrips",
+  "GET /api/v1/runs/{run_id}/breakdowns": "breakdowns",
+  "GET /api/v1/candles": "getCandles",
+  "GET /api/v1/exchanges/{exchange}/markets": "getMarkets",
+  "GET /api/v1/data/sets": "listCandleSets",
+  "POST /api/v1/data/downloads": "startDownload",
+  "GET /api/v1/data/downloads/{job_id}": "getDownload",
+  "DELETE /api/v1/data/downloads/{job_id}": "cancelDownload",
+  "GET /api/v1/logs": "getLogs",
 });
 
 // The WebSocket streams (not in the OpenAPI document) and their methods.
@@ -445,7 +455,10 @@ export class CrackTrader {
   }
 
   /** Start a run by id outside the slot (201): a backtest by default, or `mode: "paper"` for a session. */
-  startRun(request) { return this.#api("POST", "/runs", { json: runBody({ mode: "backtest", ...request }) }); }
+  startRun(request, { idempotencyKey } = {}) {
+    const headers = idempotencyKey === undefined ? undefined : { "Idempotency-Key": idempotencyKey };
+    return this.#api("POST", "/runs", { json: runBody({ mode: "backtest", ...request }), headers });
+  }
 
   /** Start a paper session (201); `getBalance()` then reads it. */
   async startSession(request) {
@@ -575,6 +588,48 @@ export class CrackTrader {
 
   /** Alerts of your runs, newest first. */
   listAlerts({ runId, kind, limit, offset } = {}) { return this.#api("GET", `/alerts${query({ runId, kind, limit, offset })}`); }
+
+  // Charts, round trips, breakdowns, candle data, downloads, logs ---------------------------------------------
+
+  /** A run's candles of one symbol (OHLC buckets beyond `maxPoints`), its round trips as markers, its plotted indicators. */
+  runCandles(runId, { symbol, start, end, maxPoints, maxMarkers } = {}) {
+    return this.#api("GET", `/runs/${seg(runId)}/candles${query({ symbol, start, end, maxPoints, maxMarkers })}`);
+  }
+
+  /** A run's round-trip trades, sorted by a column (`pnl`, `duration_s`, ...) and paged. */
+  roundTrips(runId, { sort, order, limit, offset } = {}) {
+    return this.#api("GET", `/runs/${seg(runId)}/roundtrips${query({ sort, order, limit, offset })}`);
+  }
+
+  /** A run's per-symbol figures and monthly returns. */
+  breakdowns(runId) { return this.#api("GET", `/runs/${seg(runId)}/breakdowns`); }
+
+  /** Stored candles (generated for `synthetic`); nothing is downloaded. */
+  getCandles(symbol, { exchange, timeframe, start, end, limit } = {}) {
+    return this.#api("GET", `/candles${query({ symbol, exchange, timeframe, start, end, limit })}`);
+  }
+
+  /** An exchange's markets whose symbol contains `q` (any case). */
+  getMarkets(exchange, { q, limit } = {}) { return this.#api("GET", `/exchanges/${seg(exchange)}/markets${query({ q, limit })}`); }
+
+  /** The stored candle sets with their ranges and gaps. */
+  listCandleSets({ limit, offset } = {}) { return this.#api("GET", `/data/sets${query({ limit, offset })}`); }
+
+  /** Start a download job for what the store lacks of [start, end) (202); follow it with `getDownload`. */
+  startDownload(exchange, symbol, { timeframe = "1h", start, end } = {}) {
+    const json = { exchange, symbol, timeframe, start: start === undefined ? undefined : String(start) };
+    if (end !== undefined && end !== null) json.end = String(end);
+    return this.#api("POST", "/data/downloads", { json });
+  }
+
+  /** A download job's status and progress. */
+  getDownload(jobId) { return this.#api("GET", `/data/downloads/${seg(jobId)}`); }
+
+  /** Cancel a download job (it stops after its current chunk). */
+  cancelDownload(jobId) { return this.#api("DELETE", `/data/downloads/${seg(jobId)}`); }
+
+  /** The server's recent log lines (admins only when auth is on). */
+  getLogs({ level, runId, limit } = {}) { return this.#api("GET", `/logs${query({ level, runId, limit })}`); }
 
   // Streams ------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,179 @@
+"""Download jobs: `data.service.download` (what `cracktrader data download` runs) in a worker thread, with progress.
+
+Bounded: a few jobs run at once, a job covers at most `MAX_JOB_BARS` bars, and only the last `KEEP_JOBS`
+finished jobs are remembered. A cancel is seen at the next progress report (every chunk of fetched bars).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from cracktrader.data import service as data_service
+from cracktrader.data.candles import ms_to_iso
+from cracktrader.data.timeframes import Timeframe
+from cracktrader.errors import CracktraderError
+from cracktrader.runs.document import now_iso
+from cracktrader.settings import Settings
+from cracktrader.web.data.service import dataset_dict
+from cracktrader.web.errors import ApiError
+
+MAX_ACTIVE_JOBS = 2
+MAX_JOB_BARS = 5_000_000
+KEEP_JOBS = 100
+
+
+class DownloadCanceled(Exception):
+    """Raised from the progress callback to stop a canceled download between chunks."""
+
+
+@dataclass(slots=True)
+class DownloadJob:
+    """One download and where it is; written by its worker thread, read by requests."""
+
+    id: str
+    owner: int | None
+    exchange: str
+    symbol: str
+    timeframe: Timeframe
+    start: int
+    end: int
+    created_at: str
+    status: str = "queued"
+    done: int = 0
+    total: int = 0
+    started: float | None = None
+    finished_at: str | None = None
+    error: dict[str, str] | None = None
+    dataset: dict[str, Any] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def progress(self, done: int, total: int) -> None:
+        """The download's progress callback: records the counts, and stops a canceled job."""
+        self.done, self.total = int(done), int(total)
+        if self.cancel.is_set():
+            raise DownloadCanceled
+
+    def document(self) -> dict[str, Any]:
+        """The job as the API shows it."""
+        total = self.total or self.timeframe.count(self.start, self.end)
+        done = min(self.done, total) if self.status != "completed" else total
+        eta = None
+        if self.status == "running" and self.started is not None and 0 < done < total:
+            elapsed = time.monotonic() - self.started
+            eta = round(elapsed / done * (total - done), 3)
+        return {
+            "id": self.id,
+            "status": self.status,
+            "exchange": self.exchange,
+            "symbol": self.symbol,
+            "timeframe": self.timeframe.name,
+            "start": ms_to_iso(self.start),
+            "end": ms_to_iso(self.end),
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "progress": {
+                "done": done,
+                "total": total,
+                "fraction": round(done / total, 6) if total else 1.0,
+                "eta_s": 0.0 if self.status == "completed" else eta,
+            },
+            "error": self.error,
+            "dataset": self.dataset,
+        }
+
+
+class DownloadJobs:
+    """The server's download jobs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._jobs: dict[str, DownloadJob] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _active(self) -> list[DownloadJob]:
+        return [j for j in self._jobs.values() if j.status in ("queued", "running")]
+
+    def submit(
+        self, *, owner: int | None, exchange: str, symbol: str, tf: Timeframe, start: int, end: int
+    ) -> DownloadJob:
+        """Start a job; 409 TOO_MANY_DOWNLOADS when `MAX_ACTIVE_JOBS` run, 422 DOWNLOAD_TOO_LARGE over the bar cap."""
+        bars = tf.count(start, end)
+        if bars > MAX_JOB_BARS:
+            raise ApiError(
+                422,
+                "DOWNLOAD_TOO_LARGE",
+                f"The range is {bars:,} {tf} bars; one download takes at most {MAX_JOB_BARS:,}: split it",
+                details={"bars": bars, "max_bars": MAX_JOB_BARS},
+            )
+        active = self._active()
+        if len(active) >= MAX_ACTIVE_JOBS:
+            raise ApiError(
+                409,
+                "TOO_MANY_DOWNLOADS",
+                f"{len(active)} downloads are running (at most {MAX_ACTIVE_JOBS}); wait for one or cancel one",
+                details={"active": [j.id for j in active], "max_active": MAX_ACTIVE_JOBS},
+            )
+        job = DownloadJob(uuid.uuid4().hex, owner, exchange, symbol, tf, start, end, now_iso())
+        self._jobs[job.id] = job
+        self._forget_old()
+        task = asyncio.get_running_loop().create_task(self._run(job), name=f"download-{job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job
+
+    async def _run(self, job: DownloadJob) -> None:
+        job.status, job.started = "running", time.monotonic()
+        try:
+            info = await asyncio.to_thread(
+                data_service.download,
+                job.exchange,
+                job.symbol,
+                job.timeframe,
+                job.start,
+                job.end,
+                progress=job.progress,
+                settings=self._settings,
+            )
+            job.dataset = dataset_dict(info)
+            job.status = "completed"
+        except DownloadCanceled:
+            job.status = "canceled"
+        except CracktraderError as exc:
+            job.status, job.error = "failed", {"code": exc.code, "message": exc.message}
+        except Exception as exc:  # the job reports it; the server keeps serving
+            job.status, job.error = "failed", {"code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}
+        finally:
+            if job.cancel.is_set() and job.status == "running":
+                job.status = "canceled"
+            job.finished_at = now_iso()
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self._jobs.values() if j.status not in ("queued", "running")]
+        for job in finished[: max(0, len(finished) - KEEP_JOBS)]:
+            del self._jobs[job.id]
+
+    def get(self, job_id: str, owner: int | None) -> DownloadJob:
+        """A job the caller may see (their own; every job for admins and with auth off); 404 otherwise."""
+        job = self._jobs.get(job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            raise ApiError(404, "NOT_FOUND", f"No download job {job_id!r}", details={"job_id": job_id[:64]})
+        return job
+
+    def cancel(self, job_id: str, owner: int | None) -> DownloadJob:
+        """Ask a job to stop (it stops at its next chunk); a finished job is returned as it is."""
+        job = self.get(job_id, owner)
+        if job.status in ("queued", "running"):
+            job.cancel.set()
+        return job
+
+    async def close(self) -> None:
+        """Cancel every job and wait for their threads to notice."""
+        for job in self._active():
+            job.cancel.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,1 @@
+"""Web API: the server's recent log lines."""

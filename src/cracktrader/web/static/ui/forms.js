@@ -1,0 +1,31 @@
+// Form fields with a message slot each, and the API's typed errors shown next to the field they are about.
+import { h, say } from "./dom.js";
+
+/** A labelled field: `control` (default `input`) with an optional help line and its error slot. */
+export function field(text, input, help = null, control = input) {
+  return h("div", { className: "field" }, h("label", { htmlFor: input.id }, text), control,
+    help ? h("small", { className: "help" }, help) : null, h("span", { className: "field-error", role: "alert" }));
+}
+
+/** Mark `input` wrong with `text` ("" clears it); true when marked. */
+export function fieldError(input, text) {
+  const box = input.closest(".field")?.querySelector(".field-error");
+  if (box) { box.textContent = text; }
+  input.classList.toggle("invalid", Boolean(text));
+  return Boolean(text);
+}
+
+/**
+ * An error answer shown on its form: next to the field it is about, then in `message`. `fields` maps an SDK
+ * error class or an error code to the input; a validation list names the field in `loc` (`aliases` maps the
+ * API's name to the input's when they differ).
+ */
+export function showError(form, message, e, fields = [], aliases = {}) {
+  for (const input of form.querySelectorAll(".invalid")) { fieldError(input, ""); }
+  let input = (fields.find(([key]) => (typeof key === "string" ? e.code === key : e instanceof key)) || [])[1];
+  const loc = e.details?.errors?.[0]?.loc;
+  const name = Array.isArray(loc) ? String(loc[loc.length - 1]) : null;
+  if (!input && name) { input = form.querySelector(`[name="${aliases[name] ?? name}"]`); }
+  if (input) { fieldError(input, e.message); }
+  say(message, `${e.code}: ${e.message}`, "error");
+}

@@ -1,0 +1,111 @@
+// Paper and live sessions: the list, and a live view fed by the run's stream with confirmed controls.
+import * as api from "../api.js";
+import { h, say, confirmAction } from "../dom.js";
+import * as fmt from "../format.js";
+
+export async function renderSessions(view) {
+  const [paper, live] = await Promise.all([api.listRuns({ mode: "paper", limit: 100 }), api.listRuns({ mode: "live", limit: 100 })]);
+  const items = [...paper.items, ...live.items].sort((a, b) =>
+    (b.status === "running") - (a.status === "running") || String(b.created_at).localeCompare(String(a.created_at)));
+  view.append(h("h1", {}, "Sessions"), h("section", { className: "card" },
+    h("p", { className: "help" }, "Start a paper session from the Backtest form (Start paper session), or a live one with POST /runs."),
+    h("div", { className: "scroll" }, h("table", { id: "sessions" },
+      h("thead", {}, h("tr", {}, ["Started", "Strategy", "Symbols", "TF", "Mode", "Status", "Final value", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, items.length ? items.map((r) => h("tr", { dataset: { run: r.run_id } },
+        h("td", {}, fmt.time(r.started_at || r.created_at)), h("td", {}, r.strategy_name), h("td", {}, r.symbols.join(", ")),
+        h("td", {}, r.timeframe), h("td", {}, r.mode), h("td", {}, h("span", { className: `pill ${r.status}` }, r.status)),
+        h("td", { className: "num" }, fmt.money(r.final_value)),
+        h("td", {}, h("a", { className: "button small", href: `#/sessions/${r.run_id}` }, "Open"))))
+        : h("tr", {}, h("td", { colSpan: 8, className: "empty" }, "No sessions")))))));
+}
+
+const MAX_ROWS = 200;
+
+export async function renderSession(view, runId) {
+  const message = h("p", { className: "message", role: "status", id: "session-message" });
+  const summary = h("dl", { className: "metrics", id: "session-summary" });
+  const condition = h("p", { id: "condition" });
+  const positions = h("tbody");
+  const orders = h("tbody");
+  const fills = h("tbody");
+  const alerts = h("ul", { id: "alerts", className: "alerts" }, h("li", { className: "empty" }, "No alerts"));
+  const conn = h("span", { className: "pill", id: "stream-state" }, "connecting");
+  let last = null;
+
+  const act = async (text, fn) => {
+    if (!(await confirmAction(text))) { return; }
+    try { const r = await fn(); say(message, r?.message || "Done", "ok"); }
+    catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
+  };
+  const controls = h("div", { className: "buttons", id: "controls" },
+    h("button", { type: "button", id: "pause", onclick: () => act("Pause new entries of this session?", () => api.pauseRun(runId)) }, "Pause"),
+    h("button", { type: "button", id: "resume", onclick: () => act("Resume this session?", () => api.resumeRun(runId)) }, "Resume"),
+    h("button", { type: "button", id: "flatten", className: "danger",
+      onclick: () => act("Stop this session and close every position?", () => api.stopRun(runId, true)) }, "Flatten and stop"),
+    h("button", { type: "button", id: "stop", className: "danger",
+      onclick: () => act("Stop this session? Open orders are cancelled, positions kept.", () => api.stopRun(runId, false)) }, "Stop"));
+
+  const kv = (k, v, id) => h("div", { className: "metric", dataset: { field: id || k } }, h("dt", {}, k), h("dd", { className: "value" }, v));
+  const render = (s) => {
+    last = s;
+    const ended = ["completed", "stopped", "failed"].includes(s.status);
+    for (const b of controls.querySelectorAll("button")) { b.disabled = ended; }
+    summary.replaceChildren(
+      kv("Status", h("span", { className: `pill ${s.status}`, id: "session-status" }, s.status), "status"),
+      kv("Value", fmt.money(s.value), "value"), kv("PnL", fmt.money(s.pnl), "pnl"),
+      kv("Realized", fmt.money(s.realized_pnl), "realized_pnl"), kv("Unrealized", fmt.money(s.unrealized_pnl), "unrealized_pnl"),
+      kv("Fees", fmt.money(s.fees_paid), "fees_paid"), kv("Fills", String(s.trade_count), "trade_count"),
+      kv("Candles", String(s.bars_processed), "bars_processed"), kv("Last candle", fmt.time(s.last_candle_time), "last_candle_time"),
+      kv("Balances", Object.entries(s.balances || {}).map(([c, v]) => `${fmt.money(v)} ${c}`).join(", ") || "–", "balances"));
+    const reasons = s.reasons?.length ? ` (${s.reasons.join(", ")})` : "";
+    condition.replaceChildren("Condition ", h("span", { className: `pill ${s.condition || "ok"}`, id: "condition-value" },
+      s.condition || "–"), reasons, s.risk?.paused ? h("span", { className: "pill warn", id: "paused" }, "entries paused") : "",
+      s.error ? h("span", { className: "error" }, ` ${s.error}`) : "");
+    positions.replaceChildren(...((s.positions || []).length ? s.positions.map((p) => h("tr", {},
+      h("td", {}, p.symbol), h("td", { className: "num" }, fmt.number(p.size)), h("td", { className: "num" }, fmt.money(p.entry_price)),
+      h("td", { className: "num" }, fmt.money(p.market_price)),
+      h("td", {}, h("button", { type: "button", className: "small danger", disabled: ended,
+        onclick: () => act(`Close the ${p.symbol} position at market?`, () => api.closePosition(runId, p.symbol)) }, "Close"))))
+      : [h("tr", {}, h("td", { colSpan: 5, className: "empty" }, "No positions"))]));
+    orders.replaceChildren(...((s.open_orders || []).length ? s.open_orders.map((o) => h("tr", {},
+      h("td", {}, String(o.order_id)), h("td", {}, o.symbol), h("td", {}, o.side),
+      h("td", { className: "num" }, o.amount === null ? "all" : fmt.number(o.amount)), h("td", {}, o.reason || ""),
+      h("td", {}, h("button", { type: "button", className: "small", disabled: ended,
+        onclick: () => act(`Cancel order ${o.order_id}?`, () => api.cancelOrder(runId, o.order_id)) }, "Cancel"))))
+      : [h("tr", {}, h("td", { colSpan: 6, className: "empty" }, "No open orders"))]));
+  };
+  const addFill = (t) => {
+    fills.prepend(h("tr", {}, h("td", {}, fmt.time(t.timestamp)), h("td", {}, t.symbol), h("td", {}, t.side),
+      h("td", { className: "num" }, fmt.number(t.size)), h("td", { className: "num" }, fmt.money(t.price)),
+      h("td", { className: "num" }, fmt.money(t.pnl))));
+    while (fills.children.length > MAX_ROWS) { fills.lastChild.remove(); }
+  };
+  const addAlert = (a) => {
+    alerts.querySelector(".empty")?.remove();
+    alerts.prepend(h("li", { className: a.severity }, `${fmt.time(a.created_at)} ${a.kind}: ${a.message}`));
+    while (alerts.children.length > MAX_ROWS) { alerts.lastChild.remove(); }
+  };
+  const [run, past, recent] = await Promise.all([api.getRun(runId), api.listAlerts({ run_id: runId, limit: 20 }),
+    api.runResults(runId, { max_points: 2, limit: 50 }).catch(() => ({ trades: [] }))]);
+  for (const t of recent.trades) { addFill(t); }
+  for (const a of [...(past.items || past.alerts || [])].reverse()) { addAlert(a); }
+  // Headers of numeric columns align with their numbers (a leading "#" marks them).
+  const th = (t) => (t.startsWith("#") ? h("th", { className: "num" }, t.slice(1)) : h("th", {}, t));
+  const table = (head, body, id) => h("div", { className: "scroll" }, h("table", { id }, h("thead", {}, h("tr", {}, head.map(th))), body));
+  view.append(h("h1", {}, `${run.mode} session · ${run.strategy_name} · ${run.symbols.join(", ")} · ${run.timeframe}`),
+    h("section", { className: "card" }, h("p", {}, "Stream ", conn, " · run ", h("code", {}, runId), " · ",
+      h("a", { href: `#/runs/${runId}`, id: "session-results" }, "results so far")), condition, summary, controls, message),
+    h("section", { className: "card" }, h("h2", {}, "Positions"), table(["Symbol", "#Size", "#Entry", "#Market", ""], positions, "positions")),
+    h("section", { className: "card" }, h("h2", {}, "Open orders"), table(["Id", "Symbol", "Side", "#Amount", "Reason", ""], orders, "open-orders")),
+    h("section", { className: "card" }, h("h2", {}, "Fills"), table(["Time", "Symbol", "Side", "#Size", "#Price", "#PnL"], fills, "fills")),
+    h("section", { className: "card" }, h("h2", {}, "Alerts"), alerts));
+  // Everything after the first paint comes from the stream: its snapshot, then status, fills and alerts.
+  const stop = api.streamStatus(runId, (e) => {
+    if (e.type === "snapshot" || e.type === "status_update") { if (e.payload.run_id === runId || !e.payload.run_id) { render(e.payload); } }
+    else if (e.type === "trade_execution") { addFill(e.payload); }
+    else if (e.type === "alert") { addAlert(e.payload); }
+  }, (state) => { conn.textContent = state; });
+  const first = await api.runStatus(runId).catch(() => ({ ...run }));
+  if (!last) { render(first); }
+  return stop;
+}

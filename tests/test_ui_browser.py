@@ -1,0 +1,683 @@
+"""The dashboard at /ui in a real browser (Debian's Chromium under Playwright) against a real uvicorn.
+
+Every page: no console error and no CSP violation, nothing wider than the screen at 390 px, screenshots at
+1400x900 and 390x844. The numbers on screen are the API's; the flows work by clicking.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+import ui_support
+from ui_support import DESKTOP, PHONE, WatchedPage, backtest, paper_session, screenshot_dir, wait_run
+from web_support import LiveServer
+
+browser_context = ui_support.browser_context
+SECRET = "ui-test-secret-" + "0123456789abcdef" * 4
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def server() -> Iterator[LiveServer]:
+    """A real server on a free loopback port, on this test's own data folder."""
+    with LiveServer() as s:
+        yield s
+
+
+@pytest.fixture
+def api(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=60) as c:
+        yield c
+
+
+def money(v: float) -> str:
+    return f"{v:,.2f}"
+
+
+def percent(v: float) -> str:
+    return f"{v * 100:,.2f} %"
+
+
+def shoot(page: WatchedPage, name: str, viewport: dict[str, int]) -> None:
+    """A full-page screenshot named after the page and the screen width."""
+    page.page.evaluate("window.scrollTo(0, 0)")  # a sticky header would otherwise sit mid-page
+    page.page.wait_for_timeout(300)  # let charts settle after their resize observer
+    page.page.screenshot(path=str(screenshot_dir() / f"{name}-{viewport['width']}.png"), full_page=True)
+
+
+def assert_fits(page: WatchedPage) -> None:
+    """Nothing scrolls sideways: the document is no wider than the window."""
+    width, inner = page.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width <= inner, f"{width}px wide in a {inner}px window"
+
+
+def test_every_page_renders_cleanly_at_desktop_and_phone_widths(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    first = backtest(api)
+    second = backtest(api, strategy_name="EmaCross", symbols=["ETH/USDT"])
+    session = paper_session(api)
+    routes = {
+        "backtest": "backtest",
+        "results": f"runs/{first}",
+        "history": "history",
+        "compare": f"compare/{first},{second}",
+        "sessions": "sessions",
+        "session": f"sessions/{session}",
+        "account": "account",
+        "strategies": "strategies/SmaCross",
+        "data": "data",
+        "logs": "logs",
+    }
+    try:
+        for viewport in (DESKTOP, PHONE):
+            page = WatchedPage(browser_context, viewport)
+            for name, route in routes.items():
+                page.open(server.base_url, route)
+                if name in ("results", "compare"):
+                    page.page.wait_for_selector(".chart canvas")
+                if name == "session":
+                    page.page.wait_for_selector("#session-status")
+                assert_fits(page)
+                shoot(page, name, viewport)
+            page.assert_clean()
+            page.close()
+    finally:
+        api.post(f"/api/v1/runs/{session}/stop", json={})
+
+
+def test_results_page_shows_the_api_numbers_with_help_from_the_metrics_doc(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    run_id = backtest(api)
+    doc = api.get(f"/api/v1/runs/{run_id}/results", params={"limit": 1000}).json()
+    metrics = doc["performance_metrics"]
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, f"runs/{run_id}")
+    p.wait_for_selector("#equity-chart canvas")
+    assert p.text_content("#final-value") == money(doc["final_value"])
+    shown = {
+        el.get_attribute("data-metric"): el.query_selector(".value").text_content()
+        for el in p.query_selector_all("#metrics .metric")
+    }
+    assert shown["total_return"] == percent(metrics["total_return"])
+    assert shown["max_drawdown"] == percent(metrics["max_drawdown"])
+    assert shown["sharpe_ratio"] == f"{metrics['sharpe_ratio']:,.2f}"
+    assert shown["fees_paid"] == money(metrics["fees_paid"])
+    assert shown["total_trades"] == str(metrics["total_trades"])
+    assert shown["max_drawdown_duration_bars"] == f"{metrics['max_drawdown_duration_bars']} bars"
+    help_line = p.text_content('#metrics [data-metric="total_return"] .help')
+    assert help_line == "F / C - 1 (fraction)"  # docs/metrics.md's row for total_return
+    # Fills: paged 25 at a time over every fill of the run; sorting by price puts the cheapest first.
+    assert p.text_content("#trades .pager-info") == f"1–25 of {len(doc['trades'])}"
+    p.click('#trades th[data-key="price"]')
+    cheapest = min(t["price"] for t in doc["trades"])
+    first_price = p.text_content("#trades tbody tr:first-child td:nth-child(5)")
+    assert float(first_price.replace(",", "")) == pytest.approx(cheapest, rel=1e-8)
+    assert p.text_content("#orders .pager-info") == f"1–25 of {doc['page']['orders']['total']}"
+    page.assert_clean()
+    page.close()
+
+
+def test_a_backtest_started_from_the_form_completes_and_opens_with_its_chart(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "backtest")
+    p.select_option("#strategy", "SmaCross")
+    p.wait_for_selector("#param-fast")
+    assert p.input_value("#param-fast") == "10"  # the schema's default
+    p.fill("#param-fast", "0")
+    assert p.text_content("#param-fast-error") == "Must be at least 1"
+    p.click("#start-run")
+    assert "Fix the fields" in p.text_content("#message")
+    # Another strategy, then back: the parameters start again from the defaults.
+    p.select_option("#strategy", "EmaCross")
+    p.select_option("#strategy", "SmaCross")
+    expect(p.locator("#param-fast")).to_have_value("10")
+    p.fill("#param-fast", "5")
+    p.fill("#start", "2024-01-01")
+    p.fill("#end", "2024-02-01")
+    p.click("#start-run")
+    p.wait_for_selector("#open-results", timeout=120_000)
+    status = api.get("/api/v1/status").json()
+    assert status["status"] == "completed"
+    p.click("#open-results")
+    p.wait_for_selector("#equity-chart canvas")
+    run = api.get(f"/api/v1/runs/{status['run_id']}").json()
+    assert run["config"]["strategy_params"] == {"fast": 5}
+    assert p.text_content("#final-value") == money(run["final_value"])
+    page.assert_clean()
+    page.close()
+
+
+def test_parameters_saved_as_a_preset_come_back_as_its_defaults(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "backtest")
+    p.select_option("#strategy", "SmaCross")
+    expect(p.locator("#param-fast")).to_have_value("10")
+    p.fill("#param-fast", "7")
+    p.fill("#preset-name", "sma-7")
+    p.click("#save-preset")
+    expect(p.locator("#message")).to_have_text("Preset sma-7 saved")
+    stored = next(
+        s for s in api.get("/api/v1/strategies", params={"kind": "preset"}).json()["items"] if s["name"] == "sma-7"
+    )
+    assert (stored["kind"], stored["base_strategy"], stored["parameters"]) == ("preset", "SmaCross", {"fast": 7})
+    assert p.input_value("#strategy") == "sma-7"
+    expect(p.locator("#param-fast")).to_have_value("7")
+    page.open(server.base_url, "history")  # and after a reload it is in the list
+    p = page.open(server.base_url, "backtest")
+    p.select_option("#strategy", "sma-7")
+    expect(p.locator("#param-fast")).to_have_value("7")
+    page.assert_clean()
+    page.close()
+
+
+def test_a_running_backtest_shows_its_phase_and_eta_and_stops_from_the_form(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "backtest")
+    p.select_option("#strategy", "SlowStrategy")  # at least 5 ms a bar: 8,784 bars take 44 s or more
+    p.wait_for_selector("#param-bar_ms")
+    p.fill("#start", "2024-01-01")
+    p.fill("#end", "2025-01-01")
+    p.click("#start-run")
+    expect(p.locator("#phase")).to_contain_text("simulating", timeout=60_000)
+    expect(p.locator("#eta")).to_contain_text("ETA")
+    assert api.get("/api/v1/status").json()["status"] == "running"
+    p.click("#stop-run")
+    expect(p.locator("#status-pill")).to_have_text("stopped", timeout=30_000)
+    assert api.get("/api/v1/status").json()["status"] == "stopped"
+    p.click("#reset-run")
+    expect(p.locator("#status-pill")).to_have_text("idle")
+    page.assert_clean()
+    page.close()
+
+
+def test_two_runs_picked_in_the_history_are_compared(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    a = backtest(api)
+    b = backtest(api, strategy_name="EmaCross")
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "history")
+    assert p.text_content("#history-info") == "1–2 of 2"
+    p.check(f'tr[data-run="{a}"] input[type=checkbox]')
+    assert p.is_disabled("#compare")  # one run is not a comparison
+    p.check(f'tr[data-run="{b}"] input[type=checkbox]')
+    p.click("#compare")
+    p.wait_for_selector("#compare-chart canvas")
+    cells = p.query_selector_all('#compare-metrics tr[data-metric="total_return"] td')
+    shown = [c.text_content() for c in cells]
+    expected = [percent(api.get(f"/api/v1/runs/{x}").json()["total_return"]) for x in (b, a)]  # newest first
+    assert sorted(shown) == sorted(expected)
+    # Filtering the history by strategy leaves one.
+    p = page.open(server.base_url, "history")
+    p.select_option("#f-strategy", "EmaCross")
+    expect(p.locator("#history-info")).to_have_text("1–1 of 1")
+    page.assert_clean()
+    page.close()
+
+
+def test_a_paper_session_is_stopped_from_its_live_view_after_confirming(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    session = paper_session(api)
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "sessions")
+    p.click(f'tr[data-run="{session}"] a')
+    p.wait_for_selector("#session-status")
+    expect(p.locator("#session-status")).to_have_text("running")
+    expect(p.locator("#stream-state")).to_have_text("live")
+    # Live data comes from the stream: while candles close, the page asks the API nothing.
+    asked: list[str] = []
+    p.on("request", lambda r: asked.append(r.url) if "/api/" in r.url else None)
+    bars = int(p.text_content('[data-field="bars_processed"] .value') or 0)
+    expect(p.locator('[data-field="bars_processed"] .value')).not_to_have_text(str(bars), timeout=30_000)
+    expect(p.locator('[data-field="bars_processed"] .value')).not_to_have_text(str(bars + 1), timeout=30_000)
+    assert asked == []
+    p.click("#pause")
+    p.click("dialog.confirm button.danger")
+    expect(p.locator("#paused")).to_be_visible(timeout=30_000)
+    assert api.get(f"/api/v1/runs/{session}/status").json()["risk"]["paused"] is True
+    p.click("#resume")
+    p.click("dialog.confirm button.danger")
+    expect(p.locator("#paused")).to_have_count(0, timeout=30_000)
+    p.click("#stop")
+    p.click("dialog.confirm button:not(.danger)")  # Cancel: nothing happens
+    assert api.get(f"/api/v1/runs/{session}").json()["status"] == "running"
+    p.click("#stop")
+    p.click("dialog.confirm button.danger")  # the confirmation
+    expect(p.locator("#session-status")).to_have_text("stopped", timeout=30_000)
+    assert wait_run(api, session)["status"] == "stopped"
+    assert p.is_disabled("#stop")
+    page.assert_clean()
+    page.close()
+
+
+def test_a_paper_session_started_from_the_form_opens_its_live_view(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "backtest")
+    p.select_option("#strategy", "SmaCross")
+    p.fill("#param-fast", "2")
+    p.fill("#param-slow", "3")
+    p.select_option("#timeframe", "1s")
+    p.fill("#cash", "2500")
+    p.click("#start-paper")
+    expect(p.locator("#session-status")).to_have_text("running", timeout=30_000)
+    run_id = p.url.rsplit("/", 1)[1]
+    try:
+        run = api.get(f"/api/v1/runs/{run_id}").json()
+        assert (run["mode"], run["timeframe"], run["config"]["strategy_params"]) == (
+            "paper",
+            "1s",
+            {"fast": 2, "slow": 3},
+        )
+        expect(p.locator('[data-field="balances"] .value')).to_contain_text("USDT")
+        assert api.get(f"/api/v1/runs/{run_id}/status").json()["balances"]["USDT"] <= 2500
+    finally:
+        api.post(f"/api/v1/runs/{run_id}/stop", json={})
+    page.assert_clean()
+    page.close()
+
+
+def test_a_position_is_closed_from_the_live_view(server: LiveServer, api: httpx.Client, browser_context: Any) -> None:
+    r = api.post(
+        "/api/v1/runs",
+        json={
+            "mode": "paper",
+            "strategy_name": "BuyAndHold",
+            "symbols": ["BTC/USDT"],
+            "timeframe": "1s",
+            "exchange": "synthetic",
+        },
+    )
+    session = r.json()["run_id"]
+    page = WatchedPage(browser_context)
+    try:
+        p = page.open(server.base_url, f"sessions/{session}")
+        close = p.locator('#positions button:text("Close")')
+        expect(close).to_have_count(1, timeout=30_000)  # BuyAndHold buys on its first candle
+        p.click('#positions button:text("Close")')
+        p.click("dialog.confirm button.danger")
+        expect(p.locator("#session-message")).to_have_text("BTC/USDT position closed")
+        expect(p.locator("#fills tbody")).to_contain_text("sell", timeout=30_000)  # the closing fill, from the stream
+        sells = [t for t in api.get(f"/api/v1/runs/{session}/results").json()["trades"] if t["side"] == "sell"]
+        assert sells and sells[0]["reason"]
+    finally:
+        api.post(f"/api/v1/runs/{session}/stop", json={})
+    page.assert_clean()
+    page.close()
+
+
+def test_stored_credentials_are_added_rotated_and_deleted_without_their_secrets_on_the_page(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "account")
+    expect(p.locator("#whoami")).to_contain_text("Authentication is off")
+    p.fill("#cred-name", "main")
+    p.select_option("#cred-exchange", "binance")
+    p.fill("#cred-apiKey", "KEY-visible-nowhere-1")
+    p.fill("#cred-secret", "SECRET-visible-nowhere-1")
+    p.click("#cred-form button[type=submit]")
+    expect(p.locator('#credentials tr[data-name="main"]')).to_contain_text("binance")
+    assert api.get("/api/v1/credentials").json()["credentials"][0]["name"] == "main"
+    p.fill("#cred-apiKey", "KEY-visible-nowhere-2")
+    p.fill("#cred-secret", "SECRET-visible-nowhere-2")
+    p.click('#credentials tr[data-name="main"] button:text("Rotate")')
+    p.click("dialog.confirm button.danger")
+    expect(p.locator("#account-message")).to_have_text("main rotated")
+    assert api.get("/api/v1/credentials").json()["credentials"][0]["rotated_at"] is not None
+    html = p.content() + "".join(p.eval_on_selector_all("input", "els => els.map((e) => e.value)"))
+    assert "visible-nowhere" not in html  # neither shown nor left in the form
+    p.click('#credentials tr[data-name="main"] button:text("Delete")')
+    p.click("dialog.confirm button.danger")
+    expect(p.locator("#credentials td.empty")).to_have_text("No stored credentials")
+    assert api.get("/api/v1/credentials").json()["credentials"] == []
+    page.assert_clean()
+    page.close()
+
+
+def test_with_auth_on_a_user_signs_in_makes_an_api_key_and_signs_out(browser_context: Any) -> None:
+    # The CLI in its own process (Playwright's sync API holds this thread's event loop), on this test's database.
+    made = subprocess.run(
+        [sys.executable, "-m", "cracktrader", "users", "create", "alice", "--role", "trader"],
+        input=f"{PASSWORD}\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    with LiveServer(auth_mode="on", jwt_secret_key=SECRET) as srv:
+        page = WatchedPage(browser_context)
+        # Not signed in, a page sends the user to the sign-in form (the browser logs the API's 401 as a failed
+        # resource: that one is expected), and back to that page once signed in.
+        p = page.open(srv.base_url, "backtest")
+        p.wait_for_selector("#login-form")
+        p.fill("#username", "alice")
+        p.fill("#password", PASSWORD)
+        p.click("#sign-in")
+        expect(p.locator("#stream-state")).to_have_text("live")  # the stream took the token as its first message
+        expect(p.locator("#status-pill")).to_have_text("idle")
+        p.click('nav a[data-page="account"]')
+        p.click("#sign-out")
+        p.wait_for_selector("#login-form")
+        p.fill("#username", "alice")
+        p.fill("#password", "wrong password")
+        p.click("#sign-in")
+        expect(p.locator("#login-form .message")).to_contain_text("INVALID")
+        p.fill("#password", PASSWORD)
+        p.click("#sign-in")
+        p.wait_for_selector("#username-shown")
+        assert p.text_content("#username-shown") == "alice"
+        p.fill("#key-name", "laptop")
+        p.click("#apikeys button[type=submit]")
+        p.wait_for_selector("#new-key code")
+        key = p.text_content("#new-key code")
+        with httpx.Client(base_url=srv.base_url) as c:
+            assert c.get("/api/v1/auth/me", headers={"X-API-Key": key}).json()["username"] == "alice"
+            p.click('#apikeys button:text("Revoke")')
+            p.click("dialog.confirm button.danger")
+            expect(p.locator('#apikeys tr[data-key="laptop"]')).to_contain_text("revoked")
+            assert c.get("/api/v1/auth/me", headers={"X-API-Key": key}).status_code == 401
+        p.click("#refresh")
+        expect(p.locator("#account-message")).to_have_text("Token refreshed")
+        p.click("#sign-out")
+        p.wait_for_selector("#login-form")
+        unexpected = [e for e in page.errors if "401" not in e]
+        assert not unexpected and not p.evaluate("window.__csp"), (unexpected, p.evaluate("window.__csp"))
+        page.close()
+
+
+def test_the_vendored_candle_library_draws_under_the_csp(server: LiveServer, browser_context: Any) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "backtest")
+    t0 = 1704067200000
+    n = 50
+    doc = {
+        "symbol": "BTC/USDT",
+        "run_range": {"start": "2024-01-01T00:00:00Z", "end": "2024-01-03T02:00:00Z"},
+        "start": "2024-01-01T00:00:00Z",
+        "end": "2024-01-03T02:00:00Z",
+        "bucket_bars": 1,
+        "bars": n,
+        "candles": {
+            "timestamp": [t0 + 3_600_000 * i for i in range(n)],
+            "open": [100 + i for i in range(n)],
+            "high": [102 + i for i in range(n)],
+            "low": [99 + i for i in range(n)],
+            "close": [101 + i for i in range(n)],
+            "volume": [5.0] * n,
+        },
+        "indicators": [{"name": "sma_3", "values": [None, None] + [100.0 + i for i in range(n - 2)]}],
+        "markers": [
+            {
+                "side": "long",
+                "entry_time": "2024-01-01T10:00:00Z",
+                "exit_time": "2024-01-01T20:00:00Z",
+                "pnl": 3.0,
+                "pnl_pct": 2.5,
+                "stop_loss": 95.0,
+                "take_profit": 120.0,
+            }
+        ],
+        "markers_total": 1,
+    }
+    p.evaluate(
+        """async (doc) => {
+            const el = document.createElement('div'); el.id = 'candle-test'; el.style.width = '600px';
+            document.body.append(el);
+            const charts = await import('/ui/charts.js');
+            await charts.candleChart(el, doc, async () => doc);
+        }""",
+        doc,
+    )
+    p.wait_for_selector("#candle-test canvas")
+    assert p.get_attribute("#candle-test", "data-candles") == "50"
+    page.assert_clean()
+    page.close()
+
+
+def test_the_ui_files_are_served_with_a_strict_csp(server: LiveServer, api: httpx.Client) -> None:
+    for path in ("/ui", "/ui/app.js", "/ui/vendor/uplot/uPlot.esm.js", "/ui/metrics-help.json"):
+        r = api.get(path)
+        assert r.status_code == 200, path
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self';" in csp and "unsafe-eval" not in csp
+    assert json.loads(api.get("/ui/metrics-help.json").text)["total_return"]["kind"] == "percent"
+
+
+def test_results_page_draws_candles_with_trades_and_the_api_round_trips_and_breakdowns(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    run_id = backtest(api, start_date="2023-01-01", end_date="2024-03-01")
+    chart = api.get(f"/api/v1/runs/{run_id}/candles", params={"max_points": 2000}).json()
+    trips = api.get(f"/api/v1/runs/{run_id}/roundtrips", params={"limit": 25}).json()
+    by_pnl = api.get(f"/api/v1/runs/{run_id}/roundtrips", params={"limit": 25, "sort": "pnl", "order": "desc"}).json()
+    bd = api.get(f"/api/v1/runs/{run_id}/breakdowns").json()
+    assert chart["bucket_bars"] > 1 and trips["total"] > 25  # a long run: bucketed candles, several pages
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, f"runs/{run_id}")
+    p.wait_for_selector("main[data-data-ready]")
+    assert p.evaluate("performance.getEntriesByName('data-ready').length") == 1
+    assert p.locator("#candle-chart canvas").count() > 0
+    box = p.locator("#candle-chart")
+    assert box.get_attribute("data-candles") == str(len(chart["candles"]["timestamp"]))
+    assert box.get_attribute("data-bucket-bars") == str(chart["bucket_bars"])
+    info = p.text_content("#candle-info")
+    assert f"{chart['markers_total']:,} round trips" in info and "sma_10, sma_30" in info
+    # Buy and hold on the equity chart: the first close scaled to the initial cash.
+    expect(p.locator("#equity-chart .u-legend").first).to_contain_text("Buy & hold")
+    hold = p.evaluate(
+        """async ([candles, cash]) => (await import('/ui/charts.js')).buyAndHold(
+            [candles.timestamp[0] / 1000, candles.timestamp.at(-1) / 1000], candles, cash)""",
+        [chart["candles"], bd["initial_cash"]],
+    )
+    closes = chart["candles"]["close"]
+    assert hold == pytest.approx([bd["initial_cash"], bd["initial_cash"] * closes[-1] / closes[0]])
+    # Round trips: the server's first page, then sorted by pnl on the server.
+    assert p.text_content("#roundtrips .pager-info") == f"1–25 of {trips['total']}"
+    first = p.locator("#roundtrips tbody tr").first.locator("td")
+    assert first.nth(3).text_content() == f"{trips['items'][0]['entry_price']:,.8f}".rstrip("0").rstrip(".")
+    p.click('#roundtrips th[data-key="pnl"]')
+    p.click('#roundtrips th[data-key="pnl"]')
+    expect(p.locator("#roundtrips")).to_have_attribute("data-loaded", "pnl:desc:0")
+    best = p.locator("#roundtrips tbody tr").first.locator("td").nth(7)
+    assert best.text_content() == money(by_pnl["items"][0]["pnl"])
+    p.click("#roundtrips .pager button:last-child")
+    expect(p.locator("#roundtrips .pager-info")).to_have_text(f"26–{min(50, trips['total'])} of {trips['total']}")
+    # Breakdowns: per symbol and monthly, as the API computed them.
+    row = p.locator("#by-symbol tbody tr").first
+    assert row.locator('td[data-key="trades"]').text_content() == str(bd["by_symbol"][0]["trades"])
+    assert row.locator('td[data-key="pnl"]').text_content() == money(bd["by_symbol"][0]["pnl"])
+    months = p.locator("#monthly tbody tr")
+    assert months.count() == len(bd["monthly"])
+    first_month = months.nth(0).locator('td[data-key="return_pct"]')
+    assert first_month.text_content() == f"{bd['monthly'][0]['return_pct']:.2f} %"
+    # Zooming in loads the visible range at full detail from the server.
+    p.evaluate("document.querySelector('#candle-chart').scrollIntoView()")
+    canvas = p.locator("#candle-chart").bounding_box()
+    assert canvas is not None
+    p.mouse.move(canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2)
+    for _ in range(40):  # each reload (debounced) narrows the buckets until they are single bars
+        if box.get_attribute("data-bucket-bars") == "1":
+            break
+        p.mouse.wheel(0, -400)
+        p.wait_for_timeout(250)
+    expect(box).to_have_attribute("data-bucket-bars", "1", timeout=15_000)
+    shoot(page, "results-zoomed", DESKTOP)
+    page.assert_clean()
+    page.close()
+
+
+def test_symbols_are_picked_from_the_markets_search_and_refused_symbols_are_marked_on_the_field(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    markets = api.get("/api/v1/exchanges/synthetic/markets", params={"q": "eth", "limit": 20}).json()
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "backtest")
+    assert p.locator("#symbol-chips .chip").all_text_contents() == ["BTC/USDT×"]
+    p.fill("#symbols", "eth")
+    options = p.locator("#symbol-options .option")
+    expect(options).to_have_count(len(markets["items"]))
+    assert options.all_text_contents() == [m["symbol"] for m in markets["items"]]
+    expect(p.locator("#symbol-hint")).to_contain_text(f"{markets['total']} markets match")
+    p.click('#symbol-options .option[data-symbol="ETH/USDT"]')
+    p.click('#symbol-chips .chip[data-symbol="BTC/USDT"] .chip-x')
+    # Free text on synthetic (any_symbol): a well-formed BASE/QUOTE is taken, anything else is refused.
+    p.fill("#symbols", "xyz/usdt")
+    p.press("#symbols", "Enter")
+    assert p.locator("#symbol-chips .chip").evaluate_all("els => els.map(e => e.dataset.symbol)") == [
+        "ETH/USDT",
+        "XYZ/USDT",
+    ]
+    shoot(page, "backtest-symbols", DESKTOP)
+    # Left typed without Enter, a malformed symbol goes to the server: its typed error lands next to the field.
+    p.fill("#symbols", "BTCUSDT")
+    p.click("#start-run")
+    expect(p.locator("#message")).to_contain_text("INVALID_SYMBOL")
+    error = p.locator("#symbols").locator("xpath=ancestor::div[@class='field']//span[@class='field-error']")
+    expect(error).to_contain_text("BTCUSDT")
+    page.assert_clean(400)
+    page.close()
+
+
+def test_a_strategy_s_parameters_are_listed_and_its_check_shows_the_api_s_result(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    body = {
+        "symbols": ["BTC/USDT"],
+        "timeframe": "1h",
+        "exchange": "synthetic",
+        "start_date": "2024-01-01",
+        "end_date": "2024-03-01",
+    }
+    expected = api.post("/api/v1/strategies/SmaCross/check", json=body).json()
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "strategies")
+    p.click('#strategy-list tr[data-strategy="SmaCross"] a')
+    expect(p.locator("#strategy-detail h2")).to_have_text("SmaCross")
+    assert p.text_content('#strategy-params tr[data-param="fast"] td[data-key="value"]') == "10"
+    p.click("#run-check")
+    expect(p.locator("#check-passed")).to_have_text("passed" if expected["passed"] else "failed", timeout=120_000)
+    for check in expected["checks"]:
+        row = p.locator(f'#check-result tr[data-check="{check["name"]}"]')
+        assert row.locator('td[data-key="compared"]').text_content() == str(check["compared"])
+        assert row.locator('td[data-key="differing"]').text_content() == str(check["differing"])
+    assert f"{expected['entries']} entries, {expected['exits']} exits" in p.text_content("#check-result")
+    shoot(page, "strategies", DESKTOP)
+    # A timeframe the API does not know: its typed error lands next to that field.
+    p.fill("#check-timeframe", "7x")
+    p.click("#run-check")
+    expect(p.locator("#check-message")).to_contain_text("INVALID_TIMEFRAME")
+    expect(p.locator("#check-timeframe")).to_have_class("invalid")
+    page.assert_clean(400, 422)
+    page.close()
+
+
+def test_the_data_page_lists_stored_sets_and_downloads_with_progress_and_cancel(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "data")
+    expect(p.locator("#candle-sets td.empty")).to_have_text("No stored candles yet")
+    p.fill("#dl-symbol", "SOL/USDT")
+    p.select_option("#dl-timeframe", "1d")
+    p.fill("#dl-start", "2024-01-01")
+    p.fill("#dl-end", "2024-02-01")
+    p.click("#dl-start-button")
+    expect(p.locator("#dl-job-status")).to_have_text("completed", timeout=60_000)
+    assert p.get_attribute("#dl-progress", "value") == "1"
+    sets = api.get("/api/v1/data/sets").json()["items"]
+    row = p.locator("#candle-sets tbody tr").first
+    expect(row).to_contain_text("SOL/USDT")
+    assert row.locator("td").nth(5).text_content() == f"{sets[0]['count']:,}"
+    assert row.locator("td").nth(7).text_content() == str(sets[0]["gaps"])
+    # A long download is canceled from the form.
+    p.select_option("#dl-timeframe", "1m")
+    p.fill("#dl-start", "2015-01-01")
+    p.fill("#dl-end", "2024-01-01")
+    p.click("#dl-start-button")
+    expect(p.locator("#dl-cancel")).to_be_enabled()
+    p.click("#dl-cancel")
+    expect(p.locator("#dl-job-status")).to_have_text("canceled", timeout=60_000)
+    shoot(page, "data", DESKTOP)
+    # Over the bar cap: the API's typed error is shown next to the start of the range.
+    p.fill("#dl-start", "2000-01-01")
+    p.click("#dl-start-button")
+    expect(p.locator("#dl-message")).to_contain_text("DOWNLOAD_TOO_LARGE")
+    expect(p.locator("#dl-start")).to_have_class("invalid")
+    expect(p.locator("#dl-form .field-error").nth(3)).to_contain_text("5,000,000")
+    page.assert_clean(422)
+    page.close()
+
+
+def test_the_logs_page_shows_the_server_lines_by_level_and_run(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    r = api.post(
+        "/api/v1/runs",
+        json={
+            "strategy_name": "SmaCross",
+            "symbols": ["BTC/USDT"],
+            "exchange": "synthetic",
+            "end_date": "2020-01-01",
+            "start_date": "2019-12-01",
+            "strategy_params": {"fast": 50, "slow": 10},
+        },
+    )
+    run_id = r.json()["run_id"] if r.status_code == 201 else None
+    if run_id:
+        wait_run(api, run_id)
+    doc = api.get("/api/v1/logs", params={"level": "WARNING", "limit": 500}).json()
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "logs")
+    p.select_option("#log-level", "WARNING")
+    expect(p.locator("#log-info")).to_have_text(
+        f"{len(doc['items'])} of {doc['total']} lines (the server keeps the last {doc['capacity']})"
+    )
+    if doc["items"]:
+        assert (
+            p.locator("#log-lines tbody tr").first.locator("td.log-msg").text_content() == doc["items"][-1]["message"]
+        )
+    p.fill("#log-run", "no-such-run")
+    p.click("#log-refresh")
+    expect(p.locator("#log-lines td.empty")).to_have_text("No lines")
+    page.assert_clean()
+    page.close()
+
+
+def test_with_auth_on_the_logs_page_shows_the_api_s_403_to_a_trader(browser_context: Any) -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "cracktrader", "users", "create", "bob", "--role", "trader"],
+        input=f"{PASSWORD}\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    with LiveServer(auth_mode="on", jwt_secret_key=SECRET) as srv:
+        page = WatchedPage(browser_context)
+        p = page.open(srv.base_url, "logs")
+        p.wait_for_selector("#login-form")
+        p.fill("#username", "bob")
+        p.fill("#password", PASSWORD)
+        p.click("#sign-in")
+        expect(p.locator("#log-message")).to_contain_text("FORBIDDEN")
+        page.assert_clean(401, 403)
+        page.close()
