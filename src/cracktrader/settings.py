@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     max_queued_backtests: int = Field(100, ge=0, le=100_000)
     # How much lower than the server's the workers' OS priority is (os.nice), so the API stays responsive.
     backtest_niceness: int = Field(10, ge=0, le=19)
+    # Combinations a sweep on the server may have (CRACKTRADER_MAX_SWEEP_COMBINATIONS); more answer 422.
+    max_sweep_combinations: int = Field(10_000, ge=1, le=1_000_000)
     # Bars per symbol a synchronous `check` (CLI or POST /strategies/{name}/check) covers.
     max_check_bars: int = Field(200_000, ge=1)
     # Run history retention: 0 keeps everything. Live-trading records are never deleted.

@@ -233,6 +233,16 @@ def run_plan(
     return rows, done, cancelled
 
 
+def check_metrics(metrics: Sequence[str], sort: str) -> None:
+    """Refuse metric names the engine does not compute (the kept ones and the sort)."""
+    unknown = [m for m in (*metrics, sort) if m not in METRIC_KEYS]
+    if unknown:
+        raise UserInputError(
+            f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(METRIC_KEYS)}",
+            details={"unknown": unknown, "available": list(METRIC_KEYS)},
+        )
+
+
 def sweep(
     strategy: str | type[Strategy],
     grid: Mapping[str, Any],
@@ -264,12 +274,7 @@ def sweep(
     settings = settings or get_settings()
     if executor not in (None, "local"):
         raise SweepExecutorError(f"executor {executor!r} is not supported yet; use None (in process)")
-    unknown = [m for m in (*metrics, sort) if m not in METRIC_KEYS]
-    if unknown:
-        raise UserInputError(
-            f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(METRIC_KEYS)}",
-            details={"unknown": unknown, "available": list(METRIC_KEYS)},
-        )
+    check_metrics(metrics, sort)
     if top_k is not None and top_k < 1:
         raise UserInputError("top_k must be at least 1")
     cls = strategy if isinstance(strategy, type) else load_registry(settings).get(strategy)

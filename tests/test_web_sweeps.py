@@ -1,0 +1,242 @@
+"""Sweeps over HTTP on a real uvicorn: progress, paged and sorted rows, cancel, the size limit, owners, a row run
+as a backtest, a sweep beside a running backtest, and rows that survive a restart (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from auth_support import auth_client, bearer
+from cracktrader.settings import Settings, get_settings
+from web_support import SLOW_RUN, LiveServer, released_run
+
+pytestmark = pytest.mark.anyio
+
+WEEKS = {
+    "symbols": ["BTC/USDT"],
+    "timeframe": "1h",
+    "start_date": "2024-01-01T00:00:00Z",
+    "end_date": "2024-03-01T00:00:00Z",
+    "exchange": "synthetic",
+}
+# 3 x 2 combinations, of which (30, 20) and (30, 30) are rejected by the schema (fast must be below slow).
+SMA_SWEEP: dict[str, Any] = {
+    **WEEKS,
+    "strategy_name": "SmaCross",
+    "grid": {"fast": [5, 10, 30], "slow": {"start": 20, "end": 30, "step": 10}},
+    "commission": 0.001,
+}
+# 40 combinations of at least 168 bars x 2 ms each: a sweep a test can cancel deep inside.
+SLOW_SWEEP: dict[str, Any] = {
+    **WEEKS,
+    "end_date": "2024-01-08T00:00:00Z",
+    "strategy_name": "SlowStrategy",
+    "strategy_params": {"bar_ms": 2},
+    "grid": {"trade_every": "0:39:1"},
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def settings(**overrides: Any) -> Settings:
+    return get_settings().model_copy(update={"max_concurrent_backtests": 2, **overrides})
+
+
+@contextmanager
+def served(s: Settings) -> Iterator[httpx.Client]:
+    """A client of a real uvicorn serving the app with settings `s`."""
+    with LiveServer(s) as server, httpx.Client(base_url=server.base_url, timeout=60) as c:
+        yield c
+
+
+def wait_sweep(c: httpx.Client, sweep_id: str, statuses: set[str], **kw: Any) -> dict[str, Any]:
+    """Poll the sweep until it reaches one of `statuses` (the timeout is a safety net)."""
+    deadline = time.monotonic() + 180
+    while True:
+        doc: dict[str, Any] = c.get(f"/api/v1/sweeps/{sweep_id}", **kw).json()
+        if doc["status"] in statuses:
+            return doc
+        assert time.monotonic() < deadline, doc
+        time.sleep(0.02)
+
+
+def wait_run(c: httpx.Client, statuses: set[str]) -> dict[str, Any]:
+    deadline = time.monotonic() + 180
+    while True:
+        status: dict[str, Any] = c.get("/api/v1/status").json()
+        if status["status"] in statuses:
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.02)
+
+
+def run_sweep(c: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    r = c.post("/api/v1/sweeps", json=body)
+    assert r.status_code == 202, r.text
+    return wait_sweep(c, r.json()["sweep_id"], {"completed", "failed", "cancelled"})
+
+
+def test_a_sweep_completes_with_progress_skipped_combinations_and_rows_paged_by_any_sort() -> None:
+    with served(settings()) as c:
+        accepted = c.post("/api/v1/sweeps", json=SMA_SWEEP)
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["status"] == "queued"
+        doc = wait_sweep(c, accepted.json()["sweep_id"], {"completed", "failed", "cancelled"})
+        sweep_id = doc["sweep_id"]
+        best = c.get(f"/api/v1/sweeps/{sweep_id}/results").json()
+        page = c.get(f"/api/v1/sweeps/{sweep_id}/results", params={"limit": 2, "offset": 1}).json()
+        by_drawdown = c.get(f"/api/v1/sweeps/{sweep_id}/results", params={"sort": "max_drawdown"}).json()
+        bad_sort = c.get(f"/api/v1/sweeps/{sweep_id}/results", params={"sort": "nope"})
+        listed = c.get("/api/v1/sweeps").json()
+
+    assert doc["status"] == "completed", doc
+    assert doc["combinations"] == 6 and doc["skipped_count"] == 2 and doc["evaluated"] == 4 and doc["rows"] == 4
+    assert doc["progress"] == {"done": 4, "total": 4, "fraction": 1.0, "eta_seconds": None}
+    assert sorted((s["params"]["fast"], s["params"]["slow"]) for s in doc["skipped"]) == [(30, 20), (30, 30)]
+    assert all(s["reason"] for s in doc["skipped"])
+    assert best["total"] == 4 and [r["rank"] for r in best["items"]] == [1, 2, 3, 4]
+    sharpe = [r["metrics"]["sharpe_ratio"] for r in best["items"]]
+    assert sharpe == sorted(sharpe, reverse=True)
+    assert {(r["params"]["fast"], r["params"]["slow"]) for r in best["items"]} == {(5, 20), (5, 30), (10, 20), (10, 30)}
+    assert page["items"] == best["items"][1:3] and page["limit"] == 2 and page["offset"] == 1
+    drawdowns = [r["metrics"]["max_drawdown"] for r in by_drawdown["items"]]
+    assert drawdowns == sorted(drawdowns) and by_drawdown["sort"] == "max_drawdown"
+    assert [r["rank"] for r in by_drawdown["items"]] == [1, 2, 3, 4]
+    assert bad_sort.status_code == 422 and bad_sort.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert [s["sweep_id"] for s in listed["items"]] == [sweep_id] and listed["total"] == 1
+
+
+def test_a_grid_over_the_limit_answers_422_with_the_limit_and_a_request_names_no_scheduler() -> None:
+    with served(settings(max_sweep_combinations=10)) as c:
+        big = c.post("/api/v1/sweeps", json={**SMA_SWEEP, "grid": {"fast": "1:4", "slow": "20:23"}})
+        scheduler = c.post("/api/v1/sweeps", json={**SMA_SWEEP, "scheduler": "tcp://10.0.0.1:8786"})
+        executor = c.post("/api/v1/sweeps", json={**SMA_SWEEP, "executor": "dask"})
+        unknown_param = c.post("/api/v1/sweeps", json={**SMA_SWEEP, "grid": {"fsat": [5]}})
+        bad_range = c.post("/api/v1/sweeps", json={**SMA_SWEEP, "grid": {"fast": "9:1:1"}})
+        missing = c.get(f"/api/v1/sweeps/{'0' * 32}")
+        listed = c.get("/api/v1/sweeps").json()
+
+    assert big.status_code == 422
+    assert big.json()["error"]["code"] == "SWEEP_TOO_LARGE"
+    assert big.json()["error"]["details"] == {"combinations": 16, "max_combinations": 10}
+    for r in (scheduler, executor):
+        assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR", r.text
+    assert unknown_param.status_code == 422 and unknown_param.json()["error"]["code"] == "INVALID_GRID"
+    assert bad_range.status_code == 422 and bad_range.json()["error"]["code"] == "INVALID_GRID"
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"
+    assert listed["total"] == 0
+
+
+def test_cancelling_a_running_sweep_keeps_the_rows_evaluated_so_far() -> None:
+    with served(settings()) as c:
+        sweep_id = c.post("/api/v1/sweeps", json=SLOW_SWEEP).json()["sweep_id"]
+        deadline = time.monotonic() + 180
+        while c.get(f"/api/v1/sweeps/{sweep_id}").json()["progress"]["done"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        cancelled = c.delete(f"/api/v1/sweeps/{sweep_id}")
+        doc = wait_sweep(c, sweep_id, {"completed", "failed", "cancelled"})
+        rows = c.get(f"/api/v1/sweeps/{sweep_id}/results", params={"limit": 100}).json()
+        again = c.delete(f"/api/v1/sweeps/{sweep_id}")
+
+    assert cancelled.status_code == 200 and cancelled.json()["status"] in ("running", "cancelled")
+    assert doc["status"] == "cancelled"
+    assert 0 < doc["evaluated"] < 40 and doc["rows"] == doc["evaluated"]
+    assert rows["total"] == doc["rows"] and len(rows["items"]) == doc["rows"]
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+
+
+def test_a_backtest_from_a_sweeps_row_has_the_rows_metrics() -> None:
+    with served(settings()) as c:
+        doc = run_sweep(c, SMA_SWEEP)
+        rows = c.get(f"/api/v1/sweeps/{doc['sweep_id']}/results").json()["items"]
+        started = c.post(f"/api/v1/sweeps/{doc['sweep_id']}/rows/2/backtest")
+        status = wait_run(c, {"completed", "failed", "stopped"})
+        results = c.get("/api/v1/results").json()
+        no_row = c.post(f"/api/v1/sweeps/{doc['sweep_id']}/rows/99/backtest")
+
+    assert started.status_code == 200, started.text
+    assert status["status"] == "completed" and status["run_id"] == started.json()["run_id"]
+    assert results["config"]["strategy_params"]["fast"] == rows[1]["params"]["fast"]
+    assert results["config"]["strategy_params"]["slow"] == rows[1]["params"]["slow"]
+    assert results["config"]["commission"] == 0.001
+    metrics = results["performance_metrics"]
+    for name, value in rows[1]["metrics"].items():
+        assert metrics[name] == value, name
+    assert no_row.status_code == 404 and no_row.json()["error"]["details"]["rows"] == 4
+
+
+def test_a_sweep_runs_beside_a_running_backtest_and_both_complete(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    with served(settings()) as c:
+        run = c.post("/api/v1/run/backtest", json=released_run(SLOW_RUN, release))
+        assert run.status_code == 200, run.text
+        wait_run(c, {"running"})
+        doc = run_sweep(c, SMA_SWEEP)
+        during = c.get("/api/v1/status").json()
+        release.touch()
+        status = wait_run(c, {"completed", "failed", "stopped"})
+
+    assert doc["status"] == "completed" and doc["rows"] == 4
+    assert during["status"] == "running" and during["run_id"] == run.json()["run_id"]
+    assert status["status"] == "completed"
+
+
+def test_a_sweep_counts_against_the_backtests_queue_limit() -> None:
+    with served(settings(max_concurrent_backtests=1, max_queued_backtests=0)) as c:
+        sweep_id = c.post("/api/v1/sweeps", json=SLOW_SWEEP).json()["sweep_id"]
+        backtest = c.post("/api/v1/run/backtest", json=SLOW_RUN)
+        second = c.post("/api/v1/sweeps", json=SMA_SWEEP)
+        c.delete(f"/api/v1/sweeps/{sweep_id}")
+
+    assert backtest.status_code == 409 and backtest.json()["error"]["code"] == "QUEUE_FULL"
+    assert second.status_code == 409 and second.json()["error"]["code"] == "QUEUE_FULL"
+
+
+async def test_another_users_sweep_is_not_found_with_auth_on() -> None:
+    async with auth_client(settings()) as c:
+        alice = await bearer(c, "alice")
+        bob = await bearer(c, "bob")
+        admin = await bearer(c, "root", role="admin")
+        accepted = await c.post("/api/v1/sweeps", json=SMA_SWEEP, headers=alice)
+        assert accepted.status_code == 202, accepted.text
+        sweep_id = accepted.json()["sweep_id"]
+        theirs = [
+            await c.get(f"/api/v1/sweeps/{sweep_id}", headers=bob),
+            await c.get(f"/api/v1/sweeps/{sweep_id}/results", headers=bob),
+            await c.delete(f"/api/v1/sweeps/{sweep_id}", headers=bob),
+            await c.post(f"/api/v1/sweeps/{sweep_id}/rows/1/backtest", headers=bob),
+        ]
+        bobs_list = (await c.get("/api/v1/sweeps", headers=bob)).json()
+        alices_list = (await c.get("/api/v1/sweeps", headers=alice)).json()
+        admin_sees = await c.get(f"/api/v1/sweeps/{sweep_id}", headers=admin)
+        anonymous = await c.get("/api/v1/sweeps")
+
+    assert [r.status_code for r in theirs] == [404, 404, 404, 404]
+    assert bobs_list["total"] == 0 and alices_list["total"] == 1
+    assert admin_sees.status_code == 200
+    assert anonymous.status_code == 401
+
+
+@pytest.mark.parametrize("db_settings", ["sqlite", "postgresql"], indirect=True)
+def test_a_sweeps_rows_survive_a_restart(db_settings: Settings) -> None:
+    with served(settings(database_url=db_settings.database_url)) as c:
+        doc = run_sweep(c, SMA_SWEEP)
+        before = c.get(f"/api/v1/sweeps/{doc['sweep_id']}/results").json()
+    with served(settings(database_url=db_settings.database_url)) as c:
+        after_doc = c.get(f"/api/v1/sweeps/{doc['sweep_id']}").json()
+        after = c.get(f"/api/v1/sweeps/{doc['sweep_id']}/results").json()
+        listed = c.get("/api/v1/sweeps").json()
+
+    assert doc["status"] == "completed" and after_doc == doc
+    assert after == before and after["total"] == 4
+    assert [s["sweep_id"] for s in listed["items"]] == [doc["sweep_id"]]
