@@ -25,7 +25,8 @@ from cracktrader.settings import Settings, get_settings, normalize_database_url
 from db_support import BACKENDS, DatabaseTarget, database_target, postgres_schema, table_names
 
 REPO = Path(__file__).resolve().parent.parent
-OUR_TABLES = {
+SWEEP_TABLES = {"sweeps", "sweep_rows"}  # 0013
+OUR_TABLES = SWEEP_TABLES | {
     "runs",
     "run_symbols",
     "run_results",
@@ -101,7 +102,7 @@ def test_downgrading_to_0007_drops_only_the_live_tables(target: DatabaseTarget) 
     downgrade(target.url, "0007", connect_args=target.connect_args)
     assert current(target.url, connect_args=target.connect_args) == "0007"
     later = {"live_orders", "live_fills", "exchange_credentials", "alerts"}
-    assert tables(target) == OUR_TABLES - later | {"alembic_version"}
+    assert tables(target) == OUR_TABLES - SWEEP_TABLES - later | {"alembic_version"}
 
     upgrade(target.url, connect_args=target.connect_args)
     assert tables(target) == OUR_TABLES | {"alembic_version"}
@@ -112,7 +113,7 @@ def test_downgrading_to_0009_drops_the_stored_credentials_and_the_alerts(target:
     upgrade(target.url, connect_args=target.connect_args)
 
     downgrade(target.url, "0009", connect_args=target.connect_args)
-    assert tables(target) == OUR_TABLES - {"exchange_credentials", "alerts"} | {"alembic_version"}
+    assert tables(target) == OUR_TABLES - SWEEP_TABLES - {"exchange_credentials", "alerts"} | {"alembic_version"}
 
     upgrade(target.url, connect_args=target.connect_args)
     assert tables(target) == OUR_TABLES | {"alembic_version"}
@@ -124,7 +125,18 @@ def test_downgrading_to_0010_drops_only_the_alerts(target: DatabaseTarget) -> No
 
     downgrade(target.url, "0010", connect_args=target.connect_args)
     assert current(target.url, connect_args=target.connect_args) == "0010"
-    assert tables(target) == OUR_TABLES - {"alerts"} | {"alembic_version"}
+    assert tables(target) == OUR_TABLES - SWEEP_TABLES - {"alerts"} | {"alembic_version"}
+
+    upgrade(target.url, connect_args=target.connect_args)
+    assert schema_diff(target) == []
+
+
+def test_downgrading_to_0011_drops_only_the_sweeps(target: DatabaseTarget) -> None:
+    upgrade(target.url, connect_args=target.connect_args)
+
+    downgrade(target.url, "0011", connect_args=target.connect_args)
+    assert current(target.url, connect_args=target.connect_args) == "0011"
+    assert tables(target) == OUR_TABLES - SWEEP_TABLES | {"alembic_version"}
 
     upgrade(target.url, connect_args=target.connect_args)
     assert schema_diff(target) == []

@@ -58,6 +58,12 @@ OPERATIONS: dict[str, str] = {
     "GET /api/v1/metrics": "get_metrics",
     "GET /metrics": "get_metrics",  # the same exposition outside /api/v1, for Prometheus
     "GET /api/v1/alerts": "alerts",
+    "POST /api/v1/sweeps": "start_sweep",
+    "GET /api/v1/sweeps": "list_sweeps",
+    "GET /api/v1/sweeps/{sweep_id}": "get_sweep",
+    "GET /api/v1/sweeps/{sweep_id}/results": "sweep_results",
+    "DELETE /api/v1/sweeps/{sweep_id}": "cancel_sweep",
+    "POST /api/v1/sweeps/{sweep_id}/rows/{rank}/backtest": "backtest_sweep_row",
 }
 
 # The WebSocket streams (not in the OpenAPI document) and their methods.
