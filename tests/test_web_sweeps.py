@@ -240,3 +240,34 @@ def test_a_sweeps_rows_survive_a_restart(db_settings: Settings) -> None:
     assert doc["status"] == "completed" and after_doc == doc
     assert after == before and after["total"] == 4
     assert [s["sweep_id"] for s in listed["items"]] == [doc["sweep_id"]]
+
+
+def test_the_cli_backtests_a_sweeps_row_on_the_server_and_from_the_local_database() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from cracktrader.cli import app
+
+    runner = CliRunner()
+    with LiveServer(settings()) as server, httpx.Client(base_url=server.base_url, timeout=60) as c:
+        doc = run_sweep(c, SMA_SWEEP)
+        best = c.get(f"/api/v1/sweeps/{doc['sweep_id']}/results").json()["items"][0]
+        remote = runner.invoke(
+            app, ["backtest", "--from-sweep", doc["sweep_id"], "--server", server.base_url, "--json"]
+        )
+        missing = runner.invoke(
+            app, ["backtest", "--from-sweep", doc["sweep_id"], "--rank", "9", "--server", server.base_url]
+        )
+    local = runner.invoke(app, ["backtest", "--from-sweep", doc["sweep_id"], "--rank", "1", "--json"])
+    unknown = runner.invoke(app, ["backtest", "--from-sweep", "f" * 32])
+    neither = runner.invoke(app, ["backtest"])
+
+    assert remote.exit_code == 0, remote.output
+    for result in (remote, local):
+        assert result.exit_code == 0, result.output
+        metrics = json.loads(result.stdout.strip().splitlines()[-1])["performance_metrics"]
+        assert {k: metrics[k] for k in best["metrics"]} == best["metrics"]
+    assert missing.exit_code == 1 and "no row of rank 9" in missing.output
+    assert unknown.exit_code != 0 and "No sweep with id" in unknown.output
+    assert neither.exit_code == 2 and "--from-sweep" in neither.output

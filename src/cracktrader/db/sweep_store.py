@@ -127,6 +127,13 @@ class SweepStore:
             rows = (await conn.execute(query)).mappings().all()
         return [_row(dict(r)) for r in rows]
 
+    async def row(self, sweep_id: str, rank: int) -> SweepRowOut | None:
+        """The row of `rank` by the sweep's sort, or None."""
+        query = select(_ROWS).where(_ROWS.c.sweep_id == sweep_id, _ROWS.c.rank == rank)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return None if row is None else _row(dict(row))
+
     async def all_rows(self, sweep_id: str) -> list[SweepRowOut]:
         """Every row of a sweep (bounded by the server's combination limit), by rank."""
         return await self.ranked(sweep_id, limit=2**31 - 1, offset=0)

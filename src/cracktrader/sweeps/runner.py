@@ -108,6 +108,23 @@ def ranked(rows: list[SweepRow], sort: str, offset: int = 0) -> list[SweepRowOut
     ]
 
 
+async def stored_row(
+    store: SweepStore, sweep_id: str, rank: int, *, owner: int | None = None
+) -> tuple[SweepRequest, SweepRowOut]:
+    """A stored sweep's request and its row of `rank` (404 for another user's, or when there is no such row)."""
+    stored = await store.get(sweep_id)
+    if stored is None or (owner is not None and stored[1] != owner):
+        raise _not_found(sweep_id)
+    doc = stored[0]
+    row = await store.row(sweep_id, rank)
+    if row is None:
+        raise RowNotFoundError(
+            f"Sweep {sweep_id} has no row of rank {rank} (it has {doc.rows}; status {doc.status})",
+            details={"sweep_id": sweep_id, "rank": rank, "rows": doc.rows, "status": doc.status},
+        )
+    return SweepRequest.model_validate(doc.request), row
+
+
 @dataclass(slots=True)
 class LiveSweep:
     """A sweep this server accepted: its request, owner and document as it progresses."""
@@ -242,14 +259,10 @@ class SweepRegistry:
 
     async def row(self, sweep_id: str, rank: int, *, owner: int | None) -> tuple[SweepRequest, SweepRowOut]:
         """The request of a sweep and its row of `rank` by the sweep's sort (404 when there is none)."""
-        doc = await self.get(sweep_id, owner=owner)
-        rows = [] if doc.status in ACTIVE_STATUSES else await self.store.ranked(sweep_id, limit=1, offset=rank - 1)
-        if not rows:
-            raise RowNotFoundError(
-                f"Sweep {sweep_id} has no row of rank {rank} (it has {doc.rows}; status {doc.status})",
-                details={"sweep_id": sweep_id, "rank": rank, "rows": doc.rows, "status": doc.status},
-            )
-        return SweepRequest.model_validate(doc.request), rows[0]
+        live = self.sweeps.get(sweep_id)
+        if live is not None:
+            self._check_owner(live, owner)
+        return await stored_row(self.store, sweep_id, rank, owner=owner)
 
     # Execution -----------------------------------------------------------------------------------------
     async def _run(self, live: LiveSweep) -> None:
