@@ -271,3 +271,57 @@ def test_the_cli_backtests_a_sweeps_row_on_the_server_and_from_the_local_databas
     assert missing.exit_code == 1 and "no row of rank 9" in missing.output
     assert unknown.exit_code != 0 and "No sweep with id" in unknown.output
     assert neither.exit_code == 2 and "--from-sweep" in neither.output
+
+
+def test_the_python_sdk_runs_a_sweep_and_streams_its_progress() -> None:
+    from cracktrader.client import CrackTraderAPI, SweepTooLargeError
+
+    with LiveServer(settings(max_sweep_combinations=10)) as server, CrackTraderAPI(server.base_url) as api:
+        with api.stream_status() as stream:
+            assert stream.recv(timeout=30).type == "snapshot"
+            started = api.start_sweep(SMA_SWEEP, top_k=3, sort="total_return")
+            events = []
+            while not events or events[-1].payload["status"] == "queued" or events[-1].payload["status"] == "running":
+                event = stream.recv(timeout=120)
+                if event.type == "sweep_progress":
+                    events.append(event)
+        done = api.wait_for_sweep(started.sweep_id, timeout=120)
+        rows = api.sweep_results(started.sweep_id)
+        listed = api.list_sweeps()
+        with pytest.raises(SweepTooLargeError) as too_large:
+            api.start_sweep(SMA_SWEEP, grid={"fast": "1:4", "slow": "20:23"})
+
+    assert started.status == "queued" and done.status == "completed" and done.top_k == 3
+    assert [r.rank for r in rows.items] == [1, 2, 3] and rows.sort == "total_return" and done.rows == 3
+    returns = [r.metrics["total_return"] for r in rows.items]
+    assert returns == sorted(returns, reverse=True)
+    assert events[-1].payload == {
+        "sweep_id": started.sweep_id,
+        "status": "completed",
+        "done": 4,
+        "total": 4,
+        "fraction": 1.0,
+        "eta_seconds": None,
+        "rows": 3,
+    }
+    assert listed.total == 1 and listed.items[0].sweep_id == started.sweep_id
+    assert too_large.value.details == {"combinations": 16, "max_combinations": 10}
+
+
+async def test_the_async_sdk_cancels_a_sweep_and_backtests_its_best_row() -> None:
+    from cracktrader.client import AsyncCrackTraderAPI
+
+    with LiveServer(settings()) as server:
+        async with AsyncCrackTraderAPI(server.base_url) as api:
+            slow = await api.start_sweep(SLOW_SWEEP)
+            cancelled = await api.cancel_sweep(slow.sweep_id)
+            ended = await api.wait_for_sweep(slow.sweep_id, timeout=120)
+            sma = await api.wait_for_sweep((await api.start_sweep(SMA_SWEEP)).sweep_id, timeout=120)
+            best = (await api.sweep_results(sma.sweep_id, limit=1)).items[0]
+            run = await api.backtest_sweep_row(sma.sweep_id, 1)
+            await api.wait_for_completion(run.run_id, timeout=120)
+            results = await api.get_results()
+
+    assert cancelled.status in ("queued", "running", "cancelled") and ended.status == "cancelled"
+    assert ended.rows == ended.evaluated < 40
+    assert {k: results.performance_metrics[k] for k in best.metrics} == best.metrics

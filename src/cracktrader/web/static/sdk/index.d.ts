@@ -559,6 +559,7 @@ export declare class UnknownStrategyError extends ValidationError {}
 export declare class InvalidStrategyParamsError extends ValidationError {}
 export declare class UnknownExchangeError extends ValidationError {}
 export declare class CheckTooLargeError extends ValidationError {}
+export declare class SweepTooLargeError extends ValidationError {}
 export declare class InvalidPaperConfigError extends ValidationError {}
 export declare class AuthenticationError extends CrackTraderError {}
 export declare class PermissionDeniedError extends CrackTraderError {}

@@ -105,6 +105,7 @@ export class UnknownStrategyError extends ValidationError { static defaultCode =
 export class InvalidStrategyParamsError extends ValidationError { static defaultCode = "INVALID_STRATEGY_PARAMS"; }
 export class UnknownExchangeError extends ValidationError { static defaultCode = "UNKNOWN_EXCHANGE"; }
 export class CheckTooLargeError extends ValidationError { static defaultCode = "CHECK_TOO_LARGE"; }
+export class SweepTooLargeError extends ValidationError { static defaultCode = "SWEEP_TOO_LARGE"; }
 export class InvalidPaperConfigError extends ValidationError { static defaultCode = "INVALID_PAPER_CONFIG"; }
 export class AuthenticationError extends CrackTraderError { static defaultCode = "UNAUTHORIZED"; }
 export class PermissionDeniedError extends CrackTraderError { static defaultCode = "FORBIDDEN"; }
@@ -138,7 +139,7 @@ export class NotSupportedError extends CrackTraderError { static defaultCode = "
 const BY_CODE = Object.fromEntries(
   [
     ValidationError, InvalidSymbolError, InvalidTimeframeError, InvalidDateRangeError, UnknownStrategyError,
-    InvalidStrategyParamsError, UnknownExchangeError, CheckTooLargeError, InvalidPaperConfigError,
+    InvalidStrategyParamsError, UnknownExchangeError, CheckTooLargeError, SweepTooLargeError, InvalidPaperConfigError,
     RunAlreadyActiveError, NoActiveRunError, RunNotResettableError, DuplicateNameError, SessionLimitError,
     NotImplementedByServerError, RateLimitError,
   ].map((cls) => [cls.defaultCode, cls]),
