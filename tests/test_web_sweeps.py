@@ -14,7 +14,7 @@ import pytest
 
 from auth_support import auth_client, bearer
 from cracktrader.settings import Settings, get_settings
-from web_support import SLOW_RUN, LiveServer, released_run
+from web_support import SLOW_RUN, TEST_STRATEGY_DIR, LiveServer, ServerProcess, released_run
 
 pytestmark = pytest.mark.anyio
 
@@ -325,3 +325,25 @@ async def test_the_async_sdk_cancels_a_sweep_and_backtests_its_best_row() -> Non
     assert cancelled.status in ("queued", "running", "cancelled") and ended.status == "cancelled"
     assert ended.rows == ended.evaluated < 40
     assert {k: results.performance_metrics[k] for k in best.metrics} == best.metrics
+
+
+@pytest.mark.parametrize("db_settings", ["sqlite", "postgresql"], indirect=True)
+def test_a_sweep_cut_short_by_a_killed_server_is_failed_by_the_next_one(db_settings: Settings, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": db_settings.database_url, "CRACKTRADER_STRATEGY_DIR": str(TEST_STRATEGY_DIR)}
+    first = ServerProcess(env, tmp_path / "first.log").start()
+    try:
+        with httpx.Client(base_url=first.base_url, timeout=60) as c:
+            sweep_id = c.post("/api/v1/sweeps", json=SLOW_SWEEP).json()["sweep_id"]
+            wait_sweep(c, sweep_id, {"running"})
+    finally:
+        first.kill()
+    second = ServerProcess(env, tmp_path / "second.log").start()
+    try:
+        with httpx.Client(base_url=second.base_url, timeout=60) as c:
+            doc = c.get(f"/api/v1/sweeps/{sweep_id}").json()
+            fresh = run_sweep(c, SMA_SWEEP)
+    finally:
+        second.stop()
+
+    assert doc["status"] == "failed" and doc["error_code"] == "INTERRUPTED" and doc["ended_at"] is not None
+    assert fresh["status"] == "completed"

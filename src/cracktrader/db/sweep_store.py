@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, insert, select, update
+from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cracktrader.db.models import SweepRecord, SweepRowRecord
+from cracktrader.db.models import ServerRecord, SweepRecord, SweepRowRecord
 from cracktrader.sweeps.request import SweepDocument, SweepProgress, SweepRowOut
 
 __all__ = ["SweepStore"]
 
 _SWEEPS = cast(Table, SweepRecord.__table__)
 _ROWS = cast(Table, SweepRowRecord.__table__)
+_SERVERS = cast(Table, ServerRecord.__table__)
 # Rows per INSERT statement (PostgreSQL allows 65,535 bind parameters per statement).
 INSERT_BATCH = 2_000
 INTERRUPTED = "The server stopped while this sweep ran; start it again"
@@ -88,12 +89,17 @@ class SweepStore:
                 )
             )
 
-    async def interrupt(self, *, server_id: str, ended_at: datetime) -> int:
-        """Fail the unfinished sweeps of other (gone) servers: their worker died with them."""
+    async def interrupt(self, *, ended_at: datetime) -> int:
+        """Fail the unfinished sweeps of servers that no longer hold a lease: their worker died with them.
+
+        Run after this server took its lease, which removed the servers it found gone (runs.lease).
+        """
+        leased = select(_SERVERS.c.id)
+        gone = or_(_SWEEPS.c.server_id.is_(None), _SWEEPS.c.server_id.not_in(leased))
         async with self.engine.begin() as conn:
             done = await conn.execute(
                 update(_SWEEPS)
-                .where(and_(_SWEEPS.c.ended_at.is_(None), _SWEEPS.c.server_id != server_id))
+                .where(and_(_SWEEPS.c.ended_at.is_(None), gone))
                 .values(status="failed", error=INTERRUPTED, error_code="INTERRUPTED", ended_at=ended_at)
             )
         return int(done.rowcount or 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
 from cracktrader.runs.config import BacktestConfig
 from cracktrader.sweeps.sweep import DEFAULT_METRICS
@@ -62,6 +62,13 @@ class SweepRequest(BacktestConfig):
     )
     sort: str = Field("sharpe_ratio", max_length=64, description="The metric rows are ranked by (rank 1: best)")
     top_k: int | None = Field(None, ge=1, le=1_000_000, strict=True, description="Keep only the k best rows")
+
+    @model_validator(mode="after")
+    def _keep_the_sort(self) -> SweepRequest:
+        # Rows are ranked by `sort`: it is kept even when `metrics` does not name it.
+        if self.sort not in self.metrics:
+            self.metrics = [*self.metrics, self.sort]
+        return self
 
     def sweep_grid(self) -> dict[str, Any]:
         """The grid as `sweeps.grid` reads it (ranges as `start:end:step`)."""

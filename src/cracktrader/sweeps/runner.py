@@ -159,8 +159,8 @@ class SweepRegistry:
         return sum(1 for s in self.sweeps.values() if s.active)
 
     async def start(self) -> int:
-        """Fail the sweeps other servers left unfinished (their workers died with them)."""
-        return await self.store.interrupt(server_id=self.runs.server_id, ended_at=datetime.now(UTC))
+        """Fail the sweeps gone servers left unfinished (after the runs' lease was taken: it knows who is gone)."""
+        return await self.store.interrupt(ended_at=datetime.now(UTC))
 
     async def close(self) -> None:
         """Cancel this server's sweeps and wait (up to 5 s) for them to save what they have."""
@@ -244,7 +244,11 @@ class SweepRegistry:
         """A page of rows best first by `sort` (the sweep's own by default); none until the sweep ended."""
         doc = await self.get(sweep_id, owner=owner)
         by = sort or doc.sort
-        check_metrics([], by)
+        if by not in doc.metrics:
+            raise UserInputError(
+                f"sort {by!r} is not a metric this sweep kept; kept: {', '.join(doc.metrics)}",
+                details={"sort": by, "metrics": doc.metrics},
+            )
         if doc.status in ACTIVE_STATUSES:
             items: list[SweepRowOut] = []
         elif by == doc.sort:
