@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from cracktrader.errors import CracktraderError
 from cracktrader.runs import worker
 from cracktrader.settings import Settings
+from cracktrader.strategies.registry import load_registry
 from cracktrader.sweeps.grid import Skipped
 from cracktrader.sweeps.plans import SweepRow
 from cracktrader.sweeps.request import SweepRequest
@@ -20,8 +21,11 @@ log = logging.getLogger(__name__)
 PROGRESS = "sweep_progress"
 # How often the worker looks at its stop flag: a cancel ends the sweep after the chunk in hand.
 STOP_POLL_S = 0.05
-# Combinations per chunk: small enough that a cancel lands within 2 s, large enough for the compiled kernels.
-CHUNK_SIZE = 16
+# Combinations per chunk of the compiled kernels: milliseconds each, and they share indicator windows in a chunk.
+KERNEL_CHUNK = 16
+# The Python engine (event-driven strategies, exchange rules) takes a whole backtest per combination: one per chunk,
+# so a cancel lands after the combination in hand.
+ENGINE_CHUNK = 1
 PROGRESS_EVERY_S = 0.25
 
 
@@ -70,8 +74,10 @@ def run_sweep_job(job: SweepJob, slot: int) -> SweepOutcome:
     worker.send(worker.STARTED, job.run_id, {})
     req = job.request
     try:
+        cls = load_registry(job.settings).get(req.strategy_class or req.strategy_name)
+        engine = cls.style() != "vectorized" or req.exchange_rules
         result = sweep(
-            req.strategy_class or req.strategy_name,
+            cls,
             req.sweep_grid(),
             req.symbols,
             req.timeframe,
@@ -83,7 +89,7 @@ def run_sweep_job(job: SweepJob, slot: int) -> SweepOutcome:
             params=req.strategy_params,
             sort=req.sort,
             workers=1,
-            chunk_size=CHUNK_SIZE,
+            chunk_size=ENGINE_CHUNK if engine else KERNEL_CHUNK,
             progress=progress,
             cancel=cancel,
             settings=job.settings,
