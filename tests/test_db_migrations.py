@@ -25,7 +25,8 @@ from cracktrader.settings import Settings, get_settings, normalize_database_url
 from db_support import BACKENDS, DatabaseTarget, database_target, postgres_schema, table_names
 
 REPO = Path(__file__).resolve().parent.parent
-OUR_TABLES = {
+SWEEP_TABLES = {"sweeps", "sweep_rows"}  # 0013
+OUR_TABLES = SWEEP_TABLES | {
     "runs",
     "run_symbols",
     "run_results",
@@ -98,10 +99,11 @@ def test_upgrade_downgrade_and_upgrade_again(target: DatabaseTarget) -> None:
 
 # Each revision a downgrade may stop at, and the tables the revisions after it add.
 DOWNGRADES = [
-    ("0007", {"live_orders", "live_fills", "exchange_credentials", "alerts", "idempotency_keys"}),
-    ("0009", {"exchange_credentials", "alerts", "idempotency_keys"}),
-    ("0010", {"alerts", "idempotency_keys"}),
-    ("0011", {"idempotency_keys"}),
+    ("0007", {"live_orders", "live_fills", "exchange_credentials", "alerts", "idempotency_keys", *SWEEP_TABLES}),
+    ("0009", {"exchange_credentials", "alerts", "idempotency_keys", *SWEEP_TABLES}),
+    ("0010", {"alerts", "idempotency_keys", *SWEEP_TABLES}),
+    ("0011", {"idempotency_keys", *SWEEP_TABLES}),
+    ("0012", SWEEP_TABLES),
 ]
 
 

@@ -357,3 +357,42 @@ def test_a_cancel_on_a_local_cluster_keeps_the_completed_chunks() -> None:
     )
     assert part.cancelled and 1 <= part.evaluated < 12 and len(part.rows) == part.evaluated
     assert part.rows == [r for r in reference.rows if r.index in {p.index for p in part.rows}]
+
+
+def test_a_sweep_over_http_runs_on_the_servers_dask_scheduler_with_the_in_process_rows(cluster: Cluster) -> None:
+    import time
+
+    import httpx
+
+    from cracktrader.settings import get_settings
+    from web_support import LiveServer
+
+    body = {
+        "strategy_name": "SmaCross",
+        "symbols": ["BTC/USDT"],
+        "timeframe": "1h",
+        "start_date": "2023-01-01T00:00:00Z",
+        "end_date": "2023-03-01T00:00:00Z",
+        "exchange": "synthetic",
+        "grid": {"fast": [5, 10, 15], "slow": [30, 40]},
+        "top_k": 6,
+    }
+    local = sweep(
+        "SmaCross", body["grid"], "BTC/USDT", "1h", "2023-01-01T00:00:00Z", "2023-03-01T00:00:00Z", "synthetic",
+        top_k=6, cache=False,
+    )  # fmt: skip
+    with Client(cluster.address) as client:
+        before = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.transition_log))
+    settings = get_settings().model_copy(update={"dask_scheduler": cluster.address})
+    with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as c:
+        sweep_id = c.post("/api/v1/sweeps", json=body).json()["sweep_id"]
+        deadline = time.monotonic() + 180
+        while (doc := c.get(f"/api/v1/sweeps/{sweep_id}").json())["status"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.05)
+        rows = c.get(f"/api/v1/sweeps/{sweep_id}/results").json()["items"]
+    with Client(cluster.address) as client:
+        after = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.transition_log))
+    assert doc["status"] == "completed", doc
+    assert [(r["params"], r["metrics"]) for r in rows] == [(r.params, r.metrics) for r in local.rows]
+    assert after > before  # the scheduler ran its tasks

@@ -142,8 +142,12 @@ def validation_message(exc: Any) -> str:
 
 @app.command()
 def backtest(
-    strategy: StrategyOption,
-    symbol: SymbolOption,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", "-s", help="Strategy name (see `cracktrader strategies`)")
+    ] = None,
+    symbol: Annotated[
+        list[str] | None, typer.Option("--symbol", help="Symbol such as BTC/USDT; repeat for several")
+    ] = None,
     timeframe: TimeframeOption = "1h",
     param: ParamOption = None,
     start: StartOption = None,
@@ -165,6 +169,15 @@ def backtest(
     ] = None,
     api_key: ApiKeyOption = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="With --server: wait for the results")] = True,
+    from_sweep: Annotated[
+        str | None,
+        typer.Option(
+            "--from-sweep",
+            help="Run a row of this sweep (its request decides strategy, data and costs): on --server, else from "
+            "the local database",
+        ),
+    ] = None,
+    rank: Annotated[int, typer.Option(min=1, help="With --from-sweep: the row's rank by the sweep's sort")] = 1,
 ) -> None:
     """Run a backtest and print a summary, or the full results document with --json."""
     from pydantic import ValidationError
@@ -172,6 +185,11 @@ def backtest(
     from cracktrader.runs.config import BacktestConfig
     from cracktrader.settings import get_settings
 
+    if from_sweep is not None:
+        _backtest_from_sweep(from_sweep, rank, server, api_key, wait=wait, as_json=as_json, save=save)
+        return
+    if strategy is None or not symbol:
+        fail("--strategy and --symbol are required (or --from-sweep ID)")
     with user_errors():
         try:
             config = BacktestConfig(
@@ -464,6 +482,42 @@ def _print_cpcv(report: Any) -> None:
     console = Console()
     console.print(splits)
     console.print(paths)
+
+
+def _backtest_from_sweep(
+    sweep_id: str, rank: int, server: str | None, api_key: str | None, *, wait: bool, as_json: bool, save: bool
+) -> None:
+    """Backtest a sweep's row of `rank`: the server's sweep on --server, else one in the local database."""
+    if server is not None:
+        config = _sweep_row_on_server(server, api_key, sweep_id, rank)
+        _backtest_on_server(server, api_key, config, wait=wait, as_json=as_json)
+        return
+    try:
+        from cracktrader.sweeps import local
+    except ImportError as exc:
+        fail(f"stored sweeps need the web extra: pip install 'cracktrader[web]' ({exc.name} is missing)", 1)
+    with user_errors():
+        config = local.row_config(sweep_id, rank)
+        results = _run_with_progress(config, quiet=as_json)
+    _print_results(results, as_json=as_json)
+    if save:
+        _save(results, config, as_json=as_json)
+
+
+def _sweep_row_on_server(server: str, api_key: str | None, sweep_id: str, rank: int) -> Any:
+    """The backtest request of a server's sweep row (its rank by the sweep's sort)."""
+    from cracktrader.client import CrackTraderAPI, CrackTraderError
+    from cracktrader.sweeps.request import SweepRequest
+
+    try:
+        with CrackTraderAPI(server, api_key=api_key) as api:
+            sweep = api.get_sweep(sweep_id)
+            page = api.sweep_results(sweep_id, limit=1, offset=rank - 1)
+    except CrackTraderError as exc:
+        fail(str(exc), 1)
+    if not page.items:
+        fail(f"sweep {sweep_id} has no row of rank {rank} (it has {sweep.rows}; status {sweep.status})", 1)
+    return SweepRequest.model_validate(sweep.request).backtest_config(page.items[0].params)
 
 
 def _backtest_on_server(server: str, api_key: str | None, config: Any, *, wait: bool, as_json: bool) -> None:

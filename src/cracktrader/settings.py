@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     strategy_dir: Path | None = None
     # Where a sweep keeps its completed chunks so an interrupted one resumes (default: the user cache dir).
     sweep_cache_dir: Path = Field(default_factory=_default_sweep_cache_dir)
+    # The Dask scheduler the server's sweeps run on (tcp://host:8786); None: in the server's worker process.
+    dask_scheduler: str | None = Field(default=None, pattern=r"^tcp://[^\s/]+:\d+$")
     default_exchange: str = "binance"
     # Per-exchange overrides, e.g. {"binance": {"base_url": "http://127.0.0.1:9000", "options": {...}}}.
     exchange_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -77,6 +79,8 @@ class Settings(BaseSettings):
     max_queued_backtests: int = Field(100, ge=0, le=100_000)
     # How much lower than the server's the workers' OS priority is (os.nice), so the API stays responsive.
     backtest_niceness: int = Field(10, ge=0, le=19)
+    # Combinations a sweep on the server may have (CRACKTRADER_MAX_SWEEP_COMBINATIONS); more answer 422.
+    max_sweep_combinations: int = Field(10_000, ge=1, le=1_000_000)
     # Bars per symbol a synchronous `check` (CLI or POST /strategies/{name}/check) covers.
     max_check_bars: int = Field(200_000, ge=1)
     # Run history retention: 0 keeps everything. Live-trading records are never deleted.

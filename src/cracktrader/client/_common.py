@@ -56,6 +56,10 @@ from cracktrader.client.models import (
     Status,
     StrategyInfo,
     StrategyList,
+    Sweep,
+    SweepList,
+    SweepRequest,
+    SweepResults,
     Tokens,
 )
 
@@ -215,7 +219,7 @@ def _paging(max_points: int | None, limit: int | None, offset: int) -> dict[str,
 
 
 def request_body(
-    config: BacktestRequest | LiveRequest | Mapping[str, Any] | None,
+    config: BacktestRequest | LiveRequest | SweepRequest | Mapping[str, Any] | None,
     fields: Mapping[str, Any],
 ) -> dict[str, Any]:
     """A start request's JSON: a model, a mapping or keyword fields (merged, keywords win); None drops out.
@@ -432,6 +436,48 @@ def alerts(run_id: str | None, kind: str | None, limit: int, offset: int) -> Cal
     """`GET /alerts` with filters."""
     params = {"run_id": run_id, "kind": kind, "limit": limit, "offset": offset}
     return Call("GET", _path("/alerts"), model(AlertList), params={k: v for k, v in params.items() if v is not None})
+
+
+def start_sweep(body: dict[str, Any]) -> Call[Sweep]:
+    """`POST /sweeps` (202)."""
+    return Call("POST", _path("/sweeps"), model(Sweep), json=body)
+
+
+def list_sweeps(limit: int, offset: int) -> Call[SweepList]:
+    """`GET /sweeps`."""
+    return Call("GET", _path("/sweeps"), model(SweepList), params={"limit": limit, "offset": offset})
+
+
+def get_sweep(sweep_id: str) -> Call[Sweep]:
+    """`GET /sweeps/{id}`."""
+    return Call("GET", _path("/sweeps/{}", sweep_id), model(Sweep))
+
+
+def sweep_results(sweep_id: str, sort: str | None, limit: int, offset: int) -> Call[SweepResults]:
+    """`GET /sweeps/{id}/results`."""
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if sort is not None:
+        params["sort"] = sort
+    return Call("GET", _path("/sweeps/{}/results", sweep_id), model(SweepResults), params=params)
+
+
+def cancel_sweep(sweep_id: str) -> Call[Sweep]:
+    """`DELETE /sweeps/{id}`."""
+    return Call("DELETE", _path("/sweeps/{}", sweep_id), model(Sweep))
+
+
+def backtest_sweep_row(sweep_id: str, rank: int) -> Call[RunResponse]:
+    """`POST /sweeps/{id}/rows/{rank}/backtest`."""
+    return Call("POST", _path("/sweeps/{}/rows/{}/backtest", sweep_id, str(rank)), model(RunResponse))
+
+
+def sweep_wait_timeout(sweep: Sweep, timeout: float) -> TimeoutError:
+    """The error of a sweep that did not end in time."""
+    done, total = sweep.progress.done, sweep.progress.total
+    return TimeoutError(
+        f"Sweep {sweep.sweep_id} still {sweep.status} after {timeout}s ({done} of {total} combinations)",
+        details={"sweep_id": sweep.sweep_id, "status": sweep.status, "done": done, "total": total},
+    )
 
 
 def get_run(run_id: str) -> Call[RunSummary]:

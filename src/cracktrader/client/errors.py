@@ -33,6 +33,7 @@ __all__ = [
     "ServerError",
     "SessionLimitError",
     "StreamClosedError",
+    "SweepTooLargeError",
     "TimeoutError",
     "UnknownExchangeError",
     "UnknownStrategyError",
@@ -129,6 +130,12 @@ class CheckTooLargeError(ValidationError):
     """A check over more bars per symbol than the server checks at once; `details` has `bars` and `max_bars`."""
 
     default_code = "CHECK_TOO_LARGE"
+
+
+class SweepTooLargeError(ValidationError):
+    """A sweep grid with more combinations than the server runs; `details` has `combinations` and `max_combinations`."""
+
+    default_code = "SWEEP_TOO_LARGE"
 
 
 class InvalidPaperConfigError(ValidationError):
@@ -260,6 +267,7 @@ _BY_CODE: dict[str, type[CrackTraderError]] = {
         InvalidStrategyParamsError,
         UnknownExchangeError,
         CheckTooLargeError,
+        SweepTooLargeError,
         InvalidPaperConfigError,
         RunAlreadyActiveError,
         NoActiveRunError,

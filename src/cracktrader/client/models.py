@@ -52,15 +52,23 @@ __all__ = [
     "SessionOrder",
     "SessionPosition",
     "SessionStatus",
+    "SkippedCombination",
     "Status",
     "StrategyInfo",
     "StrategyList",
+    "Sweep",
+    "SweepList",
+    "SweepProgress",
+    "SweepRequest",
+    "SweepResults",
+    "SweepRow",
     "Tokens",
     "Trade",
 ]
 
 ACTIVE_STATUSES = frozenset({"starting", "running"})
 FINISHED_STATUSES = frozenset({"completed", "failed", "stopped"})
+SWEEP_FINISHED_STATUSES = frozenset({"completed", "cancelled", "failed"})
 
 
 class _Model(BaseModel):
@@ -375,6 +383,108 @@ class AlertList(_Model):
     """A page of alerts, newest first."""
 
     items: list[Alert]
+    total: int
+    limit: int
+    offset: int
+
+
+class SweepRequest(_Model):
+    """Body of `POST /sweeps`: a backtest request whose `strategy_params` are fixed, plus the grid.
+
+    `grid` maps parameter names to a list of values, a range `"start:end:step"` (end inclusive) or
+    `{"start", "end", "step"}`. The server decides where the sweep runs: a request names no scheduler.
+    """
+
+    strategy_name: str
+    symbols: list[str]
+    grid: dict[str, list[Any] | str | dict[str, float]]
+    strategy_params: dict[str, Any] | None = None
+    timeframe: str | None = None
+    start_date: str | datetime | None = None
+    end_date: str | datetime | None = None
+    initial_cash: float | None = None
+    exchange: str | None = None
+    commission: float | None = None
+    slippage_bps: float | None = None
+    latency_bars: int | None = None
+    allow_short: bool | None = None
+    exchange_rules: bool | None = None
+    metrics: list[str] | None = None
+    sort: str | None = None
+    top_k: int | None = None
+
+    _symbols = field_validator("symbols", mode="before")(lambda cls, v: [v] if isinstance(v, str) else v)
+
+
+class SweepProgress(_Model):
+    """Combinations evaluated of those to evaluate, and the estimated seconds left while it runs."""
+
+    done: int
+    total: int
+    fraction: float
+    eta_seconds: float | None = None
+
+
+class SkippedCombination(_Model):
+    """A combination the strategy's parameter schema rejects, with its reason."""
+
+    index: int
+    params: dict[str, Any]
+    reason: str
+
+
+class Sweep(_Model):
+    """A sweep's status (`GET /sweeps/{id}`): queued, running, completed, cancelled or failed."""
+
+    sweep_id: str
+    status: Literal["queued", "running", "completed", "cancelled", "failed"] | str
+    strategy_name: str
+    progress: SweepProgress
+    combinations: int
+    evaluated: int
+    skipped_count: int
+    skipped: list[SkippedCombination] = Field(default_factory=list)
+    rows: int
+    sort: str
+    metrics: list[str]
+    top_k: int | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None
+    error_code: str | None = None
+    request: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in SWEEP_FINISHED_STATUSES
+
+
+class SweepRow(_Model):
+    """One evaluated combination: its rank by the page's sort, grid index, parameters and metrics."""
+
+    rank: int
+    index: int
+    params: dict[str, Any]
+    metrics: dict[str, float | int | None]
+
+
+class SweepResults(_Model):
+    """A page of a sweep's rows, best first by `sort`."""
+
+    sweep_id: str
+    status: str
+    sort: str
+    items: list[SweepRow]
+    total: int
+    limit: int
+    offset: int
+
+
+class SweepList(_Model):
+    """A page of your sweeps, newest first."""
+
+    items: list[Sweep]
     total: int
     limit: int
     offset: int

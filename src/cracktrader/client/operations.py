@@ -68,6 +68,12 @@ OPERATIONS: dict[str, str] = {
     "GET /api/v1/data/downloads/{job_id}": "get_download",
     "DELETE /api/v1/data/downloads/{job_id}": "cancel_download",
     "GET /api/v1/logs": "get_logs",
+    "POST /api/v1/sweeps": "start_sweep",
+    "GET /api/v1/sweeps": "list_sweeps",
+    "GET /api/v1/sweeps/{sweep_id}": "get_sweep",
+    "GET /api/v1/sweeps/{sweep_id}/results": "sweep_results",
+    "DELETE /api/v1/sweeps/{sweep_id}": "cancel_sweep",
+    "POST /api/v1/sweeps/{sweep_id}/rows/{rank}/backtest": "backtest_sweep_row",
 }
 
 # The WebSocket streams (not in the OpenAPI document) and their methods.

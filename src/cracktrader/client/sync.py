@@ -48,6 +48,10 @@ from cracktrader.client.models import (
     Status,
     StrategyInfo,
     StrategyList,
+    Sweep,
+    SweepList,
+    SweepRequest,
+    SweepResults,
     Tokens,
 )
 from cracktrader.client.ws import ChannelStream, EventStream
@@ -494,6 +498,44 @@ class CrackTraderAPI:
     ) -> AlertList:
         """Alerts of your runs, newest first, filtered by run and kind (`GET /alerts`)."""
         return self._call(api.alerts(run_id, kind, limit, offset))
+
+    def start_sweep(self, config: SweepRequest | Mapping[str, Any] | None = None, /, **fields: Any) -> Sweep:
+        """Start a parameter sweep on the server (202); it runs in the server's backtest workers."""
+        return self._call(api.start_sweep(api.request_body(config, fields)))
+
+    def get_sweep(self, sweep_id: str) -> Sweep:
+        """A sweep's status and progress (done, total, ETA)."""
+        return self._call(api.get_sweep(sweep_id))
+
+    def list_sweeps(self, *, limit: int = 50, offset: int = 0) -> SweepList:
+        """Your sweeps, newest first."""
+        return self._call(api.list_sweeps(limit, offset))
+
+    def sweep_results(
+        self, sweep_id: str, *, sort: str | None = None, limit: int = 100, offset: int = 0
+    ) -> SweepResults:
+        """A page of an ended sweep's rows, best first by `sort` (default: the sweep's)."""
+        return self._call(api.sweep_results(sweep_id, sort, limit, offset))
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        """Cancel a sweep (within 2 s), keeping the rows evaluated so far."""
+        return self._call(api.cancel_sweep(sweep_id))
+
+    def backtest_sweep_row(self, sweep_id: str, rank: int = 1) -> RunResponse:
+        """Run the row of `rank` (by the sweep's sort) as an ordinary backtest in your runner slot."""
+        return self._call(api.backtest_sweep_row(sweep_id, rank))
+
+    def wait_for_sweep(self, sweep_id: str, *, timeout: float | None = 600.0, poll_interval: float = 0.25) -> Sweep:
+        """Poll a sweep until it completed, was cancelled or failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            sweep = self.get_sweep(sweep_id)
+            if sweep.finished:
+                return sweep
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise api.sweep_wait_timeout(sweep, timeout or 0.0)
+            time.sleep(poll_interval if left is None else min(poll_interval, left))
 
     def get_run(self, run_id: str) -> RunSummary:
         """One run's record."""

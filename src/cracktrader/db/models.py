@@ -34,6 +34,7 @@ __all__ = [
     "ROLES",
     "RUN_MODES",
     "RUN_STATUSES",
+    "SWEEP_STATUSES",
     "AlertRecord",
     "ApiKeyRecord",
     "Base",
@@ -54,6 +55,8 @@ __all__ = [
     "SessionPositionRecord",
     "SessionStateRecord",
     "StrategyRecord",
+    "SweepRecord",
+    "SweepRowRecord",
     "UTCDateTime",
     "UserRecord",
 ]
@@ -64,6 +67,7 @@ ROLES: tuple[str, ...] = ("admin", "trader", "viewer")
 # Why a live order was sent: the strategy's signal, a stop-loss or take-profit the session manages, or a control.
 LIVE_INTENTS: tuple[str, ...] = ("signal", "stop_loss", "take_profit", "control", "adopted")
 ALERT_SEVERITIES: tuple[str, ...] = ("critical", "warning")
+SWEEP_STATUSES: tuple[str, ...] = ("queued", "running", "completed", "cancelled", "failed")
 
 # Deterministic constraint names: Alembic needs names to drop or alter constraints, and SQLite's batch mode
 # (table rebuilds) can only recreate constraints that have one.
@@ -536,3 +540,47 @@ class ExchangeCredentialRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SweepRecord(Base):
+    """A parameter sweep of the server: its request, owner, counts and how it ended."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_in(SWEEP_STATUSES)})", name="status"),
+        # Listing: an owner's sweeps newest first.
+        Index("ix_sweeps_user_id_created_at", "user_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # No foreign key, as runs.user_id has none.
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    strategy_name: Mapped[str] = mapped_column(String(200))
+    request: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    sort: Mapped[str] = mapped_column(String(64))
+    combinations: Mapped[int] = mapped_column(Integer)
+    evaluated: Mapped[int] = mapped_column(Integer)
+    skipped_count: Mapped[int] = mapped_column(Integer)
+    # The first few skipped combinations with their reasons (bounded: reasons repeat).
+    skipped: Mapped[list[Any]] = mapped_column(JSONType)
+    row_count: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    server_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SweepRowRecord(Base):
+    """One evaluated combination of a sweep, with its rank by the sweep's sort (1: best)."""
+
+    __tablename__ = "sweep_rows"
+    __table_args__ = (Index("ix_sweep_rows_sweep_id_rank", "sweep_id", "rank", unique=True),)
+
+    sweep_id: Mapped[str] = mapped_column(String(32), ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)

@@ -19,6 +19,7 @@ ORDER_UPDATE = "order_update"
 EQUITY_UPDATE = "equity_update"
 ERROR = "error"
 ALERT = "alert"
+SWEEP_PROGRESS = "sweep_progress"
 
 
 @dataclass(frozen=True)

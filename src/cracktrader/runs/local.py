@@ -16,12 +16,12 @@ from cracktrader.settings import Settings, get_settings
 if TYPE_CHECKING:
     from cracktrader.db.run_store import RunStore
 
-__all__ = ["load_run", "rerun_locally", "save_run"]
+__all__ = ["load_run", "rerun_locally", "save_run", "with_store"]
 
 T = TypeVar("T")
 
 
-def _with_store(settings: Settings, work: Callable[[RunStore], Awaitable[T]]) -> T:
+def with_store(settings: Settings, work: Callable[[RunStore], Awaitable[T]]) -> T:
     """Migrate the configured database, then run `work(store)` on it (needs the web extra's database drivers)."""
     from cracktrader.db.engine import make_engine
     from cracktrader.db.migrate import upgrade
@@ -61,12 +61,12 @@ def save_run(
         await store.save_results(run_id, results=results, status=status, ended_at=datetime.now(UTC))
         return run_id
 
-    return _with_store(settings, work)
+    return with_store(settings, work)
 
 
 def load_run(run_id: str, *, settings: Settings | None = None) -> StoredRun:
     """A stored run; RunNotFoundError when the history has none with that id."""
-    return _with_store(settings or get_settings(), lambda store: load_stored_run(store, run_id))
+    return with_store(settings or get_settings(), lambda store: load_stored_run(store, run_id))
 
 
 def rerun_locally(

@@ -19,22 +19,35 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cracktrader.runs import worker
-from cracktrader.runs.worker import Job, JobOutcome
+from cracktrader.runs.worker import JobOutcome
 
 log = logging.getLogger(__name__)
 
 OnMessage = Callable[[str, dict[str, Any]], None]
-OnDone = Callable[[JobOutcome], None]
+# Called with the target's return value, or a JobOutcome when the job was stopped while waiting or its worker died.
+OnDone = Callable[[Any], None]
+
+
+class PoolJob(Protocol):
+    """What the pool needs of a job: an id its messages and stop requests are addressed by."""
+
+    @property
+    def run_id(self) -> str: ...
+
+
+# A module-level function (pickled by reference) run in a worker as target(job, slot).
+Target = Callable[[Any, int], Any]
 
 
 @dataclass(slots=True)
 class _Entry:
-    job: Job
+    job: PoolJob
     on_message: OnMessage
     on_done: OnDone
+    target: Target = worker.run_job
     slot: int | None = None
 
 
@@ -69,9 +82,12 @@ class WorkerPool:
         )
 
     # Commands --------------------------------------------------------------------------------------------
-    def submit(self, job: Job, on_message: OnMessage, on_done: OnDone) -> None:
-        """Run `job` when a worker is free; callbacks are called from the pool's threads."""
-        entry = _Entry(job, on_message, on_done)
+    def submit(self, job: PoolJob, on_message: OnMessage, on_done: OnDone, target: Target = worker.run_job) -> None:
+        """Run `target(job, slot)` (a backtest by default) when a worker is free; callbacks run on the pool's threads.
+
+        Every job, whatever its target, takes one worker: sweeps and backtests share the concurrency limit.
+        """
+        entry = _Entry(job, on_message, on_done, target)
         with self._lock:
             self._listeners[job.run_id] = on_message
             self._queue.append(entry)
@@ -144,16 +160,17 @@ class WorkerPool:
             self._flags[entry.slot] = 0
             self._running[entry.job.run_id] = entry
             try:
-                future = self._executor.submit(worker.run_job, entry.job, entry.slot)
+                future = self._executor.submit(entry.target, entry.job, entry.slot)
             except (BrokenProcessPool, RuntimeError):
                 self._executor = self._new_executor()
-                future = self._executor.submit(worker.run_job, entry.job, entry.slot)
+                future = self._executor.submit(entry.target, entry.job, entry.slot)
             future.add_done_callback(functools.partial(self._finished, entry))
             self._lower_new_workers()
 
-    def _finished(self, entry: _Entry, future: Future[JobOutcome]) -> None:
+    def _finished(self, entry: _Entry, future: Future[Any]) -> None:
         try:
-            outcome = worker.receive(future.result())
+            result = future.result()
+            outcome = worker.receive(result) if isinstance(result, JobOutcome) else result
         except BrokenProcessPool:
             log.error("A backtest worker died during run %s", entry.job.run_id)
             outcome = JobOutcome("failed", error="The backtest worker process died", error_code="WORKER_DIED")

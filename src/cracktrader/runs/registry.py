@@ -29,6 +29,7 @@ from cracktrader.settings import Settings, get_settings
 if TYPE_CHECKING:
     from cracktrader.db.run_store import RunStore
     from cracktrader.runs.sessions import LiveRun, SessionRegistry
+    from cracktrader.sweeps.runner import SweepRegistry
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class RunRegistry:
         self.backtests: dict[str, BacktestRun] = {}
         self._admitting = 0  # backtests past the queue check, not yet in `backtests`
         self.sessions: SessionRegistry | None = None  # the server's paper sessions
+        self.sweeps: SweepRegistry | None = None  # the server's sweeps (they share the pool and its limits)
         self.slots: dict[int | None, Slot] = {}
         self.outcomes: dict[str, int] = {"completed": 0, "failed": 0, "stopped": 0}
         self._on_finish: list[Any] = []
@@ -197,18 +199,19 @@ class RunRegistry:
         `on_accepted(run_id)` is called before its first event (a slot points at it, so its streams see that).
         """
         await asyncio.to_thread(validate_backtest, config, settings=self.settings)
-        self._admit_backtest()
+        self.admit_job()
         self._admitting += 1
         try:
             return await self._accept_backtest(config, user_id=user_id, rerun_of=rerun_of, on_accepted=on_accepted)
         finally:
             self._admitting -= 1
 
-    def _admit_backtest(self) -> None:
-        """Refuse a backtest when as many run and wait as the settings admit (409 QUEUE_FULL)."""
+    def admit_job(self) -> None:
+        """Refuse a backtest or sweep when as many run and wait as the settings admit (409 QUEUE_FULL)."""
         running = self.settings.max_concurrent_backtests
         queued = self.settings.max_queued_backtests
-        active = self._admitting + sum(1 for r in self.backtests.values() if r.state.active)
+        sweeps = self.sweeps.active if self.sweeps is not None else 0
+        active = self._admitting + sweeps + sum(1 for r in self.backtests.values() if r.state.active)
         if active >= running + queued:
             raise QueueFullError(
                 f"This server runs {running} backtests and has {queued} waiting (CRACKTRADER_MAX_CONCURRENT_BACKTESTS"

@@ -171,6 +171,17 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="cracktrader-parent-watch", daemon=True).start()
 
 
+def send(kind: str, job_id: str, payload: dict[str, Any]) -> None:
+    """Send a message of a job to the server (the pool hands it to the job's listener)."""
+    if _messages is not None:
+        _messages.put((kind, job_id, payload))
+
+
+def stop_requested(slot: int) -> bool:
+    """Whether the server asked the job in `slot` to stop."""
+    return _flags is not None and bool(_flags[slot])
+
+
 def ping() -> int:
     """A no-op task: submitting a few starts the workers (and warms them) before the first run needs them."""
     return os.getpid()
@@ -251,11 +262,10 @@ class _Reporter:
         self.latest: dict[str, Any] | None = None  # progress not sent yet
 
     def send(self, kind: str, payload: dict[str, Any]) -> None:
-        if _messages is not None:
-            _messages.put((kind, self.job.run_id, payload))
+        send(kind, self.job.run_id, payload)
 
     def stop_requested(self) -> bool:
-        return _flags is not None and bool(_flags[self.slot])
+        return stop_requested(self.slot)
 
     def check_stop(self) -> None:
         if self.stop_requested():

@@ -255,6 +255,16 @@ def _merge(cached: Sequence[SweepRow], computed: list[SweepRow], top_k: int | No
     return sorted([*cached, *computed], key=lambda r: r.index)
 
 
+def check_metrics(metrics: Sequence[str], sort: str) -> None:
+    """Refuse metric names the engine does not compute (the kept ones and the sort)."""
+    unknown = [m for m in (*metrics, sort) if m not in METRIC_KEYS]
+    if unknown:
+        raise UserInputError(
+            f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(METRIC_KEYS)}",
+            details={"unknown": unknown, "available": list(METRIC_KEYS)},
+        )
+
+
 def sweep(
     strategy: str | type[Strategy],
     grid: Mapping[str, Any],
@@ -294,12 +304,7 @@ def sweep(
             f"executor {executor!r} is not supported; use None or 'local' (in process), 'dask' (a local cluster), "
             "a 'tcp://host:port' scheduler address or a distributed.Client"
         )
-    unknown = [m for m in (*metrics, sort) if m not in METRIC_KEYS]
-    if unknown:
-        raise UserInputError(
-            f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(METRIC_KEYS)}",
-            details={"unknown": unknown, "available": list(METRIC_KEYS)},
-        )
+    check_metrics(metrics, sort)
     if top_k is not None and top_k < 1:
         raise UserInputError("top_k must be at least 1")
     if workers is not None and workers < 1:

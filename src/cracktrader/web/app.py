@@ -52,6 +52,7 @@ from cracktrader.web.runs.encoder import PageEncoder
 from cracktrader.web.runs.router import router as runs_router
 from cracktrader.web.sessions.router import router as sessions_router
 from cracktrader.web.strategies.router import router as strategies_router
+from cracktrader.web.sweeps.router import router as sweeps_router
 from cracktrader.web.ui.router import router as ui_router
 from cracktrader.web.ws.router import router as ws_router
 
@@ -147,6 +148,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     interrupted = await manager.start()
     if interrupted:
         log.warning("Marked %d run(s) interrupted by a previous crash as failed", interrupted)
+    from cracktrader.db.sweep_store import SweepStore
+    from cracktrader.sweeps.runner import SweepRegistry
+
+    sweeps = SweepRegistry(
+        runs=manager, store=SweepStore(store.engine), settings=settings, throttle_s=manager.throttle_s
+    )
+    manager.sweeps = sweeps
+    app.state.sweeps = sweeps
+    if await sweeps.start():
+        log.warning("Marked sweeps cut short by a previous server as failed")
     await sessions.begin()  # after the lease is taken: resume paper sessions of servers whose lease lapsed
     warm = asyncio.create_task(manager.warm_up(), name="warm-up")
     # What start-up loaded (modules, numba, pydantic models) lives as long as the server: out of the collector's
@@ -160,6 +171,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await sessions.close()  # each session saves what it has
         await alerts.close()  # what the stops raised is still stored and posted
         await app.state.auth.close()
+        await sweeps.close()
         await manager.close()
         app.state.page_encoder.close()
         await app.state.db_engine.dispose()
@@ -240,6 +252,7 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
         meta_router,
         metrics_router,
         alerts_router,
+        sweeps_router,
     ):
         protected.include_router(router)
     streams = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)

@@ -15,6 +15,7 @@ from cracktrader.runs.registry import RunRegistry
 from cracktrader.runs.results import RunResults
 from cracktrader.settings import Settings
 from cracktrader.strategies.registry import StrategyRegistry, load_registry
+from cracktrader.sweeps.runner import SweepRegistry
 from cracktrader.web.config import WebSettings
 from cracktrader.web.runs.encoder import PageEncoder
 
@@ -155,7 +156,26 @@ def get_run_store(request: Request) -> Any:
     return ScopedRunStore(store, principal.owner_filter)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class SweepsView:
+    """The server's sweeps as one caller sees them: whose new sweeps are, and whose they may read."""
+
+    registry: SweepRegistry
+    user_id: int | None  # the owner of the sweeps the caller starts
+    owner: int | None  # whose sweeps the caller reads (None: everyone's, for admins and auth off)
+
+
+def get_sweeps_view(request: Request) -> SweepsView:
+    principal = _principal(request)
+    return SweepsView(
+        registry=request.app.state.sweeps,
+        user_id=principal.user_id if principal is not None else None,
+        owner=principal.owner_filter if principal is not None else None,
+    )
+
+
 RegistryDep = Annotated[RunRegistry, Depends(get_registry)]
+SweepsDep = Annotated[SweepsView, Depends(get_sweeps_view)]
 RunsDep = Annotated[RunsView, Depends(get_runs_view)]
 WebSettingsDep = Annotated[WebSettings, Depends(get_web_settings)]
 RunStoreDep = Annotated["RunStore", Depends(get_run_store)]

@@ -12,6 +12,7 @@ import CrackTrader, {
   NotFoundError,
   OPERATIONS,
   RunAlreadyActiveError,
+  SweepTooLargeError,
   ValidationError,
 } from "cracktrader-js";
 import { BACKTEST, BASE_URL, RECV_TIMEOUT_MS, RUN_TIMEOUT_MS } from "./support.mjs";
@@ -213,6 +214,38 @@ test("an injected WebSocket (the browser's API) streams too", async () => {
   assert.equal(snapshot.type, "snapshot");
   assert.ok(Array.isArray(snapshot.payload.runs));
   events.close();
+});
+
+test("a sweep started, waited for, paged by another metric, and its best row backtested", async () => {
+  const request = {
+    strategy_name: "SmaCross",
+    symbols: "BTC/USDT",
+    timeframe: "1h",
+    start_date: "2024-01-01",
+    end_date: "2024-03-01",
+    exchange: "synthetic",
+    grid: { fast: [5, 10, 30], slow: "20:30:10" },
+  };
+  const started = await api.startSweep(request);
+  assert.equal(started.status, "queued");
+  const sweep = await api.waitForSweep(started.sweep_id, { timeout: RUN_TIMEOUT_MS, pollInterval: 50 });
+  assert.equal(sweep.status, "completed");
+  assert.equal(sweep.skipped_count, 2);
+  assert.equal(sweep.rows, 4);
+  const page = await api.sweepResults(sweep.sweep_id, { sort: "max_drawdown", limit: 2, offset: 1 });
+  assert.deepEqual(page.items.map((r) => r.rank), [2, 3]);
+  assert.ok(page.items[0].metrics.max_drawdown <= page.items[1].metrics.max_drawdown);
+  assert.ok((await api.listSweeps()).items.some((s) => s.sweep_id === sweep.sweep_id));
+  await assert.rejects(api.startSweep({ ...request, grid: { fast: "1:200", slow: "201:300" } }), SweepTooLargeError);
+
+  await api.reset();
+  const best = (await api.sweepResults(sweep.sweep_id, { limit: 1 })).items[0];
+  const run = await api.backtestSweepRow(sweep.sweep_id, 1);
+  await api.waitForCompletion(run.run_id, { timeout: RUN_TIMEOUT_MS, pollInterval: 50 });
+  const results = await api.getResults({ limit: 1 });
+  for (const [name, value] of Object.entries(best.metrics)) assert.equal(results.performance_metrics[name], value, name);
+  assert.equal((await api.cancelSweep(sweep.sweep_id)).status, "completed"); // an ended sweep is left as it is
+  await api.reset();
 });
 
 test("every operation in the table is a method of the client", () => {

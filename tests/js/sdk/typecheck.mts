@@ -8,7 +8,11 @@ import CrackTrader, {
   type ChannelMessage,
   type Results,
   type StatusEvent,
+  type Sweep,
+  type SweepResults,
 } from "cracktrader-js";
+
+const BASE = { strategy_name: "SmaCross", symbols: ["BTC/USDT"], timeframe: "1h" };
 
 const api = new CrackTrader({ apiKey: "your_key" });
 const balance: Record<string, number> = await api.getBalance();
@@ -38,5 +42,9 @@ export async function usage(): Promise<number> {
   await api.subscribe(["nonsense"]);
   // @ts-expect-error revokeApiKey takes the key's numeric id
   await api.revokeApiKey("1");
-  return (results.final_value ?? 0) + Object.keys(balance).length + (first ? 1 : 0) + method.length;
+  const sweep: Sweep = await api.startSweep({ ...BASE, grid: { fast: [5, 10], slow: "20:40:10", x: { start: 1, end: 2 } } });
+  const rows: SweepResults = await api.sweepResults(sweep.sweep_id, { sort: "total_return", limit: 10 });
+  // @ts-expect-error a sweep needs a grid
+  await api.startSweep(BASE);
+  return (results.final_value ?? 0) + Object.keys(balance).length + (first ? 1 : 0) + method.length + rows.total;
 }

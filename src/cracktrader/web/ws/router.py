@@ -33,7 +33,9 @@ CHANNELS = {
     events.ALERT: "alerts",
 }
 CHANNEL_NAMES = "status, orders, trades, equity or alerts"
-STATUS_STREAM_TYPES = frozenset({events.STATUS_UPDATE, events.TRADE_EXECUTION, events.ERROR, events.ALERT})
+STATUS_STREAM_TYPES = frozenset(
+    {events.STATUS_UPDATE, events.TRADE_EXECUTION, events.ERROR, events.ALERT, events.SWEEP_PROGRESS}
+)
 
 
 def owns_alert(principal: Any, event: events.Event) -> bool:
@@ -104,7 +106,8 @@ async def _serve(ws: WebSocket, stream: str, sub: events.Subscription, forward: 
 
 @router.websocket("/ws/status")
 async def status_stream(ws: WebSocket) -> None:
-    """A snapshot on connect, then status_update, trade_execution, error and alert events, plus heartbeats.
+    """A snapshot on connect, then status_update, trade_execution, error, alert and sweep_progress events, plus
+    heartbeats.
 
     Without `run_id`: the caller's runner slot. `?run_id=ID`: one run (backtest or session); `?run_id=*`: all of
     the caller's runs on this server. Alerts of all the caller's runs come without a filter and with `*`.
@@ -143,6 +146,8 @@ async def status_stream(ws: WebSocket) -> None:
         run_id = event.payload.get("run_id")
         if event.type == events.ALERT:
             return owns_alert(view.principal, event) and (follow in (None, "*") or run_id == follow)
+        if event.type == events.SWEEP_PROGRESS:  # the caller's sweeps, as alerts: without a filter and with `*`
+            return owns_alert(view.principal, event) and follow in (None, "*")
         if follow is None:
             if run_id is None:  # a reset slot's idle status
                 return event.type == events.STATUS_UPDATE and event.user_id == slot.user_id

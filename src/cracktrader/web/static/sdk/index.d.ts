@@ -4,6 +4,7 @@ export declare const VERSION: string;
 export declare const API_PREFIX: "/api/v1";
 export declare const DEFAULT_BASE_URL: string;
 export declare const BASE_URL_ENV: "CRACKTRADER_BASE_URL";
+export declare const SWEEP_FINISHED_STATUSES: readonly ["completed", "cancelled", "failed"];
 export declare const FINISHED_STATUSES: readonly ["completed", "failed", "stopped"];
 /** Every OpenAPI operation ("METHOD path") and the CrackTrader method that calls it. */
 export declare const OPERATIONS: Readonly<Record<string, keyof CrackTrader>>;
@@ -264,6 +265,68 @@ export interface Alert {
 
 export interface AlertList {
   items: Alert[];
+  total: number;
+  limit: number;
+  offset: number;
+}
+
+export type GridEntry = Array<number | string | boolean | null> | string | { start: number; end: number; step?: number };
+
+/** `POST /sweeps`: a backtest request whose `strategy_params` are fixed, plus the grid (no scheduler: the server decides). */
+export interface SweepRequest extends BacktestRequest {
+  grid: Record<string, GridEntry>;
+  metrics?: string[] | null;
+  sort?: string | null;
+  top_k?: number | null;
+}
+
+export interface SweepProgress {
+  done: number;
+  total: number;
+  fraction: number;
+  eta_seconds: number | null;
+}
+
+export interface Sweep {
+  sweep_id: string;
+  status: "queued" | "running" | "completed" | "cancelled" | "failed" | string;
+  strategy_name: string;
+  progress: SweepProgress;
+  combinations: number;
+  evaluated: number;
+  skipped_count: number;
+  skipped: Array<{ index: number; params: JsonObject; reason: string }>;
+  rows: number;
+  sort: string;
+  metrics: string[];
+  top_k: number | null;
+  created_at: Timestamp;
+  started_at: Timestamp | null;
+  ended_at: Timestamp | null;
+  error: string | null;
+  error_code: string | null;
+  request: JsonObject;
+}
+
+export interface SweepRow {
+  rank: number;
+  index: number;
+  params: JsonObject;
+  metrics: Record<string, number | null>;
+}
+
+export interface SweepResults {
+  sweep_id: string;
+  status: string;
+  sort: string;
+  items: SweepRow[];
+  total: number;
+  limit: number;
+  offset: number;
+}
+
+export interface SweepList {
+  items: Sweep[];
   total: number;
   limit: number;
   offset: number;
@@ -597,6 +660,7 @@ export declare class UnknownStrategyError extends ValidationError {}
 export declare class InvalidStrategyParamsError extends ValidationError {}
 export declare class UnknownExchangeError extends ValidationError {}
 export declare class CheckTooLargeError extends ValidationError {}
+export declare class SweepTooLargeError extends ValidationError {}
 export declare class InvalidPaperConfigError extends ValidationError {}
 export declare class AuthenticationError extends CrackTraderError {}
 export declare class PermissionDeniedError extends CrackTraderError {}
@@ -716,6 +780,15 @@ export declare class CrackTrader {
   resumeSession(runId: string, keys?: { apiKey?: string; secret?: string; password?: string }): Promise<RunResponse>;
   /** Balances by currency of a session: `runId`, else the newest active session this client started (seed 001). */
   getBalance(runId?: string | null): Promise<Record<string, number>>;
+
+  // Sweeps
+  startSweep(request: SweepRequest): Promise<Sweep>;
+  listSweeps(page?: { limit?: number; offset?: number }): Promise<SweepList>;
+  getSweep(sweepId: string): Promise<Sweep>;
+  sweepResults(sweepId: string, page?: { sort?: string; limit?: number; offset?: number }): Promise<SweepResults>;
+  cancelSweep(sweepId: string): Promise<Sweep>;
+  backtestSweepRow(sweepId: string, rank?: number): Promise<RunResponse>;
+  waitForSweep(sweepId: string, options?: { timeout?: number | null; pollInterval?: number }): Promise<Sweep>;
 
   // Strategies, exchanges, credentials, alerts
   getStrategies(options?: { skip?: number; limit?: number; activeOnly?: boolean; kind?: string }): Promise<StrategyList>;

@@ -6,6 +6,7 @@ export const API_PREFIX = "/api/v1";
 export const DEFAULT_BASE_URL = "http://127.0.0.1:8000";
 export const BASE_URL_ENV = "CRACKTRADER_BASE_URL";
 export const FINISHED_STATUSES = Object.freeze(["completed", "failed", "stopped"]);
+export const SWEEP_FINISHED_STATUSES = Object.freeze(["completed", "cancelled", "failed"]);
 
 // Every operation of the server's OpenAPI document and the method that calls it, keyed by "METHOD path".
 // tests/test_sdk_coverage.py fails when an operation is missing here, in index.d.ts or in the Python SDK.
@@ -69,6 +70,12 @@ export const OPERATIONS = Object.freeze({
   "GET /api/v1/data/downloads/{job_id}": "getDownload",
   "DELETE /api/v1/data/downloads/{job_id}": "cancelDownload",
   "GET /api/v1/logs": "getLogs",
+  "POST /api/v1/sweeps": "startSweep",
+  "GET /api/v1/sweeps": "listSweeps",
+  "GET /api/v1/sweeps/{sweep_id}": "getSweep",
+  "GET /api/v1/sweeps/{sweep_id}/results": "sweepResults",
+  "DELETE /api/v1/sweeps/{sweep_id}": "cancelSweep",
+  "POST /api/v1/sweeps/{sweep_id}/rows/{rank}/backtest": "backtestSweepRow",
 });
 
 // The WebSocket streams (not in the OpenAPI document) and their methods.
@@ -108,6 +115,7 @@ export class UnknownStrategyError extends ValidationError { static defaultCode =
 export class InvalidStrategyParamsError extends ValidationError { static defaultCode = "INVALID_STRATEGY_PARAMS"; }
 export class UnknownExchangeError extends ValidationError { static defaultCode = "UNKNOWN_EXCHANGE"; }
 export class CheckTooLargeError extends ValidationError { static defaultCode = "CHECK_TOO_LARGE"; }
+export class SweepTooLargeError extends ValidationError { static defaultCode = "SWEEP_TOO_LARGE"; }
 export class InvalidPaperConfigError extends ValidationError { static defaultCode = "INVALID_PAPER_CONFIG"; }
 export class AuthenticationError extends CrackTraderError { static defaultCode = "UNAUTHORIZED"; }
 export class PermissionDeniedError extends CrackTraderError { static defaultCode = "FORBIDDEN"; }
@@ -141,7 +149,7 @@ export class NotSupportedError extends CrackTraderError { static defaultCode = "
 const BY_CODE = Object.fromEntries(
   [
     ValidationError, InvalidSymbolError, InvalidTimeframeError, InvalidDateRangeError, UnknownStrategyError,
-    InvalidStrategyParamsError, UnknownExchangeError, CheckTooLargeError, InvalidPaperConfigError,
+    InvalidStrategyParamsError, UnknownExchangeError, CheckTooLargeError, SweepTooLargeError, InvalidPaperConfigError,
     RunAlreadyActiveError, NoActiveRunError, RunNotResettableError, DuplicateNameError, SessionLimitError,
     NotImplementedByServerError, RateLimitError,
   ].map((cls) => [cls.defaultCode, cls]),
@@ -540,6 +548,43 @@ export class CrackTrader {
       ? "This client has not started a session; pass a run id to read a session's balances"
       : `No session this client started is active any more (the last one, ${last}, ended); pass a run id`;
     throw new NoActiveRunError(message, { details: { last_session: last } });
+  }
+
+  // Sweeps -----------------------------------------------------------------------------------------------------
+
+  /** Start a parameter sweep (202): `grid` maps names to lists, "start:end:step" or {start, end, step}. */
+  startSweep(request) { return this.#api("POST", "/sweeps", { json: runBody(request) }); }
+
+  /** Your sweeps, newest first. */
+  listSweeps({ limit, offset } = {}) { return this.#api("GET", `/sweeps${query({ limit, offset })}`); }
+
+  /** A sweep's status and progress (done, total, eta_seconds). */
+  getSweep(sweepId) { return this.#api("GET", `/sweeps/${seg(sweepId)}`); }
+
+  /** A page of an ended sweep's rows, best first by `sort` (default: the sweep's). */
+  sweepResults(sweepId, { sort, limit, offset } = {}) {
+    return this.#api("GET", `/sweeps/${seg(sweepId)}/results${query({ sort, limit, offset })}`);
+  }
+
+  /** Cancel a sweep (within 2 s), keeping the rows evaluated so far. */
+  cancelSweep(sweepId) { return this.#api("DELETE", `/sweeps/${seg(sweepId)}`); }
+
+  /** Run the row of `rank` (by the sweep's sort) as an ordinary backtest in your runner slot. */
+  backtestSweepRow(sweepId, rank = 1) { return this.#api("POST", `/sweeps/${seg(sweepId)}/rows/${seg(rank)}/backtest`); }
+
+  /** Poll a sweep until it completed, was cancelled or failed. */
+  async waitForSweep(sweepId, { timeout = 600_000, pollInterval = 250 } = {}) {
+    const deadline = timeout === null ? null : Date.now() + timeout;
+    for (;;) {
+      const sweep = await this.getSweep(sweepId);
+      if (SWEEP_FINISHED_STATUSES.includes(sweep.status)) return sweep;
+      if (deadline !== null && Date.now() >= deadline) {
+        throw new TimeoutError(`Sweep ${sweepId} still ${sweep.status} after ${timeout} ms`, {
+          details: { sweep_id: sweepId, status: sweep.status, done: sweep.progress.done, total: sweep.progress.total },
+        });
+      }
+      await sleep(deadline === null ? pollInterval : Math.min(pollInterval, Math.max(0, deadline - Date.now())));
+    }
   }
 
   // Strategies, exchanges, credentials, alerts ------------------------------------------------------------------

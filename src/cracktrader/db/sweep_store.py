@@ -1,0 +1,175 @@
+"""Stored sweeps: created when accepted, their rows written once when they end, read back by rank or any metric."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cracktrader.db.models import ServerRecord, SweepRecord, SweepRowRecord
+from cracktrader.sweeps.request import SweepDocument, SweepProgress, SweepRowOut
+
+__all__ = ["SweepStore"]
+
+_SWEEPS = cast(Table, SweepRecord.__table__)
+_ROWS = cast(Table, SweepRowRecord.__table__)
+_SERVERS = cast(Table, ServerRecord.__table__)
+# Rows per INSERT statement (PostgreSQL allows 65,535 bind parameters per statement).
+INSERT_BATCH = 2_000
+INTERRUPTED = "The server stopped while this sweep ran; start it again"
+
+
+class SweepStore:
+    """The `sweeps` and `sweep_rows` tables."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def create(self, doc: SweepDocument, *, user_id: int | None, server_id: str) -> None:
+        """Record an accepted sweep (queued)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(_SWEEPS).values(
+                    id=doc.sweep_id,
+                    user_id=user_id,
+                    status=doc.status,
+                    strategy_name=doc.strategy_name,
+                    request=doc.request,
+                    sort=doc.sort,
+                    combinations=doc.combinations,
+                    evaluated=0,
+                    skipped_count=doc.skipped_count,
+                    skipped=[s.model_dump(mode="json") for s in doc.skipped],
+                    row_count=0,
+                    server_id=server_id,
+                    created_at=doc.created_at,
+                )
+            )
+
+    async def mark_running(self, sweep_id: str, *, started_at: datetime) -> None:
+        """A worker picked the sweep up."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(_SWEEPS).where(_SWEEPS.c.id == sweep_id).values(status="running", started_at=started_at)
+            )
+
+    async def finish(self, doc: SweepDocument, rows: list[SweepRowOut]) -> None:
+        """Write the ended sweep's counts and its rows (ranked by its sort) in one transaction."""
+        async with self.engine.begin() as conn:
+            for i in range(0, len(rows), INSERT_BATCH):
+                batch = rows[i : i + INSERT_BATCH]
+                await conn.execute(
+                    insert(_ROWS),
+                    [
+                        {
+                            "sweep_id": doc.sweep_id,
+                            "idx": r.index,
+                            "rank": r.rank,
+                            "params": r.params,
+                            "metrics": r.metrics,
+                        }
+                        for r in batch
+                    ],
+                )
+            await conn.execute(
+                update(_SWEEPS)
+                .where(_SWEEPS.c.id == doc.sweep_id)
+                .values(
+                    status=doc.status,
+                    evaluated=doc.evaluated,
+                    combinations=doc.combinations,
+                    skipped_count=doc.skipped_count,
+                    skipped=[s.model_dump(mode="json") for s in doc.skipped],
+                    row_count=len(rows),
+                    error=doc.error,
+                    error_code=doc.error_code,
+                    ended_at=doc.ended_at,
+                )
+            )
+
+    async def interrupt(self, *, ended_at: datetime) -> int:
+        """Fail the unfinished sweeps of servers that no longer hold a lease: their worker died with them.
+
+        Run after this server took its lease, which removed the servers it found gone (runs.lease).
+        """
+        leased = select(_SERVERS.c.id)
+        gone = or_(_SWEEPS.c.server_id.is_(None), _SWEEPS.c.server_id.not_in(leased))
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                update(_SWEEPS)
+                .where(and_(_SWEEPS.c.ended_at.is_(None), gone))
+                .values(status="failed", error=INTERRUPTED, error_code="INTERRUPTED", ended_at=ended_at)
+            )
+        return int(done.rowcount or 0)
+
+    async def get(self, sweep_id: str) -> tuple[SweepDocument, int | None] | None:
+        """A sweep and its owner, or None."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(_SWEEPS).where(_SWEEPS.c.id == sweep_id))).mappings().first()
+        return None if row is None else (_document(dict(row)), row["user_id"])
+
+    async def page(self, *, user_id: int | None, limit: int, offset: int) -> tuple[list[SweepDocument], int]:
+        """A page of sweeps newest first and how many there are; `user_id` None lists everyone's (admins)."""
+        where = [] if user_id is None else [_SWEEPS.c.user_id == user_id]
+        page = (
+            select(_SWEEPS)
+            .where(*where)
+            .order_by(_SWEEPS.c.created_at.desc(), _SWEEPS.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        count = select(func.count()).select_from(_SWEEPS).where(*where)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(page)).mappings().all()
+            total = int((await conn.execute(count)).scalar_one())
+        return [_document(dict(r)) for r in rows], total
+
+    async def ranked(self, sweep_id: str, *, limit: int, offset: int) -> list[SweepRowOut]:
+        """A page of rows by the sweep's own rank."""
+        query = select(_ROWS).where(_ROWS.c.sweep_id == sweep_id).order_by(_ROWS.c.rank).limit(limit).offset(offset)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_row(dict(r)) for r in rows]
+
+    async def row(self, sweep_id: str, rank: int) -> SweepRowOut | None:
+        """The row of `rank` by the sweep's sort, or None."""
+        query = select(_ROWS).where(_ROWS.c.sweep_id == sweep_id, _ROWS.c.rank == rank)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return None if row is None else _row(dict(row))
+
+    async def all_rows(self, sweep_id: str) -> list[SweepRowOut]:
+        """Every row of a sweep (bounded by the server's combination limit), by rank."""
+        return await self.ranked(sweep_id, limit=2**31 - 1, offset=0)
+
+
+def _row(row: dict[str, Any]) -> SweepRowOut:
+    return SweepRowOut(rank=row["rank"], index=row["idx"], params=row["params"], metrics=row["metrics"])
+
+
+def _document(row: dict[str, Any]) -> SweepDocument:
+    valid = row["combinations"] - row["skipped_count"]
+    done = valid if row["status"] == "completed" else row["evaluated"]
+    request = row["request"] or {}
+    return SweepDocument(
+        sweep_id=row["id"],
+        status=row["status"],
+        strategy_name=row["strategy_name"],
+        progress=SweepProgress(done=done, total=valid, fraction=done / valid if valid else 1.0, eta_seconds=None),
+        combinations=row["combinations"],
+        evaluated=row["evaluated"],
+        skipped_count=row["skipped_count"],
+        skipped=row["skipped"] or [],
+        rows=row["row_count"],
+        sort=row["sort"],
+        metrics=request.get("metrics", []),
+        top_k=request.get("top_k"),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        error=row["error"],
+        error_code=row["error_code"],
+        request=request,
+    )

@@ -1,0 +1,1 @@
+"""Parameter sweeps over HTTP: `/sweeps`."""
