@@ -1,0 +1,82 @@
+"""Which store the rate limits and revocation notices share: Redis, else PostgreSQL, else this process alone."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cracktrader.auth.rate_limit import RateLimit, RateLimiter
+
+__all__ = ["LocalRevocationNotices", "RevocationNotices", "SharedAuth", "open_shared_auth"]
+
+
+class RevocationNotices(Protocol):
+    """Carries "something was revoked" from the process that did it to every other one."""
+
+    async def publish(self) -> None:
+        """Announce a revocation this process made."""
+        ...
+
+    async def start(self, on_notice: Callable[[], None]) -> None:
+        """Start listening; `on_notice` runs for each notice."""
+        ...
+
+    async def close(self) -> None:
+        """Stop listening."""
+        ...
+
+
+class LocalRevocationNotices:
+    """One process (SQLite): its own revocations already drop its caches; nobody else to tell."""
+
+    async def publish(self) -> None:
+        """Nothing to do."""
+
+    async def start(self, on_notice: Callable[[], None]) -> None:
+        """Nothing to listen to."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+@dataclass
+class SharedAuth:
+    """The rate limiter and revocation notices in use, and how they are named in logs and /health."""
+
+    backend: str
+    rate_limiter: RateLimit
+    notices: RevocationNotices
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        """Stop listening and close the connections this opened."""
+        await self.notices.close()
+        for closer in self._closers:
+            await closer()
+
+
+async def open_shared_auth(
+    *, redis_url: str | None, redis_prefix: str, engine: AsyncEngine, per_minute: int
+) -> SharedAuth:
+    """Redis when `redis_url` is set, else PostgreSQL when the database is, else in-process counters."""
+    if redis_url:
+        from redis.asyncio import Redis
+
+        from cracktrader.auth.redis_shared import RedisRateLimiter, RedisRevocationNotices
+
+        client = Redis.from_url(redis_url)
+        await client.ping()  # a wrong URL stops the server at start, not at the first request
+        return SharedAuth(
+            "redis",
+            RedisRateLimiter(client, per_minute, prefix=redis_prefix),
+            RedisRevocationNotices(client, prefix=redis_prefix),
+            [client.aclose],
+        )
+    if engine.dialect.name == "postgresql":
+        from cracktrader.auth.pg_shared import PostgresRateLimiter, PostgresRevocationNotices
+
+        return SharedAuth("postgresql", PostgresRateLimiter(engine, per_minute), PostgresRevocationNotices(engine))
+    return SharedAuth("local", RateLimiter(per_minute), LocalRevocationNotices())

@@ -1,0 +1,33 @@
+"""Rate-limit allowances shared by server processes on PostgreSQL
+
+Revision ID: 0014
+Revises: 0012
+Create Date: 2026-12-02 04:00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0014"
+down_revision: str | Sequence[str] | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    """Create auth_rate_limits."""
+    op.create_table(
+        "auth_rate_limits",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("tat", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_auth_rate_limits")),
+    )
+
+
+def downgrade() -> None:
+    """Drop auth_rate_limits."""
+    op.drop_table("auth_rate_limits")
