@@ -47,6 +47,8 @@ OUR_TABLES = {
     "exchange_credentials",
     "alerts",
     "idempotency_keys",
+    "auth_rate_limits",
+    "auth_login_failures",
 }
 
 

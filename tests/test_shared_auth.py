@@ -21,8 +21,10 @@ import httpx
 import pytest
 import redis
 
-from auth_support import SECRET, add_user, auth_client, login
+from auth_support import PASSWORD, SECRET, add_user, auth_client, login
 from cracktrader.auth import service
+from cracktrader.auth.login_limiter import LoginLimiter
+from cracktrader.auth.rate_limit import RateLimiter
 from cracktrader.auth.store import AuthStore
 from cracktrader.db.engine import make_engine
 from cracktrader.settings import Settings
@@ -103,6 +105,12 @@ async def test_the_apps_say_which_backend_they_share(shared: Shared) -> None:
         assert _auth(a).shared.backend == _auth(b).shared.backend == expected
 
 
+async def test_on_sqlite_the_limits_stay_in_the_process() -> None:
+    async with auth_client() as c:
+        assert _auth(c).shared.backend == "local"
+        assert isinstance(_auth(c).rate_limiter, RateLimiter) and isinstance(_auth(c).limiter, LoginLimiter)
+
+
 async def test_a_key_limited_to_two_a_minute_gets_two_across_both_apps(
     shared: Shared,
 ) -> None:
@@ -177,6 +185,35 @@ async def test_a_key_revoked_on_one_app_is_refused_on_the_other_at_once(
         async with asyncio.timeout(10):
             await _auth(b).authenticator.wait_changed(generation)
         assert (await b.get("/api/v1/auth/me", headers=key)).status_code == 401
+
+
+@contextlib.asynccontextmanager
+async def _from(client: httpx.AsyncClient, address: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the same app whose requests come from `address`."""
+    transport = httpx.ASGITransport(app=client.app, client=(address, 4444))  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as other:
+        yield other
+
+
+async def test_a_lockout_earned_on_one_app_holds_on_the_other_and_spares_clean_addresses(shared: Shared) -> None:
+    async with two_apps(shared) as (a, b):
+        await add_user(a, "pat")
+        async with _from(a, "203.0.113.7") as attacker_a, _from(b, "203.0.113.7") as attacker_b:
+            for attacker in (attacker_a, attacker_b, attacker_a, attacker_b, attacker_a):  # 5 across both
+                r = await attacker.post("/api/v1/auth/login", data={"username": "pat", "password": "guess-guess"})
+                assert r.status_code == 401
+            for attacker in (attacker_b, attacker_a):  # even the right password waits, on either app
+                r = await attacker.post("/api/v1/auth/login", data={"username": "pat", "password": PASSWORD})
+                assert r.status_code == 429 and r.json()["error"]["code"] == "RATE_LIMITED"
+                assert 1 <= int(r.headers["Retry-After"]) <= 30
+            # The real user, from an address that never failed, gets straight in on either app.
+            assert (await login(b, "pat"))["access_token"] and (await login(a, "pat"))["access_token"]
+            # An address spraying names is locked out by its own count, summed over both apps.
+            for k in range(15):
+                attacker = attacker_a if k % 2 else attacker_b
+                await attacker.post("/api/v1/auth/login", data={"username": f"u{k}", "password": "guess-guess"})
+            r = await attacker_b.post("/api/v1/auth/login", data={"username": "someone", "password": "guess-guess"})
+            assert r.status_code == 429
 
 
 # Two real server processes ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cracktrader.auth.login_limiter import LoginLimits, LoginPolicy
 from cracktrader.auth.rate_limit import RateLimit, RateLimiter
 
 __all__ = ["LocalRevocationNotices", "RevocationNotices", "SharedAuth", "open_shared_auth"]
@@ -44,10 +45,11 @@ class LocalRevocationNotices:
 
 @dataclass
 class SharedAuth:
-    """The rate limiter and revocation notices in use, and how they are named in logs and /health."""
+    """The rate limiter, login limiter and revocation notices in use; `login_limiter` None keeps this process's."""
 
     backend: str
     rate_limiter: RateLimit
+    login_limiter: LoginLimits | None
     notices: RevocationNotices
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -59,24 +61,30 @@ class SharedAuth:
 
 
 async def open_shared_auth(
-    *, redis_url: str | None, redis_prefix: str, engine: AsyncEngine, per_minute: int
+    *, redis_url: str | None, redis_prefix: str, engine: AsyncEngine, per_minute: int, login: LoginPolicy
 ) -> SharedAuth:
     """Redis when `redis_url` is set, else PostgreSQL when the database is, else in-process counters."""
     if redis_url:
         from redis.asyncio import Redis
 
-        from cracktrader.auth.redis_shared import RedisRateLimiter, RedisRevocationNotices
+        from cracktrader.auth.redis_shared import RedisLoginLimiter, RedisRateLimiter, RedisRevocationNotices
 
         client = Redis.from_url(redis_url)
         await client.ping()  # a wrong URL stops the server at start, not at the first request
         return SharedAuth(
             "redis",
             RedisRateLimiter(client, per_minute, prefix=redis_prefix),
+            RedisLoginLimiter(client, login, prefix=redis_prefix),
             RedisRevocationNotices(client, prefix=redis_prefix),
             [client.aclose],
         )
     if engine.dialect.name == "postgresql":
-        from cracktrader.auth.pg_shared import PostgresRateLimiter, PostgresRevocationNotices
+        from cracktrader.auth.pg_shared import PostgresLoginLimiter, PostgresRateLimiter, PostgresRevocationNotices
 
-        return SharedAuth("postgresql", PostgresRateLimiter(engine, per_minute), PostgresRevocationNotices(engine))
-    return SharedAuth("local", RateLimiter(per_minute), LocalRevocationNotices())
+        return SharedAuth(
+            "postgresql",
+            PostgresRateLimiter(engine, per_minute),
+            PostgresLoginLimiter(engine, login),
+            PostgresRevocationNotices(engine),
+        )
+    return SharedAuth("local", RateLimiter(per_minute), None, LocalRevocationNotices())

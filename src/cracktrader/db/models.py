@@ -457,6 +457,19 @@ class AuthRateLimitRecord(Base):
     tat: Mapped[float] = mapped_column(Double)
 
 
+class AuthLoginFailureRecord(Base):
+    """Failed logins counted against an address, a user name or the pair, shared by server processes on
+    PostgreSQL (without Redis); times in seconds since the epoch on the database's clock (LoginPolicy's rules).
+    """
+
+    __tablename__ = "auth_login_failures"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure: Mapped[float] = mapped_column(Double)
+    locked_until: Mapped[float] = mapped_column(Double)
+
+
 class UserRecord(Base):
     """A person (or service account) that logs in: Argon2 password hash, role, and whether it may log in."""
 

@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from cracktrader.auth.api_keys import SCOPES
 from cracktrader.auth.errors import AuthError, ForbiddenError, NotAuthenticatedError, RateLimitedError
-from cracktrader.auth.login_limiter import LoginLimiter
+from cracktrader.auth.login_limiter import LoginLimiter, LoginLimits, LoginPolicy
 from cracktrader.auth.principal import LOCAL_ADMIN, Authenticator, Principal
 from cracktrader.auth.rate_limit import RateLimit, RateLimiter
 from cracktrader.auth.revocation import DEFAULT_POLL_S, RevocationPoller
@@ -56,7 +56,7 @@ class AuthState:
     enabled: bool
     tokens: TokenSettings | None
     cache_ttl_s: float = 10.0
-    limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    limiter: LoginLimits = field(default_factory=LoginLimiter)
     # Replaced at start by the shared one (Redis or PostgreSQL) when the server may run as several processes.
     rate_limiter: RateLimit = field(default_factory=lambda: RateLimiter(0))
     store: AuthStore | None = None
@@ -85,13 +85,16 @@ class AuthState:
             redis_prefix=self.redis_prefix,
             engine=self.store.engine,
             per_minute=self.rate_limiter.per_minute,
+            login=self.limiter.policy if isinstance(self.limiter, LoginLimiter) else LoginPolicy(),
         )
         self.shared = shared
         if shared.backend != "local":
             self.rate_limiter = shared.rate_limiter
+        if shared.login_limiter is not None:
+            self.limiter = shared.login_limiter
         # Listening starts before the poller's first reading: nothing revoked after it can be missed.
         await shared.notices.start(self.authenticator.invalidate)
-        log.info("Rate limits and revocation notices shared through %s", shared.backend)
+        log.info("Rate limits, login lockouts and revocation notices shared through %s", shared.backend)
         self.poller = RevocationPoller(self.authenticator, interval_s=self.revocation_poll_s)
         await self.poller.start()
 

@@ -1,4 +1,4 @@
-"""Rate-limit allowances shared by server processes on PostgreSQL
+"""Rate-limit allowances and failed-login counters shared by server processes on PostgreSQL
 
 Revision ID: 0014
 Revises: 0012
@@ -19,15 +19,24 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    """Create auth_rate_limits."""
+    """Create auth_rate_limits and auth_login_failures."""
     op.create_table(
         "auth_rate_limits",
         sa.Column("key", sa.String(length=64), nullable=False),
         sa.Column("tat", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_auth_rate_limits")),
     )
+    op.create_table(
+        "auth_login_failures",
+        sa.Column("key", sa.Text(), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("last_failure", sa.Double(), nullable=False),
+        sa.Column("locked_until", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_auth_login_failures")),
+    )
 
 
 def downgrade() -> None:
-    """Drop auth_rate_limits."""
+    """Drop auth_login_failures and auth_rate_limits."""
+    op.drop_table("auth_login_failures")
     op.drop_table("auth_rate_limits")
