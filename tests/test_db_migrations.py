@@ -99,11 +99,13 @@ def test_upgrade_downgrade_and_upgrade_again(target: DatabaseTarget) -> None:
 
 
 # Each revision a downgrade may stop at, and the tables the revisions after it add.
+SHARED_LIMITS = {"auth_rate_limits", "auth_login_failures"}
 DOWNGRADES = [
-    ("0007", {"live_orders", "live_fills", "exchange_credentials", "alerts", "idempotency_keys"}),
-    ("0009", {"exchange_credentials", "alerts", "idempotency_keys"}),
-    ("0010", {"alerts", "idempotency_keys"}),
-    ("0011", {"idempotency_keys"}),
+    ("0007", {"live_orders", "live_fills", "exchange_credentials", "alerts", "idempotency_keys"} | SHARED_LIMITS),
+    ("0009", {"exchange_credentials", "alerts", "idempotency_keys"} | SHARED_LIMITS),
+    ("0010", {"alerts", "idempotency_keys"} | SHARED_LIMITS),
+    ("0011", {"idempotency_keys"} | SHARED_LIMITS),
+    ("0012", SHARED_LIMITS),
 ]
 
 

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import redis
 
-from auth_support import PASSWORD, SECRET, add_user, auth_client, login
+from auth_support import PASSWORD, SECRET, add_user, auth_client, login, run_cli
 from cracktrader.auth import service
 from cracktrader.auth.login_limiter import LoginLimiter
 from cracktrader.auth.rate_limit import RateLimiter
@@ -185,6 +185,25 @@ async def test_a_key_revoked_on_one_app_is_refused_on_the_other_at_once(
         async with asyncio.timeout(10):
             await _auth(b).authenticator.wait_changed(generation)
         assert (await b.get("/api/v1/auth/me", headers=key)).status_code == 401
+
+
+async def test_a_user_disabled_from_the_cli_is_refused_on_both_apps_at_once(
+    shared: Shared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in shared[1].items():  # the CLI reads the same settings as the servers
+        monkeypatch.setenv(f"CRACKTRADER_{name.upper()}", value)
+    async with two_apps(shared, auth_revocation_poll_s=NO_POLLING_S) as (a, b):
+        await add_user(a, "quinn")
+        token = {"Authorization": f"Bearer {(await login(a, 'quinn'))['access_token']}"}
+        generations = []
+        for app in (a, b):
+            assert (await app.get("/api/v1/auth/me", headers=token)).status_code == 200
+            generations.append(_auth(app).authenticator.generation)
+        await run_cli("users", "disable", "quinn")
+        for app, generation in zip((a, b), generations, strict=True):
+            async with asyncio.timeout(10):
+                await _auth(app).authenticator.wait_changed(generation)
+            assert (await app.get("/api/v1/auth/me", headers=token)).status_code == 401
 
 
 @contextlib.asynccontextmanager

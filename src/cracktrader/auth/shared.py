@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cracktrader.auth.login_limiter import LoginLimits, LoginPolicy
 from cracktrader.auth.rate_limit import RateLimit, RateLimiter
 
-__all__ = ["LocalRevocationNotices", "RevocationNotices", "SharedAuth", "open_shared_auth"]
+__all__ = ["LocalRevocationNotices", "RevocationNotices", "SharedAuth", "announce_revocation", "open_shared_auth"]
 
 
 class RevocationNotices(Protocol):
@@ -88,3 +88,14 @@ async def open_shared_auth(
             PostgresRevocationNotices(engine),
         )
     return SharedAuth("local", RateLimiter(per_minute), None, LocalRevocationNotices())
+
+
+async def announce_revocation(*, redis_url: str | None, redis_prefix: str, engine: AsyncEngine) -> None:
+    """Tell the running servers of a revocation made outside them (the CLI), the way they tell each other."""
+    shared = await open_shared_auth(
+        redis_url=redis_url, redis_prefix=redis_prefix, engine=engine, per_minute=0, login=LoginPolicy()
+    )
+    try:
+        await shared.notices.publish()
+    finally:
+        await shared.close()
