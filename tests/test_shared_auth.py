@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from sqlalchemy import text
 
 from auth_support import PASSWORD, SECRET, add_user, auth_client, login, run_cli
 from cracktrader.auth import service
@@ -204,6 +205,39 @@ async def test_a_user_disabled_from_the_cli_is_refused_on_both_apps_at_once(
             async with asyncio.timeout(10):
                 await _auth(app).authenticator.wait_changed(generation)
             assert (await app.get("/api/v1/auth/me", headers=token)).status_code == 401
+
+
+@pytest.fixture
+def postgres_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """A PostgreSQL database of the test's own, no Redis."""
+    with app_database("postgresql", monkeypatch) as settings:
+        yield settings
+
+
+async def test_a_killed_postgresql_listener_listens_again_and_misses_nothing(postgres_only: Settings) -> None:
+    settings = postgres_only
+    async with two_apps((settings, {}), auth_revocation_poll_s=NO_POLLING_S) as (a, b):
+        notices = _auth(b).shared.notices
+        killed = notices.backend_pid
+        engine = make_engine(settings.database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed})
+        finally:
+            await engine.dispose()
+        deadline = time.monotonic() + 10  # a safety net: it listens again after half a second
+        while notices.connections < 2:
+            assert time.monotonic() < deadline, "the listener never came back"
+            await asyncio.sleep(0.01)
+        assert notices.backend_pid != killed
+        await add_user(a, "ray")
+        token = {"Authorization": f"Bearer {(await login(a, 'ray'))['access_token']}"}
+        assert (await b.get("/api/v1/auth/me", headers=token)).status_code == 200
+        generation = _auth(b).authenticator.generation
+        assert (await a.post("/api/v1/auth/logout", headers=token)).status_code == 200
+        async with asyncio.timeout(10):
+            await _auth(b).authenticator.wait_changed(generation)
+        assert (await b.get("/api/v1/auth/me", headers=token)).status_code == 401
 
 
 @contextlib.asynccontextmanager

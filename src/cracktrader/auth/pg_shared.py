@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -81,6 +82,8 @@ _PRUNE = text(
     "DELETE FROM auth_login_failures WHERE last_failure < extract(epoch FROM now())::float8 - :forget "
     "AND locked_until < extract(epoch FROM now())::float8"
 )
+# Pause between attempts to listen again after the listening connection was lost.
+_RELISTEN_S = 0.5
 # Forgotten rows are deleted every this many failures counted by a process (names sprayed by an attacker).
 _PRUNE_EVERY = 200
 
@@ -130,7 +133,15 @@ class PostgresRevocationNotices:
         self._engine = engine
         self._conn: AsyncConnection | None = None
         self._driver: Any = None
-        self._callback: Any = None
+        self._on_notice: Callable[[], None] | None = None
+        self._reconnect: asyncio.Task[None] | None = None
+        # Connections made so far (tests wait for a reconnect after killing the listener's).
+        self.connections = 0
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The listening connection's server process id (None while disconnected)."""
+        return int(self._driver.get_server_pid()) if self._driver is not None else None
 
     async def publish(self) -> None:
         """Announce that this process revoked something (after the database change committed)."""
@@ -139,28 +150,61 @@ class PostgresRevocationNotices:
 
     async def start(self, on_notice: Callable[[], None]) -> None:
         """LISTEN (before returning, so no later notice is missed) and call `on_notice` per notice."""
-        self._conn = await self._engine.connect()
-        raw = await self._conn.get_raw_connection()
-        self._driver = raw.driver_connection
+        self._on_notice = on_notice
+        await self._listen()
 
-        def callback(*_: object) -> None:
-            on_notice()
+    async def _listen(self) -> None:
+        on_notice = self._on_notice
+        assert on_notice is not None
+        conn = await self._engine.connect()
+        try:
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            await driver.add_listener(REVOCATION_CHANNEL, lambda *_: on_notice())
+            driver.add_termination_listener(self._terminated)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn, self._driver = conn, driver
+        self.connections += 1
 
-        def terminated(*_: object) -> None:
-            # The listening connection is gone: notices may be lost; the poller remains the safety net.
-            log.warning("Revocation notices from PostgreSQL interrupted; relying on polling")
-            on_notice()
+    def _terminated(self, *_: object) -> None:
+        # The listening connection is gone: notices sent meanwhile are lost, so drop the caches and listen again.
+        if self._on_notice is None:  # closing
+            return
+        log.warning("Revocation notices from PostgreSQL interrupted; listening again")
+        self._on_notice()
+        self._driver = None
+        if self._reconnect is None or self._reconnect.done():
+            self._reconnect = asyncio.get_running_loop().create_task(self._relisten(), name="auth-notices-relisten")
 
-        self._callback = callback
-        await self._driver.add_listener(REVOCATION_CHANNEL, callback)
-        self._driver.add_termination_listener(terminated)
+    async def _relisten(self) -> None:
+        old, self._conn = self._conn, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.invalidate()
+        while True:
+            await asyncio.sleep(_RELISTEN_S)
+            try:
+                await self._listen()
+            except Exception:
+                continue  # still down: the poller covers the gap
+            if self._on_notice is not None:
+                self._on_notice()  # whatever happened while away is unknown
+            return
 
     async def close(self) -> None:
         """Stop listening and hand the connection back."""
-        if self._conn is None:
-            return
-        with contextlib.suppress(Exception):
-            await self._driver.remove_listener(REVOCATION_CHANNEL, self._callback)
-        with contextlib.suppress(Exception):
-            await self._conn.close()
-        self._conn = None
+        self._on_notice = None
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconnect
+            self._reconnect = None
+        if self._conn is not None:
+            # Closed, not pooled: a LISTEN must not follow the connection to its next user.
+            with contextlib.suppress(Exception):
+                await self._conn.invalidate()
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn, self._driver = None, None

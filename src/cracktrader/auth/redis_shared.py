@@ -119,7 +119,8 @@ class RedisRevocationNotices:
                 await asyncio.sleep(_RECONNECT_S)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
-                    pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                with contextlib.suppress(Exception):  # still down: the next read fails and this runs again
                     await pubsub.subscribe(self.channel)
 
     async def close(self) -> None:
