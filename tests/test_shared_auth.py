@@ -26,6 +26,7 @@ from auth_support import PASSWORD, SECRET, add_user, auth_client, login, run_cli
 from cracktrader.auth import service
 from cracktrader.auth.login_limiter import LoginLimiter
 from cracktrader.auth.rate_limit import RateLimiter
+from cracktrader.auth.shared import client_name
 from cracktrader.auth.store import AuthStore
 from cracktrader.db.engine import make_engine
 from cracktrader.settings import Settings
@@ -232,6 +233,39 @@ async def test_a_killed_postgresql_listener_listens_again_and_misses_nothing(pos
         assert notices.backend_pid != killed
         await add_user(a, "ray")
         token = {"Authorization": f"Bearer {(await login(a, 'ray'))['access_token']}"}
+        assert (await b.get("/api/v1/auth/me", headers=token)).status_code == 200
+        generation = _auth(b).authenticator.generation
+        assert (await a.post("/api/v1/auth/logout", headers=token)).status_code == 200
+        async with asyncio.timeout(10):
+            await _auth(b).authenticator.wait_changed(generation)
+        assert (await b.get("/api/v1/auth/me", headers=token)).status_code == 401
+
+
+@pytest.fixture
+def redis_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[Shared]:
+    """A PostgreSQL database of the test's own, and Redis under a prefix of the test's own."""
+    with app_database("postgresql", monkeypatch) as settings, redis_prefix() as prefix:
+        yield settings, {"redis_url": REDIS_URL, "redis_prefix": prefix}
+
+
+async def test_killed_redis_listeners_subscribe_again_and_miss_nothing(redis_only: Shared) -> None:
+    shared = redis_only
+    async with two_apps(shared, auth_revocation_poll_s=NO_POLLING_S) as (a, b):
+        admin = redis.Redis.from_url(REDIS_URL)
+        try:
+            name = client_name(shared[1]["redis_prefix"])
+            listeners = [c["id"] for c in admin.client_list() if c["name"] == name and c["cmd"] == "subscribe"]
+            assert len(listeners) == 2  # one per app, whatever the request load
+            for client_id in listeners:
+                admin.client_kill_filter(_id=client_id)
+        finally:
+            admin.close()
+        deadline = time.monotonic() + 10  # a safety net: they subscribe again after half a second
+        while _auth(a).shared.notices.connections < 2 or _auth(b).shared.notices.connections < 2:
+            assert time.monotonic() < deadline, "the listeners never came back"
+            await asyncio.sleep(0.01)
+        await add_user(a, "sam")
+        token = {"Authorization": f"Bearer {(await login(a, 'sam'))['access_token']}"}
         assert (await b.get("/api/v1/auth/me", headers=token)).status_code == 200
         generation = _auth(b).authenticator.generation
         assert (await a.post("/api/v1/auth/logout", headers=token)).status_code == 200

@@ -91,6 +91,8 @@ class RedisRevocationNotices:
         self._client = client
         self.channel = f"{prefix}auth:revoked"
         self._task: asyncio.Task[None] | None = None
+        # Subscriptions made so far (tests wait for a resubscription after killing the listener's connection).
+        self.connections = 0
 
     async def publish(self) -> None:
         """Announce that this process revoked something (after the database change committed)."""
@@ -100,6 +102,7 @@ class RedisRevocationNotices:
         """Subscribe (before returning, so no notice published afterwards is missed) and call `on_notice` per notice."""
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(self.channel)
+        self.connections += 1
         self._task = asyncio.create_task(self._listen(pubsub, on_notice), name="auth-revocation-notices")
 
     async def _listen(self, pubsub: Any, on_notice: Callable[[], None]) -> None:
@@ -120,8 +123,12 @@ class RedisRevocationNotices:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                 pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-                with contextlib.suppress(Exception):  # still down: the next read fails and this runs again
+                try:
                     await pubsub.subscribe(self.channel)
+                except Exception:
+                    continue  # still down: the next read fails and this runs again
+                self.connections += 1
+                on_notice()  # whatever was published while away is unknown
 
     async def close(self) -> None:
         """Unsubscribe."""

@@ -11,7 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cracktrader.auth.login_limiter import LoginLimits, LoginPolicy
 from cracktrader.auth.rate_limit import RateLimit, RateLimiter
 
-__all__ = ["LocalRevocationNotices", "RevocationNotices", "SharedAuth", "announce_revocation", "open_shared_auth"]
+__all__ = [
+    "LocalRevocationNotices",
+    "RevocationNotices",
+    "SharedAuth",
+    "announce_revocation",
+    "client_name",
+    "open_shared_auth",
+]
 
 
 class RevocationNotices(Protocol):
@@ -60,6 +67,11 @@ class SharedAuth:
             await closer()
 
 
+def client_name(prefix: str) -> str:
+    """The Redis client name of a deployment's connections (Redis names take no spaces)."""
+    return "".join(c if c.isalnum() or c in ":-_." else "_" for c in f"{prefix}auth")[:200]
+
+
 async def open_shared_auth(
     *, redis_url: str | None, redis_prefix: str, engine: AsyncEngine, per_minute: int, login: LoginPolicy
 ) -> SharedAuth:
@@ -69,7 +81,8 @@ async def open_shared_auth(
 
         from cracktrader.auth.redis_shared import RedisLoginLimiter, RedisRateLimiter, RedisRevocationNotices
 
-        client = Redis.from_url(redis_url)
+        # Named, so an operator (or a test) can tell this server's connections apart in CLIENT LIST.
+        client = Redis.from_url(redis_url, client_name=client_name(redis_prefix))
         await client.ping()  # a wrong URL stops the server at start, not at the first request
         return SharedAuth(
             "redis",
