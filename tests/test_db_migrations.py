@@ -48,6 +48,8 @@ OUR_TABLES = SWEEP_TABLES | {
     "exchange_credentials",
     "alerts",
     "idempotency_keys",
+    "auth_rate_limits",
+    "auth_login_failures",
 }
 
 
@@ -98,12 +100,15 @@ def test_upgrade_downgrade_and_upgrade_again(target: DatabaseTarget) -> None:
 
 
 # Each revision a downgrade may stop at, and the tables the revisions after it add.
+SHARED_LIMITS = {"auth_rate_limits", "auth_login_failures"}  # 0014
+LATER = SWEEP_TABLES | SHARED_LIMITS  # 0013 and 0014
 DOWNGRADES = [
-    ("0007", {"live_orders", "live_fills", "exchange_credentials", "alerts", "idempotency_keys", *SWEEP_TABLES}),
-    ("0009", {"exchange_credentials", "alerts", "idempotency_keys", *SWEEP_TABLES}),
-    ("0010", {"alerts", "idempotency_keys", *SWEEP_TABLES}),
-    ("0011", {"idempotency_keys", *SWEEP_TABLES}),
-    ("0012", SWEEP_TABLES),
+    ("0007", {"live_orders", "live_fills", "exchange_credentials", "alerts", "idempotency_keys", *LATER}),
+    ("0009", {"exchange_credentials", "alerts", "idempotency_keys", *LATER}),
+    ("0010", {"alerts", "idempotency_keys", *LATER}),
+    ("0011", {"idempotency_keys", *LATER}),
+    ("0012", LATER),
+    ("0013", SHARED_LIMITS),
 ]
 
 

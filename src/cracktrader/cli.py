@@ -1286,6 +1286,24 @@ def _auth_call(work: Callable[[Any], Any]) -> Any:
     return _db_call(lambda engine: work(AuthStore(engine)))
 
 
+def _revoking_call(work: Callable[[Any], Any]) -> Any:
+    """`_auth_call` for a revocation: afterwards, tell running servers at once (the poll is the safety net)."""
+
+    async def revoke(store: Any) -> Any:
+        result = await work(store)
+        from cracktrader.auth.shared import announce_revocation
+        from cracktrader.web.config import get_web_settings
+
+        web = get_web_settings()
+        try:
+            await announce_revocation(redis_url=web.redis_url, redis_prefix=web.redis_prefix, engine=store.engine)
+        except Exception as exc:  # the change is committed; servers still see it at their next poll
+            typer.echo(f"warning: could not notify running servers ({type(exc).__name__}); they poll", err=True)
+        return result
+
+    return _auth_call(revoke)
+
+
 def _db_call(work: Callable[[Any], Any]) -> Any:
     """Migrate the configured database, then run `work(engine)` on an engine of it."""
     import asyncio
@@ -1343,7 +1361,7 @@ def users_disable(
     """Disable a user (within a second their logins end and their API keys stop working) or re-enable one."""
     from cracktrader.auth import service
 
-    user = _auth_call(lambda store: service.set_user_active(store=store, username=username, active=enable))
+    user = _revoking_call(lambda store: service.set_user_active(store=store, username=username, active=enable))
     typer.echo(f"{'enabled' if enable else 'disabled'} user {user.username}")
 
 
@@ -1353,7 +1371,7 @@ def users_reset_password(username: Annotated[str, typer.Argument()]) -> None:
     from cracktrader.auth import service
 
     password = _read_password()
-    user = _auth_call(lambda store: service.reset_password(store=store, username=username, password=password))
+    user = _revoking_call(lambda store: service.reset_password(store=store, username=username, password=password))
     typer.echo(f"password reset for {user.username}")
 
 
@@ -1402,7 +1420,7 @@ def apikeys_revoke(key_id: Annotated[int, typer.Argument(help="Key id (see `crac
     """Revoke an API key (a running server refuses it within a second, open streams included)."""
     from cracktrader.auth import service
 
-    row = _auth_call(lambda store: service.revoke_api_key(store=store, key_id=key_id))
+    row = _revoking_call(lambda store: service.revoke_api_key(store=store, key_id=key_id))
     typer.echo(f"revoked API key {row.id} ({row.prefix})")
 
 

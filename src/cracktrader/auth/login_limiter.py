@@ -11,22 +11,35 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["LoginLimiter"]
+__all__ = ["LoginEntry", "LoginKeys", "LoginLimiter", "LoginLimits", "LoginPolicy"]
 
 # Stands in for a missing client address (they then share one allowance).
 _UNKNOWN_IP = "-"
 
 
 @dataclass(slots=True)
-class _Entry:
+class LoginEntry:
+    """Failures counted against one key (an address, a user name, or the pair), in seconds on one clock."""
+
     failures: int
     last_failure: float
     locked_until: float
 
 
-class LoginLimiter:
-    """In-process counters (the server runs one process); bounded so spraying names cannot exhaust memory.
+@dataclass(frozen=True, slots=True)
+class LoginKeys:
+    """The three keys one login attempt is counted under."""
+
+    ip: str
+    user: str
+    pair: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoginPolicy:
+    """The thresholds and waits, and the rules that read them, whatever holds the counters.
 
     - Per address: after `ip_threshold` failures (any user names) the address is locked out.
     - Per user name: after `user_threshold` failures (from anywhere) the name is slowed down: addresses that have
@@ -34,6 +47,77 @@ class LoginLimiter:
       on it are not held back, so the real user still logs in while an attacker hammers the name.
     Both waits start at `base_lockout_s` and double with every further failure, up to `max_lockout_s`.
     """
+
+    user_threshold: int = 5
+    ip_threshold: int = 20
+    base_lockout_s: float = 30.0
+    max_lockout_s: float = 900.0
+    forget_after_s: float = 900.0
+
+    @staticmethod
+    def keys(username: str, ip: str | None) -> LoginKeys:
+        """The keys of an attempt on `username` from `ip`."""
+        address = ip or _UNKNOWN_IP
+        return LoginKeys(ip=f"ip:{address}", user=f"u:{username}", pair=f"p:{username}|{address}")
+
+    def thresholds(self, keys: LoginKeys) -> list[tuple[str, int]]:
+        """What a failure bumps: each key with the failure count at which it locks."""
+        return [(keys.user, self.user_threshold), (keys.ip, self.ip_threshold), (keys.pair, self.user_threshold)]
+
+    def lockout_s(self, failures: int, threshold: int) -> float:
+        """The wait after the `failures`-th failure (0 below the threshold)."""
+        if failures < threshold:
+            return 0.0
+        return float(min(self.max_lockout_s, self.base_lockout_s * 2 ** min(failures - threshold, 64)))
+
+    def live(self, entry: LoginEntry | None, now: float) -> LoginEntry | None:
+        """The entry, unless it is forgotten (no failure for `forget_after_s` and no lockout running)."""
+        if entry is None or (now - entry.last_failure > self.forget_after_s and entry.locked_until <= now):
+            return None
+        return entry
+
+    def wait(self, keys: LoginKeys, entries: dict[str, LoginEntry | None], now: float) -> int:
+        """Whole seconds until this attempt is allowed (0 now), from the keys' entries."""
+        wait = 0.0
+        locked = self.live(entries.get(keys.ip), now)
+        if locked is not None:
+            wait = locked.locked_until - now
+        # A slowed-down name holds back only the addresses that have failed on it.
+        if self.live(entries.get(keys.pair), now) is not None:
+            name = self.live(entries.get(keys.user), now)
+            if name is not None:
+                wait = max(wait, name.locked_until - now)
+        return math.ceil(wait) if wait > 0 else 0
+
+    def bump(self, entry: LoginEntry | None, threshold: int, now: float) -> LoginEntry:
+        """The entry after one more failure."""
+        entry = self.live(entry, now) or LoginEntry(0, now, 0.0)
+        entry.failures += 1
+        entry.last_failure = now
+        lockout = self.lockout_s(entry.failures, threshold)
+        if lockout:
+            entry.locked_until = max(entry.locked_until, now + lockout)
+        return entry
+
+
+class LoginLimits(Protocol):
+    """What login needs of a limiter, wherever its counters live (this process, Redis, PostgreSQL)."""
+
+    async def wait(self, *, username: str, ip: str | None) -> int:
+        """Seconds until this address may try this user name; 0 when allowed now."""
+        ...
+
+    async def failed(self, *, username: str, ip: str | None) -> None:
+        """Count a failure against the address, the user name, and the pair."""
+        ...
+
+    async def succeeded(self, *, username: str, ip: str | None) -> None:
+        """The address knew the password: the name's slowdown stops applying to it."""
+        ...
+
+
+class LoginLimiter:
+    """In-process counters (one server process); bounded so spraying names cannot exhaust memory."""
 
     def __init__(
         self,
@@ -46,45 +130,24 @@ class LoginLimiter:
         max_entries: int = 100_000,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self.user_threshold = user_threshold
-        self.ip_threshold = ip_threshold
-        self.base_lockout_s = base_lockout_s
-        self.max_lockout_s = max_lockout_s
-        self.forget_after_s = forget_after_s
+        self.policy = LoginPolicy(user_threshold, ip_threshold, base_lockout_s, max_lockout_s, forget_after_s)
         self.max_entries = max_entries
         self._clock = clock or time.monotonic
-        self._entries: dict[str, _Entry] = {}
-
-    def _live(self, key: str, now: float) -> _Entry | None:
-        entry = self._entries.get(key)
-        if entry is None or (now - entry.last_failure > self.forget_after_s and entry.locked_until <= now):
-            return None
-        return entry
+        self._entries: dict[str, LoginEntry] = {}
 
     def retry_after(self, *, username: str, ip: str | None) -> int:
         """Seconds until this address may try this user name; 0 when allowed now."""
-        now = self._clock()
-        address = ip or _UNKNOWN_IP
-        wait = 0.0
-        locked = self._live(f"ip:{address}", now)
-        if locked is not None:
-            wait = locked.locked_until - now
-        # A slowed-down name holds back only the addresses that have failed on it.
-        if self._live(f"p:{username}|{address}", now) is not None:
-            name = self._live(f"u:{username}", now)
-            if name is not None:
-                wait = max(wait, name.locked_until - now)
-        return math.ceil(wait) if wait > 0 else 0
+        keys = self.policy.keys(username, ip)
+        entries: dict[str, LoginEntry | None] = {k: self._entries.get(k) for k in (keys.ip, keys.user, keys.pair)}
+        return self.policy.wait(keys, entries, self._clock())
 
     def record_failure(self, *, username: str, ip: str | None) -> None:
         """Count a failure against the address, the user name, and the pair."""
         now = self._clock()
         if len(self._entries) >= self.max_entries:
             self._prune(now)
-        address = ip or _UNKNOWN_IP
-        self._bump(f"u:{username}", self.user_threshold, now)
-        self._bump(f"ip:{address}", self.ip_threshold, now)
-        self._bump(f"p:{username}|{address}", self.user_threshold, now)
+        for key, threshold in self.policy.thresholds(self.policy.keys(username, ip)):
+            self._entries[key] = self.policy.bump(self._entries.get(key), threshold, now)
 
     def record_success(self, *, username: str, ip: str | None = None) -> None:
         """The address knew this user's password: it is the user's, so the name's slowdown stops applying to it.
@@ -92,21 +155,22 @@ class LoginLimiter:
         The name's count stays (it decays on its own), or a login by the real user would reset an attacker's
         slowdown; so does the address's, or logging in to one's own account would wipe failures on others.
         """
-        self._entries.pop(f"p:{username}|{ip or _UNKNOWN_IP}", None)
+        self._entries.pop(self.policy.keys(username, ip).pair, None)
 
-    def _bump(self, key: str, threshold: int, now: float) -> None:
-        entry = self._live(key, now)
-        if entry is None:
-            entry = _Entry(0, now, 0.0)
-            self._entries[key] = entry
-        entry.failures += 1
-        entry.last_failure = now
-        if entry.failures >= threshold:
-            lockout = min(self.max_lockout_s, self.base_lockout_s * 2 ** (entry.failures - threshold))
-            entry.locked_until = now + lockout
+    async def wait(self, *, username: str, ip: str | None) -> int:
+        """`retry_after` for the shared interface."""
+        return self.retry_after(username=username, ip=ip)
+
+    async def failed(self, *, username: str, ip: str | None) -> None:
+        """`record_failure` for the shared interface."""
+        self.record_failure(username=username, ip=ip)
+
+    async def succeeded(self, *, username: str, ip: str | None) -> None:
+        """`record_success` for the shared interface."""
+        self.record_success(username=username, ip=ip)
 
     def _prune(self, now: float) -> None:
-        stale = [k for k in self._entries if self._live(k, now) is None or self._entries[k].locked_until <= now]
+        stale = [k for k, e in self._entries.items() if self.policy.live(e, now) is None or e.locked_until <= now]
         for key in stale:
             del self._entries[key]
         if len(self._entries) >= self.max_entries:

@@ -6,8 +6,24 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimit", "RateLimiter"]
+
+
+class RateLimit(Protocol):
+    """What the request path needs of a rate limiter, wherever its counters live (this process, Redis, PostgreSQL)."""
+
+    per_minute: int
+
+    @property
+    def enabled(self) -> bool:
+        """Whether requests are limited at all."""
+        ...
+
+    async def take(self, key: str) -> int:
+        """Spend one request of `key`'s allowance: 0 when allowed, else whole seconds until one is."""
+        ...
 
 
 @dataclass(slots=True)
@@ -32,6 +48,10 @@ class RateLimiter:
     def enabled(self) -> bool:
         """Whether requests are limited at all."""
         return self.per_minute > 0
+
+    async def take(self, key: str) -> int:
+        """`hit` for the shared interface: never suspends, so the one-process path stays as cheap as before."""
+        return self.hit(key)
 
     def hit(self, key: str) -> int:
         """Take one request from `key`'s bucket: 0 when allowed, else whole seconds until one is allowed."""

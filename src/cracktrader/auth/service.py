@@ -14,7 +14,7 @@ from cracktrader.auth.errors import (
     RateLimitedError,
     UserNotFoundError,
 )
-from cracktrader.auth.login_limiter import LoginLimiter
+from cracktrader.auth.login_limiter import LoginLimits
 from cracktrader.auth.passwords import (
     check_password_policy,
     dummy_hash,
@@ -48,11 +48,11 @@ __all__ = [
 
 
 async def authenticate(
-    *, store: AuthStore, limiter: LoginLimiter, username: str, password: str, ip: str | None
+    *, store: AuthStore, limiter: LoginLimits, username: str, password: str, ip: str | None
 ) -> UserRow:
     """Check a username and password, within the per-address lockout and the per-username slowdown."""
     name = normalize_username(username)
-    wait = limiter.retry_after(username=name, ip=ip)
+    wait = await limiter.wait(username=name, ip=ip)
     if wait:
         raise RateLimitedError(
             f"Too many failed logins; try again in {wait} s",
@@ -63,9 +63,9 @@ async def authenticate(
     # Unknown users are checked against a dummy hash so the answer takes as long as for a real one.
     ok, new_hash = await verify_password_async(password, user.password_hash if user else dummy_hash())
     if user is None or not ok or not user.is_active:
-        limiter.record_failure(username=name, ip=ip)
+        await limiter.failed(username=name, ip=ip)
         raise InvalidCredentialsError("Incorrect username or password")
-    limiter.record_success(username=name, ip=ip)
+    await limiter.succeeded(username=name, ip=ip)
     if new_hash is not None:
         await store.upgrade_password_hash(user.id, new_hash)
     return user

@@ -102,6 +102,11 @@ class AuthStore:
         self._engine = engine
         self._sessions = make_sessionmaker(engine)
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The database engine (the shared rate limits and revocation notices use it on PostgreSQL)."""
+        return self._engine
+
     # Users ---------------------------------------------------------------------------------------------
     async def create_user(self, *, username: str, password_hash: str, role: str) -> UserRow:
         """Insert a user; UserExistsError when the name is taken."""

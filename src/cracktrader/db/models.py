@@ -449,6 +449,31 @@ class IdempotencyKeyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class AuthRateLimitRecord(Base):
+    """A rate-limit allowance shared by server processes on PostgreSQL (without Redis): GCRA's theoretical arrival
+    time of the key's next request, in seconds since the epoch on the database's clock. Keys are API key and user
+    ids, so the table stays as small as the number of principals.
+    """
+
+    __tablename__ = "auth_rate_limits"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tat: Mapped[float] = mapped_column(Double)
+
+
+class AuthLoginFailureRecord(Base):
+    """Failed logins counted against an address, a user name or the pair, shared by server processes on
+    PostgreSQL (without Redis); times in seconds since the epoch on the database's clock (LoginPolicy's rules).
+    """
+
+    __tablename__ = "auth_login_failures"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure: Mapped[float] = mapped_column(Double)
+    locked_until: Mapped[float] = mapped_column(Double)
+
+
 class UserRecord(Base):
     """A person (or service account) that logs in: Argon2 password hash, role, and whether it may log in."""
 

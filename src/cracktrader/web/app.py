@@ -202,6 +202,9 @@ def _auth_state(web_settings: WebSettings) -> AuthState:
         tokens=tokens,
         cache_ttl_s=web_settings.auth_cache_ttl_s,
         rate_limiter=RateLimiter(web_settings.rate_limit_per_minute),
+        revocation_poll_s=web_settings.auth_revocation_poll_s,
+        redis_url=web_settings.redis_url,
+        redis_prefix=web_settings.redis_prefix,
     )
 
 

@@ -56,6 +56,14 @@ class WebSettings(BaseSettings):
     rate_limit_per_minute: int = Field(100, ge=0, le=1_000_000)
     # How long a revocation made outside this process (the CLI) may take to reach it.
     auth_cache_ttl_s: float = Field(10.0, ge=0, le=3600)
+    # How often the database is asked whether another process revoked a credential: the safety net behind the
+    # notices (Redis or PostgreSQL) that carry revocations made by other servers at once.
+    auth_revocation_poll_s: float = Field(0.5, gt=0, le=3600)
+    # Redis shared by every server process for rate limits and revocation notices; unset: PostgreSQL when the
+    # database is PostgreSQL, else this process alone (SQLite runs one process).
+    redis_url: str | None = None
+    # Prefix of every Redis key and channel, so several deployments (or test runs) can share one Redis.
+    redis_prefix: str = Field("cracktrader:", max_length=200)
 
     @property
     def auth_enabled(self) -> bool:

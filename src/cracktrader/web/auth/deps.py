@@ -16,10 +16,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from cracktrader.auth.api_keys import SCOPES
 from cracktrader.auth.errors import AuthError, ForbiddenError, NotAuthenticatedError, RateLimitedError
-from cracktrader.auth.login_limiter import LoginLimiter
+from cracktrader.auth.login_limiter import LoginLimiter, LoginLimits, LoginPolicy
 from cracktrader.auth.principal import LOCAL_ADMIN, Authenticator, Principal
-from cracktrader.auth.rate_limit import RateLimiter
+from cracktrader.auth.rate_limit import RateLimit, RateLimiter
 from cracktrader.auth.revocation import DEFAULT_POLL_S, RevocationPoller
+from cracktrader.auth.shared import SharedAuth, open_shared_auth
 from cracktrader.auth.store import AuthStore
 from cracktrader.auth.tokens import TokenSettings
 
@@ -55,13 +56,17 @@ class AuthState:
     enabled: bool
     tokens: TokenSettings | None
     cache_ttl_s: float = 10.0
-    limiter: LoginLimiter = field(default_factory=LoginLimiter)
-    rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
+    limiter: LoginLimits = field(default_factory=LoginLimiter)
+    # Replaced at start by the shared one (Redis or PostgreSQL) when the server may run as several processes.
+    rate_limiter: RateLimit = field(default_factory=lambda: RateLimiter(0))
     store: AuthStore | None = None
     authenticator: Authenticator | None = None
     # How often the database is asked whether another process (the CLI) revoked something.
     revocation_poll_s: float = DEFAULT_POLL_S
     poller: RevocationPoller | None = None
+    redis_url: str | None = None
+    redis_prefix: str = "cracktrader:"
+    shared: SharedAuth | None = None
     # run id -> owner user id, so /status and /results can tell whose the current run is without a query.
     run_owners: dict[str, int | None] = field(default_factory=dict)
 
@@ -72,21 +77,50 @@ class AuthState:
             self.authenticator = Authenticator(store=store, tokens=self.tokens, cache_ttl_s=self.cache_ttl_s)
 
     async def start(self) -> None:
-        """With auth on, start polling for revocations made outside this process."""
-        if self.enabled and self.authenticator is not None and self.poller is None:
-            self.poller = RevocationPoller(self.authenticator, interval_s=self.revocation_poll_s)
-            await self.poller.start()
+        """With auth on, share the limits, listen for other processes' revocations, and poll as a safety net."""
+        if not self.enabled or self.authenticator is None or self.store is None or self.shared is not None:
+            return
+        shared = await open_shared_auth(
+            redis_url=self.redis_url,
+            redis_prefix=self.redis_prefix,
+            engine=self.store.engine,
+            per_minute=self.rate_limiter.per_minute,
+            login=self.limiter.policy if isinstance(self.limiter, LoginLimiter) else LoginPolicy(),
+        )
+        self.shared = shared
+        if shared.backend != "local":
+            self.rate_limiter = shared.rate_limiter
+        if shared.login_limiter is not None:
+            self.limiter = shared.login_limiter
+        # Listening starts before the poller's first reading: nothing revoked after it can be missed.
+        await shared.notices.start(self.authenticator.invalidate)
+        log.info("Rate limits, login lockouts and revocation notices shared through %s", shared.backend)
+        self.poller = RevocationPoller(self.authenticator, interval_s=self.revocation_poll_s)
+        await self.poller.start()
 
     async def close(self) -> None:
-        """Stop polling."""
+        """Stop polling and listening."""
         if self.poller is not None:
             await self.poller.close()
             self.poller = None
+        if self.shared is not None:
+            await self.shared.close()
+            self.shared = None
 
-    def revoked(self) -> None:
-        """This process revoked a credential: drop the caches and re-check open streams now."""
+    async def revoked(self) -> None:
+        """This process revoked a credential: drop the caches, re-check open streams, and tell the other processes.
+
+        Awaited before the response, so by the time the client hears "done" every other process has been sent
+        the notice (each drops its caches the moment it arrives).
+        """
         if self.authenticator is not None:
             self.authenticator.invalidate()
+        if self.shared is not None:
+            try:
+                await self.shared.notices.publish()
+            except Exception:
+                # The revocation is committed; other processes still see it through polling.
+                log.warning("Could not announce a revocation to the other processes", exc_info=True)
 
     def remember_owner(self, run_id: str, user_id: int | None) -> None:
         """Record a run's owner (bounded: ids are few, but never let it grow without limit)."""
@@ -152,7 +186,7 @@ async def authenticate_request(request: Request) -> Principal:
     principal = await resolve_connection(request)
     if principal is None:
         raise NotAuthenticatedError("Authentication required: send a bearer token or an X-API-Key header")
-    check_rate_limit(_auth(request), principal)
+    await check_rate_limit(_auth(request), principal)
     request.state.principal = principal
     return principal
 
@@ -164,12 +198,12 @@ def _rate_key(principal: Principal) -> str | None:
     return f"user:{principal.user_id}" if principal.user_id is not None else None
 
 
-def check_rate_limit(auth: AuthState, principal: Principal) -> None:
+async def check_rate_limit(auth: AuthState, principal: Principal) -> None:
     """Spend one request of the caller's allowance; 429 RATE_LIMITED with Retry-After when it is used up."""
     key = _rate_key(principal)
     if key is None:
         return
-    wait = auth.rate_limiter.hit(key)
+    wait = await auth.rate_limiter.take(key)
     if wait:
         per_minute = auth.rate_limiter.per_minute
         raise RateLimitedError(
@@ -254,7 +288,7 @@ async def authorize_websocket(ws: WebSocket) -> bool:
     try:
         principal = await resolve_connection(ws, allow_query=True)
         if principal is not None:
-            check_rate_limit(auth, principal)
+            await check_rate_limit(auth, principal)
     except AuthError as exc:
         await ws.close(code=WS_POLICY_VIOLATION, reason=exc.message[:120])
         return False
@@ -262,7 +296,7 @@ async def authorize_websocket(ws: WebSocket) -> bool:
         await ws.accept()
         try:
             principal = await _first_message_principal(ws)
-            check_rate_limit(auth, principal)
+            await check_rate_limit(auth, principal)
         except AuthError as exc:
             await ws.close(code=WS_POLICY_VIOLATION, reason=exc.message[:120])
             return False

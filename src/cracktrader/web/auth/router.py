@@ -113,7 +113,7 @@ async def logout(principal: CurrentUser, request: Request, body: LogoutRequest =
     revoked = await service.logout(store=auth.store, principal=principal, refresh_token=body.refresh_token)
     if auth.authenticator is not None and principal.session_id is not None:
         auth.authenticator.end_session(principal.session_id)
-    auth.revoked()
+    await auth.revoked()
     return {"revoked": revoked}
 
 
@@ -187,5 +187,5 @@ async def revoke_api_key(
     """Revoke a key (your own; an admin may revoke any); it stops working at once."""
     auth, store, user_id = _key_store(principal, request)
     await service.revoke_api_key(store=store, key_id=key_id, user_id=None if principal.is_admin else user_id)
-    auth.revoked()
+    await auth.revoked()
     return Response(status_code=204)
