@@ -280,3 +280,20 @@ def test_cli_sweep_bad_input_exits_2_with_one_line(extra: list[str], message: st
 def test_engine_plan_is_chosen_for_event_strategies() -> None:
     plan, _ = _plan_for("SmaCrossEvents", {"fast": [5], "slow": [20]})
     assert isinstance(plan, EnginePlan)
+
+
+def test_an_event_sweep_forks_workers_only_in_a_single_threaded_process() -> None:
+    import threading
+
+    from cracktrader.sweeps import sweep as sweep_module
+
+    alone = threading.active_count() == 1
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        assert sweep_module._may_fork() is False  # a server's threads would be copied mid-operation
+    finally:
+        stop.set()
+        other.join()
+    assert sweep_module._may_fork() is alone

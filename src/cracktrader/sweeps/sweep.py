@@ -152,9 +152,19 @@ def _evaluate_in_worker(chunk: list[tuple[Combination, StrategyParams]]) -> list
     return _WORKER_PLAN.evaluate(chunk)
 
 
+def _may_fork() -> bool:
+    """Whether forking this process is safe: fork exists and no other thread runs.
+
+    A fork copies the locks and pipes other threads hold (a server's worker pool, its queue feeders) in whatever
+    state they are in; in a test process that hosted a server, later backtests then waited in its queue forever.
+    The CLI and a plain script are single-threaded; elsewhere the sweep runs in threads.
+    """
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+
+
 def _pool(plan: Plan, workers: int) -> Executor:
     """Threads over the compiled kernels (they release the GIL); processes for the Python engine, which holds it."""
-    if isinstance(plan, EnginePlan) and workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+    if isinstance(plan, EnginePlan) and workers > 1 and _may_fork():
         # fork: the candles and the strategy class (even one loaded from a user file) reach workers without pickling.
         ctx = multiprocessing.get_context("fork")
         return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,))
