@@ -283,9 +283,10 @@ def test_engine_plan_is_chosen_for_event_strategies() -> None:
 
 
 def test_an_event_sweep_forks_workers_only_in_a_single_threaded_process() -> None:
+    import importlib
     import threading
 
-    from cracktrader.sweeps import sweep as sweep_module
+    sweep_module = importlib.import_module("cracktrader.sweeps.sweep")  # the package exports a function of that name
 
     alone = threading.active_count() == 1
     stop = threading.Event()
