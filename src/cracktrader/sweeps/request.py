@@ -55,7 +55,10 @@ class SweepRequest(BacktestConfig):
         max_length=MAX_GRID_PARAMS,
         description='Parameter name to a list of values, a range "start:end:step" (end inclusive) or '
         "{start, end, step}",
-        examples=[{"fast": "5:50:5", "slow": {"start": 20, "end": 200, "step": 20}}],
+        # Swept names the example's strategy (TestStrategy, period 20 fixed) takes: a request that works as printed.
+        examples=[
+            {"slow": "40:80:20", "stop_loss": [0.02, 0.05], "take_profit": {"start": 0.05, "end": 0.1, "step": 0.05}}
+        ],
     )
     metrics: list[Annotated[str, Field(max_length=64)]] = Field(
         default_factory=lambda: list(DEFAULT_METRICS), min_length=1, max_length=64
