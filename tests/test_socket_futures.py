@@ -6,6 +6,7 @@ import asyncio
 import gc
 from typing import Any
 
+import aiohttp
 import ccxt
 from ccxt.async_support.base.ws.future import Future
 
@@ -33,6 +34,11 @@ def _reports(reject_with: BaseException) -> list[dict[str, Any]]:
 
 def test_a_closed_sockets_unawaited_network_error_is_not_reported() -> None:
     assert _reports(ccxt.NetworkError("Connection closed by remote server, closing code 1006")) == []
+
+
+def test_a_subscription_rejected_with_aiohttps_connection_error_is_not_reported() -> None:
+    # binance's user-data `authenticate` rejects its own future with what `send` raised on a closing socket
+    assert _reports(aiohttp.ClientConnectionResetError("Cannot write to closing transport")) == []
 
 
 def test_any_other_unretrieved_error_still_reaches_the_earlier_handler() -> None:

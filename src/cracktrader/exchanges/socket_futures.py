@@ -4,7 +4,9 @@ When a WebSocket closes, ccxt.pro rejects every future it holds for that socket 
 (`Client.on_close` -> `reject`), including futures of subscriptions no coroutine waits on now. asyncio then reports
 each of them as "Future exception was never retrieved" when it is collected: noise in the logs (and a failure
 under a test runner that collects loop errors), not an error, since the watcher that matters already handled the
-drop. Every other report goes to the handler that was there before.
+drop. A subscription whose request could not be written (binance's user-data `authenticate`) is rejected with
+aiohttp's own connection error rather than ccxt's, so connection errors count too. Every other report goes to the
+handler that was there before.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ _INSTALLED = "_cracktrader_socket_futures_quiet"
 
 
 def _is_dropped_socket_future(context: dict[str, Any]) -> bool:
+    import aiohttp
     import ccxt
 
     future = context.get("future")
@@ -27,7 +30,7 @@ def _is_dropped_socket_future(context: dict[str, Any]) -> bool:
     return (
         isinstance(future, asyncio.Future)
         and not isinstance(future, asyncio.Task)
-        and isinstance(exc, ccxt.NetworkError)
+        and isinstance(exc, ccxt.NetworkError | ConnectionError | aiohttp.ClientConnectionError)
         and str(context.get("message", "")).startswith("Future exception was never retrieved")
     )
 
