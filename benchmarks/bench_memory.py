@@ -26,27 +26,11 @@ from benchlib import (
     make_market,
     print_section,
     python_exe,
+    reset_peak,
+    status_kb,
 )
 
 TARGET_RATIO = 3.0
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False when not permitted."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _engine(name: str) -> Any:
@@ -81,11 +65,11 @@ def child(engine: str, folder: Path) -> None:
 
     run = _engine(engine)
     gc.collect()
-    exact = _reset_peak()
-    baseline_kb = _status_kb("VmRSS")
+    exact = reset_peak()
+    baseline_kb = status_kb("VmRSS")
     market = Market.load(folder)
     value = run(market)
-    peak_kb = _status_kb("VmHWM")
+    peak_kb = status_kb("VmHWM")
     if not exact:  # fall back on the process-lifetime peak
         import resource
 

@@ -1,14 +1,14 @@
 """Parameter sweeps: cracktrader's `sweep` against vectorbt's one-call broadcast, and against one backtest at a time.
 
 Every measurement runs in its own process (a warm-up on 10,000 bars first, for the JIT), so each peak RSS is that
-engine's alone: `ru_maxrss` of the process, and its rise above the RSS after imports and data loading.
+engine's alone: the process's peak (VmHWM) counted from after imports, data loading and warm-up (the counter is
+reset there, so compiling into a cold numba cache does not count), and its rise above the RSS at that point.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import tempfile
 import time
@@ -30,6 +30,8 @@ from benchlib import (
     print_section,
     python_exe,
     rel_diff,
+    reset_peak,
+    status_kb,
 )
 
 SMA_GRID = {"fast": list(range(5, 51, 5)), "slow": list(range(20, 201, 20))}
@@ -54,14 +56,18 @@ SERIAL_SAMPLE = 20
 
 
 def _rss_now() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return status_kb("VmRSS") * 1024
 
 
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return status_kb("VmHWM") * 1024
+
+
+def _baseline() -> int:
+    """The RSS after imports, data and warm-up, with the peak counter reset to it (the JIT's compile not counted)."""
+    if not reset_peak():
+        raise SystemExit("cannot reset the peak RSS counter (/proc/self/clear_refs)")
+    return _rss_now()
 
 
 # -- children ------------------------------------------------------------------------------------------
@@ -119,7 +125,7 @@ def child(job: str, folder: Path, workers: int) -> dict[str, Any]:
         else:
             combos_of = _grid_combos(BUILTIN_GRIDS[strategy] if which == "grid" else SMA_GRID)
         _ct_sweep(small, strategy, _grid_combos({k: v[:2] for k, v in BUILTIN_GRIDS[strategy].items()}), 1)
-        base = _rss_now()
+        base = _baseline()
         c0, t0 = time.process_time(), time.perf_counter()
         rows, n = _ct_sweep(market, strategy, combos_of, workers)
         out["seconds"] = time.perf_counter() - t0
@@ -133,7 +139,7 @@ def child(job: str, folder: Path, workers: int) -> dict[str, Any]:
         inputs = _ct_inputs(market, strategy)
         combos = _grid_combos(BUILTIN_GRIDS[strategy])(inputs.strategy_cls)
         run_backtest(inputs.strategy_cls(combos[0][1].model_dump()), _ct_inputs(small, strategy).data, inputs.sim)
-        base = _rss_now()
+        base = _baseline()
         sample = combos[:: max(1, len(combos) // SERIAL_SAMPLE)][:SERIAL_SAMPLE]
         c0, t0 = time.process_time(), time.perf_counter()
         for _, params in sample:
@@ -143,7 +149,7 @@ def child(job: str, folder: Path, workers: int) -> dict[str, Any]:
         out["combos"] = len(combos)
     elif job == "vbt":
         _vbt(small)
-        base = _rss_now()
+        base = _baseline()
         c0, t0 = time.process_time(), time.perf_counter()
         out["total_return"] = _vbt(market)
         out["seconds"] = time.perf_counter() - t0
@@ -153,7 +159,7 @@ def child(job: str, folder: Path, workers: int) -> dict[str, Any]:
         out["same_sma"] = _vbt(market, same_sma=True)  # after the peak is read: informational, not timed
     elif job.startswith("dask:"):
         out.update(_dask_job(market.head(DASK_BARS), small, job.split(":")[1], workers))
-        base = _rss_now()
+        base = _rss_now()  # not a memory figure: the workers are other processes
     else:
         raise SystemExit(f"unknown job {job}")
     out.setdefault("peak_rss", _peak_rss())

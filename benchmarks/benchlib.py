@@ -214,6 +214,25 @@ def print_section(title: str, section: Section) -> None:
         print(f"  - {note}")
 
 
+def status_kb(field: str) -> int:
+    """A field of /proc/self/status in kB (VmRSS: resident now, VmHWM: peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so a JIT warm-up's peak is not counted; False when refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def machine_info() -> str:
     """Interpreter, library versions and machine load: context for every number printed."""
     import numba
