@@ -797,6 +797,17 @@ def test_a_sweep_started_from_the_form_shows_its_rows_and_heatmap_and_a_row_open
     phone = WatchedPage(browser_context, PHONE)
     q = phone.open(server.base_url, f"sweeps/{sweep_id}")
     q.wait_for_selector("main[data-data-ready] #heatmap .heatmap-canvas")
+    # The form starts from the opened sweep's request.
+    assert (q.input_value("#strategy"), q.input_value("#param-fast-mode"), q.input_value("#param-slow-end")) == (
+        "SmaCross",
+        "range",
+        "30",
+    )
+    assert (q.input_value("#start"), q.input_value("#end"), q.text_content("#combinations")) == (
+        "2024-01-01",
+        "2024-02-01",
+        "4 combinations",
+    )
     assert_fits(phone)
     shoot(phone, "sweeps", PHONE)
     phone.assert_clean()
@@ -812,6 +823,12 @@ def test_a_running_sweep_shows_progress_and_eta_from_the_stream_and_is_cancelled
     p = page.open(server.base_url, "sweeps")
     p.select_option("#strategy", "SlowStrategy")  # at least 5 ms a bar: 40 combinations x 168 bars take 33 s or more
     p.wait_for_selector("#param-trade_every-mode")
+    sweep_range(p, "trade_every", 0, 39, 0)
+    expect(p.locator("#param-trade_every-error")).to_have_text("The step must be more than 0")
+    sweep_range(p, "trade_every", 0, 20_000, 1)
+    expect(p.locator("#combinations")).to_have_text("20,001 combinations")
+    p.click("#start-sweep")  # more than the server's limit (10,000): refused, and said why
+    expect(p.locator("#message")).to_contain_text("SWEEP_TOO_LARGE: The grid has 20,001 combinations")
     sweep_range(p, "trade_every", 0, 39, 1)
     expect(p.locator("#combinations")).to_have_text("40 combinations")
     p.check("#param-busy-opt-0")  # busy: true as well as false
@@ -837,5 +854,5 @@ def test_a_running_sweep_shows_progress_and_eta_from_the_stream_and_is_cancelled
     )
     # Progress came from the stream: the page read the sweep itself only when it ended (and cancelled it once).
     assert len([u for u in reads if u.endswith(sweep_id)]) <= 2, reads
-    page.assert_clean()
+    page.assert_clean(422)
     page.close()

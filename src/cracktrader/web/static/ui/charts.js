@@ -271,7 +271,7 @@ export function heatmap(el, { xs, ys, cell, xLabel, yLabel, format = String }) {
   legend.className = "heatmap-legend";
   legend.append(span("heatmap-min", finite.length ? format(min) : "–"), legendBar,
     span("heatmap-max", finite.length ? format(max) : "–"));
-  const hover = span("heatmap-hover help", "Hover a cell for its value");
+  const hover = span("heatmap-hover help", "Point at (or tap) a cell for its value");
   el.append(canvas, legend, hover);
 
   let geometry = null;
@@ -354,7 +354,7 @@ export function heatmap(el, { xs, ys, cell, xLabel, yLabel, format = String }) {
       hover.textContent = `${xLabel} ${xs[hit.c]} · ${yLabel} ${ys[hit.r]}: ${v === null ? "no row" : format(v)}`;
       canvas.dataset.hover = `${hit.c},${hit.r}`;
     } else {
-      hover.textContent = "Hover a cell for its value";
+      hover.textContent = "Point at (or tap) a cell for its value";
       delete canvas.dataset.hover;
     }
     draw();

@@ -36,29 +36,33 @@ export function strategyPicker(strategies, onSchema) {
 }
 
 /**
- * The market and costs fields over `exchanges`. Returns `{el, fields, picker, check(), body()}`: `check()` marks
- * what is wrong and answers the symbols (null when a field is wrong); `body()` the run request's market part.
+ * The market and costs fields over `exchanges`, filled in from `initial` (a run request) where it has them.
+ * Returns `{el, fields, picker, check(), body()}`: `check()` marks what is wrong and answers the symbols (null when
+ * a field is wrong); `body()` the run request's market part.
  */
-export function marketFields(exchanges) {
+export function marketFields(exchanges, initial = {}) {
+  const chosen = exchanges.items.some((x) => x.id === initial.exchange) ? initial.exchange : "synthetic";
   const exchange = h("select", { id: "exchange", name: "exchange" },
-    exchanges.items.map((x) => h("option", { value: x.id, selected: x.id === "synthetic" }, x.name)));
+    exchanges.items.map((x) => h("option", { value: x.id, selected: x.id === chosen }, x.name)));
   const timeframe = h("select", { id: "timeframe", name: "timeframe" });
   const fillTimeframes = () => {
     const x = exchanges.items.find((e) => e.id === exchange.value) || exchanges.items[0];
-    const keep = timeframe.value || DEFAULTS.timeframe;
+    const keep = timeframe.value || initial.timeframe || DEFAULTS.timeframe;
     timeframe.replaceChildren(...x.timeframes.map((tf) => h("option", { value: tf, selected: tf === keep }, tf)));
   };
   fillTimeframes();
-  const picker = symbolPicker(() => exchange.value, [DEFAULTS.symbols]);
+  const picker = symbolPicker(() => exchange.value, initial.symbols?.length ? initial.symbols : [DEFAULTS.symbols]);
   const symbols = picker.input;
   exchange.addEventListener("change", () => { fillTimeframes(); picker.exchangeChanged(); });
-  const start = h("input", { id: "start", name: "start", type: "date", value: DEFAULTS.start });
-  const end = h("input", { id: "end", name: "end", type: "date", value: DEFAULTS.end });
-  const cash = h("input", { id: "cash", name: "cash", type: "number", min: "1", step: "any", value: DEFAULTS.cash });
+  const day = (iso, fallback) => (iso ? String(iso).slice(0, 10) : fallback);
+  const start = h("input", { id: "start", name: "start", type: "date", value: day(initial.start_date, DEFAULTS.start) });
+  const end = h("input", { id: "end", name: "end", type: "date", value: day(initial.end_date, DEFAULTS.end) });
+  const cash = h("input", { id: "cash", name: "cash", type: "number", min: "1", step: "any",
+    value: initial.initial_cash ?? DEFAULTS.cash });
   const fee = h("input", { id: "fee", name: "fee", type: "number", min: "0", max: "0.1", step: "any",
-    placeholder: "exchange default" });
+    placeholder: "exchange default", value: initial.commission ?? "" });
   const slippage = h("input", { id: "slippage", name: "slippage", type: "number", min: "0", max: "10000", step: "any",
-    value: "0" });
+    value: initial.slippage_bps ?? "0" });
   const el = h("section", { className: "card" }, h("h2", {}, "Market and costs"),
     h("div", { className: "grid" },
       field("Exchange", exchange), field("Symbols", symbols, "Pick from the exchange's markets; Enter adds what you typed", picker.el),

@@ -107,6 +107,21 @@ export function rangeCount(start, end, step) {
   return Math.floor((end - start) / step + 1e-9) + 1;
 }
 
+/** A grid entry as {start, end, step}: a range object, "a:b:c", or a list of evenly spaced numbers; else null. */
+function asRange(entry) {
+  if (entry && typeof entry === "object" && !Array.isArray(entry)) { return { step: 1, ...entry }; }
+  if (typeof entry === "string" && entry.includes(":")) {
+    const [start, end, step = 1] = entry.split(":").map(Number);
+    return [start, end, step].every(Number.isFinite) ? { start, end, step } : null;
+  }
+  if (Array.isArray(entry) && entry.length > 1 && entry.every((v) => typeof v === "number")) {
+    const step = entry[1] - entry[0];
+    const even = step > 0 && entry.every((v, i) => Math.abs(v - (entry[0] + i * step)) < 1e-9 * Math.max(1, Math.abs(v)));
+    return even ? { start: entry[0], end: entry[entry.length - 1], step } : null;
+  }
+  return null;
+}
+
 /** The problem with a range of schema `p` (each end within the bounds, a positive step), or "". */
 function rangeProblem(p, start, end, step) {
   for (const [what, raw] of [["Start", start], ["End", end], ["Step", step]]) {
@@ -123,11 +138,12 @@ function rangeProblem(p, start, end, step) {
 
 /**
  * The fields of `schema` for a sweep: each number a single value or a range (start, end, step, end inclusive),
- * each enum or boolean a set of values to try. `onChange()` runs on every edit. Returns
- * `{values(): {fixed, grid} | null, count(): number | null}`: `fixed` the single values changed from their
- * initial ones, `grid` the swept ones as the API takes them; `count()` the combinations (null while a field is wrong).
+ * each enum or boolean a set of values to try. `values` and `grid` (a past sweep's request) fill it in;
+ * `onChange()` runs on every edit. Returns `{values(): {fixed, grid} | null, count(): number | null}`: `fixed` the
+ * single values other than the schema's defaults, `grid` the swept ones as the API takes them; `count()` the
+ * combinations (null while a field is wrong).
  */
-export function buildSweepForm(container, schema, values = {}, onChange = () => {}) {
+export function buildSweepForm(container, schema, values = {}, onChange = () => {}, grid = {}) {
   container.replaceChildren();
   const fields = [];
   for (const [name, raw] of Object.entries(schema?.properties || {})) {
@@ -143,8 +159,9 @@ export function buildSweepForm(container, schema, values = {}, onChange = () => 
     if (p.type === "boolean" || p.enum) {
       // A set of values: one ticked is a fixed value, more are swept.
       const options = p.type === "boolean" ? [true, false] : p.enum;
+      const ticked = Array.isArray(grid[name]) ? grid[name] : [p.type === "boolean" ? Boolean(initial) : initial];
       const boxes = options.map((v, i) => h("input", { type: "checkbox", id: `${id}-opt-${i}`, name, value: String(v),
-        checked: v === (p.type === "boolean" ? Boolean(initial) : initial) }));
+        checked: ticked.includes(v) }));
       const control = h("div", { className: "choices", id, role: "group", "aria-describedby": `${id}-error ${id}-help` },
         boxes.map((b, i) => h("label", { className: "choice", htmlFor: b.id }, b, String(options[i]))));
       f = {
@@ -168,10 +185,13 @@ export function buildSweepForm(container, schema, values = {}, onChange = () => 
         const part = (what, value) => h("input", { id: `${id}-${what}`, name: `${name}-${what}`, type: "number",
           inputMode: "decimal", step: p.type === "integer" ? "1" : "any", placeholder: what, "aria-label": `${name} ${what}`,
           value: value === null || value === undefined ? "" : String(value) });
-        const start = part("start", initial);
-        const end = part("end", initial);
-        const step = part("step", p.type === "integer" ? 1 : "");
-        const range = h("div", { className: "range", hidden: true }, start, end, step);
+        const swept = asRange(grid[name]);
+        const start = part("start", swept ? swept.start : initial);
+        const end = part("end", swept ? swept.end : initial);
+        const step = part("step", swept ? swept.step : (p.type === "integer" ? 1 : ""));
+        const range = h("div", { className: "range", hidden: true },
+          ["start", "end", "step"].map((w) => h("small", { className: "help" }, w)), start, end, step);
+        if (swept) { mode.value = "range"; single.hidden = true; range.hidden = false; }
         const isRange = () => mode.value === "range";
         mode.addEventListener("change", () => { single.hidden = isRange(); range.hidden = !isRange(); f.show(); onChange(); });
         f = {
@@ -192,7 +212,7 @@ export function buildSweepForm(container, schema, values = {}, onChange = () => 
       if (f.control.tagName === "INPUT") { f.control.classList.toggle("invalid", Boolean(problem)); }
       return problem;
     };
-    f.initial = initial;
+    f.baseline = p.default;
     f.control.addEventListener("input", () => { f.show(); onChange(); });
     f.control.addEventListener("change", () => { f.show(); onChange(); });
     container.append(h("div", { className: "field" },
@@ -212,8 +232,8 @@ export function buildSweepForm(container, schema, values = {}, onChange = () => 
         if (f.show()) { ok = false; continue; }
         const e = f.entry();
         if ("grid" in e) { grid[f.name] = e.grid; }
-        // A fixed value is sent only when it differs from what the field started with (as the backtest form).
-        else if (e.fixed !== undefined && JSON.stringify(e.fixed) !== JSON.stringify(f.initial)) { fixed[f.name] = e.fixed; }
+        // A fixed value is sent when it is not the schema's default (a preset's values are the form's own here).
+        else if (e.fixed !== undefined && JSON.stringify(e.fixed) !== JSON.stringify(f.baseline)) { fixed[f.name] = e.fixed; }
       }
       return ok ? { fixed, grid } : null;
     },

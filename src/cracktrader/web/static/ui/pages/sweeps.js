@@ -43,7 +43,10 @@ const SWEEP_COLUMNS = [
 ];
 
 export async function renderSweeps(view, openId = null) {
-  const [strategies, exchanges, help] = await Promise.all([api.listStrategies(), api.listExchanges(), api.metricsHelp()]);
+  const [strategies, exchanges, help, opened] = await Promise.all([api.listStrategies(), api.listExchanges(),
+    api.metricsHelp(), openId ? api.getSweep(openId).catch((e) => e) : null]);
+  // An opened sweep fills the form in with its request: a start for the next one.
+  let from = opened && !(opened instanceof Error) ? opened.request : null;
   const paramsBox = h("div", { id: "params", className: "grid" });
   const combos = h("p", { id: "combinations", className: "status-line", role: "status" });
   let params = null;
@@ -56,15 +59,19 @@ export async function renderSweeps(view, openId = null) {
   };
   const picked = strategyPicker(strategies, (d) => {
     detail = d;
-    params = buildSweepForm(paramsBox, d.parameters_schema, d.kind === "preset" ? d.parameters : {}, recount);
+    const values = from ? from.strategy_params : (d.kind === "preset" ? d.parameters : {});
+    params = buildSweepForm(paramsBox, d.parameters_schema, values, recount, from?.grid);
+    from = null; // another strategy starts from its own defaults
     recount();
   });
-  await picked.load();
   const strategy = picked.select;
-  const market = marketFields(exchanges);
+  if (from && picked.byName.has(from.strategy_name)) { strategy.value = from.strategy_name; }
+  const market = marketFields(exchanges, from || {});
+  await picked.load();
   const sortBy = h("select", { id: "sweep-sort", name: "sweep-sort" },
-    Object.keys(help).map((k) => h("option", { value: k, selected: k === DEFAULT_SORT }, fmt.label(k))));
-  const topK = h("input", { id: "top-k", name: "top-k", type: "number", min: "1", step: "1", placeholder: "all" });
+    Object.keys(help).map((k) => h("option", { value: k, selected: k === (opened?.sort ?? DEFAULT_SORT) }, fmt.label(k))));
+  const topK = h("input", { id: "top-k", name: "top_k", type: "number", min: "1", step: "1", placeholder: "all",
+    value: opened?.top_k ?? "" });
   const message = h("p", { id: "message", className: "message", role: "status" });
 
   const form = h("form", { id: "sweep-form", noValidate: true },
@@ -164,12 +171,11 @@ export async function renderSweeps(view, openId = null) {
       say(message, "Sweep at least one parameter: a range, or more than one value ticked", "error");
       return;
     }
-    // A preset's parameters are fixed ones of its class, except those swept (a name cannot be both).
-    const preset = detail.kind === "preset";
-    const fixed = { ...(preset ? detail.parameters : {}), ...values.fixed };
-    for (const name of Object.keys(values.grid)) { delete fixed[name]; }
-    const body = { strategy_name: preset ? detail.base_strategy : strategy.value, strategy_params: fixed,
-      grid: values.grid, sort: sortBy.value, ...market.body() };
+    // A preset's values are the form's own: its class is swept with them (a name cannot be both fixed and swept,
+    // which the preset's stored parameters would make it).
+    const name = detail.kind === "preset" ? detail.base_strategy : strategy.value;
+    const body = { strategy_name: name, strategy_params: values.fixed, grid: values.grid, sort: sortBy.value,
+      ...market.body() };
     if (topK.value !== "") { body.top_k = Number(topK.value); }
     try {
       const doc = await api.startSweep(body);
@@ -207,9 +213,10 @@ export async function renderSweeps(view, openId = null) {
   view.append(h("h1", {}, "Sweeps"), form, message, progressCard, results,
     h("section", { className: "card" }, h("h2", {}, "Past sweeps"), past.el));
   past.load();
-  if (openId) {
-    try { await follow(await api.getSweep(openId)); }
-    catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
+  if (opened instanceof Error) { say(message, `${opened.code}: ${opened.message}`, "error"); }
+  else if (opened) {
+    try { await follow(opened); } catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
+    progressCard.scrollIntoView({ block: "start" });
   }
   return stop;
 }
