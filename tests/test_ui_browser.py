@@ -856,3 +856,39 @@ def test_a_running_sweep_shows_progress_and_eta_from_the_stream_and_is_cancelled
     assert len([u for u in reads if u.endswith(sweep_id)]) <= 2, reads
     page.assert_clean(422)
     page.close()
+
+
+def test_a_preset_is_swept_as_its_class_with_its_values_fixed(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    made = api.post(
+        "/api/v1/strategies", json={"name": "sma-7", "base_strategy": "SmaCross", "parameters": {"fast": 7}}
+    )
+    assert made.status_code == 201, made.text
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "sweeps")
+    p.select_option("#strategy", "sma-7")
+    expect(p.locator("#param-fast")).to_have_value("7")  # the preset's value, fixed
+    sweep_range(p, "slow", 10, 40, 5)
+    p.select_option("#param-stop_loss-mode", "range")
+    p.fill("#param-stop_loss-start", "0.02")
+    p.fill("#param-stop_loss-end", "0.1")
+    p.fill("#param-stop_loss-step", "0.02")
+    expect(p.locator("#combinations")).to_have_text("35 combinations")
+    p.fill("#start", "2024-01-01")
+    p.fill("#end", "2024-02-01")
+    p.click("#start-sweep")
+    expect(p.locator("#sweep-status")).to_have_text("completed", timeout=120_000)
+    p.wait_for_selector("main[data-data-ready] #heatmap .heatmap-canvas")
+    doc = api.get(f"/api/v1/sweeps/{p.text_content('#sweep-id')}").json()
+    assert (doc["strategy_name"], doc["request"]["strategy_params"], doc["rows"]) == ("SmaCross", {"fast": 7}, 35)
+    assert doc["request"]["grid"] == {
+        "slow": {"start": 10, "end": 40, "step": 5},
+        "stop_loss": {"start": 0.02, "end": 0.1, "step": 0.02},
+    }
+    expect(p.locator("#sweep-rows .pager-info")).to_have_text("1–25 of 35")
+    p.click("#sweep-rows .pager button:text('Next ›')")
+    expect(p.locator("#sweep-rows .pager-info")).to_have_text("26–35 of 35")
+    shoot(page, "sweeps-preset", DESKTOP)
+    page.assert_clean()
+    page.close()
