@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import expect
 
 import ui_support
+from cracktrader.sweeps.grid import parse_range
 from cracktrader.web.ui.router import UI_DIR
 from ui_support import DESKTOP, PHONE, WatchedPage, backtest, paper_session, screenshot_dir, wait_run
 from web_support import LiveServer
@@ -810,6 +811,15 @@ def test_a_sweep_started_from_the_form_shows_its_rows_and_heatmap_and_a_row_open
     )
     assert_fits(phone)
     shoot(phone, "sweeps", PHONE)
+    # Another row while the slot still holds the first one's completed run: the slot is reset, the row runs.
+    assert api.get("/api/v1/status").json()["status"] == "completed"
+    q.click('#sweep-rows button[data-rank="2"]')
+    q.wait_for_url(lambda url: "#/runs/" in url and not url.endswith(run_id), timeout=120_000)
+    q.wait_for_selector("#equity-chart canvas")
+    second = api.get(f"/api/v1/runs/{q.evaluate('location.hash').removeprefix('#/runs/')}").json()
+    assert second["status"] == "completed"
+    assert {k: second["config"]["strategy_params"][k] for k in ("fast", "slow")} == rows[1]["params"]
+    assert api.get(f"/api/v1/runs/{run_id}").json()["status"] == "completed"  # the first one kept in the history
     phone.assert_clean()
     phone.close()
 
@@ -890,5 +900,21 @@ def test_a_preset_is_swept_as_its_class_with_its_values_fixed(
     p.click("#sweep-rows .pager button:text('Next ›')")
     expect(p.locator("#sweep-rows .pager-info")).to_have_text("26–35 of 35")
     shoot(page, "sweeps-preset", DESKTOP)
+    page.assert_clean()
+    page.close()
+
+
+def test_the_sweep_form_counts_a_range_s_values_as_the_server_expands_it(
+    server: LiveServer, browser_context: Any
+) -> None:
+    ranges = [(5, 50, 5), (0.1, 0.3, 0.1), (0.02, 0.1, 0.02), (1, 10, 3), (0.5, 0.5, 0.1), (0, 1, 0.05), (2, 1, 1)]
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "sweeps")
+    counted = p.evaluate(
+        "async (rs) => { const f = await import('/ui/schemaform.js'); return rs.map((r) => f.rangeCount(...r)); }",
+        ranges,
+    )
+    expanded = [len(parse_range(f"{a}:{b}:{s}")) if b >= a else 0 for a, b, s in ranges]
+    assert counted == expanded == [10, 3, 5, 4, 1, 21, 0]
     page.assert_clean()
     page.close()

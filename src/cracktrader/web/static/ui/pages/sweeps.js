@@ -90,7 +90,8 @@ export async function renderSweeps(view, openId = null) {
   const progress = h("progress", { id: "sweep-progress", max: 1, value: 0 });
   const statusLine = h("p", { id: "sweep-status-line", className: "status-line" });
   const cancel = h("button", { type: "button", id: "cancel-sweep", className: "danger", disabled: true, onclick: async () => {
-    try { showProgress(progressOf(await api.cancelSweep(current))); } catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
+    // Its answer may be older than the stream's last event: follow() keeps the newer.
+    try { await follow(await api.cancelSweep(current)); } catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
   } }, "Cancel");
   const conn = h("span", { className: "pill", id: "stream-state" }, "connecting");
   const progressCard = h("section", { className: "card", id: "sweep-progress-card", hidden: true },
@@ -126,14 +127,20 @@ export async function renderSweeps(view, openId = null) {
     if (shownEnded === current) { return; }
     shownEnded = current;
     const id = current;
-    const doc = await api.getSweep(id);
-    if (id !== current) { return; }
-    showProgress(progressOf(doc));
+    let doc;
     const rows = [];
-    while (rows.length < Math.min(doc.rows, MAX_ROWS)) {
-      const page = await api.sweepResults(id, { limit: ROWS_PAGE, offset: rows.length });
-      if (!page.items.length) { break; }
-      rows.push(...page.items);
+    try {
+      doc = await api.getSweep(id);
+      if (id !== current) { return; }
+      showProgress(progressOf(doc));
+      while (rows.length < Math.min(doc.rows, MAX_ROWS)) {
+        const page = await api.sweepResults(id, { limit: ROWS_PAGE, offset: rows.length });
+        if (!page.items.length) { break; }
+        rows.push(...page.items);
+      }
+    } catch (e) {
+      if (shownEnded === id) { shownEnded = null; } // the next event or reconnect tries again
+      throw e;
     }
     if (id !== current) { return; }
     results.replaceChildren(...sweepResults(doc, rows, help, { onBacktest: backtestRow }));
@@ -143,15 +150,18 @@ export async function renderSweeps(view, openId = null) {
 
   // A row's backtest runs in the runner slot; its results open once the slot's stream says it ended.
   let pendingRun = null;
+  let slot = null; // the runner slot's status, from the stream
   const endedRuns = new Set();
   async function backtestRow(rank, button) {
     button.disabled = true;
     say(message, `Starting rank ${rank} as a backtest…`);
     let r;
     try {
+      // A finished run still holding the slot (the stream says so) is kept in the history: the slot is reset.
+      if (slot?.run_id && RUN_ENDED.includes(slot.status)) { await api.resetSlot(); }
       try { r = await api.backtestSweepRow(current, rank); }
       catch (e) {
-        // A finished run still holding the slot is kept in the history: the slot is reset and the row started.
+        // The same when the stream had not said it yet.
         if (e.code !== "RUN_ALREADY_ACTIVE" || !RUN_ENDED.includes(e.details?.status)) { throw e; }
         await api.resetSlot();
         r = await api.backtestSweepRow(current, rank);
@@ -198,9 +208,12 @@ export async function renderSweeps(view, openId = null) {
         if (!ACTIVE.includes(p.status)) { showResults().catch((x) => say(message, `${x.code}: ${x.message}`, "error")); }
       }
       if (!ACTIVE.includes(p.status)) { past.load(); }
-    } else if ((e.type === "snapshot" || e.type === "status_update") && p?.run_id && RUN_ENDED.includes(p.status)) {
-      endedRuns.add(p.run_id);
-      if (p.run_id === pendingRun) { location.hash = `#/runs/${p.run_id}`; }
+    } else if (e.type === "snapshot" || e.type === "status_update") {
+      slot = p;
+      if (p?.run_id && RUN_ENDED.includes(p.status)) {
+        endedRuns.add(p.run_id);
+        if (p.run_id === pendingRun) { location.hash = `#/runs/${p.run_id}`; }
+      }
     }
   }, (state) => {
     conn.textContent = state;
@@ -245,7 +258,9 @@ function sweepResults(doc, rows, help, { onBacktest }) {
     rows.length < doc.rows ? ` · the best ${rows.length.toLocaleString("en-US")} of ${doc.rows.toLocaleString("en-US")} rows shown` : "");
   const skipped = doc.skipped.length ? h("details", { className: "help" }, h("summary", {}, "Skipped combinations"),
     h("ul", {}, doc.skipped.map((s) => h("li", {}, `${JSON.stringify(s.params)}: ${s.reason}`)))) : "";
-  const out = [h("section", { className: "card", id: "sweep-table-card" }, h("h2", {}, "Rows"), summary, skipped, table.el)];
+  const failed = doc.error ? h("p", { className: "message error", id: "sweep-error" }, `${doc.error_code}: ${doc.error}`) : "";
+  const out = [h("section", { className: "card", id: "sweep-table-card" }, h("h2", {}, "Rows"), failed, summary, skipped,
+    table.el)];
   if (swept.length && rows.length) { out.push(heatmapCard(doc, flat, swept, kindOf)); }
   return out;
 }
