@@ -241,11 +241,11 @@ const rgb = ([r, g, b]) => `rgb(${r},${g},${b})`;
 
 /**
  * A heatmap drawn on a canvas in `el`: columns `xs`, rows `ys` (values of two parameters, in order), `cell(x, y)`
- * the number of that cell (null: none), shown with `format`. A legend gives the scale; hovering (or touching) a
+ * the number of that cell (null: none), shown with `format` (the parameters' values with `tick`). A legend gives the scale; hovering (or touching) a
  * cell writes its parameters and value to the hover line. Redraws when `el` changes width. Returns
  * `{canvas, min, max, destroy()}`.
  */
-export function heatmap(el, { xs, ys, cell, xLabel, yLabel, format = String }) {
+export function heatmap(el, { xs, ys, cell, xLabel, yLabel, format = String, tick = String }) {
   el.replaceChildren();
   const canvas = document.createElement("canvas");
   canvas.className = "heatmap-canvas";
@@ -280,7 +280,7 @@ export function heatmap(el, { xs, ys, cell, xLabel, yLabel, format = String }) {
     const width = Math.max(240, el.clientWidth || 600);
     const ctx = canvas.getContext("2d");
     ctx.font = "12px system-ui, sans-serif";
-    const labelW = Math.max(...ys.map((y) => ctx.measureText(String(y)).width), 0);
+    const labelW = Math.max(...ys.map((y) => ctx.measureText(tick(y)).width), 0);
     const left = Math.ceil(labelW) + 30;
     const bottom = 40;
     const top = 6;
@@ -324,12 +324,12 @@ export function heatmap(el, { xs, ys, cell, xLabel, yLabel, format = String }) {
     ctx.textBaseline = "middle";
     ctx.textAlign = "right";
     const everyY = Math.max(1, Math.ceil(16 / cellH));
-    ys.forEach((y, r) => { if (r % everyY === 0) { ctx.fillText(String(y), left - 6, top + (ys.length - 1 - r + 0.5) * cellH); } });
+    ys.forEach((y, r) => { if (r % everyY === 0) { ctx.fillText(tick(y), left - 6, top + (ys.length - 1 - r + 0.5) * cellH); } });
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    const widest = Math.max(...xs.map((x) => ctx.measureText(String(x)).width), 1) + 8;
+    const widest = Math.max(...xs.map((x) => ctx.measureText(tick(x)).width), 1) + 8;
     const everyX = Math.max(1, Math.ceil(widest / cellW));
-    xs.forEach((x, c) => { if (c % everyX === 0) { ctx.fillText(String(x), left + (c + 0.5) * cellW, top + ys.length * cellH + 4); } });
+    xs.forEach((x, c) => { if (c % everyX === 0) { ctx.fillText(tick(x), left + (c + 0.5) * cellW, top + ys.length * cellH + 4); } });
     ctx.fillText(xLabel, left + plotW / 2, top + ys.length * cellH + 22);
     ctx.save();
     ctx.translate(10, top + (ys.length * cellH) / 2);
@@ -351,7 +351,9 @@ export function heatmap(el, { xs, ys, cell, xLabel, yLabel, format = String }) {
     hovered = hit;
     if (hit) {
       const v = grid[hit.r][hit.c];
-      hover.textContent = `${xLabel} ${xs[hit.c]} · ${yLabel} ${ys[hit.r]}: ${v === null ? "no row" : format(v)}`;
+      // One unnamed row: a heatmap over one parameter.
+      const row = tick(ys[hit.r]) === "" ? "" : ` · ${yLabel} ${tick(ys[hit.r])}`;
+      hover.textContent = `${xLabel} ${tick(xs[hit.c])}${row}: ${v === null ? "no row" : format(v)}`;
       canvas.dataset.hover = `${hit.c},${hit.r}`;
     } else {
       hover.textContent = "Point at (or tap) a cell for its value";

@@ -18,8 +18,11 @@ const ROWS_PAGE = 10000;
 const MAX_ROWS = 50000;
 const DEFAULT_SORT = "sharpe_ratio";
 
-/** A parameter value as the table and heatmap show it (null: the parameter is off). */
-const paramText = (v) => (v === null || v === undefined ? "off" : String(v));
+/** A parameter value as the table and heatmap show it (null: the parameter is off; 12 significant digits). */
+const paramText = (v) => {
+  if (v === null || v === undefined) { return "off"; }
+  return typeof v === "number" ? String(Number(v.toPrecision(12))) : String(v);
+};
 
 /** The distinct values of a parameter over `rows`, in order (numbers by value, off first). */
 function valuesOf(rows, key) {
@@ -290,7 +293,7 @@ function heatmapCard(doc, flat, swept, kindOf) {
     const ys = y ? valuesOf(flat, `p.${y}`) : [NONE];
     drawn = heatmap(box, { xs: valuesOf(flat, `p.${x}`), ys, xLabel: x, yLabel: y || metric,
       cell: (xv, yv) => best.get(`${paramText(xv)}\u0000${y ? paramText(yv) : ""}`)?.[`m.${metric}`] ?? null,
-      format: (v) => fmt.metric(kindOf(metric), v) });
+      format: (v) => fmt.metric(kindOf(metric), v), tick: paramText });
     box.dataset.metric = metric;
   };
   for (const s of [xSel, ySel, mSel]) { s.addEventListener("change", draw); }
