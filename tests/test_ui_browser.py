@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -626,6 +627,54 @@ def test_the_data_page_lists_stored_sets_and_downloads_with_progress_and_cancel(
     expect(p.locator("#dl-start")).to_have_class("invalid")
     expect(p.locator("#dl-form .field-error").nth(3)).to_contain_text("5,000,000")
     page.assert_clean(422)
+    page.close()
+
+
+def test_the_data_page_follows_a_download_from_the_stream_without_polling_its_job(
+    server: LiveServer, api: httpx.Client, browser_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cracktrader.data import service as data_service
+
+    # The download holds after its first chunk until the page has shown it: progress is seen, never raced.
+    shown = threading.Event()
+    real = data_service.download
+
+    def held(*args: Any, progress: Any, **kwargs: Any) -> Any:
+        def report(done: int, total: int) -> None:
+            progress(done, total)
+            if done >= 100_000:
+                shown.wait(60)
+
+        return real(*args, progress=report, **kwargs)
+
+    monkeypatch.setattr(data_service, "download", held)
+    server.app.state.downloads.throttle_s = 0.0  # the held chunk's event goes out however soon it follows the first
+    page = WatchedPage(browser_context)
+    requests: list[tuple[str, str]] = []
+    page.page.on("request", lambda r: requests.append((r.method, r.url)))
+    p = page.open(server.base_url, "data")
+    try:
+        p.fill("#dl-symbol", "BTC/USDT")
+        p.select_option("#dl-timeframe", "1m")
+        p.fill("#dl-start", "2023-07-01")
+        p.fill("#dl-end", "2024-01-01")  # 264,960 bars: three chunks
+        p.click("#dl-start-button")
+        expect(p.locator("#dl-job-status")).to_have_text("running", timeout=60_000)
+        expect(p.locator("#dl-status")).to_contain_text("100,000 / 264,960 bars", timeout=60_000)
+        assert 0 < float(p.get_attribute("#dl-progress", "value") or 0) < 1
+        expect(p.locator("#dl-cancel")).to_be_enabled()
+    finally:
+        shown.set()
+    expect(p.locator("#dl-job-status")).to_have_text("completed", timeout=120_000)
+    expect(p.locator("#dl-status")).to_contain_text("264,960 / 264,960 bars")
+    assert p.get_attribute("#dl-progress", "value") == "1"
+    expect(p.locator("#candle-sets tbody tr").first).to_contain_text("264,960")
+    assert [method for method, url in requests if url.endswith("/api/v1/data/downloads")] == ["POST"]
+    polls = [url for _, url in requests if "/api/v1/data/downloads/" in url]
+    assert polls == []  # the job's progress came from the stream only
+    sets = [url for _, url in requests if "/api/v1/data/sets" in url]
+    assert len(sets) == 2  # the page's first load and one refresh when the job ended
+    page.assert_clean()
     page.close()
 
 

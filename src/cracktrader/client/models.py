@@ -7,9 +7,12 @@ reachable through `model_extra` / attribute access).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from cracktrader.client.dashboard import DownloadJob
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -724,7 +727,8 @@ class ApiKeyList(_Model):
 
 
 class Event(_Model):
-    """A `/ws/status` message: `snapshot`, `status_update`, `trade_execution`, `error` or `heartbeat`."""
+    """A `/ws/status` message: `snapshot`, `status_update`, `trade_execution`, `error`, `alert`, `sweep_progress`,
+    `download_progress` or `heartbeat`."""
 
     type: str
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -735,6 +739,15 @@ class Event(_Model):
         if self.type in ("snapshot", "status_update"):
             return Status.model_validate(self.payload)
         return None
+
+    def download(self) -> DownloadJob | None:
+        """The payload as a `DownloadJob` for `download_progress` events, else None."""
+        if self.type != "download_progress":
+            return None
+        # Imported here: the dashboard's models build on this module.
+        from cracktrader.client.dashboard import DownloadJob
+
+        return DownloadJob.model_validate(self.payload)
 
 
 class ChannelMessage(NamedTuple):

@@ -20,6 +20,7 @@ EQUITY_UPDATE = "equity_update"
 ERROR = "error"
 ALERT = "alert"
 SWEEP_PROGRESS = "sweep_progress"
+DOWNLOAD_PROGRESS = "download_progress"
 
 
 @dataclass(frozen=True)

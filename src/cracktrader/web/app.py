@@ -134,6 +134,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     manager.on_finish(lambda outcome, mode: app.state.request_metrics.runs.labels(mode, outcome).inc())
     app.state.manager = manager
+    app.state.downloads.bus = bus
     from cracktrader.db.alert_store import AlertStore
 
     alerts = AlertService.from_settings(settings, AlertStore(store.engine), bus)

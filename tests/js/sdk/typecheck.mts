@@ -6,6 +6,7 @@ import CrackTrader, {
   OPERATIONS,
   RateLimitError,
   type ChannelMessage,
+  type DownloadProgressEvent,
   type Results,
   type StatusEvent,
   type Sweep,
@@ -24,6 +25,11 @@ export async function usage(): Promise<number> {
   const events = await api.streamStatus({ runId: "*" });
   for await (const event of events) {
     const e: StatusEvent = event;
+    if (e.type === "download_progress") {
+      const job = (e as DownloadProgressEvent).payload;
+      const fraction: number = job.progress.fraction;
+      if (job.status === "completed" && fraction === 1) break;
+    }
     if (e.type === "snapshot") break;
   }
   const messages = await api.subscribe(["trades", "status"], { symbol: "BTC/USDT" });

@@ -492,9 +492,17 @@ export interface LogoutResponse {
 // Streams ----------------------------------------------------------------------------------------------
 
 export interface StatusEvent {
-  type: "snapshot" | "status_update" | "trade_execution" | "error" | "alert" | "heartbeat" | string;
+  type:
+    | "snapshot" | "status_update" | "trade_execution" | "error" | "alert" | "sweep_progress" | "download_progress"
+    | "heartbeat" | string;
   payload: JsonObject;
   timestamp: Timestamp | null;
+}
+
+/** A `download_progress` event: the caller's download job as `GET /data/downloads/{id}` shows it. */
+export interface DownloadProgressEvent extends StatusEvent {
+  type: "download_progress";
+  payload: DownloadJob & JsonObject;
 }
 
 export type Channel = "status" | "orders" | "trades" | "equity" | "alerts";
