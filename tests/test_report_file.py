@@ -101,6 +101,36 @@ def test_a_long_run_s_candles_are_bucketed_and_the_file_stays_small(
     assert out.stat().st_size < 1_500_000
 
 
+def test_zooming_into_a_long_run_s_report_shows_the_buckets_of_the_visible_range_once(
+    server: LiveServer, api: httpx.Client, tmp_path: Path, browser_context: Any
+) -> None:
+    """The file holds the buckets only: a zoom draws the visible ones (no server to ask for detail), and settles."""
+    long_run = backtest(
+        api, start_date="2015-01-01", end_date="2025-01-01", strategy_params={"fast": 500, "slow": 2000}
+    )
+    out = tmp_path / "long.html"
+    assert runner.invoke(app, ["report", long_run, "--server", server.base_url, "-o", str(out)]).exit_code == 0
+    page, asked = _offline_page(browser_context, out)
+    p = page.page
+    p.wait_for_selector("#candle-chart canvas")
+    whole = int(p.get_attribute("#candle-chart", "data-candles"))
+    p.evaluate("""() => { window.__draws = 0; new MutationObserver(() => { window.__draws += 1; })
+        .observe(document.getElementById('candle-chart'), { attributeFilter: ['data-candles'] }); }""")
+    box = p.query_selector("#candle-chart").bounding_box()
+    p.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(6):
+        p.mouse.wheel(0, -400)
+    shown = "(n) => Number(document.getElementById('candle-chart').dataset.candles) < n"
+    p.wait_for_function(shown, arg=whole, timeout=10_000)
+    draws = p.evaluate("window.__draws")
+    p.wait_for_timeout(1500)  # a settled zoom asks once: no redraw loop
+    assert p.evaluate("window.__draws") == draws
+    assert "candles of 44 bars" in p.text_content("#candle-info")
+    assert asked == []
+    page.assert_clean()
+    page.close()
+
+
 def test_at_most_max_rows_round_trips_fills_and_orders_are_embedded_and_the_page_says_so(
     server: LiveServer, api: httpx.Client, run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

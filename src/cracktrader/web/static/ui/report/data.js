@@ -33,12 +33,32 @@ export async function runResults(_id, { limit, offset = 0 } = {}) {
   return { ...r, trades, orders, page };
 }
 
-/** The candles of one symbol (the first by default) as the CLI fetched them; every range answers the same. */
-export async function runCandles(_id, { symbol } = {}) {
+/**
+ * The embedded candles of `[start, end)` (ms): the buckets that overlap it and the round trips that overlap it,
+ * as `GET /runs/{id}/candles` answers a range, but at the file's bucket size (full detail needs the server).
+ */
+export function sliceCandles(doc, start, end) {
+  const c = doc.candles;
+  const ts = c.timestamp;
+  const last = Date.parse(doc.run_range.end);
+  const keep = ts.map((t, i) => (ts[i + 1] ?? last) > start && t < end);
+  const pick = (values) => values.filter((_, i) => keep[i]);
+  const candles = Object.fromEntries(Object.entries(c).map(([k, v]) => [k, pick(v)]));
+  const markers = doc.markers.filter((m) => Date.parse(m.exit_time) >= start && Date.parse(m.entry_time) < end);
+  const iso = (ms) => new Date(ms).toISOString().replace(".000Z", "Z");
+  return { ...doc, candles, markers, markers_total: markers.length, markers_truncated: false,
+    indicators: doc.indicators.map((s) => ({ ...s, values: pick(s.values) })),
+    start: iso(Math.max(start, Date.parse(doc.run_range.start))), end: iso(Math.min(end, last)),
+    bars: Math.min(doc.bars, candles.timestamp.length * doc.bucket_bars) };
+}
+
+/** The candles of one symbol (the first by default) as the CLI fetched them, or the part of `start`-`end`. */
+export async function runCandles(_id, { symbol, start, end } = {}) {
   if (failed("candles")) { throw new ReportError(failed("candles").code, failed("candles").message); }
   const doc = data.candles[symbol ?? data.run.symbols[0]];
   if (!doc) { throw new ReportError("not_in_report", `no candles of ${symbol} in this report`); }
-  return doc;
+  return start === undefined && end === undefined ? doc
+    : sliceCandles(doc, start ?? Date.parse(doc.run_range.start), end ?? Date.parse(doc.run_range.end));
 }
 
 export async function breakdowns() {
