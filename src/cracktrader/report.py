@@ -133,22 +133,32 @@ def collect(api: CrackTraderAPI, run_id: str, step: Callable[[str], None] = lamb
     except CrackTraderError as exc:
         errors["round_trips"] = _error(exc)
     _share_markers(candles, trips)
+    page_of = results.get("page") or {}
+    totals = {k: page_of.get(k, {}).get("total", len(results[k])) for k in ("trades", "orders")}
+    # Columns named once, not in every row: a long run's fills, orders and round trips are most of the file.
+    results["trades"], results["orders"] = _pack(results["trades"]), _pack(results["orders"])
     return {
         "run": run,
         "results": results,
         "help": json.loads((UI_DIR / "metrics-help.json").read_text(encoding="utf-8")),
         "candles": candles,
         "breakdowns": breakdowns,
-        "round_trips": trips,
-        "totals": {
-            "round_trips": total,
-            "trades": (results.get("page") or {}).get("trades", {}).get("total", len(results["trades"])),
-            "orders": (results.get("page") or {}).get("orders", {}).get("total", len(results["orders"])),
-        },
+        "round_trips": _pack(trips),
+        "totals": {"round_trips": total, "trades": totals["trades"], "orders": totals["orders"]},
         "errors": errors,
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "version": __version__,
     }
+
+
+def _pack(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows as `{"$columns": [...], "$rows": [[...]]}` (report/data.js unpacks them; a missing key is null)."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return {"$columns": columns, "$rows": [[row.get(k) for k in columns] for row in rows]}
+
+
+def _count(rows: dict[str, Any]) -> int:
+    return len(rows["$rows"])
 
 
 def _share_markers(candles: dict[str, Any], trips: list[Any]) -> None:
@@ -164,9 +174,9 @@ def _share_markers(candles: dict[str, Any], trips: list[Any]) -> None:
 def _held(data: dict[str, Any]) -> str:
     """A line saying which lists the file holds only in part."""
     held = {
-        "round trips": len(data["round_trips"]),
-        "fills": len(data["results"]["trades"]),
-        "orders": len(data["results"]["orders"]),
+        "round trips": _count(data["round_trips"]),
+        "fills": _count(data["results"]["trades"]),
+        "orders": _count(data["results"]["orders"]),
     }
     totals = {
         "round trips": data["totals"]["round_trips"],

@@ -3,6 +3,11 @@
 // `cracktrader report` puts this module in place of api.js; nothing here fetches anything.
 
 const data = JSON.parse(document.getElementById("report-data").textContent);
+// Lists come as named columns and rows of values (report.py `_pack`): back to the API's objects.
+const unpack = (v) => v.$rows.map((r) => Object.fromEntries(v.$columns.map((k, i) => [k, r[i]])));
+data.round_trips = unpack(data.round_trips);
+data.results.trades = unpack(data.results.trades);
+data.results.orders = unpack(data.results.orders);
 // The CLI stores a marker that is also a round trip once, as its index in `round_trips` (see report.py).
 for (const doc of Object.values(data.candles || {})) {
   if (doc.marker_rows) { doc.markers = doc.marker_rows.map((i) => data.round_trips[i]); delete doc.marker_rows; }
