@@ -222,3 +222,20 @@ def test_the_report_opens_offline_with_its_charts_and_the_api_s_numbers(
     assert asked == []
     page.assert_clean()
     page.close()
+
+
+def test_each_symbol_of_a_run_has_its_candles_in_the_report(
+    server: LiveServer, api: httpx.Client, tmp_path: Path, browser_context: Any
+) -> None:
+    two = backtest(api, symbols=["BTC/USDT", "ETH/USDT"])
+    out = tmp_path / "two.html"
+    assert runner.invoke(app, ["report", two, "--server", server.base_url, "-o", str(out)]).exit_code == 0
+    page, asked = _offline_page(browser_context, out)
+    p = page.page
+    assert p.text_content("#candle-info").startswith("BTC/USDT · ")
+    p.select_option("#candle-symbol", "ETH/USDT")
+    p.wait_for_function("() => document.getElementById('candle-info').textContent.startsWith('ETH/USDT · ')")
+    assert p.query_selector_all("#candle-chart canvas")
+    assert asked == []
+    page.assert_clean()
+    page.close()
