@@ -125,7 +125,7 @@ def test_zooming_into_a_long_run_s_report_shows_the_buckets_of_the_visible_range
     draws = p.evaluate("window.__draws")
     p.wait_for_timeout(1500)  # a settled zoom asks once: no redraw loop
     assert p.evaluate("window.__draws") == draws
-    assert "candles of 44 bars" in p.text_content("#candle-info")
+    assert "candles of 44 bars (the report's buckets; full detail in the dashboard)" in p.text_content("#candle-info")
     assert asked == []
     page.assert_clean()
     page.close()
