@@ -578,6 +578,47 @@ def runs_stop(
     typer.echo(f"{result.run_id}: {result.status} ({result.message})")
 
 
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="The run's id (see GET /api/v1/runs)")],
+    server: ServerOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write")] = Path("report.html"),
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Write a run's results page (charts and tables) as one self-contained HTML file that opens offline."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from cracktrader import report as builder
+    from cracktrader.client import CrackTraderAPI, CrackTraderError
+
+    console = Console(stderr=True)
+    steps = ["run", "results", "candles", "breakdowns", "round trips", "write"]
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), console=console, transient=True, disable=not console.is_terminal
+    ) as bar:
+        task = bar.add_task("report", total=len(steps))
+
+        def step(name: str) -> None:
+            bar.update(
+                task, description=f"fetch {name}", completed=next(i for i, s in enumerate(steps) if name.startswith(s))
+            )
+
+        try:
+            with CrackTraderAPI(server, api_key=api_key, timeout=300) as api:
+                data = builder.collect(api, run_id.strip(), step)
+        except CrackTraderError as exc:
+            fail(str(exc), 1)
+        bar.update(task, description=f"write {out}", completed=len(steps) - 1)
+        page = builder.render_html(data)
+        try:
+            out.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write {out}: {exc.strerror}", 1)
+    size = out.stat().st_size
+    typer.echo(f"wrote {out} ({size / 1e6:.1f} MB): run {data['run']['run_id']}, opens offline")
+
+
 def _on_server(server: str, api_key: str | None, work: Callable[[Any], Any]) -> Any:
     from cracktrader.client import CrackTraderAPI, CrackTraderError
 

@@ -86,7 +86,8 @@ function breakdownSection(b) {
         ["Return", "return_pct", pct, true]], b.monthly, "No months"))));
 }
 
-export async function renderResults(view, runId) {
+/** The results page of a run into `view`. `zoomHint`: what the candle line says a bucketed chart does on zoom. */
+export async function renderResults(view, runId, { zoomHint = "zoom in for full detail" } = {}) {
   const candlesOf = (symbol, range = {}) => api.runCandles(runId, { symbol, max_points: MAX_CANDLES, ...range });
   const [run, res, help, firstCandles, bd] = await Promise.all([
     api.getRun(runId), api.runResults(runId, { max_points: 2000, limit: PAGE }), api.metricsHelp(),
@@ -161,7 +162,7 @@ export async function renderResults(view, runId) {
   const tablesDrawn = roundTrips.load();
   let chart = null;
   const describe = (d) => {
-    candleInfo.textContent = `${d.symbol} · ${d.bars.toLocaleString()} bars ${d.bucket_bars > 1 ? `as ${d.candles.timestamp.length.toLocaleString()} candles of ${d.bucket_bars} bars (zoom in for full detail)` : "at full detail"}`
+    candleInfo.textContent = `${d.symbol} · ${d.bars.toLocaleString()} bars ${d.bucket_bars > 1 ? `as ${d.candles.timestamp.length.toLocaleString()} candles of ${d.bucket_bars} bars (${zoomHint})` : "at full detail"}`
       + ` · ${d.markers_total.toLocaleString()} round trips${d.indicators.length ? ` · ${d.indicators.map((x) => x.name).join(", ")}` : ""}`
       + (d.indicators_error ? ` · indicators: ${d.indicators_error}` : "");
   };
