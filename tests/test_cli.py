@@ -334,3 +334,15 @@ def _json_list(args: list[str]) -> list[dict[str, Any]]:
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     return list(json.loads(result.stdout))
+
+
+@pytest.mark.parametrize("args", [["runs", "status", "abc"], ["report", "abc", "-o", "never.html"]])
+def test_commands_that_need_a_server_look_for_the_local_one_by_default(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CRACKTRADER_SERVER", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "http://127.0.0.1:8000/api/v1/runs/abc" in result.output
+    assert not (tmp_path / "never.html").exists()

@@ -40,8 +40,10 @@ credentials_app = typer.Typer(
 app.add_typer(credentials_app, name="credentials")
 runs_app = typer.Typer(help="Runs on a server by id: status, results, stop.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+# What `cracktrader serve` listens on by default: the commands that need a server look there unless told otherwise.
+LOCAL_SERVER = "http://127.0.0.1:8000"
 ServerOption = Annotated[
-    str, typer.Option("--server", envvar="CRACKTRADER_SERVER", help="Server URL, e.g. http://127.0.0.1:8000")
+    str, typer.Option("--server", envvar="CRACKTRADER_SERVER", help="Server URL (default: the local server)")
 ]
 ApiKeyOption = Annotated[
     str | None, typer.Option("--api-key", envvar="CRACKTRADER_API_KEY", help="API key (when the server's auth is on)")
@@ -544,7 +546,7 @@ def _backtest_on_server(server: str, api_key: str | None, config: Any, *, wait: 
 @runs_app.command("status")
 def runs_status(
     run_id: Annotated[str, typer.Argument(help="The run's id")],
-    server: ServerOption,
+    server: ServerOption = LOCAL_SERVER,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Print a run's status document (a backtest's or a session's) as JSON."""
@@ -554,7 +556,7 @@ def runs_status(
 @runs_app.command("results")
 def runs_results(
     run_id: Annotated[str, typer.Argument(help="The run's id")],
-    server: ServerOption,
+    server: ServerOption = LOCAL_SERVER,
     api_key: ApiKeyOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results document as JSON")] = False,
 ) -> None:
@@ -569,7 +571,7 @@ def runs_results(
 @runs_app.command("stop")
 def runs_stop(
     run_id: Annotated[str, typer.Argument(help="The run's id")],
-    server: ServerOption,
+    server: ServerOption = LOCAL_SERVER,
     api_key: ApiKeyOption = None,
     flatten: Annotated[bool, typer.Option("--flatten", help="A session also closes its positions")] = False,
 ) -> None:
@@ -581,7 +583,7 @@ def runs_stop(
 @app.command()
 def report(
     run_id: Annotated[str, typer.Argument(help="The run's id (see GET /api/v1/runs)")],
-    server: ServerOption,
+    server: ServerOption = LOCAL_SERVER,
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write")] = Path("report.html"),
     api_key: ApiKeyOption = None,
 ) -> None:
