@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ from auth_support import auth_client, bearer
 from cracktrader.settings import Settings, get_settings
 from cracktrader.sweeps.walkforward_job import run_request
 from cracktrader.sweeps.walkforward_request import WalkForwardRequest
-from web_support import LiveServer, with_test_strategies
+from web_support import TEST_STRATEGY_DIR, LiveServer, ServerProcess, with_test_strategies
 
 pytestmark = pytest.mark.anyio
 
@@ -51,6 +52,15 @@ SLOW_WALK: dict[str, Any] = {
     "grid": {"trade_every": [0, 1, 2, 3]},
     "train": 48,
     "test": 24,
+}
+# One window whose sweep takes 8 x 600 bars x 5 ms = 24 s at least, one combination (3 s) a chunk: a cancel
+# lands inside it.
+DEEP_WALK: dict[str, Any] = {
+    **SLOW_WALK,
+    "end_date": "2024-01-31T00:00:00Z",
+    "grid": {"trade_every": "0:7:1"},
+    "train": 600,
+    "test": 120,
 }
 ENDED = {"completed", "failed", "cancelled"}
 
@@ -129,7 +139,7 @@ def test_a_cpcv_completes_with_the_report_cpcv_gives_in_process() -> None:
     assert doc["report"]["purge"] == 2 and doc["report"]["embargo"] == 3
 
 
-def test_cancelling_a_running_walk_forward_stops_it_after_the_window_in_hand() -> None:
+def test_cancelling_a_running_walk_forward_ends_it_cancelled_without_a_report() -> None:
     with served(settings()) as c:
         wf_id = c.post("/api/v1/walkforwards", json=SLOW_WALK).json()["walkforward_id"]
         deadline = time.monotonic() + 180
@@ -144,6 +154,18 @@ def test_cancelling_a_running_walk_forward_stops_it_after_the_window_in_hand() -
     assert doc["status"] == "cancelled" and doc["report"] is None and doc["ended_at"] is not None
     assert 0 < doc["progress"]["done"] < doc["progress"]["total"] == 12
     assert again.status_code == 200 and again.json()["status"] == "cancelled"
+
+
+def test_a_cancel_lands_inside_a_windows_sweep_not_after_it() -> None:
+    with served(settings()) as c:
+        wf_id = c.post("/api/v1/walkforwards", json=DEEP_WALK).json()["walkforward_id"]
+        wait(c, wf_id, {"running"})
+        c.delete(f"/api/v1/walkforwards/{wf_id}")
+        doc = wait(c, wf_id, ENDED)
+
+    # No window done: it stopped inside the window's sweep (24 s at least), not after it.
+    assert doc["status"] == "cancelled" and doc["report"] is None
+    assert doc["progress"] == {"done": 0, "total": 1, "fraction": 0.0, "eta_seconds": None}
 
 
 @pytest.mark.parametrize(
@@ -295,3 +317,27 @@ async def test_the_async_sdk_runs_a_cpcv_and_cancels_a_walk_forward() -> None:
     assert cpcv.status == "completed" and cpcv.kind == "cpcv" and got.report is not None
     assert got.report.model_dump(mode="json", exclude_unset=True) == in_process(CPCV)
     assert listed.total == 2 and len(listed.items) == 1 and listed.items[0].walkforward_id == cpcv.walkforward_id
+
+
+# SQLite only: the interrupting UPDATE is the sweeps' (tested on both), and a server process costs ~20 s to start.
+@pytest.mark.parametrize("db_settings", ["sqlite"], indirect=True)
+def test_a_walk_forward_cut_short_by_a_killed_server_is_failed_by_the_next_one(
+    db_settings: Settings, tmp_path: Path
+) -> None:
+    env = {"DATABASE_URL": db_settings.database_url, "CRACKTRADER_STRATEGY_DIR": str(TEST_STRATEGY_DIR)}
+    first = ServerProcess(env, tmp_path / "first.log").start()
+    try:
+        with httpx.Client(base_url=first.base_url, timeout=60) as c:
+            wf_id = c.post("/api/v1/walkforwards", json=DEEP_WALK).json()["walkforward_id"]
+            wait(c, wf_id, {"running"})
+    finally:
+        first.kill()
+    second = ServerProcess(env, tmp_path / "second.log").start()
+    try:
+        with httpx.Client(base_url=second.base_url, timeout=60) as c:
+            doc = c.get(f"/api/v1/walkforwards/{wf_id}").json()
+    finally:
+        second.stop()
+
+    assert doc["status"] == "failed" and doc["error_code"] == "INTERRUPTED" and doc["ended_at"] is not None
+    assert doc["report"] is None

@@ -564,7 +564,7 @@ class AsyncCrackTraderAPI:
         return await self._call(api.list_walkforwards(limit, offset))
 
     async def cancel_walkforward(self, walkforward_id: str) -> WalkForward:
-        """Cancel a walk-forward: it stops after the window in hand."""
+        """Cancel a walk-forward: it stops after the sweep chunk (or test backtest) in hand, without a report."""
         return await self._call(api.cancel_walkforward(walkforward_id))
 
     async def wait_for_walkforward(

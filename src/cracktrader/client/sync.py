@@ -555,7 +555,7 @@ class CrackTraderAPI:
         return self._call(api.list_walkforwards(limit, offset))
 
     def cancel_walkforward(self, walkforward_id: str) -> WalkForward:
-        """Cancel a walk-forward: it stops after the window in hand."""
+        """Cancel a walk-forward: it stops after the sweep chunk (or test backtest) in hand, without a report."""
         return self._call(api.cancel_walkforward(walkforward_id))
 
     def wait_for_walkforward(

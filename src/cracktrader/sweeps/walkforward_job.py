@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,8 @@ from cracktrader.runs import worker
 from cracktrader.settings import Settings
 from cracktrader.strategies.registry import load_registry
 from cracktrader.sweeps.cpcv import CpcvReport, cpcv
+from cracktrader.sweeps.job import STOP_POLL_S
+from cracktrader.sweeps.oos import StudyCancelledError
 from cracktrader.sweeps.walkforward import WalkForwardReport, walk_forward
 from cracktrader.sweeps.walkforward_request import WalkForwardRequest
 
@@ -39,15 +42,12 @@ class WalkForwardOutcome:
     error_code: str | None = None
 
 
-class _Stopped(Exception):
-    """Raised between windows when the server asked the job to stop."""
-
-
 def run_request(
     request: WalkForwardRequest,
     settings: Settings,
     *,
     progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
     workers: int | None = None,
 ) -> WalkForwardReport | CpcvReport:
     """Run the request's walk-forward or CPCV in this process (what the worker runs, and what the SDK's equals)."""
@@ -58,6 +58,7 @@ def run_request(
         "params": request.strategy_params,
         "workers": workers,
         "progress": progress,
+        "cancel": cancel,
         "settings": settings,
         "purge": request.purge,
         **request.options(),
@@ -85,18 +86,25 @@ def run_request(
 
 
 def run_walkforward_job(job: WalkForwardJob, slot: int) -> WalkForwardOutcome:
-    """Run one walk-forward in this worker; a cancel ends it after the window (CPCV: split) in hand."""
+    """Run one walk-forward in this worker; a cancel ends it after the sweep chunk (or test backtest) in hand."""
+    cancel = threading.Event()
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(STOP_POLL_S):
+            if worker.stop_requested(slot):
+                cancel.set()
+                return
 
     def progress(done: int, total: int) -> None:
         worker.send(PROGRESS, job.run_id, {"done": done, "total": total})
-        if done < total and worker.stop_requested(slot):
-            raise _Stopped
 
+    threading.Thread(target=watch, name="cracktrader-walkforward-stop", daemon=True).start()
     worker.send(worker.STARTED, job.run_id, {})
     try:
-        report = run_request(job.request, job.settings, progress=progress, workers=1)
+        report = run_request(job.request, job.settings, progress=progress, cancel=cancel, workers=1)
         return WalkForwardOutcome("completed", report.model_dump(mode="json"))
-    except _Stopped:
+    except StudyCancelledError:
         return WalkForwardOutcome("cancelled")
     except CracktraderError as exc:
         return WalkForwardOutcome("failed", error=exc.message, error_code=exc.code)
@@ -104,4 +112,5 @@ def run_walkforward_job(job: WalkForwardJob, slot: int) -> WalkForwardOutcome:
         log.exception("Walk-forward %s failed", job.run_id)
         return WalkForwardOutcome("failed", error=f"Internal error: {type(exc).__name__}", error_code="INTERNAL_ERROR")
     finally:
+        finished.set()
         worker.send(worker.END, job.run_id, {})

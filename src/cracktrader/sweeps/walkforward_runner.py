@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CANCEL_WAIT_S = 2.0  # how long DELETE waits for a running walk-forward to end (after the window in hand)
+CANCEL_WAIT_S = 2.0  # how long DELETE waits for a running walk-forward to end (after the sweep chunk in hand)
 KEEP_ENDED = 50  # ended walk-forwards kept in memory (the store has them all)
 
 
@@ -169,7 +169,7 @@ class WalkForwardRegistry:
         return doc.model_copy()
 
     async def cancel(self, wf_id: str, *, owner: int | None) -> WalkForwardDocument:
-        """Cancel a queued or running walk-forward (it stops after the window in hand); an ended one is unchanged."""
+        """Cancel a queued or running walk-forward (it stops after the sweep chunk in hand); an ended one stays."""
         live = self.items.get(wf_id)
         if live is None or not live.active:
             return await self.get(wf_id, owner=owner)

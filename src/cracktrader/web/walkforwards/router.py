@@ -47,5 +47,5 @@ async def get_walkforward(walkforward_id: WalkForwardId, walkforwards: WalkForwa
 
 @router.delete("/walkforwards/{walkforward_id}", response_model=WalkForwardDocument)
 async def cancel_walkforward(walkforward_id: WalkForwardId, walkforwards: WalkForwardsDep) -> WalkForwardDocument:
-    """Cancel a queued or running walk-forward: it stops after the window in hand; an ended one is unchanged."""
+    """Cancel a queued or running walk-forward: it stops after the sweep chunk in hand; an ended one is unchanged."""
     return await walkforwards.registry.cancel(walkforward_id, owner=walkforwards.owner)

@@ -602,7 +602,7 @@ export class CrackTrader {
   /** A walk-forward's status, progress (windows done) and, once completed, its report. */
   getWalkforward(walkforwardId) { return this.#api("GET", `/walkforwards/${seg(walkforwardId)}`); }
 
-  /** Cancel a walk-forward: it stops after the window in hand. */
+  /** Cancel a walk-forward: it stops after the sweep chunk (or test backtest) in hand, without a report. */
   cancelWalkforward(walkforwardId) { return this.#api("DELETE", `/walkforwards/${seg(walkforwardId)}`); }
 
   /** Poll a walk-forward until it completed, was cancelled or failed. */
