@@ -26,31 +26,36 @@ from db_support import BACKENDS, DatabaseTarget, database_target, postgres_schem
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP_TABLES = {"sweeps", "sweep_rows"}  # 0013
-OUR_TABLES = SWEEP_TABLES | {
-    "runs",
-    "run_symbols",
-    "run_results",
-    "run_series",
-    "servers",
-    "users",
-    "api_keys",
-    "refresh_tokens",
-    "strategies",
-    "session_state",
-    "session_candles",
-    "session_equity",
-    "session_orders",
-    "session_fills",
-    "session_positions",
-    "session_balances",
-    "live_orders",
-    "live_fills",
-    "exchange_credentials",
-    "alerts",
-    "idempotency_keys",
-    "auth_rate_limits",
-    "auth_login_failures",
-}
+WALKFORWARD_TABLES = {"walkforwards"}  # 0015
+OUR_TABLES = (
+    SWEEP_TABLES
+    | WALKFORWARD_TABLES
+    | {
+        "runs",
+        "run_symbols",
+        "run_results",
+        "run_series",
+        "servers",
+        "users",
+        "api_keys",
+        "refresh_tokens",
+        "strategies",
+        "session_state",
+        "session_candles",
+        "session_equity",
+        "session_orders",
+        "session_fills",
+        "session_positions",
+        "session_balances",
+        "live_orders",
+        "live_fills",
+        "exchange_credentials",
+        "alerts",
+        "idempotency_keys",
+        "auth_rate_limits",
+        "auth_login_failures",
+    }
+)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -101,14 +106,15 @@ def test_upgrade_downgrade_and_upgrade_again(target: DatabaseTarget) -> None:
 
 # Each revision a downgrade may stop at, and the tables the revisions after it add.
 SHARED_LIMITS = {"auth_rate_limits", "auth_login_failures"}  # 0014
-LATER = SWEEP_TABLES | SHARED_LIMITS  # 0013 and 0014
+LATER = SWEEP_TABLES | SHARED_LIMITS | WALKFORWARD_TABLES  # 0013, 0014 and 0015
 DOWNGRADES = [
     ("0007", {"live_orders", "live_fills", "exchange_credentials", "alerts", "idempotency_keys", *LATER}),
     ("0009", {"exchange_credentials", "alerts", "idempotency_keys", *LATER}),
     ("0010", {"alerts", "idempotency_keys", *LATER}),
     ("0011", {"idempotency_keys", *LATER}),
     ("0012", LATER),
-    ("0013", SHARED_LIMITS),
+    ("0013", SHARED_LIMITS | WALKFORWARD_TABLES),
+    ("0014", WALKFORWARD_TABLES),
 ]
 
 

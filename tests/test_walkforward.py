@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from cracktrader.errors import UserInputError
 from cracktrader.runs.backtest import prepare_backtest, run_prepared
 from cracktrader.runs.config import BacktestConfig
 from cracktrader.sweeps import CpcvReport, InvalidWindowsError, WalkForwardReport, cpcv, sweep, walk_forward
+from cracktrader.sweeps.oos import StudyCancelledError
 from cracktrader.sweeps.windows import Span, cpcv_plan, parse_length, walk_forward_windows
 
 runner = CliRunner()
@@ -239,6 +241,17 @@ def test_later_data_never_changes_an_earlier_window() -> None:
     long = walk_forward("SmaCross", GRID, **RANGE, train=1000, test=500, **COSTS)
     assert len(short.windows) < len(long.windows)
     assert [w.model_dump() for w in short.windows] == [w.model_dump() for w in long.windows[: len(short.windows)]]
+
+
+def test_a_set_cancel_event_stops_walk_forward_and_cpcv_before_their_first_sweep() -> None:
+    cancel = threading.Event()
+    cancel.set()
+    done: list[tuple[int, int]] = []
+    with pytest.raises(StudyCancelledError):
+        walk_forward("SmaCross", GRID, **RANGE, train=1000, test=500, cancel=cancel, progress=lambda *p: done.append(p))
+    with pytest.raises(StudyCancelledError):
+        cpcv("SmaCross", GRID, **RANGE, n_folds=4, n_test_folds=2, cancel=cancel)
+    assert done == [(0, 5)]
 
 
 def test_event_driven_strategy_on_two_symbols_walks_forward_through_the_engine() -> None:

@@ -61,6 +61,9 @@ from cracktrader.client.models import (
     SweepRequest,
     SweepResults,
     Tokens,
+    WalkForward,
+    WalkForwardList,
+    WalkForwardRequest,
 )
 
 T = TypeVar("T")
@@ -219,7 +222,7 @@ def _paging(max_points: int | None, limit: int | None, offset: int) -> dict[str,
 
 
 def request_body(
-    config: BacktestRequest | LiveRequest | SweepRequest | Mapping[str, Any] | None,
+    config: BacktestRequest | LiveRequest | SweepRequest | WalkForwardRequest | Mapping[str, Any] | None,
     fields: Mapping[str, Any],
 ) -> dict[str, Any]:
     """A start request's JSON: a model, a mapping or keyword fields (merged, keywords win); None drops out.
@@ -477,6 +480,35 @@ def sweep_wait_timeout(sweep: Sweep, timeout: float) -> TimeoutError:
     return TimeoutError(
         f"Sweep {sweep.sweep_id} still {sweep.status} after {timeout}s ({done} of {total} combinations)",
         details={"sweep_id": sweep.sweep_id, "status": sweep.status, "done": done, "total": total},
+    )
+
+
+def start_walkforward(body: dict[str, Any]) -> Call[WalkForward]:
+    """`POST /walkforwards` (202)."""
+    return Call("POST", _path("/walkforwards"), model(WalkForward), json=body)
+
+
+def list_walkforwards(limit: int, offset: int) -> Call[WalkForwardList]:
+    """`GET /walkforwards`."""
+    return Call("GET", _path("/walkforwards"), model(WalkForwardList), params={"limit": limit, "offset": offset})
+
+
+def get_walkforward(walkforward_id: str) -> Call[WalkForward]:
+    """`GET /walkforwards/{id}`."""
+    return Call("GET", _path("/walkforwards/{}", walkforward_id), model(WalkForward))
+
+
+def cancel_walkforward(walkforward_id: str) -> Call[WalkForward]:
+    """`DELETE /walkforwards/{id}`."""
+    return Call("DELETE", _path("/walkforwards/{}", walkforward_id), model(WalkForward))
+
+
+def walkforward_wait_timeout(wf: WalkForward, timeout: float) -> TimeoutError:
+    """The error of a walk-forward that did not end in time."""
+    done, total = wf.progress.done, wf.progress.total
+    return TimeoutError(
+        f"Walk-forward {wf.walkforward_id} still {wf.status} after {timeout}s ({done} of {total} windows)",
+        details={"walkforward_id": wf.walkforward_id, "status": wf.status, "done": done, "total": total},
     )
 
 

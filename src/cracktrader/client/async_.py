@@ -54,6 +54,9 @@ from cracktrader.client.models import (
     SweepRequest,
     SweepResults,
     Tokens,
+    WalkForward,
+    WalkForwardList,
+    WalkForwardRequest,
 )
 from cracktrader.client.ws import AsyncChannelStream, AsyncEventStream
 
@@ -544,6 +547,38 @@ class AsyncCrackTraderAPI:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise api.sweep_wait_timeout(sweep, timeout or 0.0)
+            await asyncio.sleep(poll_interval if left is None else min(poll_interval, left))
+
+    async def start_walkforward(
+        self, config: WalkForwardRequest | Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> WalkForward:
+        """Start a walk-forward (or, with `cpcv`, a combinatorial purged CV) on the server (202)."""
+        return await self._call(api.start_walkforward(api.request_body(config, fields)))
+
+    async def get_walkforward(self, walkforward_id: str) -> WalkForward:
+        """A walk-forward's status, progress (windows done) and, once completed, its report."""
+        return await self._call(api.get_walkforward(walkforward_id))
+
+    async def list_walkforwards(self, *, limit: int = 50, offset: int = 0) -> WalkForwardList:
+        """Your walk-forwards, newest first (without their reports)."""
+        return await self._call(api.list_walkforwards(limit, offset))
+
+    async def cancel_walkforward(self, walkforward_id: str) -> WalkForward:
+        """Cancel a walk-forward: it stops after the sweep chunk (or test backtest) in hand, without a report."""
+        return await self._call(api.cancel_walkforward(walkforward_id))
+
+    async def wait_for_walkforward(
+        self, walkforward_id: str, *, timeout: float | None = 600.0, poll_interval: float = 0.25
+    ) -> WalkForward:
+        """Poll a walk-forward until it completed, was cancelled or failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wf = await self.get_walkforward(walkforward_id)
+            if wf.finished:
+                return wf
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise api.walkforward_wait_timeout(wf, timeout or 0.0)
             await asyncio.sleep(poll_interval if left is None else min(poll_interval, left))
 
     async def get_run(self, run_id: str) -> RunSummary:

@@ -28,6 +28,11 @@ __all__ = [
     "CheckDifference",
     "CheckItem",
     "CheckResult",
+    "CpcvFoldTest",
+    "CpcvFolds",
+    "CpcvPath",
+    "CpcvReport",
+    "CpcvSplit",
     "CredentialCheck",
     "CredentialInfo",
     "CredentialList",
@@ -43,6 +48,7 @@ __all__ = [
     "LogoutResult",
     "Me",
     "Meta",
+    "OosSpan",
     "Order",
     "PageInfo",
     "Position",
@@ -57,6 +63,7 @@ __all__ = [
     "SessionStatus",
     "SkippedCombination",
     "Status",
+    "StitchedEquity",
     "StrategyInfo",
     "StrategyList",
     "Sweep",
@@ -67,6 +74,11 @@ __all__ = [
     "SweepRow",
     "Tokens",
     "Trade",
+    "WalkForward",
+    "WalkForwardList",
+    "WalkForwardReport",
+    "WalkForwardRequest",
+    "WalkForwardWindow",
 ]
 
 ACTIVE_STATUSES = frozenset({"starting", "running"})
@@ -488,6 +500,169 @@ class SweepList(_Model):
     """A page of your sweeps, newest first."""
 
     items: list[Sweep]
+    total: int
+    limit: int
+    offset: int
+
+
+class CpcvFolds(_Model):
+    """Combinatorial purged CV instead of walk-forward: `n_folds` folds, `n_test_folds` tested in each split."""
+
+    n_folds: int
+    n_test_folds: int
+
+
+class WalkForwardRequest(_Model):
+    """Body of `POST /walkforwards`: a sweep's backtest fields and grid, plus walk-forward windows or `cpcv` folds.
+
+    Walk-forward needs `train` and `test` (bars, or durations such as `"90d"`); `cpcv` takes none of
+    train/test/step/anchored/partial_last, and `embargo` applies to `cpcv` only (as `cracktrader walkforward`).
+    """
+
+    strategy_name: str
+    symbols: list[str]
+    grid: dict[str, list[Any] | str | dict[str, float]]
+    strategy_params: dict[str, Any] | None = None
+    timeframe: str | None = None
+    start_date: str | datetime | None = None
+    end_date: str | datetime | None = None
+    initial_cash: float | None = None
+    exchange: str | None = None
+    commission: float | None = None
+    slippage_bps: float | None = None
+    latency_bars: int | None = None
+    allow_short: bool | None = None
+    exchange_rules: bool | None = None
+    metric: str | None = None
+    train: int | str | None = None
+    test: int | str | None = None
+    step: int | str | None = None
+    anchored: bool | None = None
+    partial_last: bool | None = None
+    cpcv: CpcvFolds | None = None
+    purge: int | None = None
+    embargo: int | None = None
+
+    _symbols = field_validator("symbols", mode="before")(lambda cls, v: [v] if isinstance(v, str) else v)
+
+
+class OosSpan(_Model):
+    """Bars [start, stop) of the run and their dates (start_date inclusive, end_date exclusive)."""
+
+    start: int
+    stop: int
+    start_date: str
+    end_date: str
+
+
+class StitchedEquity(_Model):
+    """Out-of-sample equity stitched across test windows, and its metrics."""
+
+    timestamp: list[int]
+    equity: list[float]
+    metrics: dict[str, float | int | None]
+
+
+class WalkForwardWindow(_Model):
+    """One window: its train and test bars, the combination chosen in sample and its out-of-sample metrics."""
+
+    index: int
+    train: OosSpan
+    test: OosSpan
+    params: dict[str, Any]
+    in_sample: float | None
+    out_of_sample: dict[str, float | int | None]
+
+
+class WalkForwardReport(_Model):
+    """A walk-forward's windows and the stitched out-of-sample equity."""
+
+    strategy: str
+    symbols: list[str]
+    timeframe: str
+    exchange: str
+    metric: str
+    bars: int
+    train: int
+    test: int
+    step: int
+    purge: int
+    anchored: bool
+    partial_last: bool
+    windows: list[WalkForwardWindow]
+    stitched: StitchedEquity
+
+
+class CpcvFoldTest(_Model):
+    """One test fold of a CPCV split and the metrics of the split's combination on it."""
+
+    fold: int
+    span: OosSpan
+    metrics: dict[str, float | int | None]
+
+
+class CpcvSplit(_Model):
+    """One CPCV split: its train blocks, the combination chosen on them and its result on each test fold."""
+
+    index: int
+    train: list[OosSpan]
+    params: dict[str, Any]
+    in_sample: float | None
+    tests: list[CpcvFoldTest]
+
+
+class CpcvPath(_Model):
+    """One recombined CPCV path: for each fold the split whose test it takes, and the stitched curve's metrics."""
+
+    index: int
+    splits: list[int]
+    metrics: dict[str, float | int | None]
+
+
+class CpcvReport(_Model):
+    """A CPCV's splits and paths."""
+
+    strategy: str
+    symbols: list[str]
+    timeframe: str
+    exchange: str
+    metric: str
+    bars: int
+    n_folds: int
+    n_test_folds: int
+    purge: int
+    embargo: int
+    folds: list[OosSpan]
+    splits: list[CpcvSplit]
+    paths: list[CpcvPath]
+
+
+class WalkForward(_Model):
+    """A walk-forward's (or CPCV's) status (`GET /walkforwards/{id}`), with its report once completed."""
+
+    walkforward_id: str
+    kind: Literal["walk_forward", "cpcv"] | str
+    status: Literal["queued", "running", "completed", "cancelled", "failed"] | str
+    strategy_name: str
+    progress: SweepProgress
+    combinations: int
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None
+    error_code: str | None = None
+    request: dict[str, Any] = Field(default_factory=dict)
+    report: WalkForwardReport | CpcvReport | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in SWEEP_FINISHED_STATUSES
+
+
+class WalkForwardList(_Model):
+    """A page of your walk-forwards, newest first (without their reports)."""
+
+    items: list[WalkForward]
     total: int
     limit: int
     offset: int

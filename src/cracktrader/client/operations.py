@@ -74,6 +74,10 @@ OPERATIONS: dict[str, str] = {
     "GET /api/v1/sweeps/{sweep_id}/results": "sweep_results",
     "DELETE /api/v1/sweeps/{sweep_id}": "cancel_sweep",
     "POST /api/v1/sweeps/{sweep_id}/rows/{rank}/backtest": "backtest_sweep_row",
+    "POST /api/v1/walkforwards": "start_walkforward",
+    "GET /api/v1/walkforwards": "list_walkforwards",
+    "GET /api/v1/walkforwards/{walkforward_id}": "get_walkforward",
+    "DELETE /api/v1/walkforwards/{walkforward_id}": "cancel_walkforward",
 }
 
 # The WebSocket streams (not in the OpenAPI document) and their methods.

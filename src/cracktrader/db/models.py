@@ -59,6 +59,7 @@ __all__ = [
     "SweepRowRecord",
     "UTCDateTime",
     "UserRecord",
+    "WalkForwardRecord",
 ]
 
 RUN_MODES: tuple[str, ...] = ("backtest", "paper", "live")
@@ -590,6 +591,37 @@ class SweepRecord(Base):
     # The first few skipped combinations with their reasons (bounded: reasons repeat).
     skipped: Mapped[list[Any]] = mapped_column(JSONType)
     row_count: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    server_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WalkForwardRecord(Base):
+    """A walk-forward (or CPCV) of the server: its request, owner, progress and, once completed, its report."""
+
+    __tablename__ = "walkforwards"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_in(SWEEP_STATUSES)})", name="status"),
+        CheckConstraint("kind IN ('walk_forward', 'cpcv')", name="kind"),
+        # Listing: an owner's walk-forwards newest first.
+        Index("ix_walkforwards_user_id_created_at", "user_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # No foreign key, as runs.user_id has none.
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    strategy_name: Mapped[str] = mapped_column(String(200))
+    request: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    combinations: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer)
+    # The WalkForwardReport or CpcvReport as JSON, once completed.
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     error: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))
     server_id: Mapped[str | None] = mapped_column(String(32))

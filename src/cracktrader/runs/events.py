@@ -21,6 +21,7 @@ ERROR = "error"
 ALERT = "alert"
 SWEEP_PROGRESS = "sweep_progress"
 DOWNLOAD_PROGRESS = "download_progress"
+WALKFORWARD_PROGRESS = "walkforward_progress"
 
 
 @dataclass(frozen=True)

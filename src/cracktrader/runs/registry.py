@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from cracktrader.db.run_store import RunStore
     from cracktrader.runs.sessions import LiveRun, SessionRegistry
     from cracktrader.sweeps.runner import SweepRegistry
+    from cracktrader.sweeps.walkforward_runner import WalkForwardRegistry
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class RunRegistry:
         self._admitting = 0  # backtests past the queue check, not yet in `backtests`
         self.sessions: SessionRegistry | None = None  # the server's paper sessions
         self.sweeps: SweepRegistry | None = None  # the server's sweeps (they share the pool and its limits)
+        self.walkforwards: WalkForwardRegistry | None = None  # and its walk-forwards, likewise
         self.slots: dict[int | None, Slot] = {}
         self.outcomes: dict[str, int] = {"completed": 0, "failed": 0, "stopped": 0}
         self._on_finish: list[Any] = []
@@ -207,11 +209,11 @@ class RunRegistry:
             self._admitting -= 1
 
     def admit_job(self) -> None:
-        """Refuse a backtest or sweep when as many run and wait as the settings admit (409 QUEUE_FULL)."""
+        """Refuse a backtest, sweep or walk-forward when as many run and wait as the settings admit (QUEUE_FULL)."""
         running = self.settings.max_concurrent_backtests
         queued = self.settings.max_queued_backtests
-        sweeps = self.sweeps.active if self.sweeps is not None else 0
-        active = self._admitting + sweeps + sum(1 for r in self.backtests.values() if r.state.active)
+        jobs = sum(j.active for j in (self.sweeps, self.walkforwards) if j is not None)
+        active = self._admitting + jobs + sum(1 for r in self.backtests.values() if r.state.active)
         if active >= running + queued:
             raise QueueFullError(
                 f"This server runs {running} backtests and has {queued} waiting (CRACKTRADER_MAX_CONCURRENT_BACKTESTS"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,7 @@ def cpcv(
     params: Mapping[str, Any] | None = None,
     workers: int | None = None,
     progress: SweepProgress | None = None,
+    cancel: threading.Event | None = None,
     settings: Settings | None = None,
     source: CandleSource | None = None,
     **options: Any,
@@ -124,7 +126,8 @@ def cpcv(
 
     Train bars exclude `purge` bars before each test block and `purge + embargo` after it (skfolio's
     `CombinatorialPurgedCV` index sets). Each split's best combination by `metric` is backtested on each of its
-    test folds (a plain backtest of the fold's dates); each path chains one test of every fold.
+    test folds (a plain backtest of the fold's dates); each path chains one test of every fold. Setting `cancel`
+    stops it after the sweep chunk in hand, raising StudyCancelledError.
     """
     study = open_study(
         strategy,
@@ -141,6 +144,7 @@ def cpcv(
         workers=workers,
         options=options,
     )
+    study.cancel = cancel
     plan = cpcv_plan(study.bars, n_folds, n_test_folds, purge=purge, embargo=embargo)
     # A fold tested with the same combination in several splits is one backtest.
     tested: dict[tuple[int, str], Piece] = {}

@@ -8,6 +8,7 @@ start from the window's first bar (no warm-up from earlier bars) and nothing aft
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,10 @@ class EquityCurve(BaseModel):
     timestamp: list[int]
     equity: list[float]
     metrics: Metrics
+
+
+class StudyCancelledError(Exception):
+    """The study's `cancel` event was set: it stops at the next chunk of a sweep or before the next backtest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,7 @@ class Study:
     end_ms: int = 0
     initial_cash: float = 0.0
     periods_per_year: float = 0.0
+    cancel: threading.Event | None = None
 
     @property
     def bars(self) -> int:
@@ -118,8 +124,9 @@ class Study:
 
     def sweep(self, span: Span) -> SweepResult:
         """The grid swept over the span, ranked by the study's metric."""
+        self.check_cancel()
         start, end = self.bounds(span)
-        return sweep(
+        result = sweep(
             self.cls,
             self.grid,
             self.symbols,
@@ -133,11 +140,21 @@ class Study:
             workers=self.workers,
             settings=self.settings,
             source=self.source,
+            cancel=self.cancel,
             **self.options,
         )
+        if result.cancelled:
+            raise StudyCancelledError
+        return result
+
+    def check_cancel(self) -> None:
+        """Raise StudyCancelledError once the study's `cancel` event is set."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise StudyCancelledError
 
     def backtest(self, params: Mapping[str, Any], span: Span) -> BacktestResult:
         """The ordinary backtest of `params` over the span's dates (what `cracktrader backtest` runs)."""
+        self.check_cancel()
         start, end = self.bounds(span)
         prepared = prepare_backtest(
             self.config(dict(params), str(start), str(end)),

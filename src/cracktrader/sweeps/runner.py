@@ -70,10 +70,8 @@ class CheckedSweep:
     skipped: list[Skipped]
 
 
-def check_request(request: SweepRequest, settings: Settings) -> CheckedSweep:
-    """Refuse what a sweep request gets wrong before it is accepted: metrics, grid, size, strategy, data."""
-    check_metrics(request.metrics, request.sort)
-    grid = request.sweep_grid()
+def check_grid_size(grid: dict[str, Any], settings: Settings) -> int:
+    """The grid's number of combinations, refused over the server's limit (422 SWEEP_TOO_LARGE)."""
     size = grid_size(grid)
     limit = settings.max_sweep_combinations
     if size > limit:
@@ -82,6 +80,14 @@ def check_request(request: SweepRequest, settings: Settings) -> CheckedSweep:
             "(CRACKTRADER_MAX_SWEEP_COMBINATIONS)",
             details={"combinations": size, "max_combinations": limit},
         )
+    return size
+
+
+def check_request(request: SweepRequest, settings: Settings) -> CheckedSweep:
+    """Refuse what a sweep request gets wrong before it is accepted: metrics, grid, size, strategy, data."""
+    check_metrics(request.metrics, request.sort)
+    grid = request.sweep_grid()
+    check_grid_size(grid, settings)
     cls = load_registry(settings).get(request.strategy_class or request.strategy_name)
     expanded = expand(cls, grid, request.strategy_params)
     if expanded.valid:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ def walk_forward(
     params: Mapping[str, Any] | None = None,
     workers: int | None = None,
     progress: SweepProgress | None = None,
+    cancel: threading.Event | None = None,
     settings: Settings | None = None,
     source: CandleSource | None = None,
     **options: Any,
@@ -91,6 +93,7 @@ def walk_forward(
     best combination by `metric` is backtested on the test window [s, s + test), s advancing by `step` (default:
     the test length). `options` are the backtest's costs and fills, as for `sweep`. A test window's result is the
     plain backtest of its dates: it starts flat with the initial cash and sees no bar outside the window.
+    Setting `cancel` stops it after the sweep chunk in hand, raising StudyCancelledError.
     """
     tf = parse_timeframe(timeframe)
     train_bars, test_bars = parse_length(train, tf, "train"), parse_length(test, tf, "test")
@@ -110,6 +113,7 @@ def walk_forward(
         workers=workers,
         options=options,
     )
+    study.cancel = cancel
     windows = walk_forward_windows(
         study.bars, train_bars, test_bars, step_bars, anchored=anchored, purge=purge, partial_last=partial_last
     )

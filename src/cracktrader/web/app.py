@@ -55,6 +55,7 @@ from cracktrader.web.sessions.router import router as sessions_router
 from cracktrader.web.strategies.router import router as strategies_router
 from cracktrader.web.sweeps.router import router as sweeps_router
 from cracktrader.web.ui.router import router as ui_router
+from cracktrader.web.walkforwards.router import router as walkforwards_router
 from cracktrader.web.ws.router import router as ws_router
 
 log = logging.getLogger("cracktrader.web")
@@ -162,6 +163,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sweeps = sweeps
     if await sweeps.start():
         log.warning("Marked sweeps cut short by a previous server as failed")
+    from cracktrader.db.walkforward_store import WalkForwardStore
+    from cracktrader.sweeps.walkforward_runner import WalkForwardRegistry
+
+    walkforwards = WalkForwardRegistry(runs=manager, store=WalkForwardStore(store.engine), settings=settings)
+    manager.walkforwards = walkforwards
+    app.state.walkforwards = walkforwards
+    if await walkforwards.start():
+        log.warning("Marked walk-forwards cut short by a previous server as failed")
     await sessions.begin()  # after the lease is taken: resume paper sessions of servers whose lease lapsed
     warm = asyncio.create_task(manager.warm_up(), name="warm-up")
     # What start-up loaded (modules, numba, pydantic models) lives as long as the server: out of the collector's
@@ -176,6 +185,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await alerts.close()  # what the stops raised is still stored and posted
         await app.state.auth.close()
         await sweeps.close()
+        await walkforwards.close()
         await manager.close()
         app.state.page_encoder.close()
         await app.state.db_engine.dispose()
@@ -260,6 +270,7 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
         metrics_router,
         alerts_router,
         sweeps_router,
+        walkforwards_router,
     ):
         protected.include_router(router)
     streams = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)

@@ -16,6 +16,7 @@ from cracktrader.runs.results import RunResults
 from cracktrader.settings import Settings
 from cracktrader.strategies.registry import StrategyRegistry, load_registry
 from cracktrader.sweeps.runner import SweepRegistry
+from cracktrader.sweeps.walkforward_runner import WalkForwardRegistry
 from cracktrader.web.config import WebSettings
 from cracktrader.web.runs.encoder import PageEncoder
 
@@ -165,17 +166,36 @@ class SweepsView:
     owner: int | None  # whose sweeps the caller reads (None: everyone's, for admins and auth off)
 
 
-def get_sweeps_view(request: Request) -> SweepsView:
+def _starter_and_owner(request: Request) -> tuple[int | None, int | None]:
+    """Who owns what the caller starts, and whose jobs the caller reads (None: everyone's)."""
     principal = _principal(request)
-    return SweepsView(
-        registry=request.app.state.sweeps,
-        user_id=principal.user_id if principal is not None else None,
-        owner=principal.owner_filter if principal is not None else None,
-    )
+    if principal is None:
+        return None, None
+    return principal.user_id, principal.owner_filter
+
+
+def get_sweeps_view(request: Request) -> SweepsView:
+    user_id, owner = _starter_and_owner(request)
+    return SweepsView(registry=request.app.state.sweeps, user_id=user_id, owner=owner)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WalkForwardsView:
+    """The server's walk-forwards as one caller sees them (as SweepsView)."""
+
+    registry: WalkForwardRegistry
+    user_id: int | None
+    owner: int | None
+
+
+def get_walkforwards_view(request: Request) -> WalkForwardsView:
+    user_id, owner = _starter_and_owner(request)
+    return WalkForwardsView(registry=request.app.state.walkforwards, user_id=user_id, owner=owner)
 
 
 RegistryDep = Annotated[RunRegistry, Depends(get_registry)]
 SweepsDep = Annotated[SweepsView, Depends(get_sweeps_view)]
+WalkForwardsDep = Annotated[WalkForwardsView, Depends(get_walkforwards_view)]
 RunsDep = Annotated[RunsView, Depends(get_runs_view)]
 WebSettingsDep = Annotated[WebSettings, Depends(get_web_settings)]
 RunStoreDep = Annotated["RunStore", Depends(get_run_store)]

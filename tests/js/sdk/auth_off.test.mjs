@@ -236,6 +236,35 @@ test("an injected WebSocket (the browser's API) streams too", async () => {
   events.close();
 });
 
+test("a walk-forward and a CPCV started, waited for, listed, and their reports read", async () => {
+  const request = {
+    strategy_name: "SmaCross",
+    symbols: "BTC/USDT",
+    timeframe: "1h",
+    start_date: "2024-01-01",
+    end_date: "2024-02-01",
+    exchange: "synthetic",
+    grid: { fast: [5, 10], slow: "20:30:10" },
+  };
+  const started = await api.startWalkforward({ ...request, train: 240, test: "5d", purge: 2 });
+  assert.equal(started.status, "queued");
+  assert.equal(started.kind, "walk_forward");
+  const wf = await api.waitForWalkforward(started.walkforward_id, { timeout: RUN_TIMEOUT_MS, pollInterval: 50 });
+  assert.equal(wf.status, "completed");
+  assert.deepEqual(wf.report.windows.map((w) => [w.test.start, w.test.stop]), [[242, 362], [362, 482], [482, 602], [602, 722]]);
+  assert.equal(wf.report.stitched.equity.length, 480);
+  const cpcv = await api.startWalkforward({ ...request, cpcv: { n_folds: 4, n_test_folds: 2 }, embargo: 1 });
+  const done = await api.waitForWalkforward(cpcv.walkforward_id, { timeout: RUN_TIMEOUT_MS, pollInterval: 50 });
+  assert.equal(done.kind, "cpcv");
+  assert.equal((await api.getWalkforward(done.walkforward_id)).report.paths.length, 3);
+  const listed = await api.listWalkforwards({ limit: 2 });
+  assert.deepEqual(listed.items.map((w) => w.walkforward_id), [done.walkforward_id, wf.walkforward_id]);
+  assert.equal(listed.items[0].report, null);
+  assert.equal((await api.cancelWalkforward(wf.walkforward_id)).status, "completed"); // ended: left as it is
+  await assert.rejects(api.startWalkforward({ ...request, train: "abc", test: 24 }), ValidationError);
+  await assert.rejects(api.getWalkforward("0".repeat(32)), NotFoundError);
+});
+
 test("a sweep started, waited for, paged by another metric, and its best row backtested", async () => {
   const request = {
     strategy_name: "SmaCross",

@@ -11,6 +11,8 @@ import CrackTrader, {
   type StatusEvent,
   type Sweep,
   type SweepResults,
+  type WalkForward,
+  type WalkForwardReport,
 } from "cracktrader-js";
 
 const BASE = { strategy_name: "SmaCross", symbols: ["BTC/USDT"], timeframe: "1h" };
@@ -52,5 +54,12 @@ export async function usage(): Promise<number> {
   const rows: SweepResults = await api.sweepResults(sweep.sweep_id, { sort: "total_return", limit: 10 });
   // @ts-expect-error a sweep needs a grid
   await api.startSweep(BASE);
-  return (results.final_value ?? 0) + Object.keys(balance).length + (first ? 1 : 0) + method.length + rows.total;
+  const wf: WalkForward = await api.startWalkforward({ ...BASE, grid: { fast: [5, 10] }, train: "30d", test: 24 });
+  const report = (await api.waitForWalkforward(wf.walkforward_id)).report as WalkForwardReport | null;
+  await api.startWalkforward({ ...BASE, grid: { fast: [5] }, cpcv: { n_folds: 6, n_test_folds: 2 }, embargo: 2 });
+  // @ts-expect-error a walk-forward needs a grid
+  await api.startWalkforward(BASE);
+  // @ts-expect-error cpcv folds are numbers
+  await api.startWalkforward({ ...BASE, grid: { fast: [5] }, cpcv: { n_folds: "6" } });
+  return (results.final_value ?? 0) + Object.keys(balance).length + (first ? 1 : 0) + method.length + rows.total + (report?.windows.length ?? 0);
 }

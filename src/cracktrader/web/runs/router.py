@@ -13,6 +13,7 @@ from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.errors import RunNotFoundError, RunNotResettableError
 from cracktrader.runs.rerun import load_stored_run, rerun_config
 from cracktrader.sweeps.request import SweepRequest
+from cracktrader.sweeps.walkforward_request import WalkForwardRequest
 from cracktrader.web.deps import (
     EncoderDep,
     RunsDep,
@@ -39,7 +40,7 @@ from cracktrader.web.strategies.service import resolve_run_strategy
 
 router = APIRouter()
 NO_FLATTEN = StopRequest()
-ConfigT = TypeVar("ConfigT", BacktestConfig, LiveConfig, SweepRequest)
+ConfigT = TypeVar("ConfigT", BacktestConfig, LiveConfig, SweepRequest, WalkForwardRequest)
 
 # Bounds keep one response to a few tens of MB; the CSV exports stream everything.
 MaxPoints = Annotated[int | None, Query(ge=2, le=200_000, description="Thin the equity curve to this many points")]

@@ -41,10 +41,11 @@ STATUS_STREAM_TYPES = frozenset(
         events.ALERT,
         events.SWEEP_PROGRESS,
         events.DOWNLOAD_PROGRESS,
+        events.WALKFORWARD_PROGRESS,
     }
 )
 # Events about the caller's own things rather than a run: sent without a run filter and with `*`.
-OWNED_EVENTS = frozenset({events.SWEEP_PROGRESS, events.DOWNLOAD_PROGRESS})
+OWNED_EVENTS = frozenset({events.SWEEP_PROGRESS, events.DOWNLOAD_PROGRESS, events.WALKFORWARD_PROGRESS})
 
 
 def owns_alert(principal: Any, event: events.Event) -> bool:
@@ -115,8 +116,8 @@ async def _serve(ws: WebSocket, stream: str, sub: events.Subscription, forward: 
 
 @router.websocket("/ws/status")
 async def status_stream(ws: WebSocket) -> None:
-    """A snapshot on connect, then status_update, trade_execution, error, alert, sweep_progress and
-    download_progress events, plus heartbeats.
+    """A snapshot on connect, then status_update, trade_execution, error, alert, sweep_progress,
+    download_progress and walkforward_progress events, plus heartbeats.
 
     Without `run_id`: the caller's runner slot. `?run_id=ID`: one run (backtest or session); `?run_id=*`: all of
     the caller's runs on this server. Alerts of all the caller's runs come without a filter and with `*`.
@@ -155,7 +156,7 @@ async def status_stream(ws: WebSocket) -> None:
         run_id = event.payload.get("run_id")
         if event.type == events.ALERT:
             return owns_alert(view.principal, event) and (follow in (None, "*") or run_id == follow)
-        if event.type in OWNED_EVENTS:  # the caller's sweeps and downloads, as alerts: without a filter and with `*`
+        if event.type in OWNED_EVENTS:  # the caller's sweeps, downloads and walk-forwards, as alerts
             return owns_alert(view.principal, event) and follow in (None, "*")
         if follow is None:
             if run_id is None:  # a reset slot's idle status

@@ -332,6 +332,103 @@ export interface SweepList {
   offset: number;
 }
 
+/** `POST /walkforwards`: a sweep's backtest fields and grid, plus walk-forward windows or `cpcv` folds. */
+export interface WalkForwardRequest extends BacktestRequest {
+  grid: Record<string, GridEntry>;
+  metric?: string | null;
+  /** Walk-forward: bars, or a duration such as "90d" (required without `cpcv`). */
+  train?: number | string | null;
+  test?: number | string | null;
+  step?: number | string | null;
+  anchored?: boolean | null;
+  partial_last?: boolean | null;
+  /** Combinatorial purged CV instead (takes no train/test/step/anchored/partial_last). */
+  cpcv?: { n_folds: number; n_test_folds: number } | null;
+  purge?: number | null;
+  /** With `cpcv` only. */
+  embargo?: number | null;
+}
+
+export interface OosSpan {
+  start: number;
+  stop: number;
+  start_date: string;
+  end_date: string;
+}
+
+export interface WalkForwardWindow {
+  index: number;
+  train: OosSpan;
+  test: OosSpan;
+  params: JsonObject;
+  in_sample: number | null;
+  out_of_sample: Record<string, number | null>;
+}
+
+export interface WalkForwardReport {
+  strategy: string;
+  symbols: string[];
+  timeframe: string;
+  exchange: string;
+  metric: string;
+  bars: number;
+  train: number;
+  test: number;
+  step: number;
+  purge: number;
+  anchored: boolean;
+  partial_last: boolean;
+  windows: WalkForwardWindow[];
+  stitched: { timestamp: number[]; equity: number[]; metrics: Record<string, number | null> };
+}
+
+export interface CpcvReport {
+  strategy: string;
+  symbols: string[];
+  timeframe: string;
+  exchange: string;
+  metric: string;
+  bars: number;
+  n_folds: number;
+  n_test_folds: number;
+  purge: number;
+  embargo: number;
+  folds: OosSpan[];
+  splits: Array<{
+    index: number;
+    train: OosSpan[];
+    params: JsonObject;
+    in_sample: number | null;
+    tests: Array<{ fold: number; span: OosSpan; metrics: Record<string, number | null> }>;
+  }>;
+  paths: Array<{ index: number; splits: number[]; metrics: Record<string, number | null> }>;
+}
+
+export interface WalkForward {
+  walkforward_id: string;
+  kind: "walk_forward" | "cpcv" | string;
+  status: "queued" | "running" | "completed" | "cancelled" | "failed" | string;
+  strategy_name: string;
+  /** Windows (CPCV: splits) done of the total. */
+  progress: SweepProgress;
+  combinations: number;
+  created_at: Timestamp;
+  started_at: Timestamp | null;
+  ended_at: Timestamp | null;
+  error: string | null;
+  error_code: string | null;
+  request: JsonObject;
+  /** Once completed (null in lists): a WalkForwardReport for kind "walk_forward", a CpcvReport for "cpcv". */
+  report: WalkForwardReport | CpcvReport | null;
+}
+
+export interface WalkForwardList {
+  items: WalkForward[];
+  total: number;
+  limit: number;
+  offset: number;
+}
+
 export interface StrategyInfo {
   id: number | null;
   kind: "class" | "preset" | string;
@@ -797,6 +894,15 @@ export declare class CrackTrader {
   cancelSweep(sweepId: string): Promise<Sweep>;
   backtestSweepRow(sweepId: string, rank?: number): Promise<RunResponse>;
   waitForSweep(sweepId: string, options?: { timeout?: number | null; pollInterval?: number }): Promise<Sweep>;
+  // Walk-forward and CPCV
+  startWalkforward(request: WalkForwardRequest): Promise<WalkForward>;
+  listWalkforwards(page?: { limit?: number; offset?: number }): Promise<WalkForwardList>;
+  getWalkforward(walkforwardId: string): Promise<WalkForward>;
+  cancelWalkforward(walkforwardId: string): Promise<WalkForward>;
+  waitForWalkforward(
+    walkforwardId: string,
+    options?: { timeout?: number | null; pollInterval?: number },
+  ): Promise<WalkForward>;
 
   // Strategies, exchanges, credentials, alerts
   getStrategies(options?: { skip?: number; limit?: number; activeOnly?: boolean; kind?: string }): Promise<StrategyList>;

@@ -76,6 +76,10 @@ export const OPERATIONS = Object.freeze({
   "GET /api/v1/sweeps/{sweep_id}/results": "sweepResults",
   "DELETE /api/v1/sweeps/{sweep_id}": "cancelSweep",
   "POST /api/v1/sweeps/{sweep_id}/rows/{rank}/backtest": "backtestSweepRow",
+  "POST /api/v1/walkforwards": "startWalkforward",
+  "GET /api/v1/walkforwards": "listWalkforwards",
+  "GET /api/v1/walkforwards/{walkforward_id}": "getWalkforward",
+  "DELETE /api/v1/walkforwards/{walkforward_id}": "cancelWalkforward",
 });
 
 // The WebSocket streams (not in the OpenAPI document) and their methods.
@@ -581,6 +585,35 @@ export class CrackTrader {
       if (deadline !== null && Date.now() >= deadline) {
         throw new TimeoutError(`Sweep ${sweepId} still ${sweep.status} after ${timeout} ms`, {
           details: { sweep_id: sweepId, status: sweep.status, done: sweep.progress.done, total: sweep.progress.total },
+        });
+      }
+      await sleep(deadline === null ? pollInterval : Math.min(pollInterval, Math.max(0, deadline - Date.now())));
+    }
+  }
+
+  // Walk-forward and CPCV ---------------------------------------------------------------------------------------
+
+  /** Start a walk-forward (train, test, step...) or, with `cpcv: {n_folds, n_test_folds}`, a CPCV (202). */
+  startWalkforward(request) { return this.#api("POST", "/walkforwards", { json: runBody(request) }); }
+
+  /** Your walk-forwards, newest first (without their reports). */
+  listWalkforwards({ limit, offset } = {}) { return this.#api("GET", `/walkforwards${query({ limit, offset })}`); }
+
+  /** A walk-forward's status, progress (windows done) and, once completed, its report. */
+  getWalkforward(walkforwardId) { return this.#api("GET", `/walkforwards/${seg(walkforwardId)}`); }
+
+  /** Cancel a walk-forward: it stops after the sweep chunk (or test backtest) in hand, without a report. */
+  cancelWalkforward(walkforwardId) { return this.#api("DELETE", `/walkforwards/${seg(walkforwardId)}`); }
+
+  /** Poll a walk-forward until it completed, was cancelled or failed. */
+  async waitForWalkforward(walkforwardId, { timeout = 600_000, pollInterval = 250 } = {}) {
+    const deadline = timeout === null ? null : Date.now() + timeout;
+    for (;;) {
+      const wf = await this.getWalkforward(walkforwardId);
+      if (SWEEP_FINISHED_STATUSES.includes(wf.status)) return wf;
+      if (deadline !== null && Date.now() >= deadline) {
+        throw new TimeoutError(`Walk-forward ${walkforwardId} still ${wf.status} after ${timeout} ms`, {
+          details: { walkforward_id: walkforwardId, status: wf.status, done: wf.progress.done, total: wf.progress.total },
         });
       }
       await sleep(deadline === null ? pollInterval : Math.min(pollInterval, Math.max(0, deadline - Date.now())));

@@ -1,0 +1,1 @@
+"""Walk-forwards and combinatorial purged CV over HTTP."""
