@@ -165,3 +165,36 @@ async def test_candle_events_go_only_to_the_sessions_owner(db_settings: Settings
                 his_events = await _drain(his)
     assert len([e for e in seen if e["type"] == "candle"]) == 96
     assert not [e for e in his_events if e["payload"].get("run_id") == run_id]
+
+
+def test_the_python_sdk_streams_typed_candles_and_reads_the_recent_ones() -> None:
+    from cracktrader.client import CrackTraderAPI, SessionCandle
+
+    with (
+        live_server() as srv,
+        CrackTraderAPI(srv.base_url) as api,
+        api.stream_status(run_id="*", candles=True) as events,
+    ):
+        assert events.recv(timeout=10).type == "snapshot"
+        body = _replay(72_000, ["BTC/USDT"])
+        started = api.start_session(
+            "SmaCross",
+            symbols="BTC/USDT",
+            timeframe="1h",
+            exchange="synthetic",
+            exchange_config=body["exchange_config"],
+        )
+        run_id = started.run_id
+        streamed: list[SessionCandle] = []
+        for event in events:
+            if event.payload.get("run_id") != run_id:
+                continue
+            candle = event.candle()
+            if candle is not None:
+                streamed.append(candle)
+            status = event.status()
+            if status is not None and status.status == "completed":
+                break
+        recent = api.recent_candles(run_id, symbol="BTC/USDT", limit=5000)
+    assert len(streamed) == 96 and recent.bars == 96
+    assert [(k.t, k.open, k.high, k.low, k.close, k.volume) for k in streamed] == _rows(recent.candles.model_dump())
