@@ -29,7 +29,7 @@ export async function usage(): Promise<number> {
     const e: StatusEvent = event;
     if (e.type === "snapshot") break;
   }
-  const live = await api.streamStatus({ runId: started.run_id, candles: true });
+  const live = await api.streamStatus({ runId: status.run_id ?? "", candles: true });
   for await (const event of live) {
     if (event.type === "candle") {
       const k: SessionCandle = (event as CandleEvent).payload;
@@ -38,10 +38,10 @@ export async function usage(): Promise<number> {
       if (t && close) break;
     }
   }
-  const history: SessionCandles = await api.recentCandles(started.run_id, { symbol: "BTC/USDT", limit: 100 });
+  const history: SessionCandles = await api.recentCandles(status.run_id ?? "", { symbol: "BTC/USDT", limit: 100 });
   const closes: (number | null)[] = history.candles.close;
   // @ts-expect-error limit is a number
-  await api.recentCandles(started.run_id, { limit: "100" });
+  await api.recentCandles("x", { limit: "100" });
   const messages = await api.subscribe(["trades", "status"], { symbol: "BTC/USDT" });
   const first: ChannelMessage | undefined = await messages.recv({ timeout: 1000 });
   try {
