@@ -236,7 +236,8 @@ function fillMarker(times, fill) {
 /**
  * The live candle chart of a session: `setHistory(doc)` draws a `/runs/{id}/recent-candles` answer, `add(candle)`
  * appends (or replaces) a streamed `candle` payload, `setFills(fills)` marks fills. `el.dataset.candles` counts
- * the candles drawn. Returns `{chart, setHistory, add, setFills, destroy()}`.
+ * the candles drawn, `last` is the last one's open time (ms) and `markers` counts the fills marked.
+ * Returns `{chart, setHistory, add, setFills, destroy()}`.
  */
 export async function liveCandleChart(el) {
   const lw = await import("./vendor/lightweight-charts/lightweight-charts.standalone.production.mjs");
@@ -262,8 +263,12 @@ export async function liveCandleChart(el) {
     if (!times.length) { return; }
     const shown = fills.filter((f) => Date.parse(f.timestamp) >= times[0] * 1000).map((f) => fillMarker(times, f));
     markers.setMarkers(shown.sort((x, y) => x.time - y.time));
+    el.dataset.markers = String(shown.length);
   };
-  const count = () => { el.dataset.candles = String(times.length); };
+  const count = () => {
+    el.dataset.candles = String(times.length);
+    el.dataset.last = times.length ? String(times[times.length - 1] * 1000) : "";
+  };
   return {
     chart,
     /** Draw the history (a reconnect draws it again: candles missed meanwhile are in it). */

@@ -136,14 +136,19 @@ export async function renderSession(view, runId) {
     h("section", { className: "card" }, h("h2", {}, "Alerts"), alerts));
   chart = await liveCandleChart(chartBox);
   // Everything after the first paint comes from the stream: its snapshot, then status, candles, fills and alerts.
-  // Each snapshot (a connect or reconnect) draws the history again, so candles missed while away are there.
+  // Each snapshot (a connect or reconnect) draws the history again, so candles missed while away are there; the
+  // stream shows "live" once that history is drawn.
+  let connection = 0;
   const stop = api.streamStatus(runId, (e) => {
-    if (e.type === "snapshot") { loadHistory(); }
+    if (e.type === "snapshot") {
+      const mine = connection;
+      loadHistory().finally(() => { if (mine === connection) { conn.textContent = "live"; } });
+    }
     if (e.type === "snapshot" || e.type === "status_update") { if (e.payload.run_id === runId || !e.payload.run_id) { render(e.payload); } }
     else if (e.type === "candle") { addCandle(e.payload); }
     else if (e.type === "trade_execution") { addFill(e.payload); }
     else if (e.type === "alert") { addAlert(e.payload); }
-  }, (state) => { conn.textContent = state; }, { candles: true });
+  }, (state) => { connection += 1; conn.textContent = state === "live" ? "loading" : state; }, { candles: true });
   const first = await api.runStatus(runId).catch(() => ({ ...run }));
   if (!last) { render(first); }
   return () => { stop(); chart?.destroy(); };
