@@ -274,6 +274,8 @@ export async function liveCandleChart(el) {
     /** Draw the history (a reconnect draws it again: candles missed meanwhile are in it). */
     setHistory(doc) {
       const c = doc.candles;
+      // Second candles need seconds on the time axis to tell them apart.
+      chart.applyOptions({ timeScale: { secondsVisible: /^\d+s$/.test(doc.timeframe || "") } });
       times = c.timestamp.map((ms) => Math.floor(ms / 1000));
       candles.setData(times.map((time, i) => ({ time, open: c.open[i], high: c.high[i], low: c.low[i], close: c.close[i] })));
       volume.setData(times.map((time, i) => volumeBar(time, c.open[i], c.close[i], c.volume[i])));
