@@ -82,6 +82,7 @@ def test_js_sdk_suite_with_auth_off_runs_backtests_maps_errors_and_streams() -> 
         "a backtest started, polled and its results read",
         "server errors are thrown as their typed classes with the envelope",
         "the status stream sends a snapshot, then the run's updates until it completes",
+        "a download's progress streams as download_progress events, in order, until its last status",
         "an injected WebSocket (the browser's API) streams too",
         "a sweep started, waited for, paged by another metric, and its best row backtested",
         "a proxy's HTML error page still throws the class of its status",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,8 @@ import pytest
 from playwright.sync_api import expect
 
 import ui_support
+from cracktrader.sweeps.grid import parse_range
+from cracktrader.web.ui.router import UI_DIR
 from ui_support import DESKTOP, PHONE, WatchedPage, backtest, paper_session, screenshot_dir, wait_run
 from web_support import LiveServer
 
@@ -670,6 +673,54 @@ def test_the_data_page_lists_stored_sets_and_downloads_with_progress_and_cancel(
     page.close()
 
 
+def test_the_data_page_follows_a_download_from_the_stream_without_polling_its_job(
+    server: LiveServer, api: httpx.Client, browser_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cracktrader.data import service as data_service
+
+    # The download holds after its first chunk until the page has shown it: progress is seen, never raced.
+    shown = threading.Event()
+    real = data_service.download
+
+    def held(*args: Any, progress: Any, **kwargs: Any) -> Any:
+        def report(done: int, total: int) -> None:
+            progress(done, total)
+            if done >= 100_000:
+                shown.wait(60)
+
+        return real(*args, progress=report, **kwargs)
+
+    monkeypatch.setattr(data_service, "download", held)
+    server.app.state.downloads.throttle_s = 0.0  # the held chunk's event goes out however soon it follows the first
+    page = WatchedPage(browser_context)
+    requests: list[tuple[str, str]] = []
+    page.page.on("request", lambda r: requests.append((r.method, r.url)))
+    p = page.open(server.base_url, "data")
+    try:
+        p.fill("#dl-symbol", "BTC/USDT")
+        p.select_option("#dl-timeframe", "1m")
+        p.fill("#dl-start", "2023-07-01")
+        p.fill("#dl-end", "2024-01-01")  # 264,960 bars: three chunks
+        p.click("#dl-start-button")
+        expect(p.locator("#dl-job-status")).to_have_text("running", timeout=60_000)
+        expect(p.locator("#dl-status")).to_contain_text("100,000 / 264,960 bars", timeout=60_000)
+        assert 0 < float(p.get_attribute("#dl-progress", "value") or 0) < 1
+        expect(p.locator("#dl-cancel")).to_be_enabled()
+    finally:
+        shown.set()
+    expect(p.locator("#dl-job-status")).to_have_text("completed", timeout=120_000)
+    expect(p.locator("#dl-status")).to_contain_text("264,960 / 264,960 bars")
+    assert p.get_attribute("#dl-progress", "value") == "1"
+    expect(p.locator("#candle-sets tbody tr").first).to_contain_text("264,960")
+    assert [method for method, url in requests if url.endswith("/api/v1/data/downloads")] == ["POST"]
+    polls = [url for _, url in requests if "/api/v1/data/downloads/" in url]
+    assert polls == []  # the job's progress came from the stream only
+    sets = [url for _, url in requests if "/api/v1/data/sets" in url]
+    assert len(sets) == 2  # the page's first load and one refresh when the job ended
+    page.assert_clean()
+    page.close()
+
+
 def test_the_logs_page_shows_the_server_lines_by_level_and_run(
     server: LiveServer, api: httpx.Client, browser_context: Any
 ) -> None:
@@ -724,3 +775,238 @@ def test_with_auth_on_the_logs_page_shows_the_api_s_403_to_a_trader(browser_cont
         expect(p.locator("#log-message")).to_contain_text("FORBIDDEN")
         page.assert_clean(401, 403)
         page.close()
+
+
+METRIC_KINDS: dict[str, str] = {
+    k: v["kind"]
+    for k, v in json.loads(
+        (UI_DIR / "metrics-help.json").read_text(encoding="utf-8")  # what format.js formats by
+    ).items()
+}
+
+
+def shown_metric(key: str, v: float | None) -> str:
+    """A metric as format.js shows it (the kinds of the sweep's default metrics)."""
+    if v is None:
+        return "–"
+    kind = METRIC_KINDS[key]
+    if kind == "percent":
+        return percent(v)
+    if kind == "money":
+        return money(v)
+    if kind == "count":
+        return str(v) if float(v).is_integer() else f"{v:,.4f}"
+    assert kind == "number", kind
+    return f"{v:,.2f}"
+
+
+def sweep_range(p: Any, name: str, start: int, end: int, step: int) -> None:
+    """Switch parameter `name` of the sweep form to a range and fill it."""
+    p.select_option(f"#param-{name}-mode", "range")
+    p.fill(f"#param-{name}-start", str(start))
+    p.fill(f"#param-{name}-end", str(end))
+    p.fill(f"#param-{name}-step", str(step))
+
+
+def test_a_sweep_started_from_the_form_shows_its_rows_and_heatmap_and_a_row_opens_as_a_backtest(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "sweeps")
+    p.select_option("#strategy", "SmaCross")
+    p.wait_for_selector("#param-fast-mode")
+    expect(p.locator("#combinations")).to_have_text("1 combination")
+    sweep_range(p, "fast", 5, 10, 5)
+    expect(p.locator("#combinations")).to_have_text("2 combinations")
+    sweep_range(p, "slow", 20, 30, 10)
+    expect(p.locator("#combinations")).to_have_text("4 combinations")  # the 2 x 2 grid, counted before it starts
+    p.fill("#start", "2024-01-01")
+    p.fill("#end", "2024-02-01")
+    p.click("#start-sweep")
+    expect(p.locator("#sweep-status")).to_have_text("completed", timeout=120_000)
+    expect(p.locator("#sweep-done")).to_have_text(" 4 / 4 combinations")
+    p.wait_for_selector("main[data-data-ready] #heatmap .heatmap-canvas")
+    sweep_id = p.text_content("#sweep-id")
+    assert p.evaluate("location.hash") == f"#/sweeps/{sweep_id}"
+    doc = api.get(f"/api/v1/sweeps/{sweep_id}").json()
+    assert (doc["status"], doc["request"]["grid"]) == (
+        "completed",
+        {"fast": {"start": 5, "end": 10, "step": 5}, "slow": {"start": 20, "end": 30, "step": 10}},
+    )
+    rows = api.get(f"/api/v1/sweeps/{sweep_id}/results").json()["items"]
+    assert len(rows) == 4
+    # The table: one line per row, best first, with the API's parameters and metrics as format.js shows them.
+    lines = p.locator("#sweep-rows tbody tr")
+    expect(lines).to_have_count(4)
+    for i, row in enumerate(rows):
+        line = lines.nth(i)
+        assert line.locator('td[data-key="rank"]').text_content() == str(row["rank"])
+        assert line.locator('td[data-key="p.fast"]').text_content() == str(row["params"]["fast"])
+        assert line.locator('td[data-key="p.slow"]').text_content() == str(row["params"]["slow"])
+        for metric in doc["metrics"]:
+            cell = line.locator(f'td[data-key="m.{metric}"]').text_content()
+            assert cell == shown_metric(metric, row["metrics"][metric]), (metric, row)
+    # Sorted by total return (lowest first) on a click.
+    p.click('#sweep-rows th[data-key="m.total_return"]')
+    lowest = min(rows, key=lambda r: r["metrics"]["total_return"])
+    assert lines.first.locator('td[data-key="rank"]').text_content() == str(lowest["rank"])
+    # The heatmap: colours drawn, a legend of the API's extremes, the value of the cell under the pointer.
+    colours = p.evaluate(
+        """() => { const c = document.querySelector('#heatmap .heatmap-canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; const seen = new Set();
+        for (let i = 0; i < d.length; i += 16) { seen.add(d[i] << 16 | d[i + 1] << 8 | d[i + 2]); }
+        return seen.size; }"""
+    )
+    assert colours > 4, colours
+    sharpe = {(r["params"]["fast"], r["params"]["slow"]): r["metrics"]["sharpe_ratio"] for r in rows}
+    assert p.text_content("#heatmap .heatmap-min") == shown_metric("sharpe_ratio", min(sharpe.values()))
+    assert p.text_content("#heatmap .heatmap-max") == shown_metric("sharpe_ratio", max(sharpe.values()))
+    box = p.locator("#heatmap .heatmap-canvas").bounding_box()
+    assert box is not None
+    p.mouse.move(box["x"] + box["width"] - 20, box["y"] + 20)  # the top right cell: the largest fast and slow
+    expect(p.locator("#heatmap .heatmap-hover")).to_have_text(
+        f"fast 10 · slow 30: {shown_metric('sharpe_ratio', sharpe[(10, 30)])}"
+    )
+    p.select_option("#hm-metric", "total_return")
+    returns = [r["metrics"]["total_return"] for r in rows]
+    expect(p.locator("#heatmap .heatmap-max")).to_have_text(percent(max(returns)))
+    expect(p.locator(f'#sweeps a[href="#/sweeps/{sweep_id}"]')).to_have_count(1)  # in the past sweeps
+    assert_fits(page)
+    shoot(page, "sweeps", DESKTOP)
+    # A row as a backtest: its results page opens once the run completed, with the row's parameters.
+    best = rows[0]
+    p.click('#sweep-rows button[data-rank="1"]')
+    p.wait_for_url("**/ui#/runs/*", timeout=120_000)
+    p.wait_for_selector("#equity-chart canvas")
+    run_id = p.evaluate("location.hash").removeprefix("#/runs/")
+    run = api.get(f"/api/v1/runs/{run_id}").json()
+    assert run["status"] == "completed"
+    swept = {k: best["params"][k] for k in ("fast", "slow")}
+    assert {k: run["config"]["strategy_params"][k] for k in ("fast", "slow")} == swept
+    assert p.text_content("#final-value") == money(run["final_value"])
+    page.assert_clean()
+    page.close()
+    # The same sweep at phone width: nothing overflows, the heatmap is drawn.
+    phone = WatchedPage(browser_context, PHONE)
+    q = phone.open(server.base_url, f"sweeps/{sweep_id}")
+    q.wait_for_selector("main[data-data-ready] #heatmap .heatmap-canvas")
+    # The form starts from the opened sweep's request.
+    assert (q.input_value("#strategy"), q.input_value("#param-fast-mode"), q.input_value("#param-slow-end")) == (
+        "SmaCross",
+        "range",
+        "30",
+    )
+    assert (q.input_value("#start"), q.input_value("#end"), q.text_content("#combinations")) == (
+        "2024-01-01",
+        "2024-02-01",
+        "4 combinations",
+    )
+    assert_fits(phone)
+    shoot(phone, "sweeps", PHONE)
+    # Another row while the slot still holds the first one's completed run: the slot is reset, the row runs.
+    assert api.get("/api/v1/status").json()["status"] == "completed"
+    q.click('#sweep-rows button[data-rank="2"]')
+    q.wait_for_url(lambda url: "#/runs/" in url and not url.endswith(run_id), timeout=120_000)
+    q.wait_for_selector("#equity-chart canvas")
+    second = api.get(f"/api/v1/runs/{q.evaluate('location.hash').removeprefix('#/runs/')}").json()
+    assert second["status"] == "completed"
+    assert {k: second["config"]["strategy_params"][k] for k in ("fast", "slow")} == rows[1]["params"]
+    assert api.get(f"/api/v1/runs/{run_id}").json()["status"] == "completed"  # the first one kept in the history
+    phone.assert_clean()
+    phone.close()
+
+
+def test_a_running_sweep_shows_progress_and_eta_from_the_stream_and_is_cancelled_from_the_page(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    reads: list[str] = []
+    page.page.on("request", lambda r: reads.append(r.url) if "/api/v1/sweeps/" in r.url else None)
+    p = page.open(server.base_url, "sweeps")
+    p.select_option("#strategy", "SlowStrategy")  # at least 5 ms a bar: 40 combinations x 168 bars take 33 s or more
+    p.wait_for_selector("#param-trade_every-mode")
+    sweep_range(p, "trade_every", 0, 39, 0)
+    expect(p.locator("#param-trade_every-error")).to_have_text("The step must be more than 0")
+    sweep_range(p, "trade_every", 0, 20_000, 1)
+    expect(p.locator("#combinations")).to_have_text("20,001 combinations")
+    p.click("#start-sweep")  # more than the server's limit (10,000): refused, and said why
+    expect(p.locator("#message")).to_contain_text("SWEEP_TOO_LARGE: The grid has 20,001 combinations")
+    sweep_range(p, "trade_every", 0, 39, 1)
+    expect(p.locator("#combinations")).to_have_text("40 combinations")
+    p.check("#param-busy-opt-0")  # busy: true as well as false
+    expect(p.locator("#combinations")).to_have_text("80 combinations")
+    p.uncheck("#param-busy-opt-0")
+    p.uncheck("#param-busy-opt-1")
+    expect(p.locator("#combinations")).to_have_text("Fix the fields marked in red to count the combinations")
+    p.check("#param-busy-opt-1")
+    p.fill("#start", "2024-01-01")
+    p.fill("#end", "2024-01-08")
+    p.click("#start-sweep")
+    expect(p.locator("#sweep-status")).to_have_text("running", timeout=60_000)
+    expect(p.locator("#sweep-eta")).to_contain_text("ETA", timeout=60_000)
+    sweep_id = p.text_content("#sweep-id")
+    assert api.get(f"/api/v1/sweeps/{sweep_id}").json()["status"] == "running"
+    p.click("#cancel-sweep")
+    expect(p.locator("#sweep-status")).to_have_text("cancelled", timeout=30_000)
+    p.wait_for_selector("main[data-data-ready] #sweep-rows")
+    doc = api.get(f"/api/v1/sweeps/{sweep_id}").json()
+    assert doc["status"] == "cancelled" and doc["evaluated"] < 40
+    expect(p.locator("#sweep-rows .pager-info")).to_have_text(
+        f"{1 if doc['rows'] else 0}–{min(25, doc['rows'])} of {doc['rows']}"
+    )
+    # Progress came from the stream: the page read the sweep itself only when it ended (and cancelled it once).
+    assert len([u for u in reads if u.endswith(sweep_id)]) <= 2, reads
+    page.assert_clean(422)
+    page.close()
+
+
+def test_a_preset_is_swept_as_its_class_with_its_values_fixed(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    made = api.post(
+        "/api/v1/strategies", json={"name": "sma-7", "base_strategy": "SmaCross", "parameters": {"fast": 7}}
+    )
+    assert made.status_code == 201, made.text
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "sweeps")
+    p.select_option("#strategy", "sma-7")
+    expect(p.locator("#param-fast")).to_have_value("7")  # the preset's value, fixed
+    sweep_range(p, "slow", 10, 40, 5)
+    p.select_option("#param-stop_loss-mode", "range")
+    p.fill("#param-stop_loss-start", "0.02")
+    p.fill("#param-stop_loss-end", "0.1")
+    p.fill("#param-stop_loss-step", "0.02")
+    expect(p.locator("#combinations")).to_have_text("35 combinations")
+    p.fill("#start", "2024-01-01")
+    p.fill("#end", "2024-02-01")
+    p.click("#start-sweep")
+    expect(p.locator("#sweep-status")).to_have_text("completed", timeout=120_000)
+    p.wait_for_selector("main[data-data-ready] #heatmap .heatmap-canvas")
+    doc = api.get(f"/api/v1/sweeps/{p.text_content('#sweep-id')}").json()
+    assert (doc["strategy_name"], doc["request"]["strategy_params"], doc["rows"]) == ("SmaCross", {"fast": 7}, 35)
+    assert doc["request"]["grid"] == {
+        "slow": {"start": 10, "end": 40, "step": 5},
+        "stop_loss": {"start": 0.02, "end": 0.1, "step": 0.02},
+    }
+    expect(p.locator("#sweep-rows .pager-info")).to_have_text("1–25 of 35")
+    p.click("#sweep-rows .pager button:text('Next ›')")
+    expect(p.locator("#sweep-rows .pager-info")).to_have_text("26–35 of 35")
+    shoot(page, "sweeps-preset", DESKTOP)
+    page.assert_clean()
+    page.close()
+
+
+def test_the_sweep_form_counts_a_range_s_values_as_the_server_expands_it(
+    server: LiveServer, browser_context: Any
+) -> None:
+    ranges = [(5, 50, 5), (0.1, 0.3, 0.1), (0.02, 0.1, 0.02), (1, 10, 3), (0.5, 0.5, 0.1), (0, 1, 0.05), (2, 1, 1)]
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "sweeps")
+    counted = p.evaluate(
+        "async (rs) => { const f = await import('/ui/schemaform.js'); return rs.map((r) => f.rangeCount(...r)); }",
+        ranges,
+    )
+    expanded = [len(parse_range(f"{a}:{b}:{s}")) if b >= a else 0 for a, b, s in ranges]
+    assert counted == expanded == [10, 3, 5, 4, 1, 21, 0]
+    page.assert_clean()
+    page.close()

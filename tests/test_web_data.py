@@ -13,12 +13,18 @@ import httpx
 import numpy as np
 import pytest
 
-from auth_support import auth_client, bearer
-from cracktrader.client import AsyncCrackTraderAPI, CrackTraderAPI
+from auth_support import PASSWORD, SECRET, auth_client, bearer
+from cracktrader.auth import service as auth_service
+from cracktrader.auth.store import AuthStore
+from cracktrader.client import AsyncCrackTraderAPI, CrackTraderAPI, DownloadJob, EventStream
 from cracktrader.data import service as data_service
 from cracktrader.data.candles import Candles
+from cracktrader.data.timeframes import parse_timeframe
+from cracktrader.db.engine import make_engine
+from cracktrader.runs import events
 from cracktrader.settings import get_settings
-from cracktrader.web.data.jobs import MAX_ACTIVE_JOBS
+from cracktrader.web.data.jobs import MAX_ACTIVE_JOBS, ProgressEvents
+from cracktrader.web.data.jobs import DownloadJob as ServerJob
 from web_support import LiveServer
 
 HOUR = 3_600_000
@@ -145,6 +151,102 @@ def test_a_download_job_fills_the_store_with_progress(http: httpx.Client) -> Non
     assert job["dataset"]["count"] == 744 and job["dataset"]["symbol"] == "BTC/USDT" and job["finished_at"]
     [stored] = http.get("/api/v1/data/sets").json()["items"]
     assert stored == job["dataset"]
+
+
+def _download_events(stream: EventStream, job_id: str) -> list[DownloadJob]:
+    """The job's `download_progress` events from the stream, up to and including its last."""
+    seen: list[DownloadJob] = []
+    while not seen or not seen[-1].finished:
+        job = stream.recv(timeout=120).download()
+        if job is not None:
+            assert job.id == job_id, job  # no other job runs
+            seen.append(job)
+    return seen
+
+
+# 2023-07-01 .. 2024-01-01 in 1m bars: 264,960 bars, fetched in three chunks of at most 100,000.
+HALF_YEAR = {"timeframe": "1m", "start": "2023-07-01", "end": "2024-01-01"}
+
+
+def test_a_download_job_streams_its_progress_in_order_to_its_last_status(server: LiveServer) -> None:
+    server.app.state.downloads.throttle_s = 0.0  # every progress report becomes an event
+    with CrackTraderAPI(server.base_url) as api, api.stream_status() as stream:
+        assert stream.recv(timeout=30).type == "snapshot"
+        started = api.start_download("synthetic", "BTC/USDT", **HALF_YEAR)
+        seen = _download_events(stream, started.id)
+    first, last = seen[0], seen[-1]
+    assert first.status == "running" and first.progress.done == 0 and first.progress.total == 264_960
+    assert [j.status for j in seen[:-1]] == ["running"] * (len(seen) - 1)
+    done = [j.progress.done for j in seen]
+    assert done == sorted(done) and len(set(done)) >= 4  # 0 and each of the three chunks
+    assert {100_000, 200_000} <= set(done)
+    assert last.status == "completed" and last.progress.done == last.progress.total == 264_960
+    assert last.progress.fraction == 1.0 and last.progress.eta_s == 0.0
+    assert last.dataset is not None and last.dataset.count == 264_960 and last.symbol == "BTC/USDT"
+
+
+def test_a_canceled_download_s_last_event_says_canceled(server: LiveServer) -> None:
+    with CrackTraderAPI(server.base_url) as api, api.stream_status() as stream:
+        assert stream.recv(timeout=30).type == "snapshot"
+        started = api.start_download("synthetic", "BTC/USDT", timeframe="1m", start=BIG["start"], end=BIG["end"])
+        api.cancel_download(started.id)
+        seen = _download_events(stream, started.id)
+    assert seen[-1].status == "canceled" and seen[-1].finished_at is not None and seen[-1].dataset is None
+    assert seen[-1].progress.done < seen[-1].progress.total
+
+
+def test_progress_events_are_throttled_but_the_first_and_last_always_go_out() -> None:
+    async def publish() -> list[dict[str, Any]]:
+        bus = events.EventBus()
+        bus.bind(asyncio.get_running_loop())
+        sub = bus.subscribe()
+        now = [0.0]
+        report = ProgressEvents(bus, 0.25, clock=lambda: now[0])
+        job = ServerJob("j1", None, "synthetic", "BTC/USDT", parse_timeframe("1m"), T0, T0 + 1000 * 60_000, "now")
+        job.status = "running"
+        report(job, force=True)  # started
+        for k, t in enumerate((0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9)):
+            now[0] = t
+            job.done, job.total = 100 * (k + 1), 1000
+            report(job)
+        job.status = "completed"
+        report(job, force=True)  # ended, 0 s after the last one
+        return [e.payload for e in [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]]
+
+    got = asyncio.run(publish())
+    # Sent at t=0 (first), 0.3, 0.6, 0.9 (each >= 0.25 s after the one before) and the last.
+    assert [(p["status"], p["progress"]["done"]) for p in got] == [
+        ("running", 0), ("running", 300), ("running", 600), ("running", 700), ("completed", 1000),
+    ]  # fmt: skip
+    assert got[0]["id"] == "j1" and got[-1]["progress"]["fraction"] == 1.0
+
+
+async def _create_user(username: str) -> None:
+    store = AuthStore(make_engine(get_settings().database_url))
+    try:
+        await auth_service.create_user(store=store, username=username, password=PASSWORD)
+    finally:
+        await store._engine.dispose()
+
+
+def test_with_auth_on_download_events_go_only_to_the_job_s_user() -> None:
+    small = {"timeframe": "1d", "start": "2024-01-01", "end": "2024-02-01"}
+    with LiveServer(auth_mode="on", jwt_secret_key=SECRET, rate_limit_per_minute=100_000) as srv:
+        for name in ("ana", "ben"):
+            asyncio.run(_create_user(name))
+        with CrackTraderAPI(srv.base_url) as ana, CrackTraderAPI(srv.base_url) as ben:
+            ana.login("ana", PASSWORD)
+            ben.login("ben", PASSWORD)
+            with ana.stream_status() as ana_stream, ben.stream_status() as ben_stream:
+                assert ana_stream.recv(timeout=30).type == "snapshot"
+                assert ben_stream.recv(timeout=30).type == "snapshot"
+                anas = ana.start_download("synthetic", "BTC/USDT", **small)
+                ana_seen = _download_events(ana_stream, anas.id)
+                # Ben's own job is published after Ana's ended: had he been sent hers, they would come first.
+                bens = ben.start_download("synthetic", "ETH/USDT", **small)
+                ben_seen = _download_events(ben_stream, bens.id)
+    assert ana_seen[-1].status == "completed" and ana_seen[-1].progress.done == 31
+    assert ben_seen[-1].status == "completed" and {j.id for j in ben_seen} == {bens.id}
 
 
 def test_a_download_job_can_be_canceled(http: httpx.Client) -> None:

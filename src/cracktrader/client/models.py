@@ -7,9 +7,12 @@ reachable through `model_extra` / attribute access).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from cracktrader.client.dashboard import DownloadJob
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -739,7 +742,8 @@ class SessionCandle(_Model):
 
 
 class Event(_Model):
-    """A `/ws/status` message: `snapshot`, `status_update`, `trade_execution`, `error`, `candle` or `heartbeat`."""
+    """A `/ws/status` message: `snapshot`, `status_update`, `trade_execution`, `error`, `alert`, `sweep_progress`,
+    `download_progress`, `candle` or `heartbeat`."""
 
     type: str
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -754,6 +758,15 @@ class Event(_Model):
     def candle(self) -> SessionCandle | None:
         """The payload as a `SessionCandle` for `candle` events (`stream_status(candles=True)`), else None."""
         return SessionCandle.model_validate(self.payload) if self.type == "candle" else None
+
+    def download(self) -> DownloadJob | None:
+        """The payload as a `DownloadJob` for `download_progress` events, else None."""
+        if self.type != "download_progress":
+            return None
+        # Imported here: the dashboard's models build on this module.
+        from cracktrader.client.dashboard import DownloadJob
+
+        return DownloadJob.model_validate(self.payload)
 
 
 class ChannelMessage(NamedTuple):

@@ -22,6 +22,7 @@ ALERT = "alert"
 SWEEP_PROGRESS = "sweep_progress"
 # A session's closed candle, as its strategy receives it (only to streams that ask for candles).
 CANDLE = "candle"
+DOWNLOAD_PROGRESS = "download_progress"
 
 
 @dataclass(frozen=True)

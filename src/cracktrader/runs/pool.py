@@ -21,7 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cracktrader.runs import worker
+from cracktrader.runs import worker, worker_logs
 from cracktrader.runs.worker import JobOutcome
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,10 @@ class WorkerPool:
             if message is None:
                 return
             kind, run_id, payload = message
+            if kind == worker_logs.LOG:
+                with contextlib.suppress(Exception):  # a malformed record is dropped, never the reader
+                    worker_logs.replay(run_id, payload)
+                continue
             with self._lock:
                 listener = self._listeners.get(run_id)
                 if kind == worker.END:

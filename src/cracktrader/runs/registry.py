@@ -377,6 +377,7 @@ class RunRegistry:
             return
         if kind == worker.STARTED:
             run.started = True
+            log.info("Run %s started", run.run_id)
             if self.store is not None and st.status not in FINISHED:
                 run.started_write = asyncio.create_task(self._mark_running(run.run_id))
         if st.status == "stopped":  # announced stopped: nothing the worker still says brings it back
@@ -460,6 +461,10 @@ class RunRegistry:
             st.trade_count = results.n_fills
         st.status = status
         self.outcomes[status] = self.outcomes.get(status, 0) + 1
+        if status == "failed":
+            log.warning("Run %s failed: %s", run_id, error)
+        else:
+            log.info("Run %s %s", run_id, status)
         if error is not None:
             payload = {"run_id": run_id, "code": error_code, "message": error, "details": outcome.error_details}
             self.bus.publish(events.Event(events.ERROR, payload))

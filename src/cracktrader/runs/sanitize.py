@@ -24,6 +24,7 @@ __all__ = [
     "exchange_client_config",
     "looks_secret",
     "redact",
+    "redact_query",
     "redact_url",
     "redact_urls",
 ]
@@ -382,3 +383,13 @@ def redact_url(url: str) -> str:
 def redact_urls(text: str) -> str:
     """The text with every URL in it passed through `redact_url`."""
     return _URL.sub(lambda m: redact_url(m.group(0)), text)
+
+
+# WebSocket clients may send `?token=` (browsers cannot set headers on the handshake); never log its value.
+# Any parameter whose name looks secret in any spelling (`api-secret=`, `X_MBX_APIKEY=`) is hidden the same way.
+_QUERY_PARAM = re.compile(r"(?<![\w.%-])([\w.%-]{1,64})=([^&\s\"']+)")
+
+
+def redact_query(text: str) -> str:
+    """The text with the values of credential query parameters replaced by `***`."""
+    return _QUERY_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}" if looks_secret(m.group(1)) else m.group(0), text)

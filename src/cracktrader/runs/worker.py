@@ -21,6 +21,7 @@ import numpy as np
 
 from cracktrader.engine.records import O_STATUS, STATUS_FILLED
 from cracktrader.errors import CracktraderError, ExchangeUnreachableError
+from cracktrader.runs import worker_logs
 from cracktrader.runs.backtest import PreparedBacktest, document_config, prepare_backtest, run_prepared
 from cracktrader.runs.config import BacktestConfig
 from cracktrader.runs.document import iso_times, now_iso, order_rows_to_dicts
@@ -49,6 +50,7 @@ END = "end"  # the last message of a job: everything it sent before has arrived
 
 _messages: Any = None  # the pool's message queue (multiprocessing.Queue)
 _flags: Any = None  # the pool's stop flags (multiprocessing.RawArray of bytes)
+_log_forward: worker_logs.ForwardingHandler | None = None  # sends this worker's log records to the server
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +143,9 @@ def remove_stale_shipments(server_pid: int) -> None:
 
 def init_worker(messages: Any, flags: Any, niceness: int, server_pid: int) -> None:
     """Process initializer: keep the shared objects, lower the priority, load the compiled kernels."""
-    global _messages, _flags
+    global _messages, _flags, _log_forward
     _messages, _flags = messages, flags
+    _log_forward = worker_logs.install(send)
     _watch_parent(server_pid)
     lower_priority(0, niceness, server_pid)
     warm_kernels()
@@ -173,8 +176,13 @@ def _watch_parent(parent: int) -> None:
 
 def send(kind: str, job_id: str, payload: dict[str, Any]) -> None:
     """Send a message of a job to the server (the pool hands it to the job's listener)."""
-    if _messages is not None:
-        _messages.put((kind, job_id, payload))
+    if _messages is None:
+        return
+    if _log_forward is not None and kind == END:
+        _log_forward.end()  # its note on records over the limit comes before the job's last message
+    _messages.put((kind, job_id, payload))
+    if _log_forward is not None and kind == STARTED:
+        _log_forward.begin(job_id)
 
 
 def stop_requested(slot: int) -> bool:

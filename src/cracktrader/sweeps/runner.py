@@ -301,6 +301,7 @@ class SweepRegistry:
         if not live.active:
             return
         if kind == worker.STARTED:
+            log.info("Sweep %s started", doc.sweep_id)
             doc.status, doc.started_at = "running", datetime.now(UTC)
             live.started_mono = time.monotonic()
             live.started_write = asyncio.create_task(self._mark_running(doc.sweep_id, doc.started_at))
@@ -340,6 +341,10 @@ class SweepRegistry:
             doc.status, doc.error, doc.error_code = "failed", "Could not save the sweep's rows", "INTERNAL_ERROR"
             doc.rows = 0
         live.doc = doc
+        if doc.status == "failed":
+            log.warning("Sweep %s failed: %s", doc.sweep_id, doc.error)
+        else:
+            log.info("Sweep %s %s: %d rows", doc.sweep_id, doc.status, doc.rows)
         self._publish(live, force=True)
 
     def _document(self, live: LiveSweep) -> SweepDocument:

@@ -22,6 +22,7 @@ from cracktrader import __version__
 from cracktrader.runs.events import EventBus
 from cracktrader.runs.registry import RunRegistry
 from cracktrader.runs.sessions import SessionRegistry
+from cracktrader.runs.worker_logs import set_package_level
 from cracktrader.settings import Settings, get_settings
 from cracktrader.web.alerts.router import router as alerts_router
 from cracktrader.web.alerts.service import AlertService
@@ -120,6 +121,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # The package's INFO lines (runs started, ended, failed) reach the log tail at the default level.
+    set_package_level(app.state.web_settings.log_level)
     app.state.log_tail.attach()
     store = await _open_database(app, settings)
     app.state.run_store = store
@@ -131,6 +134,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     manager.on_finish(lambda outcome, mode: app.state.request_metrics.runs.labels(mode, outcome).inc())
     app.state.manager = manager
+    app.state.downloads.bus = bus
     from cracktrader.db.alert_store import AlertStore
 
     alerts = AlertService.from_settings(settings, AlertStore(store.engine), bus)

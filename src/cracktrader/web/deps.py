@@ -192,6 +192,12 @@ def get_app_settings(request: Request) -> Settings:
 AppSettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
+def caller_user_id(request: Request) -> int | None:
+    """Who the caller is: their user id, or None with auth off."""
+    principal = _principal(request)
+    return principal.user_id if principal is not None else None
+
+
 def caller_user_filter(request: Request) -> int | None:
     """Whose things the caller sees: their user id, or None for everyone (admins, and auth off)."""
     principal = _principal(request)

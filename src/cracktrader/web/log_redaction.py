@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["ExchangeRequestFilter", "QuerySecretFilter", "UrlSecretFilter", "install_log_redaction", "redact_url"]
 
-from cracktrader.runs.sanitize import REDACTED, looks_secret, redact_url, redact_urls
+from cracktrader.runs.sanitize import REDACTED, looks_secret, redact_query, redact_url, redact_urls
 
-# WebSocket clients may send `?token=` (browsers cannot set headers on the handshake); never log its value.
-# Any parameter whose name looks secret in any spelling (`api-secret=`, `X_MBX_APIKEY=`) is hidden the same way.
-_QUERY_PARAM = re.compile(r"(?<![\w.%-])([\w.%-]{1,64})=([^&\s\"']+)")
 LOGGERS = ("uvicorn.access", "uvicorn.error")
 # Every ccxt client (sync, async and pro) logs through its base module's logger.
 CCXT_LOGGER = "ccxt.base.exchange"
-
-
-def redact_query(text: str) -> str:
-    """The text with the values of credential query parameters replaced by `***`."""
-    return _QUERY_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}" if looks_secret(m.group(1)) else m.group(0), text)
 
 
 # httpx logs every request's URL (INFO "HTTP Request: POST <url>"): a webhook's carries its credentials.

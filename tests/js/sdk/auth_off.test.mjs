@@ -178,6 +178,26 @@ test("the status stream sends a snapshot, then the run's updates until it comple
   assert.equal(last.value, status.value);
 });
 
+test("a download's progress streams as download_progress events, in order, until its last status", async () => {
+  const events = await api.streamStatus();
+  assert.equal((await events.recv({ timeout: RECV_TIMEOUT_MS })).type, "snapshot");
+  const started = await api.startDownload("synthetic", "ADA/USDT", { timeframe: "1d", start: "2024-01-01", end: "2024-02-01" });
+  const seen = [];
+  for await (const event of events) {
+    if (event.type !== "download_progress") continue;
+    assert.equal(event.payload.id, started.id);
+    seen.push(event.payload);
+    if (["completed", "failed", "canceled"].includes(event.payload.status)) break;
+  }
+  const done = seen.map((job) => job.progress.done);
+  assert.deepEqual(done, [...done].sort((a, b) => a - b));
+  assert.equal(seen[0].status, "running");
+  const last = seen.at(-1);
+  assert.equal(last.status, "completed");
+  assert.deepEqual(last.progress, { done: 31, total: 31, fraction: 1, eta_s: 0 });
+  assert.equal(last.dataset.count, 31);
+});
+
 test("channel subscriptions are confirmed, refused ones throw, and messages arrive by channel", async () => {
   await api.reset();
   const messages = await api.subscribe(["trades"], { symbol: "BTC/USDT" });

@@ -7,6 +7,7 @@ import CrackTrader, {
   RateLimitError,
   type CandleEvent,
   type ChannelMessage,
+  type DownloadProgressEvent,
   type Results,
   type SessionCandle,
   type SessionCandles,
@@ -27,6 +28,11 @@ export async function usage(): Promise<number> {
   const events = await api.streamStatus({ runId: "*" });
   for await (const event of events) {
     const e: StatusEvent = event;
+    if (e.type === "download_progress") {
+      const job = (e as DownloadProgressEvent).payload;
+      const fraction: number = job.progress.fraction;
+      if (job.status === "completed" && fraction === 1) break;
+    }
     if (e.type === "snapshot") break;
   }
   const live = await api.streamStatus({ runId: status.run_id ?? "", candles: true });

@@ -2,6 +2,8 @@
 
 Bounded: a few jobs run at once, a job covers at most `MAX_JOB_BARS` bars, and only the last `KEEP_JOBS`
 finished jobs are remembered. A cancel is seen at the next progress report (every chunk of fetched bars).
+Each job publishes `download_progress` events (its document) on the server's event bus: when it starts, at most
+every `throttle_s` while it fetches, and when it ends.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +20,7 @@ from cracktrader.data import service as data_service
 from cracktrader.data.candles import ms_to_iso
 from cracktrader.data.timeframes import Timeframe
 from cracktrader.errors import CracktraderError
+from cracktrader.runs import events
 from cracktrader.runs.document import now_iso
 from cracktrader.settings import Settings
 from cracktrader.web.data.service import dataset_dict
@@ -25,6 +29,7 @@ from cracktrader.web.errors import ApiError
 MAX_ACTIVE_JOBS = 2
 MAX_JOB_BARS = 5_000_000
 KEEP_JOBS = 100
+PROGRESS_THROTTLE_S = 0.25  # at most 4 progress events a second per job; its first and last always go out
 
 
 class DownloadCanceled(Exception):
@@ -51,10 +56,14 @@ class DownloadJob:
     error: dict[str, str] | None = None
     dataset: dict[str, Any] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    user_id: int | None = None  # who started it: its events are theirs (and every admin's)
+    on_progress: Callable[[DownloadJob], None] | None = None
 
     def progress(self, done: int, total: int) -> None:
-        """The download's progress callback: records the counts, and stops a canceled job."""
+        """The download's progress callback: records the counts, reports them, and stops a canceled job."""
         self.done, self.total = int(done), int(total)
+        if self.on_progress is not None:
+            self.on_progress(self)
         if self.cancel.is_set():
             raise DownloadCanceled
 
@@ -87,19 +96,48 @@ class DownloadJob:
         }
 
 
+class ProgressEvents:
+    """One job's `download_progress` events: the first and the last always, others at most every `throttle_s`."""
+
+    def __init__(self, bus: events.EventBus, throttle_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._bus = bus
+        self._throttle_s = throttle_s
+        self._clock = clock
+        self._last: float | None = None
+
+    def __call__(self, job: DownloadJob, *, force: bool = False) -> None:
+        """Publish the job's document unless one went out less than `throttle_s` ago (`force`: always)."""
+        now = self._clock()
+        if not force and self._last is not None and now - self._last < self._throttle_s:
+            return
+        self._last = now
+        # Called from the download's worker thread as well as the loop: the bus hands it to the loop.
+        self._bus.publish_threadsafe(events.Event(events.DOWNLOAD_PROGRESS, job.document(), user_id=job.user_id))
+
+
 class DownloadJobs:
     """The server's download jobs."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, throttle_s: float = PROGRESS_THROTTLE_S) -> None:
         self._settings = settings
         self._jobs: dict[str, DownloadJob] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.bus: events.EventBus | None = None  # bound when the server starts
+        self.throttle_s = throttle_s
 
     def _active(self) -> list[DownloadJob]:
         return [j for j in self._jobs.values() if j.status in ("queued", "running")]
 
     def submit(
-        self, *, owner: int | None, exchange: str, symbol: str, tf: Timeframe, start: int, end: int
+        self,
+        *,
+        owner: int | None,
+        exchange: str,
+        symbol: str,
+        tf: Timeframe,
+        start: int,
+        end: int,
+        user_id: int | None = None,
     ) -> DownloadJob:
         """Start a job; 409 TOO_MANY_DOWNLOADS when `MAX_ACTIVE_JOBS` run, 422 DOWNLOAD_TOO_LARGE over the bar cap."""
         bars = tf.count(start, end)
@@ -118,7 +156,7 @@ class DownloadJobs:
                 f"{len(active)} downloads are running (at most {MAX_ACTIVE_JOBS}); wait for one or cancel one",
                 details={"active": [j.id for j in active], "max_active": MAX_ACTIVE_JOBS},
             )
-        job = DownloadJob(uuid.uuid4().hex, owner, exchange, symbol, tf, start, end, now_iso())
+        job = DownloadJob(uuid.uuid4().hex, owner, exchange, symbol, tf, start, end, now_iso(), user_id=user_id)
         self._jobs[job.id] = job
         self._forget_old()
         task = asyncio.get_running_loop().create_task(self._run(job), name=f"download-{job.id}")
@@ -127,7 +165,11 @@ class DownloadJobs:
         return job
 
     async def _run(self, job: DownloadJob) -> None:
+        report = ProgressEvents(self.bus, self.throttle_s) if self.bus is not None else None
+        job.on_progress = report
         job.status, job.started = "running", time.monotonic()
+        if report is not None:
+            report(job, force=True)
         try:
             info = await asyncio.to_thread(
                 data_service.download,
@@ -151,6 +193,9 @@ class DownloadJobs:
             if job.cancel.is_set() and job.status == "running":
                 job.status = "canceled"
             job.finished_at = now_iso()
+            job.on_progress = None
+            if report is not None:
+                report(job, force=True)
 
     def _forget_old(self) -> None:
         finished = [j for j in self._jobs.values() if j.status not in ("queued", "running")]

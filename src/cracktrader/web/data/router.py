@@ -18,7 +18,7 @@ from cracktrader.web.data.schemas import (
     MarketList,
     StoredCandles,
 )
-from cracktrader.web.deps import AppSettingsDep, caller_user_filter
+from cracktrader.web.deps import AppSettingsDep, caller_user_filter, caller_user_id
 
 router = APIRouter()
 
@@ -89,7 +89,10 @@ async def list_candle_sets(
     responses={409: {"description": "TOO_MANY_DOWNLOADS"}, 422: {"description": "DOWNLOAD_TOO_LARGE, ..."}},
 )
 async def start_download(body: DownloadRequest, request: Request, settings: AppSettingsDep) -> dict[str, Any]:
-    """Download what the store lacks of a range, as a job (202 with its id); poll it for progress."""
+    """Download what the store lacks of a range, as a job (202 with its id).
+
+    Its progress comes as `download_progress` events on `WS /ws/status` (or poll the job).
+    """
     tf = parse_tf(body.timeframe)
     exchange = service.known_exchange(body.exchange)
     start = parse_time(body.start, "start")
@@ -99,7 +102,7 @@ async def start_download(body: DownloadRequest, request: Request, settings: AppS
     check_order(start, end)
     job = _jobs(request).submit(
         owner=caller_user_filter(request), exchange=exchange, symbol=body.symbol.strip().upper(), tf=tf,
-        start=start, end=end,
+        start=start, end=end, user_id=caller_user_id(request),
     )  # fmt: skip
     return job.document()
 

@@ -9,8 +9,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
-from cracktrader.runs.sanitize import redact_urls
-from cracktrader.web.log_redaction import redact_query
+from cracktrader.runs.sanitize import redact_query, redact_urls
 
 MAX_LINES = 2000
 MAX_MESSAGE_CHARS = 4000

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import sys
+from typing import Any
 
+from cracktrader.runs.worker_logs import level_of
 from cracktrader.web.config import WebSettings, is_loopback_host
 
 log = logging.getLogger("cracktrader.web")
@@ -54,6 +57,19 @@ def dashboard_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/ui"
 
 
+def log_config(log_level: str) -> dict[str, Any]:
+    """uvicorn's logging set-up, plus the package's own lines (runs started and ended, workers' records) on stderr.
+
+    Through the root logger, where the log tail listens too; uvicorn's own loggers keep their handlers.
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["root"] = {"handlers": ["default"], "level": "WARNING"}
+    config["loggers"]["cracktrader"] = {"level": logging.getLevelName(level_of(log_level))}
+    return config
+
+
 def run_server(
     *,
     host: str | None = None,
@@ -93,6 +109,7 @@ def run_server(
         host=host,
         port=port,
         log_level=log_level,
+        log_config=log_config(log_level),
         workers=1,
         proxy_headers=False,
         server_header=False,

@@ -34,8 +34,17 @@ CHANNELS = {
 }
 CHANNEL_NAMES = "status, orders, trades, equity or alerts"
 STATUS_STREAM_TYPES = frozenset(
-    {events.STATUS_UPDATE, events.TRADE_EXECUTION, events.ERROR, events.ALERT, events.SWEEP_PROGRESS}
+    {
+        events.STATUS_UPDATE,
+        events.TRADE_EXECUTION,
+        events.ERROR,
+        events.ALERT,
+        events.SWEEP_PROGRESS,
+        events.DOWNLOAD_PROGRESS,
+    }
 )
+# Events about the caller's own things rather than a run: sent without a run filter and with `*`.
+OWNED_EVENTS = frozenset({events.SWEEP_PROGRESS, events.DOWNLOAD_PROGRESS})
 
 
 def _flag(value: str | None) -> bool:
@@ -111,8 +120,9 @@ async def _serve(ws: WebSocket, stream: str, sub: events.Subscription, forward: 
 
 @router.websocket("/ws/status")
 async def status_stream(ws: WebSocket) -> None:
-    """A snapshot on connect, then status_update, trade_execution, error, alert and sweep_progress events, plus
-    heartbeats; with `candles=true` also each closed candle of the followed sessions (`candle`).
+    """A snapshot on connect, then status_update, trade_execution, error, alert, sweep_progress and
+    download_progress events, plus heartbeats; with `candles=true` also each closed candle of the followed sessions
+    (`candle`).
 
     Without `run_id`: the caller's runner slot. `?run_id=ID`: one run (backtest or session); `?run_id=*`: all of
     the caller's runs on this server. Alerts of all the caller's runs come without a filter and with `*`.
@@ -153,7 +163,7 @@ async def status_stream(ws: WebSocket) -> None:
         run_id = event.payload.get("run_id")
         if event.type == events.ALERT:
             return owns_alert(view.principal, event) and (follow in (None, "*") or run_id == follow)
-        if event.type == events.SWEEP_PROGRESS:  # the caller's sweeps, as alerts: without a filter and with `*`
+        if event.type in OWNED_EVENTS:  # the caller's sweeps and downloads, as alerts: without a filter and with `*`
             return owns_alert(view.principal, event) and follow in (None, "*")
         if follow is None:
             if run_id is None:  # a reset slot's idle status

@@ -492,7 +492,9 @@ export interface LogoutResponse {
 // Streams ----------------------------------------------------------------------------------------------
 
 export interface StatusEvent {
-  type: "snapshot" | "status_update" | "trade_execution" | "error" | "alert" | "candle" | "heartbeat" | string;
+  type:
+    | "snapshot" | "status_update" | "trade_execution" | "error" | "alert" | "sweep_progress" | "download_progress"
+    | "candle" | "heartbeat" | string;
   payload: JsonObject;
   timestamp: Timestamp | null;
 }
@@ -514,6 +516,12 @@ export interface SessionCandle {
 export interface CandleEvent extends StatusEvent {
   type: "candle";
   payload: SessionCandle & JsonObject;
+}
+
+/** A `download_progress` event: the caller's download job as `GET /data/downloads/{id}` shows it. */
+export interface DownloadProgressEvent extends StatusEvent {
+  type: "download_progress";
+  payload: DownloadJob & JsonObject;
 }
 
 export type Channel = "status" | "orders" | "trades" | "equity" | "alerts";

@@ -96,6 +96,14 @@ export const recentCandles = (id, params) => call((c) => c.recentCandles(id, cam
 export const roundTrips = (id, params) => call((c) => c.roundTrips(id, camel(params)));
 export const breakdowns = (id) => call((c) => c.breakdowns(id));
 
+// Sweeps
+export const startSweep = (body) => call((c) => c.startSweep(body));
+export const listSweeps = (params) => call((c) => c.listSweeps(camel(params)));
+export const getSweep = (id) => call((c) => c.getSweep(id));
+export const sweepResults = (id, params) => call((c) => c.sweepResults(id, camel(params)));
+export const cancelSweep = (id) => call((c) => c.cancelSweep(id));
+export const backtestSweepRow = (id, rank) => call((c) => c.backtestSweepRow(id, rank));
+
 // Session controls
 export const stopRun = (id, flatten = false) => call((c) => c.stopRun(id, { flatten }));
 export const pauseRun = (id) => call((c) => c.pauseSession(id));

@@ -11,10 +11,13 @@ import { renderAccount } from "./pages/account.js";
 import { renderStrategies } from "./pages/strategies.js";
 import { renderData } from "./pages/data.js";
 import { renderLogs } from "./pages/logs.js";
+import { renderSweeps } from "./pages/sweeps.js";
 
 const routes = [
   [/^#\/backtest$/, "backtest", () => renderBacktest],
   [/^#\/runs\/([^/]+)$/, "history", () => renderResults],
+  [/^#\/sweeps$/, "sweeps", () => renderSweeps],
+  [/^#\/sweeps\/([^/]+)$/, "sweeps", () => renderSweeps],
   [/^#\/history$/, "history", () => renderHistory],
   [/^#\/compare\/([^/]+)$/, "history", () => renderCompare],
   [/^#\/sessions$/, "sessions", () => renderSessions],

@@ -299,3 +299,149 @@ export async function liveCandleChart(el) {
     destroy() { chart.remove(); },
   };
 }
+
+// A perceptual scale (viridis' stops): low values dark blue, high ones yellow; nothing says good or bad.
+const HEAT_STOPS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+const HEAT_EMPTY = "#2a3140";
+
+/** The colour of `t` in 0..1 on the heatmap's scale, as [r, g, b]. */
+export function heatColour(t) {
+  const x = Math.min(1, Math.max(0, Number.isFinite(t) ? t : 0)) * (HEAT_STOPS.length - 1);
+  const i = Math.min(HEAT_STOPS.length - 2, Math.floor(x));
+  const f = x - i;
+  return HEAT_STOPS[i].map((c, k) => Math.round(c + (HEAT_STOPS[i + 1][k] - c) * f));
+}
+
+const rgb = ([r, g, b]) => `rgb(${r},${g},${b})`;
+
+/**
+ * A heatmap drawn on a canvas in `el`: columns `xs`, rows `ys` (values of two parameters, in order), `cell(x, y)`
+ * the number of that cell (null: none), shown with `format` (the parameters' values with `tick`). A legend gives the scale; hovering (or touching) a
+ * cell writes its parameters and value to the hover line. Redraws when `el` changes width. Returns
+ * `{canvas, min, max, destroy()}`.
+ */
+export function heatmap(el, { xs, ys, cell, xLabel, yLabel, format = String, tick = String }) {
+  el.replaceChildren();
+  const canvas = document.createElement("canvas");
+  canvas.className = "heatmap-canvas";
+  canvas.setAttribute("role", "img");
+  canvas.setAttribute("aria-label", `${yLabel} by ${xLabel}`);
+  const grid = ys.map((y) => xs.map((x) => {
+    const v = cell(x, y);
+    return v === null || v === undefined || !Number.isFinite(v) ? null : v;
+  }));
+  const finite = grid.flat().filter((v) => v !== null);
+  const min = finite.length ? Math.min(...finite) : 0;
+  const max = finite.length ? Math.max(...finite) : 0;
+  const t = (v) => (max > min ? (v - min) / (max - min) : 0.5);
+
+  const legendBar = document.createElement("canvas");
+  legendBar.className = "heatmap-legend-bar";
+  legendBar.width = 256;
+  legendBar.height = 1;
+  const lctx = legendBar.getContext("2d");
+  for (let i = 0; i < 256; i += 1) { lctx.fillStyle = rgb(heatColour(i / 255)); lctx.fillRect(i, 0, 1, 1); }
+  const span = (cls, text) => { const s = document.createElement("span"); s.className = cls; s.textContent = text; return s; };
+  const legend = document.createElement("div");
+  legend.className = "heatmap-legend";
+  legend.append(span("heatmap-min", finite.length ? format(min) : "–"), legendBar,
+    span("heatmap-max", finite.length ? format(max) : "–"));
+  const hover = span("heatmap-hover help", "Point at (or tap) a cell for its value");
+  el.append(canvas, legend, hover);
+
+  let geometry = null;
+  let hovered = null;
+  const draw = () => {
+    const width = Math.max(240, el.clientWidth || 600);
+    const ctx = canvas.getContext("2d");
+    ctx.font = "12px system-ui, sans-serif";
+    const labelW = Math.max(...ys.map((y) => ctx.measureText(tick(y)).width), 0);
+    const left = Math.ceil(labelW) + 30;
+    const bottom = 40;
+    const top = 6;
+    const right = 8;
+    const plotW = width - left - right;
+    const cellH = Math.max(14, Math.min(44, 360 / ys.length));
+    const height = top + cellH * ys.length + bottom;
+    const dpr = window.devicePixelRatio || 1;
+    canvas.width = Math.round(width * dpr);
+    canvas.height = Math.round(height * dpr);
+    canvas.style.width = `${width}px`;
+    canvas.style.height = `${height}px`;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.font = "12px system-ui, sans-serif";
+    const cellW = plotW / xs.length;
+    geometry = { left, top, cellW, cellH };
+    ys.forEach((y, r) => {
+      xs.forEach((x, c) => {
+        const v = grid[r][c];
+        const px = left + c * cellW;
+        // The first row at the bottom: values grow upwards, as on a chart's y axis.
+        const py = top + (ys.length - 1 - r) * cellH;
+        ctx.fillStyle = v === null ? HEAT_EMPTY : rgb(heatColour(t(v)));
+        ctx.fillRect(px, py, Math.ceil(cellW), Math.ceil(cellH));
+        if (v !== null && cellW >= 48 && cellH >= 18) {
+          const [cr, cg, cb] = heatColour(t(v));
+          ctx.fillStyle = cr * 0.299 + cg * 0.587 + cb * 0.114 > 140 ? "#0f1420" : "#f8fafc";
+          ctx.textAlign = "center";
+          ctx.textBaseline = "middle";
+          ctx.fillText(format(v), px + cellW / 2, py + cellH / 2, cellW - 4);
+        }
+      });
+    });
+    if (hovered) {
+      ctx.strokeStyle = "#f8fafc";
+      ctx.lineWidth = 2;
+      ctx.strokeRect(left + hovered.c * cellW + 1, top + (ys.length - 1 - hovered.r) * cellH + 1, cellW - 2, cellH - 2);
+    }
+    // Axis labels: every k-th value so that they do not overlap.
+    ctx.fillStyle = "#9aa4b2";
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "right";
+    const everyY = Math.max(1, Math.ceil(16 / cellH));
+    ys.forEach((y, r) => { if (r % everyY === 0) { ctx.fillText(tick(y), left - 6, top + (ys.length - 1 - r + 0.5) * cellH); } });
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    const widest = Math.max(...xs.map((x) => ctx.measureText(tick(x)).width), 1) + 8;
+    const everyX = Math.max(1, Math.ceil(widest / cellW));
+    xs.forEach((x, c) => { if (c % everyX === 0) { ctx.fillText(tick(x), left + (c + 0.5) * cellW, top + ys.length * cellH + 4); } });
+    ctx.fillText(xLabel, left + plotW / 2, top + ys.length * cellH + 22);
+    ctx.save();
+    ctx.translate(10, top + (ys.length * cellH) / 2);
+    ctx.rotate(-Math.PI / 2);
+    ctx.textBaseline = "middle";
+    ctx.fillText(yLabel, 0, 0);
+    ctx.restore();
+  };
+  const at = (ev) => {
+    if (!geometry) { return null; }
+    const box = canvas.getBoundingClientRect();
+    const c = Math.floor((ev.clientX - box.left - geometry.left) / geometry.cellW);
+    const r = ys.length - 1 - Math.floor((ev.clientY - box.top - geometry.top) / geometry.cellH);
+    return c >= 0 && c < xs.length && r >= 0 && r < ys.length ? { c, r } : null;
+  };
+  const onMove = (ev) => {
+    const hit = at(ev);
+    if ((hit?.c ?? -1) === (hovered?.c ?? -1) && (hit?.r ?? -1) === (hovered?.r ?? -1)) { return; }
+    hovered = hit;
+    if (hit) {
+      const v = grid[hit.r][hit.c];
+      // One unnamed row: a heatmap over one parameter.
+      const row = tick(ys[hit.r]) === "" ? "" : ` · ${yLabel} ${tick(ys[hit.r])}`;
+      hover.textContent = `${xLabel} ${tick(xs[hit.c])}${row}: ${v === null ? "no row" : format(v)}`;
+      canvas.dataset.hover = `${hit.c},${hit.r}`;
+    } else {
+      hover.textContent = "Point at (or tap) a cell for its value";
+      delete canvas.dataset.hover;
+    }
+    draw();
+  };
+  canvas.addEventListener("pointermove", onMove);
+  canvas.addEventListener("pointerdown", onMove);
+  canvas.addEventListener("pointerleave", () => onMove({ clientX: -1e9, clientY: -1e9 }));
+  draw();
+  let lastWidth = el.clientWidth;
+  const ro = new ResizeObserver(() => { if (el.clientWidth !== lastWidth) { lastWidth = el.clientWidth; draw(); } });
+  ro.observe(el);
+  return { canvas, min, max, destroy() { ro.disconnect(); } };
+}

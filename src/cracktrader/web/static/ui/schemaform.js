@@ -100,3 +100,142 @@ export function buildParamsForm(container, schema, values = {}) {
     },
   };
 }
+
+/** How many values `start, start + step, ... ≤ end` has, as the server counts a range (its float tolerance). */
+export function rangeCount(start, end, step) {
+  if (!(step > 0) || end < start) { return 0; }
+  return Math.floor((end - start) / step + 1e-9) + 1;
+}
+
+/** A grid entry as {start, end, step}: a range object, "a:b:c", or a list of evenly spaced numbers; else null. */
+function asRange(entry) {
+  if (entry && typeof entry === "object" && !Array.isArray(entry)) { return { step: 1, ...entry }; }
+  if (typeof entry === "string" && entry.includes(":")) {
+    const [start, end, step = 1] = entry.split(":").map(Number);
+    return [start, end, step].every(Number.isFinite) ? { start, end, step } : null;
+  }
+  if (Array.isArray(entry) && entry.length > 1 && entry.every((v) => typeof v === "number")) {
+    const step = entry[1] - entry[0];
+    const even = step > 0 && entry.every((v, i) => Math.abs(v - (entry[0] + i * step)) < 1e-9 * Math.max(1, Math.abs(v)));
+    return even ? { start: entry[0], end: entry[entry.length - 1], step } : null;
+  }
+  return null;
+}
+
+/** The problem with a range of schema `p` (each end within the bounds, a positive step), or "". */
+function rangeProblem(p, start, end, step) {
+  for (const [what, raw] of [["Start", start], ["End", end], ["Step", step]]) {
+    if (raw === "") { return `${what}: required`; }
+    if (!Number.isFinite(Number(raw))) { return `${what}: enter a number`; }
+    if (p.type === "integer" && !Number.isInteger(Number(raw))) { return `${what}: enter a whole number`; }
+  }
+  const bound = validate({ ...p, nullable: false }, start) || validate({ ...p, nullable: false }, end);
+  if (bound) { return bound; }
+  if (Number(step) <= 0) { return "The step must be more than 0"; }
+  if (Number(end) < Number(start)) { return "The end is below the start"; }
+  return "";
+}
+
+/**
+ * The fields of `schema` for a sweep: each number a single value or a range (start, end, step, end inclusive),
+ * each enum or boolean a set of values to try. `values` and `grid` (a past sweep's request) fill it in;
+ * `onChange()` runs on every edit. Returns `{values(): {fixed, grid} | null, count(): number | null}`: `fixed` the
+ * single values other than the schema's defaults, `grid` the swept ones as the API takes them; `count()` the
+ * combinations (null while a field is wrong).
+ */
+export function buildSweepForm(container, schema, values = {}, onChange = () => {}, grid = {}) {
+  container.replaceChildren();
+  const fields = [];
+  for (const [name, raw] of Object.entries(schema?.properties || {})) {
+    const p = unwrap(raw);
+    const initial = values[name] !== undefined ? values[name] : p.default;
+    const id = `param-${name}`;
+    const msg = h("span", { className: "field-error", id: `${id}-error`, role: "alert" });
+    const bounds = boundsText(p);
+    const help = [p.description, bounds && `(${bounds})`, p.default !== undefined && `default ${JSON.stringify(p.default)}`]
+      .filter(Boolean).join(" ");
+    const numeric = p.type === "integer" || p.type === "number";
+    let f;
+    if (p.type === "boolean" || p.enum) {
+      // A set of values: one ticked is a fixed value, more are swept.
+      const options = p.type === "boolean" ? [true, false] : p.enum;
+      const ticked = Array.isArray(grid[name]) ? grid[name] : [p.type === "boolean" ? Boolean(initial) : initial];
+      const boxes = options.map((v, i) => h("input", { type: "checkbox", id: `${id}-opt-${i}`, name, value: String(v),
+        checked: ticked.includes(v) }));
+      const control = h("div", { className: "choices", id, role: "group", "aria-describedby": `${id}-error ${id}-help` },
+        boxes.map((b, i) => h("label", { className: "choice", htmlFor: b.id }, b, String(options[i]))));
+      f = {
+        name, control,
+        check() { return boxes.some((b) => b.checked) ? "" : "Pick at least one"; },
+        picked() { return options.filter((_, i) => boxes[i].checked); },
+        count() { return this.picked().length; },
+        entry() { const v = this.picked(); return v.length > 1 ? { grid: v } : { fixed: v[0] }; },
+      };
+    } else {
+      const single = h("input", {
+        id, name, type: numeric ? "number" : "text", inputMode: numeric ? "decimal" : undefined,
+        step: p.type === "integer" ? "1" : "any", value: initial === null || initial === undefined ? "" : String(initial),
+        placeholder: p.nullable ? "off" : "", "aria-describedby": `${id}-error ${id}-help` });
+      if (!numeric) {
+        f = { name, control: single, check() { return validate(p, single.value); }, count() { return 1; },
+          entry() { return { fixed: parse(p, single.value) }; } };
+      } else {
+        const mode = h("select", { id: `${id}-mode`, name: `${name}-mode`, className: "mode", "aria-label": `${name}: value or range` },
+          h("option", { value: "value" }, "value"), h("option", { value: "range" }, "range"));
+        const part = (what, value) => h("input", { id: `${id}-${what}`, name: `${name}-${what}`, type: "number",
+          inputMode: "decimal", step: p.type === "integer" ? "1" : "any", placeholder: what, "aria-label": `${name} ${what}`,
+          value: value === null || value === undefined ? "" : String(value) });
+        const swept = asRange(grid[name]);
+        const start = part("start", swept ? swept.start : initial);
+        const end = part("end", swept ? swept.end : initial);
+        const step = part("step", swept ? swept.step : (p.type === "integer" ? 1 : ""));
+        const range = h("div", { className: "range", hidden: true },
+          ["start", "end", "step"].map((w) => h("small", { className: "help" }, w)), start, end, step);
+        if (swept) { mode.value = "range"; single.hidden = true; range.hidden = false; }
+        const isRange = () => mode.value === "range";
+        mode.addEventListener("change", () => { single.hidden = isRange(); range.hidden = !isRange(); f.show(); onChange(); });
+        f = {
+          name, control: h("div", { className: "sweep-value" }, mode, single, range),
+          check() { return isRange() ? rangeProblem(p, start.value, end.value, step.value) : validate(p, single.value); },
+          count() { return isRange() ? rangeCount(Number(start.value), Number(end.value), Number(step.value)) : 1; },
+          entry() {
+            if (!isRange()) { return { fixed: parse(p, single.value) }; }
+            return { grid: { start: Number(start.value), end: Number(end.value), step: Number(step.value) } };
+          },
+        };
+      }
+    }
+    f.show = () => {
+      const problem = f.check();
+      msg.textContent = problem;
+      for (const input of f.control.querySelectorAll("input")) { input.classList.toggle("invalid", Boolean(problem)); }
+      if (f.control.tagName === "INPUT") { f.control.classList.toggle("invalid", Boolean(problem)); }
+      return problem;
+    };
+    f.baseline = p.default;
+    f.control.addEventListener("input", () => { f.show(); onChange(); });
+    f.control.addEventListener("change", () => { f.show(); onChange(); });
+    container.append(h("div", { className: "field" },
+      h("label", { htmlFor: id }, p.title || name), f.control, h("small", { id: `${id}-help`, className: "help" }, help), msg));
+    fields.push(f);
+  }
+  return {
+    count() {
+      if (fields.some((f) => f.check())) { return null; }
+      return fields.reduce((n, f) => n * f.count(), 1);
+    },
+    values() {
+      let ok = true;
+      const fixed = {};
+      const grid = {};
+      for (const f of fields) {
+        if (f.show()) { ok = false; continue; }
+        const e = f.entry();
+        if ("grid" in e) { grid[f.name] = e.grid; }
+        // A fixed value is sent when it is not the schema's default (a preset's values are the form's own here).
+        else if (e.fixed !== undefined && JSON.stringify(e.fixed) !== JSON.stringify(f.baseline)) { fixed[f.name] = e.fixed; }
+      }
+      return ok ? { fixed, grid } : null;
+    },
+  };
+}

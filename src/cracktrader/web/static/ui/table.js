@@ -46,7 +46,7 @@ export function sortableTable(columns, { pageSize = 25, id = "", empty = "Nothin
     tbody.replaceChildren(...(shown.length ? shown.map((r) => h("tr", {}, columns.map((c) => {
       const v = r[c.key];
       const content = c.format ? c.format(v, r) : (v === null || v === undefined ? "–" : String(v));
-      return h("td", { className: c.num ? "num" : "" }, content);
+      return h("td", { className: c.num ? "num" : "", dataset: { key: c.key } }, content);
     }))) : [h("tr", {}, h("td", { colSpan: columns.length, className: "empty" }, empty))]));
     info.textContent = `${rows.length ? page * pageSize + 1 : 0}–${Math.min(rows.length, (page + 1) * pageSize)} of ${rows.length}`;
     prev.disabled = page === 0;

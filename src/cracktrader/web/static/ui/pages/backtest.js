@@ -2,11 +2,9 @@
 import * as api from "../api.js";
 import { h, say } from "../dom.js";
 import { buildParamsForm } from "../schemaform.js";
-import { symbolPicker } from "../symbolpicker.js";
-import { field, fieldError, showError as showFormError } from "../forms.js";
+import { field, showError as showFormError } from "../forms.js";
+import { strategyPicker, marketFields, fieldsOfErrors, FIELD_ALIASES } from "../runform.js";
 import * as fmt from "../format.js";
-
-const DEFAULTS = { symbols: "BTC/USDT", timeframe: "1h", start: "2024-01-01", end: "2024-07-01", cash: 10000 };
 
 /** ETA from the progress made since the run started (no clock of the server needed). */
 function eta(s) {
@@ -16,41 +14,16 @@ function eta(s) {
 
 export async function renderBacktest(view) {
   const [strategies, exchanges] = await Promise.all([api.listStrategies(), api.listExchanges()]);
-  const byName = new Map(strategies.items.map((s) => [s.name, s]));
-  const strategy = h("select", { id: "strategy", name: "strategy" },
-    strategies.items.map((s) => h("option", { value: s.name },
-      s.kind === "preset" ? `${s.name} (preset of ${s.base_strategy ?? "?"})` : s.name)));
-  const exchange = h("select", { id: "exchange", name: "exchange" },
-    exchanges.items.map((x) => h("option", { value: x.id, selected: x.id === "synthetic" }, x.name)));
-  const timeframe = h("select", { id: "timeframe", name: "timeframe" });
-  const fillTimeframes = () => {
-    const x = exchanges.items.find((e) => e.id === exchange.value) || exchanges.items[0];
-    const keep = timeframe.value || DEFAULTS.timeframe;
-    timeframe.replaceChildren(...x.timeframes.map((tf) => h("option", { value: tf, selected: tf === keep }, tf)));
-  };
-  fillTimeframes();
-  const picker = symbolPicker(() => exchange.value, [DEFAULTS.symbols]);
-  const symbols = picker.input;
-  exchange.addEventListener("change", () => { fillTimeframes(); picker.exchangeChanged(); });
-  const start = h("input", { id: "start", name: "start", type: "date", value: DEFAULTS.start });
-  const end = h("input", { id: "end", name: "end", type: "date", value: DEFAULTS.end });
-  const cash = h("input", { id: "cash", name: "cash", type: "number", min: "1", step: "any", value: DEFAULTS.cash });
-  const fee = h("input", { id: "fee", name: "fee", type: "number", min: "0", max: "0.1", step: "any",
-    placeholder: "exchange default" });
-  const slippage = h("input", { id: "slippage", name: "slippage", type: "number", min: "0", max: "10000", step: "any",
-    value: "0" });
   const paramsBox = h("div", { id: "params", className: "grid" });
-  const strategyHelp = h("small", { className: "help" });
   let params = null;
-  const loadParams = async () => {
-    const s = byName.get(strategy.value);
-    const detail = s.parameters_schema ? s : await api.getStrategy(s.name);
-    strategyHelp.textContent = detail.description || "";
-    // A preset's parameters are its defaults; a class's are the schema's own.
+  // A preset's parameters are its defaults; a class's are the schema's own.
+  const picked = strategyPicker(strategies, (detail) => {
     params = buildParamsForm(paramsBox, detail.parameters_schema, detail.kind === "preset" ? detail.parameters : {});
-  };
-  strategy.addEventListener("change", loadParams);
-  await loadParams();
+  });
+  const { select: strategy, byName } = picked;
+  await picked.load();
+  const market = marketFields(exchanges);
+  const { cash, slippage } = market.fields;
 
   const message = h("p", { id: "message", className: "message", role: "status" });
   const presetName = h("input", { id: "preset-name", name: "preset-name", placeholder: "my-sma-10-30", maxLength: 100 });
@@ -66,11 +39,9 @@ export async function renderBacktest(view) {
       // A preset stores the whole parameter set it runs with, on top of its class's defaults.
       const merged = { ...(s.kind === "preset" ? s.parameters : {}), ...values };
       const made = await api.createPreset({ name: presetName.value.trim(), base_strategy: base, parameters: merged });
-      byName.set(made.name, made);
-      strategy.append(h("option", { value: made.name }, `${made.name} (preset of ${base})`));
-      strategy.value = made.name;
+      picked.add(made);
       presetName.value = "";
-      await loadParams();
+      await picked.load();
       say(message, `Preset ${made.name} saved`, "ok");
     } catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
   };
@@ -80,15 +51,10 @@ export async function renderBacktest(view) {
 
   const form = h("form", { id: "run-form", noValidate: true },
     h("section", { className: "card" }, h("h2", {}, "Strategy"),
-      field("Strategy", strategy), strategyHelp, h("h3", {}, "Parameters"), paramsBox,
+      field("Strategy", strategy), picked.help, h("h3", {}, "Parameters"), paramsBox,
       h("div", { className: "buttons" }, presetName,
         h("button", { type: "button", id: "save-preset", onclick: savePreset }, "Save as preset"))),
-    h("section", { className: "card" }, h("h2", {}, "Market and costs"),
-      h("div", { className: "grid" },
-        field("Exchange", exchange), field("Symbols", symbols, "Pick from the exchange's markets; Enter adds what you typed", picker.el),
-        field("Timeframe", timeframe), field("Start", start), field("End", end),
-        field("Cash", cash), field("Fee (fraction)", fee, "0.001 = 0.1 % per fill; empty: the exchange's"),
-        field("Slippage (bps)", slippage))),
+    market.el,
     h("div", { className: "buttons" },
       h("button", { type: "submit", id: "start-run", className: "primary" }, "Start"),
       h("button", { type: "button", id: "stop-run", onclick: async () => {
@@ -100,18 +66,12 @@ export async function renderBacktest(view) {
       h("button", { type: "button", id: "start-paper", onclick: () => startPaper() }, "Start paper session")));
 
   // The SDK's typed errors say which field the server refused; a validation list names it in `loc`.
-  const FIELD_OF = [[api.errors.InvalidSymbolError, symbols], [api.errors.InvalidTimeframeError, timeframe],
-    [api.errors.InvalidDateRangeError, end], [api.errors.UnknownExchangeError, exchange],
-    [api.errors.UnknownStrategyError, strategy]];
-  const showError = (e) => showFormError(form, message, e, FIELD_OF, { start_date: "start", end_date: "end" });
+  const showError = (e) => showFormError(form, message, e, fieldsOfErrors(market, strategy), FIELD_ALIASES);
   /** The form's run request, or null after marking what is wrong. */
   const request = () => {
-    const list = picker.values();
-    let bad = fieldError(symbols, list.length ? "" : "At least one symbol");
-    bad = fieldError(cash, Number(cash.value) > 0 ? "" : "Must be more than 0") || bad;
-    bad = fieldError(end, start.value && end.value && end.value <= start.value ? "After the start" : "") || bad;
+    const list = market.check();
     const values = params.values();
-    if (bad || values === null) { say(message, "Fix the fields marked in red", "error"); return null; }
+    if (list === null || values === null) { say(message, "Fix the fields marked in red", "error"); return null; }
     return { list, values };
   };
   // A paper session runs the same strategy and market on candles as they close (dates do not apply); the cash
@@ -123,7 +83,8 @@ export async function renderBacktest(view) {
     const paper = { balances: { [quote]: Number(cash.value) }, slippage_bps: Number(slippage.value || 0) };
     try {
       const made = await api.startRun({ mode: "paper", strategy_name: strategy.value, strategy_params: r.values,
-        symbols: r.list, timeframe: timeframe.value, exchange: exchange.value, exchange_config: { paper } });
+        symbols: r.list, timeframe: market.fields.timeframe.value, exchange: market.fields.exchange.value,
+        exchange_config: { paper } });
       location.hash = `#/sessions/${made.run_id}`;
     } catch (e) { showError(e); }
   };
@@ -131,13 +92,7 @@ export async function renderBacktest(view) {
     ev.preventDefault();
     const r = request();
     if (!r) { return; }
-    const { list, values } = r;
-    const body = {
-      strategy_name: strategy.value, strategy_params: values, symbols: list, timeframe: timeframe.value,
-      start_date: start.value || null, end_date: end.value || null, initial_cash: Number(cash.value),
-      exchange: exchange.value, slippage_bps: Number(slippage.value || 0),
-    };
-    if (fee.value !== "") { body.commission = Number(fee.value); }
+    const body = { strategy_name: strategy.value, strategy_params: r.values, ...market.body() };
     try {
       const r = await api.startBacktest(body);
       resultLink.replaceChildren();

@@ -20,8 +20,9 @@ const SET_COLUMNS = [
   { key: "missing_bars", label: "Missing", num: true, format: (v) => v.toLocaleString() },
   { key: "largest_gaps", label: "Largest gaps", format: gapsText },
 ];
-// A download has no stream: its job is polled, slowly enough for the rate limit (30 a minute at most).
-const POLL_MS = 2000;
+// A download's progress comes from the stream (`download_progress` events), never by polling its job.
+const STREAM_WAIT_MS = 5000;
+const KEEP_EVENTS = 20;
 const FINISHED = ["completed", "failed", "canceled"];
 
 export async function renderData(view) {
@@ -46,8 +47,9 @@ export async function renderData(view) {
   const jobLine = h("p", { id: "dl-status", className: "status-line" });
   const cancel = h("button", { type: "button", id: "dl-cancel", className: "danger", disabled: true }, "Cancel");
   let job = null;
-  let timer = null;
   let gone = false;
+  // The latest event of each recent job: one may arrive before the POST that started it has answered.
+  const latest = new Map();
   const show = (j) => {
     job = j;
     bar.value = j.progress?.fraction ?? 0;
@@ -58,31 +60,45 @@ export async function renderData(view) {
       j.error ? h("span", { className: "error" }, ` · ${j.error.code}: ${j.error.message}`) : "");
     cancel.disabled = FINISHED.includes(j.status);
   };
-  const follow = async () => {
-    if (gone || !job) { return; }
-    try { show(await api.getDownload(job.id)); } catch (e) { say(message, `${e.code}: ${e.message}`, "error"); return; }
-    if (FINISHED.includes(job.status)) { await sets.load(); return; }
-    timer = setTimeout(follow, POLL_MS);
+  /** Show a newer state of the job followed; a job that ended stays as it ended. The set list reloads once. */
+  const apply = (j) => {
+    if (gone || (job && job.id === j.id && FINISHED.includes(job.status))) { return; }
+    show(j);
+    if (FINISHED.includes(j.status)) { sets.load().catch((e) => say(message, `${e.code}: ${e.message}`, "error")); }
   };
+  let live = false;
+  let markLive = () => {};
+  let ready = new Promise((resolve) => { markLive = resolve; });
+  const closeStream = api.streamStatus(null, (e) => {
+    if (e.type !== "download_progress") { return; }
+    latest.set(e.payload.id, e.payload);
+    if (latest.size > KEEP_EVENTS) { latest.delete(latest.keys().next().value); }
+    if (job && e.payload.id === job.id) { apply(e.payload); }
+  }, async (state) => {
+    live = state === "live";
+    if (!live) { ready = new Promise((resolve) => { markLive = resolve; }); return; }
+    markLive();
+    // Back after a drop: what the stream missed of a running job is read once.
+    if (job && !FINISHED.includes(job.status)) {
+      try { apply(await api.getDownload(job.id)); } catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
+    }
+  });
   cancel.addEventListener("click", async () => {
     if (!job) { return; }
-    try {
-      clearTimeout(timer);
-      show(await api.cancelDownload(job.id));
-      // What was stored before the cancel stays: the table shows it at once when the job has already ended.
-      if (FINISHED.includes(job.status)) { await sets.load(); } else { timer = setTimeout(follow, POLL_MS); }
-    }
+    // The job ends at its next chunk; its last event says how.
+    try { apply(await api.cancelDownload(job.id)); }
     catch (e) { say(message, `${e.code}: ${e.message}`, "error"); }
   });
   const form = h("form", { id: "dl-form", noValidate: true });
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    clearTimeout(timer);
+    // Listen before starting, so that the job's first events are not missed.
+    if (!live) { await Promise.race([ready, new Promise((resolve) => { setTimeout(resolve, STREAM_WAIT_MS); })]); }
     try {
-      show(await api.startDownload({ exchange: exchange.value, symbol: symbol.value.trim(), timeframe: timeframe.value,
-        start: start.value, end: end.value || undefined }));
-      say(message, `Download ${job.id} started`, "ok");
-      timer = setTimeout(follow, Math.min(POLL_MS, 500));
+      const started = await api.startDownload({ exchange: exchange.value, symbol: symbol.value.trim(),
+        timeframe: timeframe.value, start: start.value, end: end.value || undefined });
+      apply(latest.get(started.id) ?? started);
+      say(message, `Download ${started.id} started`, "ok");
     } catch (e) {
       showError(form, message, e, [[api.errors.InvalidSymbolError, symbol], [api.errors.InvalidTimeframeError, timeframe],
         [api.errors.UnknownExchangeError, exchange], [api.errors.InvalidDateRangeError, end], ["DOWNLOAD_TOO_LARGE", start]]);
@@ -97,5 +113,5 @@ export async function renderData(view) {
       h("p", { className: "help" }, "Only what the store lacks is fetched, 100,000 bars at a time, each chunk stored as it arrives."),
       form, message, bar, jobLine));
   await sets.load();
-  return () => { gone = true; clearTimeout(timer); };
+  return () => { gone = true; closeStream(); };
 }
