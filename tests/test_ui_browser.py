@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -268,6 +269,48 @@ def test_a_paper_session_is_stopped_from_its_live_view_after_confirming(
     assert p.is_disabled("#stop")
     page.assert_clean()
     page.close()
+
+
+def _wait_attribute(locator: Any, name: str, at_least: int, timeout: float = 30.0) -> int:
+    """Read a numeric attribute until it reaches `at_least` (the page's CSP forbids wait_for_function's eval)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = int(locator.get_attribute(name) or 0)
+        if value >= at_least:
+            return value
+        assert time.monotonic() < deadline, f"{name} stayed at {value} (< {at_least})"
+        locator.page.wait_for_timeout(100)
+
+
+def test_a_sessions_candle_chart_draws_its_history_and_grows_as_candles_close(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    session = paper_session(api)
+    try:
+        page = WatchedPage(browser_context)
+        p = page.open(server.base_url, f"sessions/{session}")
+        expect(p.locator("#stream-state")).to_have_text("live", timeout=30_000)
+        p.wait_for_selector("#session-chart canvas")
+        chart = p.locator("#session-chart")
+        # The history is the session's candles: the last one drawn is one the API holds.
+        history = api.get(f"/api/v1/runs/{session}/recent-candles", params={"limit": 5000}).json()
+        first, first_last = int(chart.get_attribute("data-candles") or 0), int(chart.get_attribute("data-last") or 0)
+        assert first >= 1 and first_last in history["candles"]["timestamp"]
+        # Then the stream adds each candle as it closes: no request is made for them.
+        asked: list[str] = []
+        p.on("request", lambda r: asked.append(r.url) if "/api/" in r.url else None)
+        _wait_attribute(chart, "data-candles", first + 3)
+        assert asked == []
+        later = api.get(f"/api/v1/runs/{session}/recent-candles", params={"limit": 5000}).json()
+        drawn = int(chart.get_attribute("data-last") or 0)
+        # Three more 1 s candles: the last one drawn opened at least 3 s after the history's, and the API holds it.
+        assert drawn in later["candles"]["timestamp"] and drawn >= first_last + 3_000
+        # Fills are marked on it as they happen (SmaCross 2/3 on 1 s candles trades within seconds).
+        _wait_attribute(chart, "data-markers", 1, timeout=60.0)
+        page.assert_clean()
+        page.close()
+    finally:
+        api.post(f"/api/v1/runs/{session}/stop", json={})
 
 
 def test_a_paper_session_started_from_the_form_opens_its_live_view(

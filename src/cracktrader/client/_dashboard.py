@@ -14,6 +14,7 @@ from cracktrader.client.dashboard import (
     MarketList,
     RoundTripList,
     RunCandles,
+    SessionCandles,
     StoredCandles,
 )
 
@@ -37,6 +38,12 @@ def run_candles(
     """`GET /runs/{id}/candles`."""
     params = _params(symbol=symbol, start=start, end=end, max_points=max_points, max_markers=max_markers)
     return Call("GET", _path("/runs/{}/candles", run_id), model(RunCandles), params=params)
+
+
+def recent_candles(run_id: str, symbol: str | None, limit: int | None) -> Call[SessionCandles]:
+    """`GET /runs/{id}/recent-candles`."""
+    params = _params(symbol=symbol, limit=limit)
+    return Call("GET", _path("/runs/{}/recent-candles", run_id), model(SessionCandles), params=params)
 
 
 def round_trips(run_id: str, sort: str, order: str, limit: int, offset: int) -> Call[RoundTripList]:

@@ -22,6 +22,7 @@ from cracktrader.client.dashboard import (
     MarketList,
     RoundTripList,
     RunCandles,
+    SessionCandles,
     StoredCandles,
 )
 from cracktrader.client.errors import NotFoundError, RunAlreadyActiveError
@@ -614,6 +615,12 @@ class AsyncCrackTraderAPI:
         """A run's candles of one symbol (OHLC buckets beyond `max_points`), its round trips and plotted indicators."""
         return await self._call(dash.run_candles(run_id, symbol, start, end, max_points, max_markers))
 
+    async def recent_candles(
+        self, run_id: str, *, symbol: str | None = None, limit: int | None = None
+    ) -> SessionCandles:
+        """A session's latest closed candles of one symbol: a live chart's history before its candle stream."""
+        return await self._call(dash.recent_candles(run_id, symbol, limit))
+
     async def round_trips(
         self, run_id: str, *, sort: str = "exit_time", order: str = "asc", limit: int = 100, offset: int = 0
     ) -> RoundTripList:
@@ -683,9 +690,14 @@ class AsyncCrackTraderAPI:
 
     # Streams -----------------------------------------------------------------------------------------
 
-    def stream_status(self, *, heartbeats: bool = False, run_id: str | None = None) -> AsyncEventStream:
+    def stream_status(
+        self, *, heartbeats: bool = False, run_id: str | None = None, candles: bool = False
+    ) -> AsyncEventStream:
         """`async for` over `/ws/status` events (`snapshot` first); use `async with` to close the socket."""
-        return AsyncEventStream(self._config, heartbeats=heartbeats, open_timeout=self._config.timeout, run_id=run_id)
+        # `candles`: each closed candle of the followed sessions too (`Event.candle()`).
+        return AsyncEventStream(
+            self._config, heartbeats=heartbeats, open_timeout=self._config.timeout, run_id=run_id, candles=candles
+        )
 
     def subscribe(
         self,

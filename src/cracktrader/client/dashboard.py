@@ -25,6 +25,7 @@ __all__ = [
     "RoundTripList",
     "RunCandles",
     "RunRange",
+    "SessionCandles",
     "StoredCandles",
     "SymbolBreakdown",
 ]
@@ -39,6 +40,19 @@ class CandleColumns(_Model):
     low: list[float | None]
     close: list[float | None]
     volume: list[float | None]
+
+
+class SessionCandles(_Model):
+    """A session's latest closed candles of one symbol (`GET /runs/{id}/recent-candles`), warm-up included."""
+
+    run_id: str
+    symbol: str
+    symbols: list[str]
+    timeframe: str
+    status: str
+    bars: int
+    truncated: bool
+    candles: CandleColumns
 
 
 class IndicatorSeries(_Model):

@@ -58,6 +58,7 @@ __all__ = [
     "RunList",
     "RunResponse",
     "RunSummary",
+    "SessionCandle",
     "SessionOrder",
     "SessionPosition",
     "SessionStatus",
@@ -901,9 +902,23 @@ class ApiKeyList(_Model):
 # Streams -------------------------------------------------------------------------------------------------
 
 
+class SessionCandle(_Model):
+    """A session's closed candle (a `candle` event's `t, o, h, l, c, v`) as its strategy received it; `t`: UTC ms."""
+
+    run_id: str
+    symbol: str
+    timeframe: str
+    t: int
+    open: float | None = Field(alias="o")
+    high: float | None = Field(alias="h")
+    low: float | None = Field(alias="l")
+    close: float | None = Field(alias="c")
+    volume: float | None = Field(alias="v")
+
+
 class Event(_Model):
     """A `/ws/status` message: `snapshot`, `status_update`, `trade_execution`, `error`, `alert`, `sweep_progress`,
-    `download_progress` or `heartbeat`."""
+    `download_progress`, `candle` or `heartbeat`."""
 
     type: str
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -914,6 +929,10 @@ class Event(_Model):
         if self.type in ("snapshot", "status_update"):
             return Status.model_validate(self.payload)
         return None
+
+    def candle(self) -> SessionCandle | None:
+        """The payload as a `SessionCandle` for `candle` events (`stream_status(candles=True)`), else None."""
+        return SessionCandle.model_validate(self.payload) if self.type == "candle" else None
 
     def download(self) -> DownloadJob | None:
         """The payload as a `DownloadJob` for `download_progress` events, else None."""

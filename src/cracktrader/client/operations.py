@@ -59,6 +59,7 @@ OPERATIONS: dict[str, str] = {
     "GET /metrics": "get_metrics",  # the same exposition outside /api/v1, for Prometheus
     "GET /api/v1/alerts": "alerts",
     "GET /api/v1/runs/{run_id}/candles": "run_candles",
+    "GET /api/v1/runs/{run_id}/recent-candles": "recent_candles",
     "GET /api/v1/runs/{run_id}/roundtrips": "round_trips",
     "GET /api/v1/runs/{run_id}/breakdowns": "breakdowns",
     "GET /api/v1/candles": "get_candles",

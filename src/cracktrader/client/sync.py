@@ -21,6 +21,7 @@ from cracktrader.client.dashboard import (
     MarketList,
     RoundTripList,
     RunCandles,
+    SessionCandles,
     StoredCandles,
 )
 from cracktrader.client.errors import NotFoundError, RunAlreadyActiveError
@@ -605,6 +606,10 @@ class CrackTraderAPI:
         """A run's candles of one symbol (OHLC buckets beyond `max_points`), its round trips and plotted indicators."""
         return self._call(dash.run_candles(run_id, symbol, start, end, max_points, max_markers))
 
+    def recent_candles(self, run_id: str, *, symbol: str | None = None, limit: int | None = None) -> SessionCandles:
+        """A session's latest closed candles of one symbol: a live chart's history before its candle stream."""
+        return self._call(dash.recent_candles(run_id, symbol, limit))
+
     def round_trips(
         self, run_id: str, *, sort: str = "exit_time", order: str = "asc", limit: int = 100, offset: int = 0
     ) -> RoundTripList:
@@ -674,9 +679,14 @@ class CrackTraderAPI:
 
     # Streams -----------------------------------------------------------------------------------------
 
-    def stream_status(self, *, heartbeats: bool = False, run_id: str | None = None) -> EventStream:
+    def stream_status(
+        self, *, heartbeats: bool = False, run_id: str | None = None, candles: bool = False
+    ) -> EventStream:
         """Iterate `/ws/status` events (`snapshot` first); use it in a `with` block to close the socket."""
-        return EventStream(self._config, heartbeats=heartbeats, open_timeout=self._config.timeout, run_id=run_id)
+        # `candles`: each closed candle of the followed sessions too (`Event.candle()`).
+        return EventStream(
+            self._config, heartbeats=heartbeats, open_timeout=self._config.timeout, run_id=run_id, candles=candles
+        )
 
     def subscribe(
         self,

@@ -75,6 +75,14 @@ def _channel_message(msg: dict[str, Any], heartbeats: bool) -> ChannelMessage | 
     return ChannelMessage(channel, data if isinstance(data, dict) else {"value": data})
 
 
+def _status_query(run_id: str | None, candles: bool) -> str:
+    """`/ws/status`'s query: the run followed and, with `candles`, the sessions' closed candles too."""
+    params: dict[str, str] = {} if run_id is None else {"run_id": run_id}
+    if candles:
+        params["candles"] = "true"
+    return urlencode(params)
+
+
 def _subscribe_message(action: str, channels: Iterable[str], symbol: str | None) -> str:
     names = [channels] if isinstance(channels, str) else list(channels)
     message: dict[str, Any] = {"action": action, "channels": names}
@@ -225,9 +233,10 @@ class EventStream(_SyncStream):
         heartbeats: bool = False,
         open_timeout: float | None = 10.0,
         run_id: str | None = None,
+        candles: bool = False,
     ) -> None:
         # `run_id`: one run (a backtest or a session), or "*" for all of the caller's; None: the runner slot.
-        query = "" if run_id is None else urlencode({"run_id": run_id})
+        query = _status_query(run_id, candles)
         super().__init__(config, STATUS_PATH, heartbeats=heartbeats, open_timeout=open_timeout, query=query)
 
     def connect(self) -> EventStream:
@@ -424,9 +433,10 @@ class AsyncEventStream(_AsyncStream):
         heartbeats: bool = False,
         open_timeout: float | None = 10.0,
         run_id: str | None = None,
+        candles: bool = False,
     ) -> None:
         # `run_id`: one run (a backtest or a session), or "*" for all of the caller's; None: the runner slot.
-        query = "" if run_id is None else urlencode({"run_id": run_id})
+        query = _status_query(run_id, candles)
         super().__init__(config, STATUS_PATH, heartbeats=heartbeats, open_timeout=open_timeout, query=query)
 
     async def connect(self) -> AsyncEventStream:

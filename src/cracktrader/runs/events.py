@@ -20,6 +20,8 @@ EQUITY_UPDATE = "equity_update"
 ERROR = "error"
 ALERT = "alert"
 SWEEP_PROGRESS = "sweep_progress"
+# A session's closed candle, as its strategy receives it (only to streams that ask for candles).
+CANDLE = "candle"
 DOWNLOAD_PROGRESS = "download_progress"
 WALKFORWARD_PROGRESS = "walkforward_progress"
 
@@ -84,6 +86,10 @@ class EventBus:
         sub = Subscription(self, self.queue_size, types)
         self._subs.add(sub)
         return sub
+
+    def wants(self, event_type: str) -> bool:
+        """Whether any subscriber receives events of this type (so a publisher can skip building them)."""
+        return any(sub.types is None or event_type in sub.types for sub in self._subs)
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)

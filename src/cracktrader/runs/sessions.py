@@ -511,6 +511,7 @@ class SessionRegistry:
                     live.pump()  # the orders it decided go out now, each stored before it is sent
                 if not plan.replay:
                     run.record_lag(batch)
+                self._publish_candles(run, batch)
                 self._changed(run, equity=True)
                 self._check_halt(run)
                 self._publish(run)
@@ -842,6 +843,17 @@ class SessionRegistry:
                 "pnl": value - sim.s.initial_cash,
             }
             self.bus.publish(events.Event(events.EQUITY_UPDATE, point))
+
+    def _publish_candles(self, run: LiveRun, batch: BarBatch) -> None:
+        """Each closed candle of the bar, as the strategy received it, for the streams that asked for candles."""
+        if self.bus is None or not self.bus.wants(events.CANDLE):
+            return
+        tf = run.plan.timeframe.name
+        for symbol, c in batch.candles.items():
+            candle = {"run_id": run.run_id, "symbol": symbol, "timeframe": tf, "t": batch.timestamp}
+            for key, value in zip("ohlcv", (c.open, c.high, c.low, c.close, c.volume), strict=True):
+                candle[key] = float(value) if math.isfinite(value) else None
+            self.bus.publish(events.Event(events.CANDLE, candle))
 
     def _publish(self, run: LiveRun) -> None:
         """A status_update of the session for the streams that follow it."""

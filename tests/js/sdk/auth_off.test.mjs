@@ -302,3 +302,24 @@ test("every operation in the table is a method of the client", () => {
     assert.equal(typeof CrackTrader.prototype[name], "function", `${operation} -> ${name}`);
   }
 });
+
+test("a paper session's closed candles stream in order and equal its recent candles", async () => {
+  const events = await api.streamStatus({ runId: "*", candles: true });
+  assert.equal((await events.recv({ timeout: RECV_TIMEOUT_MS })).type, "snapshot");
+  const replay = { start: "2024-01-01T00:00:00Z", end: "2024-01-02T00:00:00Z", speed: 72_000 }; // 24 bars, 50 ms each
+  const started = await api.startRun({ mode: "paper", strategy_name: "SmaCross", symbols: ["BTC/USDT"], timeframe: "1h",
+    exchange: "synthetic", exchange_config: { paper: { replay } } });
+  const candles = [];
+  for await (const event of events) {
+    if (event.payload.run_id !== started.run_id) continue;
+    if (event.type === "candle") candles.push(event.payload);
+    if (event.type === "status_update" && event.payload.status === "completed") break;
+  }
+  events.close();
+  const history = await api.recentCandles(started.run_id, { symbol: "BTC/USDT" });
+  assert.equal(candles.length, 24);
+  assert.deepEqual(candles.map((k) => [k.t, k.o, k.h, k.l, k.c, k.v]),
+    history.candles.timestamp.map((t, i) => [t, history.candles.open[i], history.candles.high[i], history.candles.low[i],
+      history.candles.close[i], history.candles.volume[i]]));
+  assert.ok(candles.every((k) => k.symbol === "BTC/USDT" && k.timeframe === "1h"));
+});

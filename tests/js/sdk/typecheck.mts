@@ -5,9 +5,12 @@ import CrackTrader, {
   InvalidSymbolError,
   OPERATIONS,
   RateLimitError,
+  type CandleEvent,
   type ChannelMessage,
   type DownloadProgressEvent,
   type Results,
+  type SessionCandle,
+  type SessionCandles,
   type StatusEvent,
   type Sweep,
   type SweepResults,
@@ -34,6 +37,19 @@ export async function usage(): Promise<number> {
     }
     if (e.type === "snapshot") break;
   }
+  const live = await api.streamStatus({ runId: status.run_id ?? "", candles: true });
+  for await (const event of live) {
+    if (event.type === "candle") {
+      const k: SessionCandle = (event as CandleEvent).payload;
+      const t: number = k.t;
+      const close: number | null = k.c;
+      if (t && close) break;
+    }
+  }
+  const history: SessionCandles = await api.recentCandles(status.run_id ?? "", { symbol: "BTC/USDT", limit: 100 });
+  const closes: (number | null)[] = history.candles.close;
+  // @ts-expect-error limit is a number
+  await api.recentCandles("x", { limit: "100" });
   const messages = await api.subscribe(["trades", "status"], { symbol: "BTC/USDT" });
   const first: ChannelMessage | undefined = await messages.recv({ timeout: 1000 });
   try {

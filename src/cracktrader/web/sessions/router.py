@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.sessions import SessionRegistry, cancel_order, close_position, pause, resume
@@ -14,11 +14,14 @@ from cracktrader.web.idempotency import IdempotencyDep
 from cracktrader.web.runs import service
 from cracktrader.web.runs.router import _with_resolved_strategy, require_live_scope
 from cracktrader.web.runs.schemas import DetailedStatusResponse, RunResponse
-from cracktrader.web.sessions.schemas import ResumeRequest, RunRequest, SessionStatus, StopRequest
+from cracktrader.web.sessions.schemas import ResumeRequest, RunRequest, SessionCandles, SessionStatus, StopRequest
+from cracktrader.web.sessions.service import recent_candles
 
 router = APIRouter(tags=["sessions"])
 NO_FLATTEN = StopRequest()
 NO_KEYS = ResumeRequest()
+# A live chart's history: a few thousand candles, as `/runs/{id}/candles` caps a chart at 20,000.
+MAX_RECENT_CANDLES = 5_000
 
 
 def get_sessions(request: Request) -> SessionRegistry:
@@ -77,6 +80,27 @@ async def run_status_detailed(request: Request, run_id: str, runs: RunsDep) -> d
     doc = await service.detailed(runs.registry, runs.find(run_id))
     health = await health_report(request.app, detailed=True)
     return {**doc, "health": {"status": health["status"], "checks": health["checks"]}}
+
+
+@router.get(
+    "/runs/{run_id}/recent-candles",
+    response_model=SessionCandles,
+    responses={
+        404: {"description": "No such session on this server (NOT_FOUND), or symbol not in it (SYMBOL_NOT_IN_RUN)"}
+    },
+)
+async def session_recent_candles(
+    run_id: str,
+    sessions: SessionsDep,
+    runs: RunsDep,
+    symbol: Annotated[
+        str | None, Query(max_length=64, description="One of the session's symbols; default its first")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_RECENT_CANDLES, description="Candles at most, the latest")] = 500,
+) -> dict[str, Any]:
+    """A session's latest closed candles of one symbol, as its strategy received them: a chart's history before
+    `WS /ws/status?run_id=ID&candles=true` streams the next ones."""
+    return recent_candles(sessions.get(run_id, owner=runs.owner), symbol, limit)
 
 
 @router.post("/runs/{run_id}/stop", response_model=RunResponse)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from cracktrader.runs.config import BacktestConfig, LiveConfig
+from cracktrader.web.analysis.schemas import CandleColumns
 from cracktrader.web.runs.schemas import LiveLink, StatusResponse
 
 
@@ -101,3 +102,16 @@ RunRequest = Annotated[
     Annotated[BacktestRunRequest, Tag("backtest")] | Annotated[LiveConfig, Tag("session")],
     Discriminator(_request_kind),
 ]
+
+
+class SessionCandles(BaseModel):
+    """A session's most recent closed candles of one symbol, as its strategy received them (warm-up included)."""
+
+    run_id: str
+    symbol: str
+    symbols: list[str]
+    timeframe: str
+    status: str = Field(description="The session's status (its candles stay readable while it is held in memory)")
+    bars: int = Field(description="Candles the session holds for each symbol (warm-up included)")
+    truncated: bool = Field(description="Older candles than the returned `limit` exist")
+    candles: CandleColumns

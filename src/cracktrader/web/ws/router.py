@@ -48,6 +48,11 @@ STATUS_STREAM_TYPES = frozenset(
 OWNED_EVENTS = frozenset({events.SWEEP_PROGRESS, events.DOWNLOAD_PROGRESS, events.WALKFORWARD_PROGRESS})
 
 
+def _flag(value: str | None) -> bool:
+    """A boolean query parameter: true, 1, yes or on."""
+    return value is not None and value.strip().lower() in ("true", "1", "yes", "on")
+
+
 def owns_alert(principal: Any, event: events.Event) -> bool:
     """Whether a connection may receive an alert: auth off, admins, and the owner of the alert's run."""
     return principal is None or principal.is_admin or event.user_id == principal.user_id
@@ -117,7 +122,8 @@ async def _serve(ws: WebSocket, stream: str, sub: events.Subscription, forward: 
 @router.websocket("/ws/status")
 async def status_stream(ws: WebSocket) -> None:
     """A snapshot on connect, then status_update, trade_execution, error, alert, sweep_progress,
-    download_progress and walkforward_progress events, plus heartbeats.
+    download_progress and walkforward_progress events, plus heartbeats; with `candles=true` also each closed candle
+    of the followed sessions (`candle`).
 
     Without `run_id`: the caller's runner slot. `?run_id=ID`: one run (backtest or session); `?run_id=*`: all of
     the caller's runs on this server. Alerts of all the caller's runs come without a filter and with `*`.
@@ -130,7 +136,9 @@ async def status_stream(ws: WebSocket) -> None:
     principal = view.principal
     owner = principal.owner_filter if principal is not None else None
     slot = registry.slot(principal.user_id if principal is not None else None)
-    sub = registry.bus.subscribe(STATUS_STREAM_TYPES)
+    # Candles are asked for: a chart wants them, a monitor of every run would drown in them.
+    types = STATUS_STREAM_TYPES | {events.CANDLE} if _flag(ws.query_params.get("candles")) else STATUS_STREAM_TYPES
+    sub = registry.bus.subscribe(types)
     if follow is not None and follow != "*":
         try:
             first = registry.run_status(follow, owner=owner)
@@ -170,7 +178,7 @@ async def status_stream(ws: WebSocket) -> None:
     async def forward(event: events.Event | None) -> bool:
         if event is None:
             return await _send(ws, {"type": "heartbeat", "payload": {}, "timestamp": now_iso()})
-        if event.type not in STATUS_STREAM_TYPES or not wanted(event):
+        if event.type not in types or not wanted(event):
             return True
         return await _send(ws, event.text)
 

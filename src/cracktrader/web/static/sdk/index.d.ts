@@ -591,9 +591,28 @@ export interface LogoutResponse {
 export interface StatusEvent {
   type:
     | "snapshot" | "status_update" | "trade_execution" | "error" | "alert" | "sweep_progress" | "download_progress"
-    | "heartbeat" | string;
+    | "candle" | "heartbeat" | string;
   payload: JsonObject;
   timestamp: Timestamp | null;
+}
+
+/** The payload of a `candle` event (`streamStatus({ candles: true })`): a session's closed candle; `t` is its open time in UTC ms. */
+export interface SessionCandle {
+  run_id: string;
+  symbol: string;
+  timeframe: string;
+  t: number;
+  o: number | null;
+  h: number | null;
+  l: number | null;
+  c: number | null;
+  v: number | null;
+}
+
+/** A `/ws/status` event whose payload is a session's closed candle. */
+export interface CandleEvent extends StatusEvent {
+  type: "candle";
+  payload: SessionCandle & JsonObject;
 }
 
 /** A `download_progress` event: the caller's download job as `GET /data/downloads/{id}` shows it. */
@@ -676,6 +695,18 @@ export interface RoundTrip {
   take_profit?: number | null;
   exit_reason?: string;
   exit_order_id?: number;
+}
+
+/** `GET /runs/{id}/recent-candles`: a session's latest closed candles of one symbol, warm-up included. */
+export interface SessionCandles {
+  run_id: string;
+  symbol: string;
+  symbols: string[];
+  timeframe: string;
+  status: string;
+  bars: number;
+  truncated: boolean;
+  candles: CandleColumns;
 }
 
 export interface RunCandles {
@@ -921,6 +952,7 @@ export declare class CrackTrader {
 
   // Charts, round trips, breakdowns, candle data, downloads, logs
   runCandles(runId: string, options?: { symbol?: string; start?: TimeArg; end?: TimeArg; maxPoints?: number; maxMarkers?: number }): Promise<RunCandles>;
+  recentCandles(runId: string, options?: { symbol?: string; limit?: number }): Promise<SessionCandles>;
   roundTrips(runId: string, options?: { sort?: string; order?: "asc" | "desc"; limit?: number; offset?: number }): Promise<RoundTripList>;
   breakdowns(runId: string): Promise<Breakdowns>;
   getCandles(symbol: string, options?: { exchange?: string; timeframe?: string; start?: TimeArg; end?: TimeArg; limit?: number }): Promise<StoredCandles>;
@@ -932,7 +964,7 @@ export declare class CrackTrader {
   getLogs(options?: { level?: "DEBUG" | "INFO" | "WARNING" | "ERROR" | "CRITICAL"; runId?: string; limit?: number }): Promise<LogTail>;
 
   // Streams
-  streamStatus(options?: { runId?: string | null; heartbeats?: boolean }): Promise<EventStream>;
+  streamStatus(options?: { runId?: string | null; heartbeats?: boolean; candles?: boolean }): Promise<EventStream>;
   subscribe(channels?: Channel[], options?: { symbol?: string | null; heartbeats?: boolean }): Promise<ChannelStream>;
   streamAlerts(options?: { heartbeats?: boolean }): Promise<ChannelStream>;
   wsUrl(path: string, search?: string): string;

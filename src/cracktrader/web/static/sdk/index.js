@@ -61,6 +61,7 @@ export const OPERATIONS = Object.freeze({
   "GET /metrics": "getMetrics", // the same exposition outside /api/v1, for Prometheus
   "GET /api/v1/alerts": "listAlerts",
   "GET /api/v1/runs/{run_id}/candles": "runCandles",
+  "GET /api/v1/runs/{run_id}/recent-candles": "recentCandles",
   "GET /api/v1/runs/{run_id}/roundtrips": "roundTrips",
   "GET /api/v1/runs/{run_id}/breakdowns": "breakdowns",
   "GET /api/v1/candles": "getCandles",
@@ -674,6 +675,11 @@ export class CrackTrader {
     return this.#api("GET", `/runs/${seg(runId)}/candles${query({ symbol, start, end, maxPoints, maxMarkers })}`);
   }
 
+  /** A session's latest closed candles of one symbol (warm-up included): a live chart's history before its stream. */
+  recentCandles(runId, { symbol, limit } = {}) {
+    return this.#api("GET", `/runs/${seg(runId)}/recent-candles${query({ symbol, limit })}`);
+  }
+
   /** A run's round-trip trades, sorted by a column (`pnl`, `duration_s`, ...) and paged. */
   roundTrips(runId, { sort, order, limit, offset } = {}) {
     return this.#api("GET", `/runs/${seg(runId)}/roundtrips${query({ sort, order, limit, offset })}`);
@@ -711,10 +717,13 @@ export class CrackTrader {
 
   // Streams ------------------------------------------------------------------------------------------------
 
-  /** `/ws/status` events (a snapshot first); `runId` follows one run, `"*"` all of yours. */
-  async streamStatus({ runId = null, heartbeats = false } = {}) {
+  /**
+   * `/ws/status` events (a snapshot first); `runId` follows one run, `"*"` all of yours. With `candles`, also
+   * each closed candle of the followed sessions (`candle` events: `{run_id, symbol, timeframe, t, o, h, l, c, v}`).
+   */
+  async streamStatus({ runId = null, heartbeats = false, candles = false } = {}) {
     const stream = new EventStream(heartbeats);
-    await stream.open(this, "/ws/status", runId === null ? "" : query({ run_id: runId }));
+    await stream.open(this, "/ws/status", query({ run_id: runId, candles: candles ? "true" : null }));
     return stream;
   }
 

@@ -92,6 +92,7 @@ export const rerun = (id) => call((c) => c.rerun(id));
 export const runStatus = (id) => call((c) => c.runStatus(id));
 export const startRun = (body) => call((c) => c.startRun(body));
 export const runCandles = (id, params) => call((c) => c.runCandles(id, camel(params)));
+export const recentCandles = (id, params) => call((c) => c.recentCandles(id, camel(params)));
 export const roundTrips = (id, params) => call((c) => c.roundTrips(id, camel(params)));
 export const breakdowns = (id) => call((c) => c.breakdowns(id));
 
@@ -141,10 +142,10 @@ export const deleteCredentials = (name) => call((c) => c.deleteCredentials(name)
 
 /**
  * Follow `/ws/status` (the slot, or one run with `runId`): `onEvent({type, payload})` for every event but
- * heartbeats. Reconnects after a drop with a growing delay (a handshake counts against the rate limit).
- * Returns `close()`.
+ * heartbeats; with `candles`, a followed session's closed candles too. Reconnects after a drop with a growing
+ * delay (a handshake counts against the rate limit). Returns `close()`.
  */
-export function streamStatus(runId, onEvent, onState = () => {}) {
+export function streamStatus(runId, onEvent, onState = () => {}, { candles = false } = {}) {
   let stream = null;
   let closed = false;
   let delay = 1000;
@@ -155,7 +156,7 @@ export function streamStatus(runId, onEvent, onState = () => {}) {
   };
   const open = async () => {
     try {
-      stream = await sdk().streamStatus({ runId });
+      stream = await sdk().streamStatus({ runId, candles });
     } catch { again(); return; }
     if (closed) { stream.close(); return; }
     delay = 1000;

@@ -225,6 +225,81 @@ export async function candleChart(el, first, load, { onLoaded = () => {} } = {})
   return { chart, get doc() { return doc; }, destroy() { clearTimeout(timer); chart.remove(); } };
 }
 
+/** A fill (`trade_execution` payload, or a results trade) as a marker on the candle at or before its time. */
+function fillMarker(times, fill) {
+  const buy = fill.side === "buy";
+  return { time: times[bucketIndex(times, Math.floor(Date.parse(fill.timestamp) / 1000))],
+    position: buy ? "belowBar" : "aboveBar", shape: buy ? "arrowUp" : "arrowDown", color: buy ? "#3b82f6" : "#f59e0b",
+    text: buy ? "B" : "S" };
+}
+
+/**
+ * The live candle chart of a session: `setHistory(doc)` draws a `/runs/{id}/recent-candles` answer, `add(candle)`
+ * appends (or replaces) a streamed `candle` payload, `setFills(fills)` marks fills. `el.dataset.candles` counts
+ * the candles drawn, `last` is the last one's open time (ms) and `markers` counts the fills marked.
+ * Returns `{chart, setHistory, add, setFills, destroy()}`.
+ */
+export async function liveCandleChart(el) {
+  const lw = await import("./vendor/lightweight-charts/lightweight-charts.standalone.production.mjs");
+  el.replaceChildren();
+  const chart = lw.createChart(el, {
+    height: 340, autoSize: true,
+    layout: { background: { color: "transparent" }, textColor: "#cbd5e1", attributionLogo: true },
+    grid: { vertLines: { color: "#2a3140" }, horzLines: { color: "#2a3140" } },
+    timeScale: { timeVisible: true, secondsVisible: false },
+    rightPriceScale: { scaleMargins: { top: 0.05, bottom: 0.25 } },
+  });
+  const candles = chart.addSeries(lw.CandlestickSeries, { upColor: UP, downColor: DOWN, wickUpColor: UP,
+    wickDownColor: DOWN, borderVisible: false });
+  const volume = chart.addSeries(lw.HistogramSeries, { priceScaleId: "volume", priceFormat: { type: "volume" },
+    lastValueVisible: false, priceLineVisible: false });
+  chart.priceScale("volume").applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
+  const markers = lw.createSeriesMarkers(candles, []);
+  let times = [];
+  let fills = [];
+  const volumeBar = (time, o, c, v) => ({ time, value: v ?? 0,
+    color: c >= o ? "rgba(16,185,129,0.35)" : "rgba(239,68,68,0.35)" });
+  const mark = () => {
+    if (!times.length) { return; }
+    const shown = fills.filter((f) => Date.parse(f.timestamp) >= times[0] * 1000).map((f) => fillMarker(times, f));
+    markers.setMarkers(shown.sort((x, y) => x.time - y.time));
+    el.dataset.markers = String(shown.length);
+  };
+  const count = () => {
+    el.dataset.candles = String(times.length);
+    el.dataset.last = times.length ? String(times[times.length - 1] * 1000) : "";
+  };
+  return {
+    chart,
+    /** Draw the history (a reconnect draws it again: candles missed meanwhile are in it). */
+    setHistory(doc) {
+      const c = doc.candles;
+      // Second candles need seconds on the time axis to tell them apart.
+      chart.applyOptions({ timeScale: { secondsVisible: /^\d+s$/.test(doc.timeframe || "") } });
+      times = c.timestamp.map((ms) => Math.floor(ms / 1000));
+      candles.setData(times.map((time, i) => ({ time, open: c.open[i], high: c.high[i], low: c.low[i], close: c.close[i] })));
+      volume.setData(times.map((time, i) => volumeBar(time, c.open[i], c.close[i], c.volume[i])));
+      chart.timeScale().fitContent();
+      mark();
+      count();
+    },
+    /** A closed candle from the stream; one older than the last drawn is already in the history. */
+    add(k) {
+      const time = Math.floor(k.t / 1000);
+      const lastTime = times.length ? times[times.length - 1] : -Infinity;
+      if (time < lastTime) { return; }
+      candles.update({ time, open: k.o, high: k.h, low: k.l, close: k.c });
+      volume.update(volumeBar(time, k.o, k.c, k.v));
+      if (time > lastTime) { times.push(time); }
+      mark();
+      count();
+    },
+    /** The fills to mark (of the chart's symbol). */
+    setFills(list) { fills = list.slice(-2000); mark(); },
+    destroy() { chart.remove(); },
+  };
+}
+
 // A perceptual scale (viridis' stops): low values dark blue, high ones yellow; nothing says good or bad.
 const HEAT_STOPS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 const HEAT_EMPTY = "#2a3140";

@@ -2,6 +2,7 @@
 import * as api from "../api.js";
 import { h, say, confirmAction } from "../dom.js";
 import * as fmt from "../format.js";
+import { liveCandleChart } from "../charts.js";
 
 export async function renderSessions(view) {
   const [paper, live] = await Promise.all([api.listRuns({ mode: "paper", limit: 100 }), api.listRuns({ mode: "live", limit: 100 })]);
@@ -74,7 +75,36 @@ export async function renderSession(view, runId) {
         onclick: () => act(`Cancel order ${o.order_id}?`, () => api.cancelOrder(runId, o.order_id)) }, "Cancel"))))
       : [h("tr", {}, h("td", { colSpan: 6, className: "empty" }, "No open orders"))]));
   };
+  // The candle chart: the session's recent candles, then each candle as it closes (from the stream, no polling).
+  const chartBox = h("div", { id: "session-chart", className: "chart candles" });
+  const chartNote = h("p", { className: "help", id: "session-chart-note" });
+  let chart = null;
+  let chartSymbol = null;
+  let pending = null; // candles streamed while the history loads (null: none loading)
+  const fillsSeen = [];
+  const markFills = () => { chart?.setFills(fillsSeen.filter((t) => t.symbol === chartSymbol)); };
+  const loadHistory = async () => {
+    if (!chart) { return; }
+    pending = [];
+    let doc;
+    try { doc = await api.recentCandles(runId, { symbol: chartSymbol, limit: 1000 }); }
+    catch { doc = await api.runCandles(runId, { symbol: chartSymbol, max_points: 1000, max_markers: 0 }).catch(() => null); }
+    const streamed = pending;
+    pending = null;
+    if (!doc) { chartNote.textContent = "No candles yet"; return; }
+    chart.setHistory(doc);
+    for (const k of streamed) { chart.add(k); }
+    markFills();
+    chartNote.textContent = `${chartSymbol} · ${doc.timeframe} · updated as each candle closes`;
+  };
+  const addCandle = (k) => {
+    if (!chart || k.symbol !== chartSymbol) { return; }
+    if (pending) { pending.push(k); } else { chart.add(k); }
+  };
   const addFill = (t) => {
+    fillsSeen.push(t);
+    if (fillsSeen.length > 2000) { fillsSeen.shift(); }
+    if (t.symbol === chartSymbol) { markFills(); }
     fills.prepend(h("tr", {}, h("td", {}, fmt.time(t.timestamp)), h("td", {}, t.symbol), h("td", {}, t.side),
       h("td", { className: "num" }, fmt.number(t.size)), h("td", { className: "num" }, fmt.money(t.price)),
       h("td", { className: "num" }, fmt.money(t.pnl))));
@@ -87,6 +117,7 @@ export async function renderSession(view, runId) {
   };
   const [run, past, recent] = await Promise.all([api.getRun(runId), api.listAlerts({ run_id: runId, limit: 20 }),
     api.runResults(runId, { max_points: 2, limit: 50 }).catch(() => ({ trades: [] }))]);
+  chartSymbol = run.symbols[0];
   for (const t of recent.trades) { addFill(t); }
   for (const a of [...(past.items || past.alerts || [])].reverse()) { addAlert(a); }
   // Headers of numeric columns align with their numbers (a leading "#" marks them).
@@ -95,17 +126,30 @@ export async function renderSession(view, runId) {
   view.append(h("h1", {}, `${run.mode} session · ${run.strategy_name} · ${run.symbols.join(", ")} · ${run.timeframe}`),
     h("section", { className: "card" }, h("p", {}, "Stream ", conn, " · run ", h("code", {}, runId), " · ",
       h("a", { href: `#/runs/${runId}`, id: "session-results" }, "results so far")), condition, summary, controls, message),
+    h("section", { className: "card" }, h("h2", {}, "Candles"), run.symbols.length > 1
+      ? h("label", {}, "Symbol ", h("select", { id: "session-chart-symbol",
+        onchange: (ev) => { chartSymbol = ev.target.value; loadHistory(); } }, run.symbols.map((s) => h("option", { value: s }, s))))
+      : "", chartBox, chartNote),
     h("section", { className: "card" }, h("h2", {}, "Positions"), table(["Symbol", "#Size", "#Entry", "#Market", ""], positions, "positions")),
     h("section", { className: "card" }, h("h2", {}, "Open orders"), table(["Id", "Symbol", "Side", "#Amount", "Reason", ""], orders, "open-orders")),
     h("section", { className: "card" }, h("h2", {}, "Fills"), table(["Time", "Symbol", "Side", "#Size", "#Price", "#PnL"], fills, "fills")),
     h("section", { className: "card" }, h("h2", {}, "Alerts"), alerts));
-  // Everything after the first paint comes from the stream: its snapshot, then status, fills and alerts.
+  chart = await liveCandleChart(chartBox);
+  // Everything after the first paint comes from the stream: its snapshot, then status, candles, fills and alerts.
+  // Each snapshot (a connect or reconnect) draws the history again, so candles missed while away are there; the
+  // stream shows "live" once that history is drawn.
+  let connection = 0;
   const stop = api.streamStatus(runId, (e) => {
+    if (e.type === "snapshot") {
+      const mine = connection;
+      loadHistory().finally(() => { if (mine === connection) { conn.textContent = "live"; } });
+    }
     if (e.type === "snapshot" || e.type === "status_update") { if (e.payload.run_id === runId || !e.payload.run_id) { render(e.payload); } }
+    else if (e.type === "candle") { addCandle(e.payload); }
     else if (e.type === "trade_execution") { addFill(e.payload); }
     else if (e.type === "alert") { addAlert(e.payload); }
-  }, (state) => { conn.textContent = state; });
+  }, (state) => { connection += 1; conn.textContent = state === "live" ? "loading" : state; }, { candles: true });
   const first = await api.runStatus(runId).catch(() => ({ ...run }));
   if (!last) { render(first); }
-  return stop;
+  return () => { stop(); chart?.destroy(); };
 }
