@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,25 @@ def load_average() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run_sweep(http: httpx.Client, grid: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
-    """POST a sweep and read it once every SWEEP_POLL_S until it ended; its document and when it was seen how."""
+def thread_niceness(parent: int) -> dict[int, list[int]]:
+    """The nice value of every thread of each child process of `parent` (Linux keeps one per thread)."""
+    out: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            tasks = (entry / "task").iterdir()
+            out[int(entry.name)] = sorted(int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def run_sweep(
+    http: httpx.Client, grid: dict[str, Any], timeout: float = 1800, during: Callable[[], object] | None = None
+) -> dict[str, Any]:
+    """POST a sweep and read it once every SWEEP_POLL_S until it ended (calling `during` while it runs); its
+    document and when it was seen how."""
     posted = time.monotonic()
     r = http.post("/api/v1/sweeps", json={**SWEEP, "grid": grid})
     r.raise_for_status()
@@ -59,6 +77,8 @@ def run_sweep(http: httpx.Client, grid: dict[str, Any], timeout: float = 1800) -
         doc = http.get(f"/api/v1/sweeps/{sweep_id}").json()
         if doc["status"] == "running":
             running.append(time.monotonic())
+            if during is not None:
+                during()
         if doc["status"] not in ACTIVE:
             break
         time.sleep(SWEEP_POLL_S)
@@ -72,7 +92,8 @@ def run_sweep(http: httpx.Client, grid: dict[str, Any], timeout: float = 1800) -
 
 def measure(base: str, grid: dict[str, str], baseline_s: float, profile_dir: Path | None) -> dict[str, Any]:
     f: dict[str, Any] = {"load_start": load_average()}
-    prof = Profiler(server_pid(), profile_dir)
+    pid = server_pid()
+    prof = Profiler(pid, profile_dir)
     with httpx.Client(base_url=base, timeout=60) as http:
         # Warm: the 1M bars into the server's store, its worker process started with the kernels loaded.
         warm = run_sweep(http, WARM_GRID)
@@ -81,7 +102,7 @@ def measure(base: str, grid: dict[str, str], baseline_s: float, profile_dir: Pat
             time.sleep(baseline_s)
         f["load_baseline"] = load_average()
         with status_poller(base) as samples, prof.block("sweep"):
-            run = run_sweep(http, grid)
+            run = run_sweep(http, grid, during=lambda: f.setdefault("niceness", thread_niceness(pid)))
         f["load_end"] = load_average()
     doc = run["doc"]
     f["baseline"] = latency_stats(idle)
@@ -146,6 +167,8 @@ def main() -> int:
     print(f"  - warm-up sweep (the 1M bars into the store, the worker started): {figures['warm']}")
     print(f"  - slowest /status during the sweep (s after the POST, ms): {figures['slowest']}")
     print(f"  - slowest /status of the baseline (s after its start, ms): {figures['slowest_baseline']}")
+    print(f"  - nice values of the server's child processes' threads during the sweep (pid: threads): "
+          f"{figures.get('niceness')}; the server runs at {os.getpriority(os.PRIO_PROCESS, 0)}")  # fmt: skip
     print(
         f"  - load average at start {figures['load_start']}, after the baseline {figures['load_baseline']}, after the "
         f"sweep {figures['load_end']}; one `cracktrader serve` (its sweep in a worker process at lower priority), "
