@@ -160,6 +160,7 @@ def main() -> int:
     parser.add_argument("--grid-fast", default="5:54:1", help="start:end:step of SmaCross fast (default 5:54:1)")
     parser.add_argument("--grid-slow", default="60:355:5", help="start:end:step of SmaCross slow (default 60:355:5)")
     parser.add_argument("--baseline-seconds", type=float, default=15.0)
+    parser.add_argument("--niceness", type=int, help="the server's CRACKTRADER_BACKTEST_NICENESS (default: its own)")
     parser.add_argument("--py-spy", type=Path, metavar="DIR", help="also profile the server during the sweep")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     args = parser.parse_args()
@@ -167,6 +168,8 @@ def main() -> int:
     print(f"machine: {machine_info()}", flush=True)
     data_dir = tempfile.mkdtemp(prefix="ct-bench-sweep-status-")
     env = {"CRACKTRADER_DATA_DIR": data_dir, "CRACKTRADER_SWEEP_CACHE_DIR": str(Path(data_dir) / "sweep-cache")}
+    if args.niceness is not None:
+        env["CRACKTRADER_BACKTEST_NICENESS"] = str(args.niceness)
     try:
         with serve("", env=env, cli=True) as base:
             figures = measure(base, grid, args.baseline_seconds, args.py_spy)
