@@ -154,7 +154,7 @@ def latency_stats(samples: list[Sample], start: float = 0.0, end: float = float(
 
 
 def server_pid() -> int:
-    """The pid of the uvicorn subprocess `serve` started (our only child running uvicorn)."""
+    """The pid of the server subprocess `serve` started (our only child running uvicorn or `cracktrader serve`)."""
     me = str(os.getpid())
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -164,7 +164,7 @@ def server_pid() -> int:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if stat.rsplit(")", 1)[1].split()[1] == me and b"uvicorn" in cmdline:
+        if stat.rsplit(")", 1)[1].split()[1] == me and (b"uvicorn" in cmdline or b"cracktrader\0serve" in cmdline):
             return int(entry.name)
     raise RuntimeError("uvicorn subprocess not found")
 

@@ -53,22 +53,28 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(target: str, *, factory: bool = False, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run uvicorn (one worker) on a free loopback port in a subprocess; yields the base URL."""
+def serve(target: str, *, factory: bool = False, env: dict[str, str] | None = None, cli: bool = False) -> Iterator[str]:
+    """Run uvicorn (one worker) on a free loopback port in a subprocess; yields the base URL.
+
+    `cli`: start the app as a user does, `cracktrader serve` (its uvicorn settings; `target` is ignored).
+    """
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        target,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ] + (["--factory"] if factory else [])
+    if cli:
+        cmd = [sys.executable, "-m", "cracktrader", "serve", "--port", str(port), "--log-level", "warning"]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            target,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ] + (["--factory"] if factory else [])
     proc = subprocess.Popen(cmd, cwd=ROOT / "benchmarks", env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     try:

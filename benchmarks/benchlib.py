@@ -198,13 +198,18 @@ def format_table(rows: Sequence[Row]) -> str:
         ]
         for r in rows
     ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(HEADERS)]
+    return format_columns(HEADERS, cells)
+
+
+def format_columns(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    """A plain-text (markdown) table of `cells` under `headers`, columns padded to their widest cell."""
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
         return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
 
     sep = "|-" + "-|-".join("-" * w for w in widths) + "-|"
-    return "\n".join([line(HEADERS), sep, *(line(c) for c in cells)])
+    return "\n".join([line(headers), sep, *(line(c) for c in cells)])
 
 
 def print_section(title: str, section: Section) -> None:

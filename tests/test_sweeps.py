@@ -18,10 +18,13 @@ from cracktrader.cli import app
 from cracktrader.engine.metrics import METRIC_KEYS
 from cracktrader.runs.backtest import prepare_backtest, run_prepared
 from cracktrader.runs.config import BacktestConfig
+from cracktrader.settings import get_settings
 from cracktrader.strategies.registry import get_strategy
 from cracktrader.sweeps import InvalidGridError, SweepResult, parse_grid_option, parse_range, sweep
 from cracktrader.sweeps.grid import expand
+from cracktrader.sweeps.job import SweepJob, run_sweep_job
 from cracktrader.sweeps.plans import CrossPlan, EnginePlan, SignalPlan, SweepInputs, make_plan
+from cracktrader.sweeps.request import SweepRequest
 from cracktrader.sweeps.sweep import run_plan
 
 runner = CliRunner()
@@ -298,3 +301,30 @@ def test_an_event_sweep_forks_workers_only_in_a_single_threaded_process() -> Non
         stop.set()
         other.join()
     assert sweep_module._may_fork() is alone
+
+
+def test_a_server_sweep_job_hands_back_its_rows_best_first_with_json_safe_metrics() -> None:
+    # Ranked in the worker process, so the server stores them in this order without sorting on its event loop.
+    grid = {"fast": [2, 5, 10], "slow": [20, 60, 90]}
+    metrics = ["total_return", "sharpe_ratio", "total_trades"]
+    request = SweepRequest(
+        strategy_name="SmaCross",
+        symbols=["BTC/USDT"],
+        timeframe="1h",
+        start_date="2023-01-01T00:00:00Z",
+        end_date="2023-01-05T00:00:00Z",
+        exchange="synthetic",
+        grid=grid,
+        metrics=metrics,
+        sort="sharpe_ratio",
+    )
+    outcome = run_sweep_job(SweepJob("sweep-1", request, get_settings()), slot=0)
+    in_grid_order = sweep("SmaCross", grid, "BTC/USDT", "1h", "2023-01-01", "2023-01-05", "synthetic", metrics=metrics)
+    assert outcome.status == "completed"
+    # Slow windows longer than the 96 bars never trade: no Sharpe ratio, ranked last (in grid order).
+    assert [r.index for r in outcome.rows] == [0, 3, 6, 1, 2, 4, 5, 7, 8]
+    assert [r.metrics["sharpe_ratio"] for r in outcome.rows[3:]] == [None] * 6
+    by_index = {r.index: r for r in in_grid_order.rows}
+    assert all(r.params == by_index[r.index].params and r.metrics == by_index[r.index].metrics for r in outcome.rows)
+    values = [v for r in outcome.rows for v in r.metrics.values()]
+    assert all(v is None or math.isfinite(v) for v in values)

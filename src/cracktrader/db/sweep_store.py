@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -11,13 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cracktrader.db.models import ServerRecord, SweepRecord, SweepRowRecord
 from cracktrader.sweeps.request import SweepDocument, SweepProgress, SweepRowOut
 
+if TYPE_CHECKING:
+    from cracktrader.sweeps.plans import SweepRow
+
 __all__ = ["SweepStore"]
 
 _SWEEPS = cast(Table, SweepRecord.__table__)
 _ROWS = cast(Table, SweepRowRecord.__table__)
 _SERVERS = cast(Table, ServerRecord.__table__)
-# Rows per INSERT statement (PostgreSQL allows 65,535 bind parameters per statement).
-INSERT_BATCH = 2_000
+# Rows per INSERT statement (PostgreSQL allows 65,535 bind parameters per statement). Small enough that binding
+# one batch (its JSON encoded on the event loop) holds the server's loop for a few milliseconds only.
+INSERT_BATCH = 500
 INTERRUPTED = "The server stopped while this sweep ran; start it again"
 
 
@@ -55,24 +60,20 @@ class SweepStore:
                 update(_SWEEPS).where(_SWEEPS.c.id == sweep_id).values(status="running", started_at=started_at)
             )
 
-    async def finish(self, doc: SweepDocument, rows: list[SweepRowOut]) -> None:
-        """Write the ended sweep's counts and its rows (ranked by its sort) in one transaction."""
+    async def finish(self, doc: SweepDocument, rows: Sequence[SweepRow]) -> None:
+        """Write the ended sweep's counts and its rows, given best first by its sort (rank 1 first), in one
+        transaction."""
         async with self.engine.begin() as conn:
             for i in range(0, len(rows), INSERT_BATCH):
                 batch = rows[i : i + INSERT_BATCH]
                 await conn.execute(
                     insert(_ROWS),
                     [
-                        {
-                            "sweep_id": doc.sweep_id,
-                            "idx": r.index,
-                            "rank": r.rank,
-                            "params": r.params,
-                            "metrics": r.metrics,
-                        }
-                        for r in batch
+                        {"sweep_id": doc.sweep_id, "idx": r.index, "rank": i + n + 1, "params": r.params,
+                         "metrics": r.metrics}
+                        for n, r in enumerate(batch)
                     ],
-                )
+                )  # fmt: skip
             await conn.execute(
                 update(_SWEEPS)
                 .where(_SWEEPS.c.id == doc.sweep_id)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from cracktrader.sweeps.request import (
     SweepResultsPage,
     SweepRowOut,
 )
-from cracktrader.sweeps.sweep import check_metrics, rank_key
+from cracktrader.sweeps.sweep import best_first, check_metrics
 
 if TYPE_CHECKING:
     from cracktrader.db.sweep_store import SweepStore
@@ -96,21 +95,11 @@ def check_request(request: SweepRequest, settings: Settings) -> CheckedSweep:
     return CheckedSweep(expanded.total, expanded.skipped)
 
 
-def finite(metrics: dict[str, Any]) -> dict[str, float | int | None]:
-    """Metrics as JSON carries them: a value that is not a finite number is null."""
-    out: dict[str, float | int | None] = {}
-    for key, value in metrics.items():
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        out[key] = value if ok else None
-    return out
-
-
 def ranked(rows: list[SweepRow], sort: str, offset: int = 0) -> list[SweepRowOut]:
     """Rows best first by `sort` (ties in grid order), ranked from `offset + 1`."""
-    ordered = sorted(rows, key=rank_key(sort))
     return [
-        SweepRowOut(rank=offset + i + 1, index=r.index, params=r.params, metrics=finite(dict(r.metrics)))
-        for i, r in enumerate(ordered)
+        SweepRowOut(rank=offset + i + 1, index=r.index, params=r.params, metrics=r.metrics)
+        for i, r in enumerate(best_first(rows, sort))
     ]
 
 
@@ -326,13 +315,13 @@ class SweepRegistry:
     async def _finish(self, live: LiveSweep, outcome: Any) -> None:
         """Rank and save the rows, then announce the end: a client that sees it ended can read the rows."""
         doc = live.doc.model_copy(deep=True)  # applied once saved: until then the sweep reads as running
-        rows: list[SweepRowOut] = []
+        rows: list[SweepRow] = []
         if isinstance(outcome, SweepOutcome):
             doc.status = outcome.status  # type: ignore[assignment]
             doc.error, doc.error_code = outcome.error, outcome.error_code
             if outcome.status != "failed":
                 doc.evaluated = outcome.evaluated
-                rows = ranked(outcome.rows, doc.sort)
+                rows = outcome.rows  # best first: the worker ranked them, not this event loop
         else:  # a JobOutcome: stopped while it waited, or its worker died
             assert isinstance(outcome, JobOutcome)
             doc.status = "cancelled" if outcome.status == "stopped" else "failed"

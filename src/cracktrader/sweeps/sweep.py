@@ -114,6 +114,20 @@ def rank_key(metric: str) -> Callable[[SweepRow], tuple[bool, float, int]]:
     return key
 
 
+def finite(metrics: Mapping[str, Any]) -> dict[str, float | int | None]:
+    """Metrics as JSON carries them: a value that is not a finite number is null."""
+    out: dict[str, float | int | None] = {}
+    for key, value in metrics.items():
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        out[key] = value if ok else None
+    return out
+
+
+def best_first(rows: Sequence[SweepRow], sort: str) -> list[SweepRow]:
+    """Rows in rank order by `sort` (ties in grid order) with their metrics as JSON carries them."""
+    return [SweepRow(r.index, r.params, finite(r.metrics)) for r in sorted(rows, key=rank_key(sort))]
+
+
 class _TopK:
     """The k best rows seen so far; memory stays within 2k rows whatever the grid's size."""
 
