@@ -52,6 +52,12 @@ SweepProgress = Callable[[int, int], None]
 # Chunks per worker over the whole sweep: enough to balance the threads and report progress often.
 CHUNKS_PER_WORKER = 8
 MAX_CHUNK = 64
+# A spawned worker's start on this 2-core machine: importing cracktrader (2-2.6 s: numba, talib and the pandas it
+# imports) and loading the compiled kernels from numba's cache on its first backtest (about 0.7 s).
+SPAWN_START_SECONDS = 3.0
+# The engine's time per bar and combination with its cheapest strategy (SmaCrossEvents, measured 1.5-2.3 us); a
+# strategy doing more per bar only makes spawned workers pay off sooner.
+ENGINE_SECONDS_PER_BAR = 1.5e-6
 
 
 class SweepExecutorError(UserInputError):
@@ -223,18 +229,24 @@ def _spawn_strategy(cls: type[Strategy]) -> type[Strategy] | StrategyCode | None
     return cls
 
 
-def _pool(plan: Plan, workers: int) -> Executor:
+def _spawn_pays(plan: EnginePlan, workers: int, combos: int) -> bool:
+    """Whether spawned workers save more than their start costs (threads save nothing: the engine holds the GIL)."""
+    serial = plan.inputs.data.n_bars * combos * ENGINE_SECONDS_PER_BAR
+    return serial * (1 - 1 / workers) > SPAWN_START_SECONDS
+
+
+def _pool(plan: Plan, workers: int, combos: int) -> Executor:
     """Threads over the compiled kernels (they release the GIL); processes for the Python engine, which holds it.
 
-    Forked processes when forking is safe (they inherit the candles and the strategy class); spawned ones otherwise,
-    each receiving the candles once, pickled once here (49 MB for 1 M bars: 25 ms to pickle, 3 ms to load, cheaper
-    than copying them into shared memory).
+    Forked processes when forking is safe (they inherit the candles and the strategy class); spawned ones otherwise
+    when the sweep is long enough to repay their start, each receiving the candles once, pickled once here (49 MB
+    for 1 M bars: 25 ms to pickle, 3 ms to load; copying them into shared memory took 72 ms).
     """
     if isinstance(plan, EnginePlan) and workers > 1:
         if _may_fork():
             ctx = multiprocessing.get_context("fork")
             return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,))
-        strategy = _spawn_strategy(plan.inputs.strategy_cls)
+        strategy = _spawn_strategy(plan.inputs.strategy_cls) if _spawn_pays(plan, workers, combos) else None
         if strategy is not None:
             inputs = plan.inputs
             spec = _SpawnSpec(strategy, inputs.data, inputs.sim, inputs.metrics)
@@ -282,7 +294,7 @@ def run_plan(
     # No more workers than chunks: a spawned worker costs about a second to start and a copy of the candles.
     workers = min(workers, math.ceil(total / size))
     in_process = workers <= 1
-    pool = None if in_process else _pool(plan, workers)
+    pool = None if in_process else _pool(plan, workers, total)
     is_process = isinstance(pool, ProcessPoolExecutor)
 
     def collect(chunk_rows: list[SweepRow]) -> None:
