@@ -105,7 +105,10 @@ def pid_strategy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _spawned(pool: Executor) -> bool:
-    return isinstance(pool, ProcessPoolExecutor) and pool._mp_context.get_start_method() == "spawn"  # type: ignore[attr-defined]
+    """A pool of processes that copied no thread of this one: the fork server's (spawn where there is none)."""
+    method = sweep_module._clean_context().get_start_method()
+    assert method in ("forkserver", "spawn")
+    return isinstance(pool, ProcessPoolExecutor) and pool._mp_context.get_start_method() == method  # type: ignore[attr-defined]
 
 
 def _bits(result: SweepResult) -> bytes:
@@ -195,3 +198,19 @@ def test_spawning_is_chosen_only_when_the_sweep_repays_the_workers_start(other_t
     kernels = sweep_module._pool(vectorized, 2, 10**9)
     assert isinstance(kernels, ThreadPoolExecutor)  # the compiled kernels release the GIL
     kernels.shutdown()
+
+
+def test_without_a_fork_server_the_workers_are_spawned_with_identical_rows(
+    other_thread: None, pools: list[Executor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sweep_module.multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # as on Windows
+    serial = sweep("SmaCrossEvents", GRID, metrics=ALL, workers=1, cache=False, **RANGE)
+    spawned = sweep("SmaCrossEvents", GRID, metrics=ALL, workers=2, cache=False, **RANGE)
+    assert isinstance(pools[0], ProcessPoolExecutor)
+    assert pools[0]._mp_context.get_start_method() == "spawn"  # type: ignore[attr-defined]
+    assert spawned.rows == serial.rows and _bits(spawned) == _bits(serial)
+
+
+def test_the_fork_servers_warm_up_runs_a_backtest() -> None:
+    warm = importlib.import_module("cracktrader.sweeps.warm")  # what the fork server imports before any worker forks
+    warm.warm_engine(50)

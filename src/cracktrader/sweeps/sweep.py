@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +53,9 @@ SweepProgress = Callable[[int, int], None]
 # Chunks per worker over the whole sweep: enough to balance the threads and report progress often.
 CHUNKS_PER_WORKER = 8
 MAX_CHUNK = 64
-# A spawned worker's start on this 2-core machine: importing cracktrader (2-2.6 s: numba, talib and the pandas it
-# imports) and loading the compiled kernels from numba's cache on its first backtest (about 0.7 s).
+# A worker's start in a fresh interpreter on this 2-core machine: importing cracktrader (2-2.6 s: numba, talib and the
+# pandas it imports) and loading the compiled kernels from numba's cache (about 0.7 s). The fork server pays it once
+# per process, but the first sweep waits for it.
 SPAWN_START_SECONDS = 3.0
 # The engine's time per bar and combination with its cheapest strategy (SmaCrossEvents, measured 1.5-2.3 us); a
 # strategy doing more per bar only makes spawned workers pay off sooner.
@@ -229,6 +231,20 @@ def _spawn_strategy(cls: type[Strategy]) -> type[Strategy] | StrategyCode | None
     return cls
 
 
+def _clean_context() -> BaseContext:
+    """A start method that copies no thread of this process: forkserver, else spawn.
+
+    The fork server is a fresh single-threaded process, started once per process, that has imported the engine and
+    warmed its compiled kernels (`sweeps.warm`): its forked workers start at once rather than each paying 3-4 s.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # Python's default preload (the main module) and ours; it applies when the server starts, on its first use.
+    ctx.set_forkserver_preload(["__main__", "cracktrader.sweeps.warm"])
+    return ctx
+
+
 def _spawn_pays(plan: EnginePlan, workers: int, combos: int) -> bool:
     """Whether spawned workers save more than their start costs (threads save nothing: the engine holds the GIL)."""
     serial = plan.inputs.data.n_bars * combos * ENGINE_SECONDS_PER_BAR
@@ -238,9 +254,10 @@ def _spawn_pays(plan: EnginePlan, workers: int, combos: int) -> bool:
 def _pool(plan: Plan, workers: int, combos: int) -> Executor:
     """Threads over the compiled kernels (they release the GIL); processes for the Python engine, which holds it.
 
-    Forked processes when forking is safe (they inherit the candles and the strategy class); spawned ones otherwise
-    when the sweep is long enough to repay their start, each receiving the candles once, pickled once here (49 MB
-    for 1 M bars: 25 ms to pickle, 3 ms to load; copying them into shared memory took 72 ms).
+    Forked processes when forking is safe (they inherit the candles and the strategy class); otherwise, when the
+    sweep is long enough to repay their start, processes of the fork server (or spawned), each receiving the candles
+    once, pickled once here (49 MB for 1 M bars: 25 ms to pickle, 3 ms to load; copying them into shared memory
+    took 72 ms).
     """
     if isinstance(plan, EnginePlan) and workers > 1:
         if _may_fork():
@@ -251,8 +268,8 @@ def _pool(plan: Plan, workers: int, combos: int) -> Executor:
             inputs = plan.inputs
             spec = _SpawnSpec(strategy, inputs.data, inputs.sim, inputs.metrics)
             payload = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
-            spawn = multiprocessing.get_context("spawn")
-            return ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_spawned, initargs=(payload,))
+            clean = _clean_context()
+            return ProcessPoolExecutor(workers, mp_context=clean, initializer=_init_spawned, initargs=(payload,))
     return ThreadPoolExecutor(workers, thread_name_prefix="cracktrader-sweep")
 
 
