@@ -2,13 +2,15 @@
 
 8 combinations of SmaCrossEvents on 200,000 one-minute synthetic bars, 2 workers. A helper thread stays alive
 during the timed runs, as in Jupyter or a server, so forking is not safe; fork (timed before that thread starts)
-and one process are the references. Interleaved repeats, medians reported; every run's rows must be equal.
+and one process are the references. Interleaved repeats, medians reported; every run's rows must be equal. The
+first forkserver run includes starting the fork server (once per process); spawn starts fresh workers every run.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import multiprocessing
 import statistics
 import threading
 import time
@@ -44,14 +46,25 @@ def _threads(workers: int) -> tuple[float, list[Any]]:
         sweep_module._spawn_strategy = real
 
 
-def _spawn(workers: int) -> tuple[float, list[Any]]:
-    """Spawned processes even where the sweep's estimated work would not repay their start."""
-    real = sweep_module.SPAWN_START_SECONDS
+def _processes(workers: int, methods: list[str] | None = None) -> tuple[float, list[Any]]:
+    """Clean processes even where the sweep's estimated work would not repay their start; `methods` as if they were
+    the only start methods (["spawn"]: no fork server, as on Windows)."""
+    real_start, real_methods = sweep_module.SPAWN_START_SECONDS, multiprocessing.get_all_start_methods
     sweep_module.SPAWN_START_SECONDS = 0.0
+    if methods is not None:
+        multiprocessing.get_all_start_methods = lambda: methods  # type: ignore[assignment]
     try:
         return _timed(workers)
     finally:
-        sweep_module.SPAWN_START_SECONDS = real
+        sweep_module.SPAWN_START_SECONDS, multiprocessing.get_all_start_methods = real_start, real_methods
+
+
+def _forkserver(workers: int) -> tuple[float, list[Any]]:
+    return _processes(workers)
+
+
+def _spawn(workers: int) -> tuple[float, list[Any]]:
+    return _processes(workers, ["spawn"])
 
 
 def main() -> None:
@@ -61,7 +74,7 @@ def main() -> None:
     parser.add_argument("--end", default=RANGE["end"], help="last day of the one-minute bars from 2023-01-01")
     args = parser.parse_args()
     RANGE["end"] = args.end
-    times: dict[str, list[float]] = {"one process": [], "fork": [], "threads": [], "spawn": []}
+    times: dict[str, list[float]] = {"one process": [], "fork": [], "threads": [], "forkserver": [], "spawn": []}
     _, reference = _timed(1)  # warm-up: data and compiled kernels
     for _ in range(args.repeat):
         for name in ("one process", "fork"):
@@ -73,7 +86,7 @@ def main() -> None:
         other = threading.Thread(target=stop.wait, name="bench-other-thread")
         other.start()
         try:
-            for name, run in (("threads", _threads), ("spawn", _spawn)):
+            for name, run in (("threads", _threads), ("forkserver", _forkserver), ("spawn", _spawn)):
                 seconds, rows = run(args.workers)
                 assert rows == reference, name
                 times[name].append(seconds)
