@@ -50,13 +50,15 @@ def _processes(workers: int, methods: list[str] | None = None) -> tuple[float, l
     """Clean processes even where the sweep's estimated work would not repay their start; `methods` as if they were
     the only start methods (["spawn"]: no fork server, as on Windows)."""
     real_start, real_methods = sweep_module.SPAWN_START_SECONDS, multiprocessing.get_all_start_methods
-    sweep_module.SPAWN_START_SECONDS = 0.0
+    real_warm = sweep_module.WARM_START_SECONDS
+    sweep_module.SPAWN_START_SECONDS = sweep_module.WARM_START_SECONDS = 0.0
     if methods is not None:
         multiprocessing.get_all_start_methods = lambda: methods  # type: ignore[assignment]
     try:
         return _timed(workers)
     finally:
         sweep_module.SPAWN_START_SECONDS, multiprocessing.get_all_start_methods = real_start, real_methods
+        sweep_module.WARM_START_SECONDS = real_warm
 
 
 def _forkserver(workers: int) -> tuple[float, list[Any]]:

@@ -91,6 +91,7 @@ def pools(monkeypatch: pytest.MonkeyPatch) -> list[Executor]:
 
     monkeypatch.setattr(sweep_module, "_pool", spy)
     monkeypatch.setattr(sweep_module, "SPAWN_START_SECONDS", 0.0)
+    monkeypatch.setattr(sweep_module, "WARM_START_SECONDS", 0.0)
     return made
 
 
@@ -184,7 +185,9 @@ def test_a_worker_process_that_dies_fails_the_sweep_with_a_clear_error(
     assert _spawned(pools[0])
 
 
-def test_spawning_is_chosen_only_when_the_sweep_repays_the_workers_start(other_thread: None) -> None:
+def test_spawning_is_chosen_only_when_the_sweep_repays_the_workers_start(
+    other_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plan, _ = _plan_for("SmaCrossEvents", {"fast": [5], "slow": [20]})
     assert isinstance(plan, EnginePlan)
     short = sweep_module._pool(plan, 2, 4)  # 4 combinations of 2,000 bars: far less than a worker's start
@@ -198,6 +201,15 @@ def test_spawning_is_chosen_only_when_the_sweep_repays_the_workers_start(other_t
     kernels = sweep_module._pool(vectorized, 2, 10**9)
     assert isinstance(kernels, ThreadPoolExecutor)  # the compiled kernels release the GIL
     kernels.shutdown()
+    # 1,000 combinations of 2,000 bars: worth it once the fork server runs warm, not when a first one must start.
+    monkeypatch.setattr(sweep_module, "_server_started", False)
+    cold = sweep_module._pool(plan, 2, 1_000)
+    assert isinstance(cold, ThreadPoolExecutor)
+    cold.shutdown()
+    monkeypatch.setattr(sweep_module, "_server_started", True)
+    warm = sweep_module._pool(plan, 2, 1_000)
+    assert _spawned(warm)
+    warm.shutdown()
 
 
 def test_without_a_fork_server_the_workers_are_spawned_with_identical_rows(

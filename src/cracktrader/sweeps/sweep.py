@@ -55,11 +55,12 @@ CHUNKS_PER_WORKER = 8
 MAX_CHUNK = 64
 # A worker's start in a fresh interpreter on this 2-core machine: importing cracktrader (2-2.6 s: numba, talib and the
 # pandas it imports) and loading the compiled kernels from numba's cache (about 0.7 s). The fork server pays it once
-# per process, but the first sweep waits for it.
+# per process; then its two workers started warm with 1 M bars' candles in about 0.1 s.
 SPAWN_START_SECONDS = 3.0
-# The engine's time per bar and combination with its cheapest strategy (SmaCrossEvents, measured 1.5-2.3 us); a
-# strategy doing more per bar only makes spawned workers pay off sooner.
-ENGINE_SECONDS_PER_BAR = 1.5e-6
+WARM_START_SECONDS = 0.2
+# The engine's time per bar and combination with its cheapest strategy (SmaCrossEvents, measured 0.8-2.3 us on
+# this busy machine); a strategy doing more per bar only makes worker processes pay off sooner.
+ENGINE_SECONDS_PER_BAR = 1e-6
 
 
 class SweepExecutorError(UserInputError):
@@ -231,6 +232,10 @@ def _spawn_strategy(cls: type[Strategy]) -> type[Strategy] | StrategyCode | None
     return cls
 
 
+# Whether a sweep of this process has started the fork server (with the engine warm in it).
+_server_started = False
+
+
 def _clean_context() -> BaseContext:
     """A start method that copies no thread of this process: forkserver, else spawn.
 
@@ -246,9 +251,10 @@ def _clean_context() -> BaseContext:
 
 
 def _spawn_pays(plan: EnginePlan, workers: int, combos: int) -> bool:
-    """Whether spawned workers save more than their start costs (threads save nothing: the engine holds the GIL)."""
+    """Whether worker processes save more than their start costs (threads save little: the engine holds the GIL)."""
     serial = plan.inputs.data.n_bars * combos * ENGINE_SECONDS_PER_BAR
-    return serial * (1 - 1 / workers) > SPAWN_START_SECONDS
+    start = WARM_START_SECONDS if _server_started else SPAWN_START_SECONDS
+    return serial * (1 - 1 / workers) > start
 
 
 def _pool(plan: Plan, workers: int, combos: int) -> Executor:
@@ -259,6 +265,7 @@ def _pool(plan: Plan, workers: int, combos: int) -> Executor:
     once, pickled once here (49 MB for 1 M bars: 25 ms to pickle, 3 ms to load; copying them into shared memory
     took 72 ms).
     """
+    global _server_started
     if isinstance(plan, EnginePlan) and workers > 1:
         if _may_fork():
             ctx = multiprocessing.get_context("fork")
@@ -269,6 +276,7 @@ def _pool(plan: Plan, workers: int, combos: int) -> Executor:
             spec = _SpawnSpec(strategy, inputs.data, inputs.sim, inputs.metrics)
             payload = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
             clean = _clean_context()
+            _server_started = clean.get_start_method() == "forkserver"
             return ProcessPoolExecutor(workers, mp_context=clean, initializer=_init_spawned, initargs=(payload,))
     return ThreadPoolExecutor(workers, thread_name_prefix="cracktrader-sweep")
 
