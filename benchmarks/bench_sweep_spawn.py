@@ -98,7 +98,8 @@ def main() -> None:
     bars = (date.fromisoformat(args.end) - date(2023, 1, 1)).days * 1440 + 1440
     print(f"SmaCrossEvents, {len(reference)} combinations, {bars:,} one-minute bars, {args.workers} workers")
     for name, values in times.items():
-        print(f"{name:>12}: median {statistics.median(values):6.2f} s  (runs: {', '.join(f'{v:.2f}' for v in values)})")
+        runs = ", ".join(f"{v:.2f}" for v in values)
+        print(f"{name:>12}: median {statistics.median(values):6.2f} s, best {min(values):6.2f} s  (runs: {runs})")
 
 
 if __name__ == "__main__":
