@@ -209,7 +209,8 @@ def _may_fork() -> bool:
 
     A fork copies the locks and pipes other threads hold (a server's worker pool, its queue feeders) in whatever
     state they are in; in a test process that hosted a server, later backtests then waited in its queue forever.
-    The CLI and a plain script are single-threaded; elsewhere (Jupyter, an app with threads) the sweep spawns.
+    The CLI and a plain script are single-threaded; elsewhere (Jupyter, an app with threads) the fork server's
+    processes (`_clean_context`) run the sweep.
     """
     return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
@@ -316,7 +317,7 @@ def run_plan(
     cancelled = False
     if progress is not None:
         progress(0, total)
-    # No more workers than chunks: a spawned worker costs about a second to start and a copy of the candles.
+    # No more workers than chunks: a worker process costs its start and a copy of the candles.
     workers = min(workers, math.ceil(total / size))
     in_process = workers <= 1
     pool = None if in_process else _pool(plan, workers, total)
