@@ -25,6 +25,8 @@ from cracktrader.strategies.tracebacks import SourceLocation, error_text, locate
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "cracktrader.strategies"
+# The package of the modules `import_strategy_file` makes: no fresh interpreter can import them by name.
+USER_MODULE_PREFIX = "cracktrader_user_strategies."
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +142,7 @@ def _load_folder(reg: StrategyRegistry, folder: Path) -> None:
 def import_strategy_file(path: Path) -> ModuleType:
     """Import a strategy file as its own module (named after its resolved path, so two folders never clash)."""
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
-    name = f"cracktrader_user_strategies.{path.stem}_{digest}"
+    name = f"{USER_MODULE_PREFIX}{path.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")

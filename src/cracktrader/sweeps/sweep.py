@@ -5,23 +5,29 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import pickle
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cracktrader.data.sources.base import CandleSource
+from cracktrader.engine.broker import SimSettings
+from cracktrader.engine.market import MarketData
 from cracktrader.engine.metrics import METRIC_KEYS
 from cracktrader.engine.strategy import Strategy, StrategyParams
-from cracktrader.errors import UserInputError
+from cracktrader.errors import CracktraderError, UserInputError
 from cracktrader.runs.backtest import prepare_backtest
 from cracktrader.runs.config import BacktestConfig
 from cracktrader.settings import Settings, get_settings
-from cracktrader.strategies.registry import load_registry
+from cracktrader.strategies.registry import USER_MODULE_PREFIX, load_registry
 from cracktrader.sweeps.cache import ChunkCache, sweep_key
-from cracktrader.sweeps.code import strategy_code
+from cracktrader.sweeps.code import StrategyCode, load_strategy, strategy_code
 from cracktrader.sweeps.executors import dask_client, is_dask_executor, run_on_dask
 from cracktrader.sweeps.grid import Combination, Skipped, expand
 from cracktrader.sweeps.plans import EnginePlan, Plan, SweepInputs, SweepRow, make_plan
@@ -47,6 +53,14 @@ SweepProgress = Callable[[int, int], None]
 # Chunks per worker over the whole sweep: enough to balance the threads and report progress often.
 CHUNKS_PER_WORKER = 8
 MAX_CHUNK = 64
+# A worker's start in a fresh interpreter on this 2-core machine: importing cracktrader (2-2.6 s: numba, talib and the
+# pandas it imports) and loading the compiled kernels from numba's cache (about 0.7 s). The fork server pays it once
+# per process; then its two workers started warm with 1 M bars' candles in about 0.1 s.
+SPAWN_START_SECONDS = 3.0
+WARM_START_SECONDS = 0.2
+# The engine's time per bar and combination with its cheapest strategy (SmaCrossEvents, measured 0.8-2.3 us on
+# this busy machine); a strategy doing more per bar only makes worker processes pay off sooner.
+ENGINE_SECONDS_PER_BAR = 1e-6
 
 
 class SweepExecutorError(UserInputError):
@@ -152,8 +166,28 @@ def _chunks(
         yield list(items[i : i + size])
 
 
-# The plan a process-pool worker evaluates; set once per worker by `_init_worker` (inherited through fork).
+# The plan a process-pool worker evaluates; set once per worker by its initializer.
 _WORKER_PLAN: Plan | None = None
+# Why a spawned worker has no plan: raised with every chunk it is given (an initializer's own error breaks the pool
+# with no cause the caller could read).
+_WORKER_ERROR: CracktraderError | None = None
+
+
+class SweepWorkerError(CracktraderError):
+    """A sweep's worker process died or could not load the sweep."""
+
+    code = "SWEEP_WORKER_FAILED"
+    status_code = 500
+
+
+@dataclass(frozen=True, slots=True)
+class _SpawnSpec:
+    """What a spawned worker gets once: the strategy (its class by import path, or its code) and the sweep's inputs."""
+
+    strategy: type[Strategy] | StrategyCode
+    data: MarketData
+    sim: SimSettings
+    metrics: tuple[str, ...]
 
 
 def _init_worker(plan: Plan) -> None:
@@ -161,9 +195,27 @@ def _init_worker(plan: Plan) -> None:
     _WORKER_PLAN = plan
 
 
-def _evaluate_in_worker(chunk: list[tuple[Combination, StrategyParams]]) -> list[SweepRow]:
+def _init_spawned(payload: bytes) -> None:
+    """A spawned worker's plan, from the sweep's inputs pickled once by the caller."""
+    global _WORKER_PLAN, _WORKER_ERROR
+    try:
+        spec: _SpawnSpec = pickle.loads(payload)
+        cls = load_strategy(spec.strategy) if isinstance(spec.strategy, StrategyCode) else spec.strategy
+        _WORKER_PLAN = EnginePlan(SweepInputs(cls, spec.data, spec.sim, spec.metrics))
+    except CracktraderError as exc:
+        _WORKER_ERROR = exc
+    except Exception as exc:  # an import that fails here (a module only the caller can import) must reach the caller
+        _WORKER_ERROR = SweepWorkerError(f"a sweep worker could not load the sweep: {type(exc).__name__}: {exc}")
+
+
+def _evaluate_in_worker(chunk: list[Combination]) -> list[SweepRow]:
+    if _WORKER_ERROR is not None:
+        raise _WORKER_ERROR
     assert _WORKER_PLAN is not None
-    return _WORKER_PLAN.evaluate(chunk)
+    cls = _WORKER_PLAN.inputs.strategy_cls
+    # Validated here, exactly as `expand` did: a file-loaded strategy's params class is another class in a spawned
+    # worker, so its instances cannot travel.
+    return _WORKER_PLAN.evaluate([(combo, cls.validate_params(combo.params)) for combo in chunk])
 
 
 def _may_fork() -> bool:
@@ -171,18 +223,86 @@ def _may_fork() -> bool:
 
     A fork copies the locks and pipes other threads hold (a server's worker pool, its queue feeders) in whatever
     state they are in; in a test process that hosted a server, later backtests then waited in its queue forever.
-    The CLI and a plain script are single-threaded; elsewhere the sweep runs in threads.
+    The CLI and a plain script are single-threaded; elsewhere (Jupyter, an app with threads) the fork server's
+    processes (`_clean_context`) run the sweep.
     """
     return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
-def _pool(plan: Plan, workers: int) -> Executor:
-    """Threads over the compiled kernels (they release the GIL); processes for the Python engine, which holds it."""
-    if isinstance(plan, EnginePlan) and workers > 1 and _may_fork():
-        # fork: the candles and the strategy class (even one loaded from a user file) reach workers without pickling.
-        ctx = multiprocessing.get_context("fork")
-        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,))
+def _spawn_strategy(cls: type[Strategy]) -> type[Strategy] | StrategyCode | None:
+    """How `cls` reaches a spawned worker: by import path, a file-loaded one by its source; None when neither works.
+
+    A class of `__main__` (a notebook cell, a script) is never sent: a fresh interpreter cannot import a notebook,
+    and importing a script would run it again.
+    """
+    module = cls.__module__
+    if module.startswith(USER_MODULE_PREFIX):
+        return strategy_code(cls)
+    if module in ("__main__", "__mp_main__") or getattr(sys.modules.get(module), "__spec__", None) is None:
+        return None
+    try:
+        pickle.dumps(cls)  # checks that the class is reachable by its import path
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return None
+    return cls
+
+
+# Whether a sweep of this process has started the fork server (with the engine warm in it).
+_server_started = False
+
+
+def _clean_context() -> BaseContext:
+    """A start method that copies no thread of this process: forkserver, else spawn.
+
+    The fork server is a fresh single-threaded process, started once per process, that has imported the engine and
+    warmed its compiled kernels (`sweeps.warm`): its forked workers start at once rather than each paying 3-4 s.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # Python's default preload (the main module) and ours; it applies when the server starts, on its first use.
+    ctx.set_forkserver_preload(["__main__", "cracktrader.sweeps.warm"])
+    return ctx
+
+
+def _spawn_pays(plan: EnginePlan, workers: int, combos: int) -> bool:
+    """Whether worker processes save more than their start costs (threads save little: the engine holds the GIL)."""
+    serial = plan.inputs.data.n_bars * combos * ENGINE_SECONDS_PER_BAR
+    start = WARM_START_SECONDS if _server_started else SPAWN_START_SECONDS
+    return serial * (1 - 1 / workers) > start
+
+
+def _pool(plan: Plan, workers: int, combos: int) -> Executor:
+    """Threads over the compiled kernels (they release the GIL); processes for the Python engine, which holds it.
+
+    Forked processes when forking is safe (they inherit the candles and the strategy class); otherwise, when the
+    sweep is long enough to repay their start, processes of the fork server (or spawned), each receiving the candles
+    once, pickled once here (49 MB for 1 M bars: 25 ms to pickle, 3 ms to load; copying them into shared memory
+    took 72 ms).
+    """
+    global _server_started
+    if isinstance(plan, EnginePlan) and workers > 1:
+        if _may_fork():
+            ctx = multiprocessing.get_context("fork")
+            return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(plan,))
+        strategy = _spawn_strategy(plan.inputs.strategy_cls) if _spawn_pays(plan, workers, combos) else None
+        if strategy is not None:
+            inputs = plan.inputs
+            spec = _SpawnSpec(strategy, inputs.data, inputs.sim, inputs.metrics)
+            payload = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
+            clean = _clean_context()
+            _server_started = clean.get_start_method() == "forkserver"
+            return ProcessPoolExecutor(workers, mp_context=clean, initializer=_init_spawned, initargs=(payload,))
     return ThreadPoolExecutor(workers, thread_name_prefix="cracktrader-sweep")
+
+
+def _chunk_rows(fut: Future[list[SweepRow]]) -> list[SweepRow]:
+    try:
+        return fut.result()
+    except BrokenProcessPool:
+        raise SweepWorkerError(
+            "a sweep worker process died (killed, or out of memory) before it finished its combinations"
+        ) from None
 
 
 def run_plan(
@@ -211,8 +331,10 @@ def run_plan(
     cancelled = False
     if progress is not None:
         progress(0, total)
+    # No more workers than chunks: a worker process costs its start and a copy of the candles.
+    workers = min(workers, math.ceil(total / size))
     in_process = workers <= 1
-    pool = None if in_process else _pool(plan, workers)
+    pool = None if in_process else _pool(plan, workers, total)
     is_process = isinstance(pool, ProcessPoolExecutor)
 
     def collect(chunk_rows: list[SweepRow]) -> None:
@@ -248,14 +370,16 @@ def run_plan(
                     if not chunk:
                         exhausted = True
                         break
-                    fn = _evaluate_in_worker if is_process else plan.evaluate
-                    running.add(pool.submit(fn, chunk))
+                    if is_process:
+                        running.add(pool.submit(_evaluate_in_worker, [combo for combo, _ in chunk]))
+                    else:
+                        running.add(pool.submit(plan.evaluate, chunk))
                 if not running:
                     break
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     if not fut.cancelled():
-                        collect(fut.result())
+                        collect(_chunk_rows(fut))
                 if cancel is not None and cancel.is_set():
                     cancelled = exhausted = True
                     for fut in running:
