@@ -724,32 +724,21 @@ def test_the_data_page_follows_a_download_from_the_stream_without_polling_its_jo
 def test_the_logs_page_shows_the_server_lines_by_level_and_run(
     server: LiveServer, api: httpx.Client, browser_context: Any
 ) -> None:
-    r = api.post(
-        "/api/v1/runs",
-        json={
-            "strategy_name": "SmaCross",
-            "symbols": ["BTC/USDT"],
-            "exchange": "synthetic",
-            "end_date": "2020-01-01",
-            "start_date": "2019-12-01",
-            "strategy_params": {"fast": 50, "slow": 10},
-        },
-    )
-    run_id = r.json()["run_id"] if r.status_code == 201 else None
-    if run_id:
-        wait_run(api, run_id)
-    doc = api.get("/api/v1/logs", params={"level": "WARNING", "limit": 500}).json()
+    run_id = backtest(api)
+    doc = api.get("/api/v1/logs", params={"level": "INFO", "limit": 500}).json()
+    mine = api.get("/api/v1/logs", params={"run_id": run_id}).json()["items"]
+    assert [line["message"] for line in mine] == [f"Run {run_id} started", f"Run {run_id} completed"]
     page = WatchedPage(browser_context)
     p = page.open(server.base_url, "logs")
-    p.select_option("#log-level", "WARNING")
     expect(p.locator("#log-info")).to_have_text(
         f"{len(doc['items'])} of {doc['total']} lines (the server keeps the last {doc['capacity']})"
     )
-    if doc["items"]:
-        assert (
-            p.locator("#log-lines tbody tr").first.locator("td.log-msg").text_content() == doc["items"][-1]["message"]
-        )
-    p.fill("#log-run", "no-such-run")
+    p.fill("#log-run", run_id)
+    p.click("#log-refresh")
+    expect(p.locator("#log-lines tbody tr")).to_have_count(2)
+    shown = p.locator("#log-lines td.log-msg").all_text_contents()
+    assert sorted(shown) == sorted(line["message"] for line in mine)
+    p.select_option("#log-level", "WARNING")
     p.click("#log-refresh")
     expect(p.locator("#log-lines td.empty")).to_have_text("No lines")
     page.assert_clean()
