@@ -975,8 +975,8 @@ def shown_param(v: Any) -> str:
 
 
 def shown_span(span: dict[str, Any]) -> str:
-    """A report span's dates as the walk-forward page shows them (format.js's `time`)."""
-    short = [d.replace("T", " ").removesuffix("Z")[:19] for d in (span["start_date"], span["end_date"])]
+    """A report span's dates as the walk-forward page shows them (format.js's `time`, to the minute)."""
+    short = [d.replace("T", " ").removesuffix("Z")[:16] for d in (span["start_date"], span["end_date"])]
     return f"{short[0]} → {short[1]}"
 
 
@@ -999,6 +999,12 @@ def test_a_walk_forward_started_from_the_form_shows_the_api_s_windows_and_the_st
     reads: list[str] = []
     p = page.open(server.base_url, "walkforward")
     fill_walkforward_form(p)
+    # A train window longer than the range: the API's 422 is shown on the train field, nothing starts.
+    p.fill("#wf-train", "1000")
+    p.click("#start-walkforward")
+    expect(p.locator("#message")).to_contain_text("INVALID_WINDOWS")
+    expect(p.locator("#wf-train")).to_have_class("invalid")
+    assert api.get("/api/v1/walkforwards").json()["total"] == 0
     # 744 bars: train 240 bars, test 5 days (120 bars) make 4 windows.
     p.fill("#wf-train", "240")
     p.fill("#wf-test", "5d")
@@ -1041,7 +1047,7 @@ def test_a_walk_forward_started_from_the_form_shows_the_api_s_windows_and_the_st
     assert len([u for u in reads if u.endswith(wf_id)]) <= 1, reads
     assert_fits(page)
     shoot(page, "walkforward", DESKTOP)
-    page.assert_clean()
+    page.assert_clean(422)
     page.close()
     # Opened at phone width: the form starts from its request, nothing overflows, the chart is drawn.
     phone = WatchedPage(browser_context, PHONE)

@@ -17,8 +17,8 @@ const OOS_METRICS = ["total_return", "sharpe_ratio", "max_drawdown", "total_trad
 const DEFAULTS = { train: "60d", test: "30d", n_folds: 5, n_test_folds: 2 };
 
 const unitOf = (kind) => (kind === "cpcv" ? "splits" : "windows");
-/** A span of the report as its dates, from the first bar to the end (exclusive). */
-const spanText = (s) => `${fmt.time(s.start_date)} → ${fmt.time(s.end_date)}`;
+/** A span of the report as its times to the minute, from its first bar to its end (exclusive). */
+const spanText = (s) => `${fmt.time(s.start_date).slice(0, 16)} → ${fmt.time(s.end_date).slice(0, 16)}`;
 /** A window length as the API takes it: whole bars as a number, anything else (a duration such as 90d) as text. */
 const lengthOf = (text) => (/^\d+$/.test(text.trim()) ? Number(text.trim()) : text.trim());
 
@@ -40,7 +40,7 @@ function schemeFields(from) {
   const count = { type: "number", min: "0", step: "1" };
   const scheme = h("select", { id: "wf-scheme", name: "scheme" },
     h("option", { value: "walk_forward", selected: !r.cpcv }, "Walk-forward"),
-    h("option", { value: "cpcv", selected: Boolean(r.cpcv) }, "CPCV (combinatorial purged CV)"));
+    h("option", { value: "cpcv", selected: Boolean(r.cpcv) }, "CPCV"));
   const f = {
     train: input("wf-train", "train", r.train ?? DEFAULTS.train, { placeholder: "bars, or 90d" }),
     test: input("wf-test", "test", r.test ?? DEFAULTS.test, { placeholder: "bars, or 30d" }),
@@ -60,7 +60,7 @@ function schemeFields(from) {
   const folds = h("div", { className: "grid", id: "wf-cpcv" },
     field("Folds", f.folds), field("Test folds", f.testFolds, "Folds tested in each split"),
     field("Embargo (bars)", f.embargo, "Further bars dropped after each test"));
-  const shared = h("div", { className: "grid" }, field("Scheme", scheme), field("Purge (bars)", f.purge, "Bars dropped from training next to tests"));
+  const shared = h("div", { className: "grid" }, field("Scheme", scheme, "CPCV: combinatorial purged cross-validation"), field("Purge (bars)", f.purge, "Bars dropped from training next to tests"));
   const show = () => { windows.hidden = scheme.value === "cpcv"; folds.hidden = scheme.value !== "cpcv"; };
   scheme.addEventListener("change", show);
   show();
@@ -258,7 +258,7 @@ function reportCards(doc, help) {
     return [h("section", { className: "card", id: "wf-report" }, h("h2", {}, "CPCV report"),
       h("p", { className: "help", id: "wf-summary" }, `${base} · ${r.n_folds} folds, ${r.n_test_folds} tested per split`
         + ` · purge ${r.purge}, embargo ${r.embargo} bars`),
-      h("h3", {}, "Paths"), table([{ key: "index", label: "Path", num: true }, { key: "splits", label: "Splits" },
+      h("h3", {}, "Paths"), table([{ key: "index", label: "Path", num: true }, { key: "splits", label: "Split of each fold" },
         ...metricColumns(r.metric, sample, help, "m.")], paths, "wf-paths", "No paths"),
       h("h3", {}, "Splits"), table([{ key: "index", label: "Split", num: true }, { key: "train", label: "Train" },
         ...paramColumns, inSample, { key: "tests", label: `Tested folds: ${fmt.label(r.metric)}` }], splits, "wf-splits", "No splits"),
