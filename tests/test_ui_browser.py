@@ -1013,6 +1013,7 @@ def test_a_walk_forward_started_from_the_form_shows_the_api_s_windows_and_the_st
     p.click("#start-walkforward")
     expect(p.locator("#wf-status")).to_have_text("completed", timeout=120_000)
     expect(p.locator("#wf-done")).to_have_text(" 4 / 4 windows")
+    expect(p.locator("#wf-train")).not_to_have_class("invalid")  # the accepted request unmarked it
     p.wait_for_selector("main[data-data-ready] #wf-equity canvas")
     wf_id = p.text_content("#wf-id")
     assert p.evaluate("location.hash") == f"#/walkforward/{wf_id}"

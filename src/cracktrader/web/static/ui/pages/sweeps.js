@@ -3,7 +3,7 @@
 // parameters; any row run as a backtest, whose results open when it ends.
 import * as api from "../api.js";
 import { h, say } from "../dom.js";
-import { field, showError as showFormError } from "../forms.js";
+import { field, clearErrors, showError as showFormError } from "../forms.js";
 import { gridStrategy, marketFields, fieldsOfErrors, FIELD_ALIASES } from "../runform.js";
 import { sortableTable, serverTable } from "../table.js";
 import { heatmap } from "../charts.js";
@@ -160,6 +160,7 @@ export async function renderSweeps(view, openId = null) {
     if (topK.value !== "") { body.top_k = Number(topK.value); }
     try {
       const doc = await api.startSweep(body);
+      clearErrors(form);
       say(message, `Sweep ${doc.sweep_id} accepted: ${doc.combinations.toLocaleString("en-US")} combinations`, "ok");
       results.replaceChildren();
       delete view.dataset.dataReady;

@@ -3,7 +3,7 @@
 // metrics) with the stitched out-of-sample equity, or a CPCV's folds, splits and paths.
 import * as api from "../api.js";
 import { h, say } from "../dom.js";
-import { field, showError as showFormError } from "../forms.js";
+import { field, clearErrors, showError as showFormError } from "../forms.js";
 import { gridStrategy, marketFields, fieldsOfErrors, FIELD_ALIASES } from "../runform.js";
 import { sortableTable, serverTable } from "../table.js";
 import { equityChart } from "../charts.js";
@@ -19,6 +19,8 @@ const DEFAULTS = { train: "60d", test: "30d", n_folds: 5, n_test_folds: 2 };
 const unitOf = (kind) => (kind === "cpcv" ? "splits" : "windows");
 /** A span of the report as its times to the minute, from its first bar to its end (exclusive). */
 const spanText = (s) => `${fmt.time(s.start_date).slice(0, 16)} → ${fmt.time(s.end_date).slice(0, 16)}`;
+/** The same on two lines (start, then end), to keep the windows table narrow. */
+const spanCell = (text) => { const [a, b] = text.split(" → "); return h("span", {}, `${a} → `, h("br"), b); };
 /** A window length as the API takes it: whole bars as a number, anything else (a duration such as 90d) as text. */
 const lengthOf = (text) => (/^\d+$/.test(text.trim()) ? Number(text.trim()) : text.trim());
 
@@ -177,6 +179,7 @@ export async function renderWalkforward(view, openId = null) {
     const body = { ...values, metric: metric.value, ...scheme.body(), ...market.body() };
     try {
       const doc = await api.startWalkforward(body);
+      clearErrors(form);
       say(message, `Walk-forward ${doc.walkforward_id} accepted: ${doc.progress.total} ${unitOf(doc.kind)} of `
         + `${doc.combinations.toLocaleString("en-US")} combinations`, "ok");
       results.replaceChildren();
@@ -268,8 +271,8 @@ function reportCards(doc, help) {
   const sample = r.windows[0]?.out_of_sample || {};
   const windows = r.windows.map((w) => ({ index: w.index, train: spanText(w.train), test: spanText(w.test), ...flat(w),
     in_sample: w.in_sample, ...oos(w.out_of_sample) }));
-  const columns = [{ key: "index", label: "Window", num: true }, { key: "train", label: "Train (UTC)" },
-    { key: "test", label: "Test (UTC)" }, ...paramColumns, inSample, ...metricColumns(r.metric, sample, help, "m.")];
+  const columns = [{ key: "index", label: "Window", num: true }, { key: "train", label: "Train (UTC)", format: spanCell },
+    { key: "test", label: "Test (UTC)", format: spanCell }, ...paramColumns, inSample, ...metricColumns(r.metric, sample, help, "m.")];
   const scheme = `train ${r.train}, test ${r.test}, step ${r.step} bars${r.anchored ? ", anchored" : ""}`
     + `${r.purge ? `, purge ${r.purge}` : ""}`;
   return [
