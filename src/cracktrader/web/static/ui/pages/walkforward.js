@@ -227,7 +227,7 @@ function stitchedPoints(stitched) {
 /** The metric columns of a report's tables: the one it chose by, then the usual out-of-sample ones it has. */
 function metricColumns(chosenBy, sample, help, prefix) {
   const keys = [...new Set([chosenBy, ...OOS_METRICS])].filter((k) => k in sample);
-  return keys.map((k) => ({ key: `${prefix}${k}`, label: `${fmt.label(k)} (OOS)`, num: true,
+  return keys.map((k) => ({ key: `${prefix}${k}`, label: fmt.label(k), num: true,
     format: (v) => fmt.metric(help[k]?.kind, v) }));
 }
 
@@ -242,7 +242,7 @@ function reportCards(doc, help) {
   const paramColumns = swept.map((k) => ({ key: `p.${k}`, label: k, num: true, format: fmt.param }));
   const kindOf = (m) => help[m]?.kind;
   const r = doc.report;
-  const inSample = { key: "in_sample", label: `${fmt.label(r.metric)} (in sample)`, num: true, format: (v) => fmt.metric(kindOf(r.metric), v) };
+  const inSample = { key: "in_sample", label: "In sample", num: true, format: (v) => fmt.metric(kindOf(r.metric), v) };
   const flat = (x) => ({ ...Object.fromEntries(swept.map((k) => [`p.${k}`, x.params[k]])) });
   const oos = (m) => Object.fromEntries(Object.entries(m).map(([k, v]) => [`m.${k}`, v]));
   const table = (columns, rows, id, empty) => {
@@ -261,6 +261,8 @@ function reportCards(doc, help) {
     return [h("section", { className: "card", id: "wf-report" }, h("h2", {}, "CPCV report"),
       h("p", { className: "help", id: "wf-summary" }, `${base} · ${r.n_folds} folds, ${r.n_test_folds} tested per split`
         + ` · purge ${r.purge}, embargo ${r.embargo} bars`),
+      h("p", { className: "help" }, "A path joins one tested split per fold into a full out-of-sample run; its metrics "
+        + `are out of sample. In sample: a split's chosen parameters' ${fmt.label(r.metric).toLowerCase()} on its training folds.`),
       h("h3", {}, "Paths"), table([{ key: "index", label: "Path", num: true }, { key: "splits", label: "Split of each fold" },
         ...metricColumns(r.metric, sample, help, "m.")], paths, "wf-paths", "No paths"),
       h("h3", {}, "Splits"), table([{ key: "index", label: "Split", num: true }, { key: "train", label: "Train" },
@@ -278,6 +280,8 @@ function reportCards(doc, help) {
   return [
     h("section", { className: "card", id: "wf-report" }, h("h2", {}, "Windows"),
       h("p", { className: "help", id: "wf-summary" }, `${base} · ${scheme}`),
+      h("p", { className: "help" }, `In sample: the chosen parameters' ${fmt.label(r.metric).toLowerCase()} on the train `
+        + "window; the metrics after it are out of sample, on the test window."),
       table(columns, windows, "wf-windows-table", "No windows")),
     h("section", { className: "card" }, h("h2", {}, "Stitched out-of-sample equity"),
       h("p", { className: "help" }, "The test windows one after another, each starting with the previous one's final equity"),
