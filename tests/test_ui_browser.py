@@ -1109,3 +1109,37 @@ def test_a_cpcv_started_from_the_form_shows_the_api_s_paths_and_splits(
     shoot(page, "walkforward-cpcv", DESKTOP)
     page.assert_clean()
     page.close()
+
+
+def test_a_running_walk_forward_shows_progress_and_eta_from_the_stream_and_is_cancelled_from_the_page(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    reads: list[str] = []
+    page.page.on("request", lambda r: reads.append(r.url) if "/api/v1/walkforwards/" in r.url else None)
+    p = page.open(server.base_url, "walkforward")
+    p.select_option("#strategy", "SlowStrategy")  # at least 5 ms a bar: about 1 s a window of 4 combinations
+    p.wait_for_selector("#param-trade_every-mode")
+    sweep_range(p, "trade_every", 0, 3, 1)
+    p.fill("#start", "2024-01-01")
+    p.fill("#end", "2024-01-15")
+    p.fill("#wf-train", "48")
+    p.fill("#wf-test", "24")  # 336 bars: 12 windows
+    p.click("#start-walkforward")
+    expect(p.locator("#wf-status")).to_have_text("running", timeout=60_000)
+    expect(p.locator("#wf-eta")).to_contain_text("ETA", timeout=60_000)  # after the first window
+    wf_id = p.text_content("#wf-id")
+    assert api.get(f"/api/v1/walkforwards/{wf_id}").json()["status"] == "running"
+    p.click("#cancel-walkforward")
+    expect(p.locator("#wf-status")).to_have_text("cancelled", timeout=30_000)
+    p.wait_for_selector("main[data-data-ready] #wf-error")
+    expect(p.locator("#wf-error")).to_have_text("Cancelled: no report")
+    doc = api.get(f"/api/v1/walkforwards/{wf_id}").json()
+    assert (doc["status"], doc["report"]) == ("cancelled", None)
+    assert 1 <= doc["progress"]["done"] < 12
+    expect(p.locator("#wf-done")).to_have_text(f" {doc['progress']['done']} / 12 windows")
+    assert p.locator("#cancel-walkforward").is_disabled()
+    # Progress came from the stream: the page read the walk-forward only when it ended (and cancelled it once).
+    assert len([u for u in reads if u.endswith(wf_id)]) <= 2, reads
+    page.assert_clean()
+    page.close()
