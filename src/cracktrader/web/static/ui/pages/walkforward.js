@@ -1,6 +1,6 @@
-// Walk-forward: the sweep's strategy form (values or ranges) with train/test windows or CPCV folds; progress from
-// the stream; past walk-forwards; a report's windows (their ranges, chosen parameters, in- and out-of-sample
-// metrics) with the stitched out-of-sample equity, or a CPCV's folds, splits and paths.
+// Walk-forward: the sweep's strategy form (values or ranges) with train/test windows or CPCV folds; the
+// progress from the stream; past walk-forwards; a report's windows (their ranges, chosen parameters, in- and
+// out-of-sample metrics) with the stitched out-of-sample equity, or a CPCV's folds, splits and paths.
 import * as api from "../api.js";
 import { h, say } from "../dom.js";
 import { field, clearErrors, showError as showFormError } from "../forms.js";
