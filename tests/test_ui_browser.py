@@ -999,3 +999,179 @@ def test_the_sweep_form_counts_a_range_s_values_as_the_server_expands_it(
     assert counted == expanded == [10, 3, 5, 4, 1, 21, 0]
     page.assert_clean()
     page.close()
+
+
+def shown_param(v: Any) -> str:
+    """A parameter value as format.js's `param` shows it."""
+    return "off" if v is None else str(v)
+
+
+def shown_span(span: dict[str, Any]) -> str:
+    """A report span's dates as the walk-forward page shows them (format.js's `time`, to the minute)."""
+    short = [d.replace("T", " ").removesuffix("Z")[:16] for d in (span["start_date"], span["end_date"])]
+    return f"{short[0]} → {short[1]}"
+
+
+def fill_walkforward_form(p: Any) -> None:
+    """SmaCross over fast 5, 10 and slow 20, 30 (4 combinations) on January 2024's synthetic 1 h bars."""
+    p.select_option("#strategy", "SmaCross")
+    p.wait_for_selector("#param-fast-mode")
+    sweep_range(p, "fast", 5, 10, 5)
+    sweep_range(p, "slow", 20, 30, 10)
+    expect(p.locator("#combinations")).to_have_text("4 combinations")
+    p.fill("#start", "2024-01-01")
+    p.fill("#end", "2024-02-01")
+
+
+def test_a_walk_forward_started_from_the_form_shows_the_api_s_windows_and_the_stitched_equity(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    page.page.on("request", lambda r: reads.append(r.url) if "/api/v1/walkforwards/" in r.url else None)
+    reads: list[str] = []
+    p = page.open(server.base_url, "walkforward")
+    fill_walkforward_form(p)
+    # A train window longer than the range: the API's 422 is shown on the train field, nothing starts.
+    p.fill("#wf-train", "1000")
+    p.click("#start-walkforward")
+    expect(p.locator("#message")).to_contain_text("INVALID_WINDOWS")
+    expect(p.locator("#wf-train")).to_have_class("invalid")
+    assert api.get("/api/v1/walkforwards").json()["total"] == 0
+    # 744 bars: train 240 bars, test 5 days (120 bars) make 4 windows.
+    p.fill("#wf-train", "240")
+    p.fill("#wf-test", "5d")
+    p.fill("#wf-purge", "2")
+    p.select_option("#wf-metric", "total_return")
+    p.click("#start-walkforward")
+    expect(p.locator("#wf-status")).to_have_text("completed", timeout=120_000)
+    expect(p.locator("#wf-done")).to_have_text(" 4 / 4 windows")
+    expect(p.locator("#wf-train")).not_to_have_class("invalid")  # the accepted request unmarked it
+    p.wait_for_selector("main[data-data-ready] #wf-equity canvas")
+    wf_id = p.text_content("#wf-id")
+    assert p.evaluate("location.hash") == f"#/walkforward/{wf_id}"
+    doc = api.get(f"/api/v1/walkforwards/{wf_id}").json()
+    assert (doc["request"]["train"], doc["request"]["test"], doc["request"]["purge"]) == (240, "5d", 2)
+    grid = {"fast": {"start": 5, "end": 10, "step": 5}, "slow": {"start": 20, "end": 30, "step": 10}}
+    assert doc["request"]["grid"] == grid
+    report = doc["report"]
+    assert (report["metric"], report["train"], report["test"], len(report["windows"])) == ("total_return", 240, 120, 4)
+    # The windows table: the API's ranges, chosen parameters and metrics as format.js shows them.
+    lines = p.locator("#wf-windows-table tbody tr")
+    expect(lines).to_have_count(4)
+    for i, w in enumerate(report["windows"]):
+        line = lines.nth(i)
+        assert line.locator('td[data-key="index"]').text_content() == str(w["index"])
+        assert line.locator('td[data-key="train"]').text_content() == shown_span(w["train"])
+        assert line.locator('td[data-key="test"]').text_content() == shown_span(w["test"])
+        for k in ("fast", "slow"):
+            assert line.locator(f'td[data-key="p.{k}"]').text_content() == shown_param(w["params"][k])
+        assert line.locator('td[data-key="in_sample"]').text_content() == shown_metric("total_return", w["in_sample"])
+        for m in ("total_return", "sharpe_ratio", "max_drawdown", "total_trades"):
+            cell = line.locator(f'td[data-key="m.{m}"]').text_content()
+            assert cell == shown_metric(m, w["out_of_sample"][m]), (m, w)
+    # The stitched curve: drawn, with its metrics.
+    stitched = report["stitched"]
+    assert len(stitched["equity"]) > 0
+    shown_return = p.text_content('#metrics [data-metric="total_return"] .value')
+    assert shown_return == percent(stitched["metrics"]["total_return"])
+    assert p.locator("#wf-equity canvas").count() >= 2  # equity and drawdown
+    expect(p.locator(f'#walkforwards a[href="#/walkforward/{wf_id}"]')).to_have_count(1)  # in the past ones
+    # Progress came from the stream: the page read the walk-forward itself only once, when it ended.
+    assert len([u for u in reads if u.endswith(wf_id)]) <= 1, reads
+    assert_fits(page)
+    shoot(page, "walkforward", DESKTOP)
+    page.assert_clean(422)
+    page.close()
+    # Opened at phone width: the form starts from its request, nothing overflows, the chart is drawn.
+    phone = WatchedPage(browser_context, PHONE)
+    q = phone.open(server.base_url, f"walkforward/{wf_id}")
+    q.wait_for_selector("main[data-data-ready] #wf-equity canvas")
+    assert (q.input_value("#wf-train"), q.input_value("#wf-test"), q.input_value("#wf-metric")) == (
+        "240",
+        "5d",
+        "total_return",
+    )
+    assert q.text_content("#combinations") == "4 combinations"
+    expect(q.locator("#wf-windows-table tbody tr")).to_have_count(4)
+    assert_fits(phone)
+    shoot(phone, "walkforward", PHONE)
+    phone.assert_clean()
+    phone.close()
+
+
+def test_a_cpcv_started_from_the_form_shows_the_api_s_paths_and_splits(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "walkforward")
+    fill_walkforward_form(p)
+    p.select_option("#wf-scheme", "cpcv")
+    expect(p.locator("#wf-train")).to_be_hidden()
+    p.fill("#wf-folds", "4")
+    p.fill("#wf-test-folds", "2")
+    p.fill("#wf-embargo", "3")
+    p.click("#start-walkforward")
+    expect(p.locator("#wf-status")).to_have_text("completed", timeout=120_000)
+    expect(p.locator("#wf-done")).to_have_text(" 6 / 6 splits")  # 4 folds, 2 tested in each split
+    p.wait_for_selector("main[data-data-ready] #wf-paths")
+    doc = api.get(f"/api/v1/walkforwards/{p.text_content('#wf-id')}").json()
+    assert (doc["kind"], doc["request"]["cpcv"], doc["request"]["embargo"]) == (
+        "cpcv",
+        {"n_folds": 4, "n_test_folds": 2},
+        3,
+    )
+    report = doc["report"]
+    paths = p.locator("#wf-paths tbody tr")
+    expect(paths).to_have_count(len(report["paths"]))
+    assert len(report["paths"]) == 3
+    for i, path in enumerate(report["paths"]):
+        line = paths.nth(i)
+        assert line.locator('td[data-key="splits"]').text_content() == ", ".join(map(str, path["splits"]))
+        for m in ("sharpe_ratio", "total_return", "max_drawdown", "total_trades"):
+            assert line.locator(f'td[data-key="m.{m}"]').text_content() == shown_metric(m, path["metrics"][m])
+    splits = p.locator("#wf-splits tbody tr")
+    expect(splits).to_have_count(6)
+    for i, split in enumerate(report["splits"]):
+        line = splits.nth(i)
+        assert line.locator('td[data-key="p.fast"]').text_content() == shown_param(split["params"]["fast"])
+        in_sample = line.locator('td[data-key="in_sample"]').text_content()
+        assert in_sample == shown_metric("sharpe_ratio", split["in_sample"])
+    expect(p.locator("#wf-folds-table tbody tr")).to_have_count(4)
+    assert_fits(page)
+    shoot(page, "walkforward-cpcv", DESKTOP)
+    page.assert_clean()
+    page.close()
+
+
+def test_a_running_walk_forward_shows_progress_and_eta_from_the_stream_and_is_cancelled_from_the_page(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    page = WatchedPage(browser_context)
+    reads: list[str] = []
+    page.page.on("request", lambda r: reads.append(r.url) if "/api/v1/walkforwards/" in r.url else None)
+    p = page.open(server.base_url, "walkforward")
+    p.select_option("#strategy", "SlowStrategy")  # at least 5 ms a bar: about 1 s a window of 4 combinations
+    p.wait_for_selector("#param-trade_every-mode")
+    sweep_range(p, "trade_every", 0, 3, 1)
+    p.fill("#start", "2024-01-01")
+    p.fill("#end", "2024-01-15")
+    p.fill("#wf-train", "48")
+    p.fill("#wf-test", "24")  # 336 bars: 12 windows
+    p.click("#start-walkforward")
+    expect(p.locator("#wf-status")).to_have_text("running", timeout=60_000)
+    expect(p.locator("#wf-eta")).to_contain_text("ETA", timeout=60_000)  # after the first window
+    wf_id = p.text_content("#wf-id")
+    assert api.get(f"/api/v1/walkforwards/{wf_id}").json()["status"] == "running"
+    p.click("#cancel-walkforward")
+    expect(p.locator("#wf-status")).to_have_text("cancelled", timeout=30_000)
+    p.wait_for_selector("main[data-data-ready] #wf-error")
+    expect(p.locator("#wf-error")).to_have_text("Cancelled: no report")
+    doc = api.get(f"/api/v1/walkforwards/{wf_id}").json()
+    assert (doc["status"], doc["report"]) == ("cancelled", None)
+    assert 1 <= doc["progress"]["done"] < 12
+    expect(p.locator("#wf-done")).to_have_text(f" {doc['progress']['done']} / 12 windows")
+    assert p.locator("#cancel-walkforward").is_disabled()
+    # Progress came from the stream: the page read the walk-forward only when it ended (and cancelled it once).
+    assert len([u for u in reads if u.endswith(wf_id)]) <= 2, reads
+    page.assert_clean()
+    page.close()

@@ -104,6 +104,12 @@ export const sweepResults = (id, params) => call((c) => c.sweepResults(id, camel
 export const cancelSweep = (id) => call((c) => c.cancelSweep(id));
 export const backtestSweepRow = (id, rank) => call((c) => c.backtestSweepRow(id, rank));
 
+// Walk-forwards (and CPCV)
+export const startWalkforward = (body) => call((c) => c.startWalkforward(body));
+export const listWalkforwards = (params) => call((c) => c.listWalkforwards(camel(params)));
+export const getWalkforward = (id) => call((c) => c.getWalkforward(id));
+export const cancelWalkforward = (id) => call((c) => c.cancelWalkforward(id));
+
 // Session controls
 export const stopRun = (id, flatten = false) => call((c) => c.stopRun(id, { flatten }));
 export const pauseRun = (id) => call((c) => c.pauseSession(id));

@@ -12,12 +12,15 @@ import { renderStrategies } from "./pages/strategies.js";
 import { renderData } from "./pages/data.js";
 import { renderLogs } from "./pages/logs.js";
 import { renderSweeps } from "./pages/sweeps.js";
+import { renderWalkforward } from "./pages/walkforward.js";
 
 const routes = [
   [/^#\/backtest$/, "backtest", () => renderBacktest],
   [/^#\/runs\/([^/]+)$/, "history", () => renderResults],
   [/^#\/sweeps$/, "sweeps", () => renderSweeps],
   [/^#\/sweeps\/([^/]+)$/, "sweeps", () => renderSweeps],
+  [/^#\/walkforward$/, "walkforward", () => renderWalkforward],
+  [/^#\/walkforward\/([^/]+)$/, "walkforward", () => renderWalkforward],
   [/^#\/history$/, "history", () => renderHistory],
   [/^#\/compare\/([^/]+)$/, "history", () => renderCompare],
   [/^#\/sessions$/, "sessions", () => renderSessions],

@@ -42,6 +42,12 @@ export function metric(kind, v) {
   }
 }
 
+/** A strategy parameter's value as tables show it (null: the parameter is off; 12 significant digits). */
+export function param(v) {
+  if (v === null || v === undefined) { return "off"; }
+  return typeof v === "number" ? String(Number(v.toPrecision(12))) : String(v);
+}
+
 /** "max_drawdown_duration_days" -> "Max drawdown duration days". */
 export function label(key) {
   const s = key.replaceAll("_", " ");

@@ -15,13 +15,18 @@ export function fieldError(input, text) {
   return Boolean(text);
 }
 
+/** Unmark every field of `form` (a new answer replaces what the last one said). */
+export function clearErrors(form) {
+  for (const input of form.querySelectorAll(".invalid")) { fieldError(input, ""); }
+}
+
 /**
  * An error answer shown on its form: next to the field it is about, then in `message`. `fields` maps an SDK
  * error class or an error code to the input; a validation list names the field in `loc` (`aliases` maps the
  * API's name to the input's when they differ).
  */
 export function showError(form, message, e, fields = [], aliases = {}) {
-  for (const input of form.querySelectorAll(".invalid")) { fieldError(input, ""); }
+  clearErrors(form);
   let input = (fields.find(([key]) => (typeof key === "string" ? e.code === key : e instanceof key)) || [])[1];
   const loc = e.details?.errors?.[0]?.loc;
   const name = Array.isArray(loc) ? String(loc[loc.length - 1]) : null;

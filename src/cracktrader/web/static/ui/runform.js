@@ -1,9 +1,11 @@
-// The parts of a run's form that the backtest and sweep pages share: the strategy picker with its parameter
-// schema, and the market and costs (exchange, symbols, timeframe, dates, cash, fee, slippage).
+// The parts of a run's form that the backtest, sweep and walk-forward pages share: the strategy picker with its
+// parameter schema (as values, or as values and ranges for a grid), and the market and costs (exchange, symbols,
+// timeframe, dates, cash, fee, slippage).
 import * as api from "./api.js";
 import { h } from "./dom.js";
 import { symbolPicker } from "./symbolpicker.js";
 import { field, fieldError } from "./forms.js";
+import { buildSweepForm } from "./schemaform.js";
 
 const DEFAULTS = { symbols: "BTC/USDT", timeframe: "1h", start: "2024-01-01", end: "2024-07-01", cash: 10000 };
 
@@ -31,6 +33,49 @@ export function strategyPicker(strategies, onSchema) {
       byName.set(made.name, made);
       select.append(h("option", { value: made.name }, label(made)));
       select.value = made.name;
+    },
+  };
+}
+
+/**
+ * The strategy part of a grid's form (sweeps, walk-forwards): the picker, each parameter a value or a range, and
+ * the combinations counted before it starts. `from` (a past request: `strategy_name`, `strategy_params`, `grid`)
+ * fills it in. Returns `{select, parts, load(), values()}`: `parts` the card's children, `values()` the request's
+ * `{strategy_name, strategy_params, grid}`, null while a field is wrong, or `{error}` when nothing is swept.
+ */
+export function gridStrategy(strategies, from = null) {
+  const paramsBox = h("div", { id: "params", className: "grid" });
+  const combos = h("p", { id: "combinations", className: "status-line", role: "status" });
+  let params = null;
+  let detail = null;
+  const recount = () => {
+    const n = params.count();
+    combos.textContent = n === null ? "Fix the fields marked in red to count the combinations"
+      : `${n.toLocaleString("en-US")} combination${n === 1 ? "" : "s"}`;
+    combos.dataset.count = n === null ? "" : String(n);
+  };
+  const picked = strategyPicker(strategies, (d) => {
+    detail = d;
+    const values = from ? from.strategy_params : (d.kind === "preset" ? d.parameters : {});
+    params = buildSweepForm(paramsBox, d.parameters_schema, values, recount, from?.grid);
+    from = null; // another strategy starts from its own defaults
+    recount();
+  });
+  const select = picked.select;
+  if (from && picked.byName.has(from.strategy_name)) { select.value = from.strategy_name; }
+  return {
+    select, load: picked.load,
+    parts: [field("Strategy", select), picked.help,
+      h("h3", {}, "Parameters"), h("p", { className: "help" }, "A number: one value or a range (start, end, step; the end is included). A choice: tick the values to try."),
+      paramsBox, combos],
+    values() {
+      const v = params.values();
+      if (v === null) { return null; }
+      if (!Object.keys(v.grid).length) { return { error: "Sweep at least one parameter: a range, or more than one value ticked" }; }
+      // A preset's values are the form's own: its class is swept with them (a name cannot be both fixed and swept,
+      // which the preset's stored parameters would make it).
+      const name = detail.kind === "preset" ? detail.base_strategy : select.value;
+      return { strategy_name: name, strategy_params: v.fixed, grid: v.grid };
     },
   };
 }

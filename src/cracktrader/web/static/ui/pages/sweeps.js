@@ -3,9 +3,8 @@
 // parameters; any row run as a backtest, whose results open when it ends.
 import * as api from "../api.js";
 import { h, say } from "../dom.js";
-import { buildSweepForm } from "../schemaform.js";
-import { field, showError as showFormError } from "../forms.js";
-import { strategyPicker, marketFields, fieldsOfErrors, FIELD_ALIASES } from "../runform.js";
+import { field, clearErrors, showError as showFormError } from "../forms.js";
+import { gridStrategy, marketFields, fieldsOfErrors, FIELD_ALIASES } from "../runform.js";
 import { sortableTable, serverTable } from "../table.js";
 import { heatmap } from "../charts.js";
 import * as fmt from "../format.js";
@@ -18,11 +17,7 @@ const ROWS_PAGE = 10000;
 const MAX_ROWS = 50000;
 const DEFAULT_SORT = "sharpe_ratio";
 
-/** A parameter value as the table and heatmap show it (null: the parameter is off; 12 significant digits). */
-const paramText = (v) => {
-  if (v === null || v === undefined) { return "off"; }
-  return typeof v === "number" ? String(Number(v.toPrecision(12))) : String(v);
-};
+const paramText = fmt.param;
 
 /** The distinct values of a parameter over `rows`, in order (numbers by value, off first). */
 function valuesOf(rows, key) {
@@ -49,28 +44,11 @@ export async function renderSweeps(view, openId = null) {
   const [strategies, exchanges, help, opened] = await Promise.all([api.listStrategies(), api.listExchanges(),
     api.metricsHelp(), openId ? api.getSweep(openId).catch((e) => e) : null]);
   // An opened sweep fills the form in with its request: a start for the next one.
-  let from = opened && !(opened instanceof Error) ? opened.request : null;
-  const paramsBox = h("div", { id: "params", className: "grid" });
-  const combos = h("p", { id: "combinations", className: "status-line", role: "status" });
-  let params = null;
-  let detail = null;
-  const recount = () => {
-    const n = params.count();
-    combos.textContent = n === null ? "Fix the fields marked in red to count the combinations"
-      : `${n.toLocaleString("en-US")} combination${n === 1 ? "" : "s"}`;
-    combos.dataset.count = n === null ? "" : String(n);
-  };
-  const picked = strategyPicker(strategies, (d) => {
-    detail = d;
-    const values = from ? from.strategy_params : (d.kind === "preset" ? d.parameters : {});
-    params = buildSweepForm(paramsBox, d.parameters_schema, values, recount, from?.grid);
-    from = null; // another strategy starts from its own defaults
-    recount();
-  });
-  const strategy = picked.select;
-  if (from && picked.byName.has(from.strategy_name)) { strategy.value = from.strategy_name; }
+  const from = opened && !(opened instanceof Error) ? opened.request : null;
+  const strat = gridStrategy(strategies, from);
+  const strategy = strat.select;
   const market = marketFields(exchanges, from || {});
-  await picked.load();
+  await strat.load();
   const sortBy = h("select", { id: "sweep-sort", name: "sweep-sort" },
     Object.keys(help).map((k) => h("option", { value: k, selected: k === (opened?.sort ?? DEFAULT_SORT) }, fmt.label(k))));
   const topK = h("input", { id: "top-k", name: "top_k", type: "number", min: "1", step: "1", placeholder: "all",
@@ -78,10 +56,7 @@ export async function renderSweeps(view, openId = null) {
   const message = h("p", { id: "message", className: "message", role: "status" });
 
   const form = h("form", { id: "sweep-form", noValidate: true },
-    h("section", { className: "card" }, h("h2", {}, "Strategy"),
-      field("Strategy", strategy), picked.help,
-      h("h3", {}, "Parameters"), h("p", { className: "help" }, "A number: one value or a range (start, end, step; the end is included). A choice: tick the values to try."),
-      paramsBox, combos,
+    h("section", { className: "card" }, h("h2", {}, "Strategy"), ...strat.parts,
       h("div", { className: "grid" }, field("Rank by", sortBy), field("Keep the best", topK, "Rows kept (empty: all)"))),
     market.el,
     h("div", { className: "buttons" }, h("button", { type: "submit", id: "start-sweep", className: "primary" }, "Start sweep")));
@@ -178,20 +153,14 @@ export async function renderSweeps(view, openId = null) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const list = market.check();
-    const values = params.values();
+    const values = strat.values();
     if (list === null || values === null) { say(message, "Fix the fields marked in red", "error"); return; }
-    if (!Object.keys(values.grid).length) {
-      say(message, "Sweep at least one parameter: a range, or more than one value ticked", "error");
-      return;
-    }
-    // A preset's values are the form's own: its class is swept with them (a name cannot be both fixed and swept,
-    // which the preset's stored parameters would make it).
-    const name = detail.kind === "preset" ? detail.base_strategy : strategy.value;
-    const body = { strategy_name: name, strategy_params: values.fixed, grid: values.grid, sort: sortBy.value,
-      ...market.body() };
+    if (values.error) { say(message, values.error, "error"); return; }
+    const body = { ...values, sort: sortBy.value, ...market.body() };
     if (topK.value !== "") { body.top_k = Number(topK.value); }
     try {
       const doc = await api.startSweep(body);
+      clearErrors(form);
       say(message, `Sweep ${doc.sweep_id} accepted: ${doc.combinations.toLocaleString("en-US")} combinations`, "ok");
       results.replaceChildren();
       delete view.dataset.dataReady;
