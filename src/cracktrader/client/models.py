@@ -404,12 +404,8 @@ class AlertList(_Model):
     offset: int
 
 
-class SweepRequest(_Model):
-    """Body of `POST /sweeps`: a backtest request whose `strategy_params` are fixed, plus the grid.
-
-    `grid` maps parameter names to a list of values, a range `"start:end:step"` (end inclusive) or
-    `{"start", "end", "step"}`. The server decides where the sweep runs: a request names no scheduler.
-    """
+class _GridBacktest(_Model):
+    """The backtest fields and the grid that a sweep and a walk-forward request share."""
 
     strategy_name: str
     symbols: list[str]
@@ -425,11 +421,20 @@ class SweepRequest(_Model):
     latency_bars: int | None = None
     allow_short: bool | None = None
     exchange_rules: bool | None = None
+
+    _symbols = field_validator("symbols", mode="before")(lambda cls, v: [v] if isinstance(v, str) else v)
+
+
+class SweepRequest(_GridBacktest):
+    """Body of `POST /sweeps`: a backtest request whose `strategy_params` are fixed, plus the grid.
+
+    `grid` maps parameter names to a list of values, a range `"start:end:step"` (end inclusive) or
+    `{"start", "end", "step"}`. The server decides where the sweep runs: a request names no scheduler.
+    """
+
     metrics: list[str] | None = None
     sort: str | None = None
     top_k: int | None = None
-
-    _symbols = field_validator("symbols", mode="before")(lambda cls, v: [v] if isinstance(v, str) else v)
 
 
 class SweepProgress(_Model):
@@ -513,27 +518,13 @@ class CpcvFolds(_Model):
     n_test_folds: int
 
 
-class WalkForwardRequest(_Model):
+class WalkForwardRequest(_GridBacktest):
     """Body of `POST /walkforwards`: a sweep's backtest fields and grid, plus walk-forward windows or `cpcv` folds.
 
     Walk-forward needs `train` and `test` (bars, or durations such as `"90d"`); `cpcv` takes none of
     train/test/step/anchored/partial_last, and `embargo` applies to `cpcv` only (as `cracktrader walkforward`).
     """
 
-    strategy_name: str
-    symbols: list[str]
-    grid: dict[str, list[Any] | str | dict[str, float]]
-    strategy_params: dict[str, Any] | None = None
-    timeframe: str | None = None
-    start_date: str | datetime | None = None
-    end_date: str | datetime | None = None
-    initial_cash: float | None = None
-    exchange: str | None = None
-    commission: float | None = None
-    slippage_bps: float | None = None
-    latency_bars: int | None = None
-    allow_short: bool | None = None
-    exchange_rules: bool | None = None
     metric: str | None = None
     train: int | str | None = None
     test: int | str | None = None
@@ -543,8 +534,6 @@ class WalkForwardRequest(_Model):
     cpcv: CpcvFolds | None = None
     purge: int | None = None
     embargo: int | None = None
-
-    _symbols = field_validator("symbols", mode="before")(lambda cls, v: [v] if isinstance(v, str) else v)
 
 
 class OosSpan(_Model):
