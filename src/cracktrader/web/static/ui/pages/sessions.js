@@ -33,6 +33,10 @@ export async function renderSession(view, runId) {
   const fills = h("tbody");
   const closed = h("tbody");
   const closedSeen = new Set();
+  // Why a filled order was placed (signal, stop_loss, take_profit): its fill says so; the orders channel only
+  // gives the reason of a cancel or a rejection. The two streams come in either order.
+  const fillReasons = new Map();
+  const closedReason = (id) => closed.querySelector(`tr[data-order="${CSS.escape(id)}"] td.reason`);
   const alerts = h("ul", { id: "alerts", className: "alerts" }, h("li", { className: "empty" }, "No alerts"));
   const conn = h("span", { className: "pill", id: "stream-state" }, "connecting");
   let last = null;
@@ -106,6 +110,13 @@ export async function renderSession(view, runId) {
     if (pending) { pending.push(k); } else { chart.add(k); }
   };
   const addFill = (t) => {
+    if (t.order_id !== undefined && t.reason) {
+      const id = String(t.order_id);
+      fillReasons.set(id, t.reason);
+      if (fillReasons.size > 2000) { fillReasons.delete(fillReasons.keys().next().value); }
+      const cell = closedReason(id);
+      if (cell && !cell.textContent) { cell.textContent = t.reason; }
+    }
     fillsSeen.push(t);
     if (fillsSeen.length > 2000) { fillsSeen.shift(); }
     if (t.symbol === chartSymbol) { markFills(); }
@@ -122,11 +133,12 @@ export async function renderSession(view, runId) {
     closed.querySelector(".empty")?.closest("tr")?.remove();
     const size = "size" in o ? o.size : (o.status === "filled" ? o.filled : o.amount);
     const price = "size" in o ? o.price : (o.status === "filled" ? (o.average_price ?? o.price) : null);
-    closed.prepend(h("tr", { dataset: { order: id } }, h("td", {}, id), h("td", {}, fmt.time(o.timestamp)),
+    const at = typeof o.timestamp === "number" ? new Date(o.timestamp).toISOString() : o.timestamp; // the channel's is in ms
+    closed.prepend(h("tr", { dataset: { order: id } }, h("td", {}, id), h("td", {}, fmt.time(at)),
       h("td", {}, o.symbol), h("td", {}, o.side), h("td", {}, o.type || ""),
       h("td", {}, h("span", { className: `pill ${o.status}` }, o.status)),
       h("td", { className: "num" }, fmt.number(size)), h("td", { className: "num" }, fmt.money(price)),
-      h("td", { className: "reason" }, o.reason || "")));
+      h("td", { className: "reason" }, o.reason || fillReasons.get(id) || "")));
     while (closed.children.length > MAX_ROWS) { closed.lastChild.remove(); }
   };
   const addAlert = (a) => {
