@@ -398,6 +398,7 @@ def test_choosing_live_shows_the_stored_credentials_and_asks_before_the_server_s
     assert "k-123456" not in p.content() and "s-abcdef" not in p.content()
     assert p.is_checked("#sandbox")
     p.fill("#risk-max_position_notional", "500")
+    assert_fits(page)
     shoot(page, "backtest-live", DESKTOP)
     p.click("#start-run")
     dialog = p.locator("dialog.confirm")
@@ -413,6 +414,9 @@ def test_choosing_live_shows_the_stored_credentials_and_asks_before_the_server_s
     refused = api.get("/api/v1/runs", params={"mode": "live"}).json()["items"]
     assert [r["status"] for r in refused] == ["failed"]
     assert refused[0]["config"]["exchange_config"]["risk"] == {"max_position_notional": 500}
+    p.set_viewport_size(PHONE)  # the live and risk fields stay within a phone's width
+    assert_fits(page)
+    shoot(page, "backtest-live", PHONE)
     page.assert_clean(422)
     page.close()
 

@@ -47,10 +47,10 @@ export function sessionFields(exchanges, credentials, exchangeSelect) {
     field("Stored credentials", credential, "Stored on the server (Account page); their secrets are never shown"),
     field("Test network", sandbox, "The exchange's sandbox; unticked trades real money (the server must allow it)"));
   const riskBox = h("div", { id: "risk-fields", hidden: true }, h("h3", {}, "Risk limits"),
-    h("p", { className: "help" }, "Empty: the server's default (a dash: off). Refused orders are recorded as rejected."),
+    h("p", { className: "help" }, "Empty: the server's default (greyed; off: no limit). An order a limit refuses is recorded as rejected, with its reason."),
     h("div", { className: "grid" }, RISK_FIELDS.map((f, i) => field(f.label, inputs[i], f.description))));
   const el = h("section", { className: "card", id: "session-card" }, h("h2", {}, "Mode"),
-    h("div", { className: "grid" }, field("Mode", mode, null, h("span", {}, mode, modeHelp))), liveBox, riskBox);
+    h("div", { className: "grid" }, field("Mode", mode)), modeHelp, liveBox, riskBox);
 
   const liveInfo = () => exchanges.items.find((x) => x.id === exchangeSelect.value)?.live_trading;
   const fillCredentials = () => {

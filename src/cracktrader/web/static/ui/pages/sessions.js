@@ -165,10 +165,10 @@ export async function renderSession(view, runId) {
         onchange: (ev) => { chartSymbol = ev.target.value; loadHistory(); } }, run.symbols.map((s) => h("option", { value: s }, s))))
       : "", chartBox, chartNote),
     h("section", { className: "card" }, h("h2", {}, "Positions"), table(["Symbol", "#Size", "#Entry", "#Market", ""], positions, "positions")),
-    h("div", { className: "grid2" },
-      h("section", { className: "card" }, h("h2", {}, "Open orders"), table(["Id", "Symbol", "Side", "#Amount", "Reason", ""], orders, "open-orders")),
-      h("section", { className: "card" }, h("h2", {}, "Closed orders"),
-        table(["Id", "Time", "Symbol", "Side", "Type", "Status", "#Size", "#Price", "Reason"], closed, "closed-orders"))),
+    h("section", { className: "card" }, h("h2", {}, "Open orders"), table(["Id", "Symbol", "Side", "#Amount", "Reason", ""], orders, "open-orders")),
+    h("section", { className: "card" }, h("h2", {}, "Closed orders"),
+      h("p", { className: "help" }, "Filled, cancelled and rejected, newest first; the reason: why it was placed, refused or cancelled"),
+      table(["Id", "Time", "Symbol", "Side", "Type", "Status", "#Size", "#Price", "Reason"], closed, "closed-orders")),
     h("section", { className: "card" }, h("h2", {}, "Fills"), table(["Time", "Symbol", "Side", "#Size", "#Price", "#PnL"], fills, "fills")),
     h("section", { className: "card" }, h("h2", {}, "Alerts"), alerts));
   chart = await liveCandleChart(chartBox);
