@@ -421,6 +421,36 @@ def test_choosing_live_shows_the_stored_credentials_and_asks_before_the_server_s
     page.close()
 
 
+def test_an_order_a_risk_limit_refuses_is_a_closed_order_with_its_reason(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    r = api.post(
+        "/api/v1/runs",
+        json={
+            "mode": "paper",
+            "strategy_name": "BuyAndHold",
+            "symbols": ["BTC/USDT"],
+            "timeframe": "1s",
+            "exchange": "synthetic",
+            "exchange_config": {"risk": {"max_order_notional": 1.0}},
+        },
+    )
+    session = r.json()["run_id"]
+    page = WatchedPage(browser_context)
+    try:
+        p = page.open(server.base_url, f"sessions/{session}")
+        row = p.locator("#closed-orders tbody tr[data-order]").first
+        expect(row).to_contain_text("rejected", timeout=30_000)  # BuyAndHold's first order is worth far more than 1
+        orders = api.get(f"/api/v1/runs/{session}/results").json()["orders"]
+        order = next(o for o in orders if str(o["id"]) == row.get_attribute("data-order"))
+        assert (order["status"], order["reason"]) == ("rejected", "refused by a risk limit")
+        assert row.locator("td.reason").text_content() == order["reason"]
+        page.assert_clean()
+        page.close()
+    finally:
+        api.post(f"/api/v1/runs/{session}/stop", json={})
+
+
 def test_the_closed_orders_table_shows_a_session_s_filled_orders_with_the_api_s_values(
     server: LiveServer, api: httpx.Client, browser_context: Any
 ) -> None:

@@ -150,8 +150,12 @@ export async function renderSession(view, runId) {
     api.runResults(runId, { max_points: 2, limit: 50 }).catch(() => ({ trades: [] }))]);
   chartSymbol = run.symbols[0];
   for (const t of recent.trades) { addFill(t); }
-  // The first page's orders, oldest first so the newest ends on top; later ones come from the orders channel.
-  for (const o of [...(recent.orders || [])].sort((a, b) => String(a.timestamp).localeCompare(String(b.timestamp)))) { addClosed(o); }
+  // The latest orders so far (a long session's last page: one more request), oldest first so the newest ends on
+  // top; later ones come from the orders channel.
+  const total = recent.page?.orders?.total ?? 0;
+  const lastPage = total > (recent.orders || []).length
+    ? await api.runResults(runId, { max_points: 2, limit: 50, offset: total - 50 }).catch(() => recent) : recent;
+  for (const o of [...(lastPage.orders || [])].sort((a, b) => String(a.timestamp).localeCompare(String(b.timestamp)))) { addClosed(o); }
   if (!closed.children.length) { closed.append(h("tr", {}, h("td", { colSpan: 9, className: "empty" }, "No closed orders"))); }
   for (const a of [...(past.items || past.alerts || [])].reverse()) { addAlert(a); }
   // Headers of numeric columns align with their numbers (a leading "#" marks them).
