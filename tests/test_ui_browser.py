@@ -417,7 +417,16 @@ def test_choosing_live_shows_the_stored_credentials_and_asks_before_the_server_s
     p.set_viewport_size(PHONE)  # the live and risk fields stay within a phone's width
     assert_fits(page)
     shoot(page, "backtest-live", PHONE)
-    page.assert_clean(422)
+    # Real money on a server that does not allow it: the dialog says so, and the 403 lands on the sandbox box.
+    p.uncheck("#sandbox")
+    p.fill("#risk-capital", "100")
+    p.click("#start-run")
+    expect(dialog).to_contain_text("binance with REAL MONEY")
+    p.click("dialog.confirm button.danger")
+    expect(p.locator("#message")).to_contain_text("LIVE_TRADING_DISABLED")
+    error = p.locator("#sandbox").locator("xpath=ancestor::div[@class='field']//span[@class='field-error']")
+    expect(error).to_contain_text("CRACKTRADER_LIVE_TRADING=enabled")
+    page.assert_clean(422, 403)
     page.close()
 
 
