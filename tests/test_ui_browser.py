@@ -19,6 +19,7 @@ import pytest
 from playwright.sync_api import expect
 
 import ui_support
+from cracktrader.brokers.risk import RiskLimits
 from cracktrader.sweeps.grid import parse_range
 from cracktrader.web.ui.router import UI_DIR
 from ui_support import DESKTOP, PHONE, WatchedPage, backtest, paper_session, screenshot_dir, wait_run
@@ -318,12 +319,19 @@ def test_a_paper_session_started_from_the_form_opens_its_live_view(
 ) -> None:
     page = WatchedPage(browser_context)
     p = page.open(server.base_url, "backtest")
+    expect(p.locator("#risk-fields")).to_be_hidden()  # a backtest has no risk limits
     p.select_option("#strategy", "SmaCross")
     p.fill("#param-fast", "2")
     p.fill("#param-slow", "3")
     p.select_option("#timeframe", "1s")
     p.fill("#cash", "2500")
-    p.click("#start-paper")
+    p.select_option("#mode", "paper")
+    expect(p.locator("#live-fields")).to_be_hidden()
+    p.fill("#risk-max_open_orders", "7")
+    p.fill("#risk-daily_loss_fraction", "0.2")
+    expect(p.locator("#start-run")).to_have_text("Start paper session")
+    shoot(page, "backtest-session", DESKTOP)
+    p.click("#start-run")
     expect(p.locator("#session-status")).to_have_text("running", timeout=30_000)
     run_id = p.url.rsplit("/", 1)[1]
     try:
@@ -333,12 +341,147 @@ def test_a_paper_session_started_from_the_form_opens_its_live_view(
             "1s",
             {"fast": 2, "slow": 3},
         )
+        assert run["config"]["exchange_config"]["risk"] == {"max_open_orders": 7, "daily_loss_fraction": 0.2}
+        limits = api.get(f"/api/v1/runs/{run_id}/status").json()["risk"]["limits"]
+        assert (limits["max_open_orders"], limits["daily_loss_fraction"], limits["price_band"]) == (7, 0.2, 0.05)
         expect(p.locator('[data-field="balances"] .value')).to_contain_text("USDT")
         assert api.get(f"/api/v1/runs/{run_id}/status").json()["balances"]["USDT"] <= 2500
     finally:
         api.post(f"/api/v1/runs/{run_id}/stop", json={})
     page.assert_clean()
     page.close()
+
+
+def test_the_form_s_risk_fields_carry_the_server_s_bounds_and_descriptions(
+    server: LiveServer, browser_context: Any
+) -> None:
+    schema = RiskLimits.model_json_schema()["properties"]
+    page = WatchedPage(browser_context)
+    p = page.open(server.base_url, "backtest")
+    p.select_option("#mode", "paper")
+    shown = p.locator("#risk-fields input").evaluate_all(
+        "els => els.map(e => [e.name, e.min, e.max, e.placeholder, e.title, e.step])"
+    )
+    assert sorted(name for name, *_ in shown) == sorted(schema)  # capital first on the form
+    for name, low, high, placeholder, title, step in shown:
+        spec = schema[name]
+        number = next((a for a in spec.get("anyOf", [spec]) if a.get("type") in ("number", "integer")), spec)
+        assert float(low) == number.get("exclusiveMinimum", number.get("minimum")), name
+        assert (float(high) if high else None) == number.get("maximum"), name
+        assert placeholder == ("off" if spec.get("default") is None else str(spec["default"])), name
+        assert (title, step == "1") == (spec["description"], number["type"] == "integer"), name
+    # The browser's own checks: a fraction above 1 is marked before anything is sent.
+    p.fill("#risk-price_band", "2")
+    p.click("#start-run")
+    error = p.locator("#risk-price_band").locator("xpath=ancestor::div[@class='field']//span[@class='field-error']")
+    expect(error).to_have_text("At most 1")
+    page.assert_clean()
+    page.close()
+
+
+def test_choosing_live_shows_the_stored_credentials_and_asks_before_the_server_s_refusal_lands_on_its_field(
+    fake_binance: Any, server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    made = api.post(
+        "/api/v1/credentials", json={"name": "main", "exchange": "binance", "apiKey": "k-123456", "secret": "s-abcdef"}
+    )
+    assert made.status_code == 201, made.text
+    page = WatchedPage(browser_context)  # binance's markets come from the suite's fake (listed before the server)
+    p = page.open(server.base_url, "backtest")
+    # Live is offered only on an exchange live trading can use: not synthetic.
+    assert p.is_disabled("#mode-live")
+    p.select_option("#exchange", "binance")
+    p.select_option("#mode", "live")
+    expect(p.locator("#live-fields")).to_be_visible()
+    expect(p.locator("#risk-fields")).to_be_visible()
+    assert p.locator("#credentials option").all_text_contents() == ["main (binance)"]
+    assert "k-123456" not in p.content() and "s-abcdef" not in p.content()
+    assert p.is_checked("#sandbox")
+    p.fill("#risk-max_position_notional", "500")
+    assert_fits(page)
+    shoot(page, "backtest-live", DESKTOP)
+    p.click("#start-run")
+    dialog = p.locator("dialog.confirm")
+    expect(dialog).to_contain_text("sends real orders to the test network of binance")
+    p.click("dialog.confirm button:not(.danger)")  # Cancel: nothing is sent
+    assert api.get("/api/v1/runs", params={"mode": "live"}).json()["total"] == 0
+    p.click("#start-run")
+    p.click("dialog.confirm button.danger")
+    # No capital: the server refuses, and says so next to the capital field.
+    expect(p.locator("#message")).to_contain_text("INVALID_LIVE_REQUEST")
+    error = p.locator("#risk-capital").locator("xpath=ancestor::div[@class='field']//span[@class='field-error']")
+    expect(error).to_contain_text("exchange_config.risk.capital")
+    refused = api.get("/api/v1/runs", params={"mode": "live"}).json()["items"]
+    assert [r["status"] for r in refused] == ["failed"]
+    assert refused[0]["config"]["exchange_config"]["risk"] == {"max_position_notional": 500}
+    p.set_viewport_size(PHONE)  # the live and risk fields stay within a phone's width
+    assert_fits(page)
+    shoot(page, "backtest-live", PHONE)
+    # Real money on a server that does not allow it: the dialog says so, and the 403 lands on the sandbox box.
+    p.uncheck("#sandbox")
+    p.fill("#risk-capital", "100")
+    p.click("#start-run")
+    expect(dialog).to_contain_text("binance with REAL MONEY")
+    p.click("dialog.confirm button.danger")
+    expect(p.locator("#message")).to_contain_text("LIVE_TRADING_DISABLED")
+    error = p.locator("#sandbox").locator("xpath=ancestor::div[@class='field']//span[@class='field-error']")
+    expect(error).to_contain_text("CRACKTRADER_LIVE_TRADING=enabled")
+    page.assert_clean(422, 403)
+    page.close()
+
+
+def test_an_order_a_risk_limit_refuses_is_a_closed_order_with_its_reason(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    r = api.post(
+        "/api/v1/runs",
+        json={
+            "mode": "paper",
+            "strategy_name": "BuyAndHold",
+            "symbols": ["BTC/USDT"],
+            "timeframe": "1s",
+            "exchange": "synthetic",
+            "exchange_config": {"risk": {"max_order_notional": 1.0}},
+        },
+    )
+    session = r.json()["run_id"]
+    page = WatchedPage(browser_context)
+    try:
+        p = page.open(server.base_url, f"sessions/{session}")
+        row = p.locator("#closed-orders tbody tr[data-order]").first
+        expect(row).to_contain_text("rejected", timeout=30_000)  # BuyAndHold's first order is worth far more than 1
+        orders = api.get(f"/api/v1/runs/{session}/results").json()["orders"]
+        order = next(o for o in orders if str(o["id"]) == row.get_attribute("data-order"))
+        assert (order["status"], order["reason"]) == ("rejected", "refused by a risk limit")
+        assert row.locator("td.reason").text_content() == order["reason"]
+        page.assert_clean()
+        page.close()
+    finally:
+        api.post(f"/api/v1/runs/{session}/stop", json={})
+
+
+def test_the_closed_orders_table_shows_a_session_s_filled_orders_with_the_api_s_values(
+    server: LiveServer, api: httpx.Client, browser_context: Any
+) -> None:
+    session = paper_session(api)
+    page = WatchedPage(browser_context)
+    try:
+        p = page.open(server.base_url, f"sessions/{session}")
+        expect(p.locator("#stream-state")).to_have_text("live", timeout=30_000)
+        row = p.locator("#closed-orders tbody tr[data-order]").first
+        expect(row).to_be_visible(timeout=60_000)  # SmaCross 2/3 on 1 s candles trades within seconds
+        order_id = row.get_attribute("data-order")
+        orders = api.get(f"/api/v1/runs/{session}/results", params={"limit": 1000}).json()["orders"]
+        order = next(o for o in orders if str(o["id"]) == order_id)
+        cells = row.locator("td").all_text_contents()
+        assert cells[0] == order_id and cells[2:6] == [order["symbol"], order["side"], order["type"], order["status"]]
+        assert order["status"] == "filled" and cells[7] == money(order["price"]) and cells[8] == order["reason"]
+        assert abs(float(cells[6].replace(",", "")) - order["size"]) < 1e-4
+        shoot(page, "session-closed-orders", DESKTOP)
+        page.assert_clean()
+        page.close()
+    finally:
+        api.post(f"/api/v1/runs/{session}/stop", json={})
 
 
 def test_a_position_is_closed_from_the_live_view(server: LiveServer, api: httpx.Client, browser_context: Any) -> None:

@@ -152,6 +152,19 @@ export const deleteCredentials = (name) => call((c) => c.deleteCredentials(name)
  * delay (a handshake counts against the rate limit). Returns `close()`.
  */
 export function streamStatus(runId, onEvent, onState = () => {}, { candles = false } = {}) {
+  return follow(() => sdk().streamStatus({ runId, candles }), onEvent, onState);
+}
+
+/**
+ * Follow `/ws` channels (`orders`, `trades`, ...): `onMessage({channel, data})` for each message, reconnecting as
+ * `streamStatus` does. Returns `close()`.
+ */
+export function streamChannels(channels, onMessage, onState = () => {}) {
+  return follow(() => sdk().subscribe(channels), onMessage, onState);
+}
+
+/** Open a stream with `opener`, pass on its items, and open it again after a drop with a growing delay. */
+function follow(opener, onEvent, onState) {
   let stream = null;
   let closed = false;
   let delay = 1000;
@@ -162,7 +175,7 @@ export function streamStatus(runId, onEvent, onState = () => {}, { candles = fal
   };
   const open = async () => {
     try {
-      stream = await sdk().streamStatus({ runId, candles });
+      stream = await opener();
     } catch { again(); return; }
     if (closed) { stream.close(); return; }
     delay = 1000;

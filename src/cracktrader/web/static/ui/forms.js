@@ -22,14 +22,17 @@ export function clearErrors(form) {
 
 /**
  * An error answer shown on its form: next to the field it is about, then in `message`. `fields` maps an SDK
- * error class or an error code to the input; a validation list names the field in `loc` (`aliases` maps the
+ * error class or an error code to the input; a validation list names the field in `loc`, other refusals in
+ * `details.field` (`aliases` maps the
  * API's name to the input's when they differ).
  */
 export function showError(form, message, e, fields = [], aliases = {}) {
   clearErrors(form);
   let input = (fields.find(([key]) => (typeof key === "string" ? e.code === key : e instanceof key)) || [])[1];
-  const loc = e.details?.errors?.[0]?.loc;
-  const name = Array.isArray(loc) ? String(loc[loc.length - 1]) : null;
+  // `loc` is a list (request validation) or a dotted path (exchange_config sections); `details.field` a path too.
+  const loc = e.details?.errors?.[0]?.loc ?? e.details?.field;
+  const path = Array.isArray(loc) ? loc : typeof loc === "string" ? loc.split(".") : null;
+  const name = path?.length ? String(path[path.length - 1]) : null;
   if (!input && name) { input = form.querySelector(`[name="${aliases[name] ?? name}"]`); }
   if (input) { fieldError(input, e.message); }
   say(message, `${e.code}: ${e.message}`, "error");

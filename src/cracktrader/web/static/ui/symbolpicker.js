@@ -45,7 +45,8 @@ export function symbolPicker(exchangeOf, initial = []) {
     list.replaceChildren(...doc.items.map((m) => h("li", { role: "option" },
       h("button", { type: "button", className: "option", dataset: { symbol: m.symbol }, onclick: () => add(m.symbol) },
         m.symbol))));
-    list.hidden = !doc.items.length;
+    // Opened only while the picker has the focus (an exchange change searches too, and the list would stay open).
+    list.hidden = !doc.items.length || !el.contains(document.activeElement);
     input.setAttribute("aria-expanded", String(!list.hidden));
     hint.textContent = `${doc.total.toLocaleString()} markets match${doc.total > doc.items.length ? `, ${doc.items.length} shown` : ""}`
       + (doc.any_symbol ? " · any BASE/QUOTE works here" : "");

@@ -1,4 +1,4 @@
-// Paper and live sessions: the list, and a live view fed by the run's stream with confirmed controls.
+// Paper and live sessions: the list, and a live view fed by the run's streams with confirmed controls.
 import * as api from "../api.js";
 import { h, say, confirmAction } from "../dom.js";
 import * as fmt from "../format.js";
@@ -9,7 +9,7 @@ export async function renderSessions(view) {
   const items = [...paper.items, ...live.items].sort((a, b) =>
     (b.status === "running") - (a.status === "running") || String(b.created_at).localeCompare(String(a.created_at)));
   view.append(h("h1", {}, "Sessions"), h("section", { className: "card" },
-    h("p", { className: "help" }, "Start a paper session from the Backtest form (Start paper session), or a live one with POST /runs."),
+    h("p", { className: "help" }, "Start a paper or live session from the Backtest form: pick its mode, risk limits and, for live, stored credentials."),
     h("div", { className: "scroll" }, h("table", { id: "sessions" },
       h("thead", {}, h("tr", {}, ["Started", "Strategy", "Symbols", "TF", "Mode", "Status", "Final value", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, items.length ? items.map((r) => h("tr", { dataset: { run: r.run_id } },
@@ -21,6 +21,8 @@ export async function renderSessions(view) {
 }
 
 const MAX_ROWS = 200;
+// An order in one of these states is done: it moves from the open orders to the closed ones.
+const CLOSED = new Set(["filled", "canceled", "expired", "rejected", "rejected_unconfirmed"]);
 
 export async function renderSession(view, runId) {
   const message = h("p", { className: "message", role: "status", id: "session-message" });
@@ -29,6 +31,12 @@ export async function renderSession(view, runId) {
   const positions = h("tbody");
   const orders = h("tbody");
   const fills = h("tbody");
+  const closed = h("tbody");
+  const closedSeen = new Set();
+  // Why a filled order was placed (signal, stop_loss, take_profit): its fill says so; the orders channel only
+  // gives the reason of a cancel or a rejection. The two streams come in either order.
+  const fillReasons = new Map();
+  const closedReason = (id) => closed.querySelector(`tr[data-order="${CSS.escape(id)}"] td.reason`);
   const alerts = h("ul", { id: "alerts", className: "alerts" }, h("li", { className: "empty" }, "No alerts"));
   const conn = h("span", { className: "pill", id: "stream-state" }, "connecting");
   let last = null;
@@ -102,6 +110,13 @@ export async function renderSession(view, runId) {
     if (pending) { pending.push(k); } else { chart.add(k); }
   };
   const addFill = (t) => {
+    if (t.order_id !== undefined && t.reason) {
+      const id = String(t.order_id);
+      fillReasons.set(id, t.reason);
+      if (fillReasons.size > 2000) { fillReasons.delete(fillReasons.keys().next().value); }
+      const cell = closedReason(id);
+      if (cell && !cell.textContent) { cell.textContent = t.reason; }
+    }
     fillsSeen.push(t);
     if (fillsSeen.length > 2000) { fillsSeen.shift(); }
     if (t.symbol === chartSymbol) { markFills(); }
@@ -109,6 +124,22 @@ export async function renderSession(view, runId) {
       h("td", { className: "num" }, fmt.number(t.size)), h("td", { className: "num" }, fmt.money(t.price)),
       h("td", { className: "num" }, fmt.money(t.pnl))));
     while (fills.children.length > MAX_ROWS) { fills.lastChild.remove(); }
+  };
+  // A closed order: a results row (`id`, `size`, ISO time) or an `orders` channel change (`order_id`, `filled`).
+  const addClosed = (o) => {
+    const id = String(o.id ?? o.order_id);
+    if (closedSeen.has(id) || !CLOSED.has(o.status)) { return; }
+    closedSeen.add(id);
+    closed.querySelector(".empty")?.closest("tr")?.remove();
+    const size = "size" in o ? o.size : (o.status === "filled" ? o.filled : o.amount);
+    const price = "size" in o ? o.price : (o.status === "filled" ? (o.average_price ?? o.price) : null);
+    const at = typeof o.timestamp === "number" ? new Date(o.timestamp).toISOString() : o.timestamp; // the channel's is in ms
+    closed.prepend(h("tr", { dataset: { order: id } }, h("td", {}, id), h("td", {}, fmt.time(at)),
+      h("td", {}, o.symbol), h("td", {}, o.side), h("td", {}, o.type || ""),
+      h("td", {}, h("span", { className: `pill ${o.status}` }, o.status)),
+      h("td", { className: "num" }, fmt.number(size)), h("td", { className: "num" }, fmt.money(price)),
+      h("td", { className: "reason" }, o.reason || fillReasons.get(id) || "")));
+    while (closed.children.length > MAX_ROWS) { closed.lastChild.remove(); }
   };
   const addAlert = (a) => {
     alerts.querySelector(".empty")?.remove();
@@ -119,6 +150,13 @@ export async function renderSession(view, runId) {
     api.runResults(runId, { max_points: 2, limit: 50 }).catch(() => ({ trades: [] }))]);
   chartSymbol = run.symbols[0];
   for (const t of recent.trades) { addFill(t); }
+  // The latest orders so far (a long session's last page: one more request), oldest first so the newest ends on
+  // top; later ones come from the orders channel.
+  const total = recent.page?.orders?.total ?? 0;
+  const lastPage = total > (recent.orders || []).length
+    ? await api.runResults(runId, { max_points: 2, limit: 50, offset: total - 50 }).catch(() => recent) : recent;
+  for (const o of [...(lastPage.orders || [])].sort((a, b) => String(a.timestamp).localeCompare(String(b.timestamp)))) { addClosed(o); }
+  if (!closed.children.length) { closed.append(h("tr", {}, h("td", { colSpan: 9, className: "empty" }, "No closed orders"))); }
   for (const a of [...(past.items || past.alerts || [])].reverse()) { addAlert(a); }
   // Headers of numeric columns align with their numbers (a leading "#" marks them).
   const th = (t) => (t.startsWith("#") ? h("th", { className: "num" }, t.slice(1)) : h("th", {}, t));
@@ -132,6 +170,9 @@ export async function renderSession(view, runId) {
       : "", chartBox, chartNote),
     h("section", { className: "card" }, h("h2", {}, "Positions"), table(["Symbol", "#Size", "#Entry", "#Market", ""], positions, "positions")),
     h("section", { className: "card" }, h("h2", {}, "Open orders"), table(["Id", "Symbol", "Side", "#Amount", "Reason", ""], orders, "open-orders")),
+    h("section", { className: "card" }, h("h2", {}, "Closed orders"),
+      h("p", { className: "help" }, "Filled, cancelled and rejected, newest first; the reason: why it was placed, refused or cancelled"),
+      table(["Id", "Time", "Symbol", "Side", "Type", "Status", "#Size", "#Price", "Reason"], closed, "closed-orders")),
     h("section", { className: "card" }, h("h2", {}, "Fills"), table(["Time", "Symbol", "Side", "#Size", "#Price", "#PnL"], fills, "fills")),
     h("section", { className: "card" }, h("h2", {}, "Alerts"), alerts));
   chart = await liveCandleChart(chartBox);
@@ -149,7 +190,11 @@ export async function renderSession(view, runId) {
     else if (e.type === "trade_execution") { addFill(e.payload); }
     else if (e.type === "alert") { addAlert(e.payload); }
   }, (state) => { connection += 1; conn.textContent = state === "live" ? "loading" : state; }, { candles: true });
+  // Orders as they fill, are cancelled or refused: the `orders` channel, this session's only.
+  const stopOrders = api.streamChannels(["orders"], (m) => {
+    if (m.channel === "orders" && m.data.run_id === runId) { addClosed(m.data); }
+  });
   const first = await api.runStatus(runId).catch(() => ({ ...run }));
   if (!last) { render(first); }
-  return () => { stop(); chart?.destroy(); };
+  return () => { stop(); stopOrders(); chart?.destroy(); };
 }
