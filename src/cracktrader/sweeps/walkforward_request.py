@@ -34,7 +34,26 @@ class WalkForwardRequest(BacktestConfig):
     `embargo` applies to `cpcv` only.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # The whole body: composed from the fields' own examples it would lack train and test (both optional).
+        json_schema_extra={
+            "examples": [
+                {
+                    "strategy_name": "SmaCross",
+                    "symbols": ["BTC/USDT"],
+                    "timeframe": "1h",
+                    "start_date": "2024-01-01T00:00:00Z",
+                    "end_date": "2024-06-30T23:59:59Z",
+                    "exchange": "synthetic",
+                    "grid": {"fast": "5:20:5", "slow": "40:80:20"},
+                    "metric": "sharpe_ratio",
+                    "train": "60d",
+                    "test": "30d",
+                }
+            ]
+        },
+    )
 
     grid: dict[str, GridEntry] = Field(
         ...,
