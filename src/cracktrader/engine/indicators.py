@@ -83,14 +83,6 @@ def _f64(values: np.ndarray) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _rolling_sum(x: np.ndarray, period: int, divisor: float) -> np.ndarray:
-    """`_rolling_sum_into` a new array."""
-    out = np.empty(x.shape[0])
-    _rolling_sum_into(x, period, divisor, out)
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _rolling_sum_into(x: np.ndarray, period: int, divisor: float, out: np.ndarray) -> None:
     """Sum of each window of `period` values over `divisor`: the exact sum rounded once (NaN while one is missing).
 
     TA-Lib's running sum carries rounding from every earlier bar, so a window's sum depended on where the history
@@ -101,7 +93,7 @@ def _rolling_sum_into(x: np.ndarray, period: int, divisor: float, out: np.ndarra
     a function of its window alone.
     """
     n = x.shape[0]
-    out[:] = np.nan
+    out = np.full(n, np.nan)
     hi = 0.0
     lo = 0.0
     valid = 0  # consecutive finite values ending at t
@@ -132,6 +124,7 @@ def _rolling_sum_into(x: np.ndarray, period: int, divisor: float, out: np.ndarra
             valid += 1
             if valid >= period:
                 out[t] = (hi + lo) / divisor
+    return out
 
 
 def rolling_sum(values: np.ndarray, period: int) -> np.ndarray:
@@ -141,11 +134,6 @@ def rolling_sum(values: np.ndarray, period: int) -> np.ndarray:
 
 def _sma(values: np.ndarray, period: int) -> np.ndarray:
     return np.asarray(_rolling_sum(_f64(values), int(period), float(period)))
-
-
-def sma_into(values: np.ndarray, period: int, out: np.ndarray) -> None:
-    """`sma` written into `out` (contiguous float64, one value per bar): no array of the series' length made."""
-    _rolling_sum_into(_f64(values), int(period), float(period), out)
 
 
 def sma(values: np.ndarray, period: int) -> np.ndarray:

@@ -59,21 +59,6 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return _clean(numerator / denominator)
 
 
-# A drawdown (peak - value) under this fraction of max_dd * peak cannot round to more than max_dd: the division
-# is skipped. 2^-50 leaves room for the two roundings of the bound (each under 2^-53 relative).
-_DD_SAFE = 1.0 - 2.0**-50
-_DD_MIN_PEAK = 1e-290  # below it the bound's product may be subnormal (absolute, not relative, rounding)
-
-
-@njit(cache=True, nogil=True)
-def drawdown_bound(max_dd: float, peak: float) -> float:
-    """A drawdown d <= this bound has d / peak <= max_dd exactly, so it cannot raise max_dd (-1: no such bound)."""
-    bound = max_dd * peak * _DD_SAFE
-    if peak < _DD_MIN_PEAK or not bound < math.inf:
-        return -1.0
-    return bound
-
-
 @njit(cache=True, nogil=True, error_model="numpy")
 def _drawdown_kernel(eq: np.ndarray, ts: np.ndarray, initial: float, t_before: float) -> tuple[float, int, float]:
     """Max drawdown fraction, longest drawdown in points and in ms over [initial, eq...] (one pass, no copies).
@@ -85,7 +70,6 @@ def _drawdown_kernel(eq: np.ndarray, ts: np.ndarray, initial: float, t_before: f
     peak_t = t_before
     underwater = False
     max_dd = 0.0
-    bound = drawdown_bound(max_dd, peak)
     max_len = 0
     max_ms = 0.0
     n = eq.shape[0]
@@ -100,13 +84,10 @@ def _drawdown_kernel(eq: np.ndarray, ts: np.ndarray, initial: float, t_before: f
             peak = value
             peak_idx = k + 1
             peak_t = float(ts[k])
-            bound = drawdown_bound(max_dd, peak)
         else:
             underwater = True
-            d = peak - value
-            if peak > 0.0 and not d <= bound:  # a division only where the drawdown may be a new maximum
-                max_dd = max(max_dd, d / peak)
-                bound = drawdown_bound(max_dd, peak)
+            if peak > 0.0:
+                max_dd = max(max_dd, (peak - value) / peak)
     if underwater:
         # Never recovered: the episode runs to the last bar.
         max_len = max(max_len, n - peak_idx)

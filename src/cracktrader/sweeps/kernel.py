@@ -35,7 +35,7 @@ from cracktrader.engine.kernels import (
     new_state,
     simulate_signals,
 )
-from cracktrader.engine.metrics import _drawdown_kernel, _return_stats_kernel, drawdown_bound
+from cracktrader.engine.metrics import _drawdown_kernel, _return_stats_kernel
 from cracktrader.engine.records import (
     N_COLS,
     REASON_INSUFFICIENT_CASH,
@@ -519,7 +519,6 @@ def _segment_stats(
     peak_t = t_before
     underwater = False
     max_dd = 0.0
-    bound = drawdown_bound(max_dd, peak)
     max_len = 0
     max_ms = 0.0
     held = 0
@@ -552,13 +551,10 @@ def _segment_stats(
                 peak = value
                 peak_idx = k + 1
                 peak_t = float(ts[k])
-                bound = drawdown_bound(max_dd, peak)
             else:
                 underwater = True
-                d = peak - value
-                if peak > 0.0 and not d <= bound:  # as `_drawdown_kernel`: only a possible new maximum divides
-                    max_dd = max(max_dd, d / peak)
-                    bound = drawdown_bound(max_dd, peak)
+                if peak > 0.0:
+                    max_dd = max(max_dd, (peak - value) / peak)
         if quick and end > start + 1 and not underwater:
             # The flat run's later bars each equal the peak: no episode closes, the peak only moves on.
             peak_idx = end

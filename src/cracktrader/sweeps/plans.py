@@ -260,7 +260,6 @@ class CrossPlan(_Base):
     columns: np.ndarray = field(default_factory=lambda: np.empty((0, 0, 0)), init=False)
     index: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
     fallback: SignalPlan | None = field(default=None, init=False)
-    _fallback_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
         _Base.__post_init__(self)
@@ -274,12 +273,9 @@ class CrossPlan(_Base):
         bars = [data.bars(j) for j in range(m)]
         for (name, window), i in self.index.items():
             for j, b in enumerate(bars):
-                # The very function the strategy's `signals` calls, on the same close; an SMA straight into its
-                # column (a temporary of the series' length per window cost more than the sums: page faults).
-                if name == "sma":
-                    ta.sma_into(b.close, window, self.columns[i, j])
-                else:
-                    self.columns[i, j] = _INDICATORS[name](b.close, window)
+                # The very function the strategy's `signals` calls, on the same close.
+                self.columns[i, j] = _INDICATORS[name](b.close, window)
+        self.fallback = SignalPlan(self.inputs)
 
     def evaluate(self, chunk: Sequence[tuple[Combination, StrategyParams]]) -> list[SweepRow]:
         """Rows of a chunk of combinations, in the chunk's order."""
@@ -290,20 +286,14 @@ class CrossPlan(_Base):
             if cross_keys(cls, item[1]) is None:
                 out += self._block(block)
                 block = []
-                out += self._fallback().evaluate([item])
+                assert self.fallback is not None
+                out += self.fallback.evaluate([item])
                 continue
             block.append(item)
             if len(block) == CROSS_BLOCK:
                 out += self._block(block)
                 block = []
         return out + self._block(block)
-
-    def _fallback(self) -> SignalPlan:
-        """The plan of combinations that cross nothing, made when first needed: most grids never need it."""
-        with self._fallback_lock:
-            if self.fallback is None:
-                self.fallback = SignalPlan(self.inputs)
-            return self.fallback
 
     def _block(self, block: Sequence[tuple[Combination, StrategyParams]]) -> list[SweepRow]:
         if not block:
