@@ -91,5 +91,11 @@ try {
   client?.close();
   browser.kill();
   await new Promise((r) => browser.once("exit", r));
-  rmSync(profile, { recursive: true, force: true });
+  // Chromium's helper processes may still write into the profile after the browser exits (ENOTEMPTY): retry, and
+  // never fail the test over a temporary folder.
+  try {
+    rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+  } catch (error) {
+    process.stderr.write(`could not remove ${profile}: ${error.message}\n`);
+  }
 }
