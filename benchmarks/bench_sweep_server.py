@@ -10,9 +10,9 @@ store, fee 0.01 %:
 
 - one sweep: `POST /api/v1/sweeps` with the grid, then `GET /sweeps/{id}` every 50 ms until it ended (its rows
   ranked and stored);
-- one backtest at a time: `DELETE /api/v1/run/reset` and `POST /api/v1/run/backtest` per combination, then `GET /status` every 50 ms until it
-  ended (its results stored), the next one after that; `--sample` combinations spread over the grid are timed and
-  the time scaled to the grid's size.
+- one backtest at a time: `DELETE /api/v1/run/reset` and `POST /api/v1/run/backtest` per combination, then
+  `GET /status` every 50 ms until it ended (its results stored), the next one after that; `--sample`
+  combinations spread over the grid are timed and the time scaled to the grid's size.
 
 Both load the candles from the store and save what they produce; the sweep keeps a row of metrics per combination,
 a backtest its whole results document (equity, orders, trades). `bench_sweep.py` times the same grids in-process

@@ -396,3 +396,87 @@ def test_a_sweep_over_http_runs_on_the_servers_dask_scheduler_with_the_in_proces
     assert doc["status"] == "completed", doc
     assert [(r["params"], r["metrics"]) for r in rows] == [(r.params, r.metrics) for r in local.rows]
     assert after > before  # the scheduler ran its tasks
+
+
+def _scheduler_transitions(address: str) -> int:
+    with Client(address, timeout=START_SECONDS) as client:
+        return int(client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.transition_log)))
+
+
+WF_GRID: dict[str, Any] = {"fast": [5, 10], "slow": [20, 40]}
+
+
+def test_walk_forward_and_cpcv_on_a_real_scheduler_equal_in_process_and_use_its_workers(cluster: Cluster) -> None:
+    from cracktrader.sweeps import cpcv, walk_forward
+
+    windows = {"train": "30d", "test": "15d", "metric": "total_return", "commission": 0.001}
+    before = _scheduler_transitions(cluster.address)
+    remote = walk_forward("SmaCross", WF_GRID, executor=cluster.address, **windows, **RANGE)
+    after = _scheduler_transitions(cluster.address)
+    local = walk_forward("SmaCross", WF_GRID, **windows, **RANGE)
+    assert len(remote.windows) == len(local.windows) >= 3
+    assert remote.model_dump_json() == local.model_dump_json()  # every window's choice and metric, bit for bit
+    assert after > before  # its sweeps ran on the scheduler's workers
+    folds = {"n_folds": 4, "n_test_folds": 2, "purge": 5, "metric": "total_return"}
+    remote_cv = cpcv("SmaCross", WF_GRID, executor=cluster.address, **folds, **RANGE)
+    assert _scheduler_transitions(cluster.address) > after
+    assert remote_cv.model_dump_json() == cpcv("SmaCross", WF_GRID, **folds, **RANGE).model_dump_json()
+
+
+def test_walk_forward_with_an_unknown_executor_is_a_clear_error_before_loading_anything() -> None:
+    from cracktrader.sweeps import walk_forward
+
+    with pytest.raises(SweepExecutorError, match="executor 'ray' is not supported; use None or 'local'"):
+        walk_forward("SmaCross", WF_GRID, train=100, test=50, executor="ray", **RANGE)
+
+
+def test_cli_walkforward_runs_on_a_scheduler_address(cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    args = ["walkforward", "-s", "SmaCross", "-g", "fast=5,10", "-g", "slow=20,40", "--symbol", "BTC/USDT"]
+    args += ["--start", "2023-01-01", "--end", "2023-04-01", "--exchange", "synthetic", "--train", "30d"]
+    args += ["--test", "15d", "--metric", "total_return", "--out", str(out)]
+    before = _scheduler_transitions(cluster.address)
+    result = CliRunner().invoke(app, [*args, "--executor", cluster.address])
+    assert result.exit_code == 0, result.output
+    assert _scheduler_transitions(cluster.address) > before
+    local = tmp_path / "local.json"
+    assert CliRunner().invoke(app, [*args[:-1], str(local)]).exit_code == 0
+    assert out.read_text() == local.read_text()
+
+
+def test_a_walk_forward_over_http_runs_on_the_servers_dask_scheduler_with_the_in_process_report(
+    cluster: Cluster,
+) -> None:
+    import time
+
+    import httpx
+
+    from cracktrader.settings import get_settings
+    from cracktrader.sweeps.walkforward_job import run_request
+    from cracktrader.sweeps.walkforward_request import WalkForwardRequest
+    from web_support import LiveServer
+
+    body = {
+        "strategy_name": "SmaCross",
+        "symbols": ["BTC/USDT"],
+        "timeframe": "1h",
+        "start_date": "2024-01-01T00:00:00Z",
+        "end_date": "2024-02-01T00:00:00Z",
+        "exchange": "synthetic",
+        "grid": {"fast": [5, 10], "slow": [20, 30]},
+        "train": 240,
+        "test": 120,
+    }
+    before = _scheduler_transitions(cluster.address)
+    settings = get_settings().model_copy(update={"dask_scheduler": cluster.address})
+    with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as c:
+        wf_id = c.post("/api/v1/walkforwards", json=body).json()["walkforward_id"]
+        deadline = time.monotonic() + 180
+        while (doc := c.get(f"/api/v1/walkforwards/{wf_id}").json())["status"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.05)
+    assert doc["status"] == "completed", doc
+    assert _scheduler_transitions(cluster.address) > before  # its window sweeps ran on the scheduler
+    # After the server's run: computed first, its chunks would be in the sweep cache and the server's read from it.
+    local = run_request(WalkForwardRequest.model_validate(body), get_settings()).model_dump(mode="json")
+    assert doc["report"] == local

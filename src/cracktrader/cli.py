@@ -113,6 +113,13 @@ AllowShortOption = Annotated[bool, typer.Option("--allow-short", help="Allow sho
 ExchangeRulesOption = Annotated[
     bool, typer.Option("--exchange-rules", help="The exchange's fees, precision, minimums and locked funds")
 ]
+# Where `sweep` and `walkforward` evaluate their grids.
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Threads (processes for event-driven strategies); Dask workers with --executor dask")
+]
+ExecutorOption = Annotated[
+    str, typer.Option(help="local (this process), dask (a local Dask cluster) or tcp://host:8786 (a scheduler)")
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,13 +243,8 @@ def sweep(
     metric: Annotated[
         list[str] | None, typer.Option("--metric", "-m", help="Metric to keep; repeat (default: the main six)")
     ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(help="Threads (processes for event-driven strategies); Dask workers with --executor dask"),
-    ] = None,
-    executor: Annotated[
-        str, typer.Option(help="local (this process), dask (a local Dask cluster) or tcp://host:8786 (a scheduler)")
-    ] = "local",
+    workers: WorkersOption = None,
+    executor: ExecutorOption = "local",
     cache: Annotated[bool, typer.Option(help="Keep completed chunks so a rerun resumes where it stopped")] = True,
     sort: Annotated[str, typer.Option(help="Rank rows by this metric (drawdowns: smaller first)")] = "sharpe_ratio",
     top: Annotated[int, typer.Option(help="Rows to print")] = 20,
@@ -343,7 +345,8 @@ def walkforward(
     metric: Annotated[str, typer.Option(help="Choose each train window's best combination by this metric")] = (
         "sharpe_ratio"
     ),
-    workers: Annotated[int | None, typer.Option(help="Threads (processes for event-driven strategies)")] = None,
+    workers: WorkersOption = None,
+    executor: ExecutorOption = "local",
     out: Annotated[Path | None, typer.Option(help="Write the report to report.json")] = None,
 ) -> None:
     """Walk forward (sweep each train window, backtest its best on the next test window), or --cpcv."""
@@ -360,6 +363,7 @@ def walkforward(
             "metric": metric,
             "params": dict(parse_param(p) for p in (param or [])),
             "workers": workers,
+            "executor": executor,
             **CostOptions(cash, commission, slippage_bps, latency, allow_short, exchange_rules).fields(),
         }
         swept = dict(parse_grid_option(g) for g in grid)

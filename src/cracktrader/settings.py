@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     strategy_dir: Path | None = None
     # Where a sweep keeps its completed chunks so an interrupted one resumes (default: the user cache dir).
     sweep_cache_dir: Path = Field(default_factory=_default_sweep_cache_dir)
-    # The Dask scheduler the server's sweeps run on (tcp://host:8786); None: in the server's worker process.
+    # The Dask scheduler the server's sweeps and walk-forward sweeps run on (tcp://host:8786); None: its worker process.
     dask_scheduler: str | None = Field(default=None, pattern=r"^tcp://[^\s/]+:\d+$")
     default_exchange: str = "binance"
     # Per-exchange overrides, e.g. {"binance": {"base_url": "http://127.0.0.1:9000", "options": {...}}}.

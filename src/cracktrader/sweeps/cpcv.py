@@ -6,7 +6,7 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -27,6 +27,9 @@ from cracktrader.sweeps.oos import (
 from cracktrader.sweeps.plans import SweepRow
 from cracktrader.sweeps.sweep import SweepProgress
 from cracktrader.sweeps.windows import CpcvSplit, Span, cpcv_plan
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 class FoldTest(BaseModel):
@@ -116,6 +119,7 @@ def cpcv(
     metric: str = "sharpe_ratio",
     params: Mapping[str, Any] | None = None,
     workers: int | None = None,
+    executor: str | Client | None = None,
     progress: SweepProgress | None = None,
     cancel: threading.Event | None = None,
     settings: Settings | None = None,
@@ -143,6 +147,7 @@ def cpcv(
         source=source,
         workers=workers,
         options=options,
+        executor=executor,
     )
     study.cancel = cancel
     plan = cpcv_plan(study.bars, n_folds, n_test_folds, purge=purge, embargo=embargo)
@@ -152,23 +157,24 @@ def cpcv(
     reports = []
     if progress is not None:
         progress(0, len(plan.splits))
-    for i, split in enumerate(plan.splits):
-        best = _choose(study, split.train, metric)
-        results.append(_test(study, split, best.params, tested))
-        reports.append(
-            SplitReport(
-                index=i,
-                train=[study.report(b) for b in split.train],
-                params=best.params,
-                in_sample=in_sample(best, metric),
-                tests=[
-                    FoldTest(fold=f, span=study.report(span), metrics=results[i][f].metrics)
-                    for f, span in zip(split.test_folds, split.tests, strict=True)
-                ],
+    with study.executing():
+        for i, split in enumerate(plan.splits):
+            best = _choose(study, split.train, metric)
+            results.append(_test(study, split, best.params, tested))
+            reports.append(
+                SplitReport(
+                    index=i,
+                    train=[study.report(b) for b in split.train],
+                    params=best.params,
+                    in_sample=in_sample(best, metric),
+                    tests=[
+                        FoldTest(fold=f, span=study.report(span), metrics=results[i][f].metrics)
+                        for f, span in zip(split.test_folds, split.tests, strict=True)
+                    ],
+                )
             )
-        )
-        if progress is not None:
-            progress(i + 1, len(plan.splits))
+            if progress is not None:
+                progress(i + 1, len(plan.splits))
     paths = [
         PathReport(
             index=p,

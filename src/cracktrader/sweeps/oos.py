@@ -8,10 +8,12 @@ start from the window's first bar (no warm-up from earlier bars) and nothing aft
 from __future__ import annotations
 
 import json
+import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -27,10 +29,14 @@ from cracktrader.runs.backtest import prepare_backtest, run_prepared
 from cracktrader.runs.config import BacktestConfig
 from cracktrader.settings import Settings, get_settings
 from cracktrader.strategies.registry import load_registry
+from cracktrader.sweeps.executors import dask_client
 from cracktrader.sweeps.grid import expand
 from cracktrader.sweeps.plans import SweepRow
-from cracktrader.sweeps.sweep import SweepResult, rank_key, sweep
+from cracktrader.sweeps.sweep import SweepResult, check_executor, rank_key, sweep
 from cracktrader.sweeps.windows import Span
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 Metrics = dict[str, float | int | None]
 
@@ -101,6 +107,7 @@ class Study:
     settings: Settings
     source: CandleSource | None
     workers: int | None
+    executor: str | Client | None = None
     timestamp: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     end_ms: int = 0
     initial_cash: float = 0.0
@@ -138,6 +145,7 @@ class Study:
             params=self.params,
             sort=self.metric,
             workers=self.workers,
+            executor=self.executor,
             settings=self.settings,
             source=self.source,
             cancel=self.cancel,
@@ -146,6 +154,20 @@ class Study:
         if result.cancelled:
             raise StudyCancelledError
         return result
+
+    @contextmanager
+    def executing(self) -> Iterator[None]:
+        """Keep one Dask client open for all the study's sweeps (else each window would start its own cluster)."""
+        given = self.executor
+        if not check_executor(given) or not isinstance(given, str):
+            yield
+            return
+        with dask_client(given, self.workers or os.cpu_count() or 1, self.cancel) as client:
+            self.executor = client
+            try:
+                yield
+            finally:
+                self.executor = given
 
     def check_cancel(self) -> None:
         """Raise StudyCancelledError once the study's `cancel` event is set."""
@@ -199,6 +221,7 @@ def open_study(
     source: CandleSource | None,
     workers: int | None,
     options: dict[str, Any],
+    executor: str | Client | None = None,
 ) -> Study:
     """Check the metric and grid, then load the whole range once for its time axis (as a backtest loads it)."""
     if metric not in METRIC_KEYS:
@@ -228,7 +251,9 @@ def open_study(
         settings,
         source,
         workers,
+        executor,
     )
+    check_executor(executor)
     prepared = prepare_backtest(
         study.config(expanded.valid[0][0].params, start, end), settings=settings, source=source, strategy_cls=cls
     )

@@ -413,6 +413,17 @@ def check_metrics(metrics: Sequence[str], sort: str) -> None:
         )
 
 
+def check_executor(executor: object) -> bool:
+    """Whether `executor` is a Dask one; SweepExecutorError when it is neither that nor in process."""
+    on_dask = is_dask_executor(executor)
+    if executor not in (None, "local") and not on_dask:
+        raise SweepExecutorError(
+            f"executor {executor!r} is not supported; use None or 'local' (in process), 'dask' (a local cluster), "
+            "a 'tcp://host:port' scheduler address or a distributed.Client"
+        )
+    return on_dask
+
+
 def sweep(
     strategy: str | type[Strategy],
     grid: Mapping[str, Any],
@@ -446,12 +457,7 @@ def sweep(
     `sweep_cache_dir`, so the same sweep run again (after a cancel or a crash) computes only what is missing.
     """
     settings = settings or get_settings()
-    on_dask = is_dask_executor(executor)
-    if executor not in (None, "local") and not on_dask:
-        raise SweepExecutorError(
-            f"executor {executor!r} is not supported; use None or 'local' (in process), 'dask' (a local cluster), "
-            "a 'tcp://host:port' scheduler address or a distributed.Client"
-        )
+    on_dask = check_executor(executor)
     check_metrics(metrics, sort)
     if top_k is not None and top_k < 1:
         raise UserInputError("top_k must be at least 1")

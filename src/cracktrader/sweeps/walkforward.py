@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -26,6 +26,9 @@ from cracktrader.sweeps.oos import (
 )
 from cracktrader.sweeps.sweep import SweepProgress
 from cracktrader.sweeps.windows import parse_length, walk_forward_windows
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 class WindowReport(BaseModel):
@@ -81,6 +84,7 @@ def walk_forward(
     metric: str = "sharpe_ratio",
     params: Mapping[str, Any] | None = None,
     workers: int | None = None,
+    executor: str | Client | None = None,
     progress: SweepProgress | None = None,
     cancel: threading.Event | None = None,
     settings: Settings | None = None,
@@ -112,6 +116,7 @@ def walk_forward(
         source=source,
         workers=workers,
         options=options,
+        executor=executor,
     )
     study.cancel = cancel
     windows = walk_forward_windows(
@@ -120,23 +125,24 @@ def walk_forward(
     reports, pieces = [], []
     if progress is not None:
         progress(0, len(windows))
-    for i, window in enumerate(windows):
-        swept = study.sweep(window.train)
-        best = best_row(swept.rows, metric)
-        piece = Piece.of(study.backtest(best.params, window.test))
-        pieces.append(piece)
-        reports.append(
-            WindowReport(
-                index=i,
-                train=study.report(window.train),
-                test=study.report(window.test),
-                params=best.params,
-                in_sample=in_sample(best, metric),
-                out_of_sample=piece.metrics,
+    with study.executing():
+        for i, window in enumerate(windows):
+            swept = study.sweep(window.train)
+            best = best_row(swept.rows, metric)
+            piece = Piece.of(study.backtest(best.params, window.test))
+            pieces.append(piece)
+            reports.append(
+                WindowReport(
+                    index=i,
+                    train=study.report(window.train),
+                    test=study.report(window.test),
+                    params=best.params,
+                    in_sample=in_sample(best, metric),
+                    out_of_sample=piece.metrics,
+                )
             )
-        )
-        if progress is not None:
-            progress(i + 1, len(windows))
+            if progress is not None:
+                progress(i + 1, len(windows))
     return WalkForwardReport(
         strategy=study.cls.name,
         symbols=study.symbols,

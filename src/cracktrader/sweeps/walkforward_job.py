@@ -57,6 +57,8 @@ def run_request(
         "metric": request.metric,
         "params": request.strategy_params,
         "workers": workers,
+        # Its sweeps on the server's Dask cluster when it names one, as a sweep's (the request never can).
+        "executor": settings.dask_scheduler,
         "progress": progress,
         "cancel": cancel,
         "settings": settings,
