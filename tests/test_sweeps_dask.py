@@ -359,7 +359,9 @@ def test_a_cancel_on_a_local_cluster_keeps_the_completed_chunks() -> None:
     assert part.rows == [r for r in reference.rows if r.index in {p.index for p in part.rows}]
 
 
-def test_a_sweep_over_http_runs_on_the_servers_dask_scheduler_with_the_in_process_rows(cluster: Cluster) -> None:
+def on_servers_scheduler(address: str, collection: str, body: dict[str, Any]) -> tuple[dict[str, Any], Any, int]:
+    """POST a sweep or walk-forward to a server whose sweeps run on `address` and wait until it ended: its document,
+    its result rows (sweeps), and how many task transitions the scheduler logged meanwhile."""
     import time
 
     import httpx
@@ -367,6 +369,21 @@ def test_a_sweep_over_http_runs_on_the_servers_dask_scheduler_with_the_in_proces
     from cracktrader.settings import get_settings
     from web_support import LiveServer
 
+    before = _scheduler_transitions(address)
+    settings = get_settings().model_copy(update={"dask_scheduler": address})
+    with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as c:
+        job_id = c.post(f"/api/v1/{collection}", json=body).json()[
+            "sweep_id" if collection == "sweeps" else "walkforward_id"
+        ]
+        deadline = time.monotonic() + 180
+        while (doc := c.get(f"/api/v1/{collection}/{job_id}").json())["status"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.05)
+        rows = c.get(f"/api/v1/sweeps/{job_id}/results").json()["items"] if collection == "sweeps" else None
+    return doc, rows, _scheduler_transitions(address) - before
+
+
+def test_a_sweep_over_http_runs_on_the_servers_dask_scheduler_with_the_in_process_rows(cluster: Cluster) -> None:
     body = {
         "strategy_name": "SmaCross",
         "symbols": ["BTC/USDT"],
@@ -381,21 +398,10 @@ def test_a_sweep_over_http_runs_on_the_servers_dask_scheduler_with_the_in_proces
         "SmaCross", body["grid"], "BTC/USDT", "1h", "2023-01-01T00:00:00Z", "2023-03-01T00:00:00Z", "synthetic",
         top_k=6, cache=False,
     )  # fmt: skip
-    with Client(cluster.address) as client:
-        before = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.transition_log))
-    settings = get_settings().model_copy(update={"dask_scheduler": cluster.address})
-    with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as c:
-        sweep_id = c.post("/api/v1/sweeps", json=body).json()["sweep_id"]
-        deadline = time.monotonic() + 180
-        while (doc := c.get(f"/api/v1/sweeps/{sweep_id}").json())["status"] not in ("completed", "failed"):
-            assert time.monotonic() < deadline, doc
-            time.sleep(0.05)
-        rows = c.get(f"/api/v1/sweeps/{sweep_id}/results").json()["items"]
-    with Client(cluster.address) as client:
-        after = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.transition_log))
+    doc, rows, transitions = on_servers_scheduler(cluster.address, "sweeps", body)
     assert doc["status"] == "completed", doc
     assert [(r["params"], r["metrics"]) for r in rows] == [(r.params, r.metrics) for r in local.rows]
-    assert after > before  # the scheduler ran its tasks
+    assert transitions > 0  # the scheduler ran its tasks
 
 
 def _scheduler_transitions(address: str) -> int:
@@ -447,14 +453,9 @@ def test_cli_walkforward_runs_on_a_scheduler_address(cluster: Cluster, tmp_path:
 def test_a_walk_forward_over_http_runs_on_the_servers_dask_scheduler_with_the_in_process_report(
     cluster: Cluster,
 ) -> None:
-    import time
-
-    import httpx
-
     from cracktrader.settings import get_settings
     from cracktrader.sweeps.walkforward_job import run_request
     from cracktrader.sweeps.walkforward_request import WalkForwardRequest
-    from web_support import LiveServer
 
     body = {
         "strategy_name": "SmaCross",
@@ -467,16 +468,9 @@ def test_a_walk_forward_over_http_runs_on_the_servers_dask_scheduler_with_the_in
         "train": 240,
         "test": 120,
     }
-    before = _scheduler_transitions(cluster.address)
-    settings = get_settings().model_copy(update={"dask_scheduler": cluster.address})
-    with LiveServer(settings) as server, httpx.Client(base_url=server.base_url, timeout=60) as c:
-        wf_id = c.post("/api/v1/walkforwards", json=body).json()["walkforward_id"]
-        deadline = time.monotonic() + 180
-        while (doc := c.get(f"/api/v1/walkforwards/{wf_id}").json())["status"] not in ("completed", "failed"):
-            assert time.monotonic() < deadline, doc
-            time.sleep(0.05)
+    doc, _, transitions = on_servers_scheduler(cluster.address, "walkforwards", body)
     assert doc["status"] == "completed", doc
-    assert _scheduler_transitions(cluster.address) > before  # its window sweeps ran on the scheduler
+    assert transitions > 0  # its window sweeps ran on the scheduler
     # After the server's run: computed first, its chunks would be in the sweep cache and the server's read from it.
     local = run_request(WalkForwardRequest.model_validate(body), get_settings()).model_dump(mode="json")
     assert doc["report"] == local
