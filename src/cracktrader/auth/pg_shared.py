@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cracktrader.auth.login_limiter import LoginEntry, LoginPolicy
+from cracktrader.notify import PostgresNotices
 
 __all__ = ["REVOCATION_CHANNEL", "PostgresLoginLimiter", "PostgresRateLimiter", "PostgresRevocationNotices"]
 
@@ -130,81 +128,26 @@ class PostgresRevocationNotices:
     """Tells every process of a revocation with NOTIFY; each process LISTENs on one held connection."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._conn: AsyncConnection | None = None
-        self._driver: Any = None
-        self._on_notice: Callable[[], None] | None = None
-        self._reconnect: asyncio.Task[None] | None = None
-        # Connections made so far (tests wait for a reconnect after killing the listener's).
-        self.connections = 0
+        self._notices = PostgresNotices(engine, REVOCATION_CHANNEL)
 
     @property
     def backend_pid(self) -> int | None:
         """The listening connection's server process id (None while disconnected)."""
-        return int(self._driver.get_server_pid()) if self._driver is not None else None
+        return self._notices.backend_pid
+
+    @property
+    def connections(self) -> int:
+        """Connections made so far (tests wait for a reconnect after killing the listener's)."""
+        return self._notices.connections
 
     async def publish(self) -> None:
         """Announce that this process revoked something (after the database change committed)."""
-        async with self._engine.begin() as conn:
-            await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": REVOCATION_CHANNEL})
+        await self._notices.publish()
 
     async def start(self, on_notice: Callable[[], None]) -> None:
-        """LISTEN (before returning, so no later notice is missed) and call `on_notice` per notice."""
-        self._on_notice = on_notice
-        await self._listen()
-
-    async def _listen(self) -> None:
-        on_notice = self._on_notice
-        assert on_notice is not None
-        conn = await self._engine.connect()
-        try:
-            raw = await conn.get_raw_connection()
-            driver: Any = raw.driver_connection
-            await driver.add_listener(REVOCATION_CHANNEL, lambda *_: on_notice())
-            driver.add_termination_listener(self._terminated)
-        except BaseException:
-            await conn.close()
-            raise
-        self._conn, self._driver = conn, driver
-        self.connections += 1
-
-    def _terminated(self, *_: object) -> None:
-        # The listening connection is gone: notices sent meanwhile are lost, so drop the caches and listen again.
-        if self._on_notice is None:  # closing
-            return
-        log.warning("Revocation notices from PostgreSQL interrupted; listening again")
-        self._on_notice()
-        self._driver = None
-        if self._reconnect is None or self._reconnect.done():
-            self._reconnect = asyncio.get_running_loop().create_task(self._relisten(), name="auth-notices-relisten")
-
-    async def _relisten(self) -> None:
-        old, self._conn = self._conn, None
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.invalidate()
-        while True:
-            await asyncio.sleep(_RELISTEN_S)
-            try:
-                await self._listen()
-            except Exception:
-                continue  # still down: the poller covers the gap
-            if self._on_notice is not None:
-                self._on_notice()  # whatever happened while away is unknown
-            return
+        """LISTEN and call `on_notice` per notice, and after a reconnect (notices sent meanwhile are lost)."""
+        await self._notices.start(lambda _payload: on_notice())
 
     async def close(self) -> None:
-        """Stop listening and hand the connection back."""
-        self._on_notice = None
-        if self._reconnect is not None:
-            self._reconnect.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reconnect
-            self._reconnect = None
-        if self._conn is not None:
-            # Closed, not pooled: a LISTEN must not follow the connection to its next user.
-            with contextlib.suppress(Exception):
-                await self._conn.invalidate()
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn, self._driver = None, None
+        """Stop listening."""
+        await self._notices.close()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
 from cracktrader.auth.login_limiter import LoginEntry, LoginPolicy
+from cracktrader.notify import RedisNotices
 
 __all__ = ["RedisLoginLimiter", "RedisRateLimiter", "RedisRevocationNotices"]
 
@@ -88,55 +87,28 @@ class RedisRevocationNotices:
     """Tells every process of a revocation over one pub/sub channel; each process keeps one subscription."""
 
     def __init__(self, client: Any, *, prefix: str) -> None:
-        self._client = client
-        self.channel = f"{prefix}auth:revoked"
-        self._task: asyncio.Task[None] | None = None
-        # Subscriptions made so far (tests wait for a resubscription after killing the listener's connection).
-        self.connections = 0
+        self._notices = RedisNotices(client, f"{prefix}auth:revoked")
+
+    @property
+    def channel(self) -> str:
+        return self._notices.channel
+
+    @property
+    def connections(self) -> int:
+        """Subscriptions made so far (tests wait for a resubscription after killing the listener's connection)."""
+        return self._notices.connections
 
     async def publish(self) -> None:
         """Announce that this process revoked something (after the database change committed)."""
-        await self._client.publish(self.channel, b"1")
+        await self._notices.publish()
 
     async def start(self, on_notice: Callable[[], None]) -> None:
-        """Subscribe (before returning, so no notice published afterwards is missed) and call `on_notice` per notice."""
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self.channel)
-        self.connections += 1
-        self._task = asyncio.create_task(self._listen(pubsub, on_notice), name="auth-revocation-notices")
-
-    async def _listen(self, pubsub: Any, on_notice: Callable[[], None]) -> None:
-        while True:
-            try:
-                message = await pubsub.get_message(timeout=None)
-                if message is not None:
-                    on_notice()
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                raise
-            except Exception:
-                # The connection dropped: whatever was published meanwhile is lost, so drop the caches and resubscribe.
-                log.warning("Revocation notices from Redis interrupted; resubscribing", exc_info=True)
-                on_notice()
-                await asyncio.sleep(_RECONNECT_S)
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-                try:
-                    await pubsub.subscribe(self.channel)
-                except Exception:
-                    continue  # still down: the next read fails and this runs again
-                self.connections += 1
-                on_notice()  # whatever was published while away is unknown
+        """Subscribe and call `on_notice` per notice, and after a resubscription (notices sent meanwhile are lost)."""
+        await self._notices.start(lambda _payload: on_notice())
 
     async def close(self) -> None:
         """Unsubscribe."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._notices.close()
 
 
 class RedisLoginLimiter:
