@@ -450,6 +450,21 @@ class IdempotencyKeyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class RunEventRecord(Base):
+    """One event of a run, sweep or walk-forward, numbered from 1 per run: the log every process's streams read."""
+
+    __tablename__ = "run_events"
+    __table_args__ = (Index("ix_run_events_created_at", "created_at"),)
+
+    # The run's (or sweep's, walk-forward's) id. No foreign key: those live in three tables.
+    run_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    type: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)  # the event's JSON text, as the streams send it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class AuthRateLimitRecord(Base):
     """A rate-limit allowance shared by server processes on PostgreSQL (without Redis): GCRA's theoretical arrival
     time of the key's next request, in seconds since the epoch on the database's clock. Keys are API key and user
