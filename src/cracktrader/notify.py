@@ -93,9 +93,12 @@ class PostgresNotices:
     async def publish(self, payload: str = "") -> None:
         """NOTIFY (in its own transaction, so after the change it announces has committed)."""
         async with self._engine.begin() as conn:
-            await conn.execute(
-                text("SELECT pg_notify(:channel, :payload)"), {"channel": self.channel, "payload": _check(payload)}
-            )
+            await self.publish_in(conn, payload)
+
+    async def publish_in(self, conn: AsyncConnection, payload: str = "") -> None:
+        """NOTIFY within the caller's transaction: PostgreSQL sends it at the commit, and never if it rolls back."""
+        params = {"channel": self.channel, "payload": _check(payload)}
+        await conn.execute(text("SELECT pg_notify(:channel, :payload)"), params)
 
     async def start(self, on_notice: OnNotice) -> None:
         """LISTEN (before returning, so no later notice is missed) and call `on_notice` per notice."""

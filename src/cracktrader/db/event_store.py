@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cracktrader.db.models import RunEventRecord, UTCDateTime
 from cracktrader.runs.events import Event
 
-__all__ = ["EventStore", "LoggedEvent"]
+__all__ = ["BeforeCommit", "EventStore", "LoggedEvent"]
 
+# Runs inside an append's transaction with the events it numbered.
+BeforeCommit = Callable[[AsyncConnection, "builtins.list[LoggedEvent]"], Awaitable[None]]
 # Appends that lost a race for the same numbers try again this many times (only several appenders of one run race).
 _APPEND_TRIES = 8
 
@@ -37,23 +39,41 @@ class EventStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        # The last number this store gave each run: a run has one appender (its executor), so the next append
+        # numbers on from here without a lock or a query; another appender's rows make the insert fail on the
+        # primary key, and the append numbers again from the table.
+        self._last: dict[str, int] = {}
 
-    async def append(self, run_id: str, events: Sequence[Event]) -> builtins.list[LoggedEvent]:
-        """Number `events` after the run's last and store them in one transaction; returns them numbered."""
+    async def append(
+        self, run_id: str, events: Sequence[Event], *, before_commit: BeforeCommit | None = None
+    ) -> builtins.list[LoggedEvent]:
+        """Number `events` after the run's last and store them in one transaction; returns them numbered.
+
+        `before_commit(conn, logged)` runs inside that transaction (a NOTIFY there is sent at the commit).
+        """
         if not events:
             return []
         for attempt in range(_APPEND_TRIES):
             try:
                 async with self._engine.begin() as conn:
-                    return await self._append(conn, run_id, events)
+                    logged = await self._append(conn, run_id, events, self._last.pop(run_id, None))
+                    if before_commit is not None:
+                        await before_commit(conn, logged)
+                self._last[run_id] = logged[-1].seq
+                return logged
             except IntegrityError:
                 if attempt == _APPEND_TRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
-    async def _append(self, conn: AsyncConnection, run_id: str, events: Sequence[Event]) -> builtins.list[LoggedEvent]:
+    async def _append(
+        self, conn: AsyncConnection, run_id: str, events: Sequence[Event], known: int | None
+    ) -> builtins.list[LoggedEvent]:
         now = datetime.now(UTC)
-        if self._postgres:
+        numbered_first = False
+        if known is not None:
+            last = known
+        elif self._postgres:
             # Appenders of one run take turns (the lock ends with the transaction): no race for the numbers.
             await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:run_id))"), {"run_id": run_id})
             last = int(await conn.scalar(_last_seq(run_id)) or 0)
@@ -72,6 +92,7 @@ class EventStore:
             columns = ["run_id", "seq", "type", "user_id", "body", "created_at"]
             await conn.execute(insert(RunEventRecord).from_select(columns, numbered))
             last = int(await conn.scalar(_last_seq(run_id)) or 0) - 1
+            numbered_first = True
         logged = [LoggedEvent(run_id, last + i + 1, event) for i, event in enumerate(events)]
         rows = [
             {
@@ -82,7 +103,7 @@ class EventStore:
                 "body": item.event.text,
                 "created_at": now,
             }
-            for item in (logged if self._postgres else logged[1:])
+            for item in (logged[1:] if numbered_first else logged)
         ]
         if rows:
             await conn.execute(insert(RunEventRecord), rows)
@@ -107,12 +128,13 @@ class EventStore:
 
     async def delete_run(self, run_id: str) -> int:
         """Forget a run's events (the run was deleted); how many were."""
+        self._last.pop(run_id, None)
         async with self._engine.begin() as conn:
             result = await conn.execute(delete(RunEventRecord).where(RunEventRecord.run_id == run_id))
         return int(result.rowcount or 0)
 
     async def prune(self, *, before: datetime) -> int:
-        """Forget events stored before `before` (streams resume from recent events only); how many were."""
+        """Forget events stored before `before` (of runs long ended: a running run's numbers must go on)."""
         async with self._engine.begin() as conn:
             result = await conn.execute(delete(RunEventRecord).where(RunEventRecord.created_at < before))
         return int(result.rowcount or 0)

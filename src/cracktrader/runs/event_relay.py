@@ -17,8 +17,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from cracktrader.db.event_store import EventStore, LoggedEvent
-from cracktrader.notify import Notices
+from cracktrader.notify import Notices, PostgresNotices
 from cracktrader.runs.events import Event
 
 __all__ = ["EventRelay", "RelaySubscription"]
@@ -110,9 +112,17 @@ class EventRelay:
 
     async def publish(self, run_id: str, events: Sequence[Event]) -> list[LoggedEvent]:
         """Append a run's events to the log and announce them to every process (this one included)."""
+        notices = self.notices
+        if isinstance(notices, PostgresNotices):
+
+            async def notify(conn: AsyncConnection, logged: list[LoggedEvent]) -> None:
+                # In the append's own transaction: one commit for both, and no notice for events never stored.
+                await notices.publish_in(conn, notice_text(run_id, logged[0].seq, logged[-1].seq))
+
+            return await self.store.append(run_id, events, before_commit=notify)
         logged = await self.store.append(run_id, events)
         if logged:
-            await self.notices.publish(notice_text(run_id, logged[0].seq, logged[-1].seq))
+            await notices.publish(notice_text(run_id, logged[0].seq, logged[-1].seq))
         return logged
 
     async def subscribe(self, run_id: str | None = None, *, since: int | None = None) -> RelaySubscription:
