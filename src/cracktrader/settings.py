@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     # Server leases: a run whose server has not renewed its lease for `server_lease_ttl_s` was cut short.
     server_heartbeat_s: float = Field(5.0, gt=0, le=3600)
     server_lease_ttl_s: float = Field(30.0, gt=0, le=86_400)
+    # Run queue: an executor's lease on a claimed run, its heartbeat, what happens to a backtest whose lease
+    # lapsed (fail by default: no silent re-execution) and how many runs a user may have queued plus running.
+    run_lease_ttl_s: float = Field(30.0, gt=0, le=86_400)
+    run_heartbeat_s: float = Field(5.0, gt=0, le=3600)
+    expired_backtest_policy: Literal["requeue", "fail"] = "fail"
+    max_runs_per_user: int = Field(50, ge=1, le=100_000)
     # Alerts are also POSTed (JSON) to this URL when set, retried with exponential backoff from
     # `alert_webhook_backoff_s` up to `alert_webhook_attempts` times; it is never logged with its credentials.
     alert_webhook: SecretStr | None = None

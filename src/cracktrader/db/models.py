@@ -149,6 +149,16 @@ class RunRecord(Base):
     server_id: Mapped[str | None] = mapped_column(String(32), index=True)
     # The run this one reran (same inputs); no foreign key, so deleting the original keeps the rerun's record.
     rerun_of: Mapped[str | None] = mapped_column(String(32))
+    # The run queue (db/run_queue.py): NULL for runs that never went through it.
+    queue_state: Mapped[str | None] = mapped_column(String(16), index=True)
+    kind: Mapped[str | None] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    executor_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Bumped on every claim and requeue, so a writer holding an older token is refused.
+    fencing_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     symbol_rows: Mapped[list[RunSymbolRecord]] = relationship(
         order_by="RunSymbolRecord.position",
