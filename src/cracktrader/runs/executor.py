@@ -1,0 +1,90 @@
+"""An executor loop: claims queued runs, heartbeats their leases, runs them, finishes; stop() drains."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Literal
+
+from cracktrader.db.run_queue import Claim, LeaseLostError, RunQueue
+
+JobResult = Literal["completed", "failed", "stopped"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Executor:
+    """One executor: one run at a time, so the global limits count real work."""
+
+    def __init__(
+        self,
+        queue: RunQueue,
+        executor_id: str,
+        run_job: Callable[[Claim], Awaitable[JobResult]],
+        *,
+        kinds: tuple[str, ...] = ("backtest", "sweep", "walkforward", "paper", "live"),
+        poll_s: float = 0.05,
+        heartbeat_s: float | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.queue, self.executor_id, self.run_job, self.kinds = queue, executor_id, run_job, kinds
+        self.poll_s = poll_s
+        self.heartbeat_s = heartbeat_s or queue.settings.run_heartbeat_s
+        self.clock = clock
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.done: list[str] = []
+
+    def start(self) -> None:
+        """Start the loop on the running event loop."""
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Stop claiming; the current run finishes within the timeout or is handed back to the queue."""
+        self._stopping.set()
+        self._drain_timeout = drain_timeout_s
+        if self._task is not None:
+            await self._task
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            await self.queue.heartbeat(self.executor_id, self.clock())
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            await self.queue.reclaim_expired(self.clock())
+            claim = await self.queue.claim(self.executor_id, self.kinds, self.clock())
+            if claim is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.poll_s)
+                continue
+            await self._execute(claim)
+
+    async def _execute(self, claim: Claim) -> None:
+        beat = asyncio.create_task(self._heartbeat())
+        job = asyncio.create_task(self.run_job(claim))
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not job.done():
+                # Draining: give the run its grace period, then hand it back.
+                await asyncio.wait({job}, timeout=self._drain_timeout)
+            if job.done():
+                status: JobResult = "failed" if job.exception() else job.result()
+                with contextlib.suppress(LeaseLostError):
+                    await self.queue.finish(claim.run_id, claim.token, status, self.clock())
+                    self.done.append(claim.run_id)
+            else:
+                job.cancel()
+                with contextlib.suppress(LeaseLostError):
+                    await self.queue.release(claim.run_id, claim.token)
+        finally:
+            stop.cancel()
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await beat
