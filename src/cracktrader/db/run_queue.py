@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cracktrader.db.models import RunRecord
@@ -98,7 +98,7 @@ class RunQueue:
                         details={"limit": limit, "active": held},
                     )
             await conn.execute(
-                RunRecord.__table__.insert().values(
+                insert(RunRecord).values(
                     id=run_id,
                     user_id=user_id,
                     mode=mode,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from cracktrader.db.run_queue import Claim, LeaseLostError, RunQueue
 
@@ -24,7 +24,7 @@ class Executor:
         self,
         queue: RunQueue,
         executor_id: str,
-        run_job: Callable[[Claim], Awaitable[JobResult]],
+        run_job: Callable[[Claim], Coroutine[Any, Any, JobResult]],
         *,
         kinds: tuple[str, ...] = ("backtest", "sweep", "walkforward", "paper", "live"),
         poll_s: float = 0.05,
@@ -38,6 +38,7 @@ class Executor:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.done: list[str] = []
+        self._drain_timeout = 10.0
 
     def start(self) -> None:
         """Start the loop on the running event loop."""
@@ -67,7 +68,7 @@ class Executor:
 
     async def _execute(self, claim: Claim) -> None:
         beat = asyncio.create_task(self._heartbeat())
-        job = asyncio.create_task(self.run_job(claim))
+        job: asyncio.Task[JobResult] = asyncio.create_task(self.run_job(claim))
         stop = asyncio.create_task(self._stopping.wait())
         try:
             await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
