@@ -118,6 +118,7 @@ DOWNGRADES = [
     ("0013", SHARED_LIMITS | WALKFORWARD_TABLES | EVENT_TABLES),
     ("0014", WALKFORWARD_TABLES | EVENT_TABLES),
     ("0015", EVENT_TABLES),
+    ("0016", set()),  # 0017 adds the queue's columns to runs, no table
 ]
 
 

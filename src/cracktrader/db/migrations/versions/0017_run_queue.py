@@ -1,7 +1,7 @@
 """The runs table as the queue: kind, priority, executor leases with a fencing token
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-09 00:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0017"
-down_revision: str | Sequence[str] | None = "0015"
+down_revision: str | Sequence[str] | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
