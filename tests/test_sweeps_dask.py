@@ -405,8 +405,9 @@ def test_a_sweep_over_http_runs_on_the_servers_dask_scheduler_with_the_in_proces
 
 
 def _scheduler_transitions(address: str) -> int:
+    # A counter, not len(transition_log): the log is a bounded deque, full after a few sweeps.
     with Client(address, timeout=START_SECONDS) as client:
-        return int(client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.transition_log)))
+        return int(client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter))
 
 
 WF_GRID: dict[str, Any] = {"fast": [5, 10], "slow": [20, 40]}
