@@ -240,6 +240,9 @@ async def test_a_dropped_socket_gets_the_missed_closes_from_rest_in_order_before
         assert feed.rest_calls == 2  # one klines page per symbol held both missed closes
         assert venue.kline_messages(closed=True)[-1].message["k"]["t"] == T0  # the socket never sent them
 
+        # Both watchers back off on the clock (plus the bar timer) before the cut ends: a refusal that ccxt read
+        # after the next step would start a backoff past that step, and the redial would wait for a later one.
+        await until(lambda: venue.clock.sleepers() == 3)
         venue.refuse_sockets(False)
         await venue.step(30)  # 12:04:00: the feed redials (its backoff is over) and resubscribes
         await ready(venue)
