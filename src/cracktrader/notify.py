@@ -16,7 +16,16 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["NOTICE_MAX_BYTES", "LocalNotices", "Notices", "OnNotice", "PostgresNotices", "RedisNotices"]
+__all__ = [
+    "NOTICE_MAX_BYTES",
+    "LocalNotices",
+    "Notices",
+    "OnNotice",
+    "PostgresNotices",
+    "RedisNotices",
+    "open_notices",
+    "redis_client_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -215,3 +224,29 @@ class RedisNotices:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+def redis_client_name(text: str) -> str:
+    """A Redis client name made of `text` (names take no spaces), so CLIENT LIST tells a deployment's apart."""
+    return "".join(c if c.isalnum() or c in ":-_." else "_" for c in text)[:200]
+
+
+async def open_notices(
+    *, redis_url: str | None, redis_prefix: str, engine: AsyncEngine, name: str
+) -> tuple[Notices, Callable[[], Any] | None]:
+    """Notices on channel `name`: Redis when configured, else PostgreSQL when the database is, else this process.
+
+    Returns the channel and, for Redis, the client's closer (await it after closing the channel).
+    """
+    if redis_url:
+        from redis.asyncio import Redis
+
+        channel = f"{redis_prefix}{name}"
+        client = Redis.from_url(
+            redis_url, client_name="".join(c if c.isalnum() or c in ":-_." else "_" for c in channel)
+        )
+        await client.ping()  # a wrong URL stops the server at start, not at the first event
+        return RedisNotices(client, channel), client.aclose
+    if engine.dialect.name == "postgresql":
+        return PostgresNotices(engine, name.replace(":", "_").replace("-", "_")), None
+    return LocalNotices(), None

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cracktrader.auth.login_limiter import LoginLimits, LoginPolicy
 from cracktrader.auth.rate_limit import RateLimit, RateLimiter
+from cracktrader.notify import redis_client_name
 
 __all__ = [
     "LocalRevocationNotices",
@@ -69,7 +70,7 @@ class SharedAuth:
 
 def client_name(prefix: str) -> str:
     """The Redis client name of a deployment's connections (Redis names take no spaces)."""
-    return "".join(c if c.isalnum() or c in ":-_." else "_" for c in f"{prefix}auth")[:200]
+    return redis_client_name(f"{prefix}auth")
 
 
 async def open_shared_auth(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -72,6 +73,8 @@ class EventBus:
         self.queue_size = queue_size
         self._subs: set[Subscription] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Called with every event of their types, in order, on the loop: the event log's writer, not a client.
+        self._sinks: list[tuple[frozenset[str], Callable[[Event], None]]] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Remember the loop that owns the subscribers' queues."""
@@ -87,15 +90,27 @@ class EventBus:
         self._subs.add(sub)
         return sub
 
+    def add_sink(self, types: frozenset[str], sink: Callable[[Event], None]) -> None:
+        """Call `sink(event)` for every event of `types` published from now on (it must not block)."""
+        self._sinks.append((types, sink))
+
+    def remove_sink(self, sink: Callable[[Event], None]) -> None:
+        self._sinks = [(t, s) for t, s in self._sinks if s != sink]
+
     def wants(self, event_type: str) -> bool:
         """Whether any subscriber receives events of this type (so a publisher can skip building them)."""
-        return any(sub.types is None or event_type in sub.types for sub in self._subs)
+        return any(sub.types is None or event_type in sub.types for sub in self._subs) or any(
+            event_type in types for types, _ in self._sinks
+        )
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
 
     def publish(self, event: Event) -> None:
-        """Deliver to every subscriber on the loop thread; a full queue drops that subscriber."""
+        """Deliver to every sink and subscriber on the loop thread; a full queue drops that subscriber."""
+        for types, sink in self._sinks:
+            if event.type in types:
+                sink(event)
         for sub in list(self._subs):
             if sub.types is not None and event.type not in sub.types:
                 continue

@@ -136,6 +136,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     manager.on_finish(lambda outcome, mode: app.state.request_metrics.runs.labels(mode, outcome).inc())
     app.state.manager = manager
     app.state.downloads.bus = bus
+    app.state.event_log = None
+    if app.state.web_settings.event_log:
+        from cracktrader.runs.event_log import open_event_log
+        from cracktrader.web.ws.router import LOGGED_EVENTS
+
+        web = app.state.web_settings
+        app.state.event_log = await open_event_log(
+            bus=bus,
+            engine=store.engine,
+            types=LOGGED_EVENTS,
+            redis_url=web.redis_url,
+            redis_prefix=web.redis_prefix,
+            queue_size=web.ws_queue_size,
+            keep_days=web.event_log_days,
+        )
     from cracktrader.db.alert_store import AlertStore
 
     alerts = AlertService.from_settings(settings, AlertStore(store.engine), bus)
@@ -187,6 +202,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await sweeps.close()
         await walkforwards.close()
         await manager.close()
+        if app.state.event_log is not None:
+            await app.state.event_log.close()  # after the runs' last events
         app.state.page_encoder.close()
         await app.state.db_engine.dispose()
         app.state.log_tail.detach()

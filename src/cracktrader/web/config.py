@@ -64,6 +64,11 @@ class WebSettings(BaseSettings):
     redis_url: str | None = None
     # Prefix of every Redis key and channel, so several deployments (or test runs) can share one Redis.
     redis_prefix: str = Field("cracktrader:", max_length=200)
+    # Every run event is numbered in the event log, so `/ws/status?run_id=` streams resume (`since`) and work from
+    # any server process; off, those streams read this process's bus and carry no numbers.
+    event_log: bool = True
+    # Events of runs older than this are pruned when the server starts.
+    event_log_days: int = Field(7, ge=1, le=3650)
 
     @property
     def auth_enabled(self) -> bool:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -18,6 +18,7 @@ from cracktrader.runs.state import lifecycle_only
 from cracktrader.web.auth.deps import WS_POLICY_VIOLATION, watch_credentials
 from cracktrader.web.deps import sees_run
 from cracktrader.web.input_guard import json_body_problem
+from cracktrader.web.runs.service import summary_to_dict
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -46,6 +47,18 @@ STATUS_STREAM_TYPES = frozenset(
 )
 # Events about the caller's own things rather than a run: sent without a run filter and with `*`.
 OWNED_EVENTS = frozenset({events.SWEEP_PROGRESS, events.DOWNLOAD_PROGRESS, events.WALKFORWARD_PROGRESS})
+# What the event log keeps of a run: what `/ws/status?run_id=` may send.
+LOGGED_EVENTS = STATUS_STREAM_TYPES | {events.CANDLE}
+# The largest `since` accepted (event numbers are 64-bit in the database).
+MAX_SINCE = 2**62
+
+
+class Source(Protocol):
+    """What a stream reads: the bus's or the event log's subscription; `get` gives None once it was dropped."""
+
+    async def get(self) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 def _flag(value: str | None) -> bool:
@@ -83,8 +96,8 @@ async def _drain_incoming(ws: WebSocket, handler: Any = None) -> None:
             await handler(message.get("text") or (message.get("bytes") or b"").decode("utf-8", "replace"))
 
 
-async def _pump(ws: WebSocket, sub: events.Subscription, heartbeat_s: float, forward: Any) -> None:
-    """Forward bus events through `forward(event)`; heartbeat when idle; stop when dropped or the send fails."""
+async def _pump(ws: WebSocket, sub: Source, heartbeat_s: float, forward: Any, dropped: Any) -> None:
+    """Forward events through `forward(event)`; heartbeat when idle; stop when dropped or the send fails."""
     while True:
         try:
             event = await asyncio.wait_for(sub.get(), heartbeat_s)
@@ -92,20 +105,26 @@ async def _pump(ws: WebSocket, sub: events.Subscription, heartbeat_s: float, for
             if not await forward(None):
                 return
             continue
-        if event is None:  # dropped by the bus for being too slow
+        if event is None:  # dropped for being too slow
             with contextlib.suppress(Exception):
-                await ws.close(code=1013, reason="client too slow; reconnect")
+                await ws.close(code=1013, reason=dropped())
             return
         if not await forward(event):
             return
 
 
-async def _serve(ws: WebSocket, stream: str, sub: events.Subscription, forward: Any, handler: Any = None) -> None:
+def _reconnect() -> str:
+    return "client too slow; reconnect"
+
+
+async def _serve(
+    ws: WebSocket, stream: str, sub: Source, forward: Any, handler: Any = None, dropped: Any = _reconnect
+) -> None:
     app = ws.app
     gauge = app.state.request_metrics.ws_clients.labels(stream)
     gauge.inc()
     reader = asyncio.create_task(_drain_incoming(ws, handler))
-    pump = asyncio.create_task(_pump(ws, sub, app.state.web_settings.ws_heartbeat_s, forward))
+    pump = asyncio.create_task(_pump(ws, sub, app.state.web_settings.ws_heartbeat_s, forward, dropped))
     # Closes the stream (1008) when its token's login ends or its key is revoked.
     watcher = asyncio.create_task(watch_credentials(ws))
     try:
@@ -125,8 +144,10 @@ async def status_stream(ws: WebSocket) -> None:
     download_progress and walkforward_progress events, plus heartbeats; with `candles=true` also each closed candle
     of the followed sessions (`candle`).
 
-    Without `run_id`: the caller's runner slot. `?run_id=ID`: one run (backtest or session); `?run_id=*`: all of
-    the caller's runs on this server. Alerts of all the caller's runs come without a filter and with `*`.
+    Without `run_id`: the caller's runner slot. `?run_id=ID`: one run (backtest or session), wherever it runs, from
+    the event log: each message carries the run's event number `seq` (the snapshot: the last one it reflects), and
+    `&since=N` resumes after number N with exactly what was missed. `?run_id=*`: all of the caller's runs on this
+    server. Alerts of all the caller's runs come without a filter and with `*`.
     """
     if not await ws.app.state.authorize_websocket(ws):
         return
@@ -138,6 +159,9 @@ async def status_stream(ws: WebSocket) -> None:
     slot = registry.slot(principal.user_id if principal is not None else None)
     # Candles are asked for: a chart wants them, a monitor of every run would drown in them.
     types = STATUS_STREAM_TYPES | {events.CANDLE} if _flag(ws.query_params.get("candles")) else STATUS_STREAM_TYPES
+    if follow is not None and follow != "*" and ws.app.state.event_log is not None:
+        await _follow_logged(ws, view, follow, types, owner)
+        return
     sub = registry.bus.subscribe(types)
     if follow is not None and follow != "*":
         try:
@@ -183,6 +207,56 @@ async def status_stream(ws: WebSocket) -> None:
         return await _send(ws, event.text)
 
     await _serve(ws, "status", sub, forward)
+
+
+def _since(value: str | None) -> int | str | None:
+    """`since` as a number, None when absent, or the refusal's text."""
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or int(value) > MAX_SINCE:
+        return f"since must be a whole number from 0 to {MAX_SINCE} (the last event number you received)"
+    return int(value)
+
+
+async def _stored_snapshot(ws: WebSocket, run_id: str, owner: int | None) -> dict[str, Any] | None:
+    """A run this process does not hold (another process runs it, or it ended): its stored row as a status."""
+    stored = await ws.app.state.run_store.get(run_id, user_id=owner)
+    return None if stored is None else summary_to_dict(stored)
+
+
+async def _follow_logged(ws: WebSocket, view: RunView, run_id: str, types: frozenset[str], owner: int | None) -> None:
+    """One run's stream from the event log: a numbered snapshot, then every event after it, in order, once."""
+    since = _since(ws.query_params.get("since"))
+    if isinstance(since, str):
+        await ws.close(code=WS_POLICY_VIOLATION, reason=since)
+        return
+    try:
+        first: dict[str, Any] | None = ws.app.state.manager.run_status(run_id, owner=owner)
+    except CracktraderError as exc:
+        first = await _stored_snapshot(ws, run_id, owner)
+        if first is None:
+            await ws.close(code=WS_POLICY_VIOLATION, reason=exc.message[:120])
+            return
+    relay = ws.app.state.event_log.relay
+    # Subscribed before the snapshot is sent: an event from after the number it carries is never missed.
+    sub = await relay.subscribe(run_id, since=since)
+    at = sub.seen[run_id]
+    if not await _send(ws, {"type": "snapshot", "payload": first, "timestamp": now_iso(), "seq": at}):
+        sub.close()
+        return
+
+    async def forward(item: Any) -> bool:
+        if item is None:
+            return await _send(ws, {"type": "heartbeat", "payload": {}, "timestamp": now_iso()})
+        event = item.event
+        if event.type not in types or (event.type == events.ALERT and not owns_alert(view.principal, event)):
+            return True
+        return await _send(ws, {**event.to_dict(), "seq": item.seq})
+
+    def dropped() -> str:
+        return f"client too slow; reconnect with since={sub.seen.get(run_id, at)}"
+
+    await _serve(ws, "status", sub, forward, dropped=dropped)
 
 
 def _channel_data(event: events.Event) -> dict[str, Any]:

@@ -1,0 +1,140 @@
+"""`/ws/status?run_id=` from the event log: numbered events, a resume with `since` that gets exactly what was missed,
+and a run executed behind one server followed in full through another (Redis and PostgreSQL NOTIFY, real ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from cracktrader.settings import Settings
+from db_support import app_database
+from test_shared_auth import REDIS_URL, redis_prefix
+from web_support import SLOW_RUN, LiveServer, live_server
+
+pytestmark = pytest.mark.anyio
+
+# 168 hourly bars at 5 ms or more each: a second or more of running, with a trade every 10 bars.
+WEEK_RUN = {**SLOW_RUN, "end_date": "2024-01-08T00:00:00Z"}
+TERMINAL = ("completed", "failed", "stopped")
+HEARTBEAT_S = 0.3
+Backend = tuple[Settings, dict[str, Any]]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _start(base_url: str) -> str:
+    async with httpx.AsyncClient(base_url=base_url) as c:
+        r = await c.post("/api/v1/run/backtest", json=WEEK_RUN)
+        assert r.status_code == 200, r.text
+        return str(r.json()["run_id"])
+
+
+async def _read_to_end(ws: Any, timeout: float = 60.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The snapshot and every numbered event up to the run's final status (heartbeats skipped)."""
+    snapshot = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    assert snapshot["type"] == "snapshot", snapshot
+    got: list[dict[str, Any]] = []
+    while not (got and got[-1]["type"] == "status_update" and got[-1]["payload"]["status"] in TERMINAL):
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if message["type"] != "heartbeat":
+            got.append(message)
+    return snapshot, got
+
+
+async def _next_is_heartbeat(ws: Any) -> bool:
+    """Nothing but a heartbeat comes next: the stream had every event."""
+    return bool(json.loads(await asyncio.wait_for(ws.recv(), 10 * HEARTBEAT_S + 10))["type"] == "heartbeat")
+
+
+def _numbers(snapshot: dict[str, Any], got: list[dict[str, Any]]) -> list[int]:
+    return [snapshot["seq"], *(m["seq"] for m in got)]
+
+
+async def test_a_run_stream_numbers_its_events_and_a_resume_with_since_gets_exactly_what_it_missed() -> None:
+    with live_server(ws_heartbeat_s=HEARTBEAT_S) as srv:
+        run_id = await _start(srv.base_url)
+        async with connect(f"{srv.ws_url}/api/v1/ws/status?run_id={run_id}") as ws:
+            snapshot, live = await _read_to_end(ws)
+        numbers = _numbers(snapshot, live)
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # consecutive: no gap, no repeat
+        assert {m["type"] for m in live} >= {"status_update", "trade_execution"}
+        assert live[-1]["payload"]["status"] == "completed"
+
+        async with connect(f"{srv.ws_url}/api/v1/ws/status?run_id={run_id}&since=0") as ws:
+            first, everything = await _read_to_end(ws)
+            assert await _next_is_heartbeat(ws)
+        assert first["seq"] == 0 and [m["seq"] for m in everything] == list(range(1, len(everything) + 1))
+        assert everything[-len(live) :] == live  # the same events, numbers and timestamps as they were sent live
+
+        middle = live[len(live) // 2]["seq"]
+        async with connect(f"{srv.ws_url}/api/v1/ws/status?run_id={run_id}&since={middle}") as ws:
+            resumed, rest = await _read_to_end(ws)
+            assert await _next_is_heartbeat(ws)
+        assert resumed["seq"] == middle and resumed["payload"]["status"] == "completed"
+        assert rest == [m for m in everything if m["seq"] > middle]
+
+
+@pytest.mark.parametrize("since", ["-1", "1.5", "abc", "%D9%A3", str(2**62 + 1)])
+async def test_a_since_that_is_not_an_event_number_is_refused_with_what_is_accepted(since: str) -> None:
+    with live_server() as srv:
+        run_id = await _start(srv.base_url)
+        async with connect(f"{srv.ws_url}/api/v1/ws/status?run_id={run_id}&since={since}") as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert "since must be a whole number from 0" in closed.value.rcvd.reason
+
+
+@pytest.fixture(params=("redis", "postgresql"))
+def deployment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    """A PostgreSQL database of the test's own, with Redis (a prefix of its own) or NOTIFY for the notices."""
+    with app_database("postgresql", monkeypatch) as settings:
+        if request.param == "redis":
+            with redis_prefix() as prefix:
+                yield settings, {"redis_url": REDIS_URL, "redis_prefix": prefix}
+        else:
+            yield settings, {}
+
+
+@contextlib.contextmanager
+def two_servers(deployment: Backend) -> Iterator[tuple[LiveServer, LiveServer]]:
+    settings, backend = deployment
+    with LiveServer(settings, ws_heartbeat_s=HEARTBEAT_S, **backend) as a, LiveServer(
+        settings, ws_heartbeat_s=HEARTBEAT_S, **backend
+    ) as b:
+        yield a, b
+
+
+async def test_a_run_executed_behind_one_server_is_followed_in_full_through_another(deployment: Backend) -> None:
+    with two_servers(deployment) as (a, b):
+        run_id = await _start(a.base_url)
+        async with (
+            connect(f"{a.ws_url}/api/v1/ws/status?run_id={run_id}&since=0") as on_a,
+            connect(f"{b.ws_url}/api/v1/ws/status?run_id={run_id}&since=0") as on_b,
+        ):
+            (_, from_a), (snapshot_b, from_b) = await asyncio.gather(_read_to_end(on_a), _read_to_end(on_b))
+            assert await _next_is_heartbeat(on_b)
+        assert snapshot_b["payload"]["run_id"] == run_id  # B holds no such run: its snapshot is the stored row
+        assert [m["seq"] for m in from_b] == list(range(1, len(from_b) + 1))
+        assert from_b == from_a and from_b[-1]["payload"]["status"] == "completed"
+
+        middle = from_b[len(from_b) // 2]["seq"]
+        async with connect(f"{b.ws_url}/api/v1/ws/status?run_id={run_id}&since={middle}") as again:
+            resumed, rest = await _read_to_end(again)
+        assert resumed["payload"]["status"] == "completed" and rest == from_a[middle:]
+
+        async with connect(f"{b.ws_url}/api/v1/ws/status?run_id=nope") as unknown:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(unknown.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
