@@ -643,6 +643,25 @@ async def test_async_status_stream_yields_a_snapshot_then_the_runs_status_update
         assert events.closed
 
 
+def test_sync_run_stream_numbers_its_events_and_resumes_after_a_number_with_what_was_missed() -> None:
+    week = {**YEAR_1H, "end_date": "2024-01-08T00:00:00Z"}
+    with live_server() as srv, CrackTraderAPI(srv.base_url) as api:
+        run = api.start_backtest(week)
+        with api.stream_status(run_id=run.run_id, since=0) as events:
+            seen = [events.recv(timeout=10)]
+            while (status := seen[-1].status()) is None or not status.is_finished or seen[-1].type == "snapshot":
+                seen.append(events.recv(timeout=30))
+        assert seen[0].type == "snapshot" and seen[0].seq == 0
+        assert [e.seq for e in seen[1:]] == list(range(1, len(seen)))
+        middle = seen[len(seen) // 2]
+        assert middle.seq is not None
+        with api.stream_status(run_id=run.run_id, since=middle.seq) as again:
+            resumed = [again.recv(timeout=10) for _ in range(len(seen) - middle.seq)]
+        assert resumed[0].type == "snapshot" and resumed[1:] == seen[middle.seq + 1 :]
+        with pytest.raises(ValueError, match="pass run_id"):
+            api.stream_status(since=3)
+
+
 def test_sync_subscribe_yields_status_and_trades_for_the_symbol() -> None:
     with (
         live_server() as srv,

@@ -110,9 +110,10 @@ def deployment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 @contextlib.contextmanager
 def two_servers(deployment: Backend) -> Iterator[tuple[LiveServer, LiveServer]]:
     settings, backend = deployment
-    with LiveServer(settings, ws_heartbeat_s=HEARTBEAT_S, **backend) as a, LiveServer(
-        settings, ws_heartbeat_s=HEARTBEAT_S, **backend
-    ) as b:
+    with (
+        LiveServer(settings, ws_heartbeat_s=HEARTBEAT_S, **backend) as a,
+        LiveServer(settings, ws_heartbeat_s=HEARTBEAT_S, **backend) as b,
+    ):
         yield a, b
 
 

@@ -912,6 +912,8 @@ class Event(_Model):
     type: str
     payload: dict[str, Any] = Field(default_factory=dict)
     timestamp: datetime | None = None
+    # The run's event number on a one-run stream (`run_id=`); resume after it with `stream_status(since=seq)`.
+    seq: int | None = None
 
     def status(self) -> Status | None:
         """The payload as a `Status` for `snapshot` and `status_update` events, else None."""

@@ -680,12 +680,18 @@ class CrackTraderAPI:
     # Streams -----------------------------------------------------------------------------------------
 
     def stream_status(
-        self, *, heartbeats: bool = False, run_id: str | None = None, candles: bool = False
+        self, *, heartbeats: bool = False, run_id: str | None = None, candles: bool = False, since: int | None = None
     ) -> EventStream:
         """Iterate `/ws/status` events (`snapshot` first); use it in a `with` block to close the socket."""
-        # `candles`: each closed candle of the followed sessions too (`Event.candle()`).
+        # `candles`: each closed candle of the followed sessions too (`Event.candle()`). `since`: with `run_id`,
+        # resume after that event number (each event of one run carries its `seq`), missing nothing.
         return EventStream(
-            self._config, heartbeats=heartbeats, open_timeout=self._config.timeout, run_id=run_id, candles=candles
+            self._config,
+            heartbeats=heartbeats,
+            open_timeout=self._config.timeout,
+            run_id=run_id,
+            candles=candles,
+            since=since,
         )
 
     def subscribe(

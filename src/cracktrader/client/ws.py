@@ -75,11 +75,16 @@ def _channel_message(msg: dict[str, Any], heartbeats: bool) -> ChannelMessage | 
     return ChannelMessage(channel, data if isinstance(data, dict) else {"value": data})
 
 
-def _status_query(run_id: str | None, candles: bool) -> str:
-    """`/ws/status`'s query: the run followed and, with `candles`, the sessions' closed candles too."""
+def _status_query(run_id: str | None, candles: bool, since: int | None = None) -> str:
+    """`/ws/status`'s query: the run followed, with `candles` the sessions' closed candles too, and with `since` the
+    event number to resume after."""
     params: dict[str, str] = {} if run_id is None else {"run_id": run_id}
     if candles:
         params["candles"] = "true"
+    if since is not None:
+        if run_id is None or run_id == "*":
+            raise ValueError("since resumes one run's stream: pass run_id too")
+        params["since"] = str(since)
     return urlencode(params)
 
 
@@ -234,9 +239,11 @@ class EventStream(_SyncStream):
         open_timeout: float | None = 10.0,
         run_id: str | None = None,
         candles: bool = False,
+        since: int | None = None,
     ) -> None:
         # `run_id`: one run (a backtest or a session), or "*" for all of the caller's; None: the runner slot.
-        query = _status_query(run_id, candles)
+        # `since`: with one run, resume after that event number (`Event.seq`): exactly what was missed, then live.
+        query = _status_query(run_id, candles, since)
         super().__init__(config, STATUS_PATH, heartbeats=heartbeats, open_timeout=open_timeout, query=query)
 
     def connect(self) -> EventStream:
@@ -434,9 +441,11 @@ class AsyncEventStream(_AsyncStream):
         open_timeout: float | None = 10.0,
         run_id: str | None = None,
         candles: bool = False,
+        since: int | None = None,
     ) -> None:
         # `run_id`: one run (a backtest or a session), or "*" for all of the caller's; None: the runner slot.
-        query = _status_query(run_id, candles)
+        # `since`: with one run, resume after that event number (`Event.seq`): exactly what was missed, then live.
+        query = _status_query(run_id, candles, since)
         super().__init__(config, STATUS_PATH, heartbeats=heartbeats, open_timeout=open_timeout, query=query)
 
     async def connect(self) -> AsyncEventStream:

@@ -178,6 +178,29 @@ test("the status stream sends a snapshot, then the run's updates until it comple
   assert.equal(last.value, status.value);
 });
 
+test("one run's stream numbers its events and resumes after a number with exactly what was missed", async () => {
+  await api.reset();
+  const started = await api.startBacktest(BACKTEST);
+  const events = await api.streamStatus({ runId: started.run_id, since: 0 });
+  const seen = [];
+  for await (const event of events) {
+    seen.push(event);
+    if (event.type === "status_update" && ["completed", "failed"].includes(event.payload.status)) break;
+  }
+  assert.equal(seen[0].type, "snapshot");
+  assert.deepEqual(seen.map((e) => e.seq), seen.map((_, i) => i));
+  const middle = seen[Math.floor(seen.length / 2)].seq;
+  const again = await api.streamStatus({ runId: started.run_id, since: middle });
+  const resumed = [];
+  for await (const event of again) {
+    resumed.push(event);
+    if (resumed.length === seen.length - middle) break;
+  }
+  assert.equal(resumed[0].type, "snapshot");
+  assert.deepEqual(resumed.slice(1), seen.slice(middle + 1));
+  await assert.rejects(api.streamStatus({ since: 3 }), TypeError);
+});
+
 test("a download's progress streams as download_progress events, in order, until its last status", async () => {
   const events = await api.streamStatus();
   assert.equal((await events.recv({ timeout: RECV_TIMEOUT_MS })).type, "snapshot");

@@ -594,6 +594,8 @@ export interface StatusEvent {
     | "candle" | "heartbeat" | string;
   payload: JsonObject;
   timestamp: Timestamp | null;
+  /** The run's event number, on a one-run stream (`runId`): resume after it with `since`. */
+  seq?: number;
 }
 
 /** The payload of a `candle` event (`streamStatus({ candles: true })`): a session's closed candle; `t` is its open time in UTC ms. */
@@ -964,7 +966,13 @@ export declare class CrackTrader {
   getLogs(options?: { level?: "DEBUG" | "INFO" | "WARNING" | "ERROR" | "CRITICAL"; runId?: string; limit?: number }): Promise<LogTail>;
 
   // Streams
-  streamStatus(options?: { runId?: string | null; heartbeats?: boolean; candles?: boolean }): Promise<EventStream>;
+  streamStatus(options?: {
+    runId?: string | null;
+    heartbeats?: boolean;
+    candles?: boolean;
+    /** With `runId`: resume after this event number (`seq`). */
+    since?: number | null;
+  }): Promise<EventStream>;
   subscribe(channels?: Channel[], options?: { symbol?: string | null; heartbeats?: boolean }): Promise<ChannelStream>;
   streamAlerts(options?: { heartbeats?: boolean }): Promise<ChannelStream>;
   wsUrl(path: string, search?: string): string;

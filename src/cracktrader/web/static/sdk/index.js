@@ -720,10 +720,14 @@ export class CrackTrader {
   /**
    * `/ws/status` events (a snapshot first); `runId` follows one run, `"*"` all of yours. With `candles`, also
    * each closed candle of the followed sessions (`candle` events: `{run_id, symbol, timeframe, t, o, h, l, c, v}`).
+   * One run's events carry its event number `seq`; `since` resumes after one, with exactly what was missed.
    */
-  async streamStatus({ runId = null, heartbeats = false, candles = false } = {}) {
+  async streamStatus({ runId = null, heartbeats = false, candles = false, since = null } = {}) {
+    if (since !== null && (runId === null || runId === "*")) {
+      throw new TypeError("since resumes one run's stream: pass runId too");
+    }
     const stream = new EventStream(heartbeats);
-    await stream.open(this, "/ws/status", query({ run_id: runId, candles: candles ? "true" : null }));
+    await stream.open(this, "/ws/status", query({ run_id: runId, candles: candles ? "true" : null, since }));
     return stream;
   }
 
@@ -905,7 +909,9 @@ export class EventStream extends Stream {
   item(message) {
     if (!message || typeof message.type !== "string") return undefined;
     if (message.type === "heartbeat" && !this.heartbeats) return undefined;
-    return { type: message.type, payload: message.payload ?? {}, timestamp: message.timestamp ?? null };
+    const event = { type: message.type, payload: message.payload ?? {}, timestamp: message.timestamp ?? null };
+    if (Number.isInteger(message.seq)) event.seq = message.seq; // one run's stream: resume after it with `since`
+    return event;
   }
 }
 
