@@ -206,7 +206,8 @@ async def test_two_live_servers_never_both_drive_a_session(rows: tuple[str, Sess
                 async def three_leases_later() -> bool:
                     # Meanwhile, at every look: the first server owns and drives it, the second does not.
                     assert await store.owner(run_id) == owner_a
-                    assert (await b.get(f"/api/v1/runs/{run_id}/status")).status_code == 404
+                    # B answers its status as A publishes it, but holds no such run: its detailed view is A's alone.
+                    assert (await b.get(f"/api/v1/runs/{run_id}/status/detailed")).status_code == 404
                     bars_seen.append((await a.get(f"/api/v1/runs/{run_id}/status")).json()["bars_processed"])
                     return _now_ms() - watched_from > 3 * TTL_S * 1000
 
@@ -217,7 +218,7 @@ async def test_two_live_servers_never_both_drive_a_session(rows: tuple[str, Sess
                 async def taken_over() -> bool:  # claimed, then resumed (its status is served once it is rebuilt)
                     owner = await store.owner(run_id)
                     claimed = owner is not None and owner[1] == 2
-                    return claimed and (await b.get(f"/api/v1/runs/{run_id}/status")).status_code == 200
+                    return claimed and (await b.get(f"/api/v1/runs/{run_id}/status/detailed")).status_code == 200
 
                 await _until("the takeover", taken_over)
                 status = (await b.get(f"/api/v1/runs/{run_id}/status")).json()

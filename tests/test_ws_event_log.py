@@ -139,3 +139,29 @@ async def test_a_run_executed_behind_one_server_is_followed_in_full_through_anot
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(unknown.recv(), 10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_a_run_executed_behind_one_server_is_read_and_stopped_through_another(deployment: Backend) -> None:
+    with two_servers(deployment) as (a, b):
+        async with httpx.AsyncClient(base_url=a.base_url) as on_a, httpx.AsyncClient(base_url=b.base_url) as on_b:
+            r = await on_a.post("/api/v1/runs", json={**SLOW_RUN, "mode": "backtest"})
+            assert r.status_code == 201, r.text
+            run_id = r.json()["run_id"]
+            status = {}
+            for _ in range(600):  # until A has published a status B can read (a safety bound, not a speed one)
+                status = (await on_b.get(f"/api/v1/runs/{run_id}/status")).json()
+                if status.get("status") == "running":
+                    break
+                await asyncio.sleep(0.05)
+            assert status["run_id"] == run_id and status["status"] == "running" and status["mode"] == "backtest"
+
+            stop = await on_b.post(f"/api/v1/runs/{run_id}/stop")
+            assert stop.status_code == 200, stop.text
+            assert stop.json()["status"] == "stopped" and "by the server process running it" in stop.json()["message"]
+            assert (await on_a.get(f"/api/v1/runs/{run_id}/status")).json()["status"] == "stopped"
+            assert (await on_b.get(f"/api/v1/runs/{run_id}/status")).json()["status"] == "stopped"
+
+            again = await on_b.post(f"/api/v1/runs/{run_id}/stop")
+            assert again.status_code == 409 and again.json()["error"]["code"] == "NO_ACTIVE_RUN"
+            missing = await on_b.get("/api/v1/runs/0123456789abcdef0123456789abcdef/status")
+            assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"

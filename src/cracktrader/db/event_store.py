@@ -121,6 +121,18 @@ class EventStore:
             rows = (await conn.execute(query)).all()
         return [LoggedEvent(run_id, int(row.seq), _event(row.body, row.user_id)) for row in rows]
 
+    async def last_of_type(self, run_id: str, event_type: str) -> LoggedEvent | None:
+        """The run's latest event of one type (a run's latest `status_update` is its status), or None."""
+        query = (
+            select(RunEventRecord.seq, RunEventRecord.user_id, RunEventRecord.body)
+            .where(RunEventRecord.run_id == run_id, RunEventRecord.type == event_type)
+            .order_by(RunEventRecord.seq.desc())
+            .limit(1)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else LoggedEvent(run_id, int(row.seq), _event(row.body, row.user_id))
+
     async def last_seq(self, run_id: str) -> int:
         """The run's last event number (0: none yet)."""
         async with self._engine.connect() as conn:

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from cracktrader import __version__
+from cracktrader.runs.commands import RunCommands
 from cracktrader.runs.events import EventBus
 from cracktrader.runs.registry import RunRegistry
 from cracktrader.runs.sessions import SessionRegistry
@@ -112,6 +113,26 @@ async def _open_credentials(app: FastAPI, settings: Settings, engine: Any) -> No
         )
 
 
+async def _open_run_commands(app: FastAPI, manager: RunRegistry) -> RunCommands:
+    """Stops sent by other server processes, carried out here for the runs this one holds."""
+    from cracktrader.notify import open_notices
+
+    web = app.state.web_settings
+    notices, close_client = await open_notices(
+        redis_url=web.redis_url, redis_prefix=web.redis_prefix, engine=app.state.run_store.engine, name="run-commands"
+    )
+    commands = RunCommands(
+        notices,
+        app.state.event_log.relay,
+        holds=lambda run_id: manager.owner_of(run_id)[0],
+        stop_here=lambda run_id, flatten: manager.stop_run(run_id, flatten=flatten),
+    )
+    if close_client is not None:
+        app.state.event_log.closers.append(close_client)
+    await commands.start()
+    return commands
+
+
 # A run's thread holds the GIL for Python strategies; each socket write hands it over and the event loop then
 # waits a whole switch interval (5 ms by default) to get it back. 200 WebSocket clients made that seconds.
 SWITCH_INTERVAL_S = 0.0005
@@ -160,6 +181,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     sessions.credentials = app.state.credential_store
     manager.sessions = sessions
     app.state.sessions = sessions
+    app.state.run_commands = await _open_run_commands(app, manager) if app.state.event_log is not None else None
     app.state.page_encoder = PageEncoder()
     if not app.state.auth.enabled:
         # The edge serves this without routing, hence without auth: only for the local, auth-off model.
@@ -201,6 +223,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.auth.close()
         await sweeps.close()
         await walkforwards.close()
+        if app.state.run_commands is not None:
+            await app.state.run_commands.close()
         await manager.close()
         if app.state.event_log is not None:
             await app.state.event_log.close()  # after the runs' last events

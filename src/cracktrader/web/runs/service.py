@@ -12,7 +12,8 @@ import numpy as np
 from fastapi import Response
 
 from cracktrader.engine.records import STATUS_FILLED
-from cracktrader.runs.errors import RunNotFoundError
+from cracktrader.runs.errors import NoActiveRunError, RunNotFoundError
+from cracktrader.runs.events import STATUS_UPDATE
 from cracktrader.runs.results import (
     HEAD_FORMAT,
     ResultsPage,
@@ -24,6 +25,7 @@ from cracktrader.runs.results import (
     trade_dicts,
 )
 from cracktrader.runs.sanitize import redact
+from cracktrader.runs.state import FINISHED
 from cracktrader.web.runs.encoder import PageEncoder
 
 # Rows per CSV piece of a run held in memory (stored runs stream in their stored chunks).
@@ -227,3 +229,70 @@ async def detailed(registry: Any, run: Any) -> dict[str, Any]:
             "performance_metrics": {},
         }
     return {**st.snapshot(), **extra}
+
+
+# How long a stop sent to another process waits for the run's final status (a backtest stops within a second, a
+# session within two); past it the answer says the stop was sent.
+REMOTE_STOP_WAIT_S = {"backtest": 1.5}
+REMOTE_SESSION_STOP_WAIT_S = 5.0
+
+
+def stored_status(summary: Any) -> dict[str, Any]:
+    """A stored run's row as the status fields (a run no process holds, with no status in the event log)."""
+    metrics = summary.metrics or {}
+    row = summary_to_dict(summary)
+    return {
+        "run_id": summary.id,
+        "status": summary.status if summary.status in FINISHED else "running",  # queued rows are not a v1 status
+        "mode": summary.mode,
+        "start_time": row["started_at"],
+        "end_time": row["ended_at"],
+        "runtime_seconds": None,
+        "cash": None,
+        "value": summary.final_value,
+        "pnl": None,
+        "trade_count": int(metrics.get("total_trades") or 0),
+        "error": summary.error,
+    }
+
+
+async def status_anywhere(app: Any, registry: Any, run_id: str, *, owner: int | None) -> dict[str, Any]:
+    """A run's status from this process, else as the process running it last published it, else its stored row."""
+    try:
+        status: dict[str, Any] = registry.run_status(run_id, owner=owner)
+        return status
+    except RunNotFoundError:
+        stored = await app.state.run_store.get(run_id, user_id=owner)
+        if stored is None:
+            raise
+    event_log = app.state.event_log
+    last = await event_log.relay.store.last_of_type(run_id, STATUS_UPDATE) if event_log is not None else None
+    # A run whose server died is marked failed in its row while its last event still says running: the row wins.
+    if last is not None and not (stored.status in FINISHED and last.event.payload.get("status") not in FINISHED):
+        return dict(last.event.payload)
+    return stored_status(stored)
+
+
+async def stop_anywhere(
+    app: Any, registry: Any, run_id: str, *, owner: int | None, flatten: bool = False
+) -> dict[str, Any]:
+    """Stop a run held by this process, or ask the process that holds it (409 NO_ACTIVE_RUN once it ended)."""
+    try:
+        answer: dict[str, Any] = await registry.stop_run(run_id, owner=owner, flatten=flatten)
+        return answer
+    except RunNotFoundError:
+        stored = await app.state.run_store.get(run_id, user_id=owner)
+        commands = app.state.run_commands
+        if stored is None or commands is None:
+            raise
+    if stored.status in FINISHED:
+        raise NoActiveRunError(f"Run {run_id} already ended ({stored.status})", details={"run_id": run_id})
+    wait = REMOTE_STOP_WAIT_S.get(stored.mode, REMOTE_SESSION_STOP_WAIT_S)
+    final = await commands.stop(run_id, flatten=flatten, timeout_s=wait)
+    if final is None:
+        return {
+            "run_id": run_id,
+            "status": "running",
+            "message": "Stop sent to the server process running it; watch /runs/{id}/status",
+        }
+    return {"run_id": run_id, "status": final, "message": f"Run {final} by the server process running it"}

@@ -69,9 +69,11 @@ async def _start(body: RunRequest, runs: RunsDep, strategies: StrategiesDep) -> 
 
 
 @router.get("/runs/{run_id}/status", response_model=SessionStatus, response_model_exclude_unset=True)
-async def run_status(run_id: str, runs: RunsDep) -> dict[str, Any]:
-    """A run's lifecycle and progress; a session adds pnl parts, condition, positions, open orders, data lag."""
-    return runs.registry.run_status(run_id, owner=runs.owner)
+async def run_status(request: Request, run_id: str, runs: RunsDep) -> dict[str, Any]:
+    """A run's lifecycle and progress; a session adds pnl parts, condition, positions, open orders, data lag.
+
+    A run another server process holds answers with the status that process last published."""
+    return await service.status_anywhere(request.app, runs.registry, run_id, owner=runs.owner)
 
 
 @router.get("/runs/{run_id}/status/detailed", response_model=DetailedStatusResponse)
@@ -105,6 +107,7 @@ async def session_recent_candles(
 
 @router.post("/runs/{run_id}/stop", response_model=RunResponse)
 async def stop_run(
+    request: Request,
     run_id: str,
     runs: RunsDep,
     # Not `StopRequest | None`: a Body() on a union member makes pydantic warn that its alias has no effect.
@@ -113,9 +116,10 @@ async def stop_run(
     """Stop a backtest (within a second) or a session (open orders cancelled, positions kept unless `flatten`,
     saved, `stopped` within 2 s).
 
-    A second stop of a session while it stops answers 200; after a run ended, 409 NO_ACTIVE_RUN.
+    A second stop of a session while it stops answers 200; after a run ended, 409 NO_ACTIVE_RUN. A run another
+    server process holds is stopped by that process; the answer has its final status once it has one.
     """
-    return await runs.registry.stop_run(run_id, owner=runs.owner, flatten=body.flatten)
+    return await service.stop_anywhere(request.app, runs.registry, run_id, owner=runs.owner, flatten=body.flatten)
 
 
 @router.post("/runs/{run_id}/orders/{order_id}/cancel", response_model=RunResponse)

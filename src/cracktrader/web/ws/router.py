@@ -18,7 +18,7 @@ from cracktrader.runs.state import lifecycle_only
 from cracktrader.web.auth.deps import WS_POLICY_VIOLATION, watch_credentials
 from cracktrader.web.deps import sees_run
 from cracktrader.web.input_guard import json_body_problem
-from cracktrader.web.runs.service import summary_to_dict
+from cracktrader.web.runs.service import status_anywhere
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -218,12 +218,6 @@ def _since(value: str | None) -> int | str | None:
     return int(value)
 
 
-async def _stored_snapshot(ws: WebSocket, run_id: str, owner: int | None) -> dict[str, Any] | None:
-    """A run this process does not hold (another process runs it, or it ended): its stored row as a status."""
-    stored = await ws.app.state.run_store.get(run_id, user_id=owner)
-    return None if stored is None else summary_to_dict(stored)
-
-
 async def _follow_logged(ws: WebSocket, view: RunView, run_id: str, types: frozenset[str], owner: int | None) -> None:
     """One run's stream from the event log: a numbered snapshot, then every event after it, in order, once."""
     since = _since(ws.query_params.get("since"))
@@ -231,12 +225,10 @@ async def _follow_logged(ws: WebSocket, view: RunView, run_id: str, types: froze
         await ws.close(code=WS_POLICY_VIOLATION, reason=since)
         return
     try:
-        first: dict[str, Any] | None = ws.app.state.manager.run_status(run_id, owner=owner)
+        first = await status_anywhere(ws.app, ws.app.state.manager, run_id, owner=owner)
     except CracktraderError as exc:
-        first = await _stored_snapshot(ws, run_id, owner)
-        if first is None:
-            await ws.close(code=WS_POLICY_VIOLATION, reason=exc.message[:120])
-            return
+        await ws.close(code=WS_POLICY_VIOLATION, reason=exc.message[:120])
+        return
     relay = ws.app.state.event_log.relay
     # Subscribed before the snapshot is sent: an event from after the number it carries is never missed.
     sub = await relay.subscribe(run_id, since=since)
