@@ -281,6 +281,7 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
     app.state.web_settings = web_settings
     app.state.request_metrics = RequestMetrics()
     app.state.fast_get = {}
+    app.state.open_streams = set()  # WebSocket streams being served: closed with 1001 when the server stops
     app.state.downloads = DownloadJobs(settings)
     app.state.log_tail = LogTail()
     app.state.auth = _auth_state(web_settings)

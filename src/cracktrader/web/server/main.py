@@ -9,6 +9,8 @@ import os
 import sys
 from typing import Any
 
+import uvicorn
+
 from cracktrader.runs.worker_logs import level_of
 from cracktrader.web.config import WebSettings, is_loopback_host
 
@@ -79,8 +81,6 @@ def run_server(
     insecure: bool | None = None,
 ) -> None:
     """Validate the configuration and run uvicorn with the app factory."""
-    import uvicorn
-
     base = WebSettings()
     host = host or base.api_host
     port = base.api_port if port is None else port
@@ -103,7 +103,7 @@ def run_server(
     get_web_settings.cache_clear()
     # Printed, not logged: the one line a new user needs, whatever the log level.
     print(f"Cracktrader dashboard: {dashboard_url(host, port)}", file=sys.stderr, flush=True)
-    uvicorn.run(
+    config = uvicorn.Config(
         "cracktrader.web.app:create_app",
         factory=True,
         host=host,
@@ -114,6 +114,30 @@ def run_server(
         proxy_headers=False,
         server_header=False,
     )
+    DrainingServer(config).run()
+
+
+def _fastapi_app(app: Any) -> Any:
+    """The application inside uvicorn's middleware wrappers (each keeps the next as `.app`)."""
+    for _ in range(10):
+        if hasattr(getattr(app, "state", None), "open_streams"):
+            return app
+        app = getattr(app, "app", None)
+    return None
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM or Ctrl-C, the app's streams close with 1001 (going away) before uvicorn's own shutdown (1012)."""
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        app = _fastapi_app(self.config.loaded_app)
+        if app is not None:
+            from cracktrader.web.ws.router import close_streams
+
+            closed = await close_streams(app)
+            if closed:
+                log.info("Closed %d WebSocket stream(s) with 1001 before shutting down", closed)
+        await super().shutdown(sockets)
 
 
 def build_parser() -> argparse.ArgumentParser:

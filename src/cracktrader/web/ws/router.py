@@ -117,12 +117,31 @@ def _reconnect() -> str:
     return "client too slow; reconnect"
 
 
+GOING_AWAY = 1001
+
+
+async def close_streams(app: Any, *, timeout_s: float = 2.0) -> int:
+    """Close every open stream with 1001 (going away: the server stops, reconnect elsewhere); how many there were."""
+    streams = list(app.state.open_streams)
+
+    async def close(ws: WebSocket) -> None:
+        with contextlib.suppress(Exception):
+            await ws.close(code=GOING_AWAY, reason="server shutting down; reconnect")
+
+    if streams:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(close(ws) for ws in streams))
+    return len(streams)
+
+
 async def _serve(
     ws: WebSocket, stream: str, sub: Source, forward: Any, handler: Any = None, dropped: Any = _reconnect
 ) -> None:
     app = ws.app
     gauge = app.state.request_metrics.ws_clients.labels(stream)
     gauge.inc()
+    app.state.open_streams.add(ws)
     reader = asyncio.create_task(_drain_incoming(ws, handler))
     pump = asyncio.create_task(_pump(ws, sub, app.state.web_settings.ws_heartbeat_s, forward, dropped))
     # Closes the stream (1008) when its token's login ends or its key is revoked.
@@ -134,6 +153,7 @@ async def _serve(
             task.cancel()
         sub.close()
         gauge.dec()
+        app.state.open_streams.discard(ws)
         with contextlib.suppress(Exception):
             await ws.close()
 
