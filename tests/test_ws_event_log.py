@@ -14,6 +14,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from auth_support import PASSWORD, SECRET, login
+from cracktrader.auth import service
+from cracktrader.auth.store import AuthStore
+from cracktrader.db.engine import make_engine
 from cracktrader.settings import Settings
 from db_support import app_database
 from test_shared_auth import REDIS_URL, redis_prefix
@@ -165,3 +169,37 @@ async def test_a_run_executed_behind_one_server_is_read_and_stopped_through_anot
             assert again.status_code == 409 and again.json()["error"]["code"] == "NO_ACTIVE_RUN"
             missing = await on_b.get("/api/v1/runs/0123456789abcdef0123456789abcdef/status")
             assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"
+
+
+@pytest.fixture
+def postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    with app_database("postgresql", monkeypatch) as settings:
+        yield settings
+
+
+async def test_another_users_run_on_another_server_is_not_found_to_read_stop_or_follow(postgres: Settings) -> None:
+    web = {"auth_mode": "on", "jwt_secret_key": SECRET, "rate_limit_per_minute": 100_000}
+    with LiveServer(postgres, **web) as a, LiveServer(postgres, **web) as b:
+        engine = make_engine(postgres.database_url)  # this loop's own: the servers' engines live on theirs
+        try:
+            for name in ("ola", "kari"):
+                await service.create_user(store=AuthStore(engine), username=name, password=PASSWORD)
+        finally:
+            await engine.dispose()
+        async with httpx.AsyncClient(base_url=a.base_url) as on_a, httpx.AsyncClient(base_url=b.base_url) as on_b:
+            ola = {"Authorization": f"Bearer {(await login(on_a, 'ola'))['access_token']}"}
+            kari = {"Authorization": f"Bearer {(await login(on_b, 'kari'))['access_token']}"}
+            r = await on_a.post("/api/v1/runs", json={**SLOW_RUN, "mode": "backtest"}, headers=ola)
+            assert r.status_code == 201, r.text
+            run_id = r.json()["run_id"]
+            for method, path in (("GET", "status"), ("POST", "stop")):
+                theirs = await on_b.request(method, f"/api/v1/runs/{run_id}/{path}", headers=kari)
+                assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "NOT_FOUND", theirs.text
+            token = kari["Authorization"].removeprefix("Bearer ")
+            async with connect(f"{b.ws_url}/api/v1/ws/status?run_id={run_id}&since=0&token={token}") as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            mine = await on_b.get(f"/api/v1/runs/{run_id}/status", headers=ola)  # the owner, through B
+            assert mine.status_code == 200 and mine.json()["run_id"] == run_id
+            assert (await on_b.post(f"/api/v1/runs/{run_id}/stop", headers=ola)).json()["status"] == "stopped"
