@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
+from sqlalchemy import text
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -18,6 +20,7 @@ from auth_support import PASSWORD, SECRET, login
 from cracktrader.auth import service
 from cracktrader.auth.store import AuthStore
 from cracktrader.db.engine import make_engine
+from cracktrader.notify import redis_client_name
 from cracktrader.settings import Settings
 from db_support import app_database
 from test_shared_auth import REDIS_URL, redis_prefix
@@ -203,3 +206,53 @@ async def test_another_users_run_on_another_server_is_not_found_to_read_stop_or_
             mine = await on_b.get(f"/api/v1/runs/{run_id}/status", headers=ola)  # the owner, through B
             assert mine.status_code == 200 and mine.json()["run_id"] == run_id
             assert (await on_b.post(f"/api/v1/runs/{run_id}/stop", headers=ola)).json()["status"] == "stopped"
+
+
+async def _kill_listeners(server: LiveServer, deployment: Backend) -> Any:
+    """Kill the connection the server's event listener holds (pg_terminate_backend, or Redis CLIENT KILL)."""
+    settings, backend = deployment
+    notices = server.app.state.event_log.relay.notices
+    if backend:
+        admin = redis.Redis.from_url(REDIS_URL)
+        try:
+            name = redis_client_name(f"{backend['redis_prefix']}run-events")
+            listeners = [c["id"] for c in admin.client_list() if c["name"] == name and c["cmd"] == "subscribe"]
+            assert len(listeners) == 2  # one per server
+            for client_id in listeners:
+                admin.client_kill_filter(_id=client_id)
+        finally:
+            admin.close()
+    else:
+        engine = make_engine(settings.database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": notices.backend_pid})
+        finally:
+            await engine.dispose()
+    return notices
+
+
+async def test_a_stream_whose_servers_listener_is_killed_mid_run_still_gets_every_event(deployment: Backend) -> None:
+    month = {**SLOW_RUN, "end_date": "2024-01-29T00:00:00Z"}  # 672 bars at 5 ms or more: 3.4 s or more
+    with two_servers(deployment) as (a, b):
+        async with httpx.AsyncClient(base_url=a.base_url) as on_a:
+            r = await on_a.post("/api/v1/runs", json={**month, "mode": "backtest"})
+            assert r.status_code == 201, r.text
+            run_id = r.json()["run_id"]
+        async with connect(f"{b.ws_url}/api/v1/ws/status?run_id={run_id}&since=0") as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "snapshot"
+            first: list[dict[str, Any]] = []
+            while len(first) < 3:  # the run is under way
+                message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if message["type"] != "heartbeat":
+                    first.append(message)
+            notices = await _kill_listeners(b, deployment)
+            rest: list[dict[str, Any]] = []
+            while not (rest and rest[-1]["type"] == "status_update" and rest[-1]["payload"]["status"] in TERMINAL):
+                message = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                if message["type"] != "heartbeat":
+                    rest.append(message)
+        assert notices.connections >= 2  # it listened again (after half a second)
+        got = first + rest
+        assert [m["seq"] for m in got] == list(range(1, len(got) + 1)) and rest[-1]["payload"]["status"] == "completed"
+        assert any(m["type"] == "trade_execution" for m in rest)  # events came after the kill, none was lost
