@@ -265,8 +265,13 @@ async def status_anywhere(app: Any, registry: Any, run_id: str, *, owner: int | 
         stored = await app.state.run_store.get(run_id, user_id=owner)
         if stored is None:
             raise
+    return await _published_status(app, stored)
+
+
+async def _published_status(app: Any, stored: Any) -> dict[str, Any]:
+    """The status the process running a stored run last published, else its row's."""
     event_log = app.state.event_log
-    last = await event_log.relay.store.last_of_type(run_id, STATUS_UPDATE) if event_log is not None else None
+    last = await event_log.relay.store.last_of_type(stored.id, STATUS_UPDATE) if event_log is not None else None
     # A run whose server died is marked failed in its row while its last event still says running: the row wins.
     if last is not None and not (stored.status in FINISHED and last.event.payload.get("status") not in FINISHED):
         return dict(last.event.payload)
@@ -285,8 +290,10 @@ async def stop_anywhere(
         commands = app.state.run_commands
         if stored is None or commands is None:
             raise
-    if stored.status in FINISHED:
-        raise NoActiveRunError(f"Run {run_id} already ended ({stored.status})", details={"run_id": run_id})
+    # Its final status is published before its row is saved: either says it ended.
+    ended = (await _published_status(app, stored))["status"]
+    if ended in FINISHED:
+        raise NoActiveRunError(f"Run {run_id} already ended ({ended})", details={"run_id": run_id})
     wait = REMOTE_STOP_WAIT_S.get(stored.mode, REMOTE_SESSION_STOP_WAIT_S)
     final = await commands.stop(run_id, flatten=flatten, timeout_s=wait)
     if final is None:
