@@ -144,6 +144,11 @@ def measure(backend: str, total: int, rate: float, batch: int) -> dict[str, Any]
             p.join(30)
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return summarize(backend, total, start, results)
+
+
+def summarize(backend: str, total: int, start: float, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row: events a second to every receiver and the latency percentiles over every (event, receiver) pair."""
     lat = sorted(x for r in results for x in r["latencies"])
     last = max(r["last"] for r in results)
 
@@ -161,18 +166,22 @@ def measure(backend: str, total: int, rate: float, batch: int) -> dict[str, Any]
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(doc: str, batch: int) -> argparse.Namespace:
+    """The command line both fan-out benchmarks take."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", action="append", choices=["postgresql", "redis"], default=[])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=1000.0, help="events a second, on a fixed schedule")
-    parser.add_argument("--batch", type=int, default=5, help="events per append")
+    parser.add_argument("--batch", type=int, default=batch, help="events per append")
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    rows = [measure(b, args.events, args.rate, args.batch) for b in args.backend or ["postgresql", "redis"]]
+    return parser.parse_args()
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace, what: str, receivers: str) -> None:
+    """Print the table (`what` names the receivers in each row) and write the rows to --json."""
     cells = [
         (
-            f"{r['events']:,} events to 2 processes x {SUBSCRIBERS_PER_PROCESS} subscribers, notices on {r['backend']}",
+            f"{r['events']:,} events {what}, notices on {r['backend']}",
             f"{r['rate']:,.0f} events/s",
             f"{r['p50']:.1f} ms",
             f"{r['p99']:.1f} ms",
@@ -185,10 +194,16 @@ def main() -> int:
     print(format_columns(("benchmark", "delivered", "p50", "p99", "max", "target", "pass"), cells))
     print(
         f"  - {machine_info()}; published at {args.rate:,.0f} events/s in appends of {args.batch}, latency from "
-        "each event's scheduled publish time to its delivery, over every (event, subscriber) pair"
+        f"each event's scheduled publish time to its delivery, over every (event, {receivers}) pair"
     )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+
+
+def main() -> int:
+    args = arguments(__doc__ or "", batch=5)
+    rows = [measure(b, args.events, args.rate, args.batch) for b in args.backend or ["postgresql", "redis"]]
+    report(rows, args, f"to 2 processes x {SUBSCRIBERS_PER_PROCESS} subscribers", "subscriber")
     return 0
 
 

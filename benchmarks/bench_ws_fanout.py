@@ -15,7 +15,6 @@ scheduled publish time (open loop: a stall counts in full).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import multiprocessing as mp
@@ -29,8 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_event_fanout import POSTGRES_URL, REDIS_URL, TARGET_P99_MS, TARGET_RATE, _admin
-from benchlib import format_columns, machine_info
+from bench_event_fanout import POSTGRES_URL, REDIS_URL, _admin, arguments, report, summarize
 
 CLIENTS_PER_SERVER = 25
 
@@ -189,51 +187,13 @@ def measure(backend: str, total: int, rate: float, batch: int) -> dict[str, Any]
             proc.terminate()
             proc.wait(30)
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    lat = sorted(x for r in results for x in r["latencies"])
-    last = max(r["last"] for r in results)
-
-    def pct(q: float) -> float:
-        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
-
-    return {
-        "backend": backend,
-        "events": total,
-        "deliveries": len(lat),
-        "rate": total / (last - start),
-        "p50": pct(0.50),
-        "p99": pct(0.99),
-        "max": lat[-1] * 1000,
-    }
+    return summarize(backend, total, start, results)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", action="append", choices=["postgresql", "redis"], default=[])
-    parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=1000.0, help="events a second, on a fixed schedule")
-    parser.add_argument("--batch", type=int, default=20, help="events per append")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    args = arguments(__doc__ or "", batch=20)
     rows = [measure(b, args.events, args.rate, args.batch) for b in args.backend or ["redis", "postgresql"]]
-    cells = [
-        (
-            f"{r['events']:,} events, 2 servers x {CLIENTS_PER_SERVER} WebSocket clients, notices on {r['backend']}",
-            f"{r['rate']:,.0f} events/s",
-            f"{r['p50']:.1f} ms",
-            f"{r['p99']:.1f} ms",
-            f"{r['max']:.1f} ms",
-            f">= {TARGET_RATE:,.0f}/s, p99 < {TARGET_P99_MS:.0f} ms",
-            "PASS" if r["rate"] >= TARGET_RATE * 0.99 and r["p99"] < TARGET_P99_MS else "FAIL",
-        )
-        for r in rows
-    ]
-    print(format_columns(("benchmark", "delivered", "p50", "p99", "max", "target", "pass"), cells))
-    print(
-        f"  - {machine_info()}; published at {args.rate:,.0f} events/s in appends of {args.batch}, latency from "
-        "each event's scheduled publish time to its receipt by a WebSocket client, over every (event, client) pair"
-    )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    report(rows, args, f"to 2 servers x {CLIENTS_PER_SERVER} WebSocket clients", "WebSocket client")
     return 0
 
 

@@ -23,7 +23,7 @@ from cracktrader.db.engine import make_engine
 from cracktrader.notify import redis_client_name
 from cracktrader.settings import Settings
 from db_support import app_database
-from test_shared_auth import REDIS_URL, redis_prefix
+from test_shared_auth import REDIS_URL, shared
 from web_support import SLOW_RUN, LiveServer, live_server
 
 pytestmark = pytest.mark.anyio
@@ -103,16 +103,9 @@ async def test_a_since_that_is_not_an_event_number_is_refused_with_what_is_accep
         assert "since must be a whole number from 0" in closed.value.rcvd.reason
 
 
-@pytest.fixture(params=("redis", "postgresql"))
-def deployment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
-    """A PostgreSQL database of the test's own, with Redis (a prefix of its own) or NOTIFY for the notices."""
-    with app_database("postgresql", monkeypatch) as settings:
-        if request.param == "redis":
-            with redis_prefix() as prefix:
-                yield settings, {"redis_url": REDIS_URL, "redis_prefix": prefix}
-        else:
-            yield settings, {}
-
+# The fixture of the shared-auth tests: a PostgreSQL database of the test's own, with Redis (a prefix of its own)
+# or NOTIFY for the notices.
+deployment = shared
 
 @contextlib.contextmanager
 def two_servers(deployment: Backend) -> Iterator[tuple[LiveServer, LiveServer]]:
