@@ -107,6 +107,7 @@ async def test_a_since_that_is_not_an_event_number_is_refused_with_what_is_accep
 # or NOTIFY for the notices.
 deployment = shared
 
+
 @contextlib.contextmanager
 def two_servers(deployment: Backend) -> Iterator[tuple[LiveServer, LiveServer]]:
     settings, backend = deployment
