@@ -100,9 +100,21 @@ def _receiver(url: str, backend: str, channel: str, total: int, ready: Any, out:
 
 
 async def _publish(url: str, backend: str, channel: str, total: int, rate: float, batch: int) -> float:
-    from cracktrader.runs.events import Event
 
     relay, closers = await _relay(url, backend, channel)
+    start = await publish_on_schedule(relay, RUN_ID, "equity_update", total, rate, batch)
+    await relay.close()
+    for close in closers:
+        await close()
+    return start
+
+
+async def publish_on_schedule(relay: Any, run_id: str, kind: str, total: int, rate: float, batch: int) -> float:
+    """Publish `total` events of a run at `rate` a second, `batch` per append, open loop; returns the start time.
+
+    Each event's payload carries `t`, its batch's scheduled publish time, which latencies are counted from."""
+    from cracktrader.runs.events import Event
+
     start = time.time() + 0.2
     sent = 0
     while sent < total:
@@ -111,12 +123,8 @@ async def _publish(url: str, backend: str, channel: str, total: int, rate: float
         delay = due - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        events = [Event("equity_update", {"run_id": RUN_ID, "bar": sent + i, "t": due}) for i in range(n)]
-        await relay.publish(RUN_ID, events)
+        await relay.publish(run_id, [Event(kind, {"run_id": run_id, "n": sent + i, "t": due}) for i in range(n)])
         sent += n
-    await relay.close()
-    for close in closers:
-        await close()
     return start
 
 

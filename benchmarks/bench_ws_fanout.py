@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_event_fanout import POSTGRES_URL, REDIS_URL, _admin, arguments, report, summarize
+from bench_event_fanout import POSTGRES_URL, REDIS_URL, _admin, arguments, publish_on_schedule, report, summarize
 
 CLIENTS_PER_SERVER = 25
 
@@ -101,24 +101,13 @@ async def _publish(url: str, backend: str, prefix: str, run_id: str, total: int,
     from cracktrader.db.event_store import EventStore
     from cracktrader.notify import open_notices
     from cracktrader.runs.event_relay import EventRelay
-    from cracktrader.runs.events import Event
 
     engine = make_engine(url)
     notices, close_client = await open_notices(
         redis_url=REDIS_URL if backend == "redis" else None, redis_prefix=prefix, engine=engine, name="run-events"
     )
     relay = EventRelay(EventStore(engine), notices)
-    start = time.time() + 0.2
-    sent = 0
-    while sent < total:
-        n = min(batch, total - sent)
-        due = start + (sent + n - 1) / rate  # the batch's last event's scheduled time
-        delay = due - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        events = [Event("trade_execution", {"run_id": run_id, "n": sent + i, "t": due}) for i in range(n)]
-        await relay.publish(run_id, events)
-        sent += n
+    start = await publish_on_schedule(relay, run_id, "trade_execution", total, rate, batch)
     if close_client is not None:
         await close_client()
     await engine.dispose()
