@@ -38,8 +38,12 @@ def test_loopback_binds_are_allowed(host: str) -> None:
 
 
 def test_more_than_one_worker_is_refused_rather_than_serving_inconsistent_state() -> None:
-    with pytest.raises(ServerConfigError, match="--workers 2 is refused"):
-        check_server_config(host="127.0.0.1", workers=2, insecure=False)
+    with pytest.raises(ServerConfigError, match="--workers 2 is refused") as on_sqlite:
+        check_server_config(host="127.0.0.1", workers=2, insecure=False, database_url="sqlite+aiosqlite:///x.db")
+    assert "SQLite serves one process" in str(on_sqlite.value) and "Use --workers 1" in str(on_sqlite.value)
+    with pytest.raises(ServerConfigError, match="--workers 2 is refused") as on_postgres:
+        check_server_config(host="127.0.0.1", workers=2, insecure=False, database_url="postgresql+asyncpg://h/db")
+    assert "SQLite" not in str(on_postgres.value) and "Several `serve` processes" in str(on_postgres.value)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,13 @@ class ServerConfigError(Exception):
 
 
 def check_server_config(
-    *, host: str, workers: int, insecure: bool, auth_enabled: bool = False, jwt_secret: str | None = None
+    *,
+    host: str,
+    workers: int,
+    insecure: bool,
+    auth_enabled: bool = False,
+    jwt_secret: str | None = None,
+    database_url: str = "",
 ) -> list[str]:
     """Refuse unsafe or inconsistent set-ups; returns warnings for allowed-but-risky ones."""
     if auth_enabled:
@@ -36,9 +42,12 @@ def check_server_config(
         if len(jwt_secret) < MIN_SECRET_LENGTH:
             raise ServerConfigError(f"JWT_SECRET_KEY is too short: use at least {MIN_SECRET_LENGTH} random characters.")
     if workers > 1:
+        sqlite = "" if database_url.startswith("postgresql") else " SQLite serves one process in any case."
         raise ServerConfigError(
-            f"--workers {workers} is refused: run state and WebSocket events live in one process, so several "
-            "workers would give inconsistent answers. Use --workers 1."
+            f"--workers {workers} is refused: the runner slot of /run/* (one run per user) and the backtest pool "
+            "still live in one process, so several workers would answer /run/* inconsistently. Use --workers 1."
+            f"{sqlite} Several `serve` processes on one PostgreSQL DATABASE_URL (with CRACKTRADER_REDIS_URL or "
+            "PostgreSQL NOTIFY) already share the rate limits, logins, and /runs/{id} with its streams."
         )
     if not is_loopback_host(host) and not auth_enabled:
         if not insecure:
@@ -49,6 +58,16 @@ def check_server_config(
             )
         return [f"INSECURE: serving on {host} without authentication; anyone who can reach it can trade"]
     return []
+
+
+def _database_url() -> str:
+    """The configured database URL; "" when the settings do not load (the app reports that itself)."""
+    from cracktrader.settings import get_settings
+
+    try:
+        return str(get_settings().database_url)
+    except Exception:
+        return ""
 
 
 def dashboard_url(host: str, port: int) -> str:
@@ -89,7 +108,12 @@ def run_server(
     insecure = base.insecure if insecure is None else insecure
     secret = base.jwt_secret_key.get_secret_value() if base.jwt_secret_key else None
     checks = check_server_config(
-        host=host, workers=workers, insecure=insecure, auth_enabled=base.auth_enabled, jwt_secret=secret
+        host=host,
+        workers=workers,
+        insecure=insecure,
+        auth_enabled=base.auth_enabled,
+        jwt_secret=secret,
+        database_url=_database_url(),
     )
     for warning in checks:
         log.warning(warning)
