@@ -80,7 +80,10 @@ async def _open_database(app: FastAPI, settings: Settings) -> Any:
 
     url = settings.database_url
     await asyncio.to_thread(upgrade, url)
-    engine = make_engine(url, echo=settings.sqlalchemy_echo, held_connections=settings.max_live_sessions)
+    # Held for good: a live session's order line each, and on PostgreSQL the LISTEN connections of the revocation,
+    # run-event and run-command notices.
+    held = settings.max_live_sessions + LISTENERS
+    engine = make_engine(url, echo=settings.sqlalchemy_echo, held_connections=held)
     app.state.db_engine = engine
     app.state.db_backend = engine.dialect.name
     from cracktrader.auth.store import AuthStore
@@ -132,6 +135,8 @@ async def _open_run_commands(app: FastAPI, manager: RunRegistry) -> RunCommands:
     await commands.start()
     return commands
 
+
+LISTENERS = 3
 
 # A run's thread holds the GIL for Python strategies; each socket write hands it over and the event loop then
 # waits a whole switch interval (5 ms by default) to get it back. 200 WebSocket clients made that seconds.

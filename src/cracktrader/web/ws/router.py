@@ -199,7 +199,7 @@ async def status_stream(ws: WebSocket) -> None:
     of the followed sessions (`candle`).
 
     Without `run_id`: the caller's runner slot. `?run_id=ID`: one run (backtest or session), wherever it runs, from
-    the event log: each message carries the run's event number `seq` (the snapshot: the last one it reflects), and
+    the event log: each message carries the run's event number `seq` (the snapshot: the last one logged), and
     `&since=N` resumes after number N with exactly what was missed. `?run_id=*`: all of the caller's runs on this
     server. Alerts of all the caller's runs come without a filter and with `*`.
     """
