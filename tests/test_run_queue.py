@@ -12,6 +12,7 @@ from tests.db_support import DatabaseTarget, database_target
 
 from cracktrader.db.models import Base
 from cracktrader.db.run_queue import Claim, LeaseLostError, RunQueue, UserRunLimitError
+from cracktrader.db.run_store import RunStore
 from cracktrader.runs.executor import Executor
 from cracktrader.settings import Settings
 
@@ -161,6 +162,23 @@ def test_drain_hands_an_unfinished_run_back(target: DatabaseTarget) -> None:
         await e.stop(drain_timeout_s=0.1)
         again = await q.claim("next", ("backtest",), T0)
         assert again and again.run_id == rid and e.done == []
+        await q.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_a_starting_server_leaves_queued_and_claimed_runs_to_the_queue(target: DatabaseTarget) -> None:
+    async def main() -> None:
+        q = await _queue(target, max_concurrent_backtests=10)
+        claimed, queued = await _enqueue(q, 2)  # first in, first claimed
+        assert (await q.claim("e", ("backtest",), T0)) is not None
+        store = RunStore(q.engine)
+        # A server starting with no live peer fails the runs it finds active without a live server, but queued and
+        # claimed runs belong to the queue: leases and reclaim decide their fate, not a server's start.
+        assert await store.mark_interrupted(server_id="a-new-server") == 0
+        rows = {run_id: await store.get(run_id) for run_id in (queued, claimed)}
+        assert rows[queued] is not None and rows[queued].status == "starting"
+        assert rows[claimed] is not None and rows[claimed].status == "running"
         await q.engine.dispose()
 
     asyncio.run(main())

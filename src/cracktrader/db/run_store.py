@@ -611,7 +611,11 @@ class RunStore:
         """
         ended = _utc(now, "now") or datetime.now(UTC)
         async with self._sessions.begin() as session:
-            conditions: builtins.list[ColumnElement[bool]] = [RunRecord.status.in_(ACTIVE_STATUSES)]
+            conditions: builtins.list[ColumnElement[bool]] = [
+                RunRecord.status.in_(ACTIVE_STATUSES),
+                # Runs of the queue are the executors' (leases, reclaim), not those of a server that starts.
+                RunRecord.queue_state.is_(None),
+            ]
             if server_id is not None:
                 servers = (
                     await session.execute(
