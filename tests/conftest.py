@@ -82,6 +82,40 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     get_settings.cache_clear()
 
 
+# How long a test's leftover backtest jobs may take to wind down after it (stopped runs end within a second or two).
+POOL_DRAIN_S = 20.0
+
+
+@pytest.fixture
+def pools_left_idle() -> Iterator[None]:
+    """After the test, wait until the backtest pools this process shares between apps have no job left.
+
+    The pool is per process (an app per test would spawn its workers each time), so work a test leaves behind
+    (a run stopped while its worker was inside a slow exchange call) would hold slots in the next ones. A pool
+    still busy after POOL_DRAIN_S is closed (its workers end) and the next test gets a fresh one, with a warning
+    naming the runs that held it. For tests whose apps are gone when they end (a module-scoped server's runs
+    would be cut short).
+    """
+    yield
+    import sys
+    import time
+    import warnings
+
+    pool_module = sys.modules.get("cracktrader.runs.pool")
+    if pool_module is None:
+        return
+    deadline = time.monotonic() + POOL_DRAIN_S
+    for pool in list(pool_module._pools.values()):
+        while not pool.closed and (pool.running or pool.waiting) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not pool.closed and (pool.running or pool.waiting):
+            with pool._lock:
+                held = sorted(pool._running)
+            warnings.warn(f"a backtest pool was still busy {POOL_DRAIN_S:.0f} s after the test (runs {held}); "
+                          "closed it", stacklevel=1)  # fmt: skip
+            pool.close()
+
+
 @pytest.fixture
 def fake_binance(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A fake Binance on 127.0.0.1 with `binance` pointed at it through CRACKTRADER_EXCHANGE_OPTIONS."""

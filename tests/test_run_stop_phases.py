@@ -14,7 +14,9 @@ from websockets.asyncio.client import connect
 from cracktrader.settings import get_settings
 from web_support import YEAR_1H, app_client, live_server
 
-pytestmark = pytest.mark.anyio
+# These stop runs inside slow exchange calls: their workers finish the call after the test, so each test waits for
+# them (and the suite's later backtests do not queue behind a slot they still hold).
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("pools_left_idle")]
 
 KLINES = "/api/v3/klines"
 PAGE_S = 0.3  # each page of candles takes this long by design
