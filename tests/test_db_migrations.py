@@ -119,6 +119,7 @@ DOWNGRADES = [
     ("0014", WALKFORWARD_TABLES | EVENT_TABLES),
     ("0015", EVENT_TABLES),
     ("0016", set()),  # 0017 adds the queue's columns to runs, no table
+    ("0017", set()),  # 0018 adds runs.job_spec
 ]
 
 

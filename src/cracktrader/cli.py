@@ -1645,8 +1645,20 @@ def serve(
     log_level: Annotated[str | None, typer.Option("--log-level", help="critical|error|warning|info|debug")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (only 1 is supported)")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback bind without auth")] = False,
+    no_executor: Annotated[
+        bool,
+        typer.Option(
+            "--no-executor",
+            help="Queue backtests started by id (POST /runs) for `cracktrader worker` processes instead of "
+            "executing them here (turns the run queue on; needs PostgreSQL)",
+        ),
+    ] = False,
 ) -> None:
     """Run the web API, WebSocket streams and dashboard (needs the `web` extra)."""
+    if no_executor:
+        # The factory reads its settings from the environment.
+        os.environ["CRACKTRADER_RUN_QUEUE"] = "true"
+        os.environ["CRACKTRADER_EXECUTOR"] = "false"
     try:
         # Imported up front: the server imports most of them only once it runs, as a long traceback.
         for module in WEB_EXTRA_MODULES:
@@ -1658,6 +1670,53 @@ def serve(
         run_server(host=host, port=port, log_level=log_level, workers=workers, insecure=insecure or None)
     except ServerConfigError as exc:
         fail(str(exc))
+
+
+@app.command()
+def worker(
+    executors: Annotated[
+        int | None,
+        typer.Option(min=1, max=256, help="Runs executed at once (default CRACKTRADER_MAX_CONCURRENT_BACKTESTS)"),
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="critical|error|warning|info|debug")] = "info",
+) -> None:
+    """Execute queued backtests from the shared database until SIGTERM or Ctrl-C (then drain).
+
+    Start it on any machine that reaches the database (DATABASE_URL, PostgreSQL) and the notices channel
+    (CRACKTRADER_REDIS_URL, else PostgreSQL itself), with the same CRACKTRADER_SECRET_KEY as the servers.
+    """
+    import asyncio
+    import logging
+    import signal
+
+    from cracktrader.runs.executor_process import WorkerConfigError, WorkerOptions, check_worker_database, run_worker
+    from cracktrader.settings import get_settings
+    from cracktrader.web.config import WebSettings
+
+    settings = get_settings()
+    try:
+        check_worker_database(settings.database_url)
+    except WorkerConfigError as exc:
+        fail(str(exc))
+    web = WebSettings()
+    options = WorkerOptions(
+        redis_url=web.redis_url,
+        redis_prefix=web.redis_prefix,
+        queue_size=web.ws_queue_size,
+        event_log_days=web.event_log_days,
+        executors=executors,
+    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> list[str]:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        return await run_worker(settings, options, stop)
+
+    done = asyncio.run(main())
+    typer.echo(f"worker stopped after {len(done)} run(s)")
 
 
 def main() -> None:

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     run_heartbeat_s: float = Field(5.0, gt=0, le=3600)
     expired_backtest_policy: Literal["requeue", "fail"] = "fail"
     max_runs_per_user: int = Field(50, ge=1, le=100_000)
+    # Backtests started by id (POST /runs) go into the queue for any executor (`cracktrader worker`, or serve's
+    # own) instead of this process's pool; executors look for work this often.
+    run_queue: bool = False
+    executor_poll_s: float = Field(0.2, gt=0, le=60)
+    # How long a stopping executor lets its runs finish before it hands them back to the queue.
+    executor_drain_s: float = Field(10.0, ge=0, le=3600)
     # Alerts are also POSTed (JSON) to this URL when set, retried with exponential backoff from
     # `alert_webhook_backoff_s` up to `alert_webhook_attempts` times; it is never logged with its credentials.
     alert_webhook: SecretStr | None = None

@@ -159,6 +159,9 @@ class RunRecord(Base):
     # Bumped on every claim and requeue, so a writer holding an older token is refused.
     fencing_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The queued run's whole request (secrets included), sealed with the server's key and bound to the run id;
+    # `config` keeps the redacted copy every reader sees. Cleared once the run ends.
+    job_spec: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
     symbol_rows: Mapped[list[RunSymbolRecord]] = relationship(
         order_by="RunSymbolRecord.position",

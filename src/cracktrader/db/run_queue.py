@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cracktrader.db.models import RunRecord
+from cracktrader.db.models import RunRecord, RunSymbolRecord
+from cracktrader.db.secret_box import SecretBox
 from cracktrader.errors import CracktraderError
 from cracktrader.settings import Settings
 
@@ -43,6 +46,19 @@ class Claim:
     kind: str
     token: int
     config: dict[str, Any]
+    user_id: int | None = None
+    spec: dict[str, Any] = field(default_factory=dict)  # the whole request, opened from its seal
+
+
+class JobSpecUnreadableError(CracktraderError):
+    """A queued run's request does not open with this executor's key (CRACKTRADER_SECRET_KEY differs)."""
+
+    code = "JOB_SPEC_UNREADABLE"
+    status_code = 409
+
+
+def _bound(run_id: str) -> bytes:
+    return f"cracktrader run spec:{run_id}".encode()
 
 
 def _group(kind: str) -> str:
@@ -52,10 +68,33 @@ def _group(kind: str) -> str:
 class RunQueue:
     """Queue operations on one engine; every method is one transaction."""
 
-    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+    def __init__(self, engine: AsyncEngine, settings: Settings, box: SecretBox | None = None) -> None:
         self.engine = engine
         self.settings = settings
+        self.box = box  # seals each run's request: it may hold exchange keys, and the table is not a vault
         self._pg = engine.dialect.name == "postgresql"
+
+    def _seal(self, run_id: str, spec: Mapping[str, Any] | None) -> bytes | None:
+        if spec is None:
+            return None
+        if self.box is None:
+            raise ValueError("a run queue that stores requests needs a SecretBox")
+        return self.box.seal(json.dumps(spec, allow_nan=False).encode(), _bound(run_id))
+
+    def _open(self, run_id: str, sealed: bytes | None) -> dict[str, Any]:
+        if sealed is None:
+            return {}
+        if self.box is None:
+            raise ValueError("a run queue that reads requests needs a SecretBox")
+        try:
+            spec: dict[str, Any] = json.loads(self.box.open(sealed, _bound(run_id)))
+        except CracktraderError:
+            raise JobSpecUnreadableError(
+                f"Run {run_id}'s request does not open with this executor's key: give every server and worker "
+                "the same CRACKTRADER_SECRET_KEY",
+                details={"run_id": run_id},
+            ) from None
+        return spec
 
     async def _serialize(self, conn: AsyncConnection, key: int) -> None:
         # PostgreSQL: an advisory lock held to commit; SQLite: a write first takes the single writer's lock.
@@ -75,11 +114,16 @@ class RunQueue:
         priority: int = 0,
         timeframe: str = "",
         exchange: str = "",
+        symbols: tuple[str, ...] | list[str] = (),
+        spec: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
     ) -> str:
-        """Queue a run; over the user's limit of queued plus running runs raises UserRunLimitError (429)."""
+        """Queue a run (`config`: its redacted copy; `spec`: the whole request, sealed); over the user's limit of
+        queued plus running runs raises UserRunLimitError (429)."""
         if kind not in KINDS:
             raise ValueError(kind)
-        run_id = uuid.uuid4().hex
+        run_id = run_id or uuid.uuid4().hex
+        sealed = self._seal(run_id, spec)
         mode = kind if kind in SESSION_KINDS else "backtest"
         async with self.engine.begin() as conn:
             await self._serialize(conn, _ENQUEUE_LOCK)
@@ -114,8 +158,14 @@ class RunQueue:
                     queued_at=now,
                     fencing_token=0,
                     attempts=0,
+                    job_spec=sealed,
                 )
             )
+            if symbols:
+                await conn.execute(
+                    insert(RunSymbolRecord),
+                    [{"run_id": run_id, "position": i, "symbol": s} for i, s in enumerate(symbols)],
+                )
         return run_id
 
     async def claim(self, executor_id: str, kinds: tuple[str, ...], now: datetime) -> Claim | None:
@@ -139,7 +189,14 @@ class RunQueue:
             if not allowed:
                 return None
             query = (
-                select(RunRecord.id, RunRecord.kind, RunRecord.fencing_token, RunRecord.config)
+                select(
+                    RunRecord.id,
+                    RunRecord.kind,
+                    RunRecord.fencing_token,
+                    RunRecord.config,
+                    RunRecord.user_id,
+                    RunRecord.job_spec,
+                )
                 .where(RunRecord.queue_state == QUEUED, RunRecord.kind.in_(allowed))
                 .order_by(RunRecord.priority.desc(), RunRecord.queued_at, RunRecord.id)
                 .limit(1)
@@ -163,7 +220,8 @@ class RunQueue:
                     attempts=RunRecord.attempts + 1,
                 )
             )
-            return Claim(row.id, row.kind, token, dict(row.config))
+            spec = self._open(row.id, row.job_spec) if row.job_spec is not None else {}
+            return Claim(row.id, row.kind, token, dict(row.config), row.user_id, spec)
 
     async def heartbeat(self, executor_id: str, now: datetime) -> dict[str, int]:
         """Extend the leases of the executor's runs; returns the run ids (with tokens) it still holds."""
@@ -197,19 +255,28 @@ class RunQueue:
         now: datetime,
         error: str | None = None,
     ) -> None:
-        """Record the end of a held run; a stale token raises LeaseLostError."""
-        await self._fenced(
-            run_id,
-            token,
-            {
-                "queue_state": DONE,
-                "status": status,
-                "ended_at": now,
-                "error": error,
-                "executor_id": None,
-                "lease_expires_at": None,
-            },
-        )
+        """Record the end of a held run (`error` None keeps the one its run saved); a stale token raises
+        LeaseLostError."""
+        values: dict[str, Any] = {
+            "queue_state": DONE,
+            "status": status,
+            "ended_at": now,
+            "executor_id": None,
+            "lease_expires_at": None,
+            "job_spec": None,
+        }
+        if error is not None:
+            values["error"] = error
+        await self._fenced(run_id, token, values)
+
+    async def cancel_queued(self, run_id: str, now: datetime, *, user_id: int | None = None) -> bool:
+        """Stop a run no executor has claimed yet; False when it is not (or no longer) queued."""
+        query = update(RunRecord).where(RunRecord.id == run_id, RunRecord.queue_state == QUEUED)
+        if user_id is not None:
+            query = query.where(RunRecord.user_id == user_id)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(query.values(queue_state=DONE, status="stopped", ended_at=now, job_spec=None))
+        return bool(result.rowcount == 1)
 
     async def release(self, run_id: str, token: int) -> None:
         """Hand a held run back to the queue (drain); its old token is refused afterwards."""
@@ -246,6 +313,7 @@ class RunQueue:
                         "status": "failed",
                         "ended_at": now,
                         "error": "The executor running it stopped renewing its lease.",
+                        "job_spec": None,
                     }
                 await conn.execute(
                     update(RunRecord)

@@ -25,6 +25,11 @@ SWEEP_PROGRESS = "sweep_progress"
 CANDLE = "candle"
 DOWNLOAD_PROGRESS = "download_progress"
 WALKFORWARD_PROGRESS = "walkforward_progress"
+# What `/ws/status` streams, and what the event log keeps of a run (what `/ws/status?run_id=` may send).
+STATUS_STREAM_TYPES = frozenset(
+    {STATUS_UPDATE, TRADE_EXECUTION, ERROR, ALERT, SWEEP_PROGRESS, DOWNLOAD_PROGRESS, WALKFORWARD_PROGRESS}
+)
+LOGGED_EVENTS = STATUS_STREAM_TYPES | {CANDLE}
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from sqlalchemy.exc import DBAPIError
+
 from cracktrader.db.run_queue import Claim, LeaseLostError, RunQueue
+
+log = logging.getLogger(__name__)
 
 JobResult = Literal["completed", "failed", "stopped"]
 
@@ -58,8 +63,13 @@ class Executor:
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
-            await self.queue.reclaim_expired(self.clock())
-            claim = await self.queue.claim(self.executor_id, self.kinds, self.clock())
+            try:
+                await self.queue.reclaim_expired(self.clock())
+                claim = await self.queue.claim(self.executor_id, self.kinds, self.clock())
+            except (DBAPIError, OSError):
+                # The database is briefly away: nothing is claimed meanwhile, and the loop must outlive it.
+                log.warning("Executor %s could not reach the run queue; retrying", self.executor_id, exc_info=True)
+                claim = None
             if claim is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.poll_s)
@@ -76,9 +86,13 @@ class Executor:
                 # Draining: give the run its grace period, then hand it back.
                 await asyncio.wait({job}, timeout=self._drain_timeout)
             if job.done():
-                status: JobResult = "failed" if job.exception() else job.result()
+                error = job.exception()
+                status: JobResult = "failed" if error else job.result()
+                if error is not None:
+                    log.error("Run %s failed in executor %s: %s", claim.run_id, self.executor_id, error)
+                reason = None if error is None else str(error) or type(error).__name__
                 with contextlib.suppress(LeaseLostError):
-                    await self.queue.finish(claim.run_id, claim.token, status, self.clock())
+                    await self.queue.finish(claim.run_id, claim.token, status, self.clock(), error=reason)
                     self.done.append(claim.run_id)
             else:
                 job.cancel()

@@ -59,6 +59,7 @@ class BacktestRun:
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # its worker's last message arrived
     started_write: asyncio.Task[None] | None = None
     last_publish: float = 0.0
+    handed_back: bool = False  # its executor gave it back to the queue: this attempt records nothing
 
     @property
     def busy(self) -> bool:
@@ -230,7 +231,39 @@ class RunRegistry:
         on_accepted: Callable[[str], None] | None,
     ) -> BacktestRun:
         """Record an admitted backtest and start its task (it waits its turn in the pool)."""
-        run_id = uuid.uuid4().hex
+        run = self._new_backtest(uuid.uuid4().hex, config, user_id=user_id, rerun_of=rerun_of)
+        if self.store is not None:
+            await self.store.create(
+                run_id=run.run_id,
+                mode="backtest",
+                status="starting",
+                config=run.state.config or {},
+                **record_fields(config),
+                user_id=user_id,
+                server_id=self.server_id,
+                rerun_of=rerun_of.run_id if rerun_of is not None else None,
+            )
+        self._launch(run, on_accepted)
+        return run
+
+    async def execute_claimed(self, run_id: str, config: BacktestConfig, *, user_id: int | None) -> str:
+        """Run a backtest an executor claimed from the queue (its row exists) to its end; its final status."""
+        run = self._new_backtest(run_id, config, user_id=user_id, rerun_of=None)
+        self._launch(run, None)
+        assert run.task is not None
+        try:
+            await asyncio.shield(run.task)
+        except asyncio.CancelledError:
+            # Handed back to the queue (a drain ran out of time): another executor runs it, so nothing of this
+            # attempt may reach its row or its stream.
+            run.handed_back = True
+            self.pool.stop(run_id)
+            raise
+        return run.state.status
+
+    def _new_backtest(
+        self, run_id: str, config: BacktestConfig, *, user_id: int | None, rerun_of: StoredRun | None
+    ) -> BacktestRun:
         cfg = redact(config.model_dump())
         state = RunState(
             run_id=run_id,
@@ -244,25 +277,15 @@ class RunRegistry:
             value=config.initial_cash,
             phase="queued",
         )
-        run = BacktestRun(run_id, user_id, config, state, rerun_of)
-        if self.store is not None:
-            await self.store.create(
-                run_id=run_id,
-                mode="backtest",
-                status="starting",
-                config=cfg,
-                **record_fields(config),
-                user_id=user_id,
-                server_id=self.server_id,
-                rerun_of=rerun_of.run_id if rerun_of is not None else None,
-            )
-        self.backtests[run_id] = run
+        return BacktestRun(run_id, user_id, config, state, rerun_of)
+
+    def _launch(self, run: BacktestRun, on_accepted: Callable[[str], None] | None) -> None:
+        self.backtests[run.run_id] = run
         self._forget_old()
         if on_accepted is not None:
-            on_accepted(run_id)
+            on_accepted(run.run_id)
         self._publish_status(run, force=True)
-        run.task = asyncio.create_task(self._run(run), name=f"run-{run_id}")
-        return run
+        run.task = asyncio.create_task(self._run(run), name=f"run-{run.run_id}")
 
     async def stop_backtest(self, run: BacktestRun) -> dict[str, Any]:
         """Ask a backtest to stop; waits up to a second for it to wind down."""
@@ -426,6 +449,9 @@ class RunRegistry:
     async def _finish(self, run: BacktestRun, outcome: JobOutcome) -> None:
         """Save the outcome, then announce it: a client that sees "completed" can read the history."""
         st, run_id = run.state, run.run_id
+        if run.handed_back:
+            st.status, st.phase = "stopped", None
+            return
         status, error, error_code = outcome.status, outcome.error, outcome.error_code
         if outcome.exchange_unreachable and error is not None:
             self._record_exchange(run.config.exchange, False, error)

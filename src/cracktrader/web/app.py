@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from cracktrader import __version__
 from cracktrader.runs.commands import RunCommands
 from cracktrader.runs.events import EventBus
+from cracktrader.runs.queued import Executors
 from cracktrader.runs.registry import RunRegistry
 from cracktrader.runs.sessions import SessionRegistry
 from cracktrader.runs.worker_logs import set_package_level
@@ -136,6 +137,24 @@ async def _open_run_commands(app: FastAPI, manager: RunRegistry) -> RunCommands:
     return commands
 
 
+def _open_run_queue(app: FastAPI, manager: RunRegistry) -> Executors | None:
+    """With the run queue on: POST /runs queues backtests, and this process executes some unless told not to."""
+    app.state.run_queue = None
+    settings: Settings = app.state.settings
+    if not settings.run_queue:
+        return None
+    from cracktrader.db.run_queue import RunQueue
+    from cracktrader.db.secret_box import SecretBox
+
+    queue = RunQueue(app.state.run_store.engine, settings, SecretBox.from_settings(settings))
+    app.state.run_queue = queue
+    if not app.state.web_settings.executor:
+        return None
+    executors = Executors(queue, manager, count=settings.max_concurrent_backtests, poll_s=settings.executor_poll_s)
+    executors.start()
+    return executors
+
+
 LISTENERS = 3
 
 # A run's thread holds the GIL for Python strategies; each socket write hands it over and the event loop then
@@ -214,6 +233,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if await walkforwards.start():
         log.warning("Marked walk-forwards cut short by a previous server as failed")
     await sessions.begin()  # after the lease is taken: resume paper sessions of servers whose lease lapsed
+    executors = _open_run_queue(app, manager)
     warm = asyncio.create_task(manager.warm_up(), name="warm-up")
     # What start-up loaded (modules, numba, pydantic models) lives as long as the server: out of the collector's
     # sight, a full collection no longer walks it (it stalled the event loop ~130 ms, /status p99 with it).
@@ -228,6 +248,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.auth.close()
         await sweeps.close()
         await walkforwards.close()
+        if executors is not None:
+            await executors.stop(settings.executor_drain_s)
         if app.state.run_commands is not None:
             await app.state.run_commands.close()
         await manager.close()
@@ -286,6 +308,7 @@ def create_app(settings: Settings | None = None, web_settings: WebSettings | Non
     app.state.web_settings = web_settings
     app.state.request_metrics = RequestMetrics()
     app.state.fast_get = {}
+    app.state.run_queue = None  # set by the lifespan when CRACKTRADER_RUN_QUEUE is on
     app.state.open_streams = set()  # WebSocket streams being served: closed with 1001 when the server stops
     app.state.downloads = DownloadJobs(settings)
     app.state.log_tail = LogTail()

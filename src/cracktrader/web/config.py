@@ -69,6 +69,9 @@ class WebSettings(BaseSettings):
     event_log: bool = True
     # Events of runs older than this are pruned when the server starts.
     event_log_days: int = Field(7, ge=1, le=3650)
+    # With the run queue on, whether this server also executes queued runs (`serve --no-executor` turns it off,
+    # leaving them to `cracktrader worker` processes).
+    executor: bool = True
 
     @property
     def auth_enabled(self) -> bool:

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from cracktrader.auth.errors import NotAuthenticatedError
 from cracktrader.auth.principal import Principal
+from cracktrader.db.run_queue import RunQueue
 from cracktrader.db.strategy_store import LOCAL_OWNER, StrategyStore
 from cracktrader.runs.registry import RunRegistry
 from cracktrader.runs.results import RunResults
@@ -210,6 +211,15 @@ def get_app_settings(request: Request) -> Settings:
 
 
 AppSettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_run_queue(request: Request) -> RunQueue | None:
+    """The run queue backtests by id go into (None: they run in this process's pool)."""
+    queue: RunQueue | None = getattr(request.app.state, "run_queue", None)
+    return queue
+
+
+RunQueueDep = Annotated[RunQueue | None, Depends(get_run_queue)]
 
 
 def caller_user_id(request: Request) -> int | None:

@@ -6,14 +6,16 @@ import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from fastapi import Response
 
 from cracktrader.engine.records import STATUS_FILLED
+from cracktrader.runs.document import now_iso
 from cracktrader.runs.errors import NoActiveRunError, RunNotFoundError
-from cracktrader.runs.events import STATUS_UPDATE
+from cracktrader.runs.events import STATUS_UPDATE, Event
 from cracktrader.runs.results import (
     HEAD_FORMAT,
     ResultsPage,
@@ -237,13 +239,23 @@ REMOTE_STOP_WAIT_S = {"backtest": 1.5}
 REMOTE_SESSION_STOP_WAIT_S = 5.0
 
 
+async def _cancel_queued(app: Any, stored: Any, *, owner: int | None) -> bool:
+    """Stop a run still waiting in the queue, and say so on its stream."""
+    queue = app.state.run_queue
+    if queue is None or not await queue.cancel_queued(stored.id, datetime.now(UTC), user_id=owner):
+        return False
+    status = {**stored_status(stored), "status": "stopped", "end_time": now_iso()}
+    app.state.manager.bus.publish(Event(STATUS_UPDATE, status, user_id=stored.user_id))
+    return True
+
+
 def stored_status(summary: Any) -> dict[str, Any]:
     """A stored run's row as the status fields (a run no process holds, with no status in the event log)."""
     metrics = summary.metrics or {}
     row = summary_to_dict(summary)
     return {
         "run_id": summary.id,
-        "status": summary.status if summary.status in FINISHED else "running",  # queued rows are not a v1 status
+        "status": summary.status if summary.status in (*FINISHED, "starting") else "running",
         "mode": summary.mode,
         "start_time": row["started_at"],
         "end_time": row["ended_at"],
@@ -290,6 +302,8 @@ async def stop_anywhere(
         commands = app.state.run_commands
         if stored is None or commands is None:
             raise
+    if await _cancel_queued(app, stored, owner=owner):
+        return {"run_id": run_id, "status": "stopped", "message": "Run stopped before an executor took it"}
     # Its final status is published before its row is saved: either says it ended.
     ended = (await _published_status(app, stored))["status"]
     if ended in FINISHED:

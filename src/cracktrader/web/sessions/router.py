@@ -6,9 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
+from cracktrader.db.run_queue import RunQueue
 from cracktrader.runs.config import BacktestConfig, LiveConfig
+from cracktrader.runs.queued import enqueue_backtest
 from cracktrader.runs.sessions import SessionRegistry, cancel_order, close_position, pause, resume
-from cracktrader.web.deps import RunsDep, StrategiesDep
+from cracktrader.web.deps import RunQueueDep, RunsDep, StrategiesDep
 from cracktrader.web.health.service import health_report
 from cracktrader.web.idempotency import IdempotencyDep
 from cracktrader.web.runs import service
@@ -42,25 +44,37 @@ SessionsDep = Annotated[SessionRegistry, Depends(get_sessions)]
     },
 )
 async def start_run(
-    body: RunRequest, runs: RunsDep, strategies: StrategiesDep, once: IdempotencyDep, response: Response
+    body: RunRequest,
+    runs: RunsDep,
+    strategies: StrategiesDep,
+    once: IdempotencyDep,
+    response: Response,
+    queue: RunQueueDep,
 ) -> dict[str, Any]:
     """Start a run by id, outside the caller's slot; 201 with its `run_id`.
 
     `mode: "backtest"` takes `/run/backtest`'s body and waits its turn in the worker pool (`starting`, phase
     `queued`) when CRACKTRADER_MAX_CONCURRENT_BACKTESTS run already. `mode: "paper"` (the default) takes
     `/run/live`'s body and starts a session at once, or answers 409 SESSION_LIMIT. With an `Idempotency-Key`,
-    a retry answers the same run.
+    a retry answers the same run. With the run queue on (CRACKTRADER_RUN_QUEUE), a backtest is queued for any
+    executor (this server's or a `cracktrader worker`'s); over CRACKTRADER_MAX_RUNS_PER_USER queued and running
+    runs it answers 429 TOO_MANY_RUNS.
     """
     dump = body.model_dump(mode="json")
-    return await once(route="POST /runs", body=dump, response=response, start=lambda: _start(body, runs, strategies))
+    return await once(
+        route="POST /runs", body=dump, response=response, start=lambda: _start(body, runs, strategies, queue)
+    )
 
 
-async def _start(body: RunRequest, runs: RunsDep, strategies: StrategiesDep) -> dict[str, Any]:
+async def _start(body: RunRequest, runs: RunsDep, strategies: StrategiesDep, queue: RunQueue | None) -> dict[str, Any]:
     registry = runs.registry
     user_id = runs.slot.user_id
     if body.mode == "backtest":
-        config = BacktestConfig(**body.model_dump(exclude={"mode"}))
-        run = await registry.start_backtest(await _with_resolved_strategy(config, strategies), user_id=user_id)
+        config = await _with_resolved_strategy(BacktestConfig(**body.model_dump(exclude={"mode"})), strategies)
+        if queue is not None:
+            run_id = await enqueue_backtest(queue, config, user_id=user_id)
+            return {"run_id": run_id, "status": "starting", "message": "Backtest queued; watch /runs/{id}/status"}
+        run = await registry.start_backtest(config, user_id=user_id)
         return {"run_id": run.run_id, "status": "starting", "message": "Backtest accepted; watch /runs/{id}/status"}
     assert isinstance(body, LiveConfig)
     require_live_scope(body, runs.principal)

@@ -35,21 +35,10 @@ CHANNELS = {
     events.ALERT: "alerts",
 }
 CHANNEL_NAMES = "status, orders, trades, equity or alerts"
-STATUS_STREAM_TYPES = frozenset(
-    {
-        events.STATUS_UPDATE,
-        events.TRADE_EXECUTION,
-        events.ERROR,
-        events.ALERT,
-        events.SWEEP_PROGRESS,
-        events.DOWNLOAD_PROGRESS,
-        events.WALKFORWARD_PROGRESS,
-    }
-)
+STATUS_STREAM_TYPES = events.STATUS_STREAM_TYPES
 # Events about the caller's own things rather than a run: sent without a run filter and with `*`.
 OWNED_EVENTS = frozenset({events.SWEEP_PROGRESS, events.DOWNLOAD_PROGRESS, events.WALKFORWARD_PROGRESS})
-# What the event log keeps of a run: what `/ws/status?run_id=` may send.
-LOGGED_EVENTS = STATUS_STREAM_TYPES | {events.CANDLE}
+LOGGED_EVENTS = events.LOGGED_EVENTS
 # The largest `since` accepted (event numbers are 64-bit in the database).
 MAX_SINCE = 2**62
 

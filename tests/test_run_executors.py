@@ -1,0 +1,289 @@
+"""Backtests through the run queue: serve's own executor on SQLite, and `cracktrader worker` processes on PostgreSQL
+behind an API server that executes nothing (`--no-executor`), watched, stopped and read through the API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from websockets.asyncio.client import connect
+
+from cracktrader.db.engine import make_engine
+from cracktrader.db.models import RunRecord
+from cracktrader.settings import Settings, get_settings
+from db_support import app_database
+from web_support import SLOW_RUN, TEST_STRATEGY_DIR, LiveServer, released_run
+
+pytestmark = pytest.mark.anyio
+
+# 168 hourly bars at 5 ms or more each: a second or more of running.
+WEEK_RUN = {**SLOW_RUN, "end_date": "2024-01-08T00:00:00Z", "mode": "backtest"}
+TERMINAL = ("completed", "failed", "stopped")
+PATIENCE_S = 90.0
+LEASE_S = 2.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _post_run(client: httpx.AsyncClient, body: dict[str, Any]) -> str:
+    r = await client.post("/api/v1/runs", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "starting"
+    return str(r.json()["run_id"])
+
+
+async def _status(client: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
+    r = await client.get(f"/api/v1/runs/{run_id}/status")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def _until_status(client: httpx.AsyncClient, run_id: str, wanted: tuple[str, ...]) -> dict[str, Any]:
+    deadline = time.monotonic() + PATIENCE_S
+    while True:
+        status = await _status(client, run_id)
+        if status["status"] in wanted:
+            return status
+        assert time.monotonic() < deadline, f"{run_id} still {status['status']}, not {wanted}"
+        await asyncio.sleep(0.05)
+
+
+async def _rows(settings: Settings, *run_ids: str) -> dict[str, RunRecord]:
+    engine = make_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(
+                select(
+                    RunRecord.id,
+                    RunRecord.queue_state,
+                    RunRecord.status,
+                    RunRecord.attempts,
+                    RunRecord.job_spec,
+                    RunRecord.config,
+                    RunRecord.executor_id,
+                ).where(RunRecord.id.in_(run_ids))
+            )
+            return {row.id: row for row in result.all()}  # type: ignore[misc]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_queued_backtest_runs_on_serves_own_executor_and_reads_like_any_run(tmp_path: Path) -> None:
+    settings = get_settings().model_copy(update={"run_queue": True})
+    with LiveServer(settings) as srv:
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
+            run_id = await _post_run(c, WEEK_RUN)
+            final = await _until_status(c, run_id, TERMINAL)
+            assert final["status"] == "completed", final
+            results = (await c.get("/api/v1/results", params={"run_id": run_id})).json()
+            listed = (await c.get(f"/api/v1/runs/{run_id}")).json()
+    assert results["run_id"] == run_id and results["status"] == "completed"
+    assert results["performance_metrics"]["total_trades"] > 0
+    assert listed["status"] == "completed" and listed["symbols"] == ["BTC/USDT"]
+    row = (await _rows(settings, run_id))[run_id]
+    assert (row.queue_state, row.status, row.attempts, row.job_spec) == ("done", "completed", 1, None)
+
+
+async def test_a_sealed_request_does_not_open_with_another_key_and_the_run_fails_saying_so(tmp_path: Path) -> None:
+    from cracktrader.db.run_queue import JobSpecUnreadableError, RunQueue
+    from cracktrader.db.secret_box import SecretBox
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        from cracktrader.db.migrate import upgrade
+
+        await asyncio.to_thread(upgrade, settings.database_url)
+        ours = RunQueue(engine, settings, SecretBox(b"k" * 40))
+        theirs = RunQueue(engine, settings, SecretBox(b"x" * 40))
+        from datetime import UTC, datetime
+
+        await ours.enqueue(
+            user_id=None, kind="backtest", strategy_name="s", config={}, spec={"a": 1}, now=datetime.now(UTC)
+        )
+        with pytest.raises(JobSpecUnreadableError, match="same CRACKTRADER_SECRET_KEY"):
+            await theirs.claim("e", ("backtest",), datetime.now(UTC))
+    finally:
+        await engine.dispose()
+
+
+class WorkerProcess:
+    """A real `cracktrader worker` process (stderr to `log`); SIGTERM drains it, SIGKILL kills it."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = {**os.environ, **env}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        command = [sys.executable, "-m", "cracktrader", "worker", "--executors", "1", "--log-level", "info"]
+        with self.log.open("ab") as err:
+            self.proc = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 120
+        while "Worker started" not in self.log.read_text():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            assert time.monotonic() < deadline, self.log.read_text()[-3000:]
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def pg(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings on a PostgreSQL database of the test's own."""
+    with app_database("postgresql", monkeypatch) as settings:
+        yield settings
+
+
+@contextlib.contextmanager
+def deployment(
+    tmp_path: Path, base: Settings, workers: int, **env: str
+) -> Iterator[tuple[LiveServer, list[WorkerProcess], Settings]]:
+    """An API server that executes nothing on the test's PostgreSQL database, and `workers` workers."""
+    settings = base.model_copy(update={"run_queue": True, "strategy_dir": TEST_STRATEGY_DIR})
+    worker_env = {
+        "DATABASE_URL": settings.database_url,
+        "CRACKTRADER_STRATEGY_DIR": str(TEST_STRATEGY_DIR),
+        "CRACKTRADER_RUN_LEASE_TTL_S": str(LEASE_S),
+        "CRACKTRADER_RUN_HEARTBEAT_S": "0.25",
+        "CRACKTRADER_EXECUTOR_POLL_S": "0.05",
+        **env,
+    }
+    procs = [WorkerProcess(worker_env, tmp_path / f"worker-{i}.log") for i in range(workers)]
+    with LiveServer(settings, executor=False) as srv:
+        try:
+            for proc in procs:
+                proc.start()
+            yield srv, procs, settings
+        finally:
+            for proc in procs:
+                proc.stop()
+
+
+async def test_workers_run_every_queued_backtest_once_and_any_api_process_streams_and_reads_it(
+    tmp_path: Path, pg: Settings
+) -> None:
+    with deployment(tmp_path, pg, workers=2) as (srv, procs, settings):
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
+            run_ids = [await _post_run(c, WEEK_RUN) for _ in range(4)]
+            async with connect(f"{srv.ws_url}/api/v1/ws/status?run_id={run_ids[0]}") as ws:
+                snapshot = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                assert snapshot["type"] == "snapshot"
+                seen: list[dict[str, Any]] = []
+                while not (seen and seen[-1]["type"] == "status_update" and seen[-1]["payload"]["status"] in TERMINAL):
+                    message = json.loads(await asyncio.wait_for(ws.recv(), PATIENCE_S))
+                    if message["type"] != "heartbeat":
+                        seen.append(message)
+            finals = [await _until_status(c, run_id, TERMINAL) for run_id in run_ids]
+            results = [(await c.get("/api/v1/results", params={"run_id": r})).json() for r in run_ids]
+        stopped = [proc.stop() for proc in procs]
+    assert [f["status"] for f in finals] == ["completed"] * 4
+    numbers = [snapshot["seq"], *(m["seq"] for m in seen)]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # every event, in order, no gap
+    assert {m["type"] for m in seen} >= {"status_update", "trade_execution"}
+    assert all(r["performance_metrics"]["total_trades"] > 0 for r in results)
+    rows = await _rows(settings, *run_ids)
+    assert {(rows[r].queue_state, rows[r].attempts) for r in run_ids} == {("done", 1)}  # each executed once
+    assert stopped == [0, 0]  # SIGTERM drained both cleanly
+    assert "Traceback" not in "".join(p.log.read_text() for p in procs)
+
+
+async def test_a_stop_through_the_api_reaches_the_worker_and_a_queued_run_stops_before_it_is_claimed(
+    tmp_path: Path, pg: Settings
+) -> None:
+    release = tmp_path / "release"
+    held = {**released_run(SLOW_RUN, release), "mode": "backtest"}
+    # One backtest at a time across the deployment: the second waits in the queue.
+    with deployment(tmp_path, pg, workers=1, CRACKTRADER_MAX_CONCURRENT_BACKTESTS="1") as (srv, _, settings):
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
+            running = await _post_run(c, held)
+            await _until_status(c, running, ("running",))
+            waiting = await _post_run(c, held)
+            assert (await _status(c, waiting))["status"] == "starting"
+            queued = (await _rows(settings, waiting))[waiting]
+            # The whole request is sealed (it may hold secrets); readers get the redacted copy in `config`.
+            assert queued.job_spec is not None and b"SlowStrategy" not in queued.job_spec
+            assert b"release" not in queued.job_spec and queued.config["strategy_name"] == "SlowStrategy"
+            r = await c.post(f"/api/v1/runs/{waiting}/stop")
+            assert r.status_code == 200, r.text
+            assert r.json()["status"] == "stopped" and "before an executor took it" in r.json()["message"]
+            r = await c.post(f"/api/v1/runs/{running}/stop")
+            assert r.status_code == 200, r.text
+            assert r.json()["status"] == "stopped", r.json()
+            again = await c.post(f"/api/v1/runs/{running}/stop")
+            final = await _until_status(c, running, TERMINAL)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "NO_ACTIVE_RUN"
+    assert final["status"] == "stopped"
+    rows = await _rows(settings, running, waiting)
+    assert (rows[waiting].queue_state, rows[waiting].status, rows[waiting].attempts) == ("done", "stopped", 0)
+    assert (rows[running].queue_state, rows[running].status) == ("done", "stopped")
+
+
+async def test_a_sigkilled_workers_backtest_is_rerun_by_another_within_lease_plus_5s(
+    tmp_path: Path, pg: Settings
+) -> None:
+    release = tmp_path / "release"
+    held = {**released_run(SLOW_RUN, release), "mode": "backtest"}
+    env = {"CRACKTRADER_EXPIRED_BACKTEST_POLICY": "requeue", "CRACKTRADER_MAX_CONCURRENT_BACKTESTS": "1"}
+    with deployment(tmp_path, pg, workers=2, **env) as (srv, procs, settings):
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
+            run_id = await _post_run(c, held)
+            await _until_status(c, run_id, ("running",))
+            holder = (await _rows(settings, run_id))[run_id].executor_id
+            assert holder is not None
+            doomed = next(p for p in procs if p.proc is not None and f":{p.proc.pid}:" in holder)
+            doomed.kill()
+            killed = time.monotonic()
+            while (row := (await _rows(settings, run_id))[run_id]).attempts < 2:
+                assert time.monotonic() < killed + PATIENCE_S, "nobody took the run over"
+                await asyncio.sleep(0.05)
+            taken_over = time.monotonic() - killed
+            release.touch()
+            final = await _until_status(c, run_id, TERMINAL)
+    assert row.executor_id is not None and row.executor_id != holder
+    assert taken_over < LEASE_S + 5, taken_over
+    assert final["status"] == "completed", final
+    done = (await _rows(settings, run_id))[run_id]
+    assert (done.queue_state, done.attempts) == ("done", 2)
+
+
+def test_worker_refuses_sqlite_and_says_what_to_configure(tmp_path: Path) -> None:
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    env.pop("CRACKTRADER_DATABASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "cracktrader", "worker"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    assert "needs the database every server shares" in done.stderr and "PostgreSQL" in done.stderr
+    assert "Traceback" not in done.stderr
