@@ -287,3 +287,76 @@ def test_worker_refuses_sqlite_and_says_what_to_configure(tmp_path: Path) -> Non
     assert done.returncode != 0
     assert "needs the database every server shares" in done.stderr and "PostgreSQL" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_a_sigtermed_worker_hands_an_unfinished_backtest_back_and_another_runs_it_to_the_end(
+    tmp_path: Path, pg: Settings
+) -> None:
+    release = tmp_path / "release"
+    held = {**released_run(SLOW_RUN, release), "mode": "backtest"}
+    env = {"CRACKTRADER_EXECUTOR_DRAIN_S": "0.5", "CRACKTRADER_MAX_CONCURRENT_BACKTESTS": "1"}
+    with deployment(tmp_path, pg, workers=2, **env) as (srv, procs, settings):
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
+            run_id = await _post_run(c, held)
+            await _until_status(c, run_id, ("running",))
+            holder = (await _rows(settings, run_id))[run_id].executor_id
+            assert holder is not None
+            draining = next(p for p in procs if p.proc is not None and f":{p.proc.pid}:" in holder)
+            assert draining.stop() == 0  # SIGTERM: past the drain timeout the run goes back to the queue
+            while (row := (await _rows(settings, run_id))[run_id]).attempts < 2:
+                assert row.status != "stopped", "the drained attempt recorded its run as stopped"
+                await asyncio.sleep(0.05)
+            release.touch()
+            final = await _until_status(c, run_id, TERMINAL)
+    assert final["status"] == "completed", final
+    done = (await _rows(settings, run_id))[run_id]
+    assert (done.queue_state, done.status, done.attempts) == ("done", "completed", 2)
+
+
+def test_serve_no_executor_on_sqlite_is_refused_saying_what_to_configure() -> None:
+    from cracktrader.web.server.main import ServerConfigError, check_server_config
+
+    with pytest.raises(ServerConfigError, match="set DATABASE_URL to PostgreSQL"):
+        check_server_config(host="127.0.0.1", workers=1, insecure=False, database_url="sqlite:///x.db", executor=False)
+    postgres = "postgresql+asyncpg://u@127.0.0.1/db"
+    assert check_server_config(host="127.0.0.1", workers=1, insecure=False, database_url=postgres, executor=False) == []
+
+
+async def test_a_user_over_the_queued_and_running_limit_gets_429_and_an_idempotent_retry_gets_the_same_run(
+    tmp_path: Path,
+) -> None:
+    from auth_support import auth_client, bearer
+
+    release = tmp_path / "release"
+    held = {**released_run(SLOW_RUN, release), "mode": "backtest"}
+    settings = get_settings().model_copy(
+        update={"run_queue": True, "max_runs_per_user": 2, "max_concurrent_backtests": 1}
+    )
+    async with auth_client(settings) as c:
+        alice, bob = await bearer(c, "alice"), await bearer(c, "bob")
+        key = {**alice, "Idempotency-Key": "start-1"}
+        first = await c.post("/api/v1/runs", json=held, headers=key)
+        replay = await c.post("/api/v1/runs", json=held, headers=key)
+        second = await c.post("/api/v1/runs", json=held, headers=alice)
+        third = await c.post("/api/v1/runs", json=held, headers=alice)
+        others = await c.post("/api/v1/runs", json=held, headers=bob)
+        peek = await c.get(f"/api/v1/runs/{first.json()['run_id']}/status", headers=bob)
+        release.touch()
+        for r in (first, second, others):
+            await _until_status_as(c, r.json()["run_id"], alice if r is not others else bob)
+    assert first.status_code == 201 and replay.status_code == 201, (first.text, replay.text)
+    assert replay.json()["run_id"] == first.json()["run_id"] and replay.headers["Idempotent-Replayed"] == "true"
+    assert second.status_code == 201
+    assert third.status_code == 429, third.text
+    error = third.json()["error"]
+    assert error["code"] == "TOO_MANY_RUNS" and error["details"] == {"limit": 2, "active": 2}
+    assert "limit 2" in error["message"]
+    assert others.status_code == 201  # the limit is per user
+    assert peek.status_code == 404  # another user's queued run is not found
+
+
+async def _until_status_as(client: httpx.AsyncClient, run_id: str, headers: dict[str, str]) -> None:
+    deadline = time.monotonic() + PATIENCE_S
+    while (await client.get(f"/api/v1/runs/{run_id}/status", headers=headers)).json()["status"] not in TERMINAL:
+        assert time.monotonic() < deadline, run_id
+        await asyncio.sleep(0.05)

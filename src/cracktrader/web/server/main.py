@@ -29,8 +29,15 @@ def check_server_config(
     auth_enabled: bool = False,
     jwt_secret: str | None = None,
     database_url: str = "",
+    executor: bool = True,
 ) -> list[str]:
     """Refuse unsafe or inconsistent set-ups; returns warnings for allowed-but-risky ones."""
+    if not executor and not database_url.startswith("postgresql"):
+        raise ServerConfigError(
+            "--no-executor leaves queued runs to `cracktrader worker` processes, which need a database every "
+            "process shares: set DATABASE_URL to PostgreSQL (postgresql://user@host/db), or drop --no-executor "
+            "(with SQLite, serve executes the queue itself)."
+        )
     if auth_enabled:
         from cracktrader.auth.tokens import MIN_SECRET_LENGTH
 
@@ -114,6 +121,7 @@ def run_server(
         auth_enabled=base.auth_enabled,
         jwt_secret=secret,
         database_url=_database_url(),
+        executor=base.executor,
     )
     for warning in checks:
         log.warning(warning)
