@@ -73,6 +73,10 @@ Deprecated routes carry `Deprecation`, `Sunset` and `Link` headers and are liste
 """
 
 
+# The LISTEN connections a server holds for good on PostgreSQL: revocations, run events, run commands.
+LISTENERS = 3
+
+
 async def _open_database(app: FastAPI, settings: Settings) -> Any:
     """Migrate the database to the latest schema and open the run store."""
     from cracktrader.db.engine import make_engine
@@ -154,8 +158,6 @@ def _open_run_queue(app: FastAPI, manager: RunRegistry) -> Executors | None:
     executors.start()
     return executors
 
-
-LISTENERS = 3
 
 # A run's thread holds the GIL for Python strategies; each socket write hands it over and the event loop then
 # waits a whole switch interval (5 ms by default) to get it back. 200 WebSocket clients made that seconds.

@@ -165,14 +165,15 @@ def recent_activity(results: RunResults) -> dict[str, Any]:
     }
 
 
+def _iso(value: Any) -> str | None:
+    """A stored UTC datetime as the API writes times (`...Z`)."""
+    if value is None:
+        return None
+    return str(value.isoformat().replace("+00:00", "Z"))
+
+
 def summary_to_dict(summary: Any) -> dict[str, Any]:
     """A run-store summary as the API's RunSummaryOut."""
-
-    def iso(value: Any) -> str | None:
-        if value is None:
-            return None
-        return str(value.isoformat().replace("+00:00", "Z"))
-
     return {
         "run_id": summary.id,
         "mode": summary.mode,
@@ -183,9 +184,9 @@ def summary_to_dict(summary: Any) -> dict[str, Any]:
         "exchange": summary.exchange,
         # Rows written before the allowlist existed may hold secrets or megabytes: serve them as stored today.
         "config": redact(summary.config or {}),
-        "created_at": iso(summary.created_at),
-        "started_at": iso(summary.started_at),
-        "ended_at": iso(summary.ended_at),
+        "created_at": _iso(summary.created_at),
+        "started_at": _iso(summary.started_at),
+        "ended_at": _iso(summary.ended_at),
         "error": summary.error,
         "final_value": summary.final_value,
         "total_return": summary.total_return,
@@ -252,13 +253,12 @@ async def _cancel_queued(app: Any, stored: Any, *, owner: int | None) -> bool:
 def stored_status(summary: Any) -> dict[str, Any]:
     """A stored run's row as the status fields (a run no process holds, with no status in the event log)."""
     metrics = summary.metrics or {}
-    row = summary_to_dict(summary)
     return {
         "run_id": summary.id,
         "status": summary.status if summary.status in (*FINISHED, "starting") else "running",
         "mode": summary.mode,
-        "start_time": row["started_at"],
-        "end_time": row["ended_at"],
+        "start_time": _iso(summary.started_at),
+        "end_time": _iso(summary.ended_at),
         "runtime_seconds": None,
         "cash": None,
         "value": summary.final_value,

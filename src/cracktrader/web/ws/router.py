@@ -252,20 +252,21 @@ async def status_stream(ws: WebSocket) -> None:
     await _serve(ws, "status", sub, forward)
 
 
-def _since(value: str | None) -> int | str | None:
-    """`since` as a number, None when absent, or the refusal's text."""
+def _since(value: str | None) -> int | None:
+    """`since` as a number, None when absent; ValueError with the refusal's text otherwise."""
     if value is None:
         return None
     if not value.isascii() or not value.isdigit() or int(value) > MAX_SINCE:
-        return f"since must be a whole number from 0 to {MAX_SINCE} (the last event number you received)"
+        raise ValueError(f"since must be a whole number from 0 to {MAX_SINCE} (the last event number you received)")
     return int(value)
 
 
 async def _follow_logged(ws: WebSocket, view: RunView, run_id: str, types: frozenset[str], owner: int | None) -> None:
     """One run's stream from the event log: a numbered snapshot, then every event after it, in order, once."""
-    since = _since(ws.query_params.get("since"))
-    if isinstance(since, str):
-        await ws.close(code=WS_POLICY_VIOLATION, reason=since)
+    try:
+        since = _since(ws.query_params.get("since"))
+    except ValueError as exc:
+        await ws.close(code=WS_POLICY_VIOLATION, reason=str(exc))
         return
     try:
         first = await status_anywhere(ws.app, ws.app.state.manager, run_id, owner=owner)
