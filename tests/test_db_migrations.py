@@ -28,10 +28,12 @@ REPO = Path(__file__).resolve().parent.parent
 SWEEP_TABLES = {"sweeps", "sweep_rows"}  # 0013
 WALKFORWARD_TABLES = {"walkforwards"}  # 0015
 EVENT_TABLES = {"run_events"}  # 0016
+SLOT_TABLES = {"runner_slots"}  # 0019
 OUR_TABLES = (
     SWEEP_TABLES
     | WALKFORWARD_TABLES
     | EVENT_TABLES
+    | SLOT_TABLES
     | {
         "runs",
         "run_symbols",
@@ -108,18 +110,19 @@ def test_upgrade_downgrade_and_upgrade_again(target: DatabaseTarget) -> None:
 
 # Each revision a downgrade may stop at, and the tables the revisions after it add.
 SHARED_LIMITS = {"auth_rate_limits", "auth_login_failures"}  # 0014
-LATER = SWEEP_TABLES | SHARED_LIMITS | WALKFORWARD_TABLES | EVENT_TABLES  # 0013 to 0016
+LATER = SWEEP_TABLES | SHARED_LIMITS | WALKFORWARD_TABLES | EVENT_TABLES | SLOT_TABLES  # 0013 to 0019
 DOWNGRADES = [
     ("0007", {"live_orders", "live_fills", "exchange_credentials", "alerts", "idempotency_keys", *LATER}),
     ("0009", {"exchange_credentials", "alerts", "idempotency_keys", *LATER}),
     ("0010", {"alerts", "idempotency_keys", *LATER}),
     ("0011", {"idempotency_keys", *LATER}),
     ("0012", LATER),
-    ("0013", SHARED_LIMITS | WALKFORWARD_TABLES | EVENT_TABLES),
-    ("0014", WALKFORWARD_TABLES | EVENT_TABLES),
-    ("0015", EVENT_TABLES),
-    ("0016", set()),  # 0017 adds the queue's columns to runs, no table
-    ("0017", set()),  # 0018 adds runs.job_spec
+    ("0013", SHARED_LIMITS | WALKFORWARD_TABLES | EVENT_TABLES | SLOT_TABLES),
+    ("0014", WALKFORWARD_TABLES | EVENT_TABLES | SLOT_TABLES),
+    ("0015", EVENT_TABLES | SLOT_TABLES),
+    ("0016", SLOT_TABLES),  # 0017 adds the queue's columns to runs, no table
+    ("0017", SLOT_TABLES),  # 0018 adds runs.job_spec
+    ("0018", SLOT_TABLES),
 ]
 
 

@@ -37,13 +37,14 @@ def test_loopback_binds_are_allowed(host: str) -> None:
     assert check_server_config(host=host, workers=1, insecure=False) == []
 
 
-def test_more_than_one_worker_is_refused_rather_than_serving_inconsistent_state() -> None:
-    with pytest.raises(ServerConfigError, match="--workers 2 is refused") as on_sqlite:
+def test_more_than_one_worker_needs_postgresql_and_the_event_log() -> None:
+    with pytest.raises(ServerConfigError, match="--workers 2 is refused: SQLite serves one process") as on_sqlite:
         check_server_config(host="127.0.0.1", workers=2, insecure=False, database_url="sqlite+aiosqlite:///x.db")
-    assert "SQLite serves one process" in str(on_sqlite.value) and "Use --workers 1" in str(on_sqlite.value)
-    with pytest.raises(ServerConfigError, match="--workers 2 is refused") as on_postgres:
-        check_server_config(host="127.0.0.1", workers=2, insecure=False, database_url="postgresql+asyncpg://h/db")
-    assert "SQLite" not in str(on_postgres.value) and "Several `serve` processes" in str(on_postgres.value)
+    assert "set DATABASE_URL to PostgreSQL" in str(on_sqlite.value) and "--workers 1" in str(on_sqlite.value)
+    postgres = "postgresql+asyncpg://h/db"
+    assert check_server_config(host="127.0.0.1", workers=2, insecure=False, database_url=postgres) == []
+    with pytest.raises(ServerConfigError, match="needs the event log"):
+        check_server_config(host="127.0.0.1", workers=2, insecure=False, database_url=postgres, event_log=False)
 
 
 @pytest.mark.parametrize(

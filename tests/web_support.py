@@ -145,10 +145,11 @@ class ServerProcess:
     `env` is added to this process's environment (the suite's data folder included); stderr goes to `log`.
     """
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, args: tuple[str, ...] = ()) -> None:
         self.port = free_loopback_port()
         self.env = {**os.environ, **env}
         self.log = log
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -158,6 +159,7 @@ class ServerProcess:
     def start(self, timeout: float = 120.0) -> ServerProcess:
         """Start it and wait until `/api/v1/health` answers (the timeout is a safety net for a loaded machine)."""
         command = [sys.executable, "-m", "cracktrader.web.server.main", "--port", str(self.port), "--log-level", "info"]
+        command += self.args
         with self.log.open("ab") as err:
             self.proc = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + timeout

@@ -1643,7 +1643,9 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default CRACKTRADER_API_PORT or 8000)")] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="critical|error|warning|info|debug")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (only 1 is supported)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="API processes on the port (more than 1 needs PostgreSQL DATABASE_URL)")
+    ] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback bind without auth")] = False,
     no_executor: Annotated[
         bool,

@@ -46,6 +46,7 @@ __all__ = [
     "RunResultRecord",
     "RunSeriesRecord",
     "RunSymbolRecord",
+    "RunnerSlotRecord",
     "ServerRecord",
     "SessionBalanceRecord",
     "SessionCandleRecord",
@@ -669,3 +670,16 @@ class SweepRowRecord(Base):
     rank: Mapped[int] = mapped_column(Integer)
     params: Mapped[dict[str, Any]] = mapped_column(JSONType)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class RunnerSlotRecord(Base):
+    """A user's runner slot (seed 003's "the runner") shared by every server process: the run it shows."""
+
+    __tablename__ = "runner_slots"
+
+    # str(user id), or "local" for the auth-off operator.
+    owner: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str | None] = mapped_column(String(32))
+    # The run it showed before a reset (`/results` still shows it).
+    last_run_id: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -111,11 +111,15 @@ class EventBus:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
 
-    def publish(self, event: Event) -> None:
-        """Deliver to every sink and subscriber on the loop thread; a full queue drops that subscriber."""
-        for types, sink in self._sinks:
-            if event.type in types:
-                sink(event)
+    def publish(self, event: Event, *, to_sinks: bool = True) -> None:
+        """Deliver to every sink and subscriber on the loop thread; a full queue drops that subscriber.
+
+        `to_sinks` False: an event another process logged already, shown to this process's subscribers only.
+        """
+        if to_sinks:
+            for types, sink in self._sinks:
+                if event.type in types:
+                    sink(event)
         for sub in list(self._subs):
             if sub.types is not None and event.type not in sub.types:
                 continue

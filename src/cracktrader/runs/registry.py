@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ from cracktrader.settings import Settings, get_settings
 if TYPE_CHECKING:
     from cracktrader.db.run_store import RunStore
     from cracktrader.runs.sessions import LiveRun, SessionRegistry
+    from cracktrader.runs.shared_slots import SharedSlots
     from cracktrader.sweeps.runner import SweepRegistry
     from cracktrader.sweeps.walkforward_runner import WalkForwardRegistry
 
@@ -89,6 +90,7 @@ class RunRegistry:
         self.backtests: dict[str, BacktestRun] = {}
         self._admitting = 0  # backtests past the queue check, not yet in `backtests`
         self.sessions: SessionRegistry | None = None  # the server's paper sessions
+        self.shared_slots: SharedSlots | None = None  # slots shared with other processes (the run queue's mode)
         self.sweeps: SweepRegistry | None = None  # the server's sweeps (they share the pool and its limits)
         self.walkforwards: WalkForwardRegistry | None = None  # and its walk-forwards, likewise
         self.slots: dict[int | None, Slot] = {}
@@ -196,16 +198,20 @@ class RunRegistry:
         user_id: int | None = None,
         rerun_of: StoredRun | None = None,
         on_accepted: Callable[[str], None] | None = None,
+        reserve: Callable[[str], Awaitable[None]] | None = None,
     ) -> BacktestRun:
         """Validate and accept a backtest; it waits its turn in the pool ("starting", phase "queued").
 
+        `reserve(run_id)` may refuse it before anything is recorded (a shared slot another process filled);
         `on_accepted(run_id)` is called before its first event (a slot points at it, so its streams see that).
         """
         await asyncio.to_thread(validate_backtest, config, settings=self.settings)
         self.admit_job()
         self._admitting += 1
         try:
-            return await self._accept_backtest(config, user_id=user_id, rerun_of=rerun_of, on_accepted=on_accepted)
+            return await self._accept_backtest(
+                config, user_id=user_id, rerun_of=rerun_of, on_accepted=on_accepted, reserve=reserve
+            )
         finally:
             self._admitting -= 1
 
@@ -229,9 +235,12 @@ class RunRegistry:
         user_id: int | None,
         rerun_of: StoredRun | None,
         on_accepted: Callable[[str], None] | None,
+        reserve: Callable[[str], Awaitable[None]] | None = None,
     ) -> BacktestRun:
         """Record an admitted backtest and start its task (it waits its turn in the pool)."""
         run = self._new_backtest(uuid.uuid4().hex, config, user_id=user_id, rerun_of=rerun_of)
+        if reserve is not None:
+            await reserve(run.run_id)
         if self.store is not None:
             await self.store.create(
                 run_id=run.run_id,

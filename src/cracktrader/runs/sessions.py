@@ -12,7 +12,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -454,7 +454,7 @@ class SessionRegistry:
             return run.token
 
         def on_event(event: OrderEvent) -> None:
-            if self.bus is not None and self.bus.subscriber_count:
+            if self.bus is not None and self.bus.wants(events.ORDER_UPDATE):
                 self.bus.publish(events.Event(events.ORDER_UPDATE, {"run_id": run.run_id, **event.to_dict()}))
             self._changed(run)
             self._publish(run)
@@ -814,7 +814,10 @@ class SessionRegistry:
         sim = session.sim
         # A live session's order changes are the venue's, published as they happen (LiveRuntime's on_event).
         changes = [] if run.orders is None else run.orders.sync(sim.open_orders, sim.rows, sim.data.timestamp)
-        if self.bus is None or not self.bus.subscriber_count:  # nobody listens: only the counts move on
+        if self.bus is None or not self._anyone_wants(
+            events.ORDER_UPDATE, events.TRADE_EXECUTION, events.EQUITY_UPDATE
+        ):
+            # Nobody listens (no stream, no event log): only the counts move on.
             new_rows = sim.rows[run._rows_published :]
             run._trades_published += sum(1 for r in new_rows if r[O_STATUS] == STATUS_FILLED)
             run._rows_published = len(sim.rows)
@@ -856,9 +859,12 @@ class SessionRegistry:
             self.bus.publish(events.Event(events.CANDLE, candle))
 
     def _publish(self, run: LiveRun) -> None:
-        """A status_update of the session for the streams that follow it."""
-        if self.bus is not None and self.bus.subscriber_count:
+        """A status_update of the session for the streams that follow it (and the event log, for other processes)."""
+        if self.bus is not None and self.bus.wants(events.STATUS_UPDATE):
             self.bus.publish(events.Event(events.STATUS_UPDATE, run.snapshot()))
+
+    def _anyone_wants(self, *types: str) -> bool:
+        return self.bus is not None and any(self.bus.wants(t) for t in types)
 
     def is_session(self, run_id: object) -> bool:
         """Whether `run_id` is one of this server's sessions (not the runner slot's run)."""
@@ -1009,3 +1015,21 @@ def resume(run: LiveRun, credentials: dict[str, str] | None = None) -> dict[str,
     if session.risk is not None:
         session.risk.resume()
     return {"run_id": run.run_id, "status": run.status, "message": "Entries resumed"}
+
+
+def session_calls(sessions: SessionRegistry) -> dict[str, Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]]:
+    """The session controls this process answers for other processes (RunCommands), by name."""
+
+    async def cancel(run_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        return cancel_order(sessions.get(run_id), int(args["order_id"]))
+
+    async def close(run_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        return close_position(sessions.get(run_id), str(args["symbol"]))
+
+    async def pause_it(run_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        return pause(sessions.get(run_id))
+
+    async def resume_it(run_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        return resume(sessions.get(run_id))  # keys never come this way
+
+    return {"cancel_order": cancel, "close_position": close, "pause": pause_it, "resume": resume_it}

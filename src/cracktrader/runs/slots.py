@@ -32,7 +32,9 @@ class Slot:
         """The `/status` document: the run's (a backtest's, or a session's with what a session adds), or idle."""
         run = self._run()
         if run is None:
-            return IDLE.snapshot()
+            shared = self.registry.shared_slots
+            remote = shared.remote_status(self.run_id) if shared is not None and self.run_id is not None else None
+            return remote if remote is not None else IDLE.snapshot()
         return run.state.snapshot() if hasattr(run, "state") else run.snapshot()
 
     @property
@@ -77,31 +79,55 @@ class Slot:
             return None
 
     # Commands ------------------------------------------------------------------------------------------
+    async def _sync(self) -> None:
+        """With shared slots, the pointer as the database has it now (another process may have changed it)."""
+        if self.registry.shared_slots is not None:
+            await self.registry.shared_slots.refresh(self)
+
+    async def _reserve(self, run_id: str) -> None:
+        """With shared slots, take the slot in the database for `run_id`; 409 if another process took it first."""
+        shared = self.registry.shared_slots
+        if shared is not None and not await shared.fill(self, run_id):
+            self._require_idle()
+            raise RunAlreadyActiveError("Runner is not idle.", details={"status": self.status_value})
+
     async def start_backtest(self, config: BacktestConfig, *, rerun_of: StoredRun | None = None) -> dict[str, Any]:
         """Accept a backtest into this slot; 409 RUN_ALREADY_ACTIVE unless it is idle."""
         async with self._lock:
+            await self._sync()
             self._require_idle()
             run = await self.registry.start_backtest(
-                config, user_id=self.user_id, rerun_of=rerun_of, on_accepted=self._point
+                config, user_id=self.user_id, rerun_of=rerun_of, on_accepted=self._point, reserve=self._reserve
             )
         return {"run_id": run.run_id, "status": "starting", "message": "Backtest accepted; poll /status or stream it"}
 
     async def start_live(self, config: LiveConfig) -> dict[str, Any]:
         """Start a paper or live session in this slot."""
         async with self._lock:
+            await self._sync()
             self._require_idle()
             sessions = self.registry.sessions
             assert sessions is not None
             started = await sessions.start(config, user_id=self.user_id)
+            try:
+                await self._reserve(started["run_id"])
+            except RunAlreadyActiveError:
+                # Another process filled the slot while this session started: it must not run beside that one.
+                await sessions.stop(started["run_id"])
+                raise
             self._point(started["run_id"])
         kind = "Live" if config.mode == "live" else "Paper"
         return {**started, "message": f"{kind} session started; watch /status or stream /ws/status"}
 
     async def stop(self, *, flatten: bool = False) -> dict[str, Any]:
         """Stop the slot's run; 409 NO_ACTIVE_RUN when none is active (a session still stopping answers 200)."""
+        await self._sync()
         if self.run_id is None or not (self.active or self._stopping_session()):
             status = self.status_value
             raise NoActiveRunError(f"No run is active (status: {status})", details={"status": status})
+        shared = self.registry.shared_slots
+        if shared is not None and self._run() is None:  # another process holds it
+            return await shared.stop_elsewhere(self.run_id, flatten)
         return await self.registry.stop_run(self.run_id, flatten=flatten)
 
     def _stopping_session(self) -> bool:
@@ -114,6 +140,7 @@ class Slot:
     async def reset(self) -> dict[str, Any]:
         """Return to idle from a finished run; refused while a run is active."""
         async with self._lock:
+            await self._sync()
             if self.active:
                 raise RunNotResettableError(
                     f"Cannot reset while a run is {self.status_value}; stop it first",
@@ -122,6 +149,10 @@ class Slot:
             # A stopped run may still be saving: finish that first, so nothing of it outlives the reset.
             await self.registry.settle(self.run_id)
             previous, older = self.run_id, self.last_run_id
+            shared = self.registry.shared_slots
+            if previous is not None and shared is not None and not await shared.empty(self, previous):
+                await self._sync()  # another process reset it, or filled it again, meanwhile: as it is now
+                return {"run_id": previous, "status": self.status_value, "message": "The runner changed meanwhile"}
             if previous is not None:
                 self.run_id, self.last_run_id = None, previous
                 if older is not None and older != previous:
@@ -135,6 +166,14 @@ class Slot:
             self.run_id = None
         if self.last_run_id == run_id:
             self.last_run_id = None
+
+    def show(self, run_id: str | None, last_run_id: str | None) -> None:
+        """Take the pointer the database has (shared slots); results no slot shows any more are released."""
+        previous = (self.run_id, self.last_run_id)
+        self.run_id, self.last_run_id = run_id, last_run_id
+        for old in previous:
+            if old is not None and old not in (run_id, last_run_id):
+                self.registry.release(old)
 
     def _point(self, run_id: str | None) -> None:
         previous = (self.run_id, self.last_run_id)

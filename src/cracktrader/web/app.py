@@ -23,7 +23,8 @@ from cracktrader.runs.commands import RunCommands
 from cracktrader.runs.events import EventBus
 from cracktrader.runs.queued import Executors
 from cracktrader.runs.registry import RunRegistry
-from cracktrader.runs.sessions import SessionRegistry
+from cracktrader.runs.sessions import SessionRegistry, session_calls
+from cracktrader.runs.shared_slots import SharedSlots
 from cracktrader.runs.worker_logs import set_package_level
 from cracktrader.settings import Settings, get_settings
 from cracktrader.web.alerts.router import router as alerts_router
@@ -73,8 +74,9 @@ Deprecated routes carry `Deprecation`, `Sunset` and `Link` headers and are liste
 """
 
 
-# The LISTEN connections a server holds for good on PostgreSQL: revocations, run events, run commands.
-LISTENERS = 3
+# The LISTEN connections a server holds for good on PostgreSQL: revocations, run events, run commands and
+# runner slots.
+LISTENERS = 4
 
 
 async def _open_database(app: FastAPI, settings: Settings) -> Any:
@@ -134,11 +136,43 @@ async def _open_run_commands(app: FastAPI, manager: RunRegistry) -> RunCommands:
         app.state.event_log.relay,
         holds=lambda run_id: manager.owner_of(run_id)[0],
         stop_here=lambda run_id, flatten: manager.stop_run(run_id, flatten=flatten),
+        calls=session_calls(app.state.sessions),
     )
     if close_client is not None:
         app.state.event_log.closers.append(close_client)
     await commands.start()
     return commands
+
+
+async def _open_shared_slots(app: FastAPI, manager: RunRegistry) -> SharedSlots:
+    """Runner slots in the database, for every process of the deployment (the run queue's mode)."""
+    from cracktrader.db.slot_store import SlotStore
+    from cracktrader.notify import open_notices
+    from cracktrader.web.runs.service import stop_anywhere, stored_status_of
+
+    web = app.state.web_settings
+    engine = app.state.run_store.engine
+    notices, close_client = await open_notices(
+        redis_url=web.redis_url, redis_prefix=web.redis_prefix, engine=engine, name="runner-slots"
+    )
+    if close_client is not None:
+        app.state.event_log.closers.append(close_client)
+
+    async def stop_elsewhere(run_id: str, flatten: bool) -> dict[str, Any]:
+        return await stop_anywhere(app, manager, run_id, owner=None, flatten=flatten)
+
+    shared = SharedSlots(
+        store=SlotStore(engine),
+        notices=notices,
+        relay=app.state.event_log.relay,
+        bus=manager.bus,
+        registry=manager,
+        stored_status=lambda run_id: stored_status_of(app, run_id),
+        stop_elsewhere=stop_elsewhere,
+    )
+    await shared.start()
+    await shared.ensure(manager.slot(None))  # the auth-off operator's /status is served from memory
+    return shared
 
 
 def _open_run_queue(app: FastAPI, manager: RunRegistry) -> Executors | None:
@@ -208,6 +242,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     manager.sessions = sessions
     app.state.sessions = sessions
     app.state.run_commands = await _open_run_commands(app, manager) if app.state.event_log is not None else None
+    if settings.run_queue and app.state.event_log is not None:
+        manager.shared_slots = await _open_shared_slots(app, manager)
     app.state.page_encoder = PageEncoder()
     if not app.state.auth.enabled:
         # The edge serves this without routing, hence without auth: only for the local, auth-off model.
@@ -252,6 +288,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await walkforwards.close()
         if executors is not None:
             await executors.stop(settings.executor_drain_s)
+        if manager.shared_slots is not None:
+            await manager.shared_slots.close()
         if app.state.run_commands is not None:
             await app.state.run_commands.close()
         await manager.close()

@@ -23,6 +23,7 @@ from cracktrader.web.runs.encoder import PageEncoder
 
 if TYPE_CHECKING:
     from cracktrader.db.run_store import RunStore
+    from cracktrader.runs.slots import Slot
     from cracktrader.web.auth.deps import AuthState
 
 
@@ -60,6 +61,13 @@ class RunsView:
         self.principal = principal
         self.slot = registry.slot(principal.user_id if principal is not None else None)
         self.owner = principal.owner_filter if principal is not None else None
+
+    async def loaded_slot(self) -> Slot:
+        """The caller's slot, its pointer read from the database on its first use here (shared slots)."""
+        shared = self.registry.shared_slots
+        if shared is not None:
+            await shared.ensure(self.slot)
+        return self.slot
 
     def results_run_id(self) -> str | None:
         """The run `/results` shows the caller: their slot's current or last run."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ class RequestMetrics:
         self.ws_clients = Gauge(
             "cracktrader_websocket_clients", "Connected WebSocket clients", ["stream"], registry=self.registry
         )
+        # With `serve --workers N` each process keeps its own counters: this says which one answered a scrape.
+        Gauge("cracktrader_process", "This server process (its pid)", ["pid"], registry=self.registry).labels(
+            str(os.getpid())
+        ).set(1)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one finished HTTP request."""

@@ -119,19 +119,19 @@ async def reset_run(runs: RunsDep) -> dict[str, Any]:
 async def get_status(runs: RunsDep) -> Response:
     """Lifecycle, progress, cash, value and pnl of the slot's run (a session adds condition and pnl parts)."""
     # A prebuilt response skips response-model validation: this is the hottest read path.
-    return JSONResponse(runs.slot.status())
+    return JSONResponse((await runs.loaded_slot()).status())
 
 
 @router.get("/run/status", response_model=StatusResponse, tags=["status"], deprecated=True)
 async def get_status_deprecated(runs: RunsDep) -> Response:
     """Deprecated alias of `/status` (see `/meta` for the sunset date)."""
-    return JSONResponse(runs.slot.status())
+    return JSONResponse((await runs.loaded_slot()).status())
 
 
 @router.get("/status/detailed", response_model=DetailedStatusResponse, tags=["status"])
 async def get_detailed_status(request: Request, runs: RunsDep) -> dict[str, Any]:
     """`/status` plus recent orders and trades, positions, equity curve, metrics and health."""
-    slot = runs.slot
+    slot = await runs.loaded_slot()
     run = slot.current()
     doc = await service.detailed(runs.registry, run) if run is not None else service.idle_detail(slot.status())
     health = await health_report(request.app, detailed=True)
@@ -171,6 +171,7 @@ async def get_results(
     offset: Offset = 0,
 ) -> Response:
     """Results of the current or last run; long lists are sliced (`max_points`, `limit`, `offset`)."""
+    await runs.loaded_slot()
     return await _page(runs, store, settings, encoder, None, max_points, limit, offset)
 
 
@@ -287,4 +288,6 @@ async def delete_run(run_id: str, runs: RunsDep, store: RunStoreDep) -> Response
     if not await store.delete(run_id):
         raise RunNotFoundError(f"No run with id {run_id!r}", details={"run_id": run_id})
     registry.forget(run_id)
+    if registry.shared_slots is not None:
+        await registry.shared_slots.forget(run_id)
     return Response(status_code=204)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ import numpy as np
 from fastapi import Response
 
 from cracktrader.engine.records import STATUS_FILLED
+from cracktrader.errors import CracktraderError
 from cracktrader.runs.document import now_iso
 from cracktrader.runs.errors import NoActiveRunError, RunNotFoundError
 from cracktrader.runs.events import STATUS_UPDATE, Event
@@ -268,6 +269,12 @@ def stored_status(summary: Any) -> dict[str, Any]:
     }
 
 
+async def stored_status_of(app: Any, run_id: str) -> dict[str, Any] | None:
+    """A stored run's status fields from its row, None when there is none."""
+    stored = await app.state.run_store.get(run_id)
+    return None if stored is None else stored_status(stored)
+
+
 async def status_anywhere(app: Any, registry: Any, run_id: str, *, owner: int | None) -> dict[str, Any]:
     """A run's status from this process, else as the process running it last published it, else its stored row."""
     try:
@@ -317,3 +324,41 @@ async def stop_anywhere(
             "message": "Stop sent to the server process running it; watch /runs/{id}/status",
         }
     return {"run_id": run_id, "status": final, "message": f"Run {final} by the server process running it"}
+
+
+# How long a session control sent to another process waits for its answer.
+REMOTE_CALL_WAIT_S = 5.0
+
+
+class SessionElsewhereError(CracktraderError):
+    """Exchange keys sent to a process that does not run the session."""
+
+    code = "SESSION_ELSEWHERE"
+    status_code = 409
+
+
+async def call_anywhere(
+    app: Any, run_id: str, *, owner: int | None, call: str, args: dict[str, Any], not_here: Callable[[], Any]
+) -> dict[str, Any]:
+    """A session control carried out by the process that runs the session; `not_here()` raises the 404 when no
+    process does (or the caller may not see it)."""
+    stored = await app.state.run_store.get(run_id, user_id=owner)
+    commands = app.state.run_commands
+    if stored is not None and commands is not None and stored.mode != "backtest" and stored.status not in FINISHED:
+        answer = await commands.call(run_id, call, args, timeout_s=REMOTE_CALL_WAIT_S)
+        if answer is not None:
+            return answer
+    not_here()
+    raise RunNotFoundError(f"No session with id {run_id!r}", details={"run_id": run_id})
+
+
+async def refuse_keys_elsewhere(app: Any, run_id: str, *, owner: int | None) -> None:
+    """Keys never travel between processes: a resume with keys for a session another process runs is refused."""
+    stored = await app.state.run_store.get(run_id, user_id=owner)
+    if stored is None or stored.mode == "backtest":
+        raise RunNotFoundError(f"No session with id {run_id!r}", details={"run_id": run_id})
+    raise SessionElsewhereError(
+        f"Session {run_id} runs on another server process, and exchange keys never travel between processes: send "
+        "them again (with --workers N the next request may reach the process that runs it), or to that process",
+        details={"run_id": run_id},
+    )

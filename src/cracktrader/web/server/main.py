@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import multiprocess
 
 from cracktrader.runs.worker_logs import level_of
 from cracktrader.web.config import WebSettings, is_loopback_host
@@ -30,6 +31,7 @@ def check_server_config(
     jwt_secret: str | None = None,
     database_url: str = "",
     executor: bool = True,
+    event_log: bool = True,
 ) -> list[str]:
     """Refuse unsafe or inconsistent set-ups; returns warnings for allowed-but-risky ones."""
     if not executor and not database_url.startswith("postgresql"):
@@ -48,13 +50,16 @@ def check_server_config(
             )
         if len(jwt_secret) < MIN_SECRET_LENGTH:
             raise ServerConfigError(f"JWT_SECRET_KEY is too short: use at least {MIN_SECRET_LENGTH} random characters.")
-    if workers > 1:
-        sqlite = "" if database_url.startswith("postgresql") else " SQLite serves one process in any case."
+    if workers > 1 and not database_url.startswith("postgresql"):
         raise ServerConfigError(
-            f"--workers {workers} is refused: the runner slot of /run/* (one run per user) and the backtest pool "
-            "still live in one process, so several workers would answer /run/* inconsistently. Use --workers 1."
-            f"{sqlite} Several `serve` processes on one PostgreSQL DATABASE_URL (with CRACKTRADER_REDIS_URL or "
-            "PostgreSQL NOTIFY) already share the rate limits, logins, and /runs/{id} with its streams."
+            f"--workers {workers} is refused: SQLite serves one process. Several processes share their runner "
+            "slots, run queue, limits and streams through a database they all reach: set DATABASE_URL to "
+            "PostgreSQL (postgresql://user@host/db), or use --workers 1."
+        )
+    if workers > 1 and not event_log:
+        raise ServerConfigError(
+            f"--workers {workers} needs the event log (CRACKTRADER_EVENT_LOG=true): it carries each run's events "
+            "to the processes that did not run it."
         )
     if not is_loopback_host(host) and not auth_enabled:
         if not insecure:
@@ -122,6 +127,7 @@ def run_server(
         jwt_secret=secret,
         database_url=_database_url(),
         executor=base.executor,
+        event_log=base.event_log,
     )
     for warning in checks:
         log.warning(warning)
@@ -130,6 +136,12 @@ def run_server(
     os.environ["CRACKTRADER_API_HOST"] = host
     os.environ["CRACKTRADER_API_PORT"] = str(port)
     os.environ["CRACKTRADER_LOG_LEVEL"] = log_level
+    if workers > 1:
+        # Several processes: backtests by id go through the queue and the runner slots live in the database.
+        os.environ["CRACKTRADER_RUN_QUEUE"] = "true"
+        from cracktrader.settings import get_settings
+
+        get_settings.cache_clear()
     from cracktrader.web.config import get_web_settings
 
     get_web_settings.cache_clear()
@@ -142,13 +154,16 @@ def run_server(
         port=port,
         log_level=log_level,
         log_config=log_config(log_level),
-        workers=1,
+        workers=workers,
         proxy_headers=False,
         server_header=False,
         # Compressing every event once per client was a tenth of a busy server's CPU; events are small JSON.
         ws_per_message_deflate=False,
     )
-    DrainingServer(config).run()
+    if workers > 1:
+        _draining_multiprocess(config).run()
+    else:
+        DrainingServer(config).run()
 
 
 def _fastapi_app(app: Any) -> Any:
@@ -174,6 +189,24 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+class _DrainingProcess(multiprocess.Process):
+    """uvicorn's worker process, serving with DrainingServer."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = DrainingServer(config=self.config)
+        return self._server
+
+
+def _draining_multiprocess(config: uvicorn.Config) -> multiprocess.Multiprocess:
+    """uvicorn's supervisor of `config.workers` processes on one socket, each closing its streams with 1001."""
+    # uvicorn makes its worker processes from this module global and offers no other hook; the supervisor only
+    # runs in the `serve` process, which has nothing else of uvicorn's to start.
+    multiprocess.Process = _DrainingProcess  # type: ignore[misc]
+    return multiprocess.Multiprocess(config, sockets=[config.bind_socket()])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Run the Cracktrader API server")
     parser.add_argument("--host", help="Address to bind (default CRACKTRADER_API_HOST or 127.0.0.1)")
@@ -183,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["critical", "error", "warning", "info", "debug", "trace"],
         help="Log level (default CRACKTRADER_LOG_LEVEL or info)",
     )
-    parser.add_argument("--workers", type=int, help="Worker processes (only 1 is supported)")
+    parser.add_argument("--workers", type=int, help="API processes on the port (more than 1 needs PostgreSQL)")
     parser.add_argument(
         "--insecure", action="store_true", default=None, help="Allow a non-loopback bind without authentication"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -9,8 +10,8 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from cracktrader.db.run_queue import RunQueue
 from cracktrader.runs.config import BacktestConfig, LiveConfig
 from cracktrader.runs.queued import enqueue_backtest
-from cracktrader.runs.sessions import SessionRegistry, cancel_order, close_position, pause, resume
-from cracktrader.web.deps import RunQueueDep, RunsDep, StrategiesDep
+from cracktrader.runs.sessions import LiveRun, SessionRegistry, cancel_order, close_position, pause, resume
+from cracktrader.web.deps import RunQueueDep, RunsDep, RunsView, StrategiesDep
 from cracktrader.web.health.service import health_report
 from cracktrader.web.idempotency import IdempotencyDep
 from cracktrader.web.runs import service
@@ -136,26 +137,50 @@ async def stop_run(
     return await service.stop_anywhere(request.app, runs.registry, run_id, owner=runs.owner, flatten=body.flatten)
 
 
+async def _control(
+    request: Request,
+    sessions: SessionRegistry,
+    runs: RunsView,
+    run_id: str,
+    call: str,
+    args: dict[str, Any],
+    here: Callable[[LiveRun], dict[str, Any]],
+) -> dict[str, Any]:
+    """A session control, carried out here or by the server process that runs the session."""
+    if run_id in sessions.runs:
+        return here(sessions.get(run_id, owner=runs.owner))
+    return await service.call_anywhere(
+        request.app, run_id, owner=runs.owner, call=call, args=args, not_here=lambda: sessions.get(run_id)
+    )
+
+
 @router.post("/runs/{run_id}/orders/{order_id}/cancel", response_model=RunResponse)
-async def cancel_session_order(run_id: str, order_id: int, sessions: SessionsDep, runs: RunsDep) -> dict[str, Any]:
+async def cancel_session_order(
+    request: Request, run_id: str, order_id: int, sessions: SessionsDep, runs: RunsDep
+) -> dict[str, Any]:
     """Cancel one working order; 404 ORDER_NOT_FOUND when it is not open."""
-    return cancel_order(sessions.get(run_id, owner=runs.owner), order_id)
+    args = {"order_id": order_id}
+    return await _control(request, sessions, runs, run_id, "cancel_order", args, lambda r: cancel_order(r, order_id))
 
 
 @router.post("/runs/{run_id}/positions/{symbol:path}/close", response_model=RunResponse)
-async def close_session_position(run_id: str, symbol: str, sessions: SessionsDep, runs: RunsDep) -> dict[str, Any]:
+async def close_session_position(
+    request: Request, run_id: str, symbol: str, sessions: SessionsDep, runs: RunsDep
+) -> dict[str, Any]:
     """Close one position now, at the last close plus slippage (`BTC/USDT` as is in the path); 409 NO_POSITION."""
-    return close_position(sessions.get(run_id, owner=runs.owner), symbol)
+    args = {"symbol": symbol}
+    return await _control(request, sessions, runs, run_id, "close_position", args, lambda r: close_position(r, symbol))
 
 
 @router.post("/runs/{run_id}/pause", response_model=RunResponse)
-async def pause_session(run_id: str, sessions: SessionsDep, runs: RunsDep) -> dict[str, Any]:
+async def pause_session(request: Request, run_id: str, sessions: SessionsDep, runs: RunsDep) -> dict[str, Any]:
     """Stop new entries; orders that reduce a position still go out."""
-    return pause(sessions.get(run_id, owner=runs.owner))
+    return await _control(request, sessions, runs, run_id, "pause", {}, pause)
 
 
 @router.post("/runs/{run_id}/resume", response_model=RunResponse)
 async def resume_session(
+    request: Request,
     run_id: str,
     sessions: SessionsDep,
     runs: RunsDep,
@@ -165,5 +190,9 @@ async def resume_session(
 
     A live session taken over after a restart waits (`starting`, phase `awaiting_credentials`) for its exchange
     keys, which are never stored: send them here (`apiKey`, `secret`); 409 CREDENTIALS_REQUIRED without them.
+    Keys are only taken by the server process that runs the session (they never travel between processes).
     """
-    return resume(sessions.get(run_id, owner=runs.owner), body.credentials())
+    keys = body.credentials()
+    if keys and run_id not in sessions.runs:
+        await service.refuse_keys_elsewhere(request.app, run_id, owner=runs.owner)
+    return await _control(request, sessions, runs, run_id, "resume", {}, lambda r: resume(r, keys))

@@ -200,6 +200,8 @@ async def status_stream(ws: WebSocket) -> None:
     principal = view.principal
     owner = principal.owner_filter if principal is not None else None
     slot = registry.slot(principal.user_id if principal is not None else None)
+    if registry.shared_slots is not None:
+        await registry.shared_slots.ensure(slot)
     # Candles are asked for: a chart wants them, a monitor of every run would drown in them.
     types = STATUS_STREAM_TYPES | {events.CANDLE} if _flag(ws.query_params.get("candles")) else STATUS_STREAM_TYPES
     if follow is not None and follow != "*" and ws.app.state.event_log is not None:
@@ -414,7 +416,10 @@ class ChannelSession:
         )
         if action == "subscribe" and any(c == "status" for c, _ in keys):
             principal = self.view.principal
-            slot = self.ws.app.state.manager.slot(principal.user_id if principal is not None else None)
+            registry = self.ws.app.state.manager
+            slot = registry.slot(principal.user_id if principal is not None else None)
+            if registry.shared_slots is not None:
+                await registry.shared_slots.ensure(slot)
             status = await self.view.status(slot.status())
             await _send(self.ws, {"channel": "status", "data": status})
 
