@@ -137,6 +137,23 @@ def _market(data: MarketData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 UNSHARED: frozenset[type[Strategy]] = frozenset({builtin.MacdTrend})
 
 
+# Built-ins whose signals the fused kernel derives bar by bar (`kernel._decide`): the rule and what it reads, from
+# the very indicator functions the strategy's `signals` calls (cached per sweep, except UNSHARED ones).
+RuleInputs = tuple[int, np.ndarray, np.ndarray, float, float]
+RULE_STRATEGIES: dict[type[Strategy], Callable[[Any, Bars], RuleInputs]] = {
+    builtin.RsiMeanReversion: lambda p, b: (k.RULE_LEVEL, *(ta.rsi(b.close, p.period),) * 2, p.oversold, p.overbought),
+    builtin.BollingerReversion: lambda p, b: (k.RULE_BAND, *ta.band_parts(b.close, p.period), p.stdev, 0.0),
+    builtin.MacdTrend: lambda p, b: (k.RULE_CROSS, *ta.macd(b.close, p.fast, p.slow, p.signal)[:2], 0.0, 0.0),
+    builtin.DonchianBreakout: lambda p, b: (
+        k.RULE_BREAKOUT,
+        ta.rolling_max(b.high, p.entry_period),
+        ta.rolling_min(b.low, p.exit_period),
+        0.0,
+        0.0,
+    ),
+}
+
+
 @dataclass(slots=True)
 class SignalPlan(_Base):
     """A vectorized strategy's own `signals` per combination, then the compiled simulation and reduction."""
@@ -161,6 +178,34 @@ class SignalPlan(_Base):
         stats = np.empty(k.N_STATS)
         rows = []
         for combo, params in chunk:
+            fused = self._rule_inputs(params)
+            if fused is not None:
+                rule, x, y, p, q, size = fused
+                s.orders, s.segs, n_orders = k.run_rule(
+                    rule,
+                    x,
+                    y,
+                    p,
+                    q,
+                    k.NO_FLAGS,
+                    k.NO_FLAGS,
+                    data.open,
+                    data.close,
+                    data.tradable,
+                    size,
+                    sim.taker_fee,
+                    sim.slippage,
+                    sim.latency,
+                    float(sim.initial_cash),
+                    data.timestamp,
+                    self._t_before,
+                    s.orders,
+                    0,
+                    s.segs,
+                    stats,
+                )
+                rows.append(self.finish(combo, stats, s.orders[:n_orders]))
+                continue
             strategy = cls(params.model_dump())
             with strategy_errors(cls):
                 if self.cache is not None:
@@ -218,6 +263,26 @@ class SignalPlan(_Base):
             )
             rows.append(self.finish(combo, stats, s.orders[:n_orders]))
         return rows
+
+    def _rule_inputs(self, params: StrategyParams) -> tuple[int, np.ndarray, np.ndarray, float, float, float] | None:
+        """What `kernel.run_rule` reads for a built-in with a rule, one symbol and no stop or target; else None."""
+        derive = RULE_STRATEGIES.get(self.inputs.strategy_cls)
+        data = self.inputs.data
+        p: Any = params
+        if derive is None or len(data.symbols) != 1 or p.stop_loss is not None or p.take_profit is not None:
+            return None
+        with strategy_errors(self.inputs.strategy_cls):
+            if self.cache is not None:
+                with ta.cached_indicators(self.cache):
+                    rule, x, y, a, b = derive(p, self._bars[0])
+            else:
+                rule, x, y, a, b = derive(p, self._bars[0])
+        if rule == k.RULE_BAND and not float(a) >= 0.0:
+            return None  # the band rule's scan assumes the lower band is never above the middle one
+        # The (1, 1) broadcast the backtest stacks a built-in's scalar size into.
+        size = float(stack_values(data, [p.size], np.float64, 1.0)[0, 0])
+        x, y = np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(y, dtype=np.float64)
+        return rule, x, y, float(a), float(b), size
 
 
 def _long_only_one_symbol(sig: SignalArrays, n: int, allow_short: bool) -> bool:
