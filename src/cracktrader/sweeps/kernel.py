@@ -1,7 +1,8 @@
-"""Compiled sweep kernels: many combinations per call, each giving exactly its single backtest's rows and stats.
+"""Compiled sweep kernels: each combination gives exactly its single backtest's rows and stats.
 
-Two paths. The general one (`run_signals`) calls the backtest's own simulator (`kernels.simulate_signals`, and
-through it `accounting.apply_fill`) and metric kernels (`metrics._return_stats_kernel`, `_drawdown_kernel`) on
+Two paths (`cross_combo` picks one for a crossover combination). The general one (`run_signals`) calls the
+backtest's own simulator (`kernels.simulate_signals`, and through it `accounting.apply_fill`) and metric kernels
+(`metrics._return_stats_kernel`, `_drawdown_kernel`) on
 per-thread scratch curves of one bar length. The fused one (`run_rule`, `run_cross`, `run_flags`: one symbol, long
 only, no stop or target, the common sweep) derives each decision from the cached indicator series by its built-in's
 rule (or reads the signal arrays) in a tight scan, fills through the same `_open_position` / `_close_position` /
@@ -155,11 +156,12 @@ def run_signals(
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def cross_block(
-    columns: np.ndarray,
-    fast_idx: np.ndarray,
-    slow_idx: np.ndarray,
-    risk: np.ndarray,
+def cross_combo(
+    a_cols: np.ndarray,
+    b_cols: np.ndarray,
+    size_frac: float,
+    stop_loss_frac: float,
+    take_profit_frac: float,
     open_: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
@@ -180,92 +182,83 @@ def cross_block(
     cash_curve: np.ndarray,
     in_market: np.ndarray,
     orders: np.ndarray,
-    offsets: np.ndarray,
+    segs: np.ndarray,
     stats: np.ndarray,
-) -> np.ndarray:
-    """A block of crossover combinations: entries where column `fast_idx[c]` crosses above `slow_idx[c]`, exits below.
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One crossover combination: entries where a crosses above b (per symbol: rows of the (m, n) a_cols, b_cols),
+    exits below; size, stop-loss and take-profit as the backtest stacks a built-in's scalar risk params.
 
-    `columns` is (distinct indicators, symbols, bars); `risk` rows are (size, stop_loss, take_profit) as the
-    backtest stacks them. Combination c's order rows are orders[offsets[c]:offsets[c + 1]]. Returns the buffer.
+    Returns the order and segment buffers (grown when they filled up) and the combination's order row count.
     """
     n, m = close.shape
-    no_short = np.zeros((1, 1), dtype=np.bool_)
-    size = np.empty((1, 1))
-    stop_loss = np.empty((1, 1))
-    take_profit = np.empty((1, 1))
-    n_orders = offsets[0]
-    segs = np.empty((4096, N_SEG))
-    for c in range(fast_idx.shape[0]):
-        if m == 1 and risk[c, 1] != risk[c, 1] and risk[c, 2] != risk[c, 2]:
-            # One symbol, no stop-loss or take-profit: the fused kernel, no entries/exits/equity arrays.
-            orders, segs, n_orders = run_cross(
-                columns[fast_idx[c], 0],
-                columns[slow_idx[c], 0],
-                open_,
-                close,
-                tradable,
-                risk[c, 0],
-                taker_fee,
-                slippage,
-                latency,
-                initial_cash,
-                timestamp,
-                t_before,
-                orders,
-                n_orders,
-                segs,
-                stats[c],
-            )
-            offsets[c + 1] = n_orders
-            continue
-        # The strategy's `crossed_above` / `crossed_below`, bar by bar through the same `crosses`.
-        eventful[0] = False
-        for j in range(m):
-            a = columns[fast_idx[c], j]
-            b = columns[slow_idx[c], j]
-            entries[0, j] = False
-            exits[0, j] = False
-            for t in range(1, n):
-                up = crosses(a[t - 1], a[t], b[t - 1], b[t], True)
-                down = crosses(a[t - 1], a[t], b[t - 1], b[t], False)
-                entries[t, j] = up
-                exits[t, j] = down
-                # A bar where any symbol has a signal, as `backtest._eventful_bars` marks it.
-                eventful[t] = (up or down) if j == 0 else (eventful[t] or up or down)
-        size[0, 0] = risk[c, 0]
-        stop_loss[0, 0] = risk[c, 1]
-        take_profit[0, 0] = risk[c, 2]
-        orders, n_orders = run_signals(
+    if m == 1 and stop_loss_frac != stop_loss_frac and take_profit_frac != take_profit_frac:
+        # One symbol, no stop-loss or take-profit: the fused kernel, no entries/exits/equity arrays.
+        return run_cross(
+            a_cols[0],
+            b_cols[0],
             open_,
-            high,
-            low,
             close,
             tradable,
-            entries,
-            exits,
-            no_short,
-            no_short,
-            stop_loss,
-            take_profit,
-            size,
-            maker_fee,
+            size_frac,
             taker_fee,
             slippage,
             latency,
-            allow_short,
             initial_cash,
-            eventful,
             timestamp,
             t_before,
-            equity,
-            cash_curve,
-            in_market,
             orders,
-            n_orders,
-            stats[c],
+            0,
+            segs,
+            stats,
         )
-        offsets[c + 1] = n_orders
-    return orders
+    # The strategy's `crossed_above` / `crossed_below`, bar by bar through the same `crosses`.
+    eventful[0] = False
+    for j in range(m):
+        a = a_cols[j]
+        b = b_cols[j]
+        entries[0, j] = False
+        exits[0, j] = False
+        for t in range(1, n):
+            up = crosses(a[t - 1], a[t], b[t - 1], b[t], True)
+            down = crosses(a[t - 1], a[t], b[t - 1], b[t], False)
+            entries[t, j] = up
+            exits[t, j] = down
+            # A bar where any symbol has a signal, as `backtest._eventful_bars` marks it.
+            eventful[t] = (up or down) if j == 0 else (eventful[t] or up or down)
+    no_short = np.zeros((1, 1), dtype=np.bool_)
+    size = np.full((1, 1), size_frac)
+    stop_loss = np.full((1, 1), stop_loss_frac)
+    take_profit = np.full((1, 1), take_profit_frac)
+    orders, n_orders = run_signals(
+        open_,
+        high,
+        low,
+        close,
+        tradable,
+        entries,
+        exits,
+        no_short,
+        no_short,
+        stop_loss,
+        take_profit,
+        size,
+        maker_fee,
+        taker_fee,
+        slippage,
+        latency,
+        allow_short,
+        initial_cash,
+        eventful,
+        timestamp,
+        t_before,
+        equity,
+        cash_curve,
+        in_market,
+        orders,
+        0,
+        stats,
+    )
+    return orders, segs, n_orders
 
 
 # Columns of a segment row of the fused crossover kernel: the bars from `start` on hold this cash and position.
