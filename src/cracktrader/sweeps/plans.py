@@ -139,17 +139,34 @@ UNSHARED: frozenset[type[Strategy]] = frozenset({builtin.MacdTrend})
 # Built-ins whose signals the fused kernel derives bar by bar (`kernel._decide`): the rule and what it reads, from
 # the very indicator functions the strategy's `signals` calls (cached per sweep, except UNSHARED ones).
 RuleInputs = tuple[int, np.ndarray, np.ndarray, float, float]
+
+
+def _rsi_rule(p: Any, bars: Bars) -> RuleInputs:
+    r = ta.rsi(bars.close, p.period)
+    return k.RULE_LEVEL, r, r, p.oversold, p.overbought
+
+
+def _bollinger_rule(p: Any, bars: Bars) -> RuleInputs:
+    middle, variance = ta.band_parts(bars.close, p.period)
+    return k.RULE_BAND, middle, variance, p.stdev, 0.0
+
+
+def _macd_rule(p: Any, bars: Bars) -> RuleInputs:
+    line, signal, _ = ta.macd(bars.close, p.fast, p.slow, p.signal)
+    return k.RULE_CROSS, line, signal, 0.0, 0.0
+
+
+def _donchian_rule(p: Any, bars: Bars) -> RuleInputs:
+    upper = ta.rolling_max(bars.high, p.entry_period)
+    lower = ta.rolling_min(bars.low, p.exit_period)
+    return k.RULE_BREAKOUT, upper, lower, 0.0, 0.0
+
+
 RULE_STRATEGIES: dict[type[Strategy], Callable[[Any, Bars], RuleInputs]] = {
-    builtin.RsiMeanReversion: lambda p, b: (k.RULE_LEVEL, *(ta.rsi(b.close, p.period),) * 2, p.oversold, p.overbought),
-    builtin.BollingerReversion: lambda p, b: (k.RULE_BAND, *ta.band_parts(b.close, p.period), p.stdev, 0.0),
-    builtin.MacdTrend: lambda p, b: (k.RULE_CROSS, *ta.macd(b.close, p.fast, p.slow, p.signal)[:2], 0.0, 0.0),
-    builtin.DonchianBreakout: lambda p, b: (
-        k.RULE_BREAKOUT,
-        ta.rolling_max(b.high, p.entry_period),
-        ta.rolling_min(b.low, p.exit_period),
-        0.0,
-        0.0,
-    ),
+    builtin.RsiMeanReversion: _rsi_rule,
+    builtin.BollingerReversion: _bollinger_rule,
+    builtin.MacdTrend: _macd_rule,
+    builtin.DonchianBreakout: _donchian_rule,
 }
 
 
