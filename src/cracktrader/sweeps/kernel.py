@@ -15,9 +15,14 @@ compare both paths bit for bit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
-from numba import literally, njit
+from llvmlite import ir
+from numba import literally, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from cracktrader.engine.fills import BUY, SELL, market_fill_price
 from cracktrader.engine.indicators import crosses
@@ -268,6 +273,36 @@ SEG_POS = 2
 N_SEG = 3
 
 
+# Bars ahead of a scan whose open price it asks the CPU to load: a decision fills at a later bar's open, which the
+# scan would otherwise read from memory at every fill (a cache miss per fill: 12 % of an EmaCross row in a profile;
+# crossover rows took 25-35 % less time with the hint).
+PREFETCH_AHEAD = 64
+
+
+def _prefetch_typer(typingctx: object, arr: types.Array, i: types.Integer) -> object:
+    """A hint to load row i of an array into the cache (llvm.prefetch; never faults, whatever i is)."""
+    if not isinstance(arr, types.Array) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context: object, builder: ir.IRBuilder, signature: object, args: list[ir.Value]) -> object:
+        aryty = signature.args[0]  # type: ignore[attr-defined]
+        ary = context.make_array(aryty)(context, builder, args[0])  # type: ignore[attr-defined]
+        stride = cgutils.unpack_tuple(builder, ary.strides, aryty.ndim)[0]
+        byte = ir.IntType(8).as_pointer()
+        ptr = builder.gep(builder.bitcast(ary.data, byte), [builder.mul(args[1], stride)])
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 1), ir.Constant(i32, 1)])
+        return context.get_dummy_value()  # type: ignore[attr-defined]
+
+    return types.void(arr, i), codegen
+
+
+# Called in compiled code as _prefetch(array, row); typed here as that call, not as numba's intrinsic object.
+_prefetch: Callable[[np.ndarray, int], None] = cast(Callable[[np.ndarray, int], None], intrinsic(_prefetch_typer))
+
+
 # How the fused kernel derives a bar's (entry, exit) signals: each rule is its built-in's `signals` evaluated at one
 # bar, with the same float operations on the same cached indicator series (x, y), the close (z) and the
 # parameters (p, q); the tests compare every rule's sweep rows with single backtests bit for bit.
@@ -344,10 +379,13 @@ def _decide(
 
 
 @njit(cache=True, nogil=True)
-def _scan_cross(x: np.ndarray, y: np.ndarray, tradable: np.ndarray, t: int, t1: int, long: bool) -> int:
+def _scan_cross(
+    x: np.ndarray, y: np.ndarray, tradable: np.ndarray, ahead: np.ndarray, t: int, t1: int, long: bool
+) -> int:
     t = max(t, 1)  # no crossing on the first bar: there is no previous value to cross from
     if long:
         while t < t1:
+            _prefetch(ahead, t + PREFETCH_AHEAD)
             if x[t] < y[t] and not x[t - 1] < y[t - 1] and tradable[t, 0]:
                 entry, exit_ = _cross_signal(x, y, t)
                 if _decision(entry, exit_, long):
@@ -355,6 +393,7 @@ def _scan_cross(x: np.ndarray, y: np.ndarray, tradable: np.ndarray, t: int, t1: 
             t += 1
     else:
         while t < t1:
+            _prefetch(ahead, t + PREFETCH_AHEAD)
             if x[t] > y[t] and not x[t - 1] > y[t - 1] and tradable[t, 0]:
                 entry, exit_ = _cross_signal(x, y, t)
                 if _decision(entry, exit_, long):
@@ -364,9 +403,12 @@ def _scan_cross(x: np.ndarray, y: np.ndarray, tradable: np.ndarray, t: int, t1: 
 
 
 @njit(cache=True, nogil=True)
-def _scan_level(x: np.ndarray, p: float, q: float, tradable: np.ndarray, t: int, t1: int, long: bool) -> int:
+def _scan_level(
+    x: np.ndarray, p: float, q: float, tradable: np.ndarray, ahead: np.ndarray, t: int, t1: int, long: bool
+) -> int:
     if long:
         while t < t1:
+            _prefetch(ahead, t + PREFETCH_AHEAD)
             if x[t] > q and tradable[t, 0]:
                 entry, exit_ = _level_signal(x, p, q, t)
                 if _decision(entry, exit_, long):
@@ -375,6 +417,7 @@ def _scan_level(x: np.ndarray, p: float, q: float, tradable: np.ndarray, t: int,
     else:
         t = max(t, 1)
         while t < t1:
+            _prefetch(ahead, t + PREFETCH_AHEAD)
             if x[t] > p and not x[t - 1] > p and tradable[t, 0]:
                 entry, exit_ = _level_signal(x, p, q, t)
                 if _decision(entry, exit_, long):
@@ -385,10 +428,19 @@ def _scan_level(x: np.ndarray, p: float, q: float, tradable: np.ndarray, t: int,
 
 @njit(cache=True, nogil=True)
 def _scan_band(
-    x: np.ndarray, y: np.ndarray, z: np.ndarray, p: float, tradable: np.ndarray, t: int, t1: int, long: bool
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    p: float,
+    tradable: np.ndarray,
+    ahead: np.ndarray,
+    t: int,
+    t1: int,
+    long: bool,
 ) -> int:
     if long:
         while t < t1:
+            _prefetch(ahead, t + PREFETCH_AHEAD)
             if z[t, 0] > x[t] and tradable[t, 0]:
                 entry, exit_ = _band_signal(x, y, z, p, t)
                 if _decision(entry, exit_, long):
@@ -397,6 +449,7 @@ def _scan_band(
     else:
         # The entry's own test (a sqrt per bar costs less than a mispredicted filter); p >= 0 (the plan checks).
         while t < t1:
+            _prefetch(ahead, t + PREFETCH_AHEAD)
             if z[t, 0] < x[t] - p * math.sqrt(y[t]) and tradable[t, 0]:
                 entry, exit_ = _band_signal(x, y, z, p, t)
                 if _decision(entry, exit_, long):
@@ -407,11 +460,12 @@ def _scan_band(
 
 @njit(cache=True, nogil=True)
 def _scan_breakout(
-    x: np.ndarray, y: np.ndarray, z: np.ndarray, tradable: np.ndarray, t: int, t1: int, long: bool
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, tradable: np.ndarray, ahead: np.ndarray, t: int, t1: int, long: bool
 ) -> int:
     t = max(t, 1)
     if long:
         while t < t1:
+            _prefetch(ahead, t + PREFETCH_AHEAD)
             if z[t, 0] < y[t - 1] and tradable[t, 0]:
                 entry, exit_ = _breakout_signal(x, y, z, t)
                 if _decision(entry, exit_, long):
@@ -419,6 +473,7 @@ def _scan_breakout(
             t += 1
     else:
         while t < t1:
+            _prefetch(ahead, t + PREFETCH_AHEAD)
             if z[t, 0] > x[t - 1] and tradable[t, 0]:
                 entry, exit_ = _breakout_signal(x, y, z, t)
                 if _decision(entry, exit_, long):
@@ -428,8 +483,11 @@ def _scan_breakout(
 
 
 @njit(cache=True, nogil=True)
-def _scan_flags(entries: np.ndarray, exits: np.ndarray, tradable: np.ndarray, t: int, t1: int, long: bool) -> int:
+def _scan_flags(
+    entries: np.ndarray, exits: np.ndarray, tradable: np.ndarray, ahead: np.ndarray, t: int, t1: int, long: bool
+) -> int:
     while t < t1:
+        _prefetch(ahead, t + PREFETCH_AHEAD)
         if tradable[t, 0] and _decision(entries[t, 0], exits[t, 0], long):
             return t
         t += 1
@@ -447,20 +505,21 @@ def _next_decision(
     entries: np.ndarray,
     exits: np.ndarray,
     tradable: np.ndarray,
+    ahead: np.ndarray,
     t: int,
     t1: int,
     long: bool,
 ) -> int:
-    """The first bar in [t, t1) whose close decides an order by `_decide`, or t1."""
+    """The first bar in [t, t1) whose close decides an order by `_decide`, or t1; `ahead` is prefetched."""
     if rule == RULE_CROSS:
-        return _scan_cross(x, y, tradable, t, t1, long)
+        return _scan_cross(x, y, tradable, ahead, t, t1, long)
     if rule == RULE_LEVEL:
-        return _scan_level(x, p, q, tradable, t, t1, long)
+        return _scan_level(x, p, q, tradable, ahead, t, t1, long)
     if rule == RULE_BAND:
-        return _scan_band(x, y, z, p, tradable, t, t1, long)
+        return _scan_band(x, y, z, p, tradable, ahead, t, t1, long)
     if rule == RULE_BREAKOUT:
-        return _scan_breakout(x, y, z, tradable, t, t1, long)
-    return _scan_flags(entries, exits, tradable, t, t1, long)
+        return _scan_breakout(x, y, z, tradable, ahead, t, t1, long)
+    return _scan_flags(entries, exits, tradable, ahead, t, t1, long)
 
 
 @njit(cache=True, nogil=True)
@@ -587,7 +646,7 @@ def _simulate_cross(
             continue
         # No order pending: only a decision bar changes anything, so scan to the next one in a tight loop.
         long = fs[0, S_POS] > 0.0
-        t = _next_decision(rule, x, y, close, p, q, entries, exits, tradable, t, t1, long)
+        t = _next_decision(rule, x, y, close, p, q, entries, exits, tradable, open_, t, t1, long)
         if t < t1:
             act = _pend(fs, long, size_frac)
             due = t + latency
