@@ -91,7 +91,7 @@ def _ct_sweep(market: Market, strategy: str, combos_of: Any, workers: int) -> tu
 
     inputs = _ct_inputs(market, strategy)
     combos = combos_of(inputs.strategy_cls)
-    plan = make_plan(inputs, combos)
+    plan = make_plan(inputs, combos, workers)  # as `sweep` makes it
     rows, _, _ = run_plan(plan, combos, workers=workers)
     return rows, len(combos)
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
+from cracktrader.engine.backtest import run_backtest
+from cracktrader.engine.broker import SimSettings
 from cracktrader.engine.indicators import crossed_above, crossed_below, sma
+from cracktrader.engine.market import MarketData
+from cracktrader.engine.metrics import METRIC_KEYS
 from cracktrader.engine.records import N_COLS
+from cracktrader.engine.strategy import Strategy
+from cracktrader.strategies import builtin
 from cracktrader.sweeps import kernel as k
+from cracktrader.sweeps.grid import Combination
+from cracktrader.sweeps.plans import SignalPlan, SweepInputs, make_plan
 
 
 def _market(seed: int, n: int) -> dict[str, np.ndarray]:
@@ -191,3 +201,45 @@ def test_fused_flags_kernel_equals_the_generic_simulator_bit_for_bit(seed: int) 
     assert want_n > 10
     np.testing.assert_array_equal(orders[:n_orders], want_orders[:want_n])
     assert stats.tobytes() == want.tobytes()
+
+
+# Each built-in whose signals the fused kernel derives by a rule, with params that trade often on `_market`.
+RULE_GRIDS: list[tuple[type[Strategy], list[dict[str, Any]]]] = [
+    (
+        builtin.RsiMeanReversion,
+        [{"period": 5, "oversold": 40.0, "overbought": 60.0}, {"period": 14, "oversold": 48.0, "overbought": 52.0}],
+    ),
+    (builtin.BollingerReversion, [{"period": 5, "stdev": 0.5}, {"period": 20, "stdev": 1.5, "size": 0.5}]),
+    (builtin.MacdTrend, [{"fast": 3, "slow": 10, "signal": 4}, {"fast": 12, "slow": 26, "signal": 9}]),
+    (builtin.DonchianBreakout, [{"entry_period": 5, "exit_period": 3}, {"entry_period": 20, "exit_period": 10}]),
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("cls", "grid"), RULE_GRIDS, ids=[c.__name__ for c, _ in RULE_GRIDS])
+def test_rule_kernels_equal_the_strategy_s_own_backtest_bit_for_bit(
+    cls: type[Strategy], grid: list[dict[str, Any]], seed: int
+) -> None:
+    mk = _market(seed, 3_000)
+    data = MarketData(
+        ("X/USDT",),
+        mk["ts"].astype(np.int64),
+        mk["open"],
+        mk["high"],
+        mk["low"],
+        mk["close"],
+        np.ones_like(mk["close"]),
+        mk["tradable"],
+        525_600.0,
+    )
+    sim = SimSettings(initial_cash=1_000.0, maker_fee=0.001, taker_fee=0.001, slippage=0.0002, latency=1 + seed)
+    inputs = SweepInputs(cls, data, sim, METRIC_KEYS)
+    plan = make_plan(inputs, [])
+    assert isinstance(plan, SignalPlan)
+    combos = [(Combination(i, p), cls.validate_params(p)) for i, p in enumerate(grid)]
+    rows = plan.evaluate(combos)
+    for row, (_, params) in zip(rows, combos, strict=True):
+        assert plan._rule_inputs(params) is not None  # the rule's kernel, not the strategy's signals
+        want = run_backtest(cls(params.model_dump()), data, sim).metrics
+        assert want["total_trades"] > 5, row.params
+        assert repr(row.metrics) == repr(want), row.params

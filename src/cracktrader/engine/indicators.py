@@ -156,9 +156,14 @@ def bollinger(values: np.ndarray, period: int, stdev: float) -> tuple[np.ndarray
 
     As TA-Lib's BBANDS, but from exact window sums (see `rolling_sum`), so each band depends on its window only.
     """
-    middle, variance = _memo("bands", values, (int(period),), lambda: _band_parts(_f64(values), period))
+    middle, variance = band_parts(values, period)
     width = stdev * np.sqrt(variance)
     return middle + width, middle, middle - width
+
+
+def band_parts(values: np.ndarray, period: int) -> tuple[np.ndarray, np.ndarray]:
+    """(middle band, population variance) of each window: what `bollinger` derives every band width from."""
+    return _memo("bands", values, (int(period),), lambda: _band_parts(_f64(values), period))
 
 
 def _band_parts(x: np.ndarray, period: int) -> tuple[np.ndarray, np.ndarray]:

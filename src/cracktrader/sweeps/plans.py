@@ -2,7 +2,7 @@
 
 Three plans, chosen per sweep:
 - `CrossPlan`: the crossover built-ins; each distinct indicator window is computed once per sweep and a compiled
-  block kernel derives the signals, simulates and reduces each combination.
+  kernel (`kernel.cross_combo`) derives the signals, simulates and reduces each combination.
 - `SignalPlan`: any other vectorized strategy; its own `signals` runs per combination (built-ins read their
   indicators from a per-sweep cache), then the compiled kernel simulates and reduces it.
 - `EnginePlan`: event-driven strategies and exchange rules; the ordinary engine runs each combination.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +38,6 @@ from cracktrader.sweeps import kernel as k
 from cracktrader.sweeps.grid import Combination
 
 Metrics = dict[str, float | int | None]
-# Combinations per call of the crossover block kernel: their order rows share one buffer, which grows to hold them.
-CROSS_BLOCK = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +136,40 @@ def _market(data: MarketData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 UNSHARED: frozenset[type[Strategy]] = frozenset({builtin.MacdTrend})
 
 
+# Built-ins whose signals the fused kernel derives bar by bar (`kernel._decide`): the rule and what it reads, from
+# the very indicator functions the strategy's `signals` calls (cached per sweep, except UNSHARED ones).
+RuleInputs = tuple[int, np.ndarray, np.ndarray, float, float]
+
+
+def _rsi_rule(p: Any, bars: Bars) -> RuleInputs:
+    r = ta.rsi(bars.close, p.period)
+    return k.RULE_LEVEL, r, r, p.oversold, p.overbought
+
+
+def _bollinger_rule(p: Any, bars: Bars) -> RuleInputs:
+    middle, variance = ta.band_parts(bars.close, p.period)
+    return k.RULE_BAND, middle, variance, p.stdev, 0.0
+
+
+def _macd_rule(p: Any, bars: Bars) -> RuleInputs:
+    line, signal, _ = ta.macd(bars.close, p.fast, p.slow, p.signal)
+    return k.RULE_CROSS, line, signal, 0.0, 0.0
+
+
+def _donchian_rule(p: Any, bars: Bars) -> RuleInputs:
+    upper = ta.rolling_max(bars.high, p.entry_period)
+    lower = ta.rolling_min(bars.low, p.exit_period)
+    return k.RULE_BREAKOUT, upper, lower, 0.0, 0.0
+
+
+RULE_STRATEGIES: dict[type[Strategy], Callable[[Any, Bars], RuleInputs]] = {
+    builtin.RsiMeanReversion: _rsi_rule,
+    builtin.BollingerReversion: _bollinger_rule,
+    builtin.MacdTrend: _macd_rule,
+    builtin.DonchianBreakout: _donchian_rule,
+}
+
+
 @dataclass(slots=True)
 class SignalPlan(_Base):
     """A vectorized strategy's own `signals` per combination, then the compiled simulation and reduction."""
@@ -161,6 +194,34 @@ class SignalPlan(_Base):
         stats = np.empty(k.N_STATS)
         rows = []
         for combo, params in chunk:
+            fused = self._rule_inputs(params)
+            if fused is not None:
+                rule, x, y, p, q, size = fused
+                s.orders, s.segs, n_orders = k.run_rule(
+                    rule,
+                    x,
+                    y,
+                    p,
+                    q,
+                    k.NO_FLAGS,
+                    k.NO_FLAGS,
+                    data.open,
+                    data.close,
+                    data.tradable,
+                    size,
+                    sim.taker_fee,
+                    sim.slippage,
+                    sim.latency,
+                    float(sim.initial_cash),
+                    data.timestamp,
+                    self._t_before,
+                    s.orders,
+                    0,
+                    s.segs,
+                    stats,
+                )
+                rows.append(self.finish(combo, stats, s.orders[:n_orders]))
+                continue
             strategy = cls(params.model_dump())
             with strategy_errors(cls):
                 if self.cache is not None:
@@ -219,6 +280,26 @@ class SignalPlan(_Base):
             rows.append(self.finish(combo, stats, s.orders[:n_orders]))
         return rows
 
+    def _rule_inputs(self, params: StrategyParams) -> tuple[int, np.ndarray, np.ndarray, float, float, float] | None:
+        """What `kernel.run_rule` reads for a built-in with a rule, one symbol and no stop or target; else None."""
+        derive = RULE_STRATEGIES.get(self.inputs.strategy_cls)
+        data = self.inputs.data
+        p: Any = params
+        if derive is None or len(data.symbols) != 1 or p.stop_loss is not None or p.take_profit is not None:
+            return None
+        with strategy_errors(self.inputs.strategy_cls):
+            if self.cache is not None:
+                with ta.cached_indicators(self.cache):
+                    rule, x, y, a, b = derive(p, self._bars[0])
+            else:
+                rule, x, y, a, b = derive(p, self._bars[0])
+        if rule == k.RULE_BAND and not float(a) >= 0.0:
+            return None  # the band rule's scan assumes the lower band is never above the middle one
+        # The (1, 1) broadcast the backtest stacks a built-in's scalar size into.
+        size = float(stack_values(data, [p.size], np.float64, 1.0)[0, 0])
+        x, y = np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(y, dtype=np.float64)
+        return rule, x, y, float(a), float(b), size
+
 
 def _long_only_one_symbol(sig: SignalArrays, n: int, allow_short: bool) -> bool:
     """Whether `kernel.run_flags` simulates these signals: one symbol, (n, 1) entries/exits, no stop or target,
@@ -254,10 +335,13 @@ def cross_keys(cls: type[Strategy], params: StrategyParams) -> tuple[tuple[str, 
 
 @dataclass(slots=True)
 class CrossPlan(_Base):
-    """Crossover built-ins: every distinct window computed once, signals derived in the compiled block kernel."""
+    """Crossover built-ins: every distinct window computed once, signals derived in the compiled kernel."""
 
     combos: Sequence[tuple[Combination, StrategyParams]] = ()
-    columns: np.ndarray = field(default_factory=lambda: np.empty((0, 0, 0)), init=False)
+    # Threads computing the distinct windows (the indicator kernels release the GIL); the sweep's workers.
+    workers: int = 1
+    # One (symbols, bars) series per distinct (function, window), in `index` order.
+    series: list[np.ndarray] = field(default_factory=list, init=False)
     index: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
     fallback: SignalPlan | None = field(default=None, init=False)
 
@@ -269,80 +353,65 @@ class CrossPlan(_Base):
             for key in cross_keys(cls, params) or ():
                 self.index.setdefault(key, len(self.index))
         n, m = data.n_bars, len(data.symbols)
-        self.columns = np.empty((len(self.index), m, n))  # each series contiguous for the kernel
         bars = [data.bars(j) for j in range(m)]
-        for (name, window), i in self.index.items():
-            for j, b in enumerate(bars):
-                # The very function the strategy's `signals` calls, on the same close.
-                self.columns[i, j] = _INDICATORS[name](b.close, window)
+        jobs = list(self.index.items())
+
+        def compute(job: tuple[tuple[str, int], int]) -> np.ndarray:
+            (name, window), _ = job
+            # The very function the strategy's `signals` calls, on the same close; one symbol's series as it comes
+            # (a (1, n) view), several stacked (m, n), each row contiguous for the kernel.
+            series = [np.asarray(_INDICATORS[name](b.close, window), dtype=np.float64) for b in bars]
+            return series[0].reshape(1, n) if m == 1 else np.stack(series)
+
+        if self.workers > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(min(self.workers, len(jobs)), thread_name_prefix="cracktrader-sweep") as pool:
+                self.series = list(pool.map(compute, jobs))
+        else:
+            self.series = [compute(job) for job in jobs]
         self.fallback = SignalPlan(self.inputs)
 
     def evaluate(self, chunk: Sequence[tuple[Combination, StrategyParams]]) -> list[SweepRow]:
         """Rows of a chunk of combinations, in the chunk's order."""
         cls = self.inputs.strategy_cls
-        out: list[SweepRow] = []
-        block: list[tuple[Combination, StrategyParams]] = []
-        for item in chunk:
-            if cross_keys(cls, item[1]) is None:
-                out += self._block(block)
-                block = []
-                assert self.fallback is not None
-                out += self.fallback.evaluate([item])
-                continue
-            block.append(item)
-            if len(block) == CROSS_BLOCK:
-                out += self._block(block)
-                block = []
-        return out + self._block(block)
-
-    def _block(self, block: Sequence[tuple[Combination, StrategyParams]]) -> list[SweepRow]:
-        if not block:
-            return []
         data, sim = self.inputs.data, self.inputs.sim
-        cls = self.inputs.strategy_cls
-        size = len(block)
-        fast_idx = np.empty(size, dtype=np.int64)
-        slow_idx = np.empty(size, dtype=np.int64)
-        risk = np.empty((size, 3))
-        for c, (_, params) in enumerate(block):
+        s = self.scratch()
+        stats = np.empty(k.N_STATS)
+        out: list[SweepRow] = []
+        for combo, params in chunk:
             keys = cross_keys(cls, params)
-            assert keys is not None
-            fast_idx[c], slow_idx[c] = self.index[keys[0]], self.index[keys[1]]
+            if keys is None:
+                assert self.fallback is not None
+                out += self.fallback.evaluate([(combo, params)])
+                continue
             p: Any = params
             # The (1, 1) broadcasts the backtest stacks a built-in's scalar risk params into.
-            risk[c, 0] = stack_values(data, [p.size], np.float64, 1.0)[0, 0]
-            risk[c, 1] = stack_values(data, [p.stop_loss], np.float64, np.nan)[0, 0]
-            risk[c, 2] = stack_values(data, [p.take_profit], np.float64, np.nan)[0, 0]
-        s = self.scratch()
-        offsets = np.zeros(size + 1, dtype=np.int64)
-        stats = np.empty((size, k.N_STATS))
-        s.orders = k.cross_block(
-            self.columns,
-            fast_idx,
-            slow_idx,
-            risk,
-            *_market(data),
-            sim.maker_fee,
-            sim.taker_fee,
-            sim.slippage,
-            sim.latency,
-            sim.allow_short,
-            float(sim.initial_cash),
-            data.timestamp,
-            self._t_before,
-            s.entries,
-            s.exits,
-            s.eventful,
-            s.equity,
-            s.cash,
-            s.in_market,
-            s.orders,
-            offsets,
-            stats,
-        )
-        return [
-            self.finish(combo, stats[c], s.orders[offsets[c] : offsets[c + 1]]) for c, (combo, _) in enumerate(block)
-        ]
+            s.orders, s.segs, n_orders = k.cross_combo(
+                self.series[self.index[keys[0]]],
+                self.series[self.index[keys[1]]],
+                float(stack_values(data, [p.size], np.float64, 1.0)[0, 0]),
+                float(stack_values(data, [p.stop_loss], np.float64, np.nan)[0, 0]),
+                float(stack_values(data, [p.take_profit], np.float64, np.nan)[0, 0]),
+                *_market(data),
+                sim.maker_fee,
+                sim.taker_fee,
+                sim.slippage,
+                sim.latency,
+                sim.allow_short,
+                float(sim.initial_cash),
+                data.timestamp,
+                self._t_before,
+                s.entries,
+                s.exits,
+                s.eventful,
+                s.equity,
+                s.cash,
+                s.in_market,
+                s.orders,
+                s.segs,
+                stats,
+            )
+            out.append(self.finish(combo, stats, s.orders[:n_orders]))
+        return out
 
 
 @dataclass(slots=True)
@@ -365,11 +434,14 @@ class EnginePlan:
 Plan = CrossPlan | SignalPlan | EnginePlan
 
 
-def make_plan(inputs: SweepInputs, combos: Sequence[tuple[Combination, StrategyParams]]) -> Plan:
-    """The fastest plan that gives each combination exactly its single backtest's metrics."""
+def make_plan(inputs: SweepInputs, combos: Sequence[tuple[Combination, StrategyParams]], workers: int = 1) -> Plan:
+    """The fastest plan that gives each combination exactly its single backtest's metrics.
+
+    `workers`: threads the plan may use for its once-per-sweep work (the crossover windows).
+    """
     cls = inputs.strategy_cls
     if cls.style() != "vectorized" or inputs.sim.rules is not None:
         return EnginePlan(inputs)
     if cls in CROSS_STRATEGIES:
-        return CrossPlan(inputs, combos=combos)
+        return CrossPlan(inputs, combos=combos, workers=workers)
     return SignalPlan(inputs)

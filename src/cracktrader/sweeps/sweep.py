@@ -536,11 +536,12 @@ def sweep(
             )
         computed = collected.result() if collected is not None else computed
     else:
-        plan = make_plan(SweepInputs(cls, prepared.data, prepared.sim, tuple(metrics)), todo)
+        threads = workers or os.cpu_count() or 1
+        plan = make_plan(SweepInputs(cls, prepared.data, prepared.sim, tuple(metrics)), todo, threads)
         computed, done, cancelled = run_plan(
             plan,
             todo,
-            workers=workers or os.cpu_count() or 1,
+            workers=threads,
             chunk_size=chunk_size,
             progress=report,
             cancel=cancel,
