@@ -85,7 +85,7 @@ def measure(base: str, seconds: int) -> dict[str, float]:
     wrk(url, seconds=2)  # warm-up
     result = wrk(url, seconds=seconds)
     latencies = asyncio.run(fixed_rate(url, rate=1000, seconds=seconds))
-    result.update(open_p50=percentile(latencies, 50), open_p99=percentile(latencies, 99))
+    result.update(open_p50=percentile(latencies, 0.5), open_p99=percentile(latencies, 0.99))
     return result
 
 
