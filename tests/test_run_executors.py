@@ -250,6 +250,13 @@ async def test_a_stop_through_the_api_reaches_the_worker_and_a_queued_run_stops_
     assert (rows[running].queue_state, rows[running].status) == ("done", "stopped")
 
 
+async def _holder(settings: Settings, run_id: str, procs: list[WorkerProcess]) -> tuple[str, WorkerProcess]:
+    """The executor holding a run, and the worker process it runs in (its id names the pid)."""
+    holder = (await _rows(settings, run_id))[run_id].executor_id
+    assert holder is not None
+    return holder, next(p for p in procs if p.proc is not None and f":{p.proc.pid}:" in holder)
+
+
 async def test_a_sigkilled_workers_backtest_is_rerun_by_another_within_lease_plus_5s(
     tmp_path: Path, pg: Settings
 ) -> None:
@@ -260,9 +267,7 @@ async def test_a_sigkilled_workers_backtest_is_rerun_by_another_within_lease_plu
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
             run_id = await _post_run(c, held)
             await _until_status(c, run_id, ("running",))
-            holder = (await _rows(settings, run_id))[run_id].executor_id
-            assert holder is not None
-            doomed = next(p for p in procs if p.proc is not None and f":{p.proc.pid}:" in holder)
+            holder, doomed = await _holder(settings, run_id, procs)
             doomed.kill()
             killed = time.monotonic()
             while (row := (await _rows(settings, run_id))[run_id]).attempts < 2:
@@ -299,18 +304,18 @@ async def test_a_sigtermed_worker_hands_an_unfinished_backtest_back_and_another_
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
             run_id = await _post_run(c, held)
             await _until_status(c, run_id, ("running",))
-            holder = (await _rows(settings, run_id))[run_id].executor_id
-            assert holder is not None
-            draining = next(p for p in procs if p.proc is not None and f":{p.proc.pid}:" in holder)
+            holder, draining = await _holder(settings, run_id, procs)
             assert draining.stop() == 0  # SIGTERM: past the drain timeout the run goes back to the queue
             while (row := (await _rows(settings, run_id))[run_id]).attempts < 2:
                 assert row.status != "stopped", "the drained attempt recorded its run as stopped"
                 await asyncio.sleep(0.05)
+            taken_by = row.executor_id
             release.touch()
             final = await _until_status(c, run_id, TERMINAL)
     assert final["status"] == "completed", final
     done = (await _rows(settings, run_id))[run_id]
     assert (done.queue_state, done.status, done.attempts) == ("done", "completed", 2)
+    assert taken_by is not None and taken_by != holder  # the other worker ran it
 
 
 def test_serve_no_executor_on_sqlite_is_refused_saying_what_to_configure() -> None:
