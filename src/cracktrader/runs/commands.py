@@ -14,13 +14,16 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cracktrader.errors import CracktraderError
 from cracktrader.notify import NOTICE_MAX_BYTES, Notices
 from cracktrader.runs.event_relay import EventRelay
 from cracktrader.runs.events import STATUS_UPDATE
 from cracktrader.runs.state import FINISHED
+
+if TYPE_CHECKING:
+    from cracktrader.runs.registry import RunRegistry
 
 __all__ = ["RunCommands"]
 
@@ -60,6 +63,19 @@ class RunCommands:
         self._calls = dict(calls or {})
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    def for_registry(
+        cls, notices: Notices, relay: EventRelay, registry: RunRegistry, calls: Mapping[str, CallHere] | None = None
+    ) -> RunCommands:
+        """The commands a process carries out for the runs its registry holds."""
+        return cls(
+            notices,
+            relay,
+            holds=lambda run_id: registry.owner_of(run_id)[0],
+            stop_here=lambda run_id, flatten: registry.stop_run(run_id, flatten=flatten),
+            calls=calls,
+        )
 
     async def start(self) -> None:
         """Listen for commands."""

@@ -79,12 +79,7 @@ async def run_worker(settings: Settings, options: WorkerOptions, stop: asyncio.E
     )
     if close_client is not None:
         event_log.closers.append(close_client)
-    commands = RunCommands(
-        notices,
-        event_log.relay,
-        holds=lambda run_id: registry.owner_of(run_id)[0],
-        stop_here=lambda run_id, flatten: registry.stop_run(run_id, flatten=flatten),
-    )
+    commands = RunCommands.for_registry(notices, event_log.relay, registry)
     await commands.start()
     await registry.start()
     queue = RunQueue(engine, settings, SecretBox.from_settings(settings))

@@ -131,12 +131,8 @@ async def _open_run_commands(app: FastAPI, manager: RunRegistry) -> RunCommands:
     notices, close_client = await open_notices(
         redis_url=web.redis_url, redis_prefix=web.redis_prefix, engine=app.state.run_store.engine, name="run-commands"
     )
-    commands = RunCommands(
-        notices,
-        app.state.event_log.relay,
-        holds=lambda run_id: manager.owner_of(run_id)[0],
-        stop_here=lambda run_id, flatten: manager.stop_run(run_id, flatten=flatten),
-        calls=session_calls(app.state.sessions),
+    commands = RunCommands.for_registry(
+        notices, app.state.event_log.relay, manager, calls=session_calls(app.state.sessions)
     )
     if close_client is not None:
         app.state.event_log.closers.append(close_client)
