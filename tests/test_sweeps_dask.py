@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from distributed import Client
+from distributed.client import FutureCancelledError
 from typer.testing import CliRunner
 
 from cracktrader.cli import app
@@ -246,6 +247,44 @@ def test_a_killed_workers_chunks_are_redone_on_the_other(tmp_path: Path) -> None
             assert len(client.scheduler_info()["workers"]) == 1
     finally:
         own.stop()
+
+
+class _LostOnGather:
+    """A finished future whose result left with its worker before the gather: Dask reports it cancelled then."""
+
+    def __init__(self, future: Any) -> None:
+        self.future = future
+
+    def done(self) -> bool:
+        return bool(self.future.done())
+
+    def cancelled(self) -> bool:
+        return False
+
+    def result(self) -> Any:
+        raise FutureCancelledError(self.future.key, "lost with its worker")
+
+
+def test_a_chunk_whose_result_is_lost_at_the_gather_is_redone(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid = {"fast": [3, 5, 8], "slow": [20, 30]}
+    local = sweep("SmaCrossEvents", grid, metrics=ALL, cache=False, **RANGE)
+    submit = Client.submit
+    lost: list[str] = []
+
+    def losing_submit(self: Client, *args: Any, **kwargs: Any) -> Any:
+        future = submit(self, *args, **kwargs)
+        if lost:
+            return future
+        lost.append(future.key)
+        return _LostOnGather(future)
+
+    monkeypatch.setattr(Client, "submit", losing_submit)
+    remote = sweep("SmaCrossEvents", grid, metrics=ALL, executor=cluster.address, chunk_size=1, cache=False, **RANGE)
+    assert len(lost) == 1 and not remote.cancelled
+    assert remote.evaluated == len(local.rows) == 6
+    assert_same_rows(remote, local)
 
 
 GRID = {"fast": list(range(2, 22)), "slow": [25, 40]}

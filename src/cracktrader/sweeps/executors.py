@@ -12,6 +12,7 @@ import math
 import threading
 import time
 import uuid
+from concurrent.futures import CancelledError
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -228,7 +229,12 @@ def run_on_dask(
                     # Dask redoes a dead worker's tasks itself, unless the scattered sweep left with it: send it again.
                     redo.append((lo, hi))
                     continue
-                rows, seconds = fut.result()
+                try:
+                    rows, seconds = fut.result()
+                except CancelledError:
+                    # The result died with its worker between `done()` and the gather, and Dask gave the key up.
+                    redo.append((lo, hi))
+                    continue
                 sizer.record(hi - lo, seconds)
                 done += len(rows)
                 on_chunk(rows)
