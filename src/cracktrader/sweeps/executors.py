@@ -12,9 +12,9 @@ import math
 import threading
 import time
 import uuid
-from concurrent.futures import CancelledError
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
