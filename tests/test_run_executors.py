@@ -4,10 +4,8 @@ behind an API server that executes nothing (`--no-executor`), watched, stopped a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +22,8 @@ from cracktrader.db.engine import make_engine
 from cracktrader.db.models import RunRecord
 from cracktrader.settings import Settings, get_settings
 from db_support import app_database
-from web_support import SLOW_RUN, TEST_STRATEGY_DIR, LiveServer, released_run
+from queue_support import LEASE_S, WorkerProcess, deployment
+from web_support import SLOW_RUN, LiveServer, released_run
 
 pytestmark = pytest.mark.anyio
 
@@ -32,12 +31,18 @@ pytestmark = pytest.mark.anyio
 WEEK_RUN = {**SLOW_RUN, "end_date": "2024-01-08T00:00:00Z", "mode": "backtest"}
 TERMINAL = ("completed", "failed", "stopped")
 PATIENCE_S = 90.0
-LEASE_S = 2.0
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def pg(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings on a PostgreSQL database of the test's own."""
+    with app_database("postgresql", monkeypatch) as settings:
+        yield settings
 
 
 async def _post_run(client: httpx.AsyncClient, body: dict[str, Any]) -> str:
@@ -120,75 +125,6 @@ async def test_a_sealed_request_does_not_open_with_another_key_and_the_run_fails
             await theirs.claim("e", ("backtest",), datetime.now(UTC))
     finally:
         await engine.dispose()
-
-
-class WorkerProcess:
-    """A real `cracktrader worker` process (stderr to `log`); SIGTERM drains it, SIGKILL kills it."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = {**os.environ, **env}
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        command = [sys.executable, "-m", "cracktrader", "worker", "--executors", "1", "--log-level", "info"]
-        with self.log.open("ab") as err:
-            self.proc = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + 120
-        while "Worker started" not in self.log.read_text():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            assert time.monotonic() < deadline, self.log.read_text()[-3000:]
-            time.sleep(0.05)
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.returncode
-
-
-@pytest.fixture
-def pg(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Settings on a PostgreSQL database of the test's own."""
-    with app_database("postgresql", monkeypatch) as settings:
-        yield settings
-
-
-@contextlib.contextmanager
-def deployment(
-    tmp_path: Path, base: Settings, workers: int, **env: str
-) -> Iterator[tuple[LiveServer, list[WorkerProcess], Settings]]:
-    """An API server that executes nothing on the test's PostgreSQL database, and `workers` workers."""
-    settings = base.model_copy(update={"run_queue": True, "strategy_dir": TEST_STRATEGY_DIR})
-    worker_env = {
-        "DATABASE_URL": settings.database_url,
-        "CRACKTRADER_STRATEGY_DIR": str(TEST_STRATEGY_DIR),
-        "CRACKTRADER_RUN_LEASE_TTL_S": str(LEASE_S),
-        "CRACKTRADER_RUN_HEARTBEAT_S": "0.25",
-        "CRACKTRADER_EXECUTOR_POLL_S": "0.05",
-        **env,
-    }
-    procs = [WorkerProcess(worker_env, tmp_path / f"worker-{i}.log") for i in range(workers)]
-    with LiveServer(settings, executor=False) as srv:
-        try:
-            for proc in procs:
-                proc.start()
-            yield srv, procs, settings
-        finally:
-            for proc in procs:
-                proc.stop()
 
 
 async def test_workers_run_every_queued_backtest_once_and_any_api_process_streams_and_reads_it(

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cracktrader.db.job_tables import follow_reclaim
 from cracktrader.db.models import RunRecord, RunSymbolRecord
 from cracktrader.db.secret_box import SecretBox
 from cracktrader.errors import CracktraderError
@@ -293,7 +294,8 @@ class RunQueue:
         )
 
     async def reclaim_expired(self, now: datetime, policy: Literal["requeue", "fail"] | None = None) -> list[str]:
-        """Runs whose lease lapsed: sessions re-queued, backtests re-queued or failed per policy; nothing else."""
+        """Runs whose lease lapsed: sessions re-queued, backtests (sweeps, walk-forwards) re-queued or failed per
+        policy; nothing else."""
         policy = policy or self.settings.expired_backtest_policy
         async with self.engine.begin() as conn:
             query = select(RunRecord.id, RunRecord.kind, RunRecord.fencing_token).where(
@@ -320,4 +322,5 @@ class RunQueue:
                     .where(RunRecord.id == run_id, RunRecord.fencing_token == token)
                     .values(executor_id=None, lease_expires_at=None, fencing_token=token + 1, **values)
                 )
+                await follow_reclaim(conn, kind, run_id, failed=values["queue_state"] == DONE, now=now)
         return [row[0] for row in rows]

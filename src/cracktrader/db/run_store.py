@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from cracktrader.db.engine import make_sessionmaker
+from cracktrader.db.job_tables import JOB_KINDS
 from cracktrader.db.models import (
     RUN_MODES,
     RUN_STATUSES,
@@ -62,6 +63,8 @@ __all__ = [
 
 # Runs in these states when the process starts again were cut short by a crash or a restart.
 ACTIVE_STATUSES: tuple[str, ...] = ("starting", "running")
+# A run, not the queue's place of a sweep or walk-forward (their documents live in tables of their own).
+IS_RUN = or_(RunRecord.kind.is_(None), RunRecord.kind.not_in(JOB_KINDS))
 INTERRUPTED_ERROR = "interrupted"
 # Modes whose sessions another server resumes from their rows after a crash.
 RESUMABLE_MODES = ("paper", "live")
@@ -510,7 +513,7 @@ class RunStore:
 
     async def get(self, run_id: str, *, user_id: int | None = None) -> RunSummary | None:
         """The run, or None; with user_id, only if it belongs to that user."""
-        query = select(RunRecord).where(RunRecord.id == run_id)
+        query = select(RunRecord).where(RunRecord.id == run_id, IS_RUN)
         if user_id is not None:
             query = query.where(RunRecord.user_id == user_id)
         async with self._sessions() as session:
@@ -536,7 +539,7 @@ class RunStore:
         """One page of runs, newest first, and how many match in total. `symbol` matches whole symbols only."""
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must not be negative")
-        conditions: builtins.list[ColumnElement[bool]] = []
+        conditions: builtins.list[ColumnElement[bool]] = [IS_RUN]
         if status is not None:
             conditions.append(RunRecord.status == status)
         if mode is not None:
@@ -568,7 +571,7 @@ class RunStore:
 
     async def delete(self, run_id: str, *, user_id: int | None = None) -> bool:
         """Delete the run with its symbols and results; False when there was no such run (of that user)."""
-        query = delete(RunRecord).where(RunRecord.id == run_id)
+        query = delete(RunRecord).where(RunRecord.id == run_id, IS_RUN)
         if user_id is not None:
             query = query.where(RunRecord.user_id == user_id)
         async with self._sessions.begin() as session:
@@ -658,7 +661,7 @@ class RunStore:
             if max_count is not None:
                 query = (
                     select(RunRecord.id)
-                    .where(*conditions)
+                    .where(*conditions, IS_RUN)
                     .order_by(RunRecord.created_at.desc(), RunRecord.id.desc())
                     .offset(max_count)
                 )

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cracktrader.db.models import ServerRecord, SweepRecord, SweepRowRecord
+from cracktrader.db import job_tables
+from cracktrader.db.models import SweepRecord, SweepRowRecord
 from cracktrader.sweeps.request import SweepDocument, SweepProgress, SweepRowOut
 
 if TYPE_CHECKING:
@@ -19,7 +20,6 @@ __all__ = ["SweepStore"]
 
 _SWEEPS = cast(Table, SweepRecord.__table__)
 _ROWS = cast(Table, SweepRowRecord.__table__)
-_SERVERS = cast(Table, ServerRecord.__table__)
 # Rows per INSERT statement (PostgreSQL allows 65,535 bind parameters per statement). Small enough that binding
 # one batch (its JSON encoded on the event loop) holds the server's loop for a few milliseconds only.
 INSERT_BATCH = 500
@@ -91,19 +91,16 @@ class SweepStore:
             )
 
     async def interrupt(self, *, ended_at: datetime) -> int:
-        """Fail the unfinished sweeps of servers that no longer hold a lease: their worker died with them.
+        """Fail the unfinished sweeps of servers that no longer hold a lease (those the run queue holds excepted)."""
+        return await job_tables.interrupt(self.engine, _SWEEPS, ended_at=ended_at, error=INTERRUPTED)
 
-        Run after this server took its lease, which removed the servers it found gone (runs.lease).
-        """
-        leased = select(_SERVERS.c.id)
-        gone = or_(_SWEEPS.c.server_id.is_(None), _SWEEPS.c.server_id.not_in(leased))
-        async with self.engine.begin() as conn:
-            done = await conn.execute(
-                update(_SWEEPS)
-                .where(and_(_SWEEPS.c.ended_at.is_(None), gone))
-                .values(status="failed", error=INTERRUPTED, error_code="INTERRUPTED", ended_at=ended_at)
-            )
-        return int(done.rowcount or 0)
+    async def requeue(self, job_id: str) -> None:
+        """Read "queued" again: an executor handed it back to the queue."""
+        await job_tables.requeue(self.engine, _SWEEPS, job_id)
+
+    async def discard(self, job_id: str) -> None:
+        """Remove one the queue refused."""
+        await job_tables.discard(self.engine, _SWEEPS, job_id)
 
     async def get(self, sweep_id: str) -> tuple[SweepDocument, int | None] | None:
         """A sweep and its owner, or None."""

@@ -5,17 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cracktrader.db.models import ServerRecord, WalkForwardRecord
+from cracktrader.db import job_tables
+from cracktrader.db.models import WalkForwardRecord
 from cracktrader.sweeps.request import SweepProgress
 from cracktrader.sweeps.walkforward_request import WalkForwardDocument
 
 __all__ = ["WalkForwardStore"]
 
 _WF = cast(Table, WalkForwardRecord.__table__)
-_SERVERS = cast(Table, ServerRecord.__table__)
 INTERRUPTED = "The server stopped while this walk-forward ran; start it again"
 
 
@@ -70,16 +70,17 @@ class WalkForwardStore:
             )
 
     async def interrupt(self, *, ended_at: datetime) -> int:
-        """Fail the unfinished walk-forwards of servers that no longer hold a lease (as `SweepStore.interrupt`)."""
-        leased = select(_SERVERS.c.id)
-        gone = or_(_WF.c.server_id.is_(None), _WF.c.server_id.not_in(leased))
-        async with self.engine.begin() as conn:
-            done = await conn.execute(
-                update(_WF)
-                .where(and_(_WF.c.ended_at.is_(None), gone))
-                .values(status="failed", error=INTERRUPTED, error_code="INTERRUPTED", ended_at=ended_at)
-            )
-        return int(done.rowcount or 0)
+        """Fail the unfinished walk-forwards of servers that no longer hold a lease
+        (those the run queue holds excepted)."""
+        return await job_tables.interrupt(self.engine, _WF, ended_at=ended_at, error=INTERRUPTED)
+
+    async def requeue(self, job_id: str) -> None:
+        """Read "queued" again: an executor handed it back to the queue."""
+        await job_tables.requeue(self.engine, _WF, job_id)
+
+    async def discard(self, job_id: str) -> None:
+        """Remove one the queue refused."""
+        await job_tables.discard(self.engine, _WF, job_id)
 
     async def get(self, walkforward_id: str) -> tuple[WalkForwardDocument, int | None] | None:
         """A walk-forward with its report, and its owner, or None."""

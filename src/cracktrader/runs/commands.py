@@ -68,13 +68,22 @@ class RunCommands:
     def for_registry(
         cls, notices: Notices, relay: EventRelay, registry: RunRegistry, calls: Mapping[str, CallHere] | None = None
     ) -> RunCommands:
-        """The commands a process carries out for the runs its registry holds."""
+        """The commands a process carries out for the runs its registry holds (its sweeps' and walk-forwards' too)."""
+
+        async def cancel_sweep(run_id: str, args: dict[str, Any]) -> dict[str, Any]:
+            assert registry.sweeps is not None  # it holds the job, so it has the registry
+            return await registry.sweeps.cancel_here(run_id, args)
+
+        async def cancel_walkforward(run_id: str, args: dict[str, Any]) -> dict[str, Any]:
+            assert registry.walkforwards is not None
+            return await registry.walkforwards.cancel_here(run_id, args)
+
         return cls(
             notices,
             relay,
-            holds=lambda run_id: registry.owner_of(run_id)[0],
+            holds=registry.holds,
             stop_here=lambda run_id, flatten: registry.stop_run(run_id, flatten=flatten),
-            calls=calls,
+            calls={"cancel_sweep": cancel_sweep, "cancel_walkforward": cancel_walkforward, **(calls or {})},
         )
 
     async def start(self) -> None:

@@ -15,14 +15,18 @@ from cracktrader.db.migrate import upgrade
 from cracktrader.db.run_queue import RunQueue
 from cracktrader.db.run_store import RunStore
 from cracktrader.db.secret_box import SecretBox
+from cracktrader.db.sweep_store import SweepStore
+from cracktrader.db.walkforward_store import WalkForwardStore
 from cracktrader.errors import CracktraderError
 from cracktrader.notify import open_notices
 from cracktrader.runs.commands import RunCommands
 from cracktrader.runs.event_log import open_event_log
 from cracktrader.runs.events import LOGGED_EVENTS, EventBus
-from cracktrader.runs.queued import Executors
+from cracktrader.runs.queued import Executors, link_jobs
 from cracktrader.runs.registry import RunRegistry
 from cracktrader.settings import Settings
+from cracktrader.sweeps.runner import SweepRegistry
+from cracktrader.sweeps.walkforward_runner import WalkForwardRegistry
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +87,21 @@ async def run_worker(settings: Settings, options: WorkerOptions, stop: asyncio.E
     await commands.start()
     await registry.start()
     queue = RunQueue(engine, settings, SecretBox.from_settings(settings))
+    registry.sweeps = SweepRegistry(runs=registry, store=SweepStore(engine), settings=settings)
+    registry.walkforwards = WalkForwardRegistry(runs=registry, store=WalkForwardStore(engine), settings=settings)
+    link_jobs(registry, queue, event_log, commands)
     count = options.executors or settings.max_concurrent_backtests
     executors = Executors(queue, registry, count=count, poll_s=settings.executor_poll_s)
     executors.start()
-    log.info("Worker started: %d executor(s) claim queued backtests", count)
+    log.info("Worker started: %d executor(s) claim queued backtests, sweeps and walk-forwards", count)
     try:
         await stop.wait()
         log.info("Worker stopping: runs under way get %.0f s to finish", settings.executor_drain_s)
         await executors.stop(settings.executor_drain_s)
     finally:
         await commands.close()
+        await registry.sweeps.close()
+        await registry.walkforwards.close()
         await registry.close()
         await event_log.close()
         await engine.dispose()

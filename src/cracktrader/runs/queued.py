@@ -16,10 +16,12 @@ from cracktrader.runs.config import BacktestConfig, record_fields, redact
 from cracktrader.runs.executor import Executor, JobResult
 
 if TYPE_CHECKING:
+    from cracktrader.runs.commands import RunCommands
+    from cracktrader.runs.event_log import RunEventLog
     from cracktrader.runs.registry import RunRegistry
 
-# What executors claim today: backtests. Sweeps, walk-forwards and sessions run in the process that accepted them.
-QUEUED_KINDS: tuple[str, ...] = ("backtest",)
+# What executors claim: backtests, sweeps and walk-forwards. Sessions run in the process that accepted them.
+QUEUED_KINDS: tuple[str, ...] = ("backtest", "sweep", "walkforward")
 
 
 async def enqueue_backtest(queue: RunQueue, config: BacktestConfig, *, user_id: int | None) -> str:
@@ -43,10 +45,17 @@ ENDED: tuple[JobResult, ...] = ("completed", "failed", "stopped")
 RunJob = Callable[[Claim], Coroutine[Any, Any, JobResult]]
 
 
-def backtest_job(registry: RunRegistry) -> RunJob:
-    """The job an executor runs for a claimed backtest: the registry's own execution, under the claimed id."""
+def queued_job(registry: RunRegistry) -> RunJob:
+    """The job an executor runs for a claimed run: the registry's own execution (or its sweeps' or walk-forwards'),
+    under the claimed id."""
 
     async def run(claim: Claim) -> JobResult:
+        jobs = {"sweep": registry.sweeps, "walkforward": registry.walkforwards}
+        if claim.kind in jobs:
+            registry_of_kind = jobs[claim.kind]
+            if registry_of_kind is None:
+                raise RuntimeError(f"this process runs no {claim.kind}s")
+            return await registry_of_kind.execute_claimed(claim)
         config = BacktestConfig.model_validate(claim.spec)
         status = await registry.execute_claimed(claim.run_id, config, user_id=claim.user_id)
         for ended in ENDED:
@@ -55,6 +64,18 @@ def backtest_job(registry: RunRegistry) -> RunJob:
         raise RuntimeError(f"the backtest ended {status}")
 
     return run
+
+
+def link_jobs(
+    registry: RunRegistry, queue: RunQueue, event_log: RunEventLog | None, commands: RunCommands | None
+) -> None:
+    """Send the registry's sweeps and walk-forwards through the run queue."""
+    from cracktrader.sweeps.pool_jobs import QueueLink
+
+    relay = event_log.relay if event_log is not None else None
+    for jobs in (registry.sweeps, registry.walkforwards):
+        if jobs is not None:
+            jobs.link = QueueLink(queue, relay=relay, commands=commands)
 
 
 def executor_id(index: int) -> str:
@@ -66,7 +87,7 @@ class Executors:
     """This process's executors: as many as its worker pool runs backtests at once."""
 
     def __init__(self, queue: RunQueue, registry: RunRegistry, *, count: int, poll_s: float) -> None:
-        job = backtest_job(registry)
+        job = queued_job(registry)
         self.executors = [Executor(queue, executor_id(i), job, kinds=QUEUED_KINDS, poll_s=poll_s) for i in range(count)]
 
     def start(self) -> None:

@@ -174,6 +174,10 @@ class RunRegistry:
             run = self.sessions.runs.get(run_id)
         return (False, None) if run is None else (True, run.user_id)
 
+    def holds(self, run_id: str) -> bool:
+        """Whether this process runs it: a backtest, a session, or a sweep or walk-forward claimed from the queue."""
+        return self.owner_of(run_id)[0] or any(j.holds(run_id) for j in (self.sweeps, self.walkforwards) if j)
+
     def run_status(self, run_id: str, *, owner: int | None = None) -> dict[str, Any]:
         """`/runs/{id}/status` of a backtest or a session."""
         run = self.find(run_id, owner=owner)
@@ -405,6 +409,8 @@ class RunRegistry:
         st = run.state
         if kind == worker.END:
             run.ended.set()
+            return
+        if run.handed_back:  # another executor runs it now: its stream hears that attempt only, never this one
             return
         if kind == worker.EXCHANGE:
             self._record_exchange(payload["exchange"], payload["ok"], payload["detail"])

@@ -23,6 +23,11 @@ from cracktrader.settings import Settings
 from cracktrader.sweeps.request import ACTIVE_STATUSES, SweepProgress
 
 if TYPE_CHECKING:
+    from cracktrader.db.event_store import EventStore
+    from cracktrader.db.run_queue import Claim, RunQueue
+    from cracktrader.runs.commands import RunCommands
+    from cracktrader.runs.event_relay import EventRelay
+    from cracktrader.runs.executor import JobResult
     from cracktrader.runs.pool import PoolJob
     from cracktrader.runs.registry import RunRegistry
 
@@ -32,6 +37,10 @@ log = logging.getLogger(__name__)
 CANCEL_WAIT_S = 2.0
 # Ended jobs kept in memory (the store has them all).
 KEEP_ENDED = 50
+# How long a cancel asked of the process that runs the job waits for its answer.
+REMOTE_CANCEL_WAIT_S = CANCEL_WAIT_S + 3.0
+# How a job's end reads in the run queue.
+QUEUE_RESULT: dict[str, JobResult] = {"completed": "completed", "cancelled": "stopped", "failed": "failed"}
 
 
 class JobDocument(Protocol):
@@ -55,6 +64,8 @@ class JobStore(Protocol):
     async def page(self, *, user_id: int | None, limit: int, offset: int) -> tuple[list[Any], int]: ...
     async def mark_running(self, job_id: str, *, started_at: datetime) -> None: ...
     async def interrupt(self, *, ended_at: datetime) -> int: ...
+    async def requeue(self, job_id: str) -> None: ...
+    async def discard(self, job_id: str) -> None: ...
 
 
 class JobNotFoundError(CracktraderError):
@@ -79,10 +90,21 @@ class LiveJob(Generic[D, R]):
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     last_publish: float = 0.0
     started_write: asyncio.Task[None] | None = None
+    claimed: bool = False  # an executor took it from the run queue: its events name it as a run
+    handed_back: bool = False  # its executor drained and gave it back to the queue: nothing of it is saved
 
     @property
     def active(self) -> bool:
         return self.doc.status in ACTIVE_STATUSES
+
+
+@dataclass(slots=True)
+class QueueLink:
+    """How a registry runs its jobs through the run queue: any executor claims them, any process reads them."""
+
+    queue: RunQueue
+    relay: EventRelay | None = None  # the event log: the progress of jobs another process runs
+    commands: RunCommands | None = None  # cancels reach the process that runs the job
 
 
 class PoolJobRegistry(Generic[D, R]):
@@ -90,6 +112,8 @@ class PoolJobRegistry(Generic[D, R]):
 
     noun: ClassVar[str]  # "sweep", "walk-forward": in messages and logs
     id_field: ClassVar[str]  # the document's id field, as the API names it
+    kind: ClassVar[str]  # its kind in the run queue
+    request_type: ClassVar[type[Any]]  # the request model (a claimed job's request is validated again)
 
     def __init__(self, *, runs: RunRegistry, store: JobStore, settings: Settings, throttle_s: float = 0.0) -> None:
         self.runs = runs
@@ -97,6 +121,8 @@ class PoolJobRegistry(Generic[D, R]):
         self.settings = settings
         self.throttle_s = throttle_s  # progress events at most this often (the first and last always go out)
         self.items: dict[str, LiveJob[D, R]] = {}
+        self.link: QueueLink | None = None  # set when the server runs jobs through the run queue
+        self._mirrors: dict[str, asyncio.Task[None]] = {}  # jobs accepted here, followed in the event log
 
     # What a kind of job says ------------------------------------------------------------------------------
     def job(self, live: LiveJob[D, R]) -> tuple[PoolJob, Target]:
@@ -130,15 +156,28 @@ class PoolJobRegistry(Generic[D, R]):
 
     async def close(self) -> None:
         """Cancel this server's jobs and wait (up to 5 s) for them to save what they have."""
-        for live in self.items.values():
+        for mirror in list(self._mirrors.values()):
+            mirror.cancel()
+        # A job claimed from the run queue is its executor's to drain (finish, or hand back to the queue).
+        mine = [live for live in self.items.values() if not live.claimed]
+        for live in mine:
             if live.active:
                 self.runs.pool.stop(self.job_id(live.doc))
+        # Every task, a handed-back job's too: it still records that it went back to the queue.
         busy = {live.task for live in self.items.values() if live.task is not None and not live.task.done()}
         if busy:
             await asyncio.wait(busy, timeout=5)
 
+    def admit(self) -> None:
+        """Refuse a job this process has no room for (409 QUEUE_FULL); through the run queue, the queue's limits
+        apply instead (per user when queued, global when claimed)."""
+        if self.link is None:
+            self.runs.admit_job()
+
     async def accept(self, doc: D, request: R, *, user_id: int | None) -> D:
         """Store a checked job's document ("queued") and hand the job to the pool."""
+        if self.link is not None:
+            return await self._enqueue(self.link.queue, doc, request, user_id=user_id)
         live: LiveJob[D, R] = LiveJob(doc, request, user_id)
         job_id = self.job_id(doc)
         self.items[job_id] = live  # counted by admit_job from here on
@@ -155,6 +194,8 @@ class PoolJobRegistry(Generic[D, R]):
     async def cancel(self, job_id: str, *, owner: int | None) -> D:
         """Cancel a queued or running job (it stops after the chunk in hand); an ended one is left as it is."""
         live = self.items.get(job_id)
+        if live is None and self.link is not None:
+            return await self._cancel_elsewhere(self.link, job_id, owner=owner)
         if live is None or not live.active:
             return await self.get(job_id, owner=owner)
         self._check_owner(live, owner)
@@ -174,6 +215,8 @@ class PoolJobRegistry(Generic[D, R]):
         if stored is None or (owner is not None and stored[1] != owner):
             raise self.not_found(job_id)
         doc: D = stored[0]
+        if doc.status == "running" and self.link is not None and self.link.relay is not None:
+            doc = await self._with_remote_progress(self.link.relay.store, job_id, doc)
         return doc
 
     async def page(self, *, owner: int | None, limit: int, offset: int) -> tuple[list[D], int]:
@@ -238,6 +281,9 @@ class PoolJobRegistry(Generic[D, R]):
 
     async def _finish(self, live: LiveJob[D, R], outcome: Any) -> None:
         """Save how it ended, then announce it: a client that sees it ended can read what it found."""
+        if live.handed_back:  # the executor that gives it back stopped it: whoever claims it next runs it
+            await self.store.requeue(self.job_id(live.doc))
+            return
         doc = live.doc.model_copy(deep=True)  # applied once saved: until then it reads as running
         if isinstance(outcome, JobOutcome):  # stopped while it waited, or its worker died
             doc.status = "cancelled" if outcome.status == "stopped" else "failed"
@@ -267,7 +313,129 @@ class PoolJobRegistry(Generic[D, R]):
         if not force and now - live.last_publish < self.throttle_s:
             return
         live.last_publish = now
-        self.runs.bus.publish(self.event(self._document(live), live.user_id))
+        self._announce(self._document(live), live.user_id, logged=live.claimed)
+
+    def _announce(self, doc: D, user_id: int | None, *, logged: bool) -> None:
+        event = self.event(doc, user_id)
+        if logged:  # named as a run: the event log keeps it, so every process of the deployment streams it
+            event = events.Event(event.type, {**event.payload, "run_id": self.job_id(doc)}, user_id=event.user_id)
+        self.runs.bus.publish(event)
+
+    # Through the run queue --------------------------------------------------------------------------------
+    async def _enqueue(self, queue: RunQueue, doc: D, request: R, *, user_id: int | None) -> D:
+        """Store the document ("queued") and queue the job for any executor; over the user's limit: 429."""
+        from cracktrader.runs.config import redact
+
+        job_id = self.job_id(doc)
+        spec: dict[str, Any] = request.model_dump(mode="json")  # type: ignore[attr-defined]
+        await self.store.create(doc, user_id=user_id, server_id=self.runs.server_id)
+        try:
+            await queue.enqueue(
+                user_id=user_id,
+                kind=self.kind,
+                strategy_name=str(spec.get("strategy_name", "")),
+                timeframe=str(spec.get("timeframe", "")),
+                exchange=str(spec.get("exchange") or ""),
+                config=redact(spec),
+                spec=spec,
+                now=datetime.now(UTC),
+                run_id=job_id,
+            )
+        except BaseException:
+            await self.store.discard(job_id)
+            raise
+        if self.link is not None and self.link.relay is not None:
+            await self._mirror(self.link.relay, job_id)  # subscribed before the first event: none is missed
+        self._announce(doc, user_id, logged=True)
+        return doc.model_copy()
+
+    async def _mirror(self, relay: EventRelay, job_id: str) -> None:
+        """Hand the events of a job accepted here, wherever it runs, to this process's streams until it ends."""
+        sub = await relay.subscribe(job_id)
+
+        async def pump() -> None:
+            try:
+                while (item := await sub.get()) is not None:
+                    status = item.event.payload.get("status")
+                    # Its first event this process published itself, as it does all of a job it runs (or ran).
+                    if status != "queued" and job_id not in self.items:
+                        self.runs.bus.publish(item.event, to_sinks=False)
+                    if status not in ACTIVE_STATUSES:
+                        break
+            finally:
+                sub.close()
+                self._mirrors.pop(job_id, None)
+
+        self._mirrors[job_id] = asyncio.get_running_loop().create_task(pump(), name=f"{self.noun}-mirror-{job_id}")
+
+    async def execute_claimed(self, claim: Claim) -> JobResult:
+        """Run a job an executor claimed from the queue to its end; how it ended, as the queue records it.
+
+        Cancelled (the executor drains): the job stops after the chunk in hand and goes back to the queue.
+        """
+        stored = await self.store.get(claim.run_id)
+        if stored is None:
+            raise RuntimeError(f"the {self.noun} {claim.run_id} has no stored document")
+        doc: D = stored[0]
+        if doc.status not in ACTIVE_STATUSES:  # cancelled while it waited
+            return QUEUE_RESULT.get(str(doc.status), "stopped")
+        doc.status, doc.started_at = "queued", None  # a job taken back from a lapsed executor starts over
+        live: LiveJob[D, R] = LiveJob(doc, self.request_type.model_validate(claim.spec), claim.user_id, claimed=True)
+        self.items[claim.run_id] = live
+        self._forget_old()
+        live.task = asyncio.create_task(self._run(live), name=f"{self.noun}-{claim.run_id}")
+        try:
+            await asyncio.shield(live.task)
+        except asyncio.CancelledError:
+            live.handed_back = True
+            self.runs.pool.stop(claim.run_id)
+            raise
+        return QUEUE_RESULT.get(str(live.doc.status), "failed")
+
+    def holds(self, job_id: str) -> bool:
+        """Whether this process runs the job (a cancel asked of another process reaches it here)."""
+        live = self.items.get(job_id)
+        return live is not None and live.active and not live.handed_back
+
+    async def cancel_here(self, job_id: str, _args: dict[str, Any]) -> dict[str, Any]:
+        """A cancel another process asked for: carried out, answered with the status (the store has the rest)."""
+        doc = await self.cancel(job_id, owner=None)
+        return {self.id_field: job_id, "status": str(doc.status)}
+
+    async def _cancel_elsewhere(self, link: QueueLink, job_id: str, *, owner: int | None) -> D:
+        """Cancel a job this process does not run: still queued, here; claimed, by the process that runs it."""
+        doc = await self.get(job_id, owner=owner)
+        if doc.status not in ACTIVE_STATUSES:
+            return doc
+        now = datetime.now(UTC)
+        if await link.queue.cancel_queued(job_id, now):
+            stored = await self.store.get(job_id)
+            user_id = stored[1] if stored is not None else None
+            doc.status, doc.ended_at = "cancelled", now
+            doc = await self.save(doc, None)
+            mirror = self._mirrors.pop(job_id, None)
+            if mirror is not None:  # this process announces the end itself
+                mirror.cancel()
+            self._announce(doc, user_id, logged=True)
+            return doc
+        if link.commands is not None:
+            await link.commands.call(job_id, f"cancel_{self.kind}", {}, timeout_s=REMOTE_CANCEL_WAIT_S)
+        return await self.get(job_id, owner=owner)
+
+    async def _with_remote_progress(self, log_store: EventStore, job_id: str, doc: D) -> D:
+        """A job another process runs, with the progress its latest event in the log carries."""
+        last = await log_store.last_of_type(job_id, self.event(doc, None).type)
+        if last is None or last.event.payload.get("status") != "running":
+            return doc
+        payload = last.event.payload
+        with contextlib.suppress(KeyError, TypeError):
+            self.on_progress(doc, payload)
+            p = doc.progress
+            p.fraction = p.done / p.total if p.total else 0.0
+            if doc.started_at is not None and 0 < p.done < p.total:
+                elapsed = (datetime.now(UTC) - doc.started_at).total_seconds()
+                p.eta_seconds = round(elapsed / p.done * (p.total - p.done), 3)
+        return doc
 
     def _check_owner(self, live: LiveJob[D, R], owner: int | None) -> None:
         if owner is not None and live.user_id != owner:

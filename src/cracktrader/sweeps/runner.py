@@ -114,6 +114,8 @@ class SweepRegistry(PoolJobRegistry[SweepDocument, SweepRequest]):
 
     noun = "sweep"
     id_field = "sweep_id"
+    kind = "sweep"
+    request_type = SweepRequest
     progress_kind = PROGRESS
     store: SweepStore
 
@@ -123,7 +125,7 @@ class SweepRegistry(PoolJobRegistry[SweepDocument, SweepRequest]):
     async def submit(self, request: SweepRequest, *, user_id: int | None) -> SweepDocument:
         """Check and accept a sweep; it waits its turn in the pool ("queued")."""
         checked = await asyncio.to_thread(check_request, request, self.settings)
-        self.runs.admit_job()
+        self.admit()
         valid = checked.combinations - len(checked.skipped)
         doc = SweepDocument(
             sweep_id=uuid.uuid4().hex,

@@ -88,6 +88,8 @@ class WalkForwardRegistry(PoolJobRegistry[WalkForwardDocument, WalkForwardReques
 
     noun = "walk-forward"
     id_field = "walkforward_id"
+    kind = "walkforward"
+    request_type = WalkForwardRequest
     progress_kind = PROGRESS
     store: WalkForwardStore
 
@@ -98,7 +100,7 @@ class WalkForwardRegistry(PoolJobRegistry[WalkForwardDocument, WalkForwardReques
     async def submit(self, request: WalkForwardRequest, *, user_id: int | None) -> WalkForwardDocument:
         """Check and accept a walk-forward; it waits its turn in the pool ("queued")."""
         checked = await asyncio.to_thread(check_request, request, self.settings)
-        self.runs.admit_job()
+        self.admit()
         doc = WalkForwardDocument(
             walkforward_id=uuid.uuid4().hex,
             kind=request.kind,

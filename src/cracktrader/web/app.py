@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from cracktrader import __version__
 from cracktrader.runs.commands import RunCommands
 from cracktrader.runs.events import EventBus
-from cracktrader.runs.queued import Executors
+from cracktrader.runs.queued import Executors, link_jobs
 from cracktrader.runs.registry import RunRegistry
 from cracktrader.runs.sessions import SessionRegistry, session_calls
 from cracktrader.runs.shared_slots import SharedSlots
@@ -172,7 +172,8 @@ async def _open_shared_slots(app: FastAPI, manager: RunRegistry) -> SharedSlots:
 
 
 def _open_run_queue(app: FastAPI, manager: RunRegistry) -> Executors | None:
-    """With the run queue on: POST /runs queues backtests, and this process executes some unless told not to."""
+    """With the run queue on: POST /runs, /sweeps and /walkforwards queue their jobs, and this process executes some
+    unless told not to."""
     app.state.run_queue = None
     settings: Settings = app.state.settings
     if not settings.run_queue:
@@ -182,6 +183,7 @@ def _open_run_queue(app: FastAPI, manager: RunRegistry) -> Executors | None:
 
     queue = RunQueue(app.state.run_store.engine, settings, SecretBox.from_settings(settings))
     app.state.run_queue = queue
+    link_jobs(manager, queue, app.state.event_log, app.state.run_commands)
     if not app.state.web_settings.executor:
         return None
     executors = Executors(queue, manager, count=settings.max_concurrent_backtests, poll_s=settings.executor_poll_s)
@@ -280,10 +282,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await sessions.close()  # each session saves what it has
         await alerts.close()  # what the stops raised is still stored and posted
         await app.state.auth.close()
+        if executors is not None:  # first: the jobs they hand back are then recorded before their registries close
+            await executors.stop(settings.executor_drain_s)
         await sweeps.close()
         await walkforwards.close()
-        if executors is not None:
-            await executors.stop(settings.executor_drain_s)
         if manager.shared_slots is not None:
             await manager.shared_slots.close()
         if app.state.run_commands is not None:
