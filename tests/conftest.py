@@ -138,6 +138,15 @@ def db_settings(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         yield settings
 
 
+@pytest.fixture
+def pg(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Settings on a throwaway PostgreSQL database created for the test."""
+    from db_support import app_database
+
+    with app_database("postgresql", monkeypatch) as settings:
+        yield settings
+
+
 @pytest.fixture(params=("sqlite", "postgresql"))
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """An empty database of each backend, migrated to head (a test module may define its own, unmigrated)."""

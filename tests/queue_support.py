@@ -12,6 +12,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from sqlalchemy import select
+
+from cracktrader.db.engine import make_engine
+from cracktrader.db.models import RunRecord
 from cracktrader.settings import Settings
 from web_support import TEST_STRATEGY_DIR, LiveServer
 
@@ -79,3 +83,15 @@ def deployment(
         finally:
             for proc in procs:
                 proc.stop()
+
+
+async def holder_of(settings: Settings, run_id: str, procs: list[WorkerProcess]) -> tuple[str, WorkerProcess]:
+    """The executor holding a run, and the worker process it runs in (its id names the pid)."""
+    engine = make_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            holder = (await conn.execute(select(RunRecord.executor_id).where(RunRecord.id == run_id))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert holder is not None
+    return holder, next(p for p in procs if p.proc is not None and f":{p.proc.pid}:" in holder)

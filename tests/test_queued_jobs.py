@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,7 @@ from websockets.asyncio.client import connect
 from cracktrader.db.engine import make_engine
 from cracktrader.db.models import RunRecord
 from cracktrader.settings import Settings, get_settings
-from db_support import app_database
-from queue_support import deployment
+from queue_support import deployment, holder_of
 from web_support import LiveServer
 
 pytestmark = pytest.mark.anyio
@@ -55,13 +53,6 @@ PATIENCE_S = 120.0
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def pg(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Settings on a PostgreSQL database of the test's own."""
-    with app_database("postgresql", monkeypatch) as settings:
-        yield settings
 
 
 async def _post(c: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -205,8 +196,7 @@ async def test_a_sigkilled_workers_sweep_is_run_again_or_failed_per_policy_and_a
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
             sweep_id = (await _post(c, "sweeps", SLOW_SWEEP))["sweep_id"]
             await _until(c, f"sweeps/{sweep_id}", ("running",))
-            holder = await _holder_of(settings, sweep_id)
-            victim = next(p for p in procs if p.proc is not None and f":{p.proc.pid}:" in holder)
+            _, victim = await holder_of(settings, sweep_id, procs)
             victim.kill()
             # A second API server starting now fails what gone servers left unfinished: not a job in the queue.
             with LiveServer(settings, executor=False) as other:
@@ -222,17 +212,6 @@ async def test_a_sigkilled_workers_sweep_is_run_again_or_failed_per_policy_and_a
         assert doc["status"] == "failed" and doc["error_code"] == "INTERRUPTED", doc
         assert "stopped renewing its lease" in doc["error"]
         assert (rows[sweep_id].queue_state, rows[sweep_id].status, rows[sweep_id].attempts) == ("done", "failed", 1)
-
-
-async def _holder_of(settings: Settings, run_id: str) -> str:
-    engine = make_engine(settings.database_url)
-    try:
-        async with engine.connect() as conn:
-            holder = (await conn.execute(select(RunRecord.executor_id).where(RunRecord.id == run_id))).scalar_one()
-    finally:
-        await engine.dispose()
-    assert holder is not None
-    return str(holder)
 
 
 async def test_a_user_over_the_queued_and_running_limit_gets_429_for_a_sweep_and_nothing_of_it_is_stored() -> None:
@@ -280,8 +259,7 @@ async def test_a_sigtermed_worker_hands_its_sweep_back_and_the_other_runs_it_to_
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
             sweep_id = (await _post(c, "sweeps", SLOW_SWEEP))["sweep_id"]
             await _until(c, f"sweeps/{sweep_id}", ("running",))
-            holder = await _holder_of(settings, sweep_id)
-            drained = next(p for p in procs if p.proc is not None and f":{p.proc.pid}:" in holder)
+            _, drained = await holder_of(settings, sweep_id, procs)
             code = drained.stop()
             doc = await _until(c, f"sweeps/{sweep_id}", ENDED)
     assert code == 0

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,7 @@ from websockets.asyncio.client import connect
 from cracktrader.db.engine import make_engine
 from cracktrader.db.models import RunRecord
 from cracktrader.settings import Settings, get_settings
-from db_support import app_database
-from queue_support import LEASE_S, WorkerProcess, deployment
+from queue_support import LEASE_S, deployment, holder_of
 from web_support import SLOW_RUN, LiveServer, released_run
 
 pytestmark = pytest.mark.anyio
@@ -36,13 +34,6 @@ PATIENCE_S = 90.0
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def pg(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Settings on a PostgreSQL database of the test's own."""
-    with app_database("postgresql", monkeypatch) as settings:
-        yield settings
 
 
 async def _post_run(client: httpx.AsyncClient, body: dict[str, Any]) -> str:
@@ -186,13 +177,6 @@ async def test_a_stop_through_the_api_reaches_the_worker_and_a_queued_run_stops_
     assert (rows[running].queue_state, rows[running].status) == ("done", "stopped")
 
 
-async def _holder(settings: Settings, run_id: str, procs: list[WorkerProcess]) -> tuple[str, WorkerProcess]:
-    """The executor holding a run, and the worker process it runs in (its id names the pid)."""
-    holder = (await _rows(settings, run_id))[run_id].executor_id
-    assert holder is not None
-    return holder, next(p for p in procs if p.proc is not None and f":{p.proc.pid}:" in holder)
-
-
 async def test_a_sigkilled_workers_backtest_is_rerun_by_another_within_lease_plus_5s(
     tmp_path: Path, pg: Settings
 ) -> None:
@@ -203,7 +187,7 @@ async def test_a_sigkilled_workers_backtest_is_rerun_by_another_within_lease_plu
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
             run_id = await _post_run(c, held)
             await _until_status(c, run_id, ("running",))
-            holder, doomed = await _holder(settings, run_id, procs)
+            holder, doomed = await holder_of(settings, run_id, procs)
             doomed.kill()
             killed = time.monotonic()
             while (row := (await _rows(settings, run_id))[run_id]).attempts < 2:
@@ -240,7 +224,7 @@ async def test_a_sigtermed_worker_hands_an_unfinished_backtest_back_and_another_
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
             run_id = await _post_run(c, held)
             await _until_status(c, run_id, ("running",))
-            holder, draining = await _holder(settings, run_id, procs)
+            holder, draining = await holder_of(settings, run_id, procs)
             assert draining.stop() == 0  # SIGTERM: past the drain timeout the run goes back to the queue
             while (row := (await _rows(settings, run_id))[run_id]).attempts < 2:
                 assert row.status != "stopped", "the drained attempt recorded its run as stopped"
