@@ -1682,7 +1682,7 @@ def worker(
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="critical|error|warning|info|debug")] = "info",
 ) -> None:
-    """Execute queued backtests from the shared database until SIGTERM or Ctrl-C (then drain).
+    """Execute queued backtests, sweeps and walk-forwards from the shared database until SIGTERM or Ctrl-C (then drain).
 
     Start it on any machine that reaches the database (DATABASE_URL, PostgreSQL) and the notices channel
     (CRACKTRADER_REDIS_URL, else PostgreSQL itself), with the same CRACKTRADER_SECRET_KEY as the servers.
