@@ -230,7 +230,11 @@ async def test_a_user_over_the_queued_and_running_limit_gets_429_for_a_sweep_and
         cancel_peek = await c.delete(f"/api/v1/sweeps/{first.json()['sweep_id']}", headers=bob)
         listed = (await c.get("/api/v1/sweeps", headers=alice)).json()
         for path in (f"sweeps/{first.json()['sweep_id']}", f"walkforwards/{second.json()['walkforward_id']}"):
-            assert (await c.delete(f"/api/v1/{path}", headers=alice)).json()["status"] in ENDED
+            await c.delete(f"/api/v1/{path}", headers=alice)  # a running one stops after the chunk in hand
+            deadline = time.monotonic() + PATIENCE_S
+            while (await c.get(f"/api/v1/{path}", headers=alice)).json()["status"] not in ENDED:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
     assert first.status_code == second.status_code == others.status_code == 202, (first.text, second.text)
     assert over.status_code == 429 and over.json()["error"]["code"] == "TOO_MANY_RUNS", over.text
     assert over.json()["error"]["details"] == {"limit": 2, "active": 2}

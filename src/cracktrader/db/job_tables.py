@@ -52,9 +52,11 @@ def _unfinished(table: Table, job_id: str) -> Update:
 
 
 async def requeue(engine: AsyncEngine, table: Table, job_id: str) -> None:
-    """A job handed back to the queue reads "queued" again until an executor claims it."""
+    """A job handed back to the queue reads "queued" again until an executor claims it (one that did already
+    is left to say it runs)."""
+    waiting = select(RunRecord.id).where(RunRecord.id == job_id, RunRecord.queue_state == "queued")
     async with engine.begin() as conn:
-        await conn.execute(_unfinished(table, job_id).values(QUEUED_AGAIN))
+        await conn.execute(_unfinished(table, job_id).where(table.c.id.in_(waiting)).values(QUEUED_AGAIN))
 
 
 async def discard(engine: AsyncEngine, table: Table, job_id: str) -> None:

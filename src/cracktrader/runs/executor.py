@@ -59,7 +59,11 @@ class Executor:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            await self.queue.heartbeat(self.executor_id, self.clock())
+            try:
+                await self.queue.heartbeat(self.executor_id, self.clock())
+            except (DBAPIError, OSError):
+                # One missed beat must not end them all: the lease lapses only if the database stays away.
+                log.warning("Executor %s could not renew its lease; retrying", self.executor_id, exc_info=True)
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():

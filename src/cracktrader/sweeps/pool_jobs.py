@@ -241,14 +241,20 @@ class PoolJobRegistry(Generic[D, R]):
             if not done.done():
                 done.set_result(outcome)
 
-        job, target = self.job(live)
-        self.runs.pool.submit(
-            job,
-            lambda kind, payload: call(self._on_message, live, kind, payload),
-            lambda outcome: call(resolve, outcome),
-            target=target,
-        )
         try:
+            try:
+                job, target = self.job(live)
+                self.runs.pool.submit(
+                    job,
+                    lambda kind, payload: call(self._on_message, live, kind, payload),
+                    lambda outcome: call(resolve, outcome),
+                    target=target,
+                )
+            except Exception as exc:  # the pool refused it (closing): it ends failed rather than waiting forever
+                log.warning("Could not start %s %s: %s", self.noun, self.job_id(live.doc), exc)
+                resolve(
+                    JobOutcome("failed", error=f"could not start: {type(exc).__name__}", error_code="INTERNAL_ERROR")
+                )
             outcome = await done
             if live.started_write is not None:  # its "running" must not land after the end
                 await asyncio.gather(live.started_write, return_exceptions=True)
@@ -258,7 +264,7 @@ class PoolJobRegistry(Generic[D, R]):
 
     def _on_message(self, live: LiveJob[D, R], kind: str, payload: dict[str, Any]) -> None:
         doc = live.doc
-        if not live.active:
+        if not live.active or live.handed_back:  # handed back: another executor's attempt is the one heard
             return
         if kind == worker.STARTED:
             job_id = self.job_id(doc)
@@ -351,7 +357,7 @@ class PoolJobRegistry(Generic[D, R]):
 
     async def _mirror(self, relay: EventRelay, job_id: str) -> None:
         """Hand the events of a job accepted here, wherever it runs, to this process's streams until it ends."""
-        sub = await relay.subscribe(job_id)
+        sub = await relay.subscribe(job_id, since=0)  # a new id: its log holds nothing yet, and nothing is skipped
 
         async def pump() -> None:
             try:
@@ -380,7 +386,14 @@ class PoolJobRegistry(Generic[D, R]):
         if doc.status not in ACTIVE_STATUSES:  # cancelled while it waited
             return QUEUE_RESULT.get(str(doc.status), "stopped")
         doc.status, doc.started_at = "queued", None  # a job taken back from a lapsed executor starts over
-        live: LiveJob[D, R] = LiveJob(doc, self.request_type.model_validate(claim.spec), claim.user_id, claimed=True)
+        try:
+            request = self.request_type.model_validate(claim.spec)
+        except Exception as exc:  # its document must end too, not stay queued with its run failed
+            doc.status, doc.ended_at = "failed", datetime.now(UTC)
+            doc.error, doc.error_code = f"The queued request no longer reads: {type(exc).__name__}", "INTERNAL_ERROR"
+            self._announce(await self.save(doc, None), claim.user_id, logged=True)
+            raise
+        live: LiveJob[D, R] = LiveJob(doc, request, claim.user_id, claimed=True)
         self.items[claim.run_id] = live
         self._forget_old()
         live.task = asyncio.create_task(self._run(live), name=f"{self.noun}-{claim.run_id}")
