@@ -193,7 +193,10 @@ async def test_a_sigkilled_workers_sweep_is_run_again_or_failed_per_policy_and_a
 ) -> None:
     env = {"CRACKTRADER_EXPIRED_BACKTEST_POLICY": policy, "CRACKTRADER_MAX_CONCURRENT_BACKTESTS": "1"}
     with deployment(tmp_path, pg, workers=2, **env) as (srv, procs, settings):
-        async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
+        async with (
+            httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c,
+            connect(f"{srv.ws_url}/api/v1/ws/status") as ws,
+        ):
             sweep_id = (await _post(c, "sweeps", SLOW_SWEEP))["sweep_id"]
             await _until(c, f"sweeps/{sweep_id}", ("running",))
             _, victim = await holder_of(settings, sweep_id, procs)
@@ -203,6 +206,12 @@ async def test_a_sigkilled_workers_sweep_is_run_again_or_failed_per_policy_and_a
                 async with httpx.AsyncClient(base_url=other.base_url, timeout=30) as c2:
                     seen_there = (await c2.get(f"/api/v1/sweeps/{sweep_id}")).json()
             doc = await _until(c, f"sweeps/{sweep_id}", ENDED)
+            # The stream hears the end too, even of a sweep whose end no executor announced (its lease lapsed).
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), PATIENCE_S))
+                if message["type"] == "sweep_progress" and message["payload"]["status"] in ENDED:
+                    break
+    assert message["payload"]["status"] == doc["status"]
     assert seen_there["status"] in ("running", "queued"), seen_there
     rows = await _queue_rows(settings, sweep_id)
     if policy == "requeue":

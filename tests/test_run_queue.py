@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from tests.db_support import DatabaseTarget, database_target
 
-from cracktrader.db.models import Base
+from cracktrader.db.models import Base, RunRecord
 from cracktrader.db.run_queue import Claim, LeaseLostError, RunQueue, UserRunLimitError
 from cracktrader.db.run_store import RunStore
 from cracktrader.runs.executor import Executor
@@ -162,6 +163,37 @@ def test_drain_hands_an_unfinished_run_back(target: DatabaseTarget) -> None:
         await e.stop(drain_timeout_s=0.1)
         again = await q.claim("next", ("backtest",), T0)
         assert again and again.run_id == rid and e.done == []
+        await q.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_an_executor_that_lost_its_lease_stops_its_attempt_and_records_nothing(target: DatabaseTarget) -> None:
+    async def main() -> None:
+        q = await _queue(target, run_lease_ttl_s=10)
+        (rid,) = await _enqueue(q, 1)
+        started, cancelled = asyncio.Event(), asyncio.Event()
+
+        async def long(claim: Claim) -> str:
+            started.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return "completed"
+
+        e = Executor(q, "paused", long, poll_s=0.01, heartbeat_s=0.02, clock=lambda: T0)  # type: ignore[arg-type]
+        e.start()
+        await asyncio.wait_for(started.wait(), 60)
+        # Its lease lapsed (as if its process had been paused): another executor's reclaim fails the run.
+        assert await q.reclaim_expired(T0 + timedelta(seconds=11), "fail") == [rid]
+        await asyncio.wait_for(cancelled.wait(), 60)
+        await e.stop(drain_timeout_s=0.1)
+        assert e.done == []
+        async with q.engine.connect() as conn:
+            row = (await conn.execute(select(RunRecord.status, RunRecord.queue_state).where(RunRecord.id == rid))).one()
+        assert tuple(row) == ("failed", "done")  # what the reclaim wrote, not overwritten by the lost attempt
         await q.engine.dispose()
 
     asyncio.run(main())

@@ -60,23 +60,13 @@ class SweepStore:
                 update(_SWEEPS).where(_SWEEPS.c.id == sweep_id).values(status="running", started_at=started_at)
             )
 
-    async def finish(self, doc: SweepDocument, rows: Sequence[SweepRow]) -> None:
+    async def finish(self, doc: SweepDocument, rows: Sequence[SweepRow]) -> bool:
         """Write the ended sweep's counts and its rows, given best first by its sort (rank 1 first), in one
-        transaction."""
+        transaction; False (nothing written) when it had ended already (a lapsed lease failed it)."""
         async with self.engine.begin() as conn:
-            for i in range(0, len(rows), INSERT_BATCH):
-                batch = rows[i : i + INSERT_BATCH]
-                await conn.execute(
-                    insert(_ROWS),
-                    [
-                        {"sweep_id": doc.sweep_id, "idx": r.index, "rank": i + n + 1, "params": r.params,
-                         "metrics": r.metrics}
-                        for n, r in enumerate(batch)
-                    ],
-                )  # fmt: skip
-            await conn.execute(
+            ended = await conn.execute(
                 update(_SWEEPS)
-                .where(_SWEEPS.c.id == doc.sweep_id)
+                .where(_SWEEPS.c.id == doc.sweep_id, _SWEEPS.c.ended_at.is_(None))
                 .values(
                     status=doc.status,
                     evaluated=doc.evaluated,
@@ -89,6 +79,19 @@ class SweepStore:
                     ended_at=doc.ended_at,
                 )
             )
+            if ended.rowcount != 1:
+                return False
+            for i in range(0, len(rows), INSERT_BATCH):
+                batch = rows[i : i + INSERT_BATCH]
+                await conn.execute(
+                    insert(_ROWS),
+                    [
+                        {"sweep_id": doc.sweep_id, "idx": r.index, "rank": i + n + 1, "params": r.params,
+                         "metrics": r.metrics}
+                        for n, r in enumerate(batch)
+                    ],
+                )  # fmt: skip
+        return True
 
     async def interrupt(self, *, ended_at: datetime) -> int:
         """Fail the unfinished sweeps of servers that no longer hold a lease (those the run queue holds excepted)."""

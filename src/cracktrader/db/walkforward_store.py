@@ -51,13 +51,14 @@ class WalkForwardStore:
                 update(_WF).where(_WF.c.id == walkforward_id).values(status="running", started_at=started_at)
             )
 
-    async def finish(self, doc: WalkForwardDocument) -> None:
-        """Write how the walk-forward ended, with its report when it completed."""
+    async def finish(self, doc: WalkForwardDocument) -> bool:
+        """Write how the walk-forward ended, with its report when it completed; False (nothing written) when it had
+        ended already (a lapsed lease failed it)."""
         report = None if doc.report is None else doc.report.model_dump(mode="json")
         async with self.engine.begin() as conn:
-            await conn.execute(
+            ended = await conn.execute(
                 update(_WF)
-                .where(_WF.c.id == doc.walkforward_id)
+                .where(_WF.c.id == doc.walkforward_id, _WF.c.ended_at.is_(None))
                 .values(
                     status=doc.status,
                     done=doc.progress.done,
@@ -68,6 +69,7 @@ class WalkForwardStore:
                     ended_at=doc.ended_at,
                 )
             )
+        return bool(ended.rowcount == 1)
 
     async def interrupt(self, *, ended_at: datetime) -> int:
         """Fail the unfinished walk-forwards of servers that no longer hold a lease

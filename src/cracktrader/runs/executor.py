@@ -56,14 +56,18 @@ class Executor:
         if self._task is not None:
             await self._task
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, claim: Claim) -> None:
+        """Renew the lease until it is found lost (another executor took the run over): then return."""
         while True:
             await asyncio.sleep(self.heartbeat_s)
             try:
-                await self.queue.heartbeat(self.executor_id, self.clock())
+                held = await self.queue.heartbeat(self.executor_id, self.clock())
             except (DBAPIError, OSError):
                 # One missed beat must not end them all: the lease lapses only if the database stays away.
                 log.warning("Executor %s could not renew its lease; retrying", self.executor_id, exc_info=True)
+                continue
+            if held.get(claim.run_id) != claim.token:
+                return
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -81,11 +85,19 @@ class Executor:
             await self._execute(claim)
 
     async def _execute(self, claim: Claim) -> None:
-        beat = asyncio.create_task(self._heartbeat())
+        beat = asyncio.create_task(self._heartbeat(claim))
         job: asyncio.Task[JobResult] = asyncio.create_task(self.run_job(claim))
         stop = asyncio.create_task(self._stopping.wait())
         try:
-            await asyncio.wait({job, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({job, stop, beat}, return_when=asyncio.FIRST_COMPLETED)
+            if beat.done() and not job.done() and not beat.cancelled() and beat.exception() is None:
+                # The lease lapsed and the queue gave the run to another executor (or failed it): this attempt
+                # stops as a hand-back does, writing and publishing nothing more.
+                log.warning(
+                    "Executor %s lost its lease on run %s; stopping its attempt", self.executor_id, claim.run_id
+                )
+                job.cancel()
+                return
             if not job.done():
                 # Draining: give the run its grace period, then hand it back.
                 await asyncio.wait({job}, timeout=self._drain_timeout)

@@ -39,6 +39,8 @@ CANCEL_WAIT_S = 2.0
 KEEP_ENDED = 50
 # How long a cancel asked of the process that runs the job waits for its answer.
 REMOTE_CANCEL_WAIT_S = CANCEL_WAIT_S + 3.0
+# How often the process that accepted a job checks that it has not ended unheard (a lapsed lease failed it).
+MIRROR_CHECK_S = 5.0
 # How a job's end reads in the run queue.
 QUEUE_RESULT: dict[str, JobResult] = {"completed": "completed", "cancelled": "stopped", "failed": "failed"}
 
@@ -167,6 +169,11 @@ class PoolJobRegistry(Generic[D, R]):
         busy = {live.task for live in self.items.values() if live.task is not None and not live.task.done()}
         if busy:
             await asyncio.wait(busy, timeout=5)
+
+    async def ended_elsewhere(self, doc: D) -> D:
+        """The stored document of a job that ended before this attempt could save it (its lease lapsed)."""
+        stored = await self.store.get(self.job_id(doc))
+        return doc if stored is None else stored[0]
 
     def admit(self) -> None:
         """Refuse a job this process has no room for (409 QUEUE_FULL); through the run queue, the queue's limits
@@ -361,7 +368,15 @@ class PoolJobRegistry(Generic[D, R]):
 
         async def pump() -> None:
             try:
-                while (item := await sub.get()) is not None:
+                while True:
+                    try:
+                        item = await asyncio.wait_for(sub.get(), MIRROR_CHECK_S)
+                    except TimeoutError:
+                        if await self._ended_silently(job_id):
+                            break
+                        continue
+                    if item is None:
+                        break
                     status = item.event.payload.get("status")
                     # Its first event this process published itself, as it does all of a job it runs (or ran).
                     if status != "queued" and job_id not in self.items:
@@ -415,6 +430,14 @@ class PoolJobRegistry(Generic[D, R]):
         doc = await self.cancel(job_id, owner=None)
         return {self.id_field: job_id, "status": str(doc.status)}
 
+    async def _ended_silently(self, job_id: str) -> bool:
+        """Whether a job followed here ended with no event to say so (a lapsed lease failed it); if so, say it."""
+        stored = await self.store.get(job_id)
+        if stored is None or stored[0].status in ACTIVE_STATUSES:
+            return False
+        self._announce(stored[0], stored[1], logged=True)
+        return True
+
     async def _cancel_elsewhere(self, link: QueueLink, job_id: str, *, owner: int | None) -> D:
         """Cancel a job this process does not run: still queued, here; claimed, by the process that runs it."""
         doc = await self.get(job_id, owner=owner)
@@ -432,7 +455,12 @@ class PoolJobRegistry(Generic[D, R]):
             self._announce(doc, user_id, logged=True)
             return doc
         if link.commands is not None:
-            await link.commands.call(job_id, f"cancel_{self.kind}", {}, timeout_s=REMOTE_CANCEL_WAIT_S)
+            # A job claimed a moment ago may not be held yet where it runs: unanswered, it is asked once more.
+            for _ in range(2):
+                if await link.commands.call(job_id, f"cancel_{self.kind}", {}, timeout_s=REMOTE_CANCEL_WAIT_S):
+                    break
+                if (await self.get(job_id, owner=owner)).status not in ACTIVE_STATUSES:  # it ended meanwhile
+                    break
         return await self.get(job_id, owner=owner)
 
     async def _with_remote_progress(self, log_store: EventStore, job_id: str, doc: D) -> D:

@@ -203,7 +203,8 @@ class SweepRegistry(PoolJobRegistry[SweepDocument, SweepRequest]):
         doc.rows = len(rows)
         doc.progress.done = doc.progress.total if doc.status == "completed" else doc.evaluated
         try:
-            await self.store.finish(doc, rows)
+            if not await self.store.finish(doc, rows):
+                return await self.ended_elsewhere(doc)
         except Exception:
             log.exception("Could not save sweep %s", doc.sweep_id)
             doc.status, doc.error, doc.error_code = "failed", "Could not save the sweep's rows", "INTERNAL_ERROR"

@@ -141,7 +141,8 @@ class WalkForwardRegistry(PoolJobRegistry[WalkForwardDocument, WalkForwardReques
         if doc.status == "completed":
             doc.progress.done = doc.progress.total
         try:
-            await self.store.finish(doc)
+            if not await self.store.finish(doc):
+                return await self.ended_elsewhere(doc)
         except Exception:
             log.exception("Could not save walk-forward %s", doc.walkforward_id)
             doc.status, doc.error, doc.error_code = "failed", "Could not save the report", "INTERNAL_ERROR"
