@@ -26,13 +26,23 @@ LEASE_S = 2.0
 class WorkerProcess:
     """A real `cracktrader worker` process (stderr to `log`); SIGTERM drains it, SIGKILL kills it."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, executors: int = 1) -> None:
         self.env = {**os.environ, **env}
         self.log = log
+        self.executors = executors
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        command = [sys.executable, "-m", "cracktrader", "worker", "--executors", "1", "--log-level", "info"]
+        command = [
+            sys.executable,
+            "-m",
+            "cracktrader",
+            "worker",
+            "--executors",
+            str(self.executors),
+            "--log-level",
+            "info",
+        ]
         with self.log.open("ab") as err:
             self.proc = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + 120
@@ -62,9 +72,10 @@ class WorkerProcess:
 
 @contextlib.contextmanager
 def deployment(
-    tmp_path: Path, base: Settings, workers: int, **env: str
+    tmp_path: Path, base: Settings, workers: int, executors: int = 1, **env: str
 ) -> Iterator[tuple[LiveServer, list[WorkerProcess], Settings]]:
-    """An API server that executes nothing on the test's PostgreSQL database, and `workers` workers."""
+    """An API server that executes nothing on the test's PostgreSQL database, and `workers` workers (of
+    `executors` executors each)."""
     settings = base.model_copy(update={"run_queue": True, "strategy_dir": TEST_STRATEGY_DIR})
     worker_env = {
         "DATABASE_URL": settings.database_url,
@@ -74,7 +85,7 @@ def deployment(
         "CRACKTRADER_EXECUTOR_POLL_S": "0.05",
         **env,
     }
-    procs = [WorkerProcess(worker_env, tmp_path / f"worker-{i}.log") for i in range(workers)]
+    procs = [WorkerProcess(worker_env, tmp_path / f"worker-{i}.log", executors) for i in range(workers)]
     with LiveServer(settings, executor=False) as srv:
         try:
             for proc in procs:

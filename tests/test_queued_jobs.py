@@ -11,14 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from websockets.asyncio.client import connect
 
 from cracktrader.db.engine import make_engine
 from cracktrader.db.models import RunRecord
 from cracktrader.settings import Settings, get_settings
 from queue_support import deployment, holder_of
-from web_support import LiveServer
+from web_support import SLOW_RUN, LiveServer
 
 pytestmark = pytest.mark.anyio
 
@@ -134,12 +134,15 @@ async def test_workers_run_sweeps_and_walkforwards_that_any_api_process_follows_
                 sweep_id = (await _post(c, "sweeps", SLOW_SWEEP))["sweep_id"]
                 walk_id = (await _post(c, "walkforwards", WALK))["walkforward_id"]
                 progress: list[dict[str, Any]] = []
+                running: dict[str, Any] | None = None
                 while not (progress and progress[-1]["status"] in ENDED):
                     message = json.loads(await asyncio.wait_for(ws.recv(), PATIENCE_S))
                     if message["type"] == "sweep_progress":
                         progress.append(message["payload"])
-                        if len(progress) == 2:  # once it runs elsewhere, the API process reads its progress
+                        if running is None and progress[-1]["status"] == "running" and progress[-1]["done"] > 0:
+                            # It runs elsewhere: the API process reads its progress from the event log.
                             running = (await c.get(f"/api/v1/sweeps/{sweep_id}")).json()
+                            listed = (await c.get("/api/v1/sweeps")).json()["items"]
             doc = await _until(c, f"sweeps/{sweep_id}", ENDED)
             walk = await _until(c, f"walkforwards/{walk_id}", ENDED)
             page = (await c.get(f"/api/v1/sweeps/{sweep_id}/results", params={"limit": 100})).json()
@@ -150,7 +153,11 @@ async def test_workers_run_sweeps_and_walkforwards_that_any_api_process_follows_
     assert progress[0]["status"] == "queued" and progress[-1]["status"] == "completed"
     done = [p["done"] for p in progress]
     assert done == sorted(done) and done[-1] == 40 and all(p["sweep_id"] == sweep_id for p in progress)
-    assert running["status"] == "running" and running["progress"]["total"] == 40
+    assert running is not None and running["status"] == "running", running
+    assert 0 < running["progress"]["done"] < 40 and running["progress"]["total"] == 40
+    assert running["progress"]["eta_seconds"] is not None and 0 < running["progress"]["fraction"] < 1
+    (in_list,) = (item for item in listed if item["sweep_id"] == sweep_id)
+    assert in_list["status"] == "running" and in_list["progress"]["done"] > 0
     rows = await _queue_rows(settings, sweep_id, walk_id)
     assert {(r.queue_state, r.attempts) for r in rows.values()} == {("done", 1)}  # each executed once
     assert stopped == [0, 0]
@@ -280,3 +287,37 @@ async def test_a_sigtermed_worker_hands_its_sweep_back_and_the_other_runs_it_to_
     rows = await _queue_rows(settings, sweep_id)
     assert (rows[sweep_id].queue_state, rows[sweep_id].status, rows[sweep_id].attempts) == ("done", "completed", 2)
     assert "Traceback" not in drained.log.read_text()
+
+
+async def test_four_executors_never_run_more_than_the_global_limit_sampled_every_50_ms(
+    tmp_path: Path, pg: Settings
+) -> None:
+    week_run = {**SLOW_RUN, "end_date": "2024-01-08T00:00:00Z", "mode": "backtest"}
+    with deployment(tmp_path, pg, workers=2, executors=2, CRACKTRADER_MAX_CONCURRENT_BACKTESTS="2") as (
+        srv,
+        _,
+        settings,
+    ):
+        engine = make_engine(settings.database_url)
+        counts: list[int] = []
+        done = asyncio.Event()
+
+        async def sample() -> None:
+            claimed = select(func.count()).select_from(RunRecord).where(RunRecord.queue_state == "claimed")
+            while not done.is_set():
+                async with engine.connect() as conn:
+                    counts.append(int((await conn.execute(claimed)).scalar_one()))
+                await asyncio.sleep(0.05)
+
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
+            sampler = asyncio.create_task(sample())
+            runs = [(await c.post("/api/v1/runs", json=week_run)).json()["run_id"] for _ in range(4)]
+            sweeps = [(await _post(c, "sweeps", SMA_SWEEP))["sweep_id"] for _ in range(2)]
+            finals = [(await _until(c, f"runs/{r}/status", ("completed", "failed", "stopped")))["status"] for r in runs]
+            ends = [(await _until(c, f"sweeps/{s}", ENDED))["status"] for s in sweeps]
+            done.set()
+            await sampler
+        await engine.dispose()
+    assert finals == ["completed"] * 4 and ends == ["completed"] * 2
+    assert max(counts) == 2, counts  # the limit was reached by backtests and sweeps together, never exceeded
+    assert len(counts) > 20

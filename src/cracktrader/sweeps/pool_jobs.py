@@ -221,16 +221,22 @@ class PoolJobRegistry(Generic[D, R]):
         stored = await self.store.get(job_id)
         if stored is None or (owner is not None and stored[1] != owner):
             raise self.not_found(job_id)
-        doc: D = stored[0]
-        if doc.status == "running" and self.link is not None and self.link.relay is not None:
-            doc = await self._with_remote_progress(self.link.relay.store, job_id, doc)
-        return doc
+        return await self._stored_document(stored[0])
 
     async def page(self, *, owner: int | None, limit: int, offset: int) -> tuple[list[D], int]:
         """A page of the caller's jobs newest first (live ones with their current progress)."""
         docs, total = await self.store.page(user_id=owner, limit=limit, offset=offset)
-        items = self.items
-        return [self._document(items[self.job_id(d)]) if self.job_id(d) in items else d for d in docs], total
+        out: list[D] = []
+        for doc in docs:
+            live = self.items.get(self.job_id(doc))
+            out.append(self._document(live) if live is not None else await self._stored_document(doc))
+        return out, total
+
+    async def _stored_document(self, doc: D) -> D:
+        """A stored document as it reads now: one another process runs carries its latest progress."""
+        if doc.status == "running" and self.link is not None and self.link.relay is not None:
+            return await self._with_remote_progress(self.link.relay.store, self.job_id(doc), doc)
+        return doc
 
     def not_found(self, job_id: str) -> JobNotFoundError:
         return JobNotFoundError(f"No {self.noun} with id {job_id!r}", details={self.id_field: job_id})
