@@ -1702,6 +1702,7 @@ def worker(
         fail(str(exc))
     web = WebSettings()
     options = WorkerOptions(
+        alerts=_worker_alerts,
         redis_url=web.redis_url,
         redis_prefix=web.redis_prefix,
         queue_size=web.ws_queue_size,
@@ -1719,6 +1720,14 @@ def worker(
 
     done = asyncio.run(main())
     typer.echo(f"worker stopped after {len(done)} run(s)")
+
+
+def _worker_alerts(settings: Any, engine: Any, bus: Any) -> Any:
+    """The worker sessions' alerts: stored and delivered as the API server's are."""
+    from cracktrader.db.alert_store import AlertStore
+    from cracktrader.web.alerts.service import AlertService
+
+    return AlertService.from_settings(settings, AlertStore(engine), bus)
 
 
 def main() -> None:

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cracktrader.db.credential_store import CredentialStore
 from cracktrader.db.engine import is_sqlite, make_engine
 from cracktrader.db.migrate import upgrade
 from cracktrader.db.run_queue import RunQueue
@@ -19,11 +24,13 @@ from cracktrader.db.sweep_store import SweepStore
 from cracktrader.db.walkforward_store import WalkForwardStore
 from cracktrader.errors import CracktraderError
 from cracktrader.notify import open_notices
+from cracktrader.runs.alerts import AlertSink
 from cracktrader.runs.commands import RunCommands
 from cracktrader.runs.event_log import open_event_log
 from cracktrader.runs.events import LOGGED_EVENTS, EventBus
 from cracktrader.runs.queued import Executors, link_jobs
 from cracktrader.runs.registry import RunRegistry
+from cracktrader.runs.sessions import SessionRegistry, session_calls
 from cracktrader.settings import Settings
 from cracktrader.sweeps.runner import SweepRegistry
 from cracktrader.sweeps.walkforward_runner import WalkForwardRegistry
@@ -41,6 +48,17 @@ class WorkerConfigError(CracktraderError):
     status_code = 400
 
 
+class ClosingAlertSink(AlertSink, Protocol):
+    """The alerts of the worker's sessions: stored and delivered like the API server's (the CLI builds it)."""
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None: ...
+    async def close(self) -> None: ...
+
+
+# The worker's alert sink, made on its database and bus (web's AlertService: it is not the runs layer's to import).
+AlertsFactory = Callable[[Settings, AsyncEngine, EventBus], ClosingAlertSink]
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     """What a worker needs besides the core settings: the notices channel and the event log's limits."""
@@ -50,6 +68,7 @@ class WorkerOptions:
     queue_size: int = 256
     event_log_days: int = 7
     executors: int | None = None  # default: CRACKTRADER_MAX_CONCURRENT_BACKTESTS
+    alerts: AlertsFactory | None = None  # None: the sessions' alerts go nowhere but their status
 
 
 def check_worker_database(url: str) -> None:
@@ -83,9 +102,18 @@ async def run_worker(settings: Settings, options: WorkerOptions, stop: asyncio.E
     )
     if close_client is not None:
         event_log.closers.append(close_client)
-    commands = RunCommands.for_registry(notices, event_log.relay, registry)
+    alerts = options.alerts(settings, engine, bus) if options.alerts is not None else None
+    if alerts is not None:
+        alerts.bind(asyncio.get_running_loop())
+    # Paper and live sessions of processes whose lease lapsed are taken over here as on any server (and stopped,
+    # paused or resumed for the API processes through the command channel).
+    sessions = SessionRegistry(settings, store=store, bus=bus, server_id=registry.server_id, alerts=alerts)
+    sessions.credentials = CredentialStore(engine, SecretBox.from_settings(settings))
+    registry.sessions = sessions
+    commands = RunCommands.for_registry(notices, event_log.relay, registry, calls=session_calls(sessions))
     await commands.start()
     await registry.start()
+    await sessions.begin()  # after the lease is taken: it decides whose sessions are orphans
     queue = RunQueue(engine, settings, SecretBox.from_settings(settings))
     registry.sweeps = SweepRegistry(runs=registry, store=SweepStore(engine), settings=settings)
     registry.walkforwards = WalkForwardRegistry(runs=registry, store=WalkForwardStore(engine), settings=settings)
@@ -93,12 +121,19 @@ async def run_worker(settings: Settings, options: WorkerOptions, stop: asyncio.E
     count = options.executors or settings.max_concurrent_backtests
     executors = Executors(queue, registry, count=count, poll_s=settings.executor_poll_s)
     executors.start()
-    log.info("Worker started: %d executor(s) claim queued backtests, sweeps and walk-forwards", count)
+    log.info(
+        "Worker started: %d executor(s) claim queued backtests, sweeps and walk-forwards; sessions of lapsed "
+        "leases are taken over here",
+        count,
+    )
     try:
         await stop.wait()
         log.info("Worker stopping: runs under way get %.0f s to finish", settings.executor_drain_s)
         await executors.stop(settings.executor_drain_s)
     finally:
+        await sessions.close()  # each saves what it has; released with the lease, another process resumes it
+        if alerts is not None:
+            await alerts.close()
         await commands.close()
         await registry.sweeps.close()
         await registry.walkforwards.close()

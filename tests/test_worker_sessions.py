@@ -1,0 +1,106 @@
+"""A paper session outlives its API server on a `cracktrader worker`: the server is SIGKILLed, the worker takes the
+session over within the lease plus 5 s, and another API process reads and stops it there (real processes,
+PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from cracktrader.db.engine import make_engine
+from cracktrader.db.models import ServerRecord
+from cracktrader.db.session_store import SessionStore
+from cracktrader.settings import Settings
+from queue_support import WorkerProcess
+from web_support import TEST_STRATEGY_DIR, LiveServer, ServerProcess
+
+pytestmark = pytest.mark.anyio
+
+LEASE_S = 2.0
+SESSION: dict[str, Any] = {
+    "strategy_name": "RestingLimit",
+    "strategy_params": {"timeframe": "1s", "min_ahead": 6, "max_ahead": 15},
+    "symbols": ["BTC/USDT"],
+    "timeframe": "1s",
+    "exchange": "synthetic",
+    "mode": "paper",
+}
+PATIENCE_S = 120.0  # a safety net for a loaded machine, never a speed bound
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _until(what: str, check: Any) -> Any:
+    deadline = time.monotonic() + PATIENCE_S
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_paper_session_of_a_killed_server_is_taken_over_by_a_worker_and_stopped_through_another_server(
+    tmp_path: Path, pg: Settings
+) -> None:
+    env = {
+        "DATABASE_URL": pg.database_url,
+        "CRACKTRADER_STRATEGY_DIR": str(TEST_STRATEGY_DIR),
+        "CRACKTRADER_SERVER_LEASE_TTL_S": str(LEASE_S),
+        "CRACKTRADER_SERVER_HEARTBEAT_S": "0.25",
+    }
+    engine = make_engine(pg.database_url)
+    rows = SessionStore(engine)
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    first = await asyncio.to_thread(ServerProcess(env, tmp_path / "first.log").start)
+    try:
+        async with httpx.AsyncClient(base_url=first.base_url, timeout=30) as c:
+            r = await c.post("/api/v1/runs", json=SESSION)
+            assert r.status_code == 201, r.text
+            run_id = r.json()["run_id"]
+
+            async def bars_on_first() -> bool:
+                status = (await c.get(f"/api/v1/runs/{run_id}/status")).json()
+                return bool(status["status"] == "running" and status["bars_processed"] > 0)
+
+            await _until("the session to trade on the first server", bars_on_first)
+        first.kill()
+        killed = time.monotonic()
+
+        async def on_the_worker() -> bool:
+            owner = await rows.owner(run_id)
+            if owner is None or owner[1] < 2:
+                return False
+            async with engine.connect() as conn:
+                pid = (await conn.execute(select(ServerRecord.pid).where(ServerRecord.id == owner[0]))).scalar()
+            assert worker.proc is not None
+            return pid == worker.proc.pid
+
+        await _until("the worker to take the session over", on_the_worker)
+        took = time.monotonic() - killed
+        settings = pg.model_copy(update={"strategy_dir": TEST_STRATEGY_DIR})
+        with LiveServer(settings) as other:
+            async with httpx.AsyncClient(base_url=other.base_url, timeout=30) as c:
+                status = (await c.get(f"/api/v1/runs/{run_id}/status")).json()
+                stop = await c.post(f"/api/v1/runs/{run_id}/stop")
+                after = (await c.get(f"/api/v1/runs/{run_id}/status")).json()
+        stopped = await rows.load(run_id)
+    finally:
+        first.kill()
+        code = worker.stop()
+        await engine.dispose()
+    assert took < LEASE_S + 5.0, took
+    assert status["status"] == "running" and status["run_id"] == run_id, status
+    assert stop.status_code == 200 and stop.json()["status"] == "stopped", stop.text
+    assert after["status"] == "stopped"
+    assert stopped is not None and stopped.fencing_token == 2  # taken over once, by the worker only
+    assert code == 0 and "Traceback" not in worker.log.read_text()
