@@ -18,34 +18,14 @@ from cracktrader.db.engine import make_engine
 from cracktrader.db.models import RunRecord
 from cracktrader.settings import Settings, get_settings
 from queue_support import deployment, holder_of
+from test_web_sweeps import SLOW_SWEEP
+from test_web_walkforward import WALK
 from web_support import SLOW_RUN, LiveServer
 
 pytestmark = pytest.mark.anyio
 
-WEEKS = {
-    "symbols": ["BTC/USDT"],
-    "timeframe": "1h",
-    "start_date": "2024-01-01T00:00:00Z",
-    "end_date": "2024-02-01T00:00:00Z",
-    "exchange": "synthetic",
-}
-# 2 x 2 combinations, all valid.
-SMA_SWEEP: dict[str, Any] = {
-    **WEEKS,
-    "strategy_name": "SmaCross",
-    "grid": {"fast": [5, 10], "slow": [20, 30]},
-    "commission": 0.001,
-}
-# 40 combinations of 168 bars x 2 ms or more each: a sweep a test can cancel deep inside.
-SLOW_SWEEP: dict[str, Any] = {
-    **WEEKS,
-    "end_date": "2024-01-08T00:00:00Z",
-    "strategy_name": "SlowStrategy",
-    "strategy_params": {"bar_ms": 2},
-    "grid": {"trade_every": "0:39:1"},
-}
-# 744 bars: train 240, test 120 make 4 windows.
-WALK: dict[str, Any] = {**SMA_SWEEP, "train": 240, "test": "5d", "purge": 2}
+# The walk-forward's grid as a sweep: 2 x 2 combinations, all valid.
+SMA_SWEEP: dict[str, Any] = {k: v for k, v in WALK.items() if k not in ("train", "test", "purge")}
 ENDED = ("completed", "failed", "cancelled")
 PATIENCE_S = 120.0
 

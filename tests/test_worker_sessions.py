@@ -18,19 +18,12 @@ from cracktrader.db.models import ServerRecord
 from cracktrader.db.session_store import SessionStore
 from cracktrader.settings import Settings
 from queue_support import WorkerProcess
+from test_session_restart import SESSION
 from web_support import TEST_STRATEGY_DIR, LiveServer, ServerProcess
 
 pytestmark = pytest.mark.anyio
 
 LEASE_S = 2.0
-SESSION: dict[str, Any] = {
-    "strategy_name": "RestingLimit",
-    "strategy_params": {"timeframe": "1s", "min_ahead": 6, "max_ahead": 15},
-    "symbols": ["BTC/USDT"],
-    "timeframe": "1s",
-    "exchange": "synthetic",
-    "mode": "paper",
-}
 PATIENCE_S = 120.0  # a safety net for a loaded machine, never a speed bound
 
 
