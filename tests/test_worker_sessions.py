@@ -5,6 +5,7 @@ PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,15 @@ async def test_a_paper_session_of_a_killed_server_is_taken_over_by_a_worker_and_
         with LiveServer(settings) as other:
             async with httpx.AsyncClient(base_url=other.base_url, timeout=30) as c:
                 status = (await c.get(f"/api/v1/runs/{run_id}/status")).json()
+
+                async def stored_six() -> bool:  # bars the worker has stored since it took over
+                    page = (await c.get(f"/api/v1/runs/{run_id}/recent-candles", params={"limit": 1})).json()
+                    return bool(page["bars"] >= 6)
+
+                await _until("six stored candles", stored_six)
+                detailed = await c.get(f"/api/v1/runs/{run_id}/status/detailed")
+                candles = await c.get(f"/api/v1/runs/{run_id}/recent-candles", params={"limit": 5})
+                other_symbol = await c.get(f"/api/v1/runs/{run_id}/recent-candles", params={"symbol": "ETH/USDT"})
                 stop = await c.post(f"/api/v1/runs/{run_id}/stop")
                 after = (await c.get(f"/api/v1/runs/{run_id}/status")).json()
         stopped = await rows.load(run_id)
@@ -93,6 +103,15 @@ async def test_a_paper_session_of_a_killed_server_is_taken_over_by_a_worker_and_
         await engine.dispose()
     assert took < LEASE_S + 5.0, took
     assert status["status"] == "running" and status["run_id"] == run_id, status
+    # A session another process runs reads as it stored it: its activity, its latest candles.
+    assert detailed.status_code == 200, detailed.text
+    assert detailed.json()["run_id"] == run_id and detailed.json()["equity_curve"], detailed.json()
+    assert candles.status_code == 200, candles.text
+    body = candles.json()
+    assert body["symbol"] == "BTC/USDT" and body["timeframe"] == "1s" and body["bars"] > 5 and body["truncated"]
+    stamps = body["candles"]["timestamp"]
+    assert len(stamps) == 5 and stamps == sorted(stamps) and all(b - a == 1000 for a, b in itertools.pairwise(stamps))
+    assert other_symbol.status_code == 404 and other_symbol.json()["error"]["code"] == "SYMBOL_NOT_IN_RUN"
     assert stop.status_code == 200 and stop.json()["status"] == "stopped", stop.text
     assert after["status"] == "stopped"
     assert stopped is not None and stopped.fencing_token == 2  # taken over once, by the worker only

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, cast
 
-from sqlalchemy import CursorResult, Table, exists, insert, select, update
+from sqlalchemy import CursorResult, Table, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -334,6 +334,20 @@ class SessionStore:
             equity=builtins.list(equity),
             orders=builtins.list(orders),
         )
+
+    async def recent_candles(self, run_id: str, symbol: int, limit: int) -> tuple[builtins.list[Any], int]:
+        """The last `limit` stored candles (ts, open, high, low, close, volume) of the session's symbol number
+        `symbol`, oldest first, and how many it has."""
+        where = (_CANDLES.c.run_id == run_id, _CANDLES.c.symbol == symbol)
+        async with self._engine.connect() as conn:
+            total = int((await conn.execute(select(func.count()).select_from(_CANDLES).where(*where))).scalar_one())
+            rows = (
+                await conn.execute(
+                    select(_CANDLES.c.ts, _CANDLES.c.open, _CANDLES.c.high, _CANDLES.c.low, _CANDLES.c.close,
+                           _CANDLES.c.volume).where(*where).order_by(_CANDLES.c.ts.desc()).limit(limit)
+                )
+            ).all()  # fmt: skip
+        return builtins.list(reversed(rows)), total
 
     async def owner(self, run_id: str) -> tuple[str, int] | None:
         """(owner server, fencing token) of a session."""

@@ -235,6 +235,23 @@ async def detailed(registry: Any, run: Any) -> dict[str, Any]:
     return {**st.snapshot(), **extra}
 
 
+async def detailed_anywhere(app: Any, registry: Any, run_id: str, *, owner: int | None) -> dict[str, Any]:
+    """`/runs/{id}/status/detailed` of a run this process holds, else of a session another process runs (its
+    activity from its stored rows, its status as that process last published it)."""
+    try:
+        return await detailed(registry, registry.find(run_id, owner=owner))
+    except RunNotFoundError:
+        stored = await app.state.run_store.get(run_id, user_id=owner)
+        if stored is None or stored.mode not in ("paper", "live"):
+            raise
+    results = await app.state.run_store.session_results(run_id, user_id=owner)
+    if results is None:
+        raise RunNotFoundError(f"Session {run_id} has stored nothing yet", details={"run_id": run_id})
+    status = await _published_status(app, stored)
+    extra = await asyncio.to_thread(recent_activity, results)
+    return {**extra, **status, "positions": extra["positions"]}
+
+
 # How long a stop sent to another process waits for the run's final status (a backtest stops within a second, a
 # session within two); past it the answer says the stop was sent.
 REMOTE_STOP_WAIT_S = {"backtest": 1.5}

@@ -18,7 +18,7 @@ from cracktrader.web.runs import service
 from cracktrader.web.runs.router import _with_resolved_strategy, require_live_scope
 from cracktrader.web.runs.schemas import DetailedStatusResponse, RunResponse
 from cracktrader.web.sessions.schemas import ResumeRequest, RunRequest, SessionCandles, SessionStatus, StopRequest
-from cracktrader.web.sessions.service import recent_candles
+from cracktrader.web.sessions.service import recent_candles_anywhere
 
 router = APIRouter(tags=["sessions"])
 NO_FLATTEN = StopRequest()
@@ -94,7 +94,7 @@ async def run_status(request: Request, run_id: str, runs: RunsDep) -> dict[str, 
 @router.get("/runs/{run_id}/status/detailed", response_model=DetailedStatusResponse)
 async def run_status_detailed(request: Request, run_id: str, runs: RunsDep) -> dict[str, Any]:
     """`/runs/{id}/status` plus recent orders and trades, positions, equity curve, metrics and health."""
-    doc = await service.detailed(runs.registry, runs.find(run_id))
+    doc = await service.detailed_anywhere(request.app, runs.registry, run_id, owner=runs.owner)
     health = await health_report(request.app, detailed=True)
     return {**doc, "health": {"status": health["status"], "checks": health["checks"]}}
 
@@ -102,13 +102,11 @@ async def run_status_detailed(request: Request, run_id: str, runs: RunsDep) -> d
 @router.get(
     "/runs/{run_id}/recent-candles",
     response_model=SessionCandles,
-    responses={
-        404: {"description": "No such session on this server (NOT_FOUND), or symbol not in it (SYMBOL_NOT_IN_RUN)"}
-    },
+    responses={404: {"description": "No such session (NOT_FOUND), or symbol not in it (SYMBOL_NOT_IN_RUN)"}},
 )
 async def session_recent_candles(
+    request: Request,
     run_id: str,
-    sessions: SessionsDep,
     runs: RunsDep,
     symbol: Annotated[
         str | None, Query(max_length=64, description="One of the session's symbols; default its first")
@@ -116,8 +114,9 @@ async def session_recent_candles(
     limit: Annotated[int, Query(ge=1, le=MAX_RECENT_CANDLES, description="Candles at most, the latest")] = 500,
 ) -> dict[str, Any]:
     """A session's latest closed candles of one symbol, as its strategy received them: a chart's history before
-    `WS /ws/status?run_id=ID&candles=true` streams the next ones."""
-    return recent_candles(sessions.get(run_id, owner=runs.owner), symbol, limit)
+    `WS /ws/status?run_id=ID&candles=true` streams the next ones. A session another server process runs answers
+    with the candles it stored."""
+    return await recent_candles_anywhere(request.app, runs.registry, run_id, symbol, limit, owner=runs.owner)
 
 
 @router.post("/runs/{run_id}/stop", response_model=RunResponse)
