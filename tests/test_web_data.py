@@ -416,3 +416,23 @@ def test_the_log_tail_leaves_warnings_on_stderr_where_python_prints_them() -> No
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "seen on stderr\n"
+
+
+def test_a_download_job_is_read_and_canceled_through_another_server_process(pg: Any) -> None:
+    with (
+        LiveServer(pg) as a,
+        LiveServer(pg) as b,
+        httpx.Client(base_url=a.base_url, timeout=30) as on_a,
+        httpx.Client(base_url=b.base_url, timeout=30) as on_b,
+    ):
+        job = on_a.post("/api/v1/data/downloads", json=BIG).json()
+        seen_on_b = on_b.get(f"/api/v1/data/downloads/{job['id']}")
+        canceled = on_b.delete(f"/api/v1/data/downloads/{job['id']}")
+        done = _wait(on_b, job["id"], {"completed", "failed", "canceled"})
+        unknown = on_b.get(f"/api/v1/data/downloads/{'f' * 32}")
+        on_a_now = on_a.get(f"/api/v1/data/downloads/{job['id']}").json()
+    assert seen_on_b.status_code == 200 and seen_on_b.json()["id"] == job["id"], seen_on_b.text
+    assert seen_on_b.json()["status"] in ("queued", "running")
+    assert canceled.status_code == 200 and canceled.json()["id"] == job["id"]
+    assert done["status"] == "canceled" and done == on_a_now  # the same job, wherever it is read
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NOT_FOUND"

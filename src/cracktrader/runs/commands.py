@@ -86,6 +86,12 @@ class RunCommands:
             calls={"cancel_sweep": cancel_sweep, "cancel_walkforward": cancel_walkforward, **(calls or {})},
         )
 
+    def serve(self, holds: Holds, calls: Mapping[str, CallHere]) -> None:
+        """Also answer `calls` for the ids `holds` says this process has (jobs other than runs: downloads)."""
+        runs_held = self._holds
+        self._holds = lambda job_id: runs_held(job_id) or holds(job_id)
+        self._calls.update(calls)
+
     async def start(self) -> None:
         """Listen for commands."""
         await self.notices.start(self._on_notice)

@@ -136,6 +136,8 @@ async def _open_run_commands(app: FastAPI, manager: RunRegistry) -> RunCommands:
     )
     if close_client is not None:
         app.state.event_log.closers.append(close_client)
+    downloads = app.state.downloads
+    commands.serve(downloads.holds, downloads.calls())
     await commands.start()
     return commands
 

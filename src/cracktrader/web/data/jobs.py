@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,9 +216,32 @@ class DownloadJobs:
             job.cancel.set()
         return job
 
+    def holds(self, job_id: str) -> bool:
+        """Whether the job is this process's (another process forwards its reads and cancels here)."""
+        return job_id in self._jobs
+
+    def calls(self) -> dict[str, Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]]:
+        """Reads and cancels another process forwards (its caller's owner filter in `owner`)."""
+
+        async def get(job_id: str, args: dict[str, Any]) -> dict[str, Any]:
+            return self.get(job_id, _owner(args)).document()
+
+        async def cancel(job_id: str, args: dict[str, Any]) -> dict[str, Any]:
+            return self.cancel(job_id, _owner(args)).document()
+
+        return {"download_get": get, "download_cancel": cancel}
+
     async def close(self) -> None:
         """Cancel every job and wait for their threads to notice."""
         for job in self._active():
             job.cancel.set()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _owner(args: dict[str, Any]) -> int | None:
+    """The forwarded owner filter (None: every job, for admins and with auth off)."""
+    owner = args.get("owner")
+    if owner is None or (isinstance(owner, int) and not isinstance(owner, bool)):
+        return owner
+    raise ApiError(404, "NOT_FOUND", "No such download job")

@@ -19,12 +19,17 @@ from cracktrader.web.data.schemas import (
     StoredCandles,
 )
 from cracktrader.web.deps import AppSettingsDep, caller_user_filter, caller_user_id
+from cracktrader.web.errors import ApiError
 
 router = APIRouter()
 
 MAX_CANDLES = 20_000
 Time = Annotated[str | None, Query(max_length=40, description="ISO 8601 or epoch milliseconds")]
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+# How long a read of a job no process here has waits for the process that has it (an unknown id: its 404 after it).
+FORWARD_WAIT_S = 1.0
 
 
 def _jobs(request: Request) -> DownloadJobs:
@@ -107,13 +112,32 @@ async def start_download(body: DownloadRequest, request: Request, settings: AppS
     return job.document()
 
 
+async def _elsewhere(request: Request, job_id: str, call: str, missing: ApiError) -> dict[str, Any]:
+    """A job another server process runs, read or cancelled there (404 when no process has it)."""
+    commands = request.app.state.run_commands
+    if commands is None or _jobs(request).holds(job_id):  # here, and not the caller's
+        raise missing
+    args = {"owner": caller_user_filter(request)}
+    answer = await commands.call(job_id, call, args, timeout_s=FORWARD_WAIT_S)
+    if answer is None:
+        raise missing
+    return answer
+
+
 @router.get("/data/downloads/{job_id}", response_model=DownloadJob, tags=["data"])
 async def get_download(job_id: JobId, request: Request) -> dict[str, Any]:
-    """A download job: status, progress (done, total, eta_s), and the stored set when completed."""
-    return _jobs(request).get(job_id, caller_user_filter(request)).document()
+    """A download job: status, progress (done, total, eta_s), and the stored set when completed; a job another
+    server process runs is read there."""
+    try:
+        return _jobs(request).get(job_id, caller_user_filter(request)).document()
+    except ApiError as missing:
+        return await _elsewhere(request, job_id, "download_get", missing)
 
 
 @router.delete("/data/downloads/{job_id}", response_model=DownloadJob, tags=["data"])
 async def cancel_download(job_id: JobId, request: Request) -> dict[str, Any]:
     """Cancel a download job; it stops after the chunk it is fetching (what it stored stays stored)."""
-    return _jobs(request).cancel(job_id, caller_user_filter(request)).document()
+    try:
+        return _jobs(request).cancel(job_id, caller_user_filter(request)).document()
+    except ApiError as missing:
+        return await _elsewhere(request, job_id, "download_cancel", missing)
