@@ -178,7 +178,7 @@ async def test_a_cancel_through_the_api_reaches_the_worker_and_a_queued_sweep_is
 async def test_a_sigkilled_workers_sweep_is_run_again_or_failed_per_policy_and_a_new_server_leaves_it_alone(
     tmp_path: Path, pg: Settings, policy: str
 ) -> None:
-    env = {"CRACKTRADER_EXPIRED_BACKTEST_POLICY": policy, "CRACKTRADER_MAX_CONCURRENT_BACKTESTS": "1"}
+    env: dict[str, Any] = {"CRACKTRADER_EXPIRED_BACKTEST_POLICY": policy, "CRACKTRADER_MAX_CONCURRENT_BACKTESTS": "1"}
     with deployment(tmp_path, pg, workers=2, **env) as (srv, procs, settings):
         async with (
             httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c,
@@ -254,7 +254,7 @@ async def test_a_queued_sweep_outlives_the_server_that_accepted_it_and_runs_when
 async def test_a_sigtermed_worker_hands_its_sweep_back_and_the_other_runs_it_to_the_end(
     tmp_path: Path, pg: Settings
 ) -> None:
-    env = {"CRACKTRADER_EXECUTOR_DRAIN_S": "0.5", "CRACKTRADER_MAX_CONCURRENT_BACKTESTS": "1"}
+    env: dict[str, Any] = {"CRACKTRADER_EXECUTOR_DRAIN_S": "0.5", "CRACKTRADER_MAX_CONCURRENT_BACKTESTS": "1"}
     with deployment(tmp_path, pg, workers=2, **env) as (srv, procs, settings):
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
             sweep_id = (await _post(c, "sweeps", SLOW_SWEEP))["sweep_id"]

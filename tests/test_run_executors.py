@@ -182,7 +182,10 @@ async def test_a_sigkilled_workers_backtest_is_rerun_by_another_within_lease_plu
 ) -> None:
     release = tmp_path / "release"
     held = {**released_run(SLOW_RUN, release), "mode": "backtest"}
-    env = {"CRACKTRADER_EXPIRED_BACKTEST_POLICY": "requeue", "CRACKTRADER_MAX_CONCURRENT_BACKTESTS": "1"}
+    env: dict[str, Any] = {
+        "CRACKTRADER_EXPIRED_BACKTEST_POLICY": "requeue",
+        "CRACKTRADER_MAX_CONCURRENT_BACKTESTS": "1",
+    }
     with deployment(tmp_path, pg, workers=2, **env) as (srv, procs, settings):
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
             run_id = await _post_run(c, held)
@@ -219,7 +222,7 @@ async def test_a_sigtermed_worker_hands_an_unfinished_backtest_back_and_another_
 ) -> None:
     release = tmp_path / "release"
     held = {**released_run(SLOW_RUN, release), "mode": "backtest"}
-    env = {"CRACKTRADER_EXECUTOR_DRAIN_S": "0.5", "CRACKTRADER_MAX_CONCURRENT_BACKTESTS": "1"}
+    env: dict[str, Any] = {"CRACKTRADER_EXECUTOR_DRAIN_S": "0.5", "CRACKTRADER_MAX_CONCURRENT_BACKTESTS": "1"}
     with deployment(tmp_path, pg, workers=2, **env) as (srv, procs, settings):
         async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as c:
             run_id = await _post_run(c, held)
