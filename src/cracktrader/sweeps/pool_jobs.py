@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 CANCEL_WAIT_S = 2.0
 # Ended jobs kept in memory (the store has them all).
 KEEP_ENDED = 50
+# How long a job's end waits for its worker's last messages (they come by another path than its outcome).
+END_WAIT_S = 5.0
 # How long a cancel asked of the process that runs the job waits for its answer.
 REMOTE_CANCEL_WAIT_S = CANCEL_WAIT_S + 3.0
 # How often the process that accepted a job checks that it has not ended unheard (a lapsed lease failed it).
@@ -92,6 +94,7 @@ class LiveJob(Generic[D, R]):
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     last_publish: float = 0.0
     started_write: asyncio.Task[None] | None = None
+    worker_done: asyncio.Event = field(default_factory=asyncio.Event)  # its worker's last message arrived
     claimed: bool = False  # an executor took it from the run queue: its events name it as a run
     handed_back: bool = False  # its executor drained and gave it back to the queue: nothing of it is saved
 
@@ -269,6 +272,10 @@ class PoolJobRegistry(Generic[D, R]):
                     JobOutcome("failed", error=f"could not start: {type(exc).__name__}", error_code="INTERNAL_ERROR")
                 )
             outcome = await done
+            if not isinstance(outcome, JobOutcome) or outcome.from_worker:
+                # Messages come by another path than the outcome: its last progress may still be in flight.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(live.worker_done.wait(), END_WAIT_S)
             if live.started_write is not None:  # its "running" must not land after the end
                 await asyncio.gather(live.started_write, return_exceptions=True)
             await self._finish(live, outcome)
@@ -276,6 +283,9 @@ class PoolJobRegistry(Generic[D, R]):
             live.ended.set()
 
     def _on_message(self, live: LiveJob[D, R], kind: str, payload: dict[str, Any]) -> None:
+        if kind == worker.END:
+            live.worker_done.set()
+            return
         doc = live.doc
         if not live.active or live.handed_back:  # handed back: another executor's attempt is the one heard
             return
