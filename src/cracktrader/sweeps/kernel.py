@@ -709,6 +709,7 @@ def _segment_stats(
     sum and comparison is the metric kernels' own, in bar order. Flat bars after a segment's first one have a
     return of exactly 0 (x / x - 1 for a finite x > 0) and a constant equity, so the first pass skips them in
     O(1); the second adds their (0 - mean)^2 with `add_repeated`, rounded as the metric kernel's loop rounds it.
+    The deepest drawdown below a finite positive peak is taken once, at the episode's lowest equity (see below).
     """
     n = close.shape[0]
     prev = initial
@@ -719,6 +720,11 @@ def _segment_stats(
     peak_t = t_before
     underwater = False
     max_dd = 0.0
+    # The lowest equity since the peak whose drawdown is not yet in max_dd (inf: none). For a fixed peak p, finite
+    # and > 0, (p - v) / p never decreases as v falls (both roundings are monotonic), so the kernel's per-bar
+    # max over an episode equals this one division at its lowest v: one division per episode instead of per bar.
+    trough = math.inf
+    lazy = initial > 0.0 and initial < math.inf
     max_len = 0
     max_ms = 0.0
     held = 0
@@ -748,17 +754,29 @@ def _segment_stats(
                     max_len = max(max_len, k + 1 - peak_idx)
                     max_ms = max(max_ms, float(ts[k]) - peak_t)
                     underwater = False
+                if trough < math.inf:
+                    max_dd = max(max_dd, (peak - trough) / peak)
+                    trough = math.inf
                 peak = value
                 peak_idx = k + 1
                 peak_t = float(ts[k])
+                lazy = peak > 0.0 and peak < math.inf
             else:
                 underwater = True
-                if peak > 0.0:
+                if lazy and value == value:
+                    trough = min(trough, value)
+                elif peak > 0.0:
+                    # A NaN equity or an infinite peak: the kernel's own division, after the pending one.
+                    if trough < math.inf:
+                        max_dd = max(max_dd, (peak - trough) / peak)
+                        trough = math.inf
                     max_dd = max(max_dd, (peak - value) / peak)
         if quick and end > start + 1 and not underwater:
             # The flat run's later bars each equal the peak: no episode closes, the peak only moves on.
             peak_idx = end
             peak_t = float(ts[end - 1])
+    if trough < math.inf:
+        max_dd = max(max_dd, (peak - trough) / peak)
     if underwater:
         max_len = max(max_len, n - peak_idx)
         max_ms = max(max_ms, float(ts[n - 1]) - peak_t)
