@@ -118,6 +118,32 @@ def test_every_vectorized_builtin_sweep_equals_its_single_backtests(
     assert_rows_equal_backtests(result, strategy, **costs)
 
 
+# Metric choices reading neither, one or both of the fused kernel's skippable passes (returns, drawdown).
+METRIC_SUBSETS: list[tuple[str, ...]] = [
+    ("total_return", "exposure", "final_equity", "total_trades", "fees_paid"),
+    ("sharpe_ratio",),
+    ("calmar_ratio", "max_drawdown_duration_days"),
+    ("volatility", "max_drawdown", "cagr"),
+]
+
+
+@pytest.mark.parametrize("strategy", ["SmaCross", "RsiMeanReversion", "DonchianBreakout"])
+def test_a_sweep_of_a_few_metrics_gives_the_values_of_a_sweep_of_all(strategy: str) -> None:
+    grid = {
+        "SmaCross": {"fast": [3, 8], "slow": [13, 21]},
+        "RsiMeanReversion": {"period": [7, 14], "oversold": [25.0, 30.0]},
+        "DonchianBreakout": {"entry_period": [10, 20], "exit_period": [5, 10]},
+    }[strategy]
+    costs = {"commission": 0.001, "slippage_bps": 2.0}
+    full = {r.index: r.metrics for r in sweep(strategy, grid, metrics=ALL, cache=False, **costs, **RANGE).rows}
+    for subset in METRIC_SUBSETS:
+        rows = sweep(strategy, grid, metrics=subset, cache=False, **costs, **RANGE).rows
+        assert len(rows) == len(full)
+        for row in rows:
+            # repr: the same float bits (and None where the full sweep has None).
+            assert {m: repr(v) for m, v in row.metrics.items()} == {m: repr(full[row.index][m]) for m in subset}
+
+
 def test_shorts_latency_and_two_symbols_match_single_backtests() -> None:
     kw: dict[str, Any] = {
         "commission": 0.0005,

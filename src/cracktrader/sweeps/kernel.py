@@ -63,6 +63,12 @@ ST_MAX_LEN = 6
 ST_MAX_MS = 7
 ST_IN_MARKET = 8
 N_STATS = 9
+# Which parts of the stats row the fused kernel computes (`_segment_stats`): the final equity and the bars in the
+# market always; the per-bar return stats and the drawdown only when a chosen metric reads them, since each is a
+# pass over every bar in the market (most of a row's time) while the rest is O(fills).
+NEED_RETURNS = 1
+NEED_DRAWDOWN = 2
+NEED_ALL = NEED_RETURNS | NEED_DRAWDOWN
 # numpy's error model (a division by zero gives inf or NaN instead of raising) lets LLVM drop a check per bar from
 # the metric kernels inlined here: 40 % faster per combination. The fill rule never divides by zero on valid
 # candles (prices > 0), where both models give the same bits; the tests compare every sweep with `backtest`.
@@ -189,9 +195,11 @@ def cross_combo(
     orders: np.ndarray,
     segs: np.ndarray,
     stats: np.ndarray,
+    need: int = NEED_ALL,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One crossover combination: entries where a crosses above b (per symbol: rows of the (m, n) a_cols, b_cols),
-    exits below; size, stop-loss and take-profit as the backtest stacks a built-in's scalar risk params.
+    exits below; size, stop-loss and take-profit as the backtest stacks a built-in's scalar risk params; `need`
+    the parts of the fused kernel's stats row to compute (the general path computes all).
 
     Returns the order and segment buffers (grown when they filled up) and the combination's order row count.
     """
@@ -215,6 +223,7 @@ def cross_combo(
             0,
             segs,
             stats,
+            need,
         )
     # The strategy's `crossed_above` / `crossed_below`, bar by bar through the same `crosses`.
     eventful[0] = False
@@ -702,6 +711,7 @@ def _segment_stats(
     initial: float,
     t_before: float,
     stats: np.ndarray,
+    need: int,
 ) -> None:
     """The stats row of `_return_stats_kernel` and `_drawdown_kernel` over the equity the segments describe.
 
@@ -709,8 +719,15 @@ def _segment_stats(
     sum and comparison is the metric kernels' own, in bar order. Flat bars after a segment's first one have a
     return of exactly 0 (x / x - 1 for a finite x > 0) and a constant equity, so the first pass skips them in
     O(1); the second adds their (0 - mean)^2 with `add_repeated`, rounded as the metric kernel's loop rounds it.
+    The deepest drawdown below a finite positive peak is taken once, at the episode's lowest equity (see below).
+    `need` (NEED_*) says which parts to compute; the others are left NaN (0 bars for the drawdown length).
     """
     n = close.shape[0]
+    returns = (need & NEED_RETURNS) != 0
+    drawdown = (need & NEED_DRAWDOWN) != 0
+    if not returns and not drawdown:
+        _final_and_held(segs, n_segs, close, initial, stats)
+        return
     prev = initial
     total = 0.0
     finite = True
@@ -719,6 +736,11 @@ def _segment_stats(
     peak_t = t_before
     underwater = False
     max_dd = 0.0
+    # The lowest equity since the peak whose drawdown is not yet in max_dd (inf: none). For a fixed peak p, finite
+    # and > 0, (p - v) / p never decreases as v falls (both roundings are monotonic), so the kernel's per-bar
+    # max over an episode equals this one division at its lowest v: one division per episode instead of per bar.
+    trough = math.inf
+    lazy = initial > 0.0 and initial < math.inf
     max_len = 0
     max_ms = 0.0
     held = 0
@@ -736,36 +758,51 @@ def _segment_stats(
             if not flat:
                 value += pos * close[k, 0]
                 held += 1
-            r = value / prev - 1.0
-            if finite:
-                if not math.isfinite(r):
-                    finite = False
-                else:
-                    total += r
-            prev = value
+            if returns:
+                r = value / prev - 1.0
+                if finite:
+                    if not math.isfinite(r):
+                        finite = False
+                    else:
+                        total += r
+                prev = value
+            if not drawdown:
+                continue
             if value >= peak:
                 if underwater:
                     max_len = max(max_len, k + 1 - peak_idx)
                     max_ms = max(max_ms, float(ts[k]) - peak_t)
                     underwater = False
+                if trough < math.inf:
+                    max_dd = max(max_dd, (peak - trough) / peak)
+                    trough = math.inf
                 peak = value
                 peak_idx = k + 1
                 peak_t = float(ts[k])
+                lazy = peak > 0.0 and peak < math.inf
             else:
                 underwater = True
-                if peak > 0.0:
+                if lazy and value == value:
+                    trough = min(trough, value)
+                elif peak > 0.0:
+                    # A NaN equity or an infinite peak: the kernel's own division, after the pending one.
+                    if trough < math.inf:
+                        max_dd = max(max_dd, (peak - trough) / peak)
+                        trough = math.inf
                     max_dd = max(max_dd, (peak - value) / peak)
-        if quick and end > start + 1 and not underwater:
+        if drawdown and quick and end > start + 1 and not underwater:
             # The flat run's later bars each equal the peak: no episode closes, the peak only moves on.
             peak_idx = end
             peak_t = float(ts[end - 1])
+    if trough < math.inf:
+        max_dd = max(max_dd, (peak - trough) / peak)
     if underwater:
         max_len = max(max_len, n - peak_idx)
         max_ms = max(max_ms, float(ts[n - 1]) - peak_t)
     mean = math.nan
     std = math.nan
     downside = math.nan
-    if finite:
+    if returns and finite:
         mean = total / n
         prev = initial
         sq = 0.0
@@ -797,9 +834,38 @@ def _segment_stats(
     stats[ST_MEAN] = mean
     stats[ST_STD] = std
     stats[ST_DOWNSIDE] = downside
-    stats[ST_MAX_DD] = max_dd
+    stats[ST_MAX_DD] = max_dd if drawdown else math.nan
     stats[ST_MAX_LEN] = max_len
-    stats[ST_MAX_MS] = max_ms
+    stats[ST_MAX_MS] = max_ms if drawdown else math.nan
+    stats[ST_IN_MARKET] = held
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _final_and_held(segs: np.ndarray, n_segs: int, close: np.ndarray, initial: float, stats: np.ndarray) -> None:
+    """`_segment_stats` with neither part needed: the last bar's equity and the bars held, in O(segments)."""
+    n = close.shape[0]
+    value = initial
+    held = 0
+    for s in range(n_segs):
+        start = int(segs[s, SEG_START])
+        end = int(segs[s + 1, SEG_START]) if s + 1 < n_segs else n
+        if end <= start:
+            continue
+        c = segs[s, SEG_CASH]
+        pos = segs[s, SEG_POS]
+        # The stats pass's own expression for the segment's last bar (cash, plus the position marked when held).
+        value = c
+        if pos != 0.0:
+            value += pos * close[end - 1, 0]
+            held += end - start
+    stats[ST_FINAL] = value
+    stats[ST_FINITE] = 1.0
+    stats[ST_MEAN] = math.nan
+    stats[ST_STD] = math.nan
+    stats[ST_DOWNSIDE] = math.nan
+    stats[ST_MAX_DD] = math.nan
+    stats[ST_MAX_LEN] = 0
+    stats[ST_MAX_MS] = math.nan
     stats[ST_IN_MARKET] = held
 
 
@@ -826,6 +892,7 @@ def _run_fused(
     n_orders: int,
     segs: np.ndarray,
     stats: np.ndarray,
+    need: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """`run_rule` compiled for one rule (a literal): its dispatch in the scan and fill loop folds away."""
     literally(rule)
@@ -871,7 +938,7 @@ def _run_fused(
             more[:n_segs] = segs[:n_segs]
             segs = more
         done = reached
-    _segment_stats(segs, n_segs, close, timestamp, initial_cash, t_before, stats)
+    _segment_stats(segs, n_segs, close, timestamp, initial_cash, t_before, stats, need)
     return orders, segs, n_orders
 
 
@@ -898,10 +965,12 @@ def run_rule(
     n_orders: int,
     segs: np.ndarray,
     stats: np.ndarray,
+    need: int = NEED_ALL,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One single-symbol long-only combination without stops: simulate, then reduce, with no per-bar array.
 
-    The signals come from `rule` (see `_decide`): x, y, p, q as it reads them, entries/exits for RULE_FLAGS.
+    The signals come from `rule` (see `_decide`): x, y, p, q as it reads them, entries/exits for RULE_FLAGS;
+    `need` the parts of the stats row to compute (NEED_*).
     Returns the order buffer and segment buffer (grown when they filled up) and the order row count.
     """
     if rule == RULE_CROSS:
@@ -927,6 +996,7 @@ def run_rule(
             n_orders,
             segs,
             stats,
+            need,
         )
     if rule == RULE_LEVEL:
         return _run_fused(
@@ -951,6 +1021,7 @@ def run_rule(
             n_orders,
             segs,
             stats,
+            need,
         )
     if rule == RULE_BAND:
         return _run_fused(
@@ -975,6 +1046,7 @@ def run_rule(
             n_orders,
             segs,
             stats,
+            need,
         )
     if rule == RULE_BREAKOUT:
         return _run_fused(
@@ -999,6 +1071,7 @@ def run_rule(
             n_orders,
             segs,
             stats,
+            need,
         )
     return _run_fused(
         RULE_FLAGS,
@@ -1022,6 +1095,7 @@ def run_rule(
         n_orders,
         segs,
         stats,
+        need,
     )
 
 
@@ -1047,6 +1121,7 @@ def run_cross(
     n_orders: int,
     segs: np.ndarray,
     stats: np.ndarray,
+    need: int = NEED_ALL,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One single-symbol crossover combination without stops (a crossing above b enters, below exits): `run_rule`."""
     return run_rule(
@@ -1071,6 +1146,7 @@ def run_cross(
         n_orders,
         segs,
         stats,
+        need,
     )
 
 
@@ -1092,6 +1168,7 @@ def run_flags(
     n_orders: int,
     segs: np.ndarray,
     stats: np.ndarray,
+    need: int = NEED_ALL,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One single-symbol long-only combination without stops from its (n, 1) entries/exits; see `run_rule`."""
     return run_rule(
@@ -1116,4 +1193,5 @@ def run_flags(
         n_orders,
         segs,
         stats,
+        need,
     )

@@ -29,7 +29,7 @@ from cracktrader.engine.backtest import (
 )
 from cracktrader.engine.broker import SimSettings
 from cracktrader.engine.market import Bars, MarketData
-from cracktrader.engine.metrics import CurveStats, metrics_from_stats, t_before
+from cracktrader.engine.metrics import METRIC_KEYS, CurveStats, metrics_from_stats, t_before
 from cracktrader.engine.records import N_COLS
 from cracktrader.engine.strategy import Strategy, StrategyParams
 from cracktrader.runs.strategy_errors import strategy_errors
@@ -73,17 +73,38 @@ class _Scratch:
         self.segs = np.empty((4096, k.N_SEG))
 
 
+# The metrics that read the fused kernel's per-bar return stats, and those that read its drawdown (see
+# `metrics.metrics_from_stats`); every other metric comes from the final equity, the bars held and the fills.
+RETURN_METRICS = frozenset({"sharpe_ratio", "sortino_ratio", "volatility"})
+DRAWDOWN_METRICS = frozenset(
+    {"max_drawdown", "max_drawdown_duration", "max_drawdown_duration_bars", "max_drawdown_duration_days"}
+    | {"calmar_ratio"}
+)
+
+
+def stats_needed(metrics: Sequence[str]) -> int:
+    """The parts of the stats row (`kernel.NEED_*`) the chosen metrics read; all of them for a name not known."""
+    chosen = set(metrics)
+    if not chosen <= set(METRIC_KEYS):
+        return k.NEED_ALL
+    need = k.NEED_RETURNS if chosen & RETURN_METRICS else 0
+    return need | (k.NEED_DRAWDOWN if chosen & DRAWDOWN_METRICS else 0)
+
+
 @dataclass(slots=True)
 class _Base:
     inputs: SweepInputs
     _local: threading.local = field(default_factory=threading.local, init=False)
     _bh: float = field(default=0.0, init=False)
     _t_before: float = field(default=0.0, init=False)
+    _need: int = field(default=k.NEED_ALL, init=False)
 
     def __post_init__(self) -> None:
         data = self.inputs.data
         self._bh = buy_and_hold_return(data, data.n_bars)
         self._t_before = t_before(float(data.timestamp[0]), data.periods_per_year)
+        # A row reports only the chosen metrics: the fused kernel skips the passes none of them reads.
+        self._need = stats_needed(self.inputs.metrics)
 
     def scratch(self) -> _Scratch:
         s: _Scratch | None = getattr(self._local, "scratch", None)
@@ -219,6 +240,7 @@ class SignalPlan(_Base):
                     0,
                     s.segs,
                     stats,
+                    self._need,
                 )
                 rows.append(self.finish(combo, stats, s.orders[:n_orders]))
                 continue
@@ -249,6 +271,7 @@ class SignalPlan(_Base):
                     0,
                     s.segs,
                     stats,
+                    self._need,
                 )
                 rows.append(self.finish(combo, stats, s.orders[:n_orders]))
                 continue
@@ -409,6 +432,7 @@ class CrossPlan(_Base):
                 s.orders,
                 s.segs,
                 stats,
+                self._need,
             )
             out.append(self.finish(combo, stats, s.orders[:n_orders]))
         return out
