@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,28 +18,17 @@ from cracktrader.db.models import ServerRecord
 from cracktrader.db.session_store import SessionStore
 from cracktrader.settings import Settings
 from queue_support import WorkerProcess
-from test_session_restart import SESSION
+from test_session_restart import SESSION, _until
 from web_support import TEST_STRATEGY_DIR, LiveServer, ServerProcess
 
 pytestmark = pytest.mark.anyio
 
 LEASE_S = 2.0
-PATIENCE_S = 120.0  # a safety net for a loaded machine, never a speed bound
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def _until(what: str, check: Any) -> Any:
-    deadline = time.monotonic() + PATIENCE_S
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"still waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_paper_session_of_a_killed_server_is_taken_over_by_a_worker_and_stopped_through_another_server(
